@@ -1,0 +1,75 @@
+# digit-recognizer pipeline. `make help` lists the targets.
+# Options pass through: make all SOURCE=path/to/digit-recognizer.zip PRESET=best EPOCHS=30 SEED=7
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Options given on the make command line become the CLI's options; unset ones keep its defaults.
+opt = $(if $($(1)),$(2) $($(1)),)
+DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
+SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,SEED,--seed)
+TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
+	$(call opt,BATCH_SIZE,--batch-size) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
+	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy)
+PREDICT_OPTS = $(call opt,PRESET,--preset)
+ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
+PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
+
+.DEFAULT_GOAL := help
+.PHONY: help all download prepare split train predict report runs submit test test-fast bench clean clean-all venv
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  options: SOURCE=auto|kaggle|sample|PATH PRESET=quick|default|best|baseline EPOCHS=N SEED=N"
+	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N VAL_FRACTION=F FORCE=1 QUIET=1"
+
+$(STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv from the pinned requirements.txt (done by every target that needs it)
+
+all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
+	$(PIPELINE) all $(ALL_OPTS)
+
+download: $(STAMP) ## Fetch train.csv and test.csv (Kaggle API, a zip or folder, or the bundled sample)
+	$(PIPELINE) download $(DOWNLOAD_OPTS) $(if $(FORCE),--force,)
+
+prepare: $(STAMP) ## Validate the CSVs and write the image arrays
+	$(PIPELINE) prepare $(if $(FORCE),--force,)
+
+split: $(STAMP) ## Stratified train / validation split
+	$(PIPELINE) split $(SPLIT_OPTS) $(if $(FORCE),--force,)
+
+train: $(STAMP) ## Train the model (resumes an interrupted run)
+	$(PIPELINE) train $(TRAIN_OPTS) $(if $(FORCE),--force,)
+
+predict: $(STAMP) ## Write submissions/<run>.csv
+	$(PIPELINE) predict $(PREDICT_OPTS) $(if $(FORCE),--force,)
+
+report: $(STAMP) ## Write the report of the latest run (data/reports/<run>/index.html)
+	$(PIPELINE) report $(if $(FORCE),--force,)
+
+runs: $(STAMP) ## List every training run, best first
+	$(PIPELINE) runs
+
+submit: $(STAMP) ## Send the newest submission to Kaggle (FILE=path or RUN=id to choose)
+	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) $(if $(FORCE),--force,)
+
+bench: $(STAMP) ## Baseline vs default side by side: time, images/s, accuracy, memory (BENCH_SOURCE=...)
+	$(PIPELINE) bench $(call opt,BENCH_SOURCE,--source)
+
+test: $(STAMP) ## The test suite (about 5 minutes on 2 cores)
+	$(PYTHON) -m pytest
+
+test-fast: $(STAMP) ## The tests not marked slow
+	$(PYTHON) -m pytest -m "not slow"
+
+clean: ## Remove everything the pipeline wrote under data/ (keeps submissions/ and the bundled sample)
+	find data -mindepth 1 -maxdepth 1 ! -name sample -exec rm -rf {} +
+
+clean-all: clean ## Also remove the virtual environment
+	rm -rf $(VENV)

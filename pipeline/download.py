@@ -1,0 +1,92 @@
+"""Stage 1, download: the competition's CSV files into data/raw/, from one of three sources.
+
+- kaggle: the official client (pipeline.kaggle_api), which saves the competition zip;
+- a PATH: a competition zip or a folder holding train.csv and test.csv, as downloaded by hand;
+- sample: the small archive shipped in data/sample/, in exactly the competition's format.
+"""
+
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from pipeline import config
+from pipeline.cache import atomic_path
+from pipeline.errors import PipelineError
+
+REQUIRED_FILES = ("train.csv", "test.csv")
+OPTIONAL_FILES = ("sample_submission.csv",)
+# The real files are 77 MB and 51 MB; anything far larger is not this competition (or a zip bomb).
+MAX_MEMBER_BYTES = 1 << 30
+
+
+def resolve_source(source: str, credentials: str | None) -> tuple[str, Path | None]:
+    """Turn --source into (kind, path): kind is 'kaggle', 'sample', 'zip' or 'folder'."""
+    if source == "auto":
+        return ("kaggle", None) if credentials else ("sample", config.SAMPLE_ARCHIVE)
+    if source == "kaggle":
+        return "kaggle", None
+    if source == "sample":
+        return "sample", config.SAMPLE_ARCHIVE
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "folder", path.resolve()
+    if path.is_file():
+        return "zip", path.resolve()
+    raise PipelineError(
+        f"{source}: no such file or folder (expected auto, kaggle, sample, a competition zip "
+        "or a folder holding train.csv and test.csv)"
+    )
+
+
+def _safe_member_name(archive: Path, name: str) -> str:
+    """The member's file name, refusing any path that would leave the target folder."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise PipelineError(f"{archive}: member {name!r} points outside the target folder; refusing the archive")
+    return path.name
+
+
+def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
+    """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip."""
+    wanted = REQUIRED_FILES + OPTIONAL_FILES
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            members = {}
+            for info in zip_file.infolist():
+                file_name = _safe_member_name(archive, info.filename)
+                if file_name in wanted and not info.is_dir():
+                    members[file_name] = info
+            missing = [name for name in REQUIRED_FILES if name not in members]
+            if missing:
+                raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive (expected the competition's files)")
+            written = []
+            for file_name, info in sorted(members.items()):
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
+                with atomic_path(target_dir / file_name) as temporary:
+                    with zip_file.open(info) as source, open(temporary, "wb") as destination:
+                        shutil.copyfileobj(source, destination, 1 << 20)
+                written.append(target_dir / file_name)
+            return written
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as error:
+        raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
+
+
+def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PipelineError(f"{folder}: no {' or '.join(missing)} in this folder (expected the competition's files)")
+    written = []
+    for name in REQUIRED_FILES + OPTIONAL_FILES:
+        if (folder / name).is_file():
+            with atomic_path(target_dir / name) as temporary:
+                shutil.copyfile(folder / name, temporary)
+            written.append(target_dir / name)
+    return written
+
+
+def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
+    """A sample_submission.csv left from another source must not be checked against this one."""
+    for name in OPTIONAL_FILES:
+        if target_dir / name not in written and (target_dir / name).exists():
+            (target_dir / name).unlink()

@@ -1,0 +1,25 @@
+"""Stage 3, split: a seeded, stratified train / validation split of the prepared train images."""
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train_indices, val_indices); each class keeps its share in both, to within one image."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise PipelineError(f"--val-fraction {val_fraction}: expected a fraction strictly between 0 and 1")
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    validation_size = int(np.ceil(val_fraction * len(labels)))
+    if present.min() < 2 or validation_size < len(present) or len(labels) - validation_size < len(present):
+        raise PipelineError(
+            f"cannot make a stratified split of {len(labels)} images with --val-fraction {val_fraction}: "
+            "every class needs at least one image on each side"
+        )
+    train_indices, val_indices = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(train_indices), np.sort(val_indices)
