@@ -101,7 +101,7 @@ def _fast_read(path: Path, columns: int) -> np.ndarray | None:
         return None
     if frame.shape[1] != columns or frame.shape[0] == 0:
         return None
-    if not all(np.issubdtype(dtype, np.integer) for dtype in frame.dtypes):
+    if not all(pd.api.types.is_integer_dtype(dtype) for dtype in frame.dtypes):
         return None
     return frame.to_numpy(dtype=np.int64)
 

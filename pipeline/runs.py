@@ -8,7 +8,11 @@ from pipeline import config
 from pipeline.cache import write_json
 from pipeline.errors import PipelineError
 
-SENT_FILE = config.DATA_DIR / "submissions_sent.json"
+
+
+
+def sent_file() -> Path:
+    return config.DATA_DIR / "submissions_sent.json"
 
 
 def run_path(run_id: str) -> Path:
@@ -79,7 +83,7 @@ def submission_message(run: dict | None, file: Path) -> str:
 
 def sent_submissions() -> dict:
     try:
-        return json.loads(SENT_FILE.read_text())
+        return json.loads(sent_file().read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -88,4 +92,4 @@ def record_sent_submission(digest: str, file: Path, message: str, answer: str) -
     sent = sent_submissions()
     sent[digest] = {"file": str(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
                     "answer": answer}
-    write_json(SENT_FILE, sent)
+    write_json(sent_file(), sent)

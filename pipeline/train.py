@@ -134,6 +134,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
         if state["epochs_without_improvement"] >= config.patience:
             break
         started = time.perf_counter()
+        reseed_layers(model, seed, epoch)
         dataset = augment.make_training_dataset(
             train_images, train_labels, config.batch_size, seed, epoch, augment=config.augment
         )
@@ -158,6 +159,18 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
             f" {epoch_seconds[-1]:.0f} s, about {_duration(left)} left")
     model.load_weights(checkpoint_folder / state["best_weights_file"])
     return model, state
+
+
+def reseed_layers(model, seed: int, epoch: int) -> None:
+    """Set the random state of every layer (dropout) from (seed, epoch).
+
+    Keras does not save these states with a model, so without this a resumed run would drop
+    other units than the uninterrupted one and end elsewhere.
+    """
+    generators = [variable for variable in model.variables if "seed_generator_state" in variable.path]
+    seeds = np.random.default_rng([seed, epoch, 7]).integers(1, 2**31 - 1, size=len(generators))
+    for variable, layer_seed in zip(generators, seeds):
+        variable.assign(np.array([layer_seed, 0], dtype=variable.dtype))
 
 
 def _duration(seconds: float) -> str:

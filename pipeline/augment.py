@@ -1,0 +1,129 @@
+"""Stateless data augmentation and the per-epoch training dataset.
+
+Everything random here is drawn from stateless generators keyed on (seed, epoch, batch index),
+so a training run resumed at epoch k sees exactly the images that an uninterrupted run would.
+
+- `random_affine`: one composed rotation + zoom + shift per image, applied in a single
+  bilinear resampling (`ImageProjectiveTransformV3`, fill 0). No flips: a flipped 2 is not a 2.
+- `make_training_dataset`: one epoch of shuffled, augmented, batched (images, one-hot labels).
+- `make_evaluation_dataset`: batched images (and one-hot labels when given), in order.
+
+Labels are returned ONE-HOT (float32, shape (batch, 10)) so that the loss can use
+`CategoricalCrossentropy(label_smoothing=...)`.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+NUM_CLASSES = 10
+
+
+def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):
+    """Rotate, zoom and shift each image of a batch by its own random amounts.
+
+    images: float32 tensor (batch, height, width, channels).
+    seed: shape-[2] integer tensor; the same seed and images give the same output.
+    Per image: an angle uniform in +-max_rotation_degrees, a zoom factor uniform in
+    [1 - max_zoom, 1 + max_zoom] drawn separately for x and y (as Keras' ImageDataGenerator
+    zoom_range does), and a shift uniform in +-max_shift of the width (x) and height (y).
+    The four are composed into one affine map about the image centre, resampled bilinearly,
+    with 0 where the source lies outside the image.
+    """
+    images = tf.convert_to_tensor(images, dtype=tf.float32)
+    if images.shape.rank != 4:
+        raise ValueError(f"images must have shape (batch, height, width, channels), got {images.shape}.")
+    batch_size = tf.shape(images)[0]
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+
+    # One draw of five numbers in [-1, 1) per image: angle, zoom x, zoom y, shift x, shift y.
+    draws = tf.random.stateless_uniform([batch_size, 5], seed=seed, minval=-1.0, maxval=1.0)
+    angle = draws[:, 0] * (max_rotation_degrees * math.pi / 180.0)
+    zoom_x = 1.0 + draws[:, 1] * max_zoom
+    zoom_y = 1.0 + draws[:, 2] * max_zoom
+    shift_x = draws[:, 3] * max_shift * width
+    shift_y = draws[:, 4] * max_shift * height
+
+    # The forward map sends an input point q to  centre + shift + R(angle) Z (q - centre).
+    # The transform op wants the inverse (output pixel -> input pixel):
+    #   q = centre + Z^-1 R(-angle) (p - centre - shift) = M p + offset.
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    m00, m01 = cos / zoom_x, sin / zoom_x
+    m10, m11 = -sin / zoom_y, cos / zoom_y
+    centre_x = (width - 1.0) / 2.0
+    centre_y = (height - 1.0) / 2.0
+    moved_x = centre_x + shift_x
+    moved_y = centre_y + shift_y
+    offset_x = centre_x - m00 * moved_x - m01 * moved_y
+    offset_y = centre_y - m10 * moved_x - m11 * moved_y
+    zeros = tf.zeros_like(angle)
+    transforms = tf.stack([m00, m01, offset_x, m10, m11, offset_y, zeros, zeros], axis=1)
+
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
+def _as_images(images):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+        raise ValueError(f"images must have shape (N, 28, 28, 1), got {images.shape}.")
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32, copy=False)
+
+
+def _as_one_hot(labels, count):
+    labels = np.asarray(labels)
+    if labels.shape != (count,):
+        raise ValueError(f"labels must have shape ({count},), got {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(f"labels must lie in 0..{NUM_CLASSES - 1}.")
+    return np.eye(NUM_CLASSES, dtype=np.float32)[labels.astype(np.int64)]
+
+
+def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
+                          max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):
+    """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
+
+    images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
+    The order is a numpy permutation from np.random.default_rng([seed, epoch]); batch i is
+    augmented with the stateless seed fold_in([seed, epoch], i). Nothing else is random, so the
+    dataset depends only on (seed, epoch). The last batch may be smaller than batch_size.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}.")
+    images = _as_images(images)
+    one_hot = _as_one_hot(labels, len(images))
+    order = np.random.default_rng([seed, epoch]).permutation(len(images))
+    dataset = tf.data.Dataset.from_tensor_slices((images[order], one_hot[order])).batch(batch_size)
+    if augment:
+        epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
+
+        def augment_batch(batch_index, batch):
+            batch_images, batch_labels = batch
+            batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, batch_index)
+            batch_images = random_affine(batch_images, batch_seed, max_rotation_degrees, max_zoom, max_shift)
+            return batch_images, batch_labels
+
+        dataset = dataset.enumerate().map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_evaluation_dataset(images, labels=None, batch_size=256):
+    """Images (and one-hot labels if given) in their original order, batched, no augmentation."""
+    images = _as_images(images)
+    if labels is None:
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((images, _as_one_hot(labels, len(images))))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

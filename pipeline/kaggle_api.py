@@ -1,0 +1,417 @@
+"""The only place the project talks to Kaggle, through the official client (kaggle + kagglesdk).
+
+The client is imported lazily: `import kaggle` authenticates at import time, creates its config
+folder and, without credentials, prints a page of help to stdout. Every failure of the client
+(HTTP errors, a lost connection, its `SystemExit` when no credentials are found) becomes a
+PipelineError with one line that says what to do, and never contains the Kaggle key or token.
+"""
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+HOW_TO_CONFIGURE = (
+    "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "
+    "it downloads in ~/.kaggle/ and run chmod 600 ~/.kaggle/kaggle.json, or set KAGGLE_USERNAME and KAGGLE_KEY"
+)
+# What KaggleApi.competition_submit returns, instead of raising, when the upload itself failed.
+UPLOAD_FAILED_MESSAGE = "Could not submit to competition"
+# Competition slugs are letters, digits and hyphens; anything else could also escape dest_dir.
+COMPETITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
+MAX_MESSAGE_CHARS = 800
+
+
+# ---- Where the credentials come from (mirrors the client, without importing it) ----
+
+
+def _kaggle_config_dir() -> Path:
+    """The folder the client reads kaggle.json from, computed as KaggleApi.config_dir is."""
+    configured = os.environ.get("KAGGLE_CONFIG_DIR")
+    if configured:
+        return Path(configured)
+    home_kaggle = Path(os.path.expanduser("~")) / ".kaggle"
+    if sys.platform.startswith("linux") and not home_kaggle.exists():
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        return Path(config_home) / "kaggle"
+    return home_kaggle
+
+
+def _kaggle_json_path() -> Path:
+    return _kaggle_config_dir() / "kaggle.json"
+
+
+def _read_json_file(path: Path) -> dict | None:
+    """The file's JSON object; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_token_file(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _is_existing_path(value: str) -> bool:
+    try:
+        return Path(value).exists()
+    except (OSError, ValueError):  # a long token is not a path, it can be "file name too long"
+        return False
+
+
+def _token_file_paths() -> list[Path]:
+    home_kaggle = Path(os.path.expanduser("~/.kaggle"))
+    return [home_kaggle / "access_token", home_kaggle / "access_token.txt"]
+
+
+def _access_token_source() -> tuple[str, str] | None:
+    """(description, token) of the access token, tried first, as kagglesdk.get_access_token_from_env does."""
+    value = os.environ.get("KAGGLE_API_TOKEN")
+    if value:
+        if not _is_existing_path(value):
+            return "KAGGLE_API_TOKEN", value
+        token = _read_token_file(Path(value))
+        # An empty token file named by KAGGLE_API_TOKEN ends the token search in the client too.
+        return (f"access token file {value} (KAGGLE_API_TOKEN)", token) if token else None
+    for path in _token_file_paths():
+        token = _read_token_file(path)
+        if token:
+            return f"access token in {path}", token
+    return None
+
+
+def _api_key_source() -> str | None:
+    """Where username and key come from: kaggle.json, overridden by KAGGLE_USERNAME/KAGGLE_KEY."""
+    file_values = _read_json_file(_kaggle_json_path()) or {}
+    env_has_both = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
+    file_has_both = bool(file_values.get("username") and file_values.get("key"))
+    if env_has_both:
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    if file_has_both:
+        return f"kaggle.json in {_kaggle_config_dir()}"
+    username = os.environ.get("KAGGLE_USERNAME") or file_values.get("username")
+    key = os.environ.get("KAGGLE_KEY") or file_values.get("key")
+    if username and key:  # one from the environment, the other from the file
+        return f"KAGGLE_USERNAME/KAGGLE_KEY with kaggle.json in {_kaggle_config_dir()}"
+    return None
+
+
+def _oauth_credentials_path() -> Path:
+    return Path(os.path.expanduser("~/.kaggle/credentials.json"))
+
+
+def _oauth_source() -> str | None:
+    """`kaggle auth login` saves a refresh token, tried after the API key."""
+    credentials = _read_json_file(_oauth_credentials_path()) or {}
+    return f"OAuth credentials in {_oauth_credentials_path()}" if credentials.get("refresh_token") else None
+
+
+def find_credentials() -> str | None:
+    """Where the client would take its credentials from, as a short description; None when nowhere.
+
+    Same order as the client: an access token (KAGGLE_API_TOKEN, a value or a file path, else
+    ~/.kaggle/access_token), then username and key (KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json in
+    $KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle), then `kaggle auth login` credentials.
+    The secret itself is never part of the answer, and the client is not imported.
+    """
+    token_source = _access_token_source()
+    if token_source:
+        return token_source[0]
+    return _api_key_source() or _oauth_source()
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def credential_warnings() -> list[str]:
+    """Problems with the credential files that do not stop the client but should be fixed."""
+    warnings = []
+    kaggle_json = _kaggle_json_path()
+    for path in [kaggle_json, *_token_file_paths()]:
+        if path.is_file() and os.name != "nt" and _readable_by_others(path):
+            warnings.append(f"{path} is readable by other users of this machine; run: chmod 600 {path}")
+    if kaggle_json.is_file():
+        values = _read_json_file(kaggle_json)
+        if values is None:
+            warnings.append(f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
+        elif not (values.get("username") and values.get("key")):
+            warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
+    return warnings
+
+
+# ---- Keeping secrets out of messages ----
+
+
+def _secrets() -> list[str]:
+    """Every credential value this process could hand to the client, in the forms they travel in."""
+    file_values = _read_json_file(_kaggle_json_path()) or {}
+    oauth_values = _read_json_file(_oauth_credentials_path()) or {}
+    secrets = [
+        os.environ.get("KAGGLE_KEY"),
+        file_values.get("key"),
+        oauth_values.get("refresh_token"),
+        oauth_values.get("access_token"),
+        *(_read_token_file(path) for path in _token_file_paths()),
+    ]
+    token_source = _access_token_source()
+    if token_source:
+        secrets.append(token_source[1])
+    usernames = {os.environ.get("KAGGLE_USERNAME"), file_values.get("username")} - {None}
+    for key in {os.environ.get("KAGGLE_KEY"), file_values.get("key")} - {None}:
+        for username in usernames:  # the Basic auth header carries base64("user:key")
+            secrets.append(base64.b64encode(f"{username}:{key}".encode()).decode())
+    # Longest first, so a secret that contains another is replaced whole.
+    return sorted({str(value) for value in secrets if value and len(str(value)) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """text with every Kaggle key and token it contains replaced by ***."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+def _one_line(text: str, max_chars: int) -> str:
+    """text on one line, without secrets (redacted before shortening, so none is cut in half)."""
+    line = " ".join(redact(str(text)).split())
+    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+
+
+def _detail(text) -> str:
+    """A server message or exception text, short enough to leave room for the advice around it."""
+    return _one_line(text, MAX_DETAIL_CHARS)
+
+
+def _error(message: str) -> PipelineError:
+    return PipelineError(_one_line(message, MAX_MESSAGE_CHARS))
+
+
+# ---- Talking to the client ----
+
+
+def _no_credentials_error() -> PipelineError:
+    source = find_credentials()
+    if source and "token" in source.lower():  # a token is checked over the network: expired or revoked
+        return _error(f"Kaggle did not accept the access token from {source} (expired or revoked?): {HOW_TO_CONFIGURE}")
+    if source:
+        return _error(f"the kaggle client did not accept the credentials from {source}: {HOW_TO_CONFIGURE}")
+    return _error(f"no Kaggle credentials found: {HOW_TO_CONFIGURE}")
+
+
+def _import_kaggle():
+    """The kaggle package; importing it authenticates a KaggleApi (kaggle.api), errors swallowed."""
+    try:
+        import kaggle
+    except ImportError as error:
+        raise _error(f"the kaggle package is not installed ({error}); run: pip install -r requirements.txt") from None
+    except Exception as error:  # e.g. it cannot create its config folder
+        raise _error(f"cannot load the kaggle client: {type(error).__name__}: {_detail(error)}") from None
+    return kaggle
+
+
+def _authenticated_api():
+    """A KaggleApi that has found credentials; an API key's validity is only known at the first call."""
+    # Import and authenticate print help or warnings to stdout: our own messages replace them.
+    with contextlib.redirect_stdout(io.StringIO()):
+        kaggle = _import_kaggle()
+        # The import already authenticated kaggle.api: reuse it rather than check a token twice.
+        if getattr(kaggle.api, "_authenticated", False):
+            return kaggle.api
+        try:
+            api = kaggle.KaggleApi()
+            api.authenticate()  # again, this time to see why it failed
+        except SystemExit:  # the client's way of saying "no credentials"
+            raise _no_credentials_error() from None
+        except Exception as error:  # an access token is checked over the network here
+            raise _client_error(error, competition=None) from None
+    return api
+
+
+def _server_message(error) -> str:
+    """The server's own message (the client puts a JSON error's message in the exception text)."""
+    response = error.response
+    return _detail(str(error) or (response.reason if response is not None else "") or "no message")
+
+
+def _http_error(error, competition: str | None) -> PipelineError:
+    response = error.response
+    status = response.status_code if response is not None else None
+    message = _server_message(error)
+    name = competition
+    if status == 401:
+        source = find_credentials() or "your Kaggle credentials"
+        return _error(f"Kaggle rejected the credentials from {source} (401: {message}); {HOW_TO_CONFIGURE}")
+    if status == 403 and name:
+        return _error(
+            f"Kaggle refused access to competition {name!r} (403: {message}); accept its rules at "
+            f"https://www.kaggle.com/competitions/{name}/rules, signed in as the owner of your API token, "
+            "then run again; a misspelled competition name gets the same answer, so check the name too"
+        )
+    if status == 404 and name:
+        return _error(
+            f"Kaggle has no competition {name!r} (404: {message}); check the name against https://www.kaggle.com/competitions"
+        )
+    if status == 429:
+        retry_after = response.headers.get("Retry-After")
+        wait = f"wait {retry_after} s" if retry_after else "wait a few minutes"
+        return _error(f"Kaggle is rate limiting this account (429: {message}); {wait} and try again")
+    return _error(f"Kaggle answered {status}: {message}")
+
+
+def _is_cut_off_download(error) -> bool:
+    import requests
+    import urllib3
+
+    if isinstance(error, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
+        return True
+    # After its retries, the client checks the size itself and raises a plain ValueError.
+    return isinstance(error, ValueError) and "does not match expected size" in str(error)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception that requests and urllib3 wrapped (e.g. "Connection refused")."""
+    seen = {id(error)}
+    while True:
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((arg for arg in reversed(error.args) if isinstance(arg, BaseException)), None)
+        if inner is None or id(inner) in seen:
+            return error
+        seen.add(id(inner))
+        error = inner
+
+
+def _client_error(error: BaseException, competition: str | None) -> PipelineError:
+    """Turn what the client raised into one line saying what happened and what to do."""
+    import requests
+
+    if isinstance(error, requests.HTTPError):
+        return _http_error(error, competition)
+    if _is_cut_off_download(error):
+        return _error(
+            f"the connection to Kaggle dropped during the download of {competition}, even after the client's retries "
+            f"({_detail(_root_cause(error))}); nothing was kept, run the command again"
+        )
+    if isinstance(error, requests.Timeout):
+        return _error(f"Kaggle did not answer in time: {_detail(error)}")
+    if isinstance(error, requests.ConnectionError):
+        reason = _detail(_root_cause(error))
+        return _error(f"cannot reach Kaggle: {reason} (check the network connection and any proxy settings)")
+    if isinstance(error, OSError):  # after the requests errors, which are OSErrors too
+        return _error(f"cannot write the download: {_detail(error)}")
+    return _error(f"the kaggle client failed: {type(error).__name__}: {_detail(error)}")
+
+
+def _call_client(action, competition: str):
+    try:
+        return action()
+    except SystemExit as error:  # the client exits in a few places instead of raising
+        raise _error(f"the kaggle client stopped (exit status {error.code}) while working on {competition}") from None
+    except Exception as error:
+        raise _client_error(error, competition) from None
+
+
+def _check_competition_name(competition: str) -> None:
+    if not COMPETITION_NAME.fullmatch(competition or ""):
+        raise PipelineError(
+            f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens, e.g. digit-recognizer)"
+        )
+
+
+# ---- Download ----
+
+
+def _zip_problem(path: Path) -> str | None:
+    """What is wrong with the zip at path, or None when every member reads back with its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as error:
+        return str(error) or type(error).__name__
+    return f"member {bad_member} is corrupt" if bad_member else None
+
+
+def _staged_file(staging_dir: Path, expected: Path, competition: str) -> Path:
+    """The file the client saved; it names it after the URL's extension, which should be .zip."""
+    if expected.is_file():
+        return expected
+    saved = sorted(path.name for path in staging_dir.iterdir() if not path.name.endswith(".kaggle-partial"))
+    raise _error(f"Kaggle sent no zip for {competition} (saved: {', '.join(saved) or 'nothing'})")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _error(f"cannot create {folder}: {error}") from None
+
+
+def download_competition(competition: str, dest_dir: Path, force: bool = False, quiet: bool = False) -> Path:
+    """Download the competition's zip to dest_dir/<competition>.zip and return its path.
+
+    The client writes into a temporary folder inside dest_dir; the zip is renamed into place only
+    once it reads back whole, so a download that dies half way never leaves a file that looks done.
+    Without force, an intact zip already there is handed to the client, which skips the download
+    when it is as large as and not older than the server's copy.
+    """
+    _check_competition_name(competition)
+    dest_dir = Path(dest_dir)
+    final_path = dest_dir / f"{competition}.zip"
+    api = _authenticated_api()
+    _make_folder(dest_dir)
+    staging_dir = Path(tempfile.mkdtemp(prefix=f".{competition}-download-", dir=dest_dir))
+    try:
+        staged = staging_dir / final_path.name
+        if not force and final_path.is_file() and _zip_problem(final_path) is None:
+            shutil.copy2(final_path, staged)  # keeps the mtime the client compares with Last-Modified
+        _call_client(
+            lambda: api.competition_download_files(competition, path=str(staging_dir), force=force, quiet=quiet),
+            competition,
+        )
+        staged = _staged_file(staging_dir, staged, competition)
+        problem = _zip_problem(staged)
+        if problem:
+            raise _error(f"the download of {competition} is not a complete zip ({problem}); run the command again")
+        os.replace(staged, final_path)
+    finally:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+    return final_path
+
+
+# ---- Submit ----
+
+
+def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = False) -> str:
+    """Submit csv_path to the competition with message as its description; return the server's answer."""
+    _check_competition_name(competition)
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise PipelineError(f"{csv_path}: no such file to submit")
+    api = _authenticated_api()
+    response = _call_client(
+        lambda: api.competition_submit(str(csv_path), message, competition, quiet=quiet), competition
+    )
+    # A failed upload does not raise: the client returns this message (and printed the cause).
+    if response.message == UPLOAD_FAILED_MESSAGE:
+        raise _error(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")
+    return response.message

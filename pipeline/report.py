@@ -1,0 +1,663 @@
+"""The report of one training run: pictures, tables and one index.html that opens from disk.
+
+Pure core: functions on arrays (`confusion_table`, `per_class_precision_recall`, `most_wrong`,
+`class_counts`) and figure builders that return a `matplotlib.figure.Figure`. `write_report` is
+the only function that touches the disk.
+
+Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no GUI backend is ever
+selected (it works on a headless server) and no global figure registry keeps them alive.
+
+The report folder is built under a hidden temporary sibling and renamed into place when
+complete, so a report that died half way never looks finished.
+"""
+
+import csv
+import html
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from pipeline.config import IMAGE_SIZE, NUM_CLASSES
+from pipeline.errors import PipelineError
+
+CLASSES = np.arange(NUM_CLASSES)
+DPI = 100
+MOST_WRONG_LIMIT = 24
+SAMPLES_PER_CLASS = 4
+DIGIT_CMAP = "gray_r"  # dark ink on white paper, like the handwriting it was scanned from
+
+# File names inside the report folder; index.html refers to them by these relative names.
+SAMPLE_DIGITS_PNG = "sample_digits.png"
+CLASS_COUNTS_PNG = "class_counts.png"
+TRAINING_CURVES_PNG = "training_curves.png"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+PER_CLASS_PNG = "per_class_scores.png"
+MOST_WRONG_PNG = "most_wrong.png"
+CLASS_COUNTS_CSV = "class_counts.csv"
+HISTORY_CSV = "history.csv"
+CONFUSION_MATRIX_CSV = "confusion_matrix.csv"
+PER_CLASS_CSV = "per_class_scores.csv"
+MOST_WRONG_CSV = "most_wrong.csv"
+RUN_JSON = "run.json"
+INDEX_HTML = "index.html"
+
+HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")
+
+
+# --------------------------------------------------------------------------- pure core: numbers
+
+
+def predictions_from(probabilities: np.ndarray) -> np.ndarray:
+    """The predicted class of each row: the one with the highest probability."""
+    return np.asarray(probabilities).argmax(axis=1)
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    """How many examples of each digit 0-9 (digits that never occur count 0)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]
+
+
+def confusion_table(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """(10, 10) counts: row = true digit, column = predicted digit, always all ten classes."""
+    return confusion_matrix(labels, predictions, labels=CLASSES)
+
+
+def per_class_precision_recall(labels: np.ndarray, predictions: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support per digit 0-9 (0 where a class is never predicted/seen)."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=CLASSES, zero_division=0
+    )
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def most_wrong(labels: np.ndarray, probabilities: np.ndarray, limit: int = MOST_WRONG_LIMIT) -> np.ndarray:
+    """Indices of misclassified rows, most confident wrong answer first, at most `limit`."""
+    probabilities = np.asarray(probabilities)
+    predictions = predictions_from(probabilities)
+    wrong = np.flatnonzero(predictions != np.asarray(labels))
+    confidence = probabilities[wrong, predictions[wrong]]
+    # Stable sort, so ties keep their dataset order and the report is reproducible.
+    order = np.argsort(-confidence, kind="stable")
+    return wrong[order][:limit]
+
+
+def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(np.mean(np.asarray(labels) == np.asarray(predictions))) if len(labels) else 0.0
+
+
+# --------------------------------------------------------------------------- pure core: figures
+
+
+def _as_pictures(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28, 1) or (N, 28, 28) -> (N, 28, 28) for imshow."""
+    images = np.asarray(images)
+    return images.reshape(len(images), IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _draw_digit(axes, picture: np.ndarray) -> None:
+    axes.imshow(picture, cmap=DIGIT_CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _message_figure(title: str, message: str, size=(8, 3)) -> Figure:
+    """A figure that says why there is nothing to draw (no history, no mistakes)."""
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=13)
+    axes.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, color="0.3")
+    return figure
+
+
+def sample_digits_figure(
+    images: np.ndarray, labels: np.ndarray, per_class: int = SAMPLES_PER_CLASS, seed: int = 0
+) -> Figure:
+    """A grid of training digits: one column per class, `per_class` random examples in each."""
+    pictures, labels = _as_pictures(images), np.asarray(labels)
+    rng = np.random.default_rng(seed)  # fixed seed: the same run draws the same samples
+    figure = Figure(figsize=(10, 1.05 * per_class + 0.9), dpi=DPI, layout="constrained")
+    grid = figure.subplots(per_class, NUM_CLASSES, squeeze=False)
+    for digit in CLASSES:
+        members = np.flatnonzero(labels == digit)
+        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for row in range(per_class):
+            axes = grid[row, digit]
+            if row < len(chosen):
+                _draw_digit(axes, pictures[chosen[row]])
+            else:
+                axes.set_axis_off()  # a rare class with fewer examples leaves blanks
+        grid[0, digit].set_title(f"label {digit}", fontsize=11)
+    figure.suptitle(f"Sample training digits, {per_class} per class (column = label)", fontsize=13)
+    return figure
+
+
+def _annotate_bars(axes, bars, counts) -> None:
+    axes.bar_label(bars, labels=[f"{count:,}" for count in counts], fontsize=8, padding=2)
+    axes.margins(y=0.12)  # room above the tallest bar for its label
+
+
+def class_counts_figure(train_labels: np.ndarray, val_labels: np.ndarray) -> Figure:
+    """Class counts of train and validation side by side, each on its own scale.
+
+    Separate scales because validation is usually ~10x smaller: on a shared axis its bars
+    would be too short to compare; here the shapes should match if the split is stratified.
+    """
+    figure = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
+    panels = figure.subplots(1, 2)
+    for axes, name, labels, color in (
+        (panels[0], "train", train_labels, "tab:blue"),
+        (panels[1], "validation", val_labels, "tab:orange"),
+    ):
+        counts = class_counts(labels)
+        bars = axes.bar(CLASSES, counts, color=color)
+        _annotate_bars(axes, bars, counts)
+        axes.set_title(f"{name}: {len(labels):,} digits", fontsize=12)
+        axes.set_xlabel("digit")
+        axes.set_ylabel("count")
+        axes.set_xticks(CLASSES)
+    figure.suptitle("How many examples of each digit", fontsize=13)
+    return figure
+
+
+def _epochs(values: list[float]) -> np.ndarray:
+    return np.arange(1, len(values) + 1)
+
+
+def _plot_series(axes, history: dict, key: str, label: str, color: str) -> bool:
+    values = history.get(key) or []
+    if not values:
+        return False
+    # Markers, so a run of one or two epochs still shows its points.
+    axes.plot(_epochs(values), values, marker="o", markersize=3, color=color, label=label)
+    return True
+
+
+def training_curves_figure(history: dict[str, list[float]]) -> Figure:
+    """Loss, accuracy and learning rate per epoch; panels whose series are all missing are left out."""
+    panels = [
+        ("Loss", "loss", [("loss", "train"), ("val_loss", "validation")]),
+        ("Accuracy", "accuracy", [("accuracy", "train"), ("val_accuracy", "validation")]),
+        ("Learning rate", "learning rate", [("learning_rate", "learning rate")]),
+    ]
+    panels = [panel for panel in panels if any(history.get(key) for key, _ in panel[2])]
+    if not panels:
+        return _message_figure("Training curves", "No per-epoch history was recorded for this run.")
+    epochs = max(len(history.get(key) or []) for key in HISTORY_KEYS)
+    figure = Figure(figsize=(4 * len(panels) + 0.5, 4), dpi=DPI, layout="constrained")
+    colors = {"train": "tab:blue", "validation": "tab:orange", "learning rate": "tab:green"}
+    for axes, (title, ylabel, series) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        drawn = [label for key, label in series if _plot_series(axes, history, key, label, colors[label])]
+        axes.set_title(title, fontsize=12)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(ylabel)
+        _whole_epoch_ticks(axes, epochs)
+        axes.grid(alpha=0.3)
+        if len(drawn) > 1:
+            axes.legend()
+        if title == "Learning rate":
+            _use_log_scale_if_wide(axes, history["learning_rate"])
+    best_epoch = _mark_best_epoch(figure, history)
+    note = f"  (dotted line: best validation accuracy, epoch {best_epoch})" if best_epoch else ""
+    figure.suptitle(f"Training history{note}", fontsize=13)
+    return figure
+
+
+def _whole_epoch_ticks(axes, epochs: int) -> None:
+    """Ticks on whole epochs only; a short run would otherwise get ticks like 0.95, 1.05."""
+    axes.set_xlim(0.5, epochs + 0.5)
+    if epochs <= 10:
+        axes.set_xticks(range(1, epochs + 1))
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _use_log_scale_if_wide(axes, rates: list[float]) -> None:
+    """A schedule that decays over decades is only readable on a log axis."""
+    rates = np.asarray(rates, dtype=float)
+    if np.all(rates > 0) and rates.max() / rates.min() > 20:
+        axes.set_yscale("log")
+
+
+def _mark_best_epoch(figure: Figure, history: dict) -> int | None:
+    """A dotted line at the epoch with the best validation accuracy, on every panel."""
+    val_accuracy = history.get("val_accuracy") or []
+    if not val_accuracy:
+        return None
+    best_epoch = int(np.argmax(val_accuracy)) + 1
+    for axes in figure.axes:
+        axes.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
+    return best_epoch
+
+
+def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
+    """The confusion matrix with every count written in its cell; mistakes stand out in red.
+
+    Correct predictions dwarf the mistakes, so on one colour scale every mistake would be the
+    same pale shade. The diagonal is a flat pale green instead, and only the off-diagonal
+    cells are shaded, on their own scale, from white (none) to dark red (the worst confusion).
+    """
+    matrix = np.asarray(matrix)
+    diagonal = np.eye(NUM_CLASSES, dtype=bool)
+    errors = np.ma.masked_where(diagonal | (matrix == 0), matrix)  # masked cells stay white
+    error_norm = Normalize(0, max(matrix[~diagonal].max(), 1))
+    figure = Figure(figsize=(7.5, 7), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    axes.imshow(np.ma.masked_where(~diagonal, np.ones_like(matrix)), cmap="Greens", vmin=0, vmax=4)
+    axes.imshow(errors, cmap="Reds", norm=error_norm)
+    for row, column in np.ndindex(matrix.shape):
+        _annotate_cell(axes, int(matrix[row, column]), row, column,
+                       dark=row != column and error_norm(matrix[row, column]) > 0.6)
+    axes.set_xticks(CLASSES)
+    axes.set_yticks(CLASSES)
+    axes.set_xlabel("predicted digit", fontsize=12)
+    axes.set_ylabel("true digit", fontsize=12)
+    axes.xaxis.set_label_position("top")
+    axes.xaxis.tick_top()
+    total, correct = int(matrix.sum()), int(np.trace(matrix))
+    axes.set_title(
+        f"Validation confusion matrix: {correct:,} of {total:,} correct, {total - correct:,} wrong",
+        fontsize=13, pad=12,
+    )
+    return figure
+
+
+def _annotate_cell(axes, count: int, row: int, column: int, dark: bool) -> None:
+    if count == 0:
+        axes.text(column, row, "0", ha="center", va="center", color="0.8", fontsize=8)
+        return
+    # White text on dark cells, black on light ones, so every count stays legible.
+    axes.text(column, row, f"{count:,}", ha="center", va="center", fontsize=10,
+              color="white" if dark else "black", fontweight="bold" if row == column else "normal")
+
+
+def per_class_scores_figure(scores: dict[str, np.ndarray]) -> Figure:
+    """Precision and recall per digit as dots, zoomed on the range where they actually differ."""
+    figure = Figure(figsize=(9, 4), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    offset = 0.12  # side by side, so equal values do not hide each other
+    axes.plot(CLASSES - offset, scores["precision"], "o", markersize=8, label="precision", color="tab:blue")
+    axes.plot(CLASSES + offset, scores["recall"], "s", markersize=8, label="recall", color="tab:orange")
+    lowest = float(min(np.min(scores["precision"]), np.min(scores["recall"])))
+    axes.set_ylim(max(0.0, math.floor((lowest - 0.02) * 20) / 20), 1.005)
+    axes.set_xticks(CLASSES)
+    axes.set_xlabel("digit")
+    axes.set_ylabel("score")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left")
+    axes.set_title("Validation precision and recall per digit", fontsize=13)
+    return figure
+
+
+def most_wrong_figure(
+    images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray, columns: int = 8
+) -> Figure:
+    """The given validation digits, each titled with its rank, true and predicted label and confidence."""
+    if len(indices) == 0:
+        return _message_figure("Most confident mistakes", "The model got every validation digit right.")
+    pictures = _as_pictures(images)
+    predictions = predictions_from(probabilities)
+    rows = math.ceil(len(indices) / columns)
+    figure = Figure(figsize=(12, 1.75 * rows + 0.6), dpi=DPI, layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for position, axes in enumerate(grid.flat):
+        if position >= len(indices):
+            axes.set_axis_off()
+            continue
+        index = indices[position]
+        predicted = predictions[index]
+        _draw_digit(axes, pictures[index])
+        confidence = probabilities[index, predicted]
+        title = f"#{position + 1}  true {labels[index]} → {predicted}\n{confidence:.1%} sure"
+        axes.set_title(title, fontsize=9)
+    figure.suptitle(
+        f"The {len(indices)} validation digits the model got most confidently wrong", fontsize=13
+    )
+    return figure
+
+
+# --------------------------------------------------------------------------- pure core: HTML
+
+
+def _text(value) -> str:
+    """Every value shown in the page goes through here: formatted, then HTML-escaped."""
+    return html.escape(_format_value(value), quote=True)
+
+
+def _format_value(value) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def html_table(header: list, rows: list[list], row_classes: list[list[str]] | None = None) -> str:
+    """A plain <table>; `row_classes` optionally gives a CSS class per cell."""
+    head = "".join(f"<th>{_text(cell)}</th>" for cell in header)
+    body = []
+    for row_number, row in enumerate(rows):
+        classes = row_classes[row_number] if row_classes else [""] * len(row)
+        cells = "".join(
+            f'<td class="{html.escape(css)}">{_text(cell)}</td>' if css else f"<td>{_text(cell)}</td>"
+            for cell, css in zip(row, classes)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def key_value_table(mapping: dict) -> str:
+    return html_table(["name", "value"], [[key, value] for key, value in mapping.items()])
+
+
+def durations_table(durations: dict) -> str:
+    """Seconds per stage plus their total; a value that is not a number is shown as it is."""
+    numbers = {stage: _as_number(seconds) for stage, seconds in durations.items()}
+    rows = [
+        [stage, f"{numbers[stage]:,.1f}" if numbers[stage] is not None else seconds]
+        for stage, seconds in durations.items()
+    ]
+    rows.append(["total", f"{sum(value for value in numbers.values() if value is not None):,.1f}"])
+    return html_table(["stage", "seconds"], rows)
+
+
+def _as_number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def confusion_html_table(matrix: np.ndarray) -> str:
+    header = ["true \\ predicted", *CLASSES, "total"]
+    rows = [[digit, *matrix[digit], matrix[digit].sum()] for digit in CLASSES]
+    rows.append(["total", *matrix.sum(axis=0), matrix.sum()])
+    css = [
+        ["label"] + [_confusion_css(matrix, row, column) for column in CLASSES] + ["total"]
+        for row in CLASSES
+    ]
+    css.append(["label"] + ["total"] * (NUM_CLASSES + 1))
+    return html_table(header, rows, css)
+
+
+def _confusion_css(matrix: np.ndarray, row: int, column: int) -> str:
+    if row == column:
+        return "correct"
+    return "wrong" if matrix[row, column] else "zero"
+
+
+def per_class_rows(scores: dict[str, np.ndarray]) -> list[list]:
+    return [
+        [digit, f"{scores['precision'][digit]:.4f}", f"{scores['recall'][digit]:.4f}",
+         f"{scores['f1'][digit]:.4f}", int(scores["support"][digit])]
+        for digit in CLASSES
+    ]
+
+
+def most_wrong_rows(labels, probabilities, indices) -> list[list]:
+    predictions = predictions_from(probabilities)
+    return [
+        [rank + 1, int(index), int(labels[index]), int(predictions[index]),
+         f"{probabilities[index, predictions[index]]:.4f}", f"{probabilities[index, labels[index]]:.4f}"]
+        for rank, index in enumerate(indices)
+    ]
+
+
+def history_rows(history: dict) -> tuple[list[str], list[list]]:
+    keys = [key for key in HISTORY_KEYS if history.get(key)]
+    epochs = max((len(history[key]) for key in keys), default=0)
+    rows = [
+        [epoch + 1] + [history[key][epoch] if epoch < len(history[key]) else "" for key in keys]
+        for epoch in range(epochs)
+    ]
+    return ["epoch", *keys], rows
+
+
+PER_CLASS_HEADER = ["digit", "precision", "recall", "f1", "support"]
+MOST_WRONG_HEADER = ["rank", "validation index", "true", "predicted", "confidence", "probability of true"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
+       margin: 0 auto; max-width: 1250px; padding: 1em 2em 3em; color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+nav a { margin-right: 1em; }
+.headline { font-size: 1.3em; margin: 0.5em 0 1em; }
+.columns { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+td.correct { background: #dff0d8; font-weight: bold; }
+td.wrong { background: #f8d7da; }
+td.zero { color: #bbb; }
+td.label, td.total { background: #f7f7f7; font-weight: bold; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
+
+
+def _figure(file_name: str, alt: str) -> str:
+    return f'<p><img src="{html.escape(file_name)}" alt="{html.escape(alt)}"></p>'
+
+
+def _csv_link(file_name: str) -> str:
+    return f'<p class="note">Also as <a href="{html.escape(file_name)}">{html.escape(file_name)}</a>.</p>'
+
+
+def _run_id(run: dict) -> str:
+    for key in ("run_id", "id", "name"):
+        if run.get(key) is not None:
+            return _format_value(run[key])
+    return "unnamed run"
+
+
+def _run_sections(run: dict) -> str:
+    """Scalar items in one table; each nested dict (params, durations_s, ...) in its own."""
+    scalars = {key: value for key, value in run.items() if not isinstance(value, dict)}
+    parts = [f"<h3>Summary</h3>{key_value_table(scalars)}"]
+    for key, value in run.items():
+        if not isinstance(value, dict):
+            continue
+        if key == "durations_s":
+            parts.append(f"<h3>Timings</h3>{durations_table(value)}")
+        elif key == "params":
+            parts.append(f"<h3>Parameters</h3>{key_value_table(value)}")
+        else:
+            parts.append(f"<h3>{_text(key)}</h3>{key_value_table(value)}")
+    return f'<div class="columns">{"".join(f"<div>{part}</div>" for part in parts)}</div>'
+
+
+def render_index(
+    run: dict, *, train_size: int, val_size: int, val_accuracy: float, matrix: np.ndarray,
+    scores: dict, history: dict, wrong_rows: list[list], train_counts: np.ndarray, val_counts: np.ndarray,
+) -> str:
+    """The whole index.html as a string; images and CSVs are referenced by relative file name."""
+    title = f"Training run {_run_id(run)}"
+    history_header, history_table_rows = history_rows(history)
+    wrong = int(matrix.sum() - np.trace(matrix))
+    sections = [
+        _section("run", "Run", _run_sections(run)),
+        _section("data", "Data", "".join([
+            _figure(SAMPLE_DIGITS_PNG, "grid of sample training digits, one column per label"),
+            _figure(CLASS_COUNTS_PNG, "bar charts of class counts in train and validation"),
+            html_table(["digit", "train", "validation"],
+                       [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES]
+                       + [["total", train_size, val_size]]),
+            _csv_link(CLASS_COUNTS_CSV),
+        ])),
+        _section("training", "Training", "".join([
+            _figure(TRAINING_CURVES_PNG, "loss, accuracy and learning rate per epoch"),
+            html_table(history_header, history_table_rows) if history_table_rows
+            else '<p class="note">No per-epoch history was recorded.</p>',
+            _csv_link(HISTORY_CSV) if history_table_rows else "",
+        ])),
+        _section("validation", "Validation", "".join([
+            '<div class="columns"><div>',
+            _figure(CONFUSION_MATRIX_PNG, "validation confusion matrix with counts"),
+            "</div><div><h3>Confusion matrix</h3>",
+            '<p class="note">Rows: true digit; columns: predicted digit.</p>',
+            confusion_html_table(matrix), _csv_link(CONFUSION_MATRIX_CSV),
+            "</div></div>",
+            '<div class="columns"><div>',
+            _figure(PER_CLASS_PNG, "precision and recall per digit"),
+            "</div><div><h3>Precision and recall per digit</h3>",
+            html_table(PER_CLASS_HEADER, per_class_rows(scores)), _csv_link(PER_CLASS_CSV),
+            "</div></div>",
+        ])),
+        _section("mistakes", "Most confident mistakes", "".join([
+            f'<p>{wrong:,} of {val_size:,} validation digits are misclassified; '
+            f'the {len(wrong_rows)} shown are those the model was most sure about. '
+            'Some are mislabelled in the data set itself.</p>',
+            _figure(MOST_WRONG_PNG, "validation digits the model got most confidently wrong"),
+            html_table(MOST_WRONG_HEADER, wrong_rows) if wrong_rows else "",
+            _csv_link(MOST_WRONG_CSV),
+        ])),
+    ]
+    nav = " ".join(
+        f'<a href="#{anchor}">{name}</a>'
+        for anchor, name in [("run", "Run"), ("data", "Data"), ("training", "Training"),
+                             ("validation", "Validation"), ("mistakes", "Mistakes")]
+    )
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
+        f"({val_size - wrong:,} of {val_size:,} correct) &middot; trained on {train_size:,} digits</p>",
+        f"<nav>{nav}</nav>",
+        *sections,
+        f'<p class="note">Raw run record: <a href="{RUN_JSON}">{RUN_JSON}</a>.</p>',
+        "</body></html>\n",
+    ])
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _check_inputs(train_images, train_labels, val_images, val_labels, val_probabilities) -> None:
+    """One-line errors naming the array and what was expected, instead of a matplotlib traceback."""
+    datasets = (("train", train_images, train_labels), ("validation", val_images, val_labels))
+    for name, images, labels in datasets:
+        if images.ndim not in (3, 4) or images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise PipelineError(f"{name} images have shape {images.shape}, expected (N, 28, 28, 1)")
+        if len(images) != len(labels):
+            raise PipelineError(f"{name} has {len(images)} images but {len(labels)} labels")
+    if val_probabilities.shape != (len(val_labels), NUM_CLASSES):
+        raise PipelineError(
+            f"validation probabilities have shape {val_probabilities.shape}, "
+            f"expected ({len(val_labels)}, {NUM_CLASSES})"
+        )
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=DPI)
+    figure.clear()  # drop the artists now; the Figure is not registered anywhere else
+
+
+def _write_csv(path: Path, header: list, rows: list[list]) -> None:
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows([[_format_value(cell) for cell in row] for row in rows])
+
+
+def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
+                    val_probabilities, history) -> None:
+    predictions = predictions_from(val_probabilities)
+    matrix = confusion_table(val_labels, predictions)
+    scores = per_class_precision_recall(val_labels, predictions)
+    wrong_indices = most_wrong(val_labels, val_probabilities, MOST_WRONG_LIMIT)
+    wrong_rows = most_wrong_rows(val_labels, val_probabilities, wrong_indices)
+    train_counts, val_counts = class_counts(train_labels), class_counts(val_labels)
+
+    _save(sample_digits_figure(train_images, train_labels), folder / SAMPLE_DIGITS_PNG)
+    _save(class_counts_figure(train_labels, val_labels), folder / CLASS_COUNTS_PNG)
+    _save(training_curves_figure(history), folder / TRAINING_CURVES_PNG)
+    _save(confusion_matrix_figure(matrix), folder / CONFUSION_MATRIX_PNG)
+    _save(per_class_scores_figure(scores), folder / PER_CLASS_PNG)
+    _save(most_wrong_figure(val_images, val_labels, val_probabilities, wrong_indices),
+          folder / MOST_WRONG_PNG)
+
+    _write_csv(folder / CLASS_COUNTS_CSV, ["digit", "train", "validation"],
+               [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES])
+    _write_csv(folder / HISTORY_CSV, *history_rows(history))
+    _write_csv(folder / CONFUSION_MATRIX_CSV, ["true", *CLASSES],
+               [[digit, *matrix[digit]] for digit in CLASSES])
+    _write_csv(folder / PER_CLASS_CSV, PER_CLASS_HEADER, per_class_rows(scores))
+    _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, wrong_rows)
+    (folder / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
+
+    page = render_index(
+        run, train_size=len(train_labels), val_size=len(val_labels),
+        val_accuracy=accuracy(val_labels, predictions), matrix=matrix, scores=scores, history=history,
+        wrong_rows=wrong_rows, train_counts=train_counts, val_counts=val_counts,
+    )
+    (folder / INDEX_HTML).write_text(page, encoding="utf-8")
+
+
+def _json_value(value):
+    """numpy scalars and arrays as plain JSON numbers and lists; anything else as text."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return str(value)
+
+
+def _replace_folder(new_folder: Path, out_dir: Path) -> None:
+    """Swap new_folder in for out_dir; the old report is moved aside first, then deleted."""
+    old_folder = None
+    if out_dir.exists():
+        old_folder = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+        os.replace(out_dir, old_folder)
+    os.replace(new_folder, out_dir)
+    if old_folder is not None:
+        shutil.rmtree(old_folder, ignore_errors=True)
+
+
+def write_report(
+    out_dir: Path, *, run: dict, train_images: np.ndarray, train_labels: np.ndarray,
+    val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
+    history: dict[str, list[float]],
+) -> Path:
+    """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
+
+    Everything is built in a hidden sibling folder `.tmp-<name>-<pid>` that replaces out_dir only
+    once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
+    absent if there was none, or the previous complete report.
+    """
+    out_dir = Path(out_dir)
+    train_images, val_images = np.asarray(train_images), np.asarray(val_images)
+    train_labels, val_labels = np.asarray(train_labels).astype(int), np.asarray(val_labels).astype(int)
+    val_probabilities = np.asarray(val_probabilities, dtype=float)
+    _check_inputs(train_images, train_labels, val_images, val_labels, val_probabilities)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A plain mkdir (not mkdtemp, which makes it private 0700): the report keeps normal permissions.
+    staging = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process that had this pid and died
+    staging.mkdir()
+    try:
+        _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
+                        val_probabilities, dict(history or {}))
+        _replace_folder(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / INDEX_HTML

@@ -1,0 +1,69 @@
+"""Shared fixtures: a private PIPELINE_ROOT per test, the CLI run as a user runs it, small CSVs."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from pipeline import config  # noqa: E402
+
+
+def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` with its outputs under root, exactly as a user would run it."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Never let a test find the developer's real Kaggle credentials.
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        if not env or name not in env:
+            environment.pop(name, None)
+    environment.setdefault("KAGGLE_CONFIG_DIR", str(root / "no-kaggle-config"))
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def pipeline_root(tmp_path, monkeypatch):
+    """A private project root; the in-process config points at it too."""
+    root = tmp_path / "project"
+    root.mkdir()
+    data = root / "data"
+    paths = {"ROOT": root, "DATA_DIR": data, "RAW_DIR": data / "raw", "PREPARED_DIR": data / "prepared",
+             "SPLIT_DIR": data / "split", "MODELS_DIR": data / "models", "REPORTS_DIR": data / "reports",
+             "CACHE_DIR": data / ".cache", "SUBMISSIONS_DIR": root / "submissions"}
+    for name, path in paths.items():
+        monkeypatch.setattr(config, name, path)
+    return root
+
+
+def csv_text(rows: list[list], header: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def sample_frames():
+    """The bundled sample's train.csv and test.csv as text."""
+    with zipfile.ZipFile(config.SAMPLE_ARCHIVE) as archive:
+        return archive.read("train.csv").decode(), archive.read("test.csv").decode()
+
+
+@pytest.fixture
+def small_train_csv(tmp_path):
+    """A valid train.csv of 30 random images (3 per digit)."""
+    from pipeline.prepare import TRAIN_HEADER
+
+    rng = np.random.default_rng(0)
+    rows = [[digit, *rng.integers(0, 256, 784).tolist()] for digit in range(10) for _ in range(3)]
+    path = tmp_path / "train.csv"
+    path.write_text(csv_text(rows, TRAIN_HEADER))
+    return path

@@ -1,0 +1,110 @@
+"""The stage cache on real files: skip, rerun on a changed parameter, input, output or code."""
+
+import json
+
+import pytest
+
+from pipeline import cache
+
+
+@pytest.fixture
+def files(pipeline_root):
+    source = pipeline_root / "input.txt"
+    source.write_text("one")
+    return source, pipeline_root / "output.txt"
+
+
+def run(stage, output, force=False):
+    """A toy stage: copies its input upper-cased; returns whether it really ran."""
+    if not force and cache.up_to_date(stage):
+        return False
+    with cache.atomic_path(output) as temporary:
+        temporary.write_text(stage.inputs[0].read_text().upper())
+    cache.save_record(stage, [output])
+    return True
+
+
+def stage_for(source, size=1, code="v1"):
+    return cache.Stage("toy", {"size": size}, [source], code)
+
+
+def test_second_run_is_skipped(files):
+    source, output = files
+    assert run(stage_for(source), output)
+    assert not run(stage_for(source), output)
+
+
+def test_changed_parameter_reruns(files):
+    source, output = files
+    run(stage_for(source), output)
+    assert run(stage_for(source, size=2), output)
+    assert not run(stage_for(source, size=2), output)
+
+
+def test_changed_input_reruns(files):
+    source, output = files
+    run(stage_for(source), output)
+    source.write_text("two")
+    assert run(stage_for(source), output)
+    assert output.read_text() == "TWO"
+
+
+def test_changed_code_reruns(files):
+    source, output = files
+    run(stage_for(source), output)
+    assert run(stage_for(source, code="v2"), output)
+
+
+@pytest.mark.parametrize("tamper", ["edit", "truncate", "delete"])
+def test_changed_output_is_noticed(files, tamper):
+    source, output = files
+    run(stage_for(source), output)
+    if tamper == "edit":
+        output.write_text("ONF")
+    elif tamper == "truncate":
+        output.write_text("")
+    else:
+        output.unlink()
+    assert cache.up_to_date(stage_for(source)) is None
+    assert run(stage_for(source), output) and output.read_text() == "ONE"
+
+
+def test_force_reruns(files):
+    source, output = files
+    run(stage_for(source), output)
+    assert run(stage_for(source), output, force=True)
+
+
+def test_failed_write_leaves_no_output_and_no_temporary(pipeline_root):
+    target = pipeline_root / "result.txt"
+    with pytest.raises(RuntimeError):
+        with cache.atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("killed half way")
+    assert list(pipeline_root.iterdir()) == []
+
+
+def test_corrupt_record_means_not_up_to_date(files):
+    source, output = files
+    run(stage_for(source), output)
+    cache.record_path("toy").write_text('{"key": ')
+    assert cache.up_to_date(stage_for(source)) is None
+
+
+def test_record_keeps_relative_paths_and_hashes(files, pipeline_root):
+    source, output = files
+    run(stage_for(source), output)
+    record = json.loads(cache.record_path("toy").read_text())
+    assert list(record["outputs"]) == ["output.txt"]
+    assert record["outputs"]["output.txt"] == cache.file_digest(output)
+    assert record["key"]["inputs"] == {"input.txt": cache.file_digest(source)}
+
+
+def test_folder_digest_sees_a_changed_member(pipeline_root):
+    folder = pipeline_root / "report"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"1")
+    before = cache.path_digest(folder)
+    (folder / "a.png").write_bytes(b"2")
+    assert cache.path_digest(folder) != before
+    assert cache.path_digest(pipeline_root / "missing") is None

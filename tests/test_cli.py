@@ -1,0 +1,167 @@
+"""The whole pipeline through its CLI on the bundled sample: real files, real TensorFlow training."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+
+from conftest import PROJECT_ROOT, run_pipeline
+
+QUICK = ["--preset", "quick", "--epochs", "2"]
+STAGES = ("download", "prepare", "split", "train", "predict", "report")
+
+
+def stage_lines(output: str) -> dict:
+    return {line.split(":")[0]: line for line in output.splitlines() if line.split(":")[0] in STAGES}
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def finished_root(tmp_path_factory):
+    """One full quick run on the sample, shared by the tests that only read its results."""
+    root = tmp_path_factory.mktemp("finished")
+    first = assert_ok(run_pipeline(root, "all", *QUICK))
+    return root, first
+
+
+@pytest.mark.slow
+def test_all_on_sample_writes_a_valid_submission(finished_root):
+    root, first = finished_root
+    assert "no Kaggle credentials found, using the bundled sample" in first.stdout
+    submissions = list((root / "submissions").glob("*.csv"))
+    assert len(submissions) == 1
+    lines = submissions[0].read_text().splitlines()
+    assert lines[0] == "ImageId,Label" and len(lines) == 601
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 601))
+    assert str(submissions[0]) in first.stdout.splitlines()[-1]
+    # the sample's test rows have known answers: even 2 quick epochs are far better than chance
+    answers = (PROJECT_ROOT / "data" / "sample" / "test_answers.csv").read_text().splitlines()[1:]
+    correct = sum(a.split(",")[1] == b.split(",")[1] for a, b in zip(answers, lines[1:]))
+    assert correct / 600 > 0.5
+
+
+@pytest.mark.slow
+def test_second_run_redoes_nothing_quickly(finished_root):
+    root, _ = finished_root
+    started = time.perf_counter()
+    again = assert_ok(run_pipeline(root, "all", *QUICK))
+    elapsed = time.perf_counter() - started
+    lines = stage_lines(again.stdout)
+    assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
+    assert elapsed < 5, f"an up-to-date run took {elapsed:.1f} s"
+    assert len(list((root / "submissions").glob("*.csv"))) == 1
+
+
+@pytest.mark.slow
+def test_runs_lists_the_run_with_its_submission(finished_root):
+    root, _ = finished_root
+    table = assert_ok(run_pipeline(root, "runs")).stdout
+    run_id = json.loads(next((root / "data" / "models").glob("*/run.json")).read_text())["id"]
+    assert run_id in table and f"{run_id}.csv" in table
+
+
+@pytest.mark.slow
+def test_changed_parameter_reruns_that_stage_and_later_ones_only(tmp_path):
+    assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report"))
+    changed = assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report", "--seed", "7"))
+    lines = stage_lines(changed.stdout)
+    for stage in ("download", "prepare"):
+        assert "up to date" in lines[stage]
+    for stage in ("split", "train", "predict"):
+        assert "up to date" not in lines[stage], changed.stdout
+    # the earlier submission is still there, untouched, beside the new one
+    assert len(list((tmp_path / "submissions").glob("*.csv"))) == 2
+    forced = assert_ok(run_pipeline(tmp_path, "prepare", "--force"))
+    assert "up to date" not in forced.stdout
+
+
+@pytest.mark.slow
+def test_changed_input_reruns_from_prepare(tmp_path):
+    assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report"))
+    raw_train = tmp_path / "data" / "raw" / "train.csv"
+    lines = raw_train.read_text().splitlines()
+    raw_train.write_text("\n".join(lines[:-1]) + "\n")  # one image fewer
+    prepared = assert_ok(run_pipeline(tmp_path, "prepare"))
+    assert "2399 train" in prepared.stdout
+
+
+def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        train = archive.read("train.csv").decode().splitlines()
+        (folder / "test.csv").write_bytes(archive.read("test.csv"))
+    cells = train[5].split(",")
+    cells[300] = "abc"
+    train[5] = ",".join(cells)
+    (folder / "train.csv").write_text("\n".join(train) + "\n")
+    result = run_pipeline(tmp_path, "all", "--source", str(folder), *QUICK)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path}/data/raw/train.csv line 6, column pixel299: 'abc' is not an integer, expected 0-255")
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_unknown_option_value_is_a_clear_error(tmp_path):
+    result = run_pipeline(tmp_path, "train", "--preset", "fastest")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    result = run_pipeline(tmp_path, "predict")
+    assert result.returncode == 1 and "run `python -m pipeline train` first" in result.stderr
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+    options = ["--preset", "quick", "--epochs", "4", "--deterministic"]
+    reference_root, interrupted_root = tmp_path / "reference", tmp_path / "interrupted"
+    for root in (reference_root, interrupted_root):
+        root.mkdir()
+        assert_ok(run_pipeline(root, "download", "--source", "sample"))
+        assert_ok(run_pipeline(root, "prepare"))
+        assert_ok(run_pipeline(root, "split"))
+    reference = assert_ok(run_pipeline(reference_root, "train", *options))
+
+    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(interrupted_root)}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", *options], cwd=PROJECT_ROOT,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state_files = interrupted_root / "data" / "models" / ".checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        states = list(state_files.glob("*/member-0/state.json"))
+        if states and json.loads(states[0].read_text())["completed_epochs"] >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (interrupted_root / "data" / ".cache" / "train.json").exists()
+
+    resumed = assert_ok(run_pipeline(interrupted_root, "train", *options))
+    assert "resuming from epoch 2 of 4" in resumed.stdout or "resuming from epoch 3 of 4" in resumed.stdout
+
+    def final_accuracy(root):
+        return json.loads((root / "data" / ".cache" / "train.json").read_text())["extra"]["val_accuracy"]
+
+    def history(root):
+        return json.loads(next((root / "data" / "models").glob("*/history.json")).read_text())
+
+    assert final_accuracy(interrupted_root) == final_accuracy(reference_root)
+    assert history(interrupted_root) == history(reference_root)
+    assert "about" in reference.stdout and "left" in reference.stdout  # the time-left estimate
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    assert_ok(run_pipeline(tmp_path, "download", "--source", "sample"))
+    assert_ok(run_pipeline(tmp_path, "prepare"))
+    assert_ok(run_pipeline(tmp_path, "split"))
+    result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--strategy", "mirrored",
+                                    env={"PIPELINE_LOGICAL_CPUS": "2"}))
+    assert "(2 devices)" in result.stdout

@@ -1,0 +1,93 @@
+"""download: archives and folders as a user has them, and archives that must be refused."""
+
+import zipfile
+
+import pytest
+
+from pipeline import config
+from pipeline.download import (copy_competition_folder, extract_competition_files,
+                               remove_stale_optional_files, resolve_source)
+from pipeline.errors import PipelineError
+
+
+def make_zip(path, members: dict):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_bundled_sample_extracts_the_three_competition_files(tmp_path):
+    written = extract_competition_files(config.SAMPLE_ARCHIVE, tmp_path)
+    assert sorted(path.name for path in written) == ["sample_submission.csv", "test.csv", "train.csv"]
+    assert (tmp_path / "train.csv").read_text().startswith("label,pixel0,")
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_only_expected_members_are_extracted(tmp_path):
+    archive = make_zip(tmp_path / "c.zip", {"train.csv": "a", "test.csv": "b", "notes/evil.sh": "x"})
+    target = tmp_path / "raw"
+    extract_competition_files(archive, target)
+    assert sorted(path.name for path in target.iterdir()) == ["test.csv", "train.csv"]
+
+
+def test_member_leaving_the_target_folder_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "evil.zip", {"train.csv": "a", "test.csv": "b", "../../outside.csv": "x"})
+    with pytest.raises(PipelineError, match="points outside the target folder"):
+        extract_competition_files(archive, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_zip_without_train_csv_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "c.zip", {"test.csv": "b"})
+    with pytest.raises(PipelineError, match="no train.csv in the archive"):
+        extract_competition_files(archive, tmp_path / "raw")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_zip_is_refused(tmp_path, cut):
+    data = config.SAMPLE_ARCHIVE.read_bytes()
+    archive = tmp_path / "cut.zip"
+    archive.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(PipelineError, match="not a readable zip archive"):
+        extract_competition_files(archive, tmp_path / "raw")
+    assert not (tmp_path / "raw" / "train.csv").exists()
+
+
+def test_corrupt_member_is_refused_and_leaves_nothing(tmp_path):
+    data = bytearray(make_zip(tmp_path / "ok.zip", {"train.csv": "label,pixel0\n" * 500, "test.csv": "x"}).read_bytes())
+    start = data.index(b"label,pixel0")
+    data[start + 100] ^= 0xFF  # flip a byte inside the stored train.csv: its CRC no longer matches
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match="not a readable zip"):
+        extract_competition_files(tmp_path / "bad.zip", tmp_path / "raw")
+    assert not (tmp_path / "raw" / "train.csv").exists()
+
+
+def test_folder_source_copies_files(tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "train.csv").write_text("t")
+    (folder / "test.csv").write_text("s")
+    written = copy_competition_folder(folder, tmp_path / "raw")
+    assert sorted(path.name for path in written) == ["test.csv", "train.csv"]
+
+
+def test_folder_without_test_csv_is_refused(tmp_path):
+    (tmp_path / "train.csv").write_text("t")
+    with pytest.raises(PipelineError, match="no test.csv in this folder"):
+        copy_competition_folder(tmp_path, tmp_path / "raw")
+
+
+def test_stale_sample_submission_is_removed(tmp_path):
+    (tmp_path / "sample_submission.csv").write_text("old")
+    remove_stale_optional_files(tmp_path, [tmp_path / "train.csv"])
+    assert not (tmp_path / "sample_submission.csv").exists()
+
+
+def test_resolve_source(tmp_path):
+    assert resolve_source("auto", None) == ("sample", config.SAMPLE_ARCHIVE)
+    assert resolve_source("auto", "KAGGLE_USERNAME/KAGGLE_KEY") == ("kaggle", None)
+    assert resolve_source(str(tmp_path), None) == ("folder", tmp_path.resolve())
+    with pytest.raises(PipelineError, match="no such file or folder"):
+        resolve_source(str(tmp_path / "missing.zip"), None)

@@ -1,0 +1,359 @@
+"""pipeline.kaggle_api against the real kaggle client, talking to the stand-in server in kaggle_stub.
+
+The client reads its environment when it is imported, so each case runs it in a subprocess that
+calls pipeline.kaggle_api the way the CLI does: print `error: <message>` and exit 1 on PipelineError.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kaggle_stub import (
+    FAKE_KEY,
+    FAKE_TOKEN,
+    FAKE_USERNAME,
+    RULES_MESSAGE,
+    SUBMIT_MESSAGE,
+    KaggleStub,
+    isolated_env,
+    proxy_env,
+    write_kaggle_json,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+COMPETITION = "digit-recognizer"
+SUBPROCESS_TIMEOUT_S = 120  # a client that hangs fails the test instead of blocking it
+
+# Mimics the CLI: the result on stdout, or one `error:` line on stderr and exit status 1.
+CLI_PRELUDE = """
+import sys
+from pathlib import Path
+from pipeline.errors import PipelineError
+from pipeline import kaggle_api
+"""
+
+DOWNLOAD_CODE = CLI_PRELUDE + """
+try:
+    saved = kaggle_api.download_competition(sys.argv[1], Path(sys.argv[2]), force=sys.argv[3] == "force", quiet=True)
+except PipelineError as error:
+    print("error:", error, file=sys.stderr)
+    sys.exit(1)
+print("saved:", saved)
+"""
+
+SUBMIT_CODE = CLI_PRELUDE + """
+try:
+    answer = kaggle_api.submit_file(sys.argv[1], Path(sys.argv[2]), sys.argv[3], quiet=True)
+except PipelineError as error:
+    print("error:", error, file=sys.stderr)
+    sys.exit(1)
+print("answer:", answer)
+"""
+
+FIND_CREDENTIALS_CODE = """
+import json, sys
+from pipeline.kaggle_api import credential_warnings, find_credentials
+print(json.dumps({
+    "source": find_credentials(),
+    "warnings": credential_warnings(),
+    "kaggle_imported": any(name == "kaggle" or name.startswith("kaggle.") for name in sys.modules),
+}))
+"""
+
+# The client waits 2, 4, ... 32 s between its 5 download retries; the test needs the retries, not the waits.
+NO_RETRY_WAITS = "import time\ntime.sleep = lambda seconds: None\n"
+
+
+def run_python(code: str, env: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+
+
+def run_download(env: dict, dest_dir: Path, force: bool = False, prelude: str = "") -> subprocess.CompletedProcess:
+    return run_python(prelude + DOWNLOAD_CODE, env, COMPETITION, dest_dir, "force" if force else "no-force")
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess) -> str:
+    """Exit 1 with a single `error:` line, no traceback, no secret; returns the message."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert FAKE_KEY not in output and FAKE_TOKEN not in output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    return error_lines[0]
+
+
+def credentials_env(tmp_path: Path) -> dict:
+    """An environment with no credentials and a temporary HOME and KAGGLE_CONFIG_DIR."""
+    home, config_dir = tmp_path / "home", tmp_path / "config"
+    home.mkdir(exist_ok=True)
+    config_dir.mkdir(exist_ok=True)
+    return isolated_env(home, config_dir)
+
+
+def make_zip(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+# ---- Download ----
+
+
+def test_download_saves_the_served_zip(tmp_path):
+    dest_dir = tmp_path / "raw"
+    with KaggleStub() as stub:
+        result = run_download(stub.client_env(tmp_path), dest_dir)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = dest_dir / f"{COMPETITION}.zip"
+    assert f"saved: {saved}" in result.stdout
+    assert saved.read_bytes() == stub.archive.read_bytes()
+    assert sorted(path.name for path in dest_dir.iterdir()) == [saved.name]  # no temporary folder left
+    assert stub.competition_names == [COMPETITION]
+    assert stub.paths[0] == "/api/v1/competitions.CompetitionApiService/DownloadDataFiles"
+    assert stub.auth_headers == [stub.basic_auth]
+    assert FAKE_KEY not in result.stdout + result.stderr
+
+
+def test_download_with_access_token_sends_bearer_auth(tmp_path):
+    with KaggleStub() as stub:
+        result = run_download(stub.client_env(tmp_path, credentials="token"), tmp_path / "raw")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "raw" / f"{COMPETITION}.zip").read_bytes() == stub.archive.read_bytes()
+    assert set(stub.auth_headers) == {f"Bearer {FAKE_TOKEN}"}
+
+
+def test_download_skips_an_up_to_date_zip_unless_forced(tmp_path):
+    dest_dir = tmp_path / "raw"
+    saved = dest_dir / f"{COMPETITION}.zip"
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path)
+        assert run_download(env, dest_dir).returncode == 0
+        first_bytes = saved.read_bytes()
+        # A smaller zip with the same Last-Modified: the client keeps the local copy...
+        stub.archive = make_zip(tmp_path / "newer.zip", {"train.csv": "label\n1\n", "test.csv": "pixel0\n0\n"})
+        skipped = run_download(env, dest_dir)
+        assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+        assert saved.read_bytes() == first_bytes
+        # ...unless forced.
+        forced = run_download(env, dest_dir, force=True)
+
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert saved.read_bytes() == stub.archive.read_bytes()
+    assert sorted(path.name for path in dest_dir.iterdir()) == [saved.name]
+
+
+def test_download_dropped_midway_fails_and_leaves_no_zip(tmp_path):
+    dest_dir = tmp_path / "raw"
+    with KaggleStub(mode="drop") as stub:
+        result = run_download(stub.client_env(tmp_path), dest_dir, prelude=NO_RETRY_WAITS)
+
+    message = assert_clean_failure(result)
+    assert "connection to Kaggle dropped" in message and "run the command again" in message
+    assert stub.downloads_started == 6  # the client tried once and retried 5 times
+    assert list(dest_dir.iterdir()) == []  # neither the zip nor the temporary folder
+
+
+def test_download_served_a_corrupt_zip_is_refused(tmp_path):
+    dest_dir = tmp_path / "raw"
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04 this is not really a zip archive" * 100)
+    with KaggleStub(archive=corrupt) as stub:
+        result = run_download(stub.client_env(tmp_path), dest_dir)
+
+    message = assert_clean_failure(result)
+    assert "not a complete zip" in message
+    assert list(dest_dir.iterdir()) == []
+
+
+# ---- Submit ----
+
+
+def test_submit_sends_the_file_and_message(tmp_path):
+    csv_path = tmp_path / "submission.csv"
+    csv_path.write_bytes(b"ImageId,Label\n1,2\n2,0\n3,9\n")
+    with KaggleStub() as stub:
+        result = run_python(SUBMIT_CODE, stub.client_env(tmp_path), COMPETITION, csv_path, "run 42: cnn, 30 epochs")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"answer: {SUBMIT_MESSAGE}" in result.stdout
+    assert stub.submitted_files == [csv_path.read_bytes()]
+    assert stub.submission_descriptions == ["run 42: cnn, 30 epochs"]
+    assert stub.competition_names == [COMPETITION, COMPETITION]  # StartSubmissionUpload, CreateSubmission
+
+
+def test_submit_failed_upload_is_an_error(tmp_path):
+    csv_path = tmp_path / "submission.csv"
+    csv_path.write_text("ImageId,Label\n1,2\n")
+    with KaggleStub(mode="upload-fails") as stub:
+        result = run_python(SUBMIT_CODE, stub.client_env(tmp_path), COMPETITION, csv_path, "message")
+
+    message = assert_clean_failure(result)
+    assert "upload" in message and "Could not submit to competition" in message
+    assert stub.submissions == []
+
+
+def test_submit_rules_not_accepted(tmp_path):
+    csv_path = tmp_path / "submission.csv"
+    csv_path.write_text("ImageId,Label\n1,2\n")
+    with KaggleStub(mode="rules") as stub:
+        result = run_python(SUBMIT_CODE, stub.client_env(tmp_path), COMPETITION, csv_path, "message")
+
+    message = assert_clean_failure(result)
+    assert f"https://www.kaggle.com/competitions/{COMPETITION}/rules" in message
+
+
+# ---- Failures ----
+
+
+def test_no_credentials_gives_one_line_and_hides_the_client_help(tmp_path):
+    with KaggleStub() as stub:
+        result = run_download(stub.client_env(tmp_path, credentials=None), tmp_path / "raw")
+
+    message = assert_clean_failure(result)
+    assert "no Kaggle credentials found" in message
+    assert "https://www.kaggle.com/settings" in message and "chmod 600" in message and "KAGGLE_KEY" in message
+    assert "Authentication required" not in result.stdout + result.stderr  # the client's own help text
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("unauthenticated", ["401", "rejected the credentials", "https://www.kaggle.com/settings"]),
+        ("rules", ["403", RULES_MESSAGE, f"https://www.kaggle.com/competitions/{COMPETITION}/rules", "check the name"]),
+        ("not-found", ["404", "no competition", COMPETITION]),
+        ("rate-limited", ["429", "rate limiting", "wait 30 s"]),
+    ],
+)
+def test_download_http_errors_say_what_to_do(tmp_path, mode, expected):
+    dest_dir = tmp_path / "raw"
+    with KaggleStub(mode=mode) as stub:
+        result = run_download(stub.client_env(tmp_path), dest_dir)
+
+    message = assert_clean_failure(result)
+    for fragment in expected:
+        assert fragment in message
+    assert not (dest_dir / f"{COMPETITION}.zip").exists()
+
+
+def test_wrong_key_is_rejected_and_never_printed(tmp_path):
+    with KaggleStub(key="the-key-the-server-expects") as stub:
+        env = stub.client_env(tmp_path, credentials=None)
+        env.update(KAGGLE_USERNAME=FAKE_USERNAME, KAGGLE_KEY=FAKE_KEY)  # a key the server does not know
+        result = run_download(env, tmp_path / "raw")
+
+    message = assert_clean_failure(result)
+    assert "401" in message and "KAGGLE_USERNAME/KAGGLE_KEY" in message
+
+
+def test_secret_in_a_server_message_is_redacted(tmp_path):
+    with KaggleStub(mode="bad-request") as stub:
+        stub.error_message = f"invalid request from key {FAKE_KEY}"
+        result = run_download(stub.client_env(tmp_path), tmp_path / "raw")
+
+    message = assert_clean_failure(result)
+    assert "400" in message and "invalid request from key ***" in message
+
+
+def test_unreachable_kaggle(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = credentials_env(tmp_path)
+    env.update(proxy_env(f"http://127.0.0.1:{closed_port}"))
+    write_kaggle_json(Path(env["KAGGLE_CONFIG_DIR"]))
+    result = run_download(env, tmp_path / "raw")
+
+    message = assert_clean_failure(result)
+    assert message.startswith("error: cannot reach Kaggle: ")
+
+
+# ---- Where credentials come from, without importing kaggle ----
+
+
+def find_credentials_in(env: dict) -> dict:
+    result = run_python(FIND_CREDENTIALS_CODE, env)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert not answer["kaggle_imported"]
+    assert FAKE_KEY not in result.stdout and FAKE_TOKEN not in result.stdout
+    return answer
+
+
+def test_find_credentials_from_environment_variables(tmp_path):
+    env = credentials_env(tmp_path)
+    env.update(KAGGLE_USERNAME=FAKE_USERNAME, KAGGLE_KEY=FAKE_KEY)
+    assert find_credentials_in(env)["source"] == "KAGGLE_USERNAME/KAGGLE_KEY"
+
+
+def test_find_credentials_from_kaggle_json_in_config_dir(tmp_path):
+    env = credentials_env(tmp_path)
+    write_kaggle_json(Path(env["KAGGLE_CONFIG_DIR"]))
+    assert find_credentials_in(env) == {
+        "source": f"kaggle.json in {env['KAGGLE_CONFIG_DIR']}",
+        "warnings": [],
+        "kaggle_imported": False,
+    }
+
+
+def test_find_credentials_from_kaggle_json_in_home(tmp_path):
+    env = credentials_env(tmp_path)
+    del env["KAGGLE_CONFIG_DIR"]
+    (Path(env["HOME"]) / ".kaggle").mkdir()
+    write_kaggle_json(Path(env["HOME"]) / ".kaggle")
+    assert find_credentials_in(env)["source"] == f"kaggle.json in {Path(env['HOME']) / '.kaggle'}"
+
+
+def test_find_credentials_prefers_an_access_token(tmp_path):
+    env = credentials_env(tmp_path)
+    write_kaggle_json(Path(env["KAGGLE_CONFIG_DIR"]))
+    env["KAGGLE_API_TOKEN"] = FAKE_TOKEN
+    assert find_credentials_in(env)["source"] == "KAGGLE_API_TOKEN"
+
+
+def test_find_credentials_from_access_token_file(tmp_path):
+    env = credentials_env(tmp_path)
+    token_file = Path(env["HOME"]) / ".kaggle" / "access_token"
+    token_file.parent.mkdir()
+    token_file.write_text(FAKE_TOKEN + "\n")
+    assert find_credentials_in(env)["source"] == f"access token in {token_file}"
+
+
+def test_find_credentials_none(tmp_path):
+    env = credentials_env(tmp_path)
+    env["KAGGLE_USERNAME"] = FAKE_USERNAME  # a username without a key is not enough
+    assert find_credentials_in(env)["source"] is None
+
+
+def test_group_readable_kaggle_json_gets_a_chmod_warning(tmp_path):
+    env = credentials_env(tmp_path)
+    kaggle_json = write_kaggle_json(Path(env["KAGGLE_CONFIG_DIR"]), mode=0o640)
+    warnings = find_credentials_in(env)["warnings"]
+    assert len(warnings) == 1
+    assert f"chmod 600 {kaggle_json}" in warnings[0]
+
+
+def test_environment_is_isolated_from_the_real_home(tmp_path):
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path)
+    assert env["HOME"] != os.environ.get("HOME")
+    assert Path(env["HOME"]).is_relative_to(tmp_path)
+    assert (Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json").stat().st_mode & 0o777 == 0o600

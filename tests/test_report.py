@@ -1,0 +1,266 @@
+"""The run report: numbers on hand-made arrays, and a full report written from synthetic data."""
+
+import csv
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_fscore_support
+
+from pipeline import report
+from pipeline.errors import PipelineError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PICTURES = [
+    report.SAMPLE_DIGITS_PNG, report.CLASS_COUNTS_PNG, report.TRAINING_CURVES_PNG,
+    report.CONFUSION_MATRIX_PNG, report.PER_CLASS_PNG, report.MOST_WRONG_PNG,
+]
+
+
+def synthetic_run(seed: int = 0, train_size: int = 200, val_size: int = 120) -> dict:
+    """Random images and a model that is right about 70% of the time, with varied confidence."""
+    rng = np.random.default_rng(seed)
+    val_labels = rng.integers(0, 10, val_size)
+    logits = rng.normal(0.0, 1.0, (val_size, 10))
+    answers = np.where(rng.random(val_size) < 0.7, val_labels, rng.integers(0, 10, val_size))
+    logits[np.arange(val_size), answers] += rng.uniform(0.5, 6.0, val_size)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    epochs = 5
+    return dict(
+        run={
+            "run_id": "test-run",
+            "date": "2025-01-01T00:00:00",
+            "source": "sample",
+            "params": {"epochs": epochs, "learning_rate": 0.001, "note": "<script>alert('x')</script>"},
+            "durations_s": {"train": 12.5, "predict": 0.5},
+            "val_accuracy": float(np.mean(probabilities.argmax(axis=1) == val_labels)),
+            "model_path": "data/models/model.keras",
+        },
+        train_images=rng.random((train_size, 28, 28, 1), dtype=np.float32),
+        train_labels=rng.integers(0, 10, train_size),
+        val_images=rng.random((val_size, 28, 28, 1), dtype=np.float32),
+        val_labels=val_labels,
+        val_probabilities=probabilities,
+        history={
+            "loss": list(np.linspace(1.0, 0.2, epochs)),
+            "val_loss": list(np.linspace(1.1, 0.3, epochs)),
+            "accuracy": list(np.linspace(0.6, 0.95, epochs)),
+            "val_accuracy": list(np.linspace(0.55, 0.9, epochs)),
+            "learning_rate": list(1e-3 * 0.5 ** np.arange(epochs)),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict:
+    return synthetic_run()
+
+
+@pytest.fixture(scope="module")
+def written(inputs, tmp_path_factory) -> Path:
+    """One full report shared by the tests that only read it (writing one takes ~2 s).
+
+    It is written over an older report, so the tests also see that the old folder was replaced.
+    """
+    out_dir = tmp_path_factory.mktemp("reports") / "report"
+    out_dir.mkdir()
+    (out_dir / "stale.txt").write_text("from an older run")
+    index = report.write_report(out_dir, **inputs)
+    assert index == out_dir / "index.html"
+    return out_dir
+
+
+class LinkCollector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.ids, self.tags = [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href"):
+                self.links.append(value)
+            if name == "id":
+                self.ids.add(value)
+
+
+def parse_index(out_dir: Path) -> LinkCollector:
+    collector = LinkCollector()
+    collector.feed((out_dir / "index.html").read_text(encoding="utf-8"))
+    return collector
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+# --------------------------------------------------------------------------- the written report
+
+
+@pytest.mark.parametrize("name", PICTURES)
+def test_every_picture_is_a_png_of_readable_size(written, name):
+    width, height = png_size(written / name)
+    assert 600 <= width <= 1400, f"{name} is {width}px wide"
+    assert 250 <= height <= 1200, f"{name} is {height}px high"
+
+
+def test_html_references_only_files_in_the_report_folder(written):
+    page = parse_index(written)
+    assert page.links
+    for link in page.links:
+        parts = urlsplit(link)
+        assert not parts.scheme and not parts.netloc, f"external reference {link!r}"
+        if link.startswith("#"):
+            assert link[1:] in page.ids, f"in-page link {link!r} has no target"
+            continue
+        assert not link.startswith("/") and ".." not in link, f"{link!r} is not a sibling file"
+        assert (written / parts.path).is_file(), f"{link!r} does not exist in the report folder"
+
+
+def test_html_shows_every_picture_and_loads_nothing_external(written):
+    page = parse_index(written)
+    assert set(PICTURES) <= set(page.links)
+    assert "script" not in page.tags and "link" not in page.tags
+
+
+def test_html_escapes_run_parameters(written):
+    text = (written / "index.html").read_text(encoding="utf-8")
+    assert "<script>" not in text
+    assert "&lt;script&gt;" in text
+
+
+def test_report_replaces_the_old_folder_and_leaves_no_temporary_one(written):
+    assert sorted(path.name for path in written.iterdir()) == sorted([
+        *PICTURES, "index.html", "run.json", report.CLASS_COUNTS_CSV, report.HISTORY_CSV,
+        report.CONFUSION_MATRIX_CSV, report.PER_CLASS_CSV, report.MOST_WRONG_CSV,
+    ])
+    assert [path.name for path in written.parent.iterdir()] == ["report"]  # no .tmp-* or .old-*
+
+
+def test_confusion_csv_sums_to_validation_size(written, inputs):
+    with open(written / report.CONFUSION_MATRIX_CSV, newline="") as stream:
+        rows = list(csv.reader(stream))[1:]
+    matrix = np.array([[int(cell) for cell in row[1:]] for row in rows])
+    correct = np.sum(inputs["val_probabilities"].argmax(axis=1) == inputs["val_labels"])
+    assert matrix.sum() == len(inputs["val_labels"])
+    assert np.trace(matrix) == correct
+
+
+def test_most_wrong_csv_lists_at_most_the_limit(written, inputs):
+    with open(written / report.MOST_WRONG_CSV, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == report.MOST_WRONG_LIMIT  # the synthetic model makes more mistakes than that
+    assert all(row["true"] != row["predicted"] for row in rows)
+
+
+# --------------------------------------------------------------------------- atomic writing
+
+
+def test_failing_write_leaves_no_report(inputs, tmp_path, monkeypatch):
+    def broken_figure(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(report, "confusion_matrix_figure", broken_figure)
+    out_dir = tmp_path / "report"
+    with pytest.raises(RuntimeError, match="figure failed"):
+        report.write_report(out_dir, **inputs)
+    assert list(tmp_path.iterdir()) == []  # neither out_dir nor a temporary sibling
+
+
+def test_failing_write_keeps_the_previous_complete_report(inputs, tmp_path, monkeypatch):
+    out_dir = tmp_path / "report"
+    out_dir.mkdir()
+    (out_dir / "index.html").write_text("previous report")
+    monkeypatch.setattr(report, "sample_digits_figure", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report.write_report(out_dir, **inputs)
+    assert (out_dir / "index.html").read_text() == "previous report"
+    assert [path.name for path in tmp_path.iterdir()] == ["report"]
+
+
+def test_mismatched_probabilities_are_a_pipeline_error(inputs, tmp_path):
+    broken = dict(inputs, val_probabilities=inputs["val_probabilities"][:-1])
+    with pytest.raises(PipelineError, match="probabilities"):
+        report.write_report(tmp_path / "report", **broken)
+    assert not (tmp_path / "report").exists()
+
+
+# --------------------------------------------------------------------------- pure core
+
+
+def test_confusion_table_counts_every_prediction_once():
+    labels = np.array([0, 0, 1, 2, 2, 9])
+    predictions = np.array([0, 1, 1, 2, 0, 9])
+    matrix = report.confusion_table(labels, predictions)
+    assert matrix.shape == (10, 10)
+    assert matrix.sum() == len(labels)
+    assert np.trace(matrix) == np.sum(labels == predictions)
+    assert matrix[0, 1] == 1 and matrix[2, 0] == 1  # row = true, column = predicted
+
+
+def test_precision_recall_match_hand_computation_and_sklearn():
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    predictions = np.array([0, 1, 1, 1, 2, 0, 2])
+    scores = report.per_class_precision_recall(labels, predictions)
+    # class 0: predicted at 0 and 5, right once; class 1: predicted 3 times, right twice; ...
+    np.testing.assert_allclose(scores["precision"][:3], [1 / 2, 2 / 3, 1.0])
+    np.testing.assert_allclose(scores["recall"][:3], [1 / 2, 1.0, 2 / 3])
+    np.testing.assert_array_equal(scores["support"], [2, 2, 3, 0, 0, 0, 0, 0, 0, 0])
+    assert np.all(scores["precision"][3:] == 0)  # never seen, never predicted: 0, no warning
+    precision, recall, _, _ = precision_recall_fscore_support(
+        labels, predictions, labels=range(10), zero_division=0
+    )
+    np.testing.assert_allclose(scores["precision"], precision)
+    np.testing.assert_allclose(scores["recall"], recall)
+
+
+def test_most_wrong_on_a_hand_made_example():
+    labels = np.array([0, 1, 2, 3])
+    probabilities = np.full((4, 10), 0.01)
+    probabilities[0, 0] = 0.91  # right
+    probabilities[1, 7] = 0.60  # wrong, 60% sure
+    probabilities[2, 5] = 0.95  # wrong, 95% sure
+    probabilities[3, 8] = 0.80  # wrong, 80% sure
+    np.testing.assert_array_equal(report.most_wrong(labels, probabilities, limit=24), [2, 3, 1])
+    np.testing.assert_array_equal(report.most_wrong(labels, probabilities, limit=2), [2, 3])
+
+
+def test_most_wrong_returns_only_mistakes_by_decreasing_confidence(inputs):
+    labels, probabilities = inputs["val_labels"], inputs["val_probabilities"]
+    indices = report.most_wrong(labels, probabilities, limit=24)
+    predictions = probabilities.argmax(axis=1)
+    assert 0 < len(indices) <= 24
+    assert np.all(predictions[indices] != labels[indices])
+    confidence = probabilities[indices, predictions[indices]]
+    assert np.all(np.diff(confidence) <= 0)
+    # Nothing left out was more confident than the last one shown.
+    others = np.setdiff1d(np.flatnonzero(predictions != labels), indices)
+    assert np.all(probabilities[others, predictions[others]] <= confidence[-1])
+
+
+def test_most_wrong_is_empty_for_a_perfect_model():
+    labels = np.arange(10)
+    assert len(report.most_wrong(labels, np.eye(10))) == 0
+
+
+def test_training_curves_draw_only_what_history_has():
+    assert len(report.training_curves_figure({"loss": [0.5, 0.3]}).axes) == 1
+    full = report.training_curves_figure({"loss": [1.0], "accuracy": [0.5], "learning_rate": [0.1]})
+    assert [axes.get_title() for axes in full.axes] == ["Loss", "Accuracy", "Learning rate"]
+    empty = report.training_curves_figure({})
+    assert isinstance(empty, Figure) and len(empty.axes) == 1  # a panel that says so
+
+
+def test_sample_digits_tolerate_a_class_with_few_examples():
+    others = [digit for digit in range(10) if digit != 3]
+    labels = np.concatenate([np.repeat(others, 4), [3]])  # four of each digit, but one "3"
+    images = np.zeros((len(labels), 28, 28, 1), dtype=np.float32)
+    figure = report.sample_digits_figure(images, labels, per_class=4)
+    assert sum(axes.get_visible() and axes.axison for axes in figure.axes) == 4 * 9 + 1
