@@ -1,0 +1,113 @@
+"""download and submit through the CLI, with the real kaggle client against the local stand-in API."""
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, run_pipeline
+from kaggle_stub import FAKE_KEY, KaggleStub
+
+COMPETITION_TEST_ROWS = 28000
+
+
+@pytest.fixture(scope="module")
+def competition_sized_archive(tmp_path_factory):
+    """The sample's train.csv with a test.csv of the competition's 28,000 rows (the sample's, tiled)."""
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as sample:
+        train = sample.read("train.csv")
+        test_lines = sample.read("test.csv").decode().splitlines()
+    rows = test_lines[1:]
+    test = "\n".join([test_lines[0]] + [rows[index % len(rows)] for index in range(COMPETITION_TEST_ROWS)]) + "\n"
+    sample_submission = "ImageId,Label\n" + "".join(f"{index},0\n" for index in range(1, COMPETITION_TEST_ROWS + 1))
+    path = tmp_path_factory.mktemp("archive") / "digit-recognizer.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train.csv", train)
+        archive.writestr("test.csv", test)
+        archive.writestr("sample_submission.csv", sample_submission)
+    return path
+
+
+def everything_written(root) -> str:
+    """All text the pipeline wrote under root, to look for secrets in."""
+    texts = []
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv", ".html", ".txt", ".jsonl"):
+            texts.append(path.read_text(errors="replace"))
+    return "\n".join(texts)
+
+
+@pytest.mark.slow
+def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archive):
+    root = tmp_path / "project"
+    with KaggleStub(mode="ok", archive=competition_sized_archive) as stub:
+        env = stub.client_env(tmp_path)
+        result = run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Kaggle credentials found" in result.stdout
+        assert stub.competition_names[:1] == ["digit-recognizer"]
+        submission = next((root / "submissions").glob("*.csv"))
+        assert len(submission.read_text().splitlines()) == COMPETITION_TEST_ROWS + 1
+
+        sent = run_pipeline(root, "submit", env=env)
+        assert sent.returncode == 0, sent.stderr
+        assert stub.submitted_files == [submission.read_bytes()]
+        run_id = submission.stem
+        assert stub.submission_descriptions[0].startswith(f"run {run_id}: small")
+        assert "val_acc" in stub.submission_descriptions[0]
+
+        again = run_pipeline(root, "submit", env=env)
+        assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
+        assert len(stub.submitted_files) == 1
+        forced = run_pipeline(root, "submit", "--force", "--message", "second try", env=env)
+        assert forced.returncode == 0 and stub.submission_descriptions[-1] == "second try"
+
+        # a second `all` finds the data cached: no new download request reaches Kaggle
+        downloads = len(stub.competition_names)
+        assert run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report", env=env).returncode == 0
+        assert len(stub.competition_names) == downloads
+
+    for output in (result.stdout + result.stderr, sent.stdout + sent.stderr, again.stderr, everything_written(root)):
+        assert FAKE_KEY not in output
+
+
+@pytest.mark.slow
+def test_submit_refuses_the_samples_predictions(tmp_path):
+    root = tmp_path / "project"
+    assert run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report").returncode == 0
+    with KaggleStub(mode="ok") as stub:
+        result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
+        assert result.returncode == 1
+        assert "600 rows, expected 28000" in result.stderr and result.stderr.count("\n") == 1
+        assert stub.submitted_files == []
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("rules", "https://www.kaggle.com/competitions/digit-recognizer/rules"),
+    ("unauthenticated", "401"),
+    ("not-found", "404"),
+])
+def test_download_errors_are_one_line(tmp_path, mode, expected):
+    with KaggleStub(mode=mode) as stub:
+        result = run_pipeline(tmp_path / "project", "download", "--source", "kaggle", env=stub.client_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert FAKE_KEY not in result.stdout + result.stderr
+    assert not (tmp_path / "project" / "data" / "raw" / "train.csv").exists()
+
+
+def test_kaggle_source_without_credentials(tmp_path):
+    result = run_pipeline(tmp_path / "project", "download", "--source", "kaggle",
+                          env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "kaggle.json" in result.stderr
+
+
+def test_group_readable_kaggle_json_is_warned_about(tmp_path):
+    with KaggleStub(mode="ok") as stub:
+        env = stub.client_env(tmp_path)
+        (Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json").chmod(0o644)
+        result = run_pipeline(tmp_path / "project", "download", "--source", "kaggle", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "chmod 600" in result.stderr and FAKE_KEY not in result.stderr
