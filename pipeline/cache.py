@@ -156,4 +156,16 @@ def exclusive_lock(name: str = "pipeline"):
         except BlockingIOError:
             print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
             fcntl.flock(lock_file, fcntl.LOCK_EX)
+        remove_stale_temporaries()
         yield
+
+
+def remove_stale_temporaries() -> None:
+    """Delete what a killed process was writing; only safe while holding the lock, as every writer does."""
+    for folder in (config.DATA_DIR, config.SUBMISSIONS_DIR):
+        if folder.is_dir():
+            for path in list(folder.rglob(".tmp-*")):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)

@@ -310,10 +310,20 @@ def _model_paths(train_record: dict) -> list[Path]:
 
 
 def load_models(paths: list[Path]) -> list:
+    """Load with Keras's safe mode: a model file that would run code when loaded is refused."""
     import_tensorflow_quietly()
     import keras
 
-    return [keras.models.load_model(path, safe_mode=True) for path in paths]
+    import pipeline.model  # noqa: F401  registers the learning-rate schedule the saved optimizer names
+
+    models = []
+    for path in paths:
+        try:
+            models.append(keras.models.load_model(path, safe_mode=True))
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PipelineError(f"{path}: cannot load this model safely ({reason[:200]})") from None
+    return models
 
 
 def run_predict(tta: bool, force: bool, verbose: int = 1) -> dict:
@@ -398,16 +408,16 @@ def run_submit(file: Optional[Path], run_id: Optional[str], message: Optional[st
     file = Path(file) if file else submit.newest_submission(config.SUBMISSIONS_DIR)
     rows = submit.validate_submission_file(file, competition)
     digest = cache.file_digest(file)
-    sent = runs.sent_submissions()
-    if digest in sent and not force:
-        earlier = sent[digest]
-        raise PipelineError(f"{file}: this file was already sent on {earlier['date']} (as {earlier['file']}); "
-                            "Kaggle allows few submissions a day, so pass --force to send it again")
     run = runs.run_for_submission(file)
     message = message or runs.submission_message(run, file)
-    say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
-    answer = kaggle_api.submit_file(competition, file, message)
-    runs.record_sent_submission(digest, file, message, answer)
+    with cache.exclusive_lock():  # two submits at once must not both send the same file
+        earlier = runs.sent_submissions().get(digest)
+        if earlier and not force:
+            raise PipelineError(f"{file}: this file was already sent on {earlier['date']} (as {earlier['file']}); "
+                                "Kaggle allows few submissions a day, so pass --force to send it again")
+        say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
+        answer = kaggle_api.submit_file(competition, file, message)
+        runs.record_sent_submission(digest, file, message, answer)
     say(f"submit: Kaggle answered: {answer}")
 
 

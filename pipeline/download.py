@@ -7,6 +7,7 @@
 
 import shutil
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline import config
@@ -50,6 +51,7 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
     """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip."""
     wanted = REQUIRED_FILES + OPTIONAL_FILES
     try:
+        archive_size = Path(archive).stat().st_size
         with zipfile.ZipFile(archive) as zip_file:
             members = {}
             for info in zip_file.infolist():
@@ -63,12 +65,18 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
             for file_name, info in sorted(members.items()):
                 if info.file_size > MAX_MEMBER_BYTES:
                     raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
+                if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+                    raise PipelineError(f"{archive}: member {info.filename} is encrypted (expected the competition's plain zip)")
+                if not 0 <= info.header_offset < archive_size:  # a corrupt directory: seek() would fail
+                    raise PipelineError(f"{archive}: not a readable zip archive (member {info.filename} lies outside the file)")
                 with atomic_path(target_dir / file_name) as temporary:
                     with zip_file.open(info) as source, open(temporary, "wb") as destination:
                         shutil.copyfileobj(source, destination, 1 << 20)
                 written.append(target_dir / file_name)
             return written
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as error:
+    # zlib.error: corrupt compressed data; UnicodeDecodeError: a name flagged UTF-8 that is not.
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, zlib.error,
+            UnicodeDecodeError) as error:
         raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
 
 

@@ -9,6 +9,7 @@ wrong, a plain `csv` scan of the file finds the first bad cell for the message.
 """
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,12 @@ from pipeline.errors import PipelineError
 PIXEL_COLUMNS = [f"pixel{index}" for index in range(config.NUM_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
 TEST_HEADER = PIXEL_COLUMNS
+# A cell is a decimal integer, optionally padded with spaces or tabs: what pyarrow parses as int64
+# (less its "0x" hexadecimal, which the fast path never sees: see _fast_read).
+_INTEGER = re.compile(r"-?[0-9]+")
+_PADDING = " \t"
+# Every byte of a valid file after its header is one of these.
+_DATA_BYTES = b"0123456789,-\" \t\r\n"
 
 
 def expected_header(with_labels: bool) -> list[str]:
@@ -52,14 +59,13 @@ def check_header(path: Path, header: list[str], with_labels: bool) -> None:
 
 
 def _cell_problem(cell: str, is_label: bool) -> str | None:
-    text = cell.strip()
+    text = cell.strip(_PADDING)
     upper = 9 if is_label else 255
     if text == "":
         return f"missing value, expected an integer 0-{upper}"
-    try:
-        value = int(text)
-    except ValueError:
+    if not _INTEGER.fullmatch(text):  # not int(): it also takes "+5", "1_0" and non-ASCII digits
         return f"{cell[:20]!r} is not an integer, expected 0-{upper}"
+    value = int(text)
     if not 0 <= value <= upper:
         return f"{text[:20]} is out of range, expected 0-{upper}"
     return None
@@ -95,6 +101,10 @@ def _fast_read(path: Path, columns: int) -> np.ndarray | None:
     """All cells as int64 via pyarrow, or None when anything is irregular."""
     import pandas as pd
 
+    with open(path, "rb") as stream:
+        stream.readline()  # the header, already checked
+        if stream.read().translate(None, _DATA_BYTES):
+            return None  # letters or other stray bytes: pyarrow would read "0x1f" as 31
     try:
         frame = pd.read_csv(path, header=None, skiprows=1, engine="pyarrow")
     except Exception:  # any parse failure: the slow path will say precisely what is wrong

@@ -51,7 +51,8 @@ def validate_submission_file(path: Path, competition: str) -> int:
 
 
 def newest_submission(folder: Path) -> Path:
-    candidates = sorted(folder.glob("*.csv"), key=lambda path: path.stat().st_mtime)
+    finished = [path for path in folder.glob("*.csv") if not path.name.startswith(".")]
+    candidates = sorted(finished, key=lambda path: path.stat().st_mtime)
     if not candidates:
         raise PipelineError(f"{folder}: no submission yet (run `make all` or `python -m pipeline predict` first)")
     return candidates[-1]

@@ -1,0 +1,101 @@
+"""Faults a competitor causes: kills at any stage, two runs at once, a model file that runs code."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PROJECT_ROOT, run_pipeline
+from pipeline import cache
+
+OPTIONS = ["all", "--preset", "quick", "--epochs", "3", "--deterministic"]
+
+
+def start_pipeline(root, *args):
+    environment = {**os.environ, "PIPELINE_ROOT": str(root), "KAGGLE_CONFIG_DIR": str(root / "no-kaggle")}
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        environment.pop(name, None)
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def submissions(root) -> list[str]:
+    return [path.read_text() for path in sorted((root / "submissions").glob("*.csv"))]
+
+
+def assert_records_match_files(root):
+    """Every cache record's outputs still hash to what the record says."""
+    for record_file in (root / "data" / ".cache").glob("*.json"):
+        record = json.loads(record_file.read_text())
+        for name, digest in record["outputs"].items():
+            assert cache.path_digest(root / name) == digest, f"{record_file.name}: {name} disagrees"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    result = run_pipeline(root, *OPTIONS)
+    assert result.returncode == 0, result.stderr
+    return submissions(root)
+
+
+def checkpoint_after_one_epoch(root) -> bool:
+    for state in (root / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"):
+        try:
+            return json.loads(state.read_text())["completed_epochs"] >= 1
+        except (json.JSONDecodeError, OSError):
+            return False
+    return False
+
+
+KILL_POINTS = {
+    "prepare": lambda root: (root / "data" / ".cache" / "download.json").exists(),
+    "training": checkpoint_after_one_epoch,
+    "predict": lambda root: (root / "data" / ".cache" / "train.json").exists(),
+    "report": lambda root: (root / "data" / ".cache" / "predict.json").exists(),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, reference, stage):
+    process = start_pipeline(tmp_path, *OPTIONS)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not KILL_POINTS[stage](tmp_path):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    rerun = run_pipeline(tmp_path, *OPTIONS)
+    assert rerun.returncode == 0, rerun.stderr
+    assert submissions(tmp_path) == reference
+    assert_records_match_files(tmp_path)
+    assert not list(tmp_path.rglob(".tmp-*")), "a half-written file was left behind"
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_both_end_well(tmp_path, reference):
+    first, second = start_pipeline(tmp_path, *OPTIONS), start_pipeline(tmp_path, *OPTIONS)
+    outputs = [process.communicate(timeout=400) for process in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outputs
+    assert submissions(tmp_path) == reference  # one submission, not two racing ones
+    assert_records_match_files(tmp_path)
+    assert any("up to date" in stdout for stdout, _ in outputs)
+
+
+def test_model_file_that_runs_code_is_refused(tmp_path):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from pipeline.cli import load_models
+    from pipeline.errors import PipelineError
+
+    inputs = keras.Input(shape=(2,))
+    outputs = keras.layers.Lambda(lambda values: values * 2)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(PipelineError, match="cannot load this model safely"):
+        load_models([path])
