@@ -520,6 +520,36 @@ def submit_command(
     run_submit(file, run, message, competition, force)
 
 
+@app.command("bench")
+def bench_command(
+    source: Optional[str] = typer.Option(None, help="Data to run on (default: ../shared/kaggle/digit-recognizer.zip if present, else sample)."),
+    presets: str = typer.Option("baseline,default", help="Comma-separated presets to compare."),
+    epochs: Optional[int] = typer.Option(None, help="Override every preset's epochs (for a quick look)."),
+):
+    """Run presets side by side from nothing to a submission; print and save one table."""
+    import json
+
+    from pipeline import bench
+
+    source = source or bench.default_source()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for preset in [name.strip() for name in presets.split(",") if name.strip()]:
+        if preset not in config.PRESETS:
+            raise PipelineError(f"--presets: unknown preset {preset!r} (expected {', '.join(config.PRESETS)})")
+        say(f"bench: {preset} on {source}...")
+        row = bench.run_preset(preset, source, config.DATA_DIR / "bench" / stamp / preset,
+                               ["--epochs", str(epochs)] if epochs else [])
+        row["predict_images_per_s"] = bench.measure_prediction(load_models([Path(p) for p in row["models"]]),
+                                                               row["test_images"])
+        rows.append(row)
+        say(f"bench: {preset}: validation accuracy {row['val_accuracy']:.4f}, {row['wall_s']:.0f} s in all")
+    result_path = config.REPORTS_DIR / f"bench-{stamp}.json"
+    cache.write_json(result_path, {"source": source, "date": stamp, "rows": rows})
+    typer.echo(bench.format_table(rows))
+    say(f"bench: figures saved to {result_path}; the folders under {config.DATA_DIR / 'bench' / stamp} can be deleted")
+
+
 @app.command("all")
 def all_command(
     source: str = typer.Option("auto", help=SOURCE_HELP),

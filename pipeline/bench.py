@@ -1,0 +1,92 @@
+"""The benchmark: presets side by side in one run, each from nothing to its submission file.
+
+Each preset runs `python -m pipeline all` in a fresh folder of its own, as a child process, so
+its wall time is the user's wall time and its peak memory (the child's maximum resident set,
+from wait4) is not mixed with the others'. Prediction speed is then measured on the test images
+with the trained model. Timings on a shared machine are noisy: compare the ratios in one run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import PipelineError
+
+COLUMNS = (
+    ("preset", "preset", "{}"),
+    ("model", "architecture", "{}"),
+    ("epochs", "epochs_run", "{}"),
+    ("wall s", "wall_s", "{:.0f}"),
+    ("train s", "train_s", "{:.0f}"),
+    ("train img/s", "train_images_per_s", "{:.0f}"),
+    ("predict img/s", "predict_images_per_s", "{:.0f}"),
+    ("val acc", "val_accuracy", "{:.4f}"),
+    ("peak MB", "peak_rss_mb", "{:.0f}"),
+)
+
+
+def default_source() -> str:
+    """The full-size offline copy beside the project when there is one, else the bundled sample."""
+    full_size = config.PROJECT_ROOT.parent / "shared" / "kaggle" / "digit-recognizer.zip"
+    return str(full_size) if full_size.is_file() else "sample"
+
+
+def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str]) -> dict:
+    """Run the whole pipeline for one preset in work_dir; return its figures."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "PIPELINE_ROOT": str(work_dir)}
+    command = [sys.executable, "-m", "pipeline", "--quiet", "all", "--source", source, "--preset", preset,
+               "--no-report", *extra_options]
+    started = time.perf_counter()
+    with open(work_dir / "log.txt", "w") as log:
+        process = subprocess.Popen(command, cwd=config.PROJECT_ROOT, env=environment, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        last_line = (work_dir / "log.txt").read_text().strip().splitlines()[-1:] or ["no output"]
+        raise PipelineError(f"bench: preset {preset} failed: {last_line[0]} (log: {work_dir / 'log.txt'})")
+    train_record = json.loads((work_dir / "data" / ".cache" / "train.json").read_text())
+    run = json.loads(next((work_dir / "data" / "models").glob("*/run.json")).read_text())
+    epochs_run = sum(len(member["val_accuracy"]) for member in
+                     json.loads(next((work_dir / "data" / "models").glob("*/history.json")).read_text()))
+    train_seconds = run["durations_s"]["train"]
+    return {
+        "preset": preset,
+        "architecture": train_record["key"]["params"]["architecture"],
+        "epochs_run": epochs_run,
+        "wall_s": wall,
+        "train_s": train_seconds,
+        "train_images_per_s": train_record["extra"]["train_size"] * epochs_run / train_seconds,
+        "val_accuracy": run["val_accuracy"],
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
+        "models": run["models"],
+        "test_images": str(work_dir / "data" / "prepared" / "test_images.npy"),
+    }
+
+
+def measure_prediction(models: list, test_images_path: str, repeats: int = 3) -> float:
+    """Median images per second of predicting every test image (TTA off), after a warm-up."""
+    import numpy as np
+
+    from pipeline.predict import predict_probabilities
+
+    images = np.load(test_images_path)
+    predict_probabilities(models, images[:1024], verbose=0)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predict_probabilities(models, images, verbose=0)
+        rates.append(len(images) / (time.perf_counter() - started))
+    return float(np.median(rates))
+
+
+def format_table(rows: list[dict]) -> str:
+    header = [title for title, _, _ in COLUMNS]
+    body = [[template.format(row[key]) for _, key, template in COLUMNS] for row in rows]
+    widths = [max(len(line[index]) for line in [header, *body]) for index in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header, *body])
