@@ -12,7 +12,6 @@ SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,SEED,--seed)
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy)
-PREDICT_OPTS = $(call opt,PRESET,--preset)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
@@ -48,7 +47,7 @@ train: $(STAMP) ## Train the model (resumes an interrupted run)
 	$(PIPELINE) train $(TRAIN_OPTS) $(if $(FORCE),--force,)
 
 predict: $(STAMP) ## Write submissions/<run>.csv
-	$(PIPELINE) predict $(PREDICT_OPTS) $(if $(FORCE),--force,)
+	$(PIPELINE) predict $(if $(FORCE),--force,)
 
 report: $(STAMP) ## Write the report of the latest run (data/reports/<run>/index.html)
 	$(PIPELINE) report $(if $(FORCE),--force,)

@@ -29,6 +29,13 @@ app = typer.Typer(
 _quiet = False
 
 
+def keras_verbosity() -> int:
+    """Keras progress bars on a terminal, one line per epoch in a log, nothing with --quiet."""
+    if _quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
 def say(message: str) -> None:
     if not _quiet:
         typer.echo(message)
@@ -244,7 +251,7 @@ def _upstream_summary() -> dict:
     }
 
 
-def run_train(training, force: bool, verbose: int = 1) -> dict:
+def run_train(training, preset: str, force: bool, verbose: int = 1) -> dict:
     if training.architecture not in config.ARCHITECTURES:
         raise PipelineError(f"--model {training.architecture}: expected one of {', '.join(config.ARCHITECTURES)}")
     _require_record("split", "python -m pipeline split")
@@ -285,7 +292,7 @@ def run_train(training, force: bool, verbose: int = 1) -> dict:
         outputs.append(history_path)
         upstream = _upstream_summary()
         write_run(run_dir, {
-            "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"],
+            "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
             "params": {**training.as_dict(), **cache.load_record("split")["key"]["params"]},
             "val_accuracy": val_accuracy,
             "member_val_accuracy": [state["best_val_accuracy"] for state in member_states],
@@ -294,7 +301,8 @@ def run_train(training, force: bool, verbose: int = 1) -> dict:
             "models": [str(path) for path in outputs[:-1]],
         })
         shutil.rmtree(checkpoints, ignore_errors=True)
-        return outputs, {"run_id": run_id, "val_accuracy": val_accuracy, "train_size": len(train_images)}
+        return outputs, {"run_id": run_id, "val_accuracy": val_accuracy, "train_size": len(train_images),
+                         "preset": preset}
 
     def describe(record):
         extra = record["extra"]
@@ -326,9 +334,12 @@ def load_models(paths: list[Path]) -> list:
     return models
 
 
-def run_predict(tta: bool, force: bool, verbose: int = 1) -> dict:
+def run_predict(tta: Optional[bool], force: bool, verbose: int = 1) -> dict:
+    """tta None: as the preset the model was trained with says."""
     train_record = _require_record("train", "python -m pipeline train")
     run_id = train_record["extra"]["run_id"]
+    if tta is None:
+        tta = config.PRESETS.get(train_record["extra"].get("preset"), {}).get("tta", False)
     sample_submission = config.RAW_DIR / "sample_submission.csv"
     inputs = [*_model_paths(train_record), PREPARED["test_images"]]
     if sample_submission.exists():
@@ -477,18 +488,16 @@ def train_command(
 ):
     """Train the model on the split; checkpoints every epoch and resumes where it stopped."""
     run_train(_training_options(preset, model, epochs, batch_size, seed, members, precision, deterministic, strategy),
-              force, verbose=0 if _quiet else 1)
+              preset, force, verbose=keras_verbosity())
 
 
 @app.command("predict")
 def predict_command(
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: the trained preset's)."),
-    preset: str = typer.Option("default", help=PRESET_HELP),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says)."),
     force: bool = FORCE,
 ):
     """Write submissions/<run>.csv for the latest trained model (never overwrites one)."""
-    run_predict(config.PRESETS.get(preset, {}).get("tta", False) if tta is None else tta, force,
-                verbose=0 if _quiet else 1)
+    run_predict(tta, force, verbose=keras_verbosity())
 
 
 @app.command("report")
@@ -571,12 +580,12 @@ def all_command(
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     started = time.perf_counter()
     training = _training_options(preset, model, epochs, batch_size, seed, members, precision, deterministic, strategy)
-    verbose = 0 if _quiet else 1
+    verbose = keras_verbosity()
     run_download(source, competition, force)
     run_prepare(force)
     run_split(val_fraction, seed, force)
-    run_train(training, force, verbose)
-    predicted = run_predict(config.PRESETS[preset]["tta"] if tta is None else tta, force, verbose)
+    run_train(training, preset, force, verbose)
+    predicted = run_predict(tta, force, verbose)
     if report:
         run_report(None, force)
     say(f"done in {_seconds(time.perf_counter() - started)}: submission {predicted['extra']['submission']}"

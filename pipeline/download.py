@@ -7,7 +7,6 @@
 
 import shutil
 import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline import config
@@ -51,7 +50,6 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
     """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip."""
     wanted = REQUIRED_FILES + OPTIONAL_FILES
     try:
-        archive_size = Path(archive).stat().st_size
         with zipfile.ZipFile(archive) as zip_file:
             members = {}
             for info in zip_file.infolist():
@@ -65,19 +63,26 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
             for file_name, info in sorted(members.items()):
                 if info.file_size > MAX_MEMBER_BYTES:
                     raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
-                if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
-                    raise PipelineError(f"{archive}: member {info.filename} is encrypted (expected the competition's plain zip)")
-                if not 0 <= info.header_offset < archive_size:  # a corrupt directory: seek() would fail
-                    raise PipelineError(f"{archive}: not a readable zip archive (member {info.filename} lies outside the file)")
-                with atomic_path(target_dir / file_name) as temporary:
-                    with zip_file.open(info) as source, open(temporary, "wb") as destination:
-                        shutil.copyfileobj(source, destination, 1 << 20)
+                with atomic_path(target_dir / file_name) as temporary, open(temporary, "wb") as destination:
+                    for chunk in _member_chunks(archive, zip_file, info):
+                        destination.write(chunk)
                 written.append(target_dir / file_name)
             return written
-    # zlib.error: corrupt compressed data; UnicodeDecodeError: a name flagged UTF-8 that is not.
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, zlib.error,
-            UnicodeDecodeError) as error:
+    # UnicodeDecodeError: a member name flagged as UTF-8 that is not.
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, UnicodeDecodeError) as error:
         raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
+
+
+def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipInfo):
+    """The member's bytes. A corrupt archive fails here in many ways (zlib.error, a bad CRC, OSError
+    from bz2 or a bad seek, LZMAError, RuntimeError for a flipped "encrypted" bit): all the archive's
+    fault, so all one PipelineError; errors writing the target are not caught here."""
+    try:
+        with zip_file.open(info) as source:
+            while chunk := source.read(1 << 20):
+                yield chunk
+    except Exception as error:
+        raise PipelineError(f"{archive}: not a readable zip archive ({info.filename}: {error})") from None
 
 
 def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:

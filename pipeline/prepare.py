@@ -26,6 +26,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _PADDING = " \t"
 # Every byte of a valid file after its header is one of these.
 _DATA_BYTES = b"0123456789,-\" \t\r\n"
+_LINE_END = re.compile(rb"[\r\n]")
 
 
 def expected_header(with_labels: bool) -> list[str]:
@@ -80,8 +81,8 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
         next(reader, None)
         try:
             for row in reader:
-                if not row or row == [""]:
-                    continue  # blank lines carry no data; pyarrow skips them too
+                if not row:
+                    continue  # blank lines carry no data; pyarrow skips them too (but not a line `""`)
                 data_rows += 1
                 line = reader.line_num
                 if len(row) != len(header):
@@ -101,10 +102,10 @@ def _fast_read(path: Path, columns: int) -> np.ndarray | None:
     """All cells as int64 via pyarrow, or None when anything is irregular."""
     import pandas as pd
 
-    with open(path, "rb") as stream:
-        stream.readline()  # the header, already checked
-        if stream.read().translate(None, _DATA_BYTES):
-            return None  # letters or other stray bytes: pyarrow would read "0x1f" as 31
+    data = path.read_bytes()
+    header_end = _LINE_END.search(data)  # the header, already checked; lines may end in \r alone
+    if header_end and data[header_end.end():].translate(None, _DATA_BYTES):
+        return None  # letters or other stray bytes: pyarrow would read "0x1f" as 31
     try:
         frame = pd.read_csv(path, header=None, skiprows=1, engine="pyarrow")
     except Exception:  # any parse failure: the slow path will say precisely what is wrong
@@ -114,6 +115,15 @@ def _fast_read(path: Path, columns: int) -> np.ndarray | None:
     if not all(pd.api.types.is_integer_dtype(dtype) for dtype in frame.dtypes):
         return None
     return frame.to_numpy(dtype=np.int64)
+
+
+def _slow_read(path: Path) -> np.ndarray:
+    """All cells as int64 via the csv module, for a file find_first_problem has passed."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream)
+        next(reader)
+        rows = [np.array([int(cell.strip(_PADDING)) for cell in row], dtype=np.int64) for row in reader if row]
+    return np.stack(rows)
 
 
 def read_digits_csv(path: Path, with_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -130,7 +140,12 @@ def read_digits_csv(path: Path, with_labels: bool) -> tuple[np.ndarray, np.ndarr
         if in_range and (labels is None or (labels.min() >= 0 and labels.max() <= 9)):
             return pixels.astype(np.uint8), None if labels is None else labels.astype(np.uint8)
     problem = find_first_problem(path, with_labels)
-    raise PipelineError(problem or f"{path}: could not be read as a CSV of integers 0-255")
+    if problem:
+        raise PipelineError(problem)
+    # Valid after all, though pyarrow could not read it (one data row without a final newline).
+    values = _slow_read(path)
+    pixels = values[:, 1:] if with_labels else values
+    return pixels.astype(np.uint8), values[:, 0].astype(np.uint8) if with_labels else None
 
 
 def to_images(pixels: np.ndarray) -> np.ndarray:

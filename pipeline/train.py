@@ -139,7 +139,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
             train_images, train_labels, config.batch_size, seed, epoch, augment=config.augment
         )
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                           shuffle=False, verbose=verbose)
+                           shuffle=False, verbose=verbose, callbacks=[_progress_bar(config.epochs)] if verbose else [])
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
@@ -159,6 +159,18 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
             f" {epoch_seconds[-1]:.0f} s, about {_duration(left)} left")
     model.load_weights(checkpoint_folder / state["best_weights_file"])
     return model, state
+
+
+def _progress_bar(total_epochs: int):
+    """Keras's progress bar, headed "Epoch k/total" although each fit() call runs one epoch."""
+    import keras
+
+    class EpochOfTotalProgress(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return EpochOfTotalProgress()
 
 
 def reseed_layers(model, seed: int, epoch: int) -> None:
