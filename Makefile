@@ -10,7 +10,7 @@ opt = $(if $($(1)),$(2) $($(1)),)
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
 SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,SEED,--seed)
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
-	$(call opt,BATCH_SIZE,--batch-size) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
+	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)

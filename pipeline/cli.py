@@ -287,6 +287,7 @@ def run_train(training, preset: str, force: bool, verbose: int = 1) -> dict:
             member_states.append(state)
             outputs.append(path)
         val_accuracy = train.ensemble_accuracy(models, val_images, val_labels)
+        val_accuracy_tta = train.ensemble_accuracy(models, val_images, val_labels, tta=True)
         history_path = run_dir / "history.json"
         cache.write_json(history_path, [state["history"] for state in member_states])
         outputs.append(history_path)
@@ -294,19 +295,22 @@ def run_train(training, preset: str, force: bool, verbose: int = 1) -> dict:
         write_run(run_dir, {
             "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
             "params": {**training.as_dict(), **cache.load_record("split")["key"]["params"]},
-            "val_accuracy": val_accuracy,
+            "val_accuracy": val_accuracy, "val_accuracy_tta": val_accuracy_tta,
             "member_val_accuracy": [state["best_val_accuracy"] for state in member_states],
             "best_epochs": [state["best_epoch"] for state in member_states],
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [str(path) for path in outputs[:-1]],
         })
         shutil.rmtree(checkpoints, ignore_errors=True)
-        return outputs, {"run_id": run_id, "val_accuracy": val_accuracy, "train_size": len(train_images),
+        return outputs, {"run_id": run_id, "val_accuracy": val_accuracy, "val_accuracy_tta": val_accuracy_tta,
+                         "train_size": len(train_images),
                          "preset": preset}
 
     def describe(record):
         extra = record["extra"]
-        return f"run {extra['run_id']}, validation accuracy {extra['val_accuracy']:.4f} (models in {config.MODELS_DIR / extra['run_id']})"
+        return (f"run {extra['run_id']}, validation accuracy {extra['val_accuracy']:.4f}"
+                f" ({extra.get('val_accuracy_tta', 0):.4f} with test-time augmentation),"
+                f" models in {config.MODELS_DIR / extra['run_id']}")
 
     return _run_stage(stage, force, work, describe)
 
@@ -438,8 +442,10 @@ FORCE = typer.Option(False, "--force", help="Run even if the cache says the outp
 SEED_HELP = "Random seed (the split, the weights' initialisation, shuffling and augmentation)."
 
 
-def _training_options(preset, model, epochs, batch_size, seed, members, precision, deterministic, strategy):
-    return resolve_training_config(preset, architecture=model, epochs=epochs, batch_size=batch_size, seed=seed,
+def _training_options(preset, model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
+                      strategy):
+    return resolve_training_config(preset, architecture=model, epochs=epochs, batch_size=batch_size,
+                                   learning_rate=learning_rate, seed=seed,
                                    members=members, precision=precision, deterministic=deterministic or None,
                                    strategy=strategy)
 
@@ -479,6 +485,7 @@ def train_command(
     model: Optional[str] = typer.Option(None, help="Architecture: cnn, small, deotte or mlp (default: the preset's)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the preset's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the preset's)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's)."),
     seed: int = typer.Option(42, help=SEED_HELP),
     members: Optional[int] = typer.Option(None, help="Models in the ensemble (default: the preset's)."),
     precision: Optional[str] = typer.Option(None, help="float32 or mixed_bfloat16 (default: the preset's)."),
@@ -487,7 +494,8 @@ def train_command(
     force: bool = FORCE,
 ):
     """Train the model on the split; checkpoints every epoch and resumes where it stopped."""
-    run_train(_training_options(preset, model, epochs, batch_size, seed, members, precision, deterministic, strategy),
+    run_train(_training_options(preset, model, epochs, batch_size, learning_rate, seed, members, precision,
+                                 deterministic, strategy),
               preset, force, verbose=keras_verbosity())
 
 
@@ -569,6 +577,7 @@ def all_command(
     model: Optional[str] = typer.Option(None, help="Architecture: cnn, small, deotte or mlp."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the preset's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the preset's)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's)."),
     members: Optional[int] = typer.Option(None, help="Models in the ensemble (default: the preset's)."),
     precision: Optional[str] = typer.Option(None, help="float32 or mixed_bfloat16."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops."),
@@ -579,7 +588,8 @@ def all_command(
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     started = time.perf_counter()
-    training = _training_options(preset, model, epochs, batch_size, seed, members, precision, deterministic, strategy)
+    training = _training_options(preset, model, epochs, batch_size, learning_rate, seed, members, precision,
+                                 deterministic, strategy)
     verbose = keras_verbosity()
     run_download(source, competition, force)
     run_prepare(force)

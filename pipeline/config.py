@@ -31,10 +31,13 @@ ARCHITECTURES = ("cnn", "small", "deotte", "mlp")  # built by pipeline.model
 PRESETS = {
     # Seconds on the bundled sample: for tests and a first look.
     "quick": dict(architecture="small", epochs=3, batch_size=64, members=1, precision="float32", tta=False),
-    # The full-size recipe: see README, "Accuracy and speed".
-    "default": dict(architecture="cnn", epochs=20, batch_size=128, members=1, precision="mixed_bfloat16", tta=False),
-    # An ensemble of default models with test-time augmentation (about an hour and a half on 2 cores).
-    "best": dict(architecture="cnn", epochs=20, batch_size=128, members=5, precision="mixed_bfloat16", tta=True),
+    # The full-size recipe (README, "Accuracy and speed"): 99.62 % validation accuracy in 18 epochs.
+    "default": dict(architecture="cnn", epochs=18, batch_size=64, learning_rate=2e-3, members=1,
+                    precision="mixed_bfloat16", tta=True),
+    # Five default models with their own seeds, averaged, with test-time augmentation.
+    "best": dict(architecture="cnn", epochs=18, batch_size=64, learning_rate=2e-3, members=5,
+                 precision="mixed_bfloat16", tta=True),
     # The seeds' MLP (Flatten, Dense 128, Dense 64, Dense 10): the baseline every comparison is made against.
-    "baseline": dict(architecture="mlp", epochs=10, batch_size=64, members=1, precision="float32", augment=False, tta=False),
+    "baseline": dict(architecture="mlp", epochs=10, batch_size=64, learning_rate=1e-3, members=1,
+                     precision="float32", augment=False, tta=False),
 }

@@ -82,7 +82,7 @@ def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipIn
             while chunk := source.read(1 << 20):
                 yield chunk
     except Exception as error:
-        raise PipelineError(f"{archive}: not a readable zip archive ({info.filename}: {error})") from None
+        raise PipelineError(f"{archive}: not a readable zip archive ({info.filename!r}: {error})") from None
 
 
 def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:

@@ -22,6 +22,9 @@ from keras import layers
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+# Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
+# sample's 34 steps an epoch gave 10 % validation accuracy); 0.9 follows them within an epoch.
+BATCH_NORM_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -95,7 +98,7 @@ def _conv_block(hidden, filters, kernel_size, policy, name, strides=1):
     padding = "same" if strides > 1 else "valid"
     hidden = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation="relu",
                            dtype=policy, name=f"{name}_conv")(hidden)
-    return layers.BatchNormalization(dtype=policy, name=f"{name}_norm")(hidden)
+    return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, dtype=policy, name=f"{name}_norm")(hidden)
 
 
 def _deotte(inputs, policy, dropout_rate):

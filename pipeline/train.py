@@ -23,7 +23,8 @@ from pipeline.errors import PipelineError
 class TrainingConfig:
     architecture: str = "cnn"
     epochs: int = 20
-    batch_size: int = 128
+    batch_size: int = 64
+    learning_rate: float = 2e-3  # the schedule's peak, after a 2-epoch warm-up; cosine to 0 at the end
     seed: int = 42
     precision: str = "float32"  # or "mixed_bfloat16"
     augment: bool = True
@@ -35,6 +36,8 @@ class TrainingConfig:
     def check(self) -> None:
         if self.epochs < 1:
             raise PipelineError(f"--epochs {self.epochs}: expected at least 1")
+        if not 0 < self.learning_rate < 1:
+            raise PipelineError(f"--learning-rate {self.learning_rate}: expected a value between 0 and 1, e.g. 0.002")
         if self.batch_size < 1:
             raise PipelineError(f"--batch-size {self.batch_size}: expected at least 1")
         if self.members < 1:
@@ -119,7 +122,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
     with strategy.scope():
         if state is None:
             keras.utils.set_random_seed(seed)
-            schedule = model_library.recommended_schedule(steps_per_epoch, config.epochs)
+            schedule = model_library.recommended_schedule(steps_per_epoch, config.epochs, config.learning_rate)
             model = model_library.build_model(
                 config.architecture, learning_rate=schedule, dtype_policy=config.precision
             )
@@ -199,8 +202,9 @@ def write_history(path: Path, history: dict) -> None:
     write_json(path, history)
 
 
-def ensemble_accuracy(models: list, images: np.ndarray, labels: np.ndarray) -> float:
+def ensemble_accuracy(models: list, images: np.ndarray, labels: np.ndarray, tta: bool = False) -> float:
+    """Accuracy of the averaged models, predicting as predict does (with or without TTA)."""
     from pipeline.predict import predict_probabilities
 
-    probabilities = predict_probabilities(models, images, verbose=0)
+    probabilities = predict_probabilities(models, images, tta=tta, verbose=0)
     return float((probabilities.argmax(axis=1) == labels).mean())

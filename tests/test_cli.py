@@ -165,3 +165,24 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--strategy", "mirrored",
                                     env={"PIPELINE_LOGICAL_CPUS": "2"}))
     assert "(2 devices)" in result.stdout
+
+
+@pytest.mark.slow
+def test_default_cnn_learns_on_the_sample(tmp_path):
+    """Guards the default recipe against what small data breaks (Keras's BatchNorm momentum once did)."""
+    assert_ok(run_pipeline(tmp_path, "all", "--epochs", "4", "--no-report"))
+    record = json.loads((tmp_path / "data" / ".cache" / "train.json").read_text())
+    assert record["key"]["params"]["architecture"] == "cnn"
+    assert record["extra"]["val_accuracy"] > 0.85
+
+
+@pytest.mark.slow
+def test_bench_prints_one_table_and_saves_it(tmp_path):
+    result = assert_ok(run_pipeline(tmp_path, "bench", "--source", "sample", "--presets", "baseline,quick",
+                                    "--epochs", "1"))
+    header = [line for line in result.stdout.splitlines() if "train img/s" in line]
+    assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0]
+    saved = json.loads(next((tmp_path / "data" / "reports").glob("bench-*.json")).read_text())
+    assert [row["preset"] for row in saved["rows"]] == ["baseline", "quick"]
+    for row in saved["rows"]:
+        assert 0 < row["val_accuracy"] <= 1 and row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0
