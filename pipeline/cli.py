@@ -356,6 +356,7 @@ def run_predict(tta: Optional[bool], force: bool, verbose: int = 1) -> dict:
         from pipeline import predict
         from pipeline.runs import update_run
 
+        started = time.perf_counter()
         images = np.load(PREPARED["test_images"])
         say(f"predict: {len(images)} test images with run {run_id}{' and test-time augmentation' if tta else ''}")
         probabilities = predict.predict_probabilities(load_models(_model_paths(train_record)), images,
@@ -370,7 +371,7 @@ def run_predict(tta: Optional[bool], force: bool, verbose: int = 1) -> dict:
         path = predict.unused_submission_path(config.SUBMISSIONS_DIR, run_id)
         with cache.atomic_path(path) as temporary:
             temporary.write_text(predict.submission_text(labels))
-        update_run(run_id, submission=str(path))
+        update_run(run_id, submission=str(path), durations_s={"predict": round(time.perf_counter() - started, 1)})
         return [path], {"submission": str(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=10).tolist()}
 

@@ -4,11 +4,15 @@ Architectures (`ARCHITECTURES`), all Functional, input (28, 28, 1) float32 in [0
 10 softmax probabilities in float32 whatever the dtype policy:
 
 - "mlp": the baseline: Flatten, Dense 128 relu, Dense 64 relu, Dense 10 softmax.
-- "small": a fast CNN for quick runs and tests (two conv + pool blocks, about 0.9 M MACs/image).
+- "small": a fast CNN for quick runs and tests (two conv + pool blocks, about 0.7 M MACs/image).
 - "deotte": the reference (Chris Deotte's Kaggle notebook): 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4
   with BatchNorm after every conv and dropout 0.4 after each block (about 15 M MACs/image).
-- "cnn": the recommended default: the same topology as "deotte" (see /tmp/recipe/RESULTS.md),
-  meant to be trained with `WarmupCosineSchedule`, batch 128 and the `mixed_bfloat16` policy.
+- "cnn": the recommended default: the same topology as "deotte", trained differently:
+  `recommended_schedule` (2 warm-up epochs to 2e-3, cosine to 0) for 18 epochs instead of
+  45 epochs of 1e-3 * 0.95**epoch, batch 64, `mixed_bfloat16`, augmentation 10 deg / 0.1 / 0.1.
+  Measured: 99.60-99.69 % validation accuracy over 4 runs on the stratified 90/10 split,
+  18 epochs of about 27 s (quiet machine) to 41 s (busy machine) each on 2 CPU cores.
+  The presets that use it are in pipeline.config.PRESETS.
 
 The schedule is a `LearningRateSchedule` keyed on the optimizer step, so a checkpoint that
 holds the optimizer state resumes it exactly; it is registered for `load_model(safe_mode=True)`.
@@ -22,6 +26,7 @@ from keras import layers
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
 # Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
 # sample's 34 steps an epoch gave 10 % validation accuracy); 0.9 follows them within an epoch.
 BATCH_NORM_MOMENTUM = 0.9
@@ -69,7 +74,7 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=3e-3, warmup_epochs=2):
+def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmup_epochs=2):
     """The default: warm up over warmup_epochs, cosine decay to 0 at the end of the last epoch."""
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"steps_per_epoch and epochs must be at least 1, got {steps_per_epoch} and {epochs}.")
