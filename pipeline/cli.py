@@ -545,7 +545,6 @@ def bench_command(
     epochs: Optional[int] = typer.Option(None, help="Override every preset's epochs (for a quick look)."),
 ):
     """Run presets side by side from nothing to a submission; print and save one table."""
-    import json
 
     from pipeline import bench
 
