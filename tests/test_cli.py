@@ -186,3 +186,12 @@ def test_bench_prints_one_table_and_saves_it(tmp_path):
     assert [row["preset"] for row in saved["rows"]] == ["baseline", "quick"]
     for row in saved["rows"]:
         assert 0 < row["val_accuracy"] <= 1 and row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_quiet_prints_nothing_but_errors(finished_root):
+    root, _ = finished_root
+    quiet = assert_ok(run_pipeline(root, "--quiet", "all", *QUICK))
+    assert quiet.stdout == "" and quiet.stderr == ""
+    failing = run_pipeline(root, "--quiet", "split", "--val-fraction", "2")
+    assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
