@@ -278,9 +278,12 @@ def run_train(training, preset: str, force: bool, verbose: int = 1) -> dict:
             f" ({strategy.num_replicas_in_sync} device{'s' * (strategy.num_replicas_in_sync > 1)})")
         models, member_states, outputs = [], [], []
         for member in range(training.members):
+            if training.members > 1:
+                say(f"train: ensemble member {member + 1} of {training.members}, seed {training.seed + member}")
             model, state = train.fit_one_model(
                 train_images, train_labels, val_images, val_labels, training, training.seed + member,
-                checkpoints / f"member-{member}", strategy, verbose=verbose, log=say)
+                checkpoints / f"member-{member}", strategy, verbose=verbose, log=say,
+                epochs_after=(training.members - member - 1) * training.epochs)
             path = run_dir / f"member-{member}.keras"
             train.save_model(model, path)
             models.append(model)

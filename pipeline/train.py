@@ -109,8 +109,12 @@ class _Checkpoint:
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, config: TrainingConfig, seed: int,
-                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print):
-    """Train one model (resuming from checkpoint_folder if it holds a state); return (model, state)."""
+                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0):
+    """Train one model (resuming from checkpoint_folder if it holds a state); return (model, state).
+
+    epochs_after: epochs still to come once this model is done (later ensemble members), for the
+    estimate of the time left.
+    """
     import keras
 
     from pipeline import augment, model as model_library
@@ -156,7 +160,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, config: Tr
             state["epochs_without_improvement"] += 1
         state = checkpoint.save(model, state, improved)
         epoch_seconds.append(time.perf_counter() - started)
-        left = (config.epochs - epoch - 1) * float(np.median(epoch_seconds))
+        left = (config.epochs - epoch - 1 + epochs_after) * float(np.median(epoch_seconds))
         log(f"epoch {epoch + 1}/{config.epochs}: val_accuracy {val_accuracy:.4f}"
             f" (best {state['best_val_accuracy']:.4f} at epoch {state['best_epoch']}),"
             f" {epoch_seconds[-1]:.0f} s, about {_duration(left)} left")

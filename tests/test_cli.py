@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,14 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     assert quiet.stdout == "" and quiet.stderr == ""
     failing = run_pipeline(root, "--quiet", "split", "--val-fraction", "2")
     assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
+
+
+@pytest.mark.slow
+def test_ensemble_members_and_tta(tmp_path):
+    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
+                                    "--tta", "--no-report"))
+    assert "ensemble member 2 of 2, seed 43" in result.stdout and "test-time augmentation" in result.stdout
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    assert len(run["models"]) == 2 and len(run["member_val_accuracy"]) == 2
+    assert all(Path(path).is_file() for path in run["models"])
+    assert 0 < run["val_accuracy_tta"] <= 1
