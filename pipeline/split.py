@@ -23,3 +23,26 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
     )
     return np.sort(train_indices), np.sort(val_indices)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of every row: each class spread evenly over the folds, seeded.
+
+    Fold k's model trains on the rows of the other folds and predicts fold k, so every row gets
+    exactly one prediction from a model that never saw it (the out-of-fold predictions).
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if folds < 2:
+        raise PipelineError(f"--folds {folds}: expected at least 2 (or 1 for a single holdout split)")
+    counts = np.bincount(labels)
+    if counts[counts > 0].min() < folds:
+        raise PipelineError(
+            f"cannot make {folds} stratified folds of {len(labels)} images: every class needs at least "
+            f"{folds} images, the rarest has {counts[counts > 0].min()}"
+        )
+    assignment = np.empty(len(labels), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (_, fold_indices) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        assignment[fold_indices] = fold
+    return assignment

@@ -40,3 +40,27 @@ def test_fraction_outside_zero_one_is_refused(fraction):
 def test_too_few_images_per_class_is_refused():
     with pytest.raises(PipelineError, match="at least one image on each side"):
         stratified_split(np.arange(10), 0.5, seed=0)
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_folds_cover_every_row_once_with_even_classes(folds):
+    from pipeline.split import stratified_folds
+
+    labels = unbalanced_labels()
+    assignment = stratified_folds(labels, folds, seed=4)
+    assert assignment.shape == labels.shape and set(assignment.tolist()) == set(range(folds))
+    for digit in range(10):
+        per_fold = np.bincount(assignment[labels == digit], minlength=folds)
+        assert per_fold.max() - per_fold.min() <= 1
+    np.testing.assert_array_equal(assignment, stratified_folds(labels, folds, seed=4))
+    assert not np.array_equal(assignment, stratified_folds(labels, folds, seed=5))
+
+
+def test_folds_refuse_too_few_images_of_a_class():
+    from pipeline.split import stratified_folds
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    with pytest.raises(PipelineError, match="every class needs at least 3 images, the rarest has 2"):
+        stratified_folds(labels, 3, seed=0)
+    with pytest.raises(PipelineError, match="--folds 1"):
+        stratified_folds(labels, 1, seed=0)
