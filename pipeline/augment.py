@@ -17,7 +17,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-NUM_CLASSES = 10
+from pipeline.config import IMAGE_SHAPE, NUM_CLASSES
 
 
 def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):
@@ -73,7 +73,7 @@ def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shi
 
 def _as_images(images):
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
         raise ValueError(f"images must have shape (N, 28, 28, 1), got {images.shape}.")
     if images.dtype == np.uint8:
         return images.astype(np.float32) / 255.0

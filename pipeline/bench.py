@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline import config
+from pipeline.console import format_table
 from pipeline.errors import PipelineError
 
 COLUMNS = (
@@ -50,10 +51,11 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
     if os.waitstatus_to_exitcode(status) != 0:
         last_line = (work_dir / "log.txt").read_text().strip().splitlines()[-1:] or ["no output"]
         raise PipelineError(f"bench: preset {preset} failed: {last_line[0]} (log: {work_dir / 'log.txt'})")
-    train_record = json.loads((work_dir / "data" / ".cache" / "train.json").read_text())
-    run = json.loads(next((work_dir / "data" / "models").glob("*/run.json")).read_text())
-    epochs_run = sum(len(member["val_accuracy"]) for member in
-                     json.loads(next((work_dir / "data" / "models").glob("*/history.json")).read_text()))
+    paths = config.Paths(work_dir)
+    train_record = json.loads(paths.record("train").read_text())
+    run_dir = paths.run_dir(train_record["extra"]["run_id"])
+    run = json.loads((run_dir / "run.json").read_text())
+    epochs_run = sum(len(member["val_accuracy"]) for member in json.loads((run_dir / "history.json").read_text()))
     train_seconds = run["durations_s"]["train"]
     return {
         "preset": preset,
@@ -65,7 +67,7 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
         "val_accuracy": run["val_accuracy"],
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
         "models": run["models"],
-        "test_images": str(work_dir / "data" / "prepared" / "test_images.npy"),
+        "test_images": str(paths.test_images),
     }
 
 
@@ -85,8 +87,34 @@ def measure_prediction(models: list, test_images_path: str, repeats: int = 3) ->
     return float(np.median(rates))
 
 
-def format_table(rows: list[dict]) -> str:
-    header = [title for title, _, _ in COLUMNS]
-    body = [[template.format(row[key]) for _, key, template in COLUMNS] for row in rows]
-    widths = [max(len(line[index]) for line in [header, *body]) for index in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in [header, *body])
+def format_bench_table(rows: list[dict]) -> str:
+    return format_table([title for title, _, _ in COLUMNS],
+                        [[template.format(row[key]) for _, key, template in COLUMNS] for row in rows], align_right=True)
+
+
+def run_bench(console, source: str | None, presets: str, epochs: int | None) -> None:
+    """Run presets side by side from nothing to a submission; print and save one table."""
+    from pipeline.cache import write_json
+    from pipeline.console import import_tensorflow_quietly
+
+    paths = config.paths()
+    source = source or default_source()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for preset in [name.strip() for name in presets.split(",") if name.strip()]:
+        if preset not in config.PRESETS:
+            raise PipelineError(f"--presets: unknown preset {preset!r} (expected {', '.join(config.PRESETS)})")
+        console.say(f"bench: {preset} on {source}...")
+        row = run_preset(preset, source, paths.data / "bench" / stamp / preset,
+                         ["--epochs", str(epochs)] if epochs else [])
+        import_tensorflow_quietly()
+        from pipeline.model import load_models
+
+        row["predict_images_per_s"] = measure_prediction(load_models([Path(p) for p in row["models"]]),
+                                                         row["test_images"])
+        rows.append(row)
+        console.say(f"bench: {preset}: validation accuracy {row['val_accuracy']:.4f}, {row['wall_s']:.0f} s in all")
+    result_path = paths.reports / f"bench-{stamp}.json"
+    write_json(result_path, {"source": source, "date": stamp, "rows": rows})
+    print(format_bench_table(rows))
+    console.say(f"bench: figures saved to {result_path}; the folders under {paths.data / 'bench' / stamp} can be deleted")

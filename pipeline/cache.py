@@ -45,25 +45,17 @@ def path_digest(path: Path) -> str | None:
     return None
 
 
-def code_digest(*module_names: str) -> str:
-    """Hash of the source of the modules that do a stage's work (a change there reruns it)."""
-    digest = hashlib.sha256()
-    for name in module_names:
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def _relative(path: Path) -> str:
     path = Path(path).resolve()
     try:
-        return path.relative_to(config.ROOT).as_posix()
+        return path.relative_to(config.paths().root).as_posix()
     except ValueError:
         return str(path)
 
 
 def _absolute(name: str) -> Path:
     path = Path(name)
-    return path if path.is_absolute() else config.ROOT / path
+    return path if path.is_absolute() else config.paths().root / path
 
 
 @dataclass
@@ -84,7 +76,7 @@ class Stage:
 
 
 def record_path(stage_name: str) -> Path:
-    return config.CACHE_DIR / f"{stage_name}.json"
+    return config.paths().record(stage_name)
 
 
 def load_record(stage_name: str) -> dict | None:
@@ -132,8 +124,13 @@ def atomic_path(final_path: Path):
     try:
         yield temporary
         if final_path.is_dir() and temporary.is_dir():
-            shutil.rmtree(final_path)
-        os.replace(temporary, final_path)
+            # A folder cannot replace a folder in one rename: move the old one aside first.
+            old = final_path.with_name(f".tmp-{os.getpid()}-old-{final_path.name}")
+            os.replace(final_path, old)
+            os.replace(temporary, final_path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, final_path)
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
@@ -149,8 +146,9 @@ def write_json(path: Path, value) -> None:
 @contextlib.contextmanager
 def exclusive_lock(name: str = "pipeline"):
     """One stage at a time per checkout: a second `make all` waits instead of racing the first."""
-    config.DATA_DIR.mkdir(parents=True, exist_ok=True)
-    with open(config.DATA_DIR / f".{name}.lock", "a+") as lock_file:
+    data = config.paths().data
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / f".{name}.lock", "a+") as lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,7 +160,7 @@ def exclusive_lock(name: str = "pipeline"):
 
 def remove_stale_temporaries() -> None:
     """Delete what a killed process was writing; only safe while holding the lock, as every writer does."""
-    for folder in (config.DATA_DIR, config.SUBMISSIONS_DIR):
+    for folder in (config.paths().data, config.paths().submissions):
         if folder.is_dir():
             for path in list(folder.rglob(".tmp-*")):
                 if path.is_dir():

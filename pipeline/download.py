@@ -103,3 +103,50 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
     for name in OPTIONAL_FILES:
         if target_dir / name not in written and (target_dir / name).exists():
             (target_dir / name).unlink()
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, source: str, competition: str, force_download: bool = False):
+    """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
+    from pipeline.stage import Definition
+
+    credentials = None
+    if source in ("auto", "kaggle"):
+        from pipeline import kaggle_api
+
+        credentials = kaggle_api.find_credentials()
+    kind, path = resolve_source(source, credentials)
+    if source == "auto":
+        console.say(f"download: Kaggle credentials found ({credentials}); using the competition {competition}"
+                    if credentials else
+                    "download: no Kaggle credentials found, using the bundled sample (see README, 'Kaggle credentials')")
+    if kind == "kaggle":
+        for warning in kaggle_api.credential_warnings():
+            console.warn(warning)
+        params, inputs = {"source": "kaggle", "competition": competition}, []
+    else:
+        params = {"source": kind, "path": str(path)}
+        inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES]
+
+    def work():
+        paths.raw.mkdir(parents=True, exist_ok=True)
+        if kind == "kaggle":
+            archive = kaggle_api.download_competition(competition, paths.raw, force=force_download,
+                                                      quiet=console.quiet)
+            written = extract_competition_files(archive, paths.raw)
+        elif kind == "folder":
+            written = copy_competition_folder(path, paths.raw)
+        else:
+            written = extract_competition_files(path, paths.raw)
+        remove_stale_optional_files(paths.raw, written)
+        return written, {"source": kind if kind != "kaggle" else f"kaggle:{competition}",
+                         "source_path": str(path) if path else None}
+
+    def describe(record):
+        return f"{', '.join(Path(name).name for name in record['outputs'])} in {paths.raw}"
+
+    def after_restore(record):
+        remove_stale_optional_files(paths.raw, [paths.root / name for name in record["outputs"]])
+
+    return Definition("download", params, inputs, work, describe, after_restore)

@@ -19,12 +19,14 @@ holds the optimizer state resumes it exactly; it is registered for `load_model(s
 """
 
 import math
+from pathlib import Path
 
 import keras
 from keras import layers
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
+from pipeline.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES
+from pipeline.errors import PipelineError
+
 DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 # Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
@@ -121,7 +123,7 @@ def _deotte(inputs, policy, dropout_rate):
 
 
 _BODIES = {"mlp": _mlp, "small": _small, "deotte": _deotte, "cnn": _deotte}
-ARCHITECTURES = tuple(_BODIES)
+assert set(_BODIES) == set(ARCHITECTURES), "pipeline.config.ARCHITECTURES names the networks built here"
 
 
 def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4):
@@ -162,14 +164,14 @@ def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dro
                          jit_compile=jit_compile)
 
 
-def count_macs(model):
-    """Multiply-accumulates per image of the Conv2D and Dense layers (the rest is negligible)."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            out_h, out_w, out_c = layer.output.shape[1:]
-            kernel_h, kernel_w, in_c, _ = layer.kernel.shape
-            total += out_h * out_w * out_c * kernel_h * kernel_w * in_c
-        elif isinstance(layer, layers.Dense):
-            total += layer.kernel.shape[0] * layer.kernel.shape[1]
-    return int(total)
+def load_model(path: Path):
+    """Load with Keras's safe mode: a model file that would run code when loaded is refused."""
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(f"{path}: cannot load this model safely ({reason[:200]})") from None
+
+
+def load_models(paths: list[Path]) -> list:
+    return [load_model(path) for path in paths]

@@ -1,16 +1,15 @@
-"""Stage 5, predict: label every test image and build the submission (`ImageId,Label`, ids 1..N).
+"""Stage 5, predict: label every test image and write the submission (format: pipeline.submission).
 
 An ensemble's members and the test-time-augmented views are averaged as probabilities.
 """
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import config
-from pipeline.errors import PipelineError
-
-SUBMISSION_HEADER = "ImageId,Label"
+from pipeline.submission import check_submission, read_submission, submission_text
 # Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -39,42 +38,6 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
     return (total / (len(models) * len(views))).astype(np.float32)
 
 
-def check_submission(image_ids: np.ndarray, labels: np.ndarray, expected_rows: int | None,
-                     source: str = "submission") -> None:
-    """Refuse anything Kaggle would not score: ids must be 1..N, labels 0-9, N as expected."""
-    if len(image_ids) == 0:
-        raise PipelineError(f"{source}: no rows (expected one per test image)")
-    if expected_rows is not None and len(image_ids) != expected_rows:
-        raise PipelineError(f"{source}: {len(image_ids)} rows, expected {expected_rows} (one per test image)")
-    expected_ids = np.arange(1, len(image_ids) + 1)
-    wrong = np.flatnonzero(image_ids != expected_ids)
-    if wrong.size:
-        row = int(wrong[0])
-        raise PipelineError(f"{source} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1} (ids 1..N in order)")
-    bad_labels = np.flatnonzero((labels < 0) | (labels > 9))
-    if bad_labels.size:
-        row = int(bad_labels[0])
-        raise PipelineError(f"{source} line {row + 2}, column Label: {labels[row]}, expected a digit 0-9")
-
-
-def submission_text(labels: np.ndarray) -> str:
-    lines = [SUBMISSION_HEADER] + [f"{index},{label}" for index, label in enumerate(labels.tolist(), start=1)]
-    return "\n".join(lines) + "\n"
-
-
-def read_sample_submission_ids(path: Path) -> np.ndarray | None:
-    """The ids of the competition's sample_submission.csv, when the source had one."""
-    if not path.is_file():
-        return None
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-        return frame["ImageId"].to_numpy()
-    except Exception as error:
-        raise PipelineError(f"{path}: unreadable sample submission ({error})") from None
-
-
 def unused_submission_path(folder: Path, name: str) -> Path:
     """submissions/<name>.csv, or <name>-2.csv, ... so an earlier submission is never overwritten."""
     candidate = folder / f"{name}.csv"
@@ -83,3 +46,54 @@ def unused_submission_path(folder: Path, name: str) -> Path:
         candidate = folder / f"{name}-{number}.csv"
         number += 1
     return candidate
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, tta: bool | None = None):
+    """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
+    from pipeline import runs
+    from pipeline.cache import atomic_path
+    from pipeline.stage import Definition, require
+
+    train_record = require("train", "python -m pipeline train")
+    run_id = train_record["extra"]["run_id"]
+    if tta is None:
+        tta = config.PRESETS.get(train_record["extra"].get("preset"), {}).get("tta", False)
+    model_paths = runs.model_paths(train_record)
+    inputs = [*model_paths, paths.test_images]
+    if paths.sample_submission.exists():
+        inputs.append(paths.sample_submission)
+
+    def work():
+        from pipeline.console import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        from pipeline.model import load_models
+
+        started = time.perf_counter()
+        images = np.load(paths.test_images)
+        console.say(f"predict: {len(images)} test images with run {run_id}{' and test-time augmentation' if tta else ''}")
+        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta,
+                                              verbose=console.keras_verbosity)
+        labels = probabilities.argmax(axis=1)
+        expected_rows = None
+        if paths.sample_submission.is_file():
+            sample_ids, _ = read_submission(paths.sample_submission)
+            check_submission(sample_ids, np.zeros_like(sample_ids), len(images), source=str(paths.sample_submission))
+            expected_rows = len(sample_ids)
+        check_submission(np.arange(1, len(labels) + 1), labels, expected_rows)
+        path = unused_submission_path(paths.submissions, run_id)
+        with atomic_path(path) as temporary:
+            temporary.write_text(submission_text(labels))
+        runs.update_run(paths, run_id, submission=str(path),
+                        durations_s={"predict": round(time.perf_counter() - started, 1)})
+        return [path], {"submission": str(path), "rows": len(labels),
+                        "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
+
+    def after_restore(record):
+        runs.update_run(paths, run_id, submission=record["extra"]["submission"])
+
+    return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
+                      lambda record: f"{record['extra']['rows']} predictions in {record['extra']['submission']}",
+                      after_restore)

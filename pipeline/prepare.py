@@ -160,3 +160,42 @@ def to_images(pixels: np.ndarray) -> np.ndarray:
 
 def class_counts(labels: np.ndarray) -> list[int]:
     return np.bincount(labels, minlength=config.NUM_CLASSES).tolist()
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def save_array(path: Path, array: np.ndarray) -> Path:
+    from pipeline.cache import atomic_path
+
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as stream:
+            np.save(stream, array)
+    return path
+
+
+def define(paths, console):
+    """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
+    from pipeline.stage import Definition
+
+    for path in (paths.raw_train, paths.raw_test):
+        if not path.is_file():
+            raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
+
+    def work():
+        train_pixels, train_labels = read_digits_csv(paths.raw_train, with_labels=True)
+        test_pixels, _ = read_digits_csv(paths.raw_test, with_labels=False)
+        outputs = [
+            save_array(paths.train_images, to_images(train_pixels)),
+            save_array(paths.train_labels, train_labels),
+            save_array(paths.test_images, to_images(test_pixels)),
+        ]
+        return outputs, {"train_rows": len(train_labels), "test_rows": len(test_pixels),
+                         "class_counts": class_counts(train_labels)}
+
+    def describe(record):
+        extra = record["extra"]
+        counts = " ".join(f"{digit}:{count}" for digit, count in enumerate(extra["class_counts"]))
+        return (f"{extra['train_rows']} train and {extra['test_rows']} test images (28x28, scaled to [0, 1]);"
+                f" class counts {counts}")
+
+    return Definition("prepare", {}, [paths.raw_train, paths.raw_test], work, describe)

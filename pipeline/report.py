@@ -11,22 +11,22 @@ The report folder is built under a hidden temporary sibling and renamed into pla
 complete, so a report that died half way never looks finished.
 """
 
+from __future__ import annotations
+
 import csv
 import html
 import json
 import math
-import os
-import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CLASSES = np.arange(NUM_CLASSES)
 DPI = 100
@@ -67,11 +67,15 @@ def class_counts(labels: np.ndarray) -> np.ndarray:
 
 def confusion_table(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """(10, 10) counts: row = true digit, column = predicted digit, always all ten classes."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(labels, predictions, labels=CLASSES)
 
 
 def per_class_precision_recall(labels: np.ndarray, predictions: np.ndarray) -> dict[str, np.ndarray]:
     """Precision, recall, F1 and support per digit 0-9 (0 where a class is never predicted/seen)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predictions, labels=CLASSES, zero_division=0
     )
@@ -108,9 +112,16 @@ def _draw_digit(axes, picture: np.ndarray) -> None:
     axes.set_yticks([])
 
 
+def new_figure(**options) -> Figure:
+    """A matplotlib Figure, imported only when a report is drawn (it takes a second)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
 def _message_figure(title: str, message: str, size=(8, 3)) -> Figure:
     """A figure that says why there is nothing to draw (no history, no mistakes)."""
-    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=size, dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     axes.set_axis_off()
     axes.set_title(title, fontsize=13)
@@ -124,7 +135,7 @@ def sample_digits_figure(
     """A grid of training digits: one column per class, `per_class` random examples in each."""
     pictures, labels = _as_pictures(images), np.asarray(labels)
     rng = np.random.default_rng(seed)  # fixed seed: the same run draws the same samples
-    figure = Figure(figsize=(10, 1.05 * per_class + 0.9), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(10, 1.05 * per_class + 0.9), dpi=DPI, layout="constrained")
     grid = figure.subplots(per_class, NUM_CLASSES, squeeze=False)
     for digit in CLASSES:
         members = np.flatnonzero(labels == digit)
@@ -151,7 +162,7 @@ def class_counts_figure(train_labels: np.ndarray, val_labels: np.ndarray) -> Fig
     Separate scales because validation is usually ~10x smaller: on a shared axis its bars
     would be too short to compare; here the shapes should match if the split is stratified.
     """
-    figure = Figure(figsize=(11, 4), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(11, 4), dpi=DPI, layout="constrained")
     panels = figure.subplots(1, 2)
     for axes, name, labels, color in (
         (panels[0], "train", train_labels, "tab:blue"),
@@ -192,7 +203,7 @@ def training_curves_figure(history: dict[str, list[float]]) -> Figure:
     if not panels:
         return _message_figure("Training curves", "No per-epoch history was recorded for this run.")
     epochs = max(len(history.get(key) or []) for key in HISTORY_KEYS)
-    figure = Figure(figsize=(4 * len(panels) + 0.5, 4), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(4 * len(panels) + 0.5, 4), dpi=DPI, layout="constrained")
     colors = {"train": "tab:blue", "validation": "tab:orange", "learning rate": "tab:green"}
     for axes, (title, ylabel, series) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         drawn = [label for key, label in series if _plot_series(axes, history, key, label, colors[label])]
@@ -217,6 +228,8 @@ def _whole_epoch_ticks(axes, epochs: int) -> None:
     if epochs <= 10:
         axes.set_xticks(range(1, epochs + 1))
     else:
+        from matplotlib.ticker import MaxNLocator
+
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -248,8 +261,10 @@ def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
     matrix = np.asarray(matrix)
     diagonal = np.eye(NUM_CLASSES, dtype=bool)
     errors = np.ma.masked_where(diagonal | (matrix == 0), matrix)  # masked cells stay white
+    from matplotlib.colors import Normalize
+
     error_norm = Normalize(0, max(matrix[~diagonal].max(), 1))
-    figure = Figure(figsize=(7.5, 7), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(7.5, 7), dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     axes.imshow(np.ma.masked_where(~diagonal, np.ones_like(matrix)), cmap="Greens", vmin=0, vmax=4)
     axes.imshow(errors, cmap="Reds", norm=error_norm)
@@ -281,7 +296,7 @@ def _annotate_cell(axes, count: int, row: int, column: int, dark: bool) -> None:
 
 def per_class_scores_figure(scores: dict[str, np.ndarray]) -> Figure:
     """Precision and recall per digit as dots, zoomed on the range where they actually differ."""
-    figure = Figure(figsize=(9, 4), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(9, 4), dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     offset = 0.12  # side by side, so equal values do not hide each other
     axes.plot(CLASSES - offset, scores["precision"], "o", markersize=8, label="precision", color="tab:blue")
@@ -306,7 +321,7 @@ def most_wrong_figure(
     pictures = _as_pictures(images)
     predictions = predictions_from(probabilities)
     rows = math.ceil(len(indices) / columns)
-    figure = Figure(figsize=(12, 1.75 * rows + 0.6), dpi=DPI, layout="constrained")
+    figure = new_figure(figsize=(12, 1.75 * rows + 0.6), dpi=DPI, layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
     for position, axes in enumerate(grid.flat):
         if position >= len(indices):
@@ -620,17 +635,6 @@ def _json_value(value):
     return str(value)
 
 
-def _replace_folder(new_folder: Path, out_dir: Path) -> None:
-    """Swap new_folder in for out_dir; the old report is moved aside first, then deleted."""
-    old_folder = None
-    if out_dir.exists():
-        old_folder = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-        os.replace(out_dir, old_folder)
-    os.replace(new_folder, out_dir)
-    if old_folder is not None:
-        shutil.rmtree(old_folder, ignore_errors=True)
-
-
 def write_report(
     out_dir: Path, *, run: dict, train_images: np.ndarray, train_labels: np.ndarray,
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
@@ -638,26 +642,60 @@ def write_report(
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
-    Everything is built in a hidden sibling folder `.tmp-<name>-<pid>` that replaces out_dir only
-    once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
+    Everything is built in a hidden sibling folder (pipeline.cache.atomic_path) that replaces out_dir
+    only once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
     absent if there was none, or the previous complete report.
     """
+    from pipeline.cache import atomic_path
+
     out_dir = Path(out_dir)
     train_images, val_images = np.asarray(train_images), np.asarray(val_images)
     train_labels, val_labels = np.asarray(train_labels).astype(int), np.asarray(val_labels).astype(int)
     val_probabilities = np.asarray(val_probabilities, dtype=float)
     _check_inputs(train_images, train_labels, val_images, val_labels, val_probabilities)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A plain mkdir (not mkdtemp, which makes it private 0700): the report keeps normal permissions.
-    staging = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process that had this pid and died
-    staging.mkdir()
-    try:
+    with atomic_path(out_dir) as staging:
+        staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
                         val_probabilities, dict(history or {}))
-        _replace_folder(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return out_dir / INDEX_HTML
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, run_id: str | None = None):
+    """The report stage for the latest trained run (the only one whose split and models are at hand)."""
+    from pipeline import runs
+    from pipeline.cache import output_paths
+    from pipeline.stage import Definition, require
+
+    train_record = require("train", "python -m pipeline train")
+    latest = train_record["extra"]["run_id"]
+    if run_id not in (None, latest):
+        raise PipelineError(f"--run {run_id}: only the latest trained run ({latest}) has its data at hand;"
+                            " retrain it to report on it")
+    out_dir = paths.reports / latest
+    inputs = [*output_paths(train_record), paths.train_images, paths.train_labels, paths.split_file]
+
+    def work():
+        from pipeline.console import import_tensorflow_quietly
+        from pipeline.predict import predict_probabilities
+        from pipeline.split import load_split_arrays
+
+        import_tensorflow_quietly()
+        from pipeline.model import load_models
+
+        train_images, train_labels, val_images, val_labels = load_split_arrays(paths)
+        probabilities = predict_probabilities(load_models(runs.model_paths(train_record)), val_images, verbose=0)
+        history = json.loads((paths.run_dir(latest) / "history.json").read_text())[0]
+        index = write_report(out_dir, run=runs.read_run(paths, latest), train_images=train_images,
+                             train_labels=train_labels, val_images=val_images, val_labels=val_labels,
+                             val_probabilities=probabilities, history=history)
+        runs.update_run(paths, latest, report=str(index))
+        return [out_dir], {"index": str(index)}
+
+    def after_restore(record):
+        runs.update_run(paths, latest, report=record["extra"]["index"])
+
+    return Definition("report", {"run_id": latest}, inputs, work,
+                      lambda record: f"open {record['extra']['index']} in a browser", after_restore)

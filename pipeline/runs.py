@@ -4,69 +4,86 @@ import json
 import time
 from pathlib import Path
 
-from pipeline import config
-from pipeline.cache import write_json
+from pipeline import cache, config, run_cache
+from pipeline.console import format_table
 from pipeline.errors import PipelineError
 
 
+def run_path(paths: config.Paths, run_id: str) -> Path:
+    return paths.run_dir(run_id) / "run.json"
 
 
-def sent_file() -> Path:
-    return config.DATA_DIR / "submissions_sent.json"
+def model_paths(train_record: dict) -> list[Path]:
+    """The model files a train record names, one per ensemble member."""
+    return [path for path in cache.output_paths(train_record) if path.suffix == ".keras"]
 
 
-def run_path(run_id: str) -> Path:
-    return config.MODELS_DIR / run_id / "run.json"
+def write_run(paths: config.Paths, run: dict) -> None:
+    cache.write_json(run_path(paths, run["id"]), run)
 
 
-def write_run(run_dir: Path, run: dict) -> None:
-    write_json(run_dir / "run.json", run)
-
-
-def read_run(run_id: str) -> dict:
+def read_run(paths: config.Paths, run_id: str) -> dict:
     try:
-        return json.loads(run_path(run_id).read_text())
+        return json.loads(run_path(paths, run_id).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
 
 
-def update_run(run_id: str, durations_s: dict | None = None, **fields) -> None:
-    run = read_run(run_id)
+def update_run(paths: config.Paths, run_id: str, durations_s: dict | None = None, **fields) -> None:
+    run = read_run(paths, run_id)
     run.update(fields)
     if durations_s:
         run["durations_s"] = {**run.get("durations_s", {}), **durations_s}
-    write_json(run_path(run_id), run)
+    cache.write_json(run_path(paths, run_id), run)
 
 
-def list_runs() -> list[dict]:
-    runs = []
-    for path in config.MODELS_DIR.glob("*/run.json"):
+def list_runs(paths: config.Paths) -> list[dict]:
+    """Every training run, best first: those in data/models/ and those only the run cache still keeps."""
+    runs = {}
+    for record in run_cache.kept_records(paths, "train"):
+        run = record.get("extra", {}).get("run")
+        if run:
+            runs[run["id"]] = run
+    for path in paths.models.glob("*/run.json"):
         try:
-            runs.append(json.loads(path.read_text()))
+            run = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue  # a run.json being rewritten right now; it shows next time
-    return sorted(runs, key=lambda run: (-run.get("val_accuracy", 0.0), run.get("id", "")))
+        runs[run.get("id", path.parent.name)] = run
+    return sorted(runs.values(), key=lambda run: (-run.get("val_accuracy", 0.0), run.get("id", "")))
 
 
-def format_runs_table(runs: list[dict]) -> str:
+def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str:
+    """One line a run; `kept`: its models are in the run cache, so its settings come back in seconds."""
     if not runs:
         return "no runs yet (run `make all` or `python -m pipeline train`)"
-    header = ("run", "date", "source", "model", "epochs", "members", "val_acc", "train_s", "submission")
-    rows = [header]
+    header = ("run", "date", "source", "preset", "model", "epochs", "members", "seed", "val_acc", "train_s", "kept",
+              "submission")
+    rows = []
     for run in runs:
         params = run.get("params", {})
         rows.append((
-            run.get("id", "?"), run.get("date", "?"), str(run.get("source", "?")), params.get("architecture", "?"),
-            str(params.get("epochs", "?")), str(params.get("members", "?")), f"{run.get('val_accuracy', 0):.4f}",
-            f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}", Path(run.get("submission") or "-").name,
+            run.get("id", "?"), run.get("date", "?"), run.get("source", "?"), run.get("preset", "?"),
+            params.get("architecture", "?"), params.get("epochs", "?"), params.get("members", "?"),
+            params.get("seed", "?"), f"{run.get('val_accuracy', 0):.4f}",
+            f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}", "yes" if run.get("id") in kept_ids else "no",
+            Path(run.get("submission") or "-").name,
         ))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+    return format_table(header, rows)
 
 
-def run_for_submission(file: Path) -> dict | None:
+def show_runs(paths: config.Paths) -> str:
+    """The runs table and what the run cache holds."""
+    kept_ids = {record["extra"].get("run_id") for record in run_cache.kept_records(paths, "train")}
+    total, extra = run_cache.disk_usage(paths)
+    return (f"{format_runs_table(list_runs(paths), kept_ids)}\n"
+            f"run cache: {total / 1e6:.1f} MB in {paths.store}, {extra / 1e6:.1f} MB of it not shared with current"
+            " outputs; `make clean-cache` empties it")
+
+
+def run_for_submission(paths: config.Paths, file: Path) -> dict | None:
     resolved = Path(file).resolve()
-    for run in list_runs():
+    for run in list_runs(paths):
         if run.get("submission") and Path(run["submission"]).resolve() == resolved:
             return run
     return None
@@ -81,15 +98,15 @@ def submission_message(run: dict | None, file: Path) -> str:
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 
-def sent_submissions() -> dict:
+def sent_submissions(paths: config.Paths) -> dict:
     try:
-        return json.loads(sent_file().read_text())
+        return json.loads(paths.sent_submissions.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
 
-def record_sent_submission(digest: str, file: Path, message: str, answer: str) -> None:
-    sent = sent_submissions()
+def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: str) -> None:
+    sent = sent_submissions(paths)
     sent[digest] = {"file": str(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
                     "answer": answer}
-    write_json(sent_file(), sent)
+    cache.write_json(paths.sent_submissions, sent)

@@ -46,3 +46,35 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     for fold, (_, fold_indices) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         assignment[fold_indices] = fold
     return assignment
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, val_fraction: float, seed: int):
+    """The split stage: the prepared labels in, split.npz (train and validation indices) out."""
+    from pipeline.cache import atomic_path
+    from pipeline.stage import Definition, require
+
+    require("prepare", "python -m pipeline prepare")
+
+    def work():
+        train_indices, val_indices = stratified_split(np.load(paths.train_labels), val_fraction, seed)
+        with atomic_path(paths.split_file) as temporary:
+            with open(temporary, "wb") as stream:
+                np.savez(stream, train=train_indices, validation=val_indices)
+        return [paths.split_file], {"train_size": len(train_indices), "val_size": len(val_indices)}
+
+    def describe(record):
+        return (f"{record['extra']['train_size']} train / {record['extra']['val_size']} validation images,"
+                f" stratified, seed {seed}")
+
+    return Definition("split", {"val_fraction": val_fraction, "seed": seed}, [paths.train_labels], work, describe)
+
+
+def load_split_arrays(paths):
+    """(train images, train labels, validation images, validation labels) of the current split."""
+    images = np.load(paths.train_images, mmap_mode="r")
+    labels = np.load(paths.train_labels)
+    split = np.load(paths.split_file)
+    train_indices, val_indices = split["train"], split["validation"]
+    return images[train_indices], labels[train_indices], images[val_indices], labels[val_indices]

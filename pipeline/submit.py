@@ -4,42 +4,13 @@ Kaggle allows only a few submissions a day, so a file already sent is not sent a
 and a file that Kaggle could not score is refused here rather than spending one.
 """
 
-import csv
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.errors import PipelineError
-from pipeline.predict import SUBMISSION_HEADER, check_submission
+from pipeline.submission import check_submission, read_submission
 
 # Rows of the competition's test.csv: a file with any other count cannot be scored.
 COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
-
-
-def read_submission(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(image_ids, labels) of a submission CSV, refusing anything but two integer columns."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: file not found")
-    image_ids, labels = [], []
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as stream:
-            reader = csv.reader(stream)
-            header = next(reader, [])
-            if ",".join(cell.strip() for cell in header) != SUBMISSION_HEADER:
-                raise PipelineError(f"{path} line 1: header is {','.join(header)!r}, expected {SUBMISSION_HEADER!r}")
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) != 2:
-                    raise PipelineError(f"{path} line {reader.line_num}: {len(row)} values, expected 2 (ImageId,Label)")
-                for column, cell in zip(("ImageId", "Label"), row):
-                    if not cell.strip().lstrip("-").isdigit():
-                        raise PipelineError(f"{path} line {reader.line_num}, column {column}: {cell[:20]!r} is not an integer")
-                image_ids.append(int(row[0]))
-                labels.append(int(row[1]))
-    except UnicodeDecodeError:
-        raise PipelineError(f"{path}: not UTF-8 text (expected a CSV with header {SUBMISSION_HEADER})") from None
-    return np.array(image_ids, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
 def validate_submission_file(path: Path, competition: str) -> int:
@@ -56,3 +27,28 @@ def newest_submission(folder: Path) -> Path:
     if not candidates:
         raise PipelineError(f"{folder}: no submission yet (run `make all` or `python -m pipeline predict` first)")
     return candidates[-1]
+
+
+def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,
+         force: bool) -> None:
+    """Check a submission (the newest, or the run's, or file) and send it, once unless forced."""
+    from pipeline import cache, kaggle_api, runs
+
+    if file is None and run_id is not None:
+        submission = runs.read_run(paths, run_id).get("submission")
+        if not submission:
+            raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
+        file = Path(submission)
+    file = Path(file) if file else newest_submission(paths.submissions)
+    rows = validate_submission_file(file, competition)
+    digest = cache.file_digest(file)
+    message = message or runs.submission_message(runs.run_for_submission(paths, file), file)
+    with cache.exclusive_lock():  # two submits at once must not both send the same file
+        earlier = runs.sent_submissions(paths).get(digest)
+        if earlier and not force:
+            raise PipelineError(f"{file}: this file was already sent on {earlier['date']} (as {earlier['file']}); "
+                                "Kaggle allows few submissions a day, so pass --force to send it again")
+        console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
+        answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
+        runs.record_sent_submission(paths, digest, file, message, answer)
+    console.say(f"submit: Kaggle answered: {answer}")

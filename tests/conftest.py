@@ -17,29 +17,25 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from pipeline import config  # noqa: E402
 
 
-def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` with its outputs under root, exactly as a user would run it."""
+def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float = 300,
+                 project: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` of the project (this one, or a copy) with its outputs under root, as a user runs it."""
     environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
     # Never let a test find the developer's real Kaggle credentials.
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         if not env or name not in env:
             environment.pop(name, None)
     environment.setdefault("KAGGLE_CONFIG_DIR", str(root / "no-kaggle-config"))
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=project, env=environment,
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
 def pipeline_root(tmp_path, monkeypatch):
-    """A private project root; the in-process config points at it too."""
+    """A private project root; the in-process config.paths() points at it too."""
     root = tmp_path / "project"
     root.mkdir()
-    data = root / "data"
-    paths = {"ROOT": root, "DATA_DIR": data, "RAW_DIR": data / "raw", "PREPARED_DIR": data / "prepared",
-             "SPLIT_DIR": data / "split", "MODELS_DIR": data / "models", "REPORTS_DIR": data / "reports",
-             "CACHE_DIR": data / ".cache", "SUBMISSIONS_DIR": root / "submissions"}
-    for name, path in paths.items():
-        monkeypatch.setattr(config, name, path)
+    monkeypatch.setenv("PIPELINE_ROOT", str(root))
     return root
 
 

@@ -1,6 +1,6 @@
 """A stand-in for the Kaggle API, so tests can run the real kaggle client without a network.
 
-The client is pointed at it as at an HTTP proxy (see design.md, "The official kaggle client"):
+The client has no endpoint setting, so it is pointed at this server as at an HTTP proxy:
 with KAGGLE_API_ENVIRONMENT=LOCALHOST it calls http://localhost/api/v1/..., and HTTP_PROXY sends
 those requests, in absolute form, to this server on 127.0.0.1. The environment must be set
 before the client is imported, so tests run the client in a subprocess:
@@ -31,7 +31,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ARCHIVE = PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip"  # config.SAMPLE_ARCHIVE
@@ -383,18 +382,3 @@ class _StubHandler(BaseHTTPRequestHandler):
             return self._send(500, b"upload failed")
         self.stub._record("upload", path[len(UPLOAD_PREFIX):], body)
         self._send(200, b"{}", {"Content-Type": "application/json"})
-
-
-@pytest.fixture
-def kaggle_stub():
-    """Factory fixture: `stub = kaggle_stub(mode="rules")`; every stub started is stopped after the test."""
-    started = []
-
-    def start(mode: str = "ok", **options) -> KaggleStub:
-        stub = KaggleStub(mode, **options).start()
-        started.append(stub)
-        return stub
-
-    yield start
-    for stub in started:
-        stub.stop()

@@ -90,7 +90,7 @@ def test_model_file_that_runs_code_is_refused(tmp_path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from pipeline.cli import load_models
+    from pipeline.model import load_models
     from pipeline.errors import PipelineError
 
     inputs = keras.Input(shape=(2,))

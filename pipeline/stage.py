@@ -1,0 +1,140 @@
+"""Runs any stage: under the lock, skipped when up to date, restored from the run cache when its
+settings were run before, else done, timed, recorded and kept.
+
+A stage module declares one run of itself as a `Definition`: what it reads, its parameters, and
+`work`, which writes its outputs and returns them. Its code is part of its key: the source of the
+stage module and of every pipeline module it imports (`code_digest`), so a change to any of them
+reruns the stage, and through its changed outputs the stages after it.
+"""
+
+import ast
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import cache as remember, cached_property
+from pathlib import Path
+from typing import Callable
+
+from pipeline import cache, config, run_cache
+from pipeline.console import Console, format_duration
+from pipeline.errors import PipelineError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Bookkeeping that does not change what any stage computes: not part of a stage's code hash.
+NOT_STAGE_CODE = {"cache", "config", "console", "errors", "run_cache", "runs", "stage", "cli"}
+
+
+@dataclass
+class Definition:
+    """One run of a stage, as its module declares it.
+
+    work() -> (outputs, extra): writes the outputs (atomically) and returns their paths and a dict of
+    facts for the record. describe(record) -> the one line saying what the stage produced.
+    after_restore(record): what work does besides writing its outputs (run.json), for a restored result.
+    """
+
+    name: str
+    params: dict
+    inputs: list[Path]
+    work: Callable[[], tuple[list[Path], dict]]
+    describe: Callable[[dict], str]
+    after_restore: Callable[[dict], None] | None = None
+
+    def key(self) -> cache.Stage:
+        return cache.Stage(self.name, self.params, self.inputs, code_digest(self.name))
+
+    @cached_property
+    def key_id(self) -> str:
+        """A short hash of the key: names this run's kept result and its resumable scratch folder."""
+        return hashlib.sha256(json.dumps(self.key().key(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _imported_pipeline_modules(module_name: str) -> set[str]:
+    """The pipeline modules one module imports, at its top or inside its functions."""
+    tree = ast.parse((PACKAGE_DIR / f"{module_name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline."))
+    return {name for name in found if (PACKAGE_DIR / f"{name}.py").is_file()}
+
+
+def stage_modules(module_name: str) -> set[str]:
+    """A stage module and the pipeline modules it uses, directly or not (bookkeeping left out)."""
+    modules, pending = set(), [module_name]
+    while pending:
+        name = pending.pop()
+        if name not in modules:
+            modules.add(name)
+            pending.extend(_imported_pipeline_modules(name) - NOT_STAGE_CODE)
+    return modules
+
+
+@remember
+def code_digest(module_name: str) -> str:
+    """Hash of the source of the stage's modules: a change in any of them reruns the stage."""
+    digest = hashlib.sha256()
+    for name in sorted(stage_modules(module_name)):
+        digest.update(name.encode() + b"\0" + (PACKAGE_DIR / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def require(stage_name: str, hint: str) -> dict:
+    """The record of an earlier stage, whose outputs must still be as it wrote them."""
+    record = cache.load_record(stage_name)
+    if record is None or not cache.outputs_intact(record):
+        raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
+    return record
+
+
+def run(define: Callable[..., Definition], console: Console, force: bool = False, **options) -> dict:
+    """Run the stage that define(paths, console, **options) declares, unless nothing would change."""
+    paths = config.paths()
+    with cache.exclusive_lock():
+        definition = define(paths, console, **options)
+        key = definition.key()
+        record = None if force else cache.up_to_date(key)
+        if record is not None:
+            console.say(f"{definition.name}: up to date, {definition.describe(record)}")
+            return record
+        record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
+        if record is not None:
+            if definition.after_restore:
+                definition.after_restore(record)
+            console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
+                        f" {definition.describe(record)}")
+            return record
+        started = time.perf_counter()
+        outputs, extra = definition.work()
+        extra["seconds"] = round(time.perf_counter() - started, 2)
+        record = cache.save_record(key, outputs, extra)
+        run_cache.keep(paths, definition.key_id, record)
+        console.say(f"{definition.name}: {definition.describe(record)} in {format_duration(extra['seconds'])}")
+        return record
+
+
+def run_all(console: Console, source: str, competition: str, preset: str, options: dict, tta: bool | None,
+            report: bool, force: bool) -> dict:
+    """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
+    from pipeline import download, predict, prepare, split, train
+    from pipeline import report as report_stage
+
+    started = time.perf_counter()
+    values = train.resolve_preset(preset, **options)
+    training = train.training_config(values)
+    run(download.define, console, force, source=source, competition=competition,
+        force_download=force)
+    run(prepare.define, console, force)
+    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"])
+    run(train.define, console, force, training=training, preset=preset)
+    predicted = run(predict.define, console, force, tta=tta)
+    if report:
+        run(report_stage.define, console, force)
+    console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
+                f" {predicted['extra']['submission']} (send it with `make submit`)")
+    return predicted
