@@ -16,7 +16,7 @@ ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit test test-fast bench clean clean-all venv
+.PHONY: help all download prepare split train predict report runs submit test test-fast bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ predict: $(STAMP) ## Write submissions/<run>.csv
 report: $(STAMP) ## Write the report of the latest run (data/reports/<run>/index.html)
 	$(PIPELINE) report $(if $(FORCE),--force,)
 
-runs: $(STAMP) ## List every training run, best first
+runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs
 
 submit: $(STAMP) ## Send the newest submission to Kaggle (FILE=path or RUN=id to choose)
@@ -61,7 +61,7 @@ submit: $(STAMP) ## Send the newest submission to Kaggle (FILE=path or RUN=id to
 bench: $(STAMP) ## Baseline vs default side by side: time, images/s, accuracy, memory (BENCH_SOURCE=...)
 	$(PIPELINE) bench $(call opt,BENCH_SOURCE,--source)
 
-test: $(STAMP) ## The test suite (about 5 minutes on 2 cores)
+test: $(STAMP) ## The test suite (about 6 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
 test-fast: $(STAMP) ## The tests not marked slow
@@ -69,6 +69,9 @@ test-fast: $(STAMP) ## The tests not marked slow
 
 clean: ## Remove everything the pipeline wrote under data/ (keeps submissions/ and the bundled sample)
 	find data -mindepth 1 -maxdepth 1 ! -name sample -exec rm -rf {} +
+
+clean-cache: ## Forget the results the run cache keeps (data/.cache/store); current outputs stay
+	rm -rf data/.cache/store
 
 clean-all: clean ## Also remove the virtual environment
 	rm -rf $(VENV)
