@@ -20,12 +20,15 @@ from pipeline.errors import PipelineError
 COLUMNS = (
     ("preset", "preset", "{}"),
     ("model", "architecture", "{}"),
+    ("models", "models_trained", "{}"),
     ("epochs", "epochs_run", "{}"),
     ("wall s", "wall_s", "{:.0f}"),
     ("train s", "train_s", "{:.0f}"),
     ("train img/s", "train_images_per_s", "{:.0f}"),
     ("predict img/s", "predict_images_per_s", "{:.0f}"),
-    ("val acc", "val_accuracy", "{:.4f}"),
+    ("estimate", "estimate_accuracy", "{:.4f}"),
+    ("95 % interval", "estimate_interval", "{}"),
+    ("kind", "estimate_kind", "{}"),
     ("peak MB", "peak_rss_mb", "{:.0f}"),
 )
 
@@ -55,16 +58,23 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
     train_record = json.loads(paths.record("train").read_text())
     run_dir = paths.run_dir(train_record["extra"]["run_id"])
     run = json.loads((run_dir / "run.json").read_text())
-    epochs_run = sum(len(member["val_accuracy"]) for member in json.loads((run_dir / "history.json").read_text()))
+    histories = json.loads((run_dir / "history.json").read_text())
+    epochs_run = sum(len(history["loss"]) for history in histories)
+    images_trained = sum(part["train_images"] * len(history["loss"]) for part, history in zip(run["parts"], histories))
     train_seconds = run["durations_s"]["train"]
+    estimate = run["estimate"]
     return {
         "preset": preset,
         "architecture": train_record["key"]["params"]["architecture"],
+        "models_trained": len(histories),
         "epochs_run": epochs_run,
         "wall_s": wall,
         "train_s": train_seconds,
-        "train_images_per_s": train_record["extra"]["train_size"] * epochs_run / train_seconds,
-        "val_accuracy": run["val_accuracy"],
+        "train_images_per_s": images_trained / train_seconds,
+        "estimate": estimate,
+        "estimate_accuracy": estimate["accuracy"],
+        "estimate_interval": f"{estimate['low']:.4f}-{estimate['high']:.4f}",
+        "estimate_kind": estimate["kind"] if estimate["kind"] == "holdout" else f"{estimate['folds']}-fold CV",
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
         "models": run["models"],
         "test_images": str(paths.test_images),
@@ -94,6 +104,7 @@ def format_bench_table(rows: list[dict]) -> str:
 
 def run_bench(console, source: str | None, presets: str, epochs: int | None) -> None:
     """Run presets side by side from nothing to a submission; print and save one table."""
+    from pipeline import estimate
     from pipeline.cache import write_json
     from pipeline.console import import_tensorflow_quietly
 
@@ -113,7 +124,8 @@ def run_bench(console, source: str | None, presets: str, epochs: int | None) -> 
         row["predict_images_per_s"] = measure_prediction(load_models([Path(p) for p in row["models"]]),
                                                          row["test_images"])
         rows.append(row)
-        console.say(f"bench: {preset}: validation accuracy {row['val_accuracy']:.4f}, {row['wall_s']:.0f} s in all")
+        console.say(f"bench: {preset}: estimated accuracy {estimate.describe(row['estimate'])},"
+                    f" {row['wall_s']:.0f} s in all")
     result_path = paths.reports / f"bench-{stamp}.json"
     write_json(result_path, {"source": source, "date": stamp, "rows": rows})
     print(format_bench_table(rows))

@@ -29,7 +29,10 @@ FORCE = typer.Option(False, "--force", help="Run even if the cache says the outp
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
 COMPETITION = typer.Option(config.COMPETITION, help="Kaggle competition name.")
-VAL_FRACTION = typer.Option(None, help=f"Share of the train images kept for validation (default {DEFAULT['val_fraction']}).")
+VAL_FRACTION = typer.Option(None, help=f"Share of the train images kept aside to measure on, with --folds 1"
+                                         f" (default {DEFAULT['val_fraction']}).")
+FOLDS = typer.Option(None, help="1: one holdout split; K > 1: K-fold cross-validation, one model per fold, the"
+                                " estimate over every row (default: the preset's; best: 5).")
 SEED = typer.Option(None, help=f"Random seed: the split, the weights' initialisation, shuffling and augmentation"
                                f" (default {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
@@ -39,17 +42,22 @@ EPOCHS = typer.Option(None, help="Epochs (default: the preset's).")
 BATCH_SIZE = typer.Option(None, help="Batch size (default: the preset's).")
 LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's).")
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
-PRECISION = typer.Option(None, help="float32 or mixed_bfloat16 (default: the preset's).")
+PRECISION = typer.Option(None, help="auto (bfloat16 where the hardware computes in it, float16 on older GPUs, else"
+                                    " float32), float32, mixed_bfloat16 or mixed_float16 (default: auto).")
+FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
+                           help="Also train one model on all rows with the same schedule, averaged into the"
+                                " submission (default: the preset's).")
 DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
 STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
 
 
 def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                     strategy) -> dict:
+                     strategy, final_model, tta) -> dict:
     """The training options as the preset's names; None: not given, the preset's value stays."""
     return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                members=members, precision=precision, deterministic=deterministic or None, strategy=strategy)
+                members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
+                final_model=final_model, tta=tta)
 
 
 @app.callback()
@@ -73,10 +81,11 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 
 @app.command("split")
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
-                  seed: Optional[int] = SEED, force: bool = FORCE):
-    """Stratified, seeded train / validation split of the prepared train images."""
-    values = train.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, seed=seed)
-    stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"])
+                  folds: Optional[int] = FOLDS, seed: Optional[int] = SEED, force: bool = FORCE):
+    """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
+    values = train.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
+    stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"],
+              folds=values["folds"])
 
 
 @app.command("train")
@@ -84,11 +93,12 @@ def train_command(
     context: typer.Context, preset: str = PRESET, model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS,
     batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
     seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[str] = PRECISION,
-    deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY, force: bool = FORCE,
+    deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
+    tta: Optional[bool] = TTA, force: bool = FORCE,
 ):
-    """Train the model on the split; checkpoints every epoch and resumes where it stopped."""
+    """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy)
+                               strategy, final_model, tta)
     stage.run(train.define, context.obj, force, preset=preset,
               training=train.training_config(train.resolve_preset(preset, **options)))
 
@@ -140,19 +150,20 @@ def bench_command(
 @app.command("all")
 def all_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION,
-    val_fraction: Optional[float] = VAL_FRACTION, seed: Optional[int] = SEED, preset: str = PRESET,
+    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
+    preset: str = PRESET,
     model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
     learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
     precision: Optional[str] = PRECISION, deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY,
-    tta: Optional[bool] = TTA,
+    final_model: Optional[bool] = FINAL_MODEL, tta: Optional[bool] = TTA,
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy)
-    stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction}, tta, report,
-                  force)
+                               strategy, final_model, tta)
+    stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
+                  report, force)
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from keras import layers
 from pipeline.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES
 from pipeline.errors import PipelineError
 
-DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
 # sample's 34 steps an epoch gave 10 % validation accuracy); 0.9 follows them within an epoch.

@@ -58,8 +58,8 @@ def define(paths, console, tta: bool | None = None):
 
     train_record = require("train", "python -m pipeline train")
     run_id = train_record["extra"]["run_id"]
-    if tta is None:
-        tta = config.PRESETS.get(train_record["extra"].get("preset"), {}).get("tta", False)
+    if tta is None:  # as the models were trained and estimated
+        tta = train_record["key"]["params"].get("tta", False)
     model_paths = runs.model_paths(train_record)
     inputs = [*model_paths, paths.test_images]
     if paths.sample_submission.exists():

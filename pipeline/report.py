@@ -555,13 +555,27 @@ def render_index(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
-        f"({val_size - wrong:,} of {val_size:,} correct) &middot; trained on {train_size:,} digits</p>",
+        _headline(run, val_accuracy, val_size, wrong, train_size),
         f"<nav>{nav}</nav>",
         *sections,
         f'<p class="note">Raw run record: <a href="{RUN_JSON}">{RUN_JSON}</a>.</p>',
         "</body></html>\n",
     ])
+
+
+def _headline(run: dict, val_accuracy: float, val_size: int, wrong: int, train_size: int) -> str:
+    """The estimate nothing was chosen on, with its interval and kind; the page's figures are on the same rows."""
+    estimate = run.get("estimate")
+    if not estimate:
+        return (f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
+                f"({val_size - wrong:,} of {val_size:,} correct) &middot; {train_size:,} train digits</p>")
+    kind = ("cross-validation: every train digit predicted by the fold model that never saw it"
+            if estimate["kind"] == "cross-validation" else
+            "holdout: digits kept aside from training, last epoch's weights, nothing chosen on them")
+    return (f'<p class="headline">Estimated accuracy <strong>{estimate["accuracy"]:.2%}</strong> '
+            f'(95 % interval {estimate["low"]:.2%} to {estimate["high"]:.2%}; '
+            f'{estimate["images"] - estimate["errors"]:,} of {estimate["images"]:,} correct) &middot; '
+            f"{html.escape(kind)}</p>")
 
 
 # --------------------------------------------------------------------------- writer
@@ -675,22 +689,19 @@ def define(paths, console, run_id: str | None = None):
         raise PipelineError(f"--run {run_id}: only the latest trained run ({latest}) has its data at hand;"
                             " retrain it to report on it")
     out_dir = paths.reports / latest
-    inputs = [*output_paths(train_record), paths.train_images, paths.train_labels, paths.split_file]
+    inputs = [*output_paths(train_record), paths.train_images, paths.train_labels]
 
     def work():
-        from pipeline.console import import_tensorflow_quietly
-        from pipeline.predict import predict_probabilities
-        from pipeline.split import load_split_arrays
-
-        import_tensorflow_quietly()
-        from pipeline.model import load_models
-
-        train_images, train_labels, val_images, val_labels = load_split_arrays(paths)
-        probabilities = predict_probabilities(load_models(runs.model_paths(train_record)), val_images, verbose=0)
+        # The run's out-of-fold predictions: each measured digit predicted only by models that never
+        # saw it (predicting them again with every model would let the all-rows model mark its own homework).
+        images = np.load(paths.train_images, mmap_mode="r")
+        labels = np.load(paths.train_labels)
+        out_of_fold = np.load(paths.run_dir(latest) / "out_of_fold.npz")
+        rows = out_of_fold["rows"]
         history = json.loads((paths.run_dir(latest) / "history.json").read_text())[0]
-        index = write_report(out_dir, run=runs.read_run(paths, latest), train_images=train_images,
-                             train_labels=train_labels, val_images=val_images, val_labels=val_labels,
-                             val_probabilities=probabilities, history=history)
+        index = write_report(out_dir, run=runs.read_run(paths, latest), train_images=images, train_labels=labels,
+                             val_images=images[rows], val_labels=labels[rows],
+                             val_probabilities=out_of_fold["probabilities"], history=history)
         runs.update_run(paths, latest, report=str(index))
         return [out_dir], {"index": str(index)}
 

@@ -50,26 +50,38 @@ def list_runs(paths: config.Paths) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a run.json being rewritten right now; it shows next time
         runs[run.get("id", path.parent.name)] = run
-    return sorted(runs.values(), key=lambda run: (-run.get("val_accuracy", 0.0), run.get("id", "")))
+    return sorted(runs.values(), key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
+
+
+def estimated_accuracy(run: dict) -> float:
+    """The run's estimate (nothing chosen on it); 0 for runs made before estimates existed."""
+    return (run.get("estimate") or {}).get("accuracy", 0.0)
 
 
 def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str:
     """One line a run; `kept`: its models are in the run cache, so its settings come back in seconds."""
     if not runs:
         return "no runs yet (run `make all` or `python -m pipeline train`)"
-    header = ("run", "date", "source", "preset", "model", "epochs", "members", "seed", "val_acc", "train_s", "kept",
-              "submission")
+    header = ("run", "date", "source", "preset", "model", "epochs", "models", "seed", "estimate", "95 % interval",
+              "kind", "train_s", "kept", "submission")
     rows = []
     for run in runs:
         params = run.get("params", {})
         rows.append((
             run.get("id", "?"), run.get("date", "?"), run.get("source", "?"), run.get("preset", "?"),
-            params.get("architecture", "?"), params.get("epochs", "?"), params.get("members", "?"),
-            params.get("seed", "?"), f"{run.get('val_accuracy', 0):.4f}",
+            params.get("architecture", "?"), params.get("epochs", "?"), len(run.get("models", [])),
+            params.get("seed", "?"), *_estimate_cells(run.get("estimate")),
             f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}", "yes" if run.get("id") in kept_ids else "no",
             Path(run.get("submission") or "-").name,
         ))
     return format_table(header, rows)
+
+
+def _estimate_cells(estimate: dict | None) -> tuple[str, str, str]:
+    if not estimate:
+        return "-", "-", "none"
+    kind = f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
+    return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", kind
 
 
 def show_runs(paths: config.Paths) -> str:
@@ -93,8 +105,9 @@ def submission_message(run: dict | None, file: Path) -> str:
     if run is None:
         return f"{Path(file).name} (digit-recognizer pipeline)"
     params = run.get("params", {})
-    return (f"run {run['id']}: {params.get('architecture')} x{params.get('members', 1)}, "
-            f"val_acc {run.get('val_accuracy', 0):.4f}, epochs {params.get('epochs')}, "
+    estimate = run.get("estimate") or {}
+    return (f"run {run['id']}: {params.get('architecture')} x{len(run.get('models', []))}, "
+            f"estimate {estimate.get('accuracy', 0):.4f} ({estimate.get('kind', 'none')}), epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 

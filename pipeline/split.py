@@ -1,4 +1,9 @@
-"""Stage 3, split: a seeded, stratified train / validation split of the prepared train images."""
+"""Stage 3, split: a seeded, stratified holdout split, or K cross-validation folds, of the train images.
+
+One fold (the default's holdout): a share of the rows is kept aside and only measured on.
+K folds: every row lands in one fold; fold k's model trains on the others and predicts fold k,
+so the run's estimate covers every row (pipeline.train, pipeline.estimate).
+"""
 
 import numpy as np
 
@@ -50,31 +55,37 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- the stage
 
-def define(paths, console, val_fraction: float, seed: int):
-    """The split stage: the prepared labels in, split.npz (train and validation indices) out."""
+def define(paths, console, val_fraction: float, seed: int, folds: int = 1):
+    """The split stage: the prepared labels in, split.npz out: {train, validation} row indices, or
+    {fold}: the fold of every row."""
     from pipeline.cache import atomic_path
     from pipeline.stage import Definition, require
 
     require("prepare", "python -m pipeline prepare")
+    if folds < 1:
+        raise PipelineError(f"--folds {folds}: expected 1 (a holdout split) or more (cross-validation)")
 
     def work():
-        train_indices, val_indices = stratified_split(np.load(paths.train_labels), val_fraction, seed)
+        labels = np.load(paths.train_labels)
+        if folds == 1:
+            train_indices, val_indices = stratified_split(labels, val_fraction, seed)
+            arrays = {"train": train_indices, "validation": val_indices}
+            extra = {"train_size": len(train_indices), "val_size": len(val_indices), "folds": 1}
+        else:
+            arrays = {"fold": stratified_folds(labels, folds, seed)}
+            extra = {"folds": folds, "fold_sizes": np.bincount(arrays["fold"]).tolist()}
         with atomic_path(paths.split_file) as temporary:
             with open(temporary, "wb") as stream:
-                np.savez(stream, train=train_indices, validation=val_indices)
-        return [paths.split_file], {"train_size": len(train_indices), "val_size": len(val_indices)}
+                np.savez(stream, **arrays)
+        return [paths.split_file], extra
 
     def describe(record):
-        return (f"{record['extra']['train_size']} train / {record['extra']['val_size']} validation images,"
-                f" stratified, seed {seed}")
+        extra = record["extra"]
+        if extra.get("folds", 1) > 1:
+            return (f"{extra['folds']} stratified folds of {min(extra['fold_sizes'])}-{max(extra['fold_sizes'])}"
+                    f" images, seed {seed}")
+        return f"{extra['train_size']} train / {extra['val_size']} validation images, stratified, seed {seed}"
 
-    return Definition("split", {"val_fraction": val_fraction, "seed": seed}, [paths.train_labels], work, describe)
-
-
-def load_split_arrays(paths):
-    """(train images, train labels, validation images, validation labels) of the current split."""
-    images = np.load(paths.train_images, mmap_mode="r")
-    labels = np.load(paths.train_labels)
-    split = np.load(paths.split_file)
-    train_indices, val_indices = split["train"], split["validation"]
-    return images[train_indices], labels[train_indices], images[val_indices], labels[val_indices]
+    # The share kept aside means nothing with folds: leave it out so that changing it reruns nothing.
+    params = {"folds": folds, "seed": seed, **({"val_fraction": val_fraction} if folds == 1 else {})}
+    return Definition("split", params, [paths.train_labels], work, describe)

@@ -118,8 +118,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         return record
 
 
-def run_all(console: Console, source: str, competition: str, preset: str, options: dict, tta: bool | None,
-            report: bool, force: bool) -> dict:
+def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
+            force: bool) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
     from pipeline import download, predict, prepare, split, train
     from pipeline import report as report_stage
@@ -130,9 +130,9 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     run(download.define, console, force, source=source, competition=competition,
         force_download=force)
     run(prepare.define, console, force)
-    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"])
+    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
     run(train.define, console, force, training=training, preset=preset)
-    predicted = run(predict.define, console, force, tta=tta)
+    predicted = run(predict.define, console, force, tta=training.tta)
     if report:
         run(report_stage.define, console, force)
     console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"

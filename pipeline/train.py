@@ -1,7 +1,13 @@
-"""Stage 4, train: fit a Keras model on the training part of the split, checking it on the rest.
+"""Stage 4, train: the models of a run, and the accuracy estimate nothing was chosen on.
 
-Every completed epoch is checkpointed (model, optimizer, history, early-stopping state), so a run
-that was stopped continues from its last completed epoch. The shuffle order and augmentation of
+A run is a list of parts (`plan_parts`), one model each: the members of a holdout split, or one
+model per cross-validation fold, plus optionally a model on all rows. Every model keeps its LAST
+epoch's weights: picking the best epoch on the rows that measure it would make the estimate
+optimistic. Each part's predictions of the rows it never saw are the run's out-of-fold
+predictions, from which `pipeline.estimate` makes the reported accuracy and its 95 % interval.
+
+Every completed epoch is checkpointed (model, optimizer, history), part by part, so a run that
+was stopped continues from its last completed epoch and redoes no finished part. The shuffle order and augmentation of
 an epoch depend only on (seed, epoch) (pipeline.augment), so the resumed run sees exactly the
 batches the uninterrupted one would have seen and ends at the same place.
 """
@@ -19,6 +25,7 @@ import numpy as np
 from pipeline import config
 from pipeline.cache import atomic_path, write_json
 from pipeline.console import format_duration
+from pipeline.device import PRECISIONS, resolve_precision
 from pipeline.errors import PipelineError
 
 
@@ -33,8 +40,9 @@ class TrainingConfig:
     seed: int
     precision: str
     augment: bool
-    patience: int
     members: int
+    final_model: bool  # also train one model on all rows, averaged into the submission
+    tta: bool  # test-time augmentation, for the estimate as for the submission
     deterministic: bool
     strategy: str
 
@@ -49,8 +57,8 @@ class TrainingConfig:
             raise PipelineError(f"--batch-size {self.batch_size}: expected at least 1")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
-        if self.precision not in ("float32", "mixed_bfloat16"):
-            raise PipelineError(f"--precision {self.precision}: expected float32 or mixed_bfloat16")
+        if self.precision not in PRECISIONS:
+            raise PipelineError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.strategy not in ("default", "mirrored"):
             raise PipelineError(f"--strategy {self.strategy}: expected default or mirrored")
 
@@ -66,10 +74,15 @@ def resolve_preset(preset: str, **overrides) -> dict:
 
 
 def training_config(values: dict) -> TrainingConfig:
-    """The TrainingConfig of resolved preset values (the split's and predict's values are left out)."""
-    training = TrainingConfig(**{field.name: values[field.name] for field in fields(TrainingConfig)})
+    """The TrainingConfig of resolved preset values (the split's values are left out).
+
+    precision "auto" becomes the one this machine computes fastest (pipeline.device), so the
+    record and run.json say what really ran.
+    """
+    values = {field.name: values[field.name] for field in fields(TrainingConfig)}
+    training = TrainingConfig(**values)
     training.check()
-    return training
+    return TrainingConfig(**{**values, "precision": resolve_precision(training.precision)})
 
 
 def configure_tensorflow(training: TrainingConfig):
@@ -94,9 +107,9 @@ def configure_tensorflow(training: TrainingConfig):
 
 
 class _Checkpoint:
-    """A training run's state after each completed epoch, in its own folder.
+    """A model's training state after each completed epoch, in its own folder.
 
-    Files are named after their epoch and state.json, written last, names the current ones, so a
+    Files are named after their epoch and state.json, written last, names the current one, so a
     process killed between two writes leaves the previous consistent state in place.
     """
 
@@ -109,32 +122,27 @@ class _Checkpoint:
             state = json.loads(self.state_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        needed = [self.folder / state["model_file"], self.folder / state["best_weights_file"]]
-        return state if all(path.exists() for path in needed) else None
+        return state if (self.folder / state.get("model_file", "")).is_file() else None
 
-    def save(self, model, state: dict, improved: bool) -> dict:
-        epoch = state["completed_epochs"]
-        state = dict(state, model_file=f"epoch-{epoch}.keras")
+    def save(self, model, state: dict) -> dict:
+        state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras")
         with atomic_path(self.folder / state["model_file"]) as temporary:
             model.save(temporary)
-        if improved:
-            state["best_weights_file"] = f"best-{epoch}.weights.h5"
-            with atomic_path(self.folder / state["best_weights_file"]) as temporary:
-                model.save_weights(temporary)
         write_json(self.state_path, state)
-        keep = {state["model_file"], state["best_weights_file"], "state.json"}
         for path in self.folder.iterdir():
-            if path.name not in keep and not path.name.startswith(".tmp-"):
+            if path.name not in (state["model_file"], "state.json") and not path.name.startswith(".tmp-"):
                 path.unlink()
         return state
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
                   checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0):
-    """Train one model (resuming from checkpoint_folder if it holds a state); return (model, state).
+    """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
-    epochs_after: epochs still to come once this model is done (later ensemble members), for the
-    estimate of the time left.
+    val_images None: a model on all rows, checked on nothing. The validation accuracy of every
+    epoch is kept in the history as a curve; no epoch is chosen by it. A checkpoint_folder holding
+    a state resumes from it (a finished model just loads). epochs_after: epochs still to come in
+    later models of the run, for the estimate of the time left.
     """
     import keras
 
@@ -151,16 +159,16 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             model = model_library.build_model(
                 training.architecture, learning_rate=schedule, dtype_policy=training.precision
             )
-            state = {"completed_epochs": 0, "history": {}, "best_val_accuracy": -1.0, "best_epoch": 0,
-                     "epochs_without_improvement": 0, "best_weights_file": ""}
+            state = {"completed_epochs": 0, "history": {}}
         else:
-            log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
+            if state["completed_epochs"] < training.epochs:
+                log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
             model = model_library.load_model(checkpoint_folder / state["model_file"])
-    validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
+    validation = None
+    if val_images is not None:
+        validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
     epoch_seconds = []
     for epoch in range(state["completed_epochs"], training.epochs):
-        if state["epochs_without_improvement"] >= training.patience:
-            break
         started = time.perf_counter()
         reseed_layers(model, seed, epoch)
         dataset = augment.make_training_dataset(
@@ -172,20 +180,12 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
         history.setdefault("learning_rate", []).append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-        val_accuracy = history["val_accuracy"][-1]
-        improved = val_accuracy > state["best_val_accuracy"]
-        state.update(completed_epochs=epoch + 1)
-        if improved:
-            state.update(best_val_accuracy=val_accuracy, best_epoch=epoch + 1, epochs_without_improvement=0)
-        else:
-            state["epochs_without_improvement"] += 1
-        state = checkpoint.save(model, state, improved)
+        state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1))
         epoch_seconds.append(time.perf_counter() - started)
         left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(epoch_seconds))
-        log(f"epoch {epoch + 1}/{training.epochs}: val_accuracy {val_accuracy:.4f}"
-            f" (best {state['best_val_accuracy']:.4f} at epoch {state['best_epoch']}),"
-            f" {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
-    model.load_weights(checkpoint_folder / state["best_weights_file"])
+        checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
+        log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
+            f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
     return model, state
 
 
@@ -218,34 +218,86 @@ def save_model(model, path: Path) -> None:
         model.save(temporary)
 
 
-def ensemble_accuracy(models: list, images: np.ndarray, labels: np.ndarray, tta: bool = False) -> float:
-    """Accuracy of the averaged models, predicting as predict does (with or without TTA)."""
+# ----------------------------------------------------------------------------------------- the parts of a run
+
+@dataclass(frozen=True)
+class Part:
+    """One model of a run: the rows it trains on and the rows it never sees and predicts (None: all rows)."""
+
+    name: str
+    seed: int
+    train_rows: np.ndarray
+    validation_rows: np.ndarray | None
+
+
+def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool) -> list[Part]:
+    """The models a run trains, in order, each with its own seed (seed, seed + 1, ...).
+
+    split: a holdout split ({"train", "validation"} row indices) or folds ({"fold"}: the fold of
+    every row). Every group of rows gets `members` models; final_model adds one on all rows.
+    """
+    if "fold" in split:
+        fold_of_row = np.asarray(split["fold"])
+        groups = [(f"fold-{fold}", np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold))
+                  for fold in range(int(fold_of_row.max()) + 1)]
+        naming = "{group}" if members == 1 else "{group}-member-{member}"
+    else:
+        groups = [("holdout", np.asarray(split["train"]), np.asarray(split["validation"]))]
+        naming = "member-{member}"
+    parts = []
+    for group, train_rows, validation_rows in groups:
+        for member in range(members):
+            parts.append(Part(naming.format(group=group, member=member), seed + len(parts), train_rows,
+                              validation_rows))
+    if final_model:
+        parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
+    return parts
+
+
+def estimate_kind(split: dict) -> str:
+    return "cross-validation" if "fold" in split else "holdout"
+
+
+def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
+                run_dir: Path, console):
+    """Train every part one after another and save each as run_dir/<part>.keras.
+
+    Returns (model paths, histories, part summaries, out-of-fold probabilities (N, 10) summed over
+    the models that predicted each row, and how many did). Each part resumes from its own
+    checkpoint folder, so a killed run redoes only the epochs it had not finished.
+    """
     from pipeline.predict import predict_probabilities
 
-    probabilities = predict_probabilities(models, images, tta=tta, verbose=0)
-    return float((probabilities.argmax(axis=1) == labels).mean())
-
-
-# ----------------------------------------------------------------------------------------- the stage
-
-def train_members(train_images, train_labels, val_images, val_labels, training: TrainingConfig, strategy,
-                  checkpoints: Path, run_dir: Path, console) -> tuple[list[Path], list, list[dict]]:
-    """Train the ensemble's members one after another, member k with seed training.seed + k and its own
-    resumable checkpoint folder, and save each as run_dir/member-k.keras: (paths, models, final states)."""
-    paths, models, states = [], [], []
-    for member in range(training.members):
-        if training.members > 1:
-            console.say(f"train: ensemble member {member + 1} of {training.members}, seed {training.seed + member}")
+    out_of_fold = np.zeros((len(labels), config.NUM_CLASSES), dtype=np.float64)
+    predicted = np.zeros(len(labels), dtype=np.int64)
+    model_paths, histories, summaries = [], [], []
+    for index, part in enumerate(parts):
+        checked_on = (f", checked on {len(part.validation_rows)} it never sees"
+                      if part.validation_rows is not None else ", all rows")
+        console.say(f"train: model {index + 1} of {len(parts)} ({part.name}, seed {part.seed}):"
+                    f" {len(part.train_rows)} images{checked_on}")
+        validation = (None, None)
+        if part.validation_rows is not None:
+            validation = (images[part.validation_rows], labels[part.validation_rows])
         model, state = fit_one_model(
-            train_images, train_labels, val_images, val_labels, training, training.seed + member,
-            checkpoints / f"member-{member}", strategy, verbose=console.keras_verbosity, log=console.say,
-            epochs_after=(training.members - member - 1) * training.epochs)
-        path = run_dir / f"member-{member}.keras"
+            images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
+            checkpoints / part.name, strategy, verbose=console.keras_verbosity, log=console.say,
+            epochs_after=(len(parts) - index - 1) * training.epochs)
+        path = run_dir / f"{part.name}.keras"
         save_model(model, path)
-        paths.append(path)
-        models.append(model)
-        states.append(state)
-    return paths, models, states
+        summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
+        if part.validation_rows is not None:
+            probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
+            out_of_fold[part.validation_rows] += probabilities
+            predicted[part.validation_rows] += 1
+            curve = state["history"].get("val_accuracy", [])
+            summary.update(validation_images=int(len(part.validation_rows)),
+                           accuracy=float((probabilities.argmax(axis=1) == validation[1]).mean()),
+                           best_epoch=int(np.argmax(curve)) + 1, best_epoch_accuracy=float(max(curve)))
+        model_paths.append(path)
+        histories.append(state["history"])
+        summaries.append(summary)
+    return model_paths, histories, summaries, out_of_fold, predicted
 
 
 def _upstream_summary() -> dict:
@@ -260,53 +312,60 @@ def _upstream_summary() -> dict:
 
 
 def define(paths, console, training: TrainingConfig, preset: str):
-    """The train stage: the prepared arrays and the split in, data/models/<run>/ (models, history) out."""
-    from pipeline import runs
+    """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
+    their histories, the out-of-fold predictions and run.json with the estimate."""
+    from pipeline import estimate, runs
     from pipeline.stage import Definition, require
 
     require("split", "python -m pipeline split")
 
     def work():
         from pipeline.console import import_tensorflow_quietly
-        from pipeline.split import load_split_arrays
+        from pipeline.device import describe_devices
 
         import_tensorflow_quietly()
         started = time.perf_counter()
-        train_images, train_labels, val_images, val_labels = load_split_arrays(paths)
+        images = np.load(paths.train_images, mmap_mode="r")
+        labels = np.load(paths.train_labels)
+        split = dict(np.load(paths.split_file))
+        parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model)
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}"
         run_dir = paths.run_dir(run_id)
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
         strategy = configure_tensorflow(training)
-        devices = strategy.num_replicas_in_sync
-        console.say(f"train: {training.members} x {training.architecture}, {training.epochs} epochs, batch "
-                    f"{training.batch_size}, {training.precision}, on {len(train_images)} images"
-                    f" ({devices} device{'s' * (devices > 1)})")
-        model_paths, models, states = train_members(train_images, train_labels, val_images, val_labels, training,
-                                                    strategy, checkpoints, run_dir, console)
-        val_accuracy = ensemble_accuracy(models, val_images, val_labels)
-        val_accuracy_tta = ensemble_accuracy(models, val_images, val_labels, tta=True)
+        replicas = strategy.num_replicas_in_sync
+        console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
+                    f"{training.batch_size}, {training.precision}, on {describe_devices()}"
+                    f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
+        model_paths, histories, summaries, out_of_fold, predicted = train_parts(
+            images, labels, parts, training, strategy, checkpoints, run_dir, console)
+        rows = np.flatnonzero(predicted)
+        probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
+        folds = int(split["fold"].max()) + 1 if "fold" in split else 1
+        run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
+                                              tta=training.tta, models_per_row=training.members)
         history_path = run_dir / "history.json"
-        write_json(history_path, [state["history"] for state in states])
+        write_json(history_path, histories)
+        out_of_fold_path = run_dir / "out_of_fold.npz"
+        with atomic_path(out_of_fold_path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.savez(stream, rows=rows, probabilities=probabilities)
         upstream = _upstream_summary()
         run = {
             "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
             "params": {**training.as_dict(), **upstream["split"]},
-            "val_accuracy": val_accuracy, "val_accuracy_tta": val_accuracy_tta,
-            "member_val_accuracy": [state["best_val_accuracy"] for state in states],
-            "best_epochs": [state["best_epoch"] for state in states],
+            "estimate": run_estimate, "parts": summaries,
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [str(path) for path in model_paths],
         }
         runs.write_run(paths, run)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        return [*model_paths, history_path], {"run_id": run_id, "val_accuracy": val_accuracy,
-                                              "val_accuracy_tta": val_accuracy_tta,
-                                              "train_size": len(train_images), "preset": preset, "run": run}
+        return [*model_paths, history_path, out_of_fold_path], {
+            "run_id": run_id, "estimate": run_estimate, "train_size": len(labels), "preset": preset, "run": run}
 
     def describe(record):
         extra = record["extra"]
-        return (f"run {extra['run_id']}, validation accuracy {extra['val_accuracy']:.4f}"
-                f" ({extra.get('val_accuracy_tta', 0):.4f} with test-time augmentation),"
+        return (f"run {extra['run_id']}, estimated accuracy {estimate.describe(extra['estimate'])},"
                 f" models in {paths.run_dir(extra['run_id'])}")
 
     def after_restore(record):
