@@ -148,7 +148,7 @@ def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pa
     assert "resuming from epoch 2 of 4" in resumed.stdout or "resuming from epoch 3 of 4" in resumed.stdout
 
     def final_accuracy(root):
-        return json.loads((root / "data" / ".cache" / "train.json").read_text())["extra"]["val_accuracy"]
+        return json.loads((root / "data" / ".cache" / "train.json").read_text())["extra"]["estimate"]
 
     def history(root):
         return json.loads(next((root / "data" / "models").glob("*/history.json")).read_text())
@@ -165,16 +165,16 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert_ok(run_pipeline(tmp_path, "split"))
     result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--strategy", "mirrored",
                                     env={"PIPELINE_LOGICAL_CPUS": "2"}))
-    assert "(2 devices)" in result.stdout
+    assert "(2 replicas)" in result.stdout
 
 
 @pytest.mark.slow
 def test_default_cnn_learns_on_the_sample(tmp_path):
     """Guards the default recipe against what small data breaks (Keras's BatchNorm momentum once did)."""
-    assert_ok(run_pipeline(tmp_path, "all", "--epochs", "4", "--no-report"))
+    assert_ok(run_pipeline(tmp_path, "all", "--epochs", "4", "--no-final-model", "--no-report"))
     record = json.loads((tmp_path / "data" / ".cache" / "train.json").read_text())
     assert record["key"]["params"]["architecture"] == "cnn"
-    assert record["extra"]["val_accuracy"] > 0.85
+    assert record["extra"]["estimate"]["accuracy"] > 0.85
 
 
 @pytest.mark.slow
@@ -186,7 +186,8 @@ def test_bench_prints_one_table_and_saves_it(tmp_path):
     saved = json.loads(next((tmp_path / "data" / "reports").glob("bench-*.json")).read_text())
     assert [row["preset"] for row in saved["rows"]] == ["baseline", "quick"]
     for row in saved["rows"]:
-        assert 0 < row["val_accuracy"] <= 1 and row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0
+        assert 0 < row["estimate_accuracy"] <= 1 and row["estimate_kind"] == "holdout"
+        assert row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0
 
 
 @pytest.mark.slow
@@ -202,8 +203,61 @@ def test_quiet_prints_nothing_but_errors(finished_root):
 def test_ensemble_members_and_tta(tmp_path):
     result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
                                     "--tta", "--no-report"))
-    assert "ensemble member 2 of 2, seed 43" in result.stdout and "test-time augmentation" in result.stdout
+    assert "model 2 of 2 (member-1, seed 43)" in result.stdout and "test-time augmentation" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
-    assert len(run["models"]) == 2 and len(run["member_val_accuracy"]) == 2
+    assert len(run["models"]) == 2 and [part["name"] for part in run["parts"]] == ["member-0", "member-1"]
     assert all(Path(path).is_file() for path in run["models"])
-    assert 0 < run["val_accuracy_tta"] <= 1
+    # both members predict the same 240 held-out rows; the estimate is of their average, with TTA
+    assert run["estimate"]["images"] == 240 and run["estimate"]["models_per_row"] == 2 and run["estimate"]["tta"]
+
+
+@pytest.mark.slow
+def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_path):
+    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
+                                    "--final-model"))
+    assert "3 stratified folds of 800-800 images" in result.stdout
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    assert [part["name"] for part in run["parts"]] == ["fold-0", "fold-1", "fold-2", "all-rows"]
+    assert [part["train_images"] for part in run["parts"]] == [1600, 1600, 1600, 2400]
+    assert "validation_images" not in run["parts"][-1] and len(run["models"]) == 4
+    estimate = run["estimate"]
+    assert estimate["kind"] == "cross-validation" and estimate["folds"] == 3 and estimate["images"] == 2400
+    assert estimate["low"] < estimate["accuracy"] < estimate["high"]
+    # the estimate is the accuracy of the saved out-of-fold predictions, every row predicted once
+    import numpy as np
+
+    out_of_fold = np.load(Path(run["models"][0]).parent / "out_of_fold.npz")
+    labels = np.load(tmp_path / "data" / "prepared" / "train_labels.npy")
+    np.testing.assert_array_equal(out_of_fold["rows"], np.arange(2400))
+    accuracy = float((out_of_fold["probabilities"].argmax(axis=1) == labels).mean())
+    assert accuracy == pytest.approx(estimate["accuracy"])
+    # the fold models' scores are part of the estimate: their mean is the estimate (equal folds)
+    assert np.mean([part["accuracy"] for part in run["parts"][:3]]) == pytest.approx(estimate["accuracy"])
+    page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
+    assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
+    table = assert_ok(run_pipeline(tmp_path, "runs")).stdout
+    assert f"{estimate['accuracy']:.4f}" in table and "3-fold CV" in table
+
+
+@pytest.mark.slow
+def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
+    options = ["--preset", "quick", "--epochs", "2", "--folds", "2", "--no-report"]
+    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(tmp_path),
+                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", *options], cwd=PROJECT_ROOT,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoints = tmp_path / "data" / "models" / ".checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        states = list(checkpoints.glob("*/fold-1/state.json"))
+        if states and json.loads(states[0].read_text())["completed_epochs"] >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    resumed = assert_ok(run_pipeline(tmp_path, "all", *options))
+    epoch_lines = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
+    # fold-0 finished before the kill: loaded, not retrained; fold-1 goes on from its epoch 1
+    assert "resuming from epoch 1 of 2" in resumed.stdout and len(epoch_lines) == 1, resumed.stdout
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    assert run["estimate"]["images"] == 2400 and len(run["models"]) == 2
