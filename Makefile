@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed
 
 # Options given on the make command line become the CLI's options; unset ones keep its defaults.
 opt = $(if $($(1)),$(2) $($(1)),)
+# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
+flag = $(if $(filter 1 yes true,$($(1))),--$(2),$(if $(filter 0 no false,$($(1))),--no-$(2),))
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
-SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,SEED,--seed)
+SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $(call opt,SEED,--seed)
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
-	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy)
+	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
+	$(call flag,TTA,tta)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
@@ -21,7 +24,8 @@ PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: SOURCE=auto|kaggle|sample|PATH PRESET=quick|default|best|baseline EPOCHS=N SEED=N"
-	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N VAL_FRACTION=F FORCE=1 QUIET=1"
+	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N FOLDS=K VAL_FRACTION=F FINAL_MODEL=1|0"
+	@echo "           TTA=1|0 PRECISION=auto|float32|mixed_bfloat16|mixed_float16 FORCE=1 QUIET=1"
 
 $(STAMP): requirements.txt
 	python3 -m venv $(VENV)
@@ -40,14 +44,14 @@ download: $(STAMP) ## Fetch train.csv and test.csv (Kaggle API, a zip or folder,
 prepare: $(STAMP) ## Validate the CSVs and write the image arrays
 	$(PIPELINE) prepare $(if $(FORCE),--force,)
 
-split: $(STAMP) ## Stratified train / validation split
+split: $(STAMP) ## Stratified holdout split, or FOLDS=K cross-validation folds
 	$(PIPELINE) split $(SPLIT_OPTS) $(if $(FORCE),--force,)
 
 train: $(STAMP) ## Train the model (resumes an interrupted run)
 	$(PIPELINE) train $(TRAIN_OPTS) $(if $(FORCE),--force,)
 
 predict: $(STAMP) ## Write submissions/<run>.csv
-	$(PIPELINE) predict $(if $(FORCE),--force,)
+	$(PIPELINE) predict $(call flag,TTA,tta) $(if $(FORCE),--force,)
 
 report: $(STAMP) ## Write the report of the latest run (data/reports/<run>/index.html)
 	$(PIPELINE) report $(if $(FORCE),--force,)
