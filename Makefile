@@ -14,7 +14,7 @@ SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
-	$(call flag,TTA,tta)
+	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
@@ -25,7 +25,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  options: SOURCE=auto|kaggle|sample|PATH PRESET=quick|default|best|baseline EPOCHS=N SEED=N"
 	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N FOLDS=K VAL_FRACTION=F FINAL_MODEL=1|0"
-	@echo "           TTA=1|0 PRECISION=auto|float32|mixed_bfloat16|mixed_float16 FORCE=1 QUIET=1"
+	@echo "           PSEUDO_LABEL=1|0 TTA=1|0 PRECISION=auto|float32|mixed_bfloat16|mixed_float16 FORCE=1 QUIET=1"
 
 $(STAMP): requirements.txt
 	python3 -m venv $(VENV)

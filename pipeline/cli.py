@@ -44,6 +44,9 @@ LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (def
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
 PRECISION = typer.Option(None, help="auto (bfloat16 where the hardware computes in it, float16 on older GPUs, else"
                                     " float32), float32, mixed_bfloat16 or mixed_float16 (default: auto).")
+PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
+                            help="The model on all rows also learns the test images the other models label with"
+                                 " probability >= 0.995 (default: the preset's: off).")
 FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
@@ -53,11 +56,11 @@ TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default
 
 
 def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                     strategy, final_model, tta) -> dict:
+                     strategy, final_model, tta, pseudo_label=None) -> dict:
     """The training options as the preset's names; None: not given, the preset's value stays."""
     return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
-                final_model=final_model, tta=tta)
+                final_model=final_model, tta=tta, pseudo_label=pseudo_label)
 
 
 @app.callback()
@@ -94,11 +97,11 @@ def train_command(
     batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
     seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[str] = PRECISION,
     deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
-    tta: Optional[bool] = TTA, force: bool = FORCE,
+    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta)
+                               strategy, final_model, tta, pseudo_label)
     stage.run(train.define, context.obj, force, preset=preset,
               training=train.training_config(train.resolve_preset(preset, **options)))
 
@@ -155,13 +158,14 @@ def all_command(
     model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
     learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
     precision: Optional[str] = PRECISION, deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY,
-    final_model: Optional[bool] = FINAL_MODEL, tta: Optional[bool] = TTA,
+    final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL,
+    tta: Optional[bool] = TTA,
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta)
+                               strategy, final_model, tta, pseudo_label)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
                   report, force)
 

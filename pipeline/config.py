@@ -121,6 +121,7 @@ DEFAULT = dict(
     learning_rate=2e-3,  # the schedule's peak, after a 2-epoch warm-up; cosine to 0 at the end
     members=1,  # models per holdout split or fold, each with its own seed
     final_model=True,  # also one model on all rows, averaged into the submission
+    pseudo_label=False,  # the all-rows model also learns the test images the others are sure of (not measured yet)
     precision="auto",  # bfloat16 where the CPU or GPU computes in it, float16 on older GPUs, else float32
     augment=True,
     deterministic=False,

@@ -42,6 +42,7 @@ class TrainingConfig:
     augment: bool
     members: int
     final_model: bool  # also train one model on all rows, averaged into the submission
+    pseudo_label: bool  # the all-rows model also learns the test images the other models are sure of
     tta: bool  # test-time augmentation, for the estimate as for the submission
     deterministic: bool
     strategy: str
@@ -59,6 +60,9 @@ class TrainingConfig:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.precision not in PRECISIONS:
             raise PipelineError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.pseudo_label and not self.final_model:
+            raise PipelineError("--pseudo-label: the pseudo-labelled test images are learnt by the model on all rows;"
+                                " add --final-model")
         if self.strategy not in ("default", "mirrored"):
             raise PipelineError(f"--strategy {self.strategy}: expected default or mirrored")
 
@@ -258,8 +262,19 @@ def estimate_kind(split: dict) -> str:
     return "cross-validation" if "fold" in split else "holdout"
 
 
+# A test image joins the all-rows model's training data with the label the other models gave it
+# when their averaged probability for it is at least this.
+PSEUDO_LABEL_CONFIDENCE = 0.995
+
+
+def confident_labels(probabilities: np.ndarray, confidence: float = PSEUDO_LABEL_CONFIDENCE):
+    """(rows, labels) of the predictions whose top probability is at least confidence."""
+    rows = np.flatnonzero(probabilities.max(axis=1) >= confidence)
+    return rows, probabilities[rows].argmax(axis=1)
+
+
 def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
-                run_dir: Path, console):
+                run_dir: Path, console, numbering: tuple[int, int] | None = None):
     """Train every part one after another and save each as run_dir/<part>.keras.
 
     Returns (model paths, histories, part summaries, out-of-fold probabilities (N, 10) summed over
@@ -268,13 +283,14 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
     """
     from pipeline.predict import predict_probabilities
 
+    first_number, total = numbering or (1, len(parts))
     out_of_fold = np.zeros((len(labels), config.NUM_CLASSES), dtype=np.float64)
     predicted = np.zeros(len(labels), dtype=np.int64)
     model_paths, histories, summaries = [], [], []
     for index, part in enumerate(parts):
         checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                       if part.validation_rows is not None else ", all rows")
-        console.say(f"train: model {index + 1} of {len(parts)} ({part.name}, seed {part.seed}):"
+        console.say(f"train: model {first_number + index} of {total} ({part.name}, seed {part.seed}):"
                     f" {len(part.train_rows)} images{checked_on}")
         validation = (None, None)
         if part.validation_rows is not None:
@@ -282,7 +298,7 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
         model, state = fit_one_model(
             images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
             checkpoints / part.name, strategy, verbose=console.keras_verbosity, log=console.say,
-            epochs_after=(len(parts) - index - 1) * training.epochs)
+            epochs_after=(total - first_number - index) * training.epochs)
         path = run_dir / f"{part.name}.keras"
         save_model(model, path)
         summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
@@ -337,8 +353,18 @@ def define(paths, console, training: TrainingConfig, preset: str):
         console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
                     f"{training.batch_size}, {training.precision}, on {describe_devices()}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
+        measured = [part for part in parts if part.validation_rows is not None]
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
-            images, labels, parts, training, strategy, checkpoints, run_dir, console)
+            images, labels, measured, training, strategy, checkpoints, run_dir, console, (1, len(parts)))
+        for final_part in parts[len(measured):]:  # the model on all rows, checked on nothing
+            final_images, final_labels, pseudo_labelled = images, labels, 0
+            if training.pseudo_label:
+                final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
+            final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
+            final = train_parts(final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir,
+                                console, (len(parts), len(parts)))
+            final[2][0]["pseudo_labelled_images"] = pseudo_labelled
+            model_paths, histories, summaries = model_paths + final[0], histories + final[1], summaries + final[2]
         rows = np.flatnonzero(predicted)
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
@@ -363,6 +389,19 @@ def define(paths, console, training: TrainingConfig, preset: str):
         return [*model_paths, history_path, out_of_fold_path], {
             "run_id": run_id, "estimate": run_estimate, "train_size": len(labels), "preset": preset, "run": run}
 
+    def _with_pseudo_labels(images, labels, model_paths):
+        """The train rows plus the test images the measured models agree on, labelled as they say."""
+        from pipeline.model import load_models
+        from pipeline.predict import predict_probabilities
+
+        test_images = np.load(paths.test_images)
+        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0)
+        rows, pseudo_labels = confident_labels(probabilities)
+        console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
+                    f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
+        return (np.concatenate([images, test_images[rows]]), np.concatenate([labels, pseudo_labels]).astype(labels.dtype),
+                len(rows))
+
     def describe(record):
         extra = record["extra"]
         return (f"run {extra['run_id']}, estimated accuracy {estimate.describe(extra['estimate'])},"
@@ -373,6 +412,8 @@ def define(paths, console, training: TrainingConfig, preset: str):
             runs.write_run(paths, record["extra"]["run"])
 
     inputs = [paths.train_images, paths.train_labels, paths.split_file]
+    if training.pseudo_label:
+        inputs.append(paths.test_images)
     # work() names the checkpoint folder after this definition's key, hence the name used before it is set.
     definition = Definition("train", training.as_dict(), inputs, work, describe, after_restore)
     return definition

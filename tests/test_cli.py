@@ -261,3 +261,16 @@ def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
     assert "resuming from epoch 1 of 2" in resumed.stdout and len(epoch_lines) == 1, resumed.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert run["estimate"]["images"] == 2400 and len(run["models"]) == 2
+
+
+@pytest.mark.slow
+def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
+    refused = run_pipeline(tmp_path, "train", "--preset", "quick", "--pseudo-label")
+    assert refused.returncode == 1 and "add --final-model" in refused.stderr and "Traceback" not in refused.stderr
+    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
+                                    "--final-model", "--pseudo-label", "--no-report"))
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    final = run["parts"][-1]
+    assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
+    assert f"{final['pseudo_labelled_images']} of 600 test images pseudo-labelled" in result.stdout
+    assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
