@@ -17,7 +17,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +78,10 @@ def resolve_preset(preset: str, **overrides) -> dict:
 
 
 def training_config(values: dict) -> TrainingConfig:
-    """The TrainingConfig of resolved preset values (the split's values are left out).
-
-    precision "auto" becomes the one this machine computes fastest (pipeline.device), so the
-    record and run.json say what really ran.
-    """
-    values = {field.name: values[field.name] for field in fields(TrainingConfig)}
-    training = TrainingConfig(**values)
+    """The TrainingConfig of resolved preset values (the split's values are left out)."""
+    training = TrainingConfig(**{field.name: values[field.name] for field in fields(TrainingConfig)})
     training.check()
-    return TrainingConfig(**{**values, "precision": resolve_precision(training.precision)})
+    return training
 
 
 def configure_tensorflow(training: TrainingConfig):
@@ -330,6 +325,7 @@ def _upstream_summary() -> dict:
 def define(paths, console, training: TrainingConfig, preset: str):
     """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
     their histories, the out-of-fold predictions and run.json with the estimate."""
+    requested = training
     from pipeline import estimate, runs
     from pipeline.stage import Definition, require
 
@@ -341,6 +337,9 @@ def define(paths, console, training: TrainingConfig, preset: str):
 
         import_tensorflow_quietly()
         started = time.perf_counter()
+        # "auto" is resolved only now: finding the devices imports TensorFlow, which an up-to-date
+        # run never does. run.json records the precision that really ran.
+        training = replace(requested, precision=resolve_precision(requested.precision))
         images = np.load(paths.train_images, mmap_mode="r")
         labels = np.load(paths.train_labels)
         split = dict(np.load(paths.split_file))
