@@ -367,8 +367,13 @@ def define(paths, console, training: TrainingConfig, preset: str):
         rows = np.flatnonzero(predicted)
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
+        # The spread of the measured models' own accuracies: the "mean +- sd over folds" of a CV table.
+        model_accuracies = [summary["accuracy"] for summary in summaries if "accuracy" in summary]
         run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
-                                              tta=training.tta, models_per_row=training.members)
+                                              tta=training.tta, models_per_row=training.members,
+                                              model_accuracy_mean=float(np.mean(model_accuracies)),
+                                              model_accuracy_sd=float(np.std(model_accuracies, ddof=1))
+                                              if len(model_accuracies) > 1 else None)
         history_path = run_dir / "history.json"
         write_json(history_path, histories)
         out_of_fold_path = run_dir / "out_of_fold.npz"

@@ -232,7 +232,10 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     accuracy = float((out_of_fold["probabilities"].argmax(axis=1) == labels).mean())
     assert accuracy == pytest.approx(estimate["accuracy"])
     # the fold models' scores are part of the estimate: their mean is the estimate (equal folds)
-    assert np.mean([part["accuracy"] for part in run["parts"][:3]]) == pytest.approx(estimate["accuracy"])
+    fold_accuracies = [part["accuracy"] for part in run["parts"][:3]]
+    assert np.mean(fold_accuracies) == pytest.approx(estimate["accuracy"])
+    assert estimate["model_accuracy_mean"] == pytest.approx(np.mean(fold_accuracies))
+    assert estimate["model_accuracy_sd"] == pytest.approx(np.std(fold_accuracies, ddof=1))
     page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
     assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
     table = assert_ok(run_pipeline(tmp_path, "runs")).stdout
