@@ -274,3 +274,17 @@ def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
     assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
     assert f"{final['pseudo_labelled_images']} of 600 test images pseudo-labelled" in result.stdout
     assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
+
+
+def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_training(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extractall(folder)
+    sample = folder / "sample_submission.csv"
+    sample.write_text("\n".join(sample.read_text().splitlines()[:-1]) + "\n")  # one row fewer than test.csv
+    assert_ok(run_pipeline(tmp_path, "download", "--source", str(folder)))
+    result = run_pipeline(tmp_path, "prepare")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path}/data/raw/sample_submission.csv: 599 rows, expected 600")
+    assert not (tmp_path / "data" / "prepared").exists()
