@@ -379,7 +379,8 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
     _make_folder(dest_dir)
-    staging_dir = Path(tempfile.mkdtemp(prefix=f".{competition}-download-", dir=dest_dir))
+    # ".tmp-": a process killed mid-download leaves it behind, and the next run sweeps it (cache.py).
+    staging_dir = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=dest_dir))
     try:
         staged = staging_dir / final_path.name
         if not force and final_path.is_file() and _zip_problem(final_path) is None:
