@@ -143,9 +143,20 @@ def write_json(path: Path, value) -> None:
         temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+_locks_held: set[str] = set()
+
+
 @contextlib.contextmanager
 def exclusive_lock(name: str = "pipeline"):
-    """One stage at a time per checkout: a second `make all` waits instead of racing the first."""
+    """One pipeline process at a time per checkout: a second `make all` waits instead of racing the first.
+
+    Re-entrant within a process: a chain (`all`) takes it once for its whole run, so no other
+    process can change a stage's inputs between two of its stages, and each stage inside takes it
+    again for free. (flock alone would deadlock: a second open of the file is another lock.)
+    """
+    if name in _locks_held:
+        yield
+        return
     data = config.paths().data
     data.mkdir(parents=True, exist_ok=True)
     with open(data / f".{name}.lock", "a+") as lock_file:
@@ -154,8 +165,12 @@ def exclusive_lock(name: str = "pipeline"):
         except BlockingIOError:
             print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-        remove_stale_temporaries()
-        yield
+        _locks_held.add(name)
+        try:
+            remove_stale_temporaries()
+            yield
+        finally:
+            _locks_held.discard(name)
 
 
 def remove_stale_temporaries() -> None:

@@ -127,14 +127,17 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     started = time.perf_counter()
     values = train.resolve_preset(preset, **options)
     training = train.training_config(values)
-    run(download.define, console, force, source=source, competition=competition,
-        force_download=force)
-    run(prepare.define, console, force)
-    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
-    run(train.define, console, force, training=training, preset=preset)
-    predicted = run(predict.define, console, force, tta=training.tta)
-    if report:
-        run(report_stage.define, console, force)
-    console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
-                f" {predicted['extra']['submission']} (send it with `make submit`)")
+    # The lock is held from the first stage to the last (each stage takes it again, for free): another
+    # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
+    with cache.exclusive_lock():
+        run(download.define, console, force, source=source, competition=competition,
+            force_download=force)
+        run(prepare.define, console, force)
+        run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
+        run(train.define, console, force, training=training, preset=preset)
+        predicted = run(predict.define, console, force, tta=training.tta)
+        if report:
+            run(report_stage.define, console, force)
+        console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
+                    f" {predicted['extra']['submission']} (send it with `make submit`)")
     return predicted

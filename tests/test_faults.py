@@ -99,3 +99,61 @@ def test_model_file_that_runs_code_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(PipelineError, match="cannot load this model safely"):
         load_models([path])
+
+
+def timed_lines(process, lines):
+    for line in process.stdout:
+        lines.append((time.monotonic(), line))
+
+
+def lock_free_moments(root, running, moments):
+    """Try the checkout's lock without waiting, again and again, while running() is true; note when it was free."""
+    import fcntl
+
+    lock_path = root / "data" / ".pipeline.lock"
+    while running():
+        if lock_path.exists():
+            with open(lock_path, "a+") as lock_file:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                moments.append(time.monotonic())
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        time.sleep(0.0005)
+
+
+@pytest.mark.slow
+def test_a_chain_holds_the_lock_from_start_to_end_and_a_second_one_waits(tmp_path):
+    """Issue 9: the lock was per stage, so a second `make all` with another seed could slip its
+    split in between the first one's stages. Now a chain holds the lock from start to end."""
+    import threading
+
+    first = start_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--seed", "1")
+    first_lines, free_moments = [], []
+    threads = [threading.Thread(target=timed_lines, args=(first, first_lines)),
+               threading.Thread(target=lock_free_moments, args=(tmp_path, lambda: first.poll() is None, free_moments))]
+    for thread in threads:
+        thread.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None and not (tmp_path / "data" / "models" / ".checkpoints").exists():
+        time.sleep(0.02)
+    second = start_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--seed", "2")
+    second_lines = []
+    threads.append(threading.Thread(target=timed_lines, args=(second, second_lines)))
+    threads[-1].start()
+    first.wait(timeout=400)
+    second.wait(timeout=400)
+    for thread in threads:
+        thread.join(timeout=30)
+    first_stderr, second_stderr = first.stderr.read(), second.stderr.read()
+    assert first.returncode == 0 and second.returncode == 0, (first_stderr, second_stderr)
+    started, done = first_lines[0][0], next(moment for moment, line in first_lines if line.startswith("done in"))
+    inside = [moment for moment in free_moments if started < moment < done]
+    assert not inside, f"the lock was free {len(inside)} times while the first chain ran"
+    assert "waiting for another pipeline process" in second_stderr
+    second_split = next(moment for moment, line in second_lines if line.startswith("split:"))
+    assert second_split > done, "the second chain ran a stage while the first was running"
+    seeds = sorted(json.loads(path.read_text())["params"]["seed"] for path in (tmp_path / "data" / "models").glob("*/run.json"))
+    assert seeds == [1, 2]
+    assert_records_match_files(tmp_path)
