@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import config
+from pipeline.errors import PipelineError, write_error
 
 _CHUNK = 1 << 20
 
@@ -118,7 +119,7 @@ def output_paths(record: dict) -> list[Path]:
 def atomic_path(final_path: Path):
     """Yield a temporary sibling path; rename it to final_path only if the block succeeds."""
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(final_path.parent)
     # The name keeps its ending: Keras insists on ".keras" and ".weights.h5".
     temporary = final_path.with_name(f".tmp-{os.getpid()}-{final_path.name}")
     try:
@@ -131,11 +132,31 @@ def atomic_path(final_path: Path):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temporary, final_path)
+    except OSError as error:  # a full disk, a read-only folder: one line naming the file
+        raise (write_error(error, final_path) or error) from None
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists():
             temporary.unlink()
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (write_error(error, folder) or error) from None
+
+
+def require_free_space(folder: Path, needed_bytes: int, what: str) -> None:
+    """Refuse to start a write that cannot fit: some libraries (HDF5 under Keras) do not fail
+    cleanly when the disk fills up under them."""
+    make_folder(folder)
+    free_bytes = shutil.disk_usage(folder).free
+    if free_bytes < needed_bytes:
+        raise PipelineError(f"{folder}: cannot write {what} (about {needed_bytes / 1e6:.1f} MB, only "
+                            f"{free_bytes / 1e6:.1f} MB free on its disk); free some space, then run the same command "
+                            "again: finished outputs are kept")
 
 
 def write_json(path: Path, value) -> None:
@@ -157,9 +178,13 @@ def exclusive_lock(name: str = "pipeline"):
     if name in _locks_held:
         yield
         return
-    data = config.paths().data
-    data.mkdir(parents=True, exist_ok=True)
-    with open(data / f".{name}.lock", "a+") as lock_file:
+    make_folder(config.paths().data)
+    lock_path = config.paths().data / f".{name}.lock"
+    try:
+        lock_file = open(lock_path, "a+")
+    except OSError as error:
+        raise (write_error(error, lock_path) or error) from None
+    with lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.cache import atomic_path, write_json
+from pipeline.cache import atomic_path, require_free_space, write_json
 from pipeline.console import format_duration
 from pipeline.device import PRECISIONS, resolve_precision
 from pipeline.errors import PipelineError
@@ -125,6 +125,7 @@ class _Checkpoint:
 
     def save(self, model, state: dict) -> dict:
         state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras")
+        require_free_space(self.folder, 2 * model_file_bytes(model), "a training checkpoint")
         with atomic_path(self.folder / state["model_file"]) as temporary:
             model.save(temporary)
         write_json(self.state_path, state)
@@ -212,7 +213,13 @@ def reseed_layers(model, seed: int, epoch: int) -> None:
         variable.assign(np.array([layer_seed, 0], dtype=variable.dtype))
 
 
+def model_file_bytes(model) -> int:
+    """About the size of a saved .keras file: float32 weights, Adam's two moments, and a margin."""
+    return 3 * 4 * model.count_params() + (1 << 20)
+
+
 def save_model(model, path: Path) -> None:
+    require_free_space(path.parent, model_file_bytes(model), path.name)
     with atomic_path(path) as temporary:
         model.save(temporary)
 
