@@ -81,10 +81,19 @@ def record_path(stage_name: str) -> Path:
 
 
 def load_record(stage_name: str) -> dict | None:
+    """The stage's record; None when there is none or it is damaged (then the stage simply runs again)."""
     try:
-        return json.loads(record_path(stage_name).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(record_path(stage_name).read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if _has_record_shape(record) else None
+
+
+def _has_record_shape(record) -> bool:
+    """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
+    return (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record["key"].get("params"), dict)
+            and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
+            and all(isinstance(name, str) and isinstance(digest, str) for name, digest in record["outputs"].items()))
 
 
 def outputs_intact(record: dict) -> bool:

@@ -56,7 +56,7 @@ def define(paths, console, tta: bool | None = None):
     from pipeline.cache import atomic_path
     from pipeline.stage import Definition, require
 
-    train_record = require("train", "python -m pipeline train")
+    train_record = require("train", "python -m pipeline train", needs=("run_id",))
     run_id = train_record["extra"]["run_id"]
     if tta is None:  # as the models were trained and estimated
         tta = train_record["key"]["params"].get("tta", False)

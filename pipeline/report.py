@@ -683,7 +683,7 @@ def define(paths, console, run_id: str | None = None):
     from pipeline.cache import output_paths
     from pipeline.stage import Definition, require
 
-    train_record = require("train", "python -m pipeline train")
+    train_record = require("train", "python -m pipeline train", needs=("run_id",))
     latest = train_record["extra"]["run_id"]
     if run_id not in (None, latest):
         raise PipelineError(f"--run {run_id}: only the latest trained run ({latest}) has its data at hand;"

@@ -84,10 +84,11 @@ def code_digest(module_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def require(stage_name: str, hint: str) -> dict:
-    """The record of an earlier stage, whose outputs must still be as it wrote them."""
+def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
+    """The record of an earlier stage, whose outputs must still be as it wrote them; needs: the facts
+    of its `extra` that are read (a record without them, from another version, means run it again)."""
     record = cache.load_record(stage_name)
-    if record is None or not cache.outputs_intact(record):
+    if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
     return record
 

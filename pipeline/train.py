@@ -65,6 +65,8 @@ class TrainingConfig:
                                 " add --final-model")
         if self.strategy not in ("default", "mirrored"):
             raise PipelineError(f"--strategy {self.strategy}: expected default or mirrored")
+        # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
+        config.check_seed(self.seed, models=self.members + int(self.final_model))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -257,6 +259,7 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
                               validation_rows))
     if final_model:
         parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
+    config.check_seed(seed, models=len(parts))
     return parts
 
 
