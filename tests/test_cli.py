@@ -288,3 +288,25 @@ def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_traini
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {tmp_path}/data/raw/sample_submission.csv: 599 rows, expected 600")
     assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
+    """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
+    import os
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    source = tmp_path / "a path" / "it's here.zip"
+    source.parent.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip", source)
+    root = tmp_path / "project"
+    environment = {**os.environ, "PIPELINE_ROOT": str(root)}
+    # -o: never (re)build the virtual environment here; PYTHON: the interpreter running the tests.
+    result = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", f"PYTHON={sys.executable}",
+                             "download", f"SOURCE={source}"],
+                            cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((root / "data" / ".cache" / "download.json").read_text())
+    assert record["extra"]["source"] == "zip" and (root / "data" / "raw" / "train.csv").is_file()
+    assert str(source) in json.dumps(record)
