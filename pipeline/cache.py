@@ -46,7 +46,9 @@ def path_digest(path: Path) -> str | None:
     return None
 
 
-def _relative(path: Path) -> str:
+def relative_name(path: Path) -> str:
+    """path relative to the project root when it lies inside it: records and run.json stay valid
+    when the checkout is moved. A path outside (a user's own zip) stays absolute."""
     path = Path(path).resolve()
     try:
         return path.relative_to(config.paths().root).as_posix()
@@ -54,7 +56,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _absolute(name: str) -> Path:
+def absolute_path(name: str | Path) -> Path:
     path = Path(name)
     return path if path.is_absolute() else config.paths().root / path
 
@@ -72,7 +74,7 @@ class Stage:
         return {
             "params": self.params,
             "code": self.code,
-            "inputs": {_relative(path): path_digest(path) for path in self.inputs},
+            "inputs": {relative_name(path): path_digest(path) for path in self.inputs},
         }
 
 
@@ -97,7 +99,7 @@ def _has_record_shape(record) -> bool:
 
 
 def outputs_intact(record: dict) -> bool:
-    return all(path_digest(_absolute(name)) == digest for name, digest in record["outputs"].items())
+    return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
 
 
 def up_to_date(stage: Stage) -> dict | None:
@@ -112,7 +114,7 @@ def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) ->
     record = {
         "stage": stage.name,
         "key": stage.key(),
-        "outputs": {_relative(path): path_digest(path) for path in outputs},
+        "outputs": {relative_name(path): path_digest(path) for path in outputs},
         "extra": extra or {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -121,7 +123,7 @@ def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) ->
 
 
 def output_paths(record: dict) -> list[Path]:
-    return [_absolute(name) for name in record["outputs"]]
+    return [absolute_path(name) for name in record["outputs"]]
 
 
 @contextlib.contextmanager

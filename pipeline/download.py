@@ -151,6 +151,7 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 
 def define(paths, console, source: str, competition: str, force_download: bool = False):
     """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
+    from pipeline.cache import relative_name
     from pipeline.stage import Definition
 
     credentials = None
@@ -168,7 +169,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
             console.warn(warning)
         params, inputs = {"source": "kaggle", "competition": competition}, []
     else:
-        params = {"source": kind, "path": str(path)}
+        params = {"source": kind, "path": relative_name(path)}
         inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES]
 
     def work():
@@ -182,7 +183,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         else:
             written = extract_competition_files(path, paths.raw)
         return written, {"source": kind if kind != "kaggle" else f"kaggle:{competition}",
-                         "source_path": str(path) if path else None}
+                         "source_path": relative_name(path) if path else None}
 
     def describe(record):
         return f"{', '.join(Path(name).name for name in record['outputs'])} in {paths.raw}"

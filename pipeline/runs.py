@@ -108,7 +108,7 @@ def show_runs(paths: config.Paths) -> str:
 def run_for_submission(paths: config.Paths, file: Path) -> dict | None:
     resolved = Path(file).resolve()
     for run in list_runs(paths):
-        if run.get("submission") and Path(run["submission"]).resolve() == resolved:
+        if run.get("submission") and cache.absolute_path(run["submission"]).resolve() == resolved:
             return run
     return None
 
@@ -132,6 +132,6 @@ def sent_submissions(paths: config.Paths) -> dict:
 
 def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: str) -> None:
     sent = sent_submissions(paths)
-    sent[digest] = {"file": str(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
+    sent[digest] = {"file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
                     "answer": answer}
     cache.write_json(paths.sent_submissions, sent)

@@ -140,5 +140,5 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         if report:
             run(report_stage.define, console, force)
         console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
-                    f" {predicted['extra']['submission']} (send it with `make submit`)")
+                    f" {cache.absolute_path(predicted['extra']['submission'])} (send it with `make submit`)")
     return predicted

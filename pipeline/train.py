@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.cache import atomic_path, require_free_space, write_json
+from pipeline.cache import atomic_path, relative_name, require_free_space, write_json
 from pipeline.console import format_duration
 from pipeline.device import PRECISIONS, resolve_precision
 from pipeline.errors import PipelineError
@@ -391,7 +391,7 @@ def define(paths, console, training: TrainingConfig, preset: str):
             "params": {**training.as_dict(), **upstream["split"]},
             "estimate": run_estimate, "parts": summaries,
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
-            "models": [str(path) for path in model_paths],
+            "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
         }
         runs.write_run(paths, run)
         shutil.rmtree(checkpoints, ignore_errors=True)

@@ -206,7 +206,7 @@ def test_ensemble_members_and_tta(tmp_path):
     assert "model 2 of 2 (member-1, seed 43)" in result.stdout and "test-time augmentation" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert len(run["models"]) == 2 and [part["name"] for part in run["parts"]] == ["member-0", "member-1"]
-    assert all(Path(path).is_file() for path in run["models"])
+    assert all((tmp_path / path).is_file() for path in run["models"])
     # both members predict the same 240 held-out rows; the estimate is of their average, with TTA
     assert run["estimate"]["images"] == 240 and run["estimate"]["models_per_row"] == 2 and run["estimate"]["tta"]
 
@@ -226,7 +226,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     # the estimate is the accuracy of the saved out-of-fold predictions, every row predicted once
     import numpy as np
 
-    out_of_fold = np.load(Path(run["models"][0]).parent / "out_of_fold.npz")
+    out_of_fold = np.load(tmp_path / Path(run["models"][0]).parent / "out_of_fold.npz")
     labels = np.load(tmp_path / "data" / "prepared" / "train_labels.npy")
     np.testing.assert_array_equal(out_of_fold["rows"], np.arange(2400))
     accuracy = float((out_of_fold["probabilities"].argmax(axis=1) == labels).mean())
@@ -310,3 +310,19 @@ def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     record = json.loads((root / "data" / ".cache" / "download.json").read_text())
     assert record["extra"]["source"] == "zip" and (root / "data" / "raw" / "train.csv").is_file()
     assert str(source) in json.dumps(record)
+
+
+@pytest.mark.slow
+def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(tmp_path):
+    """Issue 9: records and run.json held absolute paths, so a moved checkout pointed at the old place."""
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir()
+    assert_ok(run_pipeline(before, "all", "--preset", "quick", "--epochs", "1"))
+    before.rename(after)
+    again = assert_ok(run_pipeline(after, "all", "--preset", "quick", "--epochs", "1"))
+    lines = stage_lines(again.stdout)
+    assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
+    written = [path for path in after.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".html")]
+    assert written and not [path for path in written if str(before) in path.read_text(errors="replace")]
+    run = json.loads(next((after / "data" / "models").glob("*/run.json")).read_text())
+    assert (after / run["submission"]).is_file() and all((after / path).is_file() for path in run["models"])
