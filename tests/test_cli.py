@@ -326,3 +326,25 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(tmp_path):
     assert written and not [path for path in written if str(before) in path.read_text(errors="replace")]
     run = json.loads(next((after / "data" / "models").glob("*/run.json")).read_text())
     assert (after / run["submission"]).is_file() and all((after / path).is_file() for path in run["models"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
+    """Issue 9: Ctrl-C exited 130 with nothing printed."""
+    for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
+        assert_ok(run_pipeline(tmp_path, *stage))
+    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--preset", "quick", "--epochs", "4"],
+                               cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json")):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
+    resumed = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "4"))
+    assert "resuming from epoch" in resumed.stdout
