@@ -313,13 +313,14 @@ def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
 
 
 @pytest.mark.slow
-def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(tmp_path):
+def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root, tmp_path):
     """Issue 9: records and run.json held absolute paths, so a moved checkout pointed at the old place."""
-    before, after = tmp_path / "before", tmp_path / "after"
-    before.mkdir()
-    assert_ok(run_pipeline(before, "all", "--preset", "quick", "--epochs", "1"))
-    before.rename(after)
-    again = assert_ok(run_pipeline(after, "all", "--preset", "quick", "--epochs", "1"))
+    import shutil
+
+    before, _ = finished_root
+    after = tmp_path / "moved"
+    shutil.copytree(before, after, symlinks=True)  # a copy: the other tests still read the original
+    again = assert_ok(run_pipeline(after, "all", *QUICK))
     lines = stage_lines(again.stdout)
     assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
     written = [path for path in after.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".html")]
@@ -346,5 +347,5 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
-    resumed = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "4"))
-    assert "resuming from epoch" in resumed.stdout
+    # (that it resumes: test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends)
+    assert list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"))
