@@ -70,6 +70,10 @@ def test_folds_refuse_too_few_images_of_a_class():
 def test_seed_out_of_range_is_one_line(seed):
     with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
         stratified_split(unbalanced_labels(), 0.1, seed=seed)
+    from pipeline.split import stratified_folds
+
+    with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
+        stratified_folds(unbalanced_labels(), 3, seed=seed)
 
 
 def test_training_seeds_must_fit_every_ensemble_member():
