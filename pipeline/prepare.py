@@ -201,13 +201,38 @@ def to_images(pixels: np.ndarray) -> np.ndarray:
 
 
 def check_sample_submission(path: Path, test_rows: int) -> None:
-    """Refuse, before any training, a sample_submission.csv whose ids are not 1..rows of test.csv."""
-    from pipeline.submission import check_submission, read_submission
+    """Refuse, before any training, a sample_submission.csv whose ids are not 1..rows of test.csv.
 
+    Only its ImageId column matters here (predict checks the whole file again, with
+    pipeline.submission); read here so that prepare's code stays this module alone.
+    """
     path = Path(path)
-    if path.is_file():
-        sample_ids, _ = read_submission(path)
-        check_submission(sample_ids, np.zeros_like(sample_ids), test_rows, source=str(path))
+    if not path.is_file():
+        return
+    image_ids = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            reader = csv.reader(stream)
+            header = next(reader, [])
+            if not header or header[0].strip() != "ImageId":
+                raise PipelineError(f"{path} line 1: header is {','.join(header)!r}, expected 'ImageId,Label'")
+            for row in reader:
+                if not row:
+                    continue
+                cell = row[0].strip(_PADDING)
+                if not _INTEGER.fullmatch(cell):
+                    raise PipelineError(f"{path} line {reader.line_num}, column ImageId: {cell[:20]!r} is not an integer")
+                image_ids.append(int(cell))
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not UTF-8 text (expected a CSV with header ImageId,Label)") from None
+    except csv.Error as error:
+        raise PipelineError(f"{path} line {reader.line_num}: malformed CSV ({error})") from None
+    if len(image_ids) != test_rows:
+        raise PipelineError(f"{path}: {len(image_ids)} rows, expected {test_rows} (one per test image)")
+    wrong = np.flatnonzero(np.array(image_ids) != np.arange(1, test_rows + 1))
+    if wrong.size:
+        row = int(wrong[0])
+        raise PipelineError(f"{path} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1} (ids 1..N in order)")
 
 
 def class_counts(labels: np.ndarray) -> list[int]:

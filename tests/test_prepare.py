@@ -177,3 +177,21 @@ def test_reading_needs_memory_near_the_size_of_the_pixels(tmp_path):
     assert pixels.shape == (3000, 784) and path.stat().st_size > 3 * output_bytes
     # the returned arrays, a copy of them, and a few 1 MB blocks of the file being scanned
     assert traced_peak < 2 * output_bytes + 4e6, f"{traced_peak / 1e6:.1f} MB traced for {output_bytes / 1e6:.1f} MB of pixels"
+
+
+def test_sample_submission_ids_must_be_those_of_test_csv(tmp_path):
+    """Issue 9: a sample_submission.csv that disagrees with test.csv was found only after training."""
+    from pipeline.prepare import check_sample_submission
+
+    sample = tmp_path / "sample_submission.csv"
+    check_sample_submission(sample, 3)  # none: nothing to check
+    sample.write_text("ImageId,Label\n1,0\n2,0\n3,0\n")
+    check_sample_submission(sample, 3)
+    with pytest.raises(PipelineError, match=r"sample_submission.csv: 3 rows, expected 4 \(one per test image\)"):
+        check_sample_submission(sample, 4)
+    sample.write_text("ImageId,Label\n1,0\n3,0\n2,0\n")
+    with pytest.raises(PipelineError, match=r"sample_submission.csv line 3, column ImageId: 3, expected 2"):
+        check_sample_submission(sample, 3)
+    sample.write_text("ImageId,Label\n1,0\nx,0\n")
+    with pytest.raises(PipelineError, match=r"line 3, column ImageId: 'x' is not an integer"):
+        check_sample_submission(sample, 2)
