@@ -312,6 +312,24 @@ def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     assert str(source) in json.dumps(record)
 
 
+def test_make_quotes_every_option_and_keeps_the_switches():
+    """Values are one quoted shell word each (FOLDS and SEED too); FINAL_MODEL, PSEUDO_LABEL and TTA
+    are switches, 1 or 0, that give --NAME or --no-NAME."""
+    import shlex
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "PYTHON=python", "all",
+                             "SOURCE=a b/it's.zip", "FOLDS=3", "SEED=7", "FINAL_MODEL=1", "PSEUDO_LABEL=0", "TTA=1"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    words = shlex.split(result.stdout.strip().splitlines()[-1])
+    assert words[words.index("--source") + 1] == "a b/it's.zip"
+    assert words[words.index("--folds") + 1] == "3" and words[words.index("--seed") + 1] == "7"
+    assert "--final-model" in words and "--no-pseudo-label" in words and "--tta" in words
+
+
 @pytest.mark.slow
 def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root, tmp_path):
     """Issue 9: records and run.json held absolute paths, so a moved checkout pointed at the old place."""
