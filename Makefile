@@ -6,7 +6,8 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Options given on the make command line become the CLI's options; unset ones keep its defaults.
-opt = $(if $($(1)),$(2) $($(1)),)
+# Each value is one shell word, single-quoted (a quote inside it as '\''): SOURCE="my data/x.zip" works.
+opt = $(if $($(1)),$(2) '$(subst ','\'',$($(1)))',)
 # A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
 flag = $(if $(filter 1 yes true,$($(1))),--$(2),$(if $(filter 0 no false,$($(1))),--no-$(2),))
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)

@@ -76,7 +76,7 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
         "estimate_interval": f"{estimate['low']:.4f}-{estimate['high']:.4f}",
         "estimate_kind": estimate["kind"] if estimate["kind"] == "holdout" else f"{estimate['folds']}-fold CV",
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
-        "models": run["models"],
+        "models": [str(paths.root / name) for name in run["models"]],  # run.json's are relative to its root
         "test_images": str(paths.test_images),
     }
 

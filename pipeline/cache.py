@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import config
+from pipeline.errors import PipelineError, write_error
 
 _CHUNK = 1 << 20
 
@@ -45,7 +46,9 @@ def path_digest(path: Path) -> str | None:
     return None
 
 
-def _relative(path: Path) -> str:
+def relative_name(path: Path) -> str:
+    """path relative to the project root when it lies inside it: records and run.json stay valid
+    when the checkout is moved. A path outside (a user's own zip) stays absolute."""
     path = Path(path).resolve()
     try:
         return path.relative_to(config.paths().root).as_posix()
@@ -53,7 +56,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _absolute(name: str) -> Path:
+def absolute_path(name: str | Path) -> Path:
     path = Path(name)
     return path if path.is_absolute() else config.paths().root / path
 
@@ -71,7 +74,7 @@ class Stage:
         return {
             "params": self.params,
             "code": self.code,
-            "inputs": {_relative(path): path_digest(path) for path in self.inputs},
+            "inputs": {relative_name(path): path_digest(path) for path in self.inputs},
         }
 
 
@@ -80,14 +83,23 @@ def record_path(stage_name: str) -> Path:
 
 
 def load_record(stage_name: str) -> dict | None:
+    """The stage's record; None when there is none or it is damaged (then the stage simply runs again)."""
     try:
-        return json.loads(record_path(stage_name).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(record_path(stage_name).read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return record if _has_record_shape(record) else None
+
+
+def _has_record_shape(record) -> bool:
+    """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
+    return (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record["key"].get("params"), dict)
+            and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
+            and all(isinstance(name, str) and isinstance(digest, str) for name, digest in record["outputs"].items()))
 
 
 def outputs_intact(record: dict) -> bool:
-    return all(path_digest(_absolute(name)) == digest for name, digest in record["outputs"].items())
+    return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
 
 
 def up_to_date(stage: Stage) -> dict | None:
@@ -102,7 +114,7 @@ def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) ->
     record = {
         "stage": stage.name,
         "key": stage.key(),
-        "outputs": {_relative(path): path_digest(path) for path in outputs},
+        "outputs": {relative_name(path): path_digest(path) for path in outputs},
         "extra": extra or {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -111,14 +123,14 @@ def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) ->
 
 
 def output_paths(record: dict) -> list[Path]:
-    return [_absolute(name) for name in record["outputs"]]
+    return [absolute_path(name) for name in record["outputs"]]
 
 
 @contextlib.contextmanager
 def atomic_path(final_path: Path):
     """Yield a temporary sibling path; rename it to final_path only if the block succeeds."""
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(final_path.parent)
     # The name keeps its ending: Keras insists on ".keras" and ".weights.h5".
     temporary = final_path.with_name(f".tmp-{os.getpid()}-{final_path.name}")
     try:
@@ -131,6 +143,8 @@ def atomic_path(final_path: Path):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temporary, final_path)
+    except OSError as error:  # a full disk, a read-only folder: one line naming the file
+        raise (write_error(error, final_path) or error) from None
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
@@ -138,24 +152,61 @@ def atomic_path(final_path: Path):
             temporary.unlink()
 
 
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (write_error(error, folder) or error) from None
+
+
+def require_free_space(folder: Path, needed_bytes: int, what: str) -> None:
+    """Refuse to start a write that cannot fit: some libraries (HDF5 under Keras) do not fail
+    cleanly when the disk fills up under them."""
+    make_folder(folder)
+    free_bytes = shutil.disk_usage(folder).free
+    if free_bytes < needed_bytes:
+        raise PipelineError(f"{folder}: cannot write {what} (about {needed_bytes / 1e6:.1f} MB, only "
+                            f"{free_bytes / 1e6:.1f} MB free on its disk); free some space, then run the same command "
+                            "again: finished outputs are kept")
+
+
 def write_json(path: Path, value) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+_locks_held: set[str] = set()
+
+
 @contextlib.contextmanager
 def exclusive_lock(name: str = "pipeline"):
-    """One stage at a time per checkout: a second `make all` waits instead of racing the first."""
-    data = config.paths().data
-    data.mkdir(parents=True, exist_ok=True)
-    with open(data / f".{name}.lock", "a+") as lock_file:
+    """One pipeline process at a time per checkout: a second `make all` waits instead of racing the first.
+
+    Re-entrant within a process: a chain (`all`) takes it once for its whole run, so no other
+    process can change a stage's inputs between two of its stages, and each stage inside takes it
+    again for free. (flock alone would deadlock: a second open of the file is another lock.)
+    """
+    if name in _locks_held:
+        yield
+        return
+    make_folder(config.paths().data)
+    lock_path = config.paths().data / f".{name}.lock"
+    try:
+        lock_file = open(lock_path, "a+")
+    except OSError as error:
+        raise (write_error(error, lock_path) or error) from None
+    with lock_file:
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
             fcntl.flock(lock_file, fcntl.LOCK_EX)
-        remove_stale_temporaries()
-        yield
+        _locks_held.add(name)
+        try:
+            remove_stale_temporaries()
+            yield
+        finally:
+            _locks_held.discard(name)
 
 
 def remove_stale_temporaries() -> None:

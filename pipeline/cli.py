@@ -172,8 +172,21 @@ def all_command(
 
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
+    from pipeline.errors import write_error
+
     try:
-        app()  # click itself reports usage errors (exit 2) and Ctrl-C ("Aborted!", exit 1)
+        app()  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
+    except OSError as error:  # a full disk or a read-only folder met outside the atomic writes
+        one_line = write_error(error)
+        if one_line is None:
+            raise
+        typer.echo(f"error: {one_line}", err=True)
+        sys.exit(1)
+    except SystemExit as stop:
+        if stop.code == 130:  # typer's exit for Ctrl-C (KeyboardInterrupt), silent by itself
+            typer.echo("interrupted: nothing half-written was kept; run the same command again to go on "
+                       "(training resumes from its last completed epoch)", err=True)
+        raise

@@ -23,6 +23,20 @@ NUM_CLASSES = 10
 ARCHITECTURES = ("cnn", "small", "deotte", "mlp")  # built by pipeline.model
 
 
+# Seeds go to scikit-learn, NumPy and TensorFlow: every one of them takes 0 .. 2**31 - 1.
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
+    """Refuse a seed out of range; a run's models use seeds seed, seed + 1, ... (pipeline.train.plan_parts)."""
+    from pipeline.errors import PipelineError
+
+    upper = MAX_SEED - (models - 1)
+    if not 0 <= seed <= upper:
+        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}"
+                            + (f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""))
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every file and folder a stage reads or writes, under one root (the checkout or PIPELINE_ROOT)."""

@@ -5,12 +5,13 @@
 - sample: the small archive shipped in data/sample/, in exactly the competition's format.
 """
 
+import contextlib
+import os
 import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from pipeline import config
-from pipeline.cache import atomic_path
 from pipeline.errors import PipelineError
 
 REQUIRED_FILES = ("train.csv", "test.csv")
@@ -47,7 +48,11 @@ def _safe_member_name(archive: Path, name: str) -> str:
 
 
 def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
-    """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip."""
+    """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip.
+
+    Every member is checked before a byte is written, and the files go to a temporary folder
+    first: target_dir changes only once the whole archive has been read back (see _install).
+    """
     wanted = REQUIRED_FILES + OPTIONAL_FILES
     try:
         with zipfile.ZipFile(archive) as zip_file:
@@ -59,15 +64,15 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
             missing = [name for name in REQUIRED_FILES if name not in members]
             if missing:
                 raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive (expected the competition's files)")
-            written = []
             for file_name, info in sorted(members.items()):
                 if info.file_size > MAX_MEMBER_BYTES:
                     raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
-                with atomic_path(target_dir / file_name) as temporary, open(temporary, "wb") as destination:
-                    for chunk in _member_chunks(archive, zip_file, info):
-                        destination.write(chunk)
-                written.append(target_dir / file_name)
-            return written
+            with _staging_folder(target_dir) as staging:
+                for file_name, info in sorted(members.items()):
+                    with open(staging / file_name, "wb") as destination:
+                        for chunk in _member_chunks(archive, zip_file, info):
+                            destination.write(chunk)
+                return _install(staging, target_dir)
     # UnicodeDecodeError: a member name flagged as UTF-8 that is not.
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, UnicodeDecodeError) as error:
         raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
@@ -86,15 +91,52 @@ def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipIn
 
 
 def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
+    """Copy the competition's files from a folder, refusing links that lead out of it and files
+    too large to be the competition's, before anything is copied."""
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise PipelineError(f"{folder}: no {' or '.join(missing)} in this folder (expected the competition's files)")
+    names = [name for name in REQUIRED_FILES + OPTIONAL_FILES if (folder / name).is_file()]
+    for name in names:
+        source = folder / name
+        real_path = source.resolve()
+        if not real_path.is_relative_to(folder.resolve()):
+            raise PipelineError(f"{source}: a link to a file outside {folder}; refusing it "
+                                "(copy the competition's file itself into the folder)")
+        size = real_path.stat().st_size
+        if size > MAX_MEMBER_BYTES:
+            raise PipelineError(f"{source}: {size} bytes, far larger than the competition's files")
+    with _staging_folder(target_dir) as staging:
+        for name in names:
+            shutil.copyfile((folder / name).resolve(), staging / name)
+        return _install(staging, target_dir)
+
+
+@contextlib.contextmanager
+def _staging_folder(target_dir: Path):
+    """A temporary folder beside the files it will replace; swept like any temporary if killed."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    staging = target_dir / f".tmp-{os.getpid()}-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install(staging: Path, target_dir: Path) -> list[Path]:
+    """Move every staged file into target_dir and drop an optional file the new source lacks.
+
+    Only renames are left by now, nothing that can fail half way for a bad source; a process
+    killed between them leaves files that no longer match the download record, so the next run
+    downloads again (every stage holds the pipeline's lock, so no other stage reads them meanwhile).
+    """
     written = []
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
-        if (folder / name).is_file():
-            with atomic_path(target_dir / name) as temporary:
-                shutil.copyfile(folder / name, temporary)
-            written.append(target_dir / name)
+    for path in sorted(staging.iterdir()):
+        os.replace(path, target_dir / path.name)
+        written.append(target_dir / path.name)
+    remove_stale_optional_files(target_dir, written)
     return written
 
 
@@ -109,6 +151,7 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 
 def define(paths, console, source: str, competition: str, force_download: bool = False):
     """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
+    from pipeline.cache import relative_name
     from pipeline.stage import Definition
 
     credentials = None
@@ -126,7 +169,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
             console.warn(warning)
         params, inputs = {"source": "kaggle", "competition": competition}, []
     else:
-        params = {"source": kind, "path": str(path)}
+        params = {"source": kind, "path": relative_name(path)}
         inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES]
 
     def work():
@@ -139,9 +182,8 @@ def define(paths, console, source: str, competition: str, force_download: bool =
             written = copy_competition_folder(path, paths.raw)
         else:
             written = extract_competition_files(path, paths.raw)
-        remove_stale_optional_files(paths.raw, written)
         return written, {"source": kind if kind != "kaggle" else f"kaggle:{competition}",
-                         "source_path": str(path) if path else None}
+                         "source_path": relative_name(path) if path else None}
 
     def describe(record):
         return f"{', '.join(Path(name).name for name in record['outputs'])} in {paths.raw}"

@@ -1,5 +1,7 @@
 """The one exception a user sees: a single line, then a non-zero exit (see cli.main)."""
 
+import errno
+
 
 class PipelineError(Exception):
     """A problem the user can fix: bad input, missing credentials, a refused upload.
@@ -7,3 +9,21 @@ class PipelineError(Exception):
     The message is one line that names the file, row or column and says what was expected.
     The CLI prints it as `error: <message>` and exits with status 1, never with a traceback.
     """
+
+
+# Failures to write that the user fixes outside the pipeline: a full disk or quota, a file-size
+# limit, a read-only or forbidden folder.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def write_error(error: OSError, path=None) -> PipelineError | None:
+    """The one-line error for an OSError of WRITE_ERRNOS, naming path (else the error's own file); None for others."""
+    if error.errno not in WRITE_ERRNOS:
+        return None
+    where = path or error.filename or "a file under the pipeline's folders"
+    cause = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free some space, then run the same command again: finished outputs are kept"
+    else:
+        advice = "make the folder writable (or set PIPELINE_ROOT to one that is), then run the same command again"
+    return PipelineError(f"{where}: cannot write ({cause}); {advice}")

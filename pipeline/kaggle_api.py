@@ -29,6 +29,12 @@ HOW_TO_CONFIGURE = (
 UPLOAD_FAILED_MESSAGE = "Could not submit to competition"
 # Competition slugs are letters, digits and hyphens; anything else could also escape dest_dir.
 COMPETITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+# A network call that receives no byte for this long is ended; the setting changes it.
+NETWORK_TIMEOUT_VARIABLE = "PIPELINE_NETWORK_TIMEOUT"
+DEFAULT_NETWORK_TIMEOUT_S = 60.0
+DOWNLOAD_ATTEMPTS = 3  # a download that times out is tried again, up to this many times in all
+# A server that trickles bytes never times out: the whole command gives up after this many timeouts.
+DEADLINE_TIMEOUTS = 5
 MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
 MAX_MESSAGE_CHARS = 800
 
@@ -301,7 +307,8 @@ def _root_cause(error: BaseException) -> BaseException:
         error = inner
 
 
-def _client_error(error: BaseException, competition: str | None) -> PipelineError:
+def _client_error(error: BaseException, competition: str | None, attempts: int = 1,
+                  retry_advice: str = "try again later") -> PipelineError:
     """Turn what the client raised into one line saying what happened and what to do."""
     import requests
 
@@ -313,7 +320,10 @@ def _client_error(error: BaseException, competition: str | None) -> PipelineErro
             f"({_detail(_root_cause(error))}); nothing was kept, run the command again"
         )
     if isinstance(error, requests.Timeout):
-        return _error(f"Kaggle did not answer in time: {_detail(error)}")
+        return _error(
+            f"Kaggle sent nothing for {network_timeout():g} s, {attempts} time{'s' * (attempts > 1)} "
+            f"({_detail(_root_cause(error))}); check the network connection and {retry_advice}, or give a slow "
+            f"connection more time with {NETWORK_TIMEOUT_VARIABLE}=<seconds>")
     if isinstance(error, requests.ConnectionError):
         reason = _detail(_root_cause(error))
         return _error(f"cannot reach Kaggle: {reason} (check the network connection and any proxy settings)")
@@ -322,13 +332,88 @@ def _client_error(error: BaseException, competition: str | None) -> PipelineErro
     return _error(f"the kaggle client failed: {type(error).__name__}: {_detail(error)}")
 
 
-def _call_client(action, competition: str):
+def _call_client(action, competition: str, attempts: int = 1, retry_advice: str = "try again later"):
+    """action(), with up to `attempts` tries when the network stalls (only for what is safe to repeat)."""
+    import requests
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except SystemExit as error:  # the client exits in a few places instead of raising
+            raise _error(f"the kaggle client stopped (exit status {error.code}) while working on {competition}") from None
+        except Exception as error:
+            if attempt < attempts and isinstance(error, (requests.Timeout, requests.ConnectionError)):
+                continue
+            raise _client_error(error, competition, attempts=attempt, retry_advice=retry_advice) from None
+
+
+# ---- Time limits: no call waits for ever ----
+
+
+def network_timeout() -> float:
+    """Seconds without a byte after which a network call is ended ($PIPELINE_NETWORK_TIMEOUT, default 60)."""
+    value = os.environ.get(NETWORK_TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_NETWORK_TIMEOUT_S
     try:
-        return action()
-    except SystemExit as error:  # the client exits in a few places instead of raising
-        raise _error(f"the kaggle client stopped (exit status {error.code}) while working on {competition}") from None
-    except Exception as error:
-        raise _client_error(error, competition) from None
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 1e6:
+        raise PipelineError(f"{NETWORK_TIMEOUT_VARIABLE}={value}: expected a number of seconds, e.g. 60")
+    return seconds
+
+
+class _DeadlinePassed(BaseException):
+    """Raised by the alarm; a BaseException, so the client's own `except Exception` retries miss it."""
+
+
+@contextlib.contextmanager
+def _network_limits(what: str):
+    """Every request the client makes inside the block ends after network_timeout() seconds
+    without a byte, and the whole block after DEADLINE_TIMEOUTS times that (a server that trickles).
+
+    The client passes no timeout of its own to requests (or 300 s), so the limit is set where every
+    request goes through: requests' HTTPAdapter.send. The deadline is an alarm signal, which only
+    the main thread receives; elsewhere only the per-request timeout applies.
+    """
+    import signal
+    import threading
+    import time
+
+    from requests.adapters import HTTPAdapter
+
+    timeout_s = network_timeout()
+    deadline_s = DEADLINE_TIMEOUTS * timeout_s
+    original_send = HTTPAdapter.send
+
+    def send_with_timeout(adapter, request, stream=False, timeout=None, *args, **kwargs):
+        return original_send(adapter, request, stream, (timeout_s, timeout_s), *args, **kwargs)
+
+    def on_alarm(signal_number, frame):
+        raise _DeadlinePassed()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    HTTPAdapter.send = send_with_timeout
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+        previous_timer_s, _ = signal.setitimer(signal.ITIMER_REAL, deadline_s)
+        started = time.monotonic()
+    try:
+        yield
+    except _DeadlinePassed:
+        raise _error(
+            f"gave up on {what} after {deadline_s:g} s: Kaggle's answer was still not complete (the connection is "
+            f"far too slow, or stalled); try again later, or give a slow connection more time with "
+            f"{NETWORK_TIMEOUT_VARIABLE}=<seconds> (the command gives up after {DEADLINE_TIMEOUTS} times that)"
+        ) from None
+    finally:
+        if in_main_thread:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_handler)
+            if previous_timer_s:  # someone else's alarm (pytest-timeout's, say) goes on where it was
+                signal.setitimer(signal.ITIMER_REAL, max(previous_timer_s - (time.monotonic() - started), 0.001))
+        HTTPAdapter.send = original_send
 
 
 def _check_competition_name(competition: str) -> None:
@@ -375,18 +460,23 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
     when it is as large as and not older than the server's copy.
     """
     _check_competition_name(competition)
-    dest_dir = Path(dest_dir)
+    with _network_limits(f"the download of {competition}"):
+        return _download_competition(competition, Path(dest_dir), force, quiet)
+
+
+def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool) -> Path:
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
     _make_folder(dest_dir)
-    staging_dir = Path(tempfile.mkdtemp(prefix=f".{competition}-download-", dir=dest_dir))
+    # ".tmp-": a process killed mid-download leaves it behind, and the next run sweeps it (cache.py).
+    staging_dir = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=dest_dir))
     try:
         staged = staging_dir / final_path.name
         if not force and final_path.is_file() and _zip_problem(final_path) is None:
             shutil.copy2(final_path, staged)  # keeps the mtime the client compares with Last-Modified
         _call_client(
             lambda: api.competition_download_files(competition, path=str(staging_dir), force=force, quiet=quiet),
-            competition,
+            competition, attempts=DOWNLOAD_ATTEMPTS,
         )
         staged = _staged_file(staging_dir, staged, competition)
         problem = _zip_problem(staged)
@@ -407,10 +497,15 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise PipelineError(f"{csv_path}: no such file to submit")
-    api = _authenticated_api()
-    response = _call_client(
-        lambda: api.competition_submit(str(csv_path), message, competition, quiet=quiet), competition
-    )
+    # Never retried: a submission whose answer was lost may have arrived, and Kaggle allows few a day.
+    check_first = (f"check https://www.kaggle.com/competitions/{competition}/submissions before "
+                   "sending it again (it may have arrived)")
+    with _network_limits(f"the submission of {csv_path} ({check_first})"):
+        api = _authenticated_api()
+        response = _call_client(
+            lambda: api.competition_submit(str(csv_path), message, competition, quiet=quiet), competition,
+            retry_advice=check_first,
+        )
     # A failed upload does not raise: the client returns this message (and printed the cause).
     if response.message == UPLOAD_FAILED_MESSAGE:
         raise _error(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")

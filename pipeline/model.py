@@ -165,12 +165,26 @@ def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dro
 
 
 def load_model(path: Path):
-    """Load with Keras's safe mode: a model file that would run code when loaded is refused."""
+    """Load with Keras's safe mode: a model file that would run code when loaded is refused, and so
+    is one that does not map 28x28x1 images to 10 outputs."""
     try:
-        return keras.models.load_model(path, safe_mode=True)
+        model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PipelineError(f"{path}: cannot load this model safely ({reason[:200]})") from None
+    check_model_shapes(model, path)
+    return model
+
+
+def check_model_shapes(model, path: Path) -> None:
+    """Refuse a model that does not map (N, 28, 28, 1) images to (N, 10) probabilities."""
+    try:
+        input_shape, output_shape = tuple(model.input_shape), tuple(model.output_shape)
+    except (AttributeError, TypeError, ValueError):  # several inputs or outputs
+        raise PipelineError(f"{path}: not a digit model (it must take one image and give 10 probabilities)") from None
+    if input_shape[1:] != IMAGE_SHAPE or output_shape[1:] != (NUM_CLASSES,):
+        raise PipelineError(f"{path}: the model takes {input_shape} and gives {output_shape}, expected "
+                            f"(None, {', '.join(map(str, IMAGE_SHAPE))}) and (None, {NUM_CLASSES}); retrain it")
 
 
 def load_models(paths: list[Path]) -> list:

@@ -53,10 +53,10 @@ def unused_submission_path(folder: Path, name: str) -> Path:
 def define(paths, console, tta: bool | None = None):
     """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
     from pipeline import runs
-    from pipeline.cache import atomic_path
+    from pipeline.cache import absolute_path, atomic_path, relative_name
     from pipeline.stage import Definition, require
 
-    train_record = require("train", "python -m pipeline train")
+    train_record = require("train", "python -m pipeline train", needs=("run_id",))
     run_id = train_record["extra"]["run_id"]
     if tta is None:  # as the models were trained and estimated
         tta = train_record["key"]["params"].get("tta", False)
@@ -86,14 +86,14 @@ def define(paths, console, tta: bool | None = None):
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
-        runs.update_run(paths, run_id, submission=str(path),
+        runs.update_run(paths, run_id, submission=relative_name(path),
                         durations_s={"predict": round(time.perf_counter() - started, 1)})
-        return [path], {"submission": str(path), "rows": len(labels),
+        return [path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):
         runs.update_run(paths, run_id, submission=record["extra"]["submission"])
 
     return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
-                      lambda record: f"{record['extra']['rows']} predictions in {record['extra']['submission']}",
+                      lambda record: f"{record['extra']['rows']} predictions in {absolute_path(record['extra']['submission'])}",
                       after_restore)

@@ -4,8 +4,10 @@ train.csv must have the header `label,pixel0..pixel783` and test.csv `pixel0..pi
 that order; every cell an integer 0-255 (labels 0-9), none missing, at least one row. A file that
 breaks a rule is refused with one line naming the file, the line, the column and what was expected.
 
-Reading is two-speed: pyarrow parses a valid file in about a second; when it finds anything
-wrong, a plain `csv` scan of the file finds the first bad cell for the message.
+Reading is two-speed: pyarrow parses a valid file in about a second, straight to uint8; when it
+finds anything wrong (or the file quotes its values), a plain `csv` scan finds the first bad cell
+for the message. Every line is accounted for: a quote that is never closed is an error, not a
+cell that swallows the rows after it.
 """
 
 import csv
@@ -24,9 +26,10 @@ TEST_HEADER = PIXEL_COLUMNS
 # (less its "0x" hexadecimal, which the fast path never sees: see _fast_read).
 _INTEGER = re.compile(r"-?[0-9]+")
 _PADDING = " \t"
-# Every byte of a valid file after its header is one of these.
-_DATA_BYTES = b"0123456789,-\" \t\r\n"
+# The bytes of a file the fast path takes, after its header (quoted values take the slow path).
+_PLAIN_DATA_BYTES = b"0123456789,- \t\r\n"
 _LINE_END = re.compile(rb"[\r\n]")
+_BLOCK_BYTES = 1 << 20
 
 
 def expected_header(with_labels: bool) -> list[str]:
@@ -79,12 +82,17 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
     with open(path, encoding="utf-8-sig", newline="", errors="replace") as stream:
         reader = csv.reader(stream)
         next(reader, None)
+        row_start = reader.line_num + 1
         try:
             for row in reader:
+                # A row that spans several lines has a quote that was never closed: the csv module
+                # would swallow the lines after it into one cell, and their rows would be lost.
+                if reader.line_num != row_start and any("\n" in cell or "\r" in cell for cell in row):
+                    return f"{path} line {row_start}: unterminated quote (a value opens a \" that its line never closes)"
+                line, row_start = reader.line_num, reader.line_num + 1
                 if not row:
                     continue  # blank lines carry no data; pyarrow skips them too (but not a line `""`)
                 data_rows += 1
-                line = reader.line_num
                 if len(row) != len(header):
                     return f"{path} line {line}: {len(row)} values, expected {len(header)} (one per column)"
                 for column, cell in enumerate(row):
@@ -92,41 +100,67 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                     if problem:
                         return f"{path} line {line}, column {header[column]}: {problem}"
         except csv.Error as error:
-            return f"{path} line {reader.line_num}: malformed CSV ({error})"
+            return f"{path} line {row_start}: malformed CSV ({error})"
     if data_rows == 0:
         return f"{path}: no data rows after the header (expected at least one image)"
     return None
 
 
-def _fast_read(path: Path, columns: int) -> np.ndarray | None:
-    """All cells as int64 via pyarrow, or None when anything is irregular."""
-    import pandas as pd
+def _only_plain_integers(path: Path) -> bool:
+    """True when every byte after the header is a digit, comma, minus, space, tab or line end.
 
-    # Any byte but those of integers after the header (already checked) goes to the slow path:
-    # pyarrow would read "0x1f" as 31. Lines may end in \r alone; no slicing: 77 MB is slow to copy.
-    data = path.read_bytes()
-    header_end = _LINE_END.search(data)
-    if header_end is None:
-        return None  # a header and no data
-    if data.translate(None, _DATA_BYTES) != data[:header_end.start()].translate(None, _DATA_BYTES):
+    Anything else goes to the slow path: pyarrow would read "0x1f" as 31, and a quote that is
+    never closed would make it swallow the lines after it. Read in blocks, so memory stays flat.
+    """
+    with open(path, "rb") as stream:
+        first_block = stream.read(_BLOCK_BYTES)
+        header_end = _LINE_END.search(first_block)
+        if header_end is None:
+            return False  # no data, or a header longer than a block: the slow path says which
+        block = first_block[header_end.start():]
+        while block:
+            if block.translate(None, _PLAIN_DATA_BYTES):
+                return False
+            block = stream.read(_BLOCK_BYTES)
+    return True
+
+
+def _fast_read(path: Path, columns: int) -> np.ndarray | None:
+    """All cells as uint8 via pyarrow, or None when anything is irregular (the slow path then
+    says what). Parsed straight to uint8: a value out of 0-255 fails the parse, and the peak
+    memory is a small multiple of the (rows, columns) bytes it returns."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if not _only_plain_integers(path):
         return None
+    names = [f"c{index}" for index in range(columns)]
     try:
-        frame = pd.read_csv(path, header=None, skiprows=1, engine="pyarrow")
-    except Exception:  # any parse failure: the slow path will say precisely what is wrong
+        table = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(skip_rows=1, column_names=names),
+            parse_options=pa_csv.ParseOptions(quote_char=False),
+            convert_options=pa_csv.ConvertOptions(column_types={name: pa.uint8() for name in names}),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None  # a wrong width, a bad or out-of-range value: the slow path names it
+    if table.num_rows == 0:
         return None
-    if frame.shape[1] != columns or frame.shape[0] == 0:
-        return None
-    if not all(pd.api.types.is_integer_dtype(dtype) for dtype in frame.dtypes):
-        return None
-    return frame.to_numpy(dtype=np.int64)
+    values = np.empty((table.num_rows, columns), dtype=np.uint8)
+    for index in range(columns):
+        column = table.column(index)
+        if column.null_count:  # an empty cell: the slow path names it
+            return None
+        values[:, index] = column.to_numpy()
+    return values
 
 
 def _slow_read(path: Path) -> np.ndarray:
-    """All cells as int64 via the csv module, for a file find_first_problem has passed."""
+    """All cells as uint8 via the csv module, for a file find_first_problem has passed."""
     with open(path, encoding="utf-8-sig", newline="") as stream:
         reader = csv.reader(stream)
         next(reader)
-        rows = [np.array([int(cell.strip(_PADDING)) for cell in row], dtype=np.int64) for row in reader if row]
+        rows = [np.array([int(cell.strip(_PADDING)) for cell in row], dtype=np.uint8) for row in reader if row]
     return np.stack(rows)
 
 
@@ -137,25 +171,68 @@ def read_digits_csv(path: Path, with_labels: bool) -> tuple[np.ndarray, np.ndarr
         raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
     check_header(path, _read_header(path), with_labels)
     values = _fast_read(path, len(expected_header(with_labels)))
-    if values is not None:
-        pixels = values[:, 1:] if with_labels else values
-        labels = values[:, 0] if with_labels else None
-        in_range = pixels.min() >= 0 and pixels.max() <= 255
-        if in_range and (labels is None or (labels.min() >= 0 and labels.max() <= 9)):
-            return pixels.astype(np.uint8), None if labels is None else labels.astype(np.uint8)
-    problem = find_first_problem(path, with_labels)
-    if problem:
-        raise PipelineError(problem)
-    # Valid after all, though pyarrow could not read it (one data row without a final newline).
-    values = _slow_read(path)
-    pixels = values[:, 1:] if with_labels else values
-    return pixels.astype(np.uint8), values[:, 0].astype(np.uint8) if with_labels else None
+    if values is None or (with_labels and values[:, 0].max() > config.NUM_CLASSES - 1):
+        problem = find_first_problem(path, with_labels)
+        if problem:
+            raise PipelineError(problem)
+        # Valid after all, though pyarrow could not read it (quoted values, one data row without
+        # a final newline).
+        values = _slow_read(path)
+    if with_labels:
+        return np.ascontiguousarray(values[:, 1:]), values[:, 0].copy()
+    return values, None
+
+
+def write_images(path: Path, pixels: np.ndarray, rows_per_block: int = 4096) -> None:
+    """Save to_images(pixels) as a .npy file, a block of rows at a time: the float32 array,
+    four times the size of the pixels, is never whole in memory."""
+    shape = (len(pixels), config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    with open(path, "wb") as stream:
+        np.lib.format.write_array_header_1_0(stream, header)
+        for start in range(0, len(pixels), rows_per_block):
+            stream.write(to_images(pixels[start:start + rows_per_block]).tobytes())
 
 
 def to_images(pixels: np.ndarray) -> np.ndarray:
     """(N, 784) integers 0-255 -> (N, 28, 28, 1) float32 in [0, 1]."""
     size = config.IMAGE_SIZE
     return (pixels.astype(np.float32) / 255.0).reshape(-1, size, size, 1)
+
+
+def check_sample_submission(path: Path, test_rows: int) -> None:
+    """Refuse, before any training, a sample_submission.csv whose ids are not 1..rows of test.csv.
+
+    Only its ImageId column matters here (predict checks the whole file again, with
+    pipeline.submission); read here so that prepare's code stays this module alone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    image_ids = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as stream:
+            reader = csv.reader(stream)
+            header = next(reader, [])
+            if not header or header[0].strip() != "ImageId":
+                raise PipelineError(f"{path} line 1: header is {','.join(header)!r}, expected 'ImageId,Label'")
+            for row in reader:
+                if not row:
+                    continue
+                cell = row[0].strip(_PADDING)
+                if not _INTEGER.fullmatch(cell):
+                    raise PipelineError(f"{path} line {reader.line_num}, column ImageId: {cell[:20]!r} is not an integer")
+                image_ids.append(int(cell))
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not UTF-8 text (expected a CSV with header ImageId,Label)") from None
+    except csv.Error as error:
+        raise PipelineError(f"{path} line {reader.line_num}: malformed CSV ({error})") from None
+    if len(image_ids) != test_rows:
+        raise PipelineError(f"{path}: {len(image_ids)} rows, expected {test_rows} (one per test image)")
+    wrong = np.flatnonzero(np.array(image_ids) != np.arange(1, test_rows + 1))
+    if wrong.size:
+        row = int(wrong[0])
+        raise PipelineError(f"{path} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1} (ids 1..N in order)")
 
 
 def class_counts(labels: np.ndarray) -> list[int]:
@@ -173,6 +250,15 @@ def save_array(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def save_images(path: Path, pixels: np.ndarray) -> Path:
+    """to_images(pixels) saved a block at a time (write_images), atomically."""
+    from pipeline.cache import atomic_path
+
+    with atomic_path(path) as temporary:
+        write_images(temporary, pixels)
+    return path
+
+
 def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
     from pipeline.stage import Definition
@@ -182,13 +268,14 @@ def define(paths, console):
             raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
 
     def work():
-        train_pixels, train_labels = read_digits_csv(paths.raw_train, with_labels=True)
+        # One file at a time, each written as soon as it is read: the peak memory stays small.
         test_pixels, _ = read_digits_csv(paths.raw_test, with_labels=False)
-        outputs = [
-            save_array(paths.train_images, to_images(train_pixels)),
-            save_array(paths.train_labels, train_labels),
-            save_array(paths.test_images, to_images(test_pixels)),
-        ]
+        check_sample_submission(paths.sample_submission, len(test_pixels))
+        train_pixels, train_labels = read_digits_csv(paths.raw_train, with_labels=True)
+        outputs = [save_images(paths.train_images, train_pixels),
+                   save_array(paths.train_labels, train_labels)]
+        del train_pixels
+        outputs.append(save_images(paths.test_images, test_pixels))
         return outputs, {"train_rows": len(train_labels), "test_rows": len(test_pixels),
                          "class_counts": class_counts(train_labels)}
 
@@ -198,4 +285,5 @@ def define(paths, console):
         return (f"{extra['train_rows']} train and {extra['test_rows']} test images (28x28, scaled to [0, 1]);"
                 f" class counts {counts}")
 
-    return Definition("prepare", {}, [paths.raw_train, paths.raw_test], work, describe)
+    inputs = [paths.raw_train, paths.raw_test] + ([paths.sample_submission] if paths.sample_submission.is_file() else [])
+    return Definition("prepare", {}, inputs, work, describe)

@@ -680,10 +680,10 @@ def write_report(
 def define(paths, console, run_id: str | None = None):
     """The report stage for the latest trained run (the only one whose split and models are at hand)."""
     from pipeline import runs
-    from pipeline.cache import output_paths
+    from pipeline.cache import absolute_path, output_paths, relative_name
     from pipeline.stage import Definition, require
 
-    train_record = require("train", "python -m pipeline train")
+    train_record = require("train", "python -m pipeline train", needs=("run_id",))
     latest = train_record["extra"]["run_id"]
     if run_id not in (None, latest):
         raise PipelineError(f"--run {run_id}: only the latest trained run ({latest}) has its data at hand;"
@@ -702,11 +702,11 @@ def define(paths, console, run_id: str | None = None):
         index = write_report(out_dir, run=runs.read_run(paths, latest), train_images=images, train_labels=labels,
                              val_images=images[rows], val_labels=labels[rows],
                              val_probabilities=out_of_fold["probabilities"], history=history)
-        runs.update_run(paths, latest, report=str(index))
-        return [out_dir], {"index": str(index)}
+        runs.update_run(paths, latest, report=relative_name(index))
+        return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
         runs.update_run(paths, latest, report=record["extra"]["index"])
 
     return Definition("report", {"run_id": latest}, inputs, work,
-                      lambda record: f"open {record['extra']['index']} in a browser", after_restore)
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)

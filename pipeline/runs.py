@@ -1,6 +1,7 @@
 """Run history: one run.json beside each trained model, and the log of submissions sent to Kaggle."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -9,7 +10,14 @@ from pipeline.console import format_table
 from pipeline.errors import PipelineError
 
 
+# A run id is a folder name under data/models/: never a path that could lead elsewhere.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def run_path(paths: config.Paths, run_id: str) -> Path:
+    if not RUN_ID.fullmatch(run_id or ""):
+        raise PipelineError(f"--run {run_id}: not a run id (a name such as 20250101-120000-cnn; "
+                            "see `python -m pipeline runs`)")
     return paths.run_dir(run_id) / "run.json"
 
 
@@ -24,9 +32,12 @@ def write_run(paths: config.Paths, run: dict) -> None:
 
 def read_run(paths: config.Paths, run_id: str) -> dict:
     try:
-        return json.loads(run_path(paths, run_id).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        run = json.loads(run_path(paths, run_id).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
+    if not isinstance(run, dict):
+        raise PipelineError(f"{run_path(paths, run_id)}: not a run record (a JSON object was expected)")
+    return run
 
 
 def update_run(paths: config.Paths, run_id: str, durations_s: dict | None = None, **fields) -> None:
@@ -42,14 +53,15 @@ def list_runs(paths: config.Paths) -> list[dict]:
     runs = {}
     for record in run_cache.kept_records(paths, "train"):
         run = record.get("extra", {}).get("run")
-        if run:
+        if isinstance(run, dict) and "id" in run:
             runs[run["id"]] = run
     for path in paths.models.glob("*/run.json"):
         try:
             run = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue  # a run.json being rewritten right now; it shows next time
-        runs[run.get("id", path.parent.name)] = run
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # damaged, or being rewritten right now (it shows next time)
+        if isinstance(run, dict):
+            runs[run.get("id", path.parent.name)] = run
     return sorted(runs.values(), key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
 
 
@@ -96,7 +108,7 @@ def show_runs(paths: config.Paths) -> str:
 def run_for_submission(paths: config.Paths, file: Path) -> dict | None:
     resolved = Path(file).resolve()
     for run in list_runs(paths):
-        if run.get("submission") and Path(run["submission"]).resolve() == resolved:
+        if run.get("submission") and cache.absolute_path(run["submission"]).resolve() == resolved:
             return run
     return None
 
@@ -120,6 +132,6 @@ def sent_submissions(paths: config.Paths) -> dict:
 
 def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: str) -> None:
     sent = sent_submissions(paths)
-    sent[digest] = {"file": str(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
+    sent[digest] = {"file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
                     "answer": answer}
     cache.write_json(paths.sent_submissions, sent)

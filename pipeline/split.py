@@ -7,6 +7,7 @@ so the run's estimate covers every row (pipeline.train, pipeline.estimate).
 
 import numpy as np
 
+from pipeline.config import check_seed
 from pipeline.errors import PipelineError
 
 
@@ -16,6 +17,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
     if not 0.0 < val_fraction < 1.0:
         raise PipelineError(f"--val-fraction {val_fraction}: expected a fraction strictly between 0 and 1")
+    check_seed(seed)
     counts = np.bincount(labels)
     present = counts[counts > 0]
     validation_size = int(np.ceil(val_fraction * len(labels)))
@@ -40,6 +42,7 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
     if folds < 2:
         raise PipelineError(f"--folds {folds}: expected at least 2 (or 1 for a single holdout split)")
+    check_seed(seed)
     counts = np.bincount(labels)
     if counts[counts > 0].min() < folds:
         raise PipelineError(

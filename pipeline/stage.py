@@ -84,10 +84,11 @@ def code_digest(module_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def require(stage_name: str, hint: str) -> dict:
-    """The record of an earlier stage, whose outputs must still be as it wrote them."""
+def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
+    """The record of an earlier stage, whose outputs must still be as it wrote them; needs: the facts
+    of its `extra` that are read (a record without them, from another version, means run it again)."""
     record = cache.load_record(stage_name)
-    if record is None or not cache.outputs_intact(record):
+    if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
     return record
 
@@ -127,14 +128,17 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     started = time.perf_counter()
     values = train.resolve_preset(preset, **options)
     training = train.training_config(values)
-    run(download.define, console, force, source=source, competition=competition,
-        force_download=force)
-    run(prepare.define, console, force)
-    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
-    run(train.define, console, force, training=training, preset=preset)
-    predicted = run(predict.define, console, force, tta=training.tta)
-    if report:
-        run(report_stage.define, console, force)
-    console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
-                f" {predicted['extra']['submission']} (send it with `make submit`)")
+    # The lock is held from the first stage to the last (each stage takes it again, for free): another
+    # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
+    with cache.exclusive_lock():
+        run(download.define, console, force, source=source, competition=competition,
+            force_download=force)
+        run(prepare.define, console, force)
+        run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
+        run(train.define, console, force, training=training, preset=preset)
+        predicted = run(predict.define, console, force, tta=training.tta)
+        if report:
+            run(report_stage.define, console, force)
+        console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
+                    f" {cache.absolute_path(predicted['extra']['submission'])} (send it with `make submit`)")
     return predicted

@@ -38,7 +38,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         submission = runs.read_run(paths, run_id).get("submission")
         if not submission:
             raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
-        file = Path(submission)
+        file = cache.absolute_path(submission)
     file = Path(file) if file else newest_submission(paths.submissions)
     rows = validate_submission_file(file, competition)
     digest = cache.file_digest(file)

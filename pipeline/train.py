@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.cache import atomic_path, write_json
+from pipeline.cache import atomic_path, relative_name, require_free_space, write_json
 from pipeline.console import format_duration
 from pipeline.device import PRECISIONS, resolve_precision
 from pipeline.errors import PipelineError
@@ -65,6 +65,8 @@ class TrainingConfig:
                                 " add --final-model")
         if self.strategy not in ("default", "mirrored"):
             raise PipelineError(f"--strategy {self.strategy}: expected default or mirrored")
+        # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
+        config.check_seed(self.seed, models=self.members + int(self.final_model))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +127,7 @@ class _Checkpoint:
 
     def save(self, model, state: dict) -> dict:
         state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras")
+        require_free_space(self.folder, 2 * model_file_bytes(model), "a training checkpoint")
         with atomic_path(self.folder / state["model_file"]) as temporary:
             model.save(temporary)
         write_json(self.state_path, state)
@@ -212,7 +215,13 @@ def reseed_layers(model, seed: int, epoch: int) -> None:
         variable.assign(np.array([layer_seed, 0], dtype=variable.dtype))
 
 
+def model_file_bytes(model) -> int:
+    """About the size of a saved .keras file: float32 weights, Adam's two moments, and a margin."""
+    return 3 * 4 * model.count_params() + (1 << 20)
+
+
 def save_model(model, path: Path) -> None:
+    require_free_space(path.parent, model_file_bytes(model), path.name)
     with atomic_path(path) as temporary:
         model.save(temporary)
 
@@ -250,6 +259,7 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
                               validation_rows))
     if final_model:
         parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
+    config.check_seed(seed, models=len(parts))
     return parts
 
 
@@ -386,7 +396,7 @@ def define(paths, console, training: TrainingConfig, preset: str):
             "params": {**training.as_dict(), **upstream["split"]},
             "estimate": run_estimate, "parts": summaries,
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
-            "models": [str(path) for path in model_paths],
+            "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
         }
         runs.write_run(paths, run)
         shutil.rmtree(checkpoints, ignore_errors=True)

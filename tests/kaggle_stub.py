@@ -19,6 +19,8 @@ Modes (settable at any time through `stub.mode`):
     bad-request      400 with `stub.error_message` as the server's message
     drop             the zip is sent with its full Content-Length, then the socket closes half way
     upload-fails     the PUT of the submission file answers 500
+    silent           every API call is received and never answered (the connection stays open)
+    trickle          the API answers, but the zip comes one byte every `stub.trickle_interval_s`
 """
 
 import base64
@@ -40,7 +42,8 @@ FAKE_USERNAME = "stub-user"
 FAKE_KEY = "stubkey-0f1e2d3c4b5a69788796a5b4-SECRET"
 FAKE_TOKEN = "KGAT_stubtoken-5a4b3c2d1e0f-SECRET"
 
-MODES = ("ok", "unauthenticated", "rules", "not-found", "rate-limited", "bad-request", "drop", "upload-fails")
+MODES = ("ok", "unauthenticated", "rules", "not-found", "rate-limited", "bad-request", "drop", "upload-fails",
+         "silent", "trickle")
 RULES_MESSAGE = "You must accept this competition's rules before you'll be able to download files."
 SUBMIT_MESSAGE = "Successfully submitted to Digit Recognizer"
 API_PREFIX = "/api/v1/"
@@ -80,6 +83,8 @@ class KaggleStub:
         self.last_modified = last_modified if last_modified is not None else self.archive.stat().st_mtime
         self.error_message = "Bad request"
         self.retry_after_s = 30
+        self.trickle_interval_s = 0.2
+        self._stopping = threading.Event()  # ends the requests a silent or trickling stub holds open
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -154,6 +159,7 @@ class KaggleStub:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -307,6 +313,8 @@ class _StubHandler(BaseHTTPRequestHandler):
         except ValueError:
             return self._send_api_error(400, "request body is not JSON")
         self.stub._record("call", method_name, request)
+        if self.stub.mode == "silent":
+            return self._never_answer()
         if method_name == "IntrospectToken":  # checks an access token, before any other call
             return self._introspect_token(request)
         if not self.stub.accepts(self.headers.get("Authorization")):
@@ -363,7 +371,26 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.stub.mode == "drop":
             return self._drop_after(content[: len(content) // 2])
+        if self.stub.mode == "trickle":
+            return self._trickle(content)
         self.wfile.write(content)
+
+    def _never_answer(self) -> None:
+        """Keep the connection open and say nothing, as an overloaded or broken server does."""
+        self.stub._stopping.wait(SOCKET_TIMEOUT_S)
+        self.close_connection = True
+
+    def _trickle(self, content: bytes) -> None:
+        """One byte at a time, each well within any read timeout: only a deadline ends this."""
+        for index in range(len(content)):
+            if self.stub._stopping.wait(self.stub.trickle_interval_s):
+                break
+            try:
+                self.wfile.write(content[index:index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up and closed the connection
+                break
+        self.close_connection = True
 
     def _drop_after(self, partial_content: bytes) -> None:
         """Send part of the body, then close the socket: a connection lost mid-download."""

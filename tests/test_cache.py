@@ -108,3 +108,25 @@ def test_folder_digest_sees_a_changed_member(pipeline_root):
     (folder / "a.png").write_bytes(b"2")
     assert cache.path_digest(folder) != before
     assert cache.path_digest(pipeline_root / "missing") is None
+
+
+@pytest.mark.parametrize("text", ['[]', '"a string"', '{"key": 1}', '{"key": {"params": {}}, "outputs": [], "extra": {}}',
+                                  '{"key": {"params": {}}, "outputs": {"a": 1}, "extra": {}}', '\xff'])
+def test_record_of_the_wrong_shape_means_not_up_to_date(files, text):
+    """Issue 9: valid JSON of the wrong shape gave a traceback instead of a rerun."""
+    source, output = files
+    run(stage_for(source), output)
+    cache.record_path("toy").write_bytes(text.encode("latin-1"))
+    assert cache.load_record("toy") is None and cache.up_to_date(stage_for(source)) is None
+    assert run(stage_for(source), output)
+
+
+def test_cli_with_a_record_of_the_wrong_shape_is_one_line(tmp_path):
+    from conftest import run_pipeline
+
+    records = tmp_path / "data" / ".cache"
+    records.mkdir(parents=True)
+    (records / "train.json").write_text('{"key": {"params": {}}, "outputs": {}, "extra": {}}')
+    result = run_pipeline(tmp_path, "predict")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no train output yet" in result.stderr

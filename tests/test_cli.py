@@ -206,7 +206,7 @@ def test_ensemble_members_and_tta(tmp_path):
     assert "model 2 of 2 (member-1, seed 43)" in result.stdout and "test-time augmentation" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert len(run["models"]) == 2 and [part["name"] for part in run["parts"]] == ["member-0", "member-1"]
-    assert all(Path(path).is_file() for path in run["models"])
+    assert all((tmp_path / path).is_file() for path in run["models"])
     # both members predict the same 240 held-out rows; the estimate is of their average, with TTA
     assert run["estimate"]["images"] == 240 and run["estimate"]["models_per_row"] == 2 and run["estimate"]["tta"]
 
@@ -226,7 +226,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     # the estimate is the accuracy of the saved out-of-fold predictions, every row predicted once
     import numpy as np
 
-    out_of_fold = np.load(Path(run["models"][0]).parent / "out_of_fold.npz")
+    out_of_fold = np.load(tmp_path / Path(run["models"][0]).parent / "out_of_fold.npz")
     labels = np.load(tmp_path / "data" / "prepared" / "train_labels.npy")
     np.testing.assert_array_equal(out_of_fold["rows"], np.arange(2400))
     accuracy = float((out_of_fold["probabilities"].argmax(axis=1) == labels).mean())
@@ -277,3 +277,96 @@ def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
     assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
     assert f"{final['pseudo_labelled_images']} of 600 test images pseudo-labelled" in result.stdout
     assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
+
+
+def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_training(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extractall(folder)
+    sample = folder / "sample_submission.csv"
+    sample.write_text("\n".join(sample.read_text().splitlines()[:-1]) + "\n")  # one row fewer than test.csv
+    assert_ok(run_pipeline(tmp_path, "download", "--source", str(folder)))
+    result = run_pipeline(tmp_path, "prepare")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path}/data/raw/sample_submission.csv: 599 rows, expected 600")
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
+    """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
+    import os
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    source = tmp_path / "a path" / "it's here.zip"
+    source.parent.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip", source)
+    root = tmp_path / "project"
+    environment = {**os.environ, "PIPELINE_ROOT": str(root)}
+    # -o: never (re)build the virtual environment here; PYTHON: the interpreter running the tests.
+    result = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", f"PYTHON={sys.executable}",
+                             "download", f"SOURCE={source}"],
+                            cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((root / "data" / ".cache" / "download.json").read_text())
+    assert record["extra"]["source"] == "zip" and (root / "data" / "raw" / "train.csv").is_file()
+    assert str(source) in json.dumps(record)
+
+
+def test_make_quotes_every_option_and_keeps_the_switches():
+    """Values are one quoted shell word each (FOLDS and SEED too); FINAL_MODEL, PSEUDO_LABEL and TTA
+    are switches, 1 or 0, that give --NAME or --no-NAME."""
+    import shlex
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "PYTHON=python", "all",
+                             "SOURCE=a b/it's.zip", "FOLDS=3", "SEED=7", "FINAL_MODEL=1", "PSEUDO_LABEL=0", "TTA=1"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    words = shlex.split(result.stdout.strip().splitlines()[-1])
+    assert words[words.index("--source") + 1] == "a b/it's.zip"
+    assert words[words.index("--folds") + 1] == "3" and words[words.index("--seed") + 1] == "7"
+    assert "--final-model" in words and "--no-pseudo-label" in words and "--tta" in words
+
+
+@pytest.mark.slow
+def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root, tmp_path):
+    """Issue 9: records and run.json held absolute paths, so a moved checkout pointed at the old place."""
+    import shutil
+
+    before, _ = finished_root
+    after = tmp_path / "moved"
+    shutil.copytree(before, after, symlinks=True)  # a copy: the other tests still read the original
+    again = assert_ok(run_pipeline(after, "all", *QUICK))
+    lines = stage_lines(again.stdout)
+    assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
+    written = [path for path in after.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".html")]
+    assert written and not [path for path in written if str(before) in path.read_text(errors="replace")]
+    run = json.loads(next((after / "data" / "models").glob("*/run.json")).read_text())
+    assert (after / run["submission"]).is_file() and all((after / path).is_file() for path in run["models"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
+    """Issue 9: Ctrl-C exited 130 with nothing printed."""
+    for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
+        assert_ok(run_pipeline(tmp_path, *stage))
+    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--preset", "quick", "--epochs", "4"],
+                               cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json")):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
+    # (that it resumes: test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends)
+    assert list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"))

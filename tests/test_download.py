@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from pipeline import config
+from pipeline import config, download
 from pipeline.download import (copy_competition_folder, extract_competition_files,
                                remove_stale_optional_files, resolve_source)
 from pipeline.errors import PipelineError
@@ -91,3 +91,76 @@ def test_resolve_source(tmp_path):
     assert resolve_source(str(tmp_path), None) == ("folder", tmp_path.resolve())
     with pytest.raises(PipelineError, match="no such file or folder"):
         resolve_source(str(tmp_path / "missing.zip"), None)
+
+
+OLD_RAW = {"train.csv": "old train", "test.csv": "old test", "sample_submission.csv": "old sample"}
+
+
+def raw_with_old_files(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, text in OLD_RAW.items():
+        (raw / name).write_text(text)
+    return raw
+
+
+def assert_unchanged(raw):
+    assert {path.name: path.read_text() for path in raw.iterdir()} == OLD_RAW
+
+
+def test_archive_refused_half_way_leaves_raw_as_it_was(tmp_path, monkeypatch):
+    """Issue 9: the members before the refused one had already replaced the old files."""
+    monkeypatch.setattr(download, "MAX_MEMBER_BYTES", 100)
+    archive = make_zip(tmp_path / "c.zip", {"sample_submission.csv": "new", "test.csv": "new",
+                                            "train.csv": "x" * 1000})
+    raw = raw_with_old_files(tmp_path)
+    with pytest.raises(PipelineError, match="member train.csv is 1000 bytes"):
+        extract_competition_files(archive, raw)
+    assert_unchanged(raw)
+
+
+def test_corrupt_archive_leaves_raw_as_it_was(tmp_path):
+    data = bytearray(make_zip(tmp_path / "ok.zip", {"test.csv": "new", "train.csv": "label,pixel0\n" * 500}).read_bytes())
+    data[data.index(b"label,pixel0") + 100] ^= 0xFF
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    raw = raw_with_old_files(tmp_path)
+    with pytest.raises(PipelineError, match="not a readable zip"):
+        extract_competition_files(tmp_path / "bad.zip", raw)
+    assert_unchanged(raw)
+
+
+def test_folder_link_to_a_file_outside_is_refused(tmp_path):
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:the first line of a system file\n")
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "train.csv").symlink_to(secret)
+    (folder / "test.csv").write_text("s")
+    raw = raw_with_old_files(tmp_path)
+    with pytest.raises(PipelineError, match="a link to a file outside") as caught:
+        copy_competition_folder(folder, raw)
+    assert "root:x" not in str(caught.value)
+    assert_unchanged(raw)
+
+
+def test_folder_link_inside_the_folder_is_followed(tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "train-v2.csv").write_text("t")
+    (folder / "train.csv").symlink_to(folder / "train-v2.csv")
+    (folder / "test.csv").write_text("s")
+    copy_competition_folder(folder, tmp_path / "raw")
+    assert (tmp_path / "raw" / "train.csv").read_text() == "t" and not (tmp_path / "raw" / "train.csv").is_symlink()
+
+
+def test_folder_file_too_large_is_refused_before_copying(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "MAX_MEMBER_BYTES", 100)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "train.csv").write_text("x" * 1000)
+    (folder / "test.csv").write_text("s")
+    raw = raw_with_old_files(tmp_path)
+    with pytest.raises(PipelineError, match="train.csv: 1000 bytes, far larger"):
+        copy_competition_folder(folder, raw)
+    assert_unchanged(raw)

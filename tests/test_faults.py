@@ -99,3 +99,121 @@ def test_model_file_that_runs_code_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(PipelineError, match="cannot load this model safely"):
         load_models([path])
+
+
+def timed_lines(process, lines):
+    for line in process.stdout:
+        lines.append((time.monotonic(), line))
+
+
+def lock_free_moments(root, running, moments):
+    """Try the checkout's lock without waiting, again and again, while running() is true; note when it was free."""
+    import fcntl
+
+    lock_path = root / "data" / ".pipeline.lock"
+    while running():
+        if lock_path.exists():
+            with open(lock_path, "a+") as lock_file:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                moments.append(time.monotonic())
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        time.sleep(0.0005)
+
+
+@pytest.mark.slow
+def test_a_chain_holds_the_lock_from_start_to_end_and_a_second_one_waits(tmp_path):
+    """Issue 9: the lock was per stage, so a second `make all` with another seed could slip its
+    split in between the first one's stages. Now a chain holds the lock from start to end."""
+    import threading
+
+    first = start_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--seed", "1")
+    first_lines, free_moments = [], []
+    threads = [threading.Thread(target=timed_lines, args=(first, first_lines)),
+               threading.Thread(target=lock_free_moments, args=(tmp_path, lambda: first.poll() is None, free_moments))]
+    for thread in threads:
+        thread.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None and not (tmp_path / "data" / "models" / ".checkpoints").exists():
+        time.sleep(0.02)
+    second = start_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--seed", "2")
+    second_lines = []
+    threads.append(threading.Thread(target=timed_lines, args=(second, second_lines)))
+    threads[-1].start()
+    first.wait(timeout=400)
+    second.wait(timeout=400)
+    for thread in threads:
+        thread.join(timeout=30)
+    first_stderr, second_stderr = first.stderr.read(), second.stderr.read()
+    assert first.returncode == 0 and second.returncode == 0, (first_stderr, second_stderr)
+    started, done = first_lines[0][0], next(moment for moment, line in first_lines if line.startswith("done in"))
+    inside = [moment for moment in free_moments if started < moment < done]
+    assert not inside, f"the lock was free {len(inside)} times while the first chain ran"
+    assert "waiting for another pipeline process" in second_stderr
+    second_split = next(moment for moment, line in second_lines if line.startswith("split:"))
+    assert second_split > done, "the second chain ran a stage while the first was running"
+    seeds = sorted(json.loads(path.read_text())["params"]["seed"] for path in (tmp_path / "data" / "models").glob("*/run.json"))
+    assert seeds == [1, 2]
+    assert_records_match_files(tmp_path)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    return result.stderr.strip()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs (needs root and mount); the test may remount it with other options."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); test_write_beyond_a_file_size_limit covers the code path")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_full_disk_then_read_only_folder_give_one_line_and_a_rerun_works(small_disk):
+    """Issue 9: a 16 MB disk gave a traceback (once a segmentation fault) while saving the model."""
+    options = ["all", "--preset", "quick", "--epochs", "1", "--no-report"]
+    message = one_error_line(run_pipeline(small_disk, *options))
+    assert str(small_disk) in message and ("No space left on device" in message or "MB free" in message), message
+    assert_records_match_files(small_disk)
+    assert not list(small_disk.rglob(".tmp-*")), "a half-written file was left behind"
+
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)
+    rerun = run_pipeline(small_disk, *options)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "download: up to date" in rerun.stdout and len(list((small_disk / "submissions").glob("*.csv"))) == 1
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    message = one_error_line(run_pipeline(small_disk, "split", "--seed", "3"))
+    assert "Read-only file system" in message and str(small_disk / "data") in message, message
+
+
+def test_write_beyond_a_file_size_limit_is_one_line_and_keeps_earlier_outputs(tmp_path):
+    """A write that fails (EFBIG under a file-size limit, as ENOSPC on a full disk), without root."""
+    import resource
+
+    assert run_pipeline(tmp_path, "download", "--source", "sample").returncode == 0
+    raw_before = {path.name: path.read_bytes() for path in (tmp_path / "data" / "raw").iterdir()}
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, 4_000_000))
+
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
+    result = subprocess.run([sys.executable, "-m", "pipeline", "prepare"], cwd=PROJECT_ROOT, env=environment,
+                            capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    message = one_error_line(result)
+    assert message.startswith(f"error: {tmp_path}/data/prepared/train_images.npy: cannot write (File too large)"), message
+    assert {path.name: path.read_bytes() for path in (tmp_path / "data" / "raw").iterdir()} == raw_before
+    assert not (tmp_path / "data" / ".cache" / "prepare.json").exists()
+    assert not list(tmp_path.rglob(".tmp-*"))
+    assert run_pipeline(tmp_path, "prepare").returncode == 0  # without the limit

@@ -111,3 +111,28 @@ def test_group_readable_kaggle_json_is_warned_about(tmp_path):
         result = run_pipeline(tmp_path / "project", "download", "--source", "kaggle", env=env)
     assert result.returncode == 0, result.stderr
     assert "chmod 600" in result.stderr and FAKE_KEY not in result.stderr
+
+
+def test_killed_kaggle_download_leaves_no_temporary_behind(tmp_path):
+    """Issue 9: the client's staging folder outlived a killed download for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "project"
+    raw = root / "data" / "raw"
+    with KaggleStub(mode="silent") as stub:
+        env = {**stub.client_env(tmp_path), "PIPELINE_ROOT": str(root)}
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", "download", "--source", "kaggle"],
+                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (raw.is_dir() and any(path.name.startswith(".") for path in raw.iterdir())):
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert [path.name for path in raw.iterdir() if path.name.startswith(".")], "the download never started"
+    result = run_pipeline(root, "download", "--source", "sample")
+    assert result.returncode == 0, result.stderr
+    assert [path.name for path in raw.iterdir() if path.name.startswith(".")] == []

@@ -88,3 +88,32 @@ def test_newest_submission(tmp_path):
     import os
     os.utime(older, (1, 1))
     assert newest_submission(tmp_path) == newer
+
+
+@pytest.mark.parametrize("run_id", ["../evil", "..", "/etc", "a/../../evil", ".hidden", ""])
+def test_run_id_with_a_path_in_it_is_refused(pipeline_root, run_id):
+    """Issue 9: `submit --run ../evil` read data/evil/run.json and sent the file it named."""
+    from pipeline import config, runs
+
+    evil = pipeline_root / "data" / "evil"
+    evil.mkdir(parents=True)
+    (evil / "run.json").write_text('{"id": "evil", "submission": "/etc/hostname"}')
+    with pytest.raises(PipelineError, match="not a run id"):
+        runs.read_run(config.paths(), run_id)
+
+
+def test_model_with_the_wrong_outputs_is_refused(tmp_path):
+    """Issue 9: a model giving 5 values per image crashed predict with a traceback."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from pipeline.model import load_models
+
+    inputs = keras.Input(shape=(28, 28, 1))
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inputs))
+    path = tmp_path / "five.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(PipelineError, match=r"five.keras: the model takes \(None, 28, 28, 1\) and gives \(None, 5\)"):
+        load_models([path])

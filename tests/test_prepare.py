@@ -131,3 +131,67 @@ def test_bom_crlf_and_quotes_are_still_valid(tmp_path):
     expected = np.array([row[1:] for row in rows], dtype=np.uint8)
     np.testing.assert_array_equal(pixels, expected)
     np.testing.assert_array_equal(labels, [0, 1, 2])
+
+
+def test_unterminated_quote_is_named_not_rows_dropped(tmp_path):
+    """A `"12` would make a CSV reader swallow every line after it into one cell (issue 9)."""
+    lines = csv_text(valid_rows(6), TRAIN_HEADER).splitlines()
+    cells = lines[3].split(",")
+    cells[40] = '"12'
+    lines[3] = ",".join(cells)
+    message = refused(write(tmp_path, "\n".join(lines) + "\n"))
+    assert "line 4: unterminated quote" in message
+
+
+def test_unterminated_quote_in_test_file_is_refused_too(tmp_path):
+    lines = csv_text([[7] * 784] * 40, TEST_HEADER).splitlines()
+    lines[10] = '"' + lines[10]
+    assert "line 11: unterminated quote" in refused(write(tmp_path, "\n".join(lines) + "\n", "test.csv"), with_labels=False)
+
+
+def test_written_images_equal_to_images(tmp_path):
+    from pipeline.prepare import write_images
+
+    pixels = np.random.default_rng(1).integers(0, 256, (10, 784), dtype=np.uint8)
+    write_images(tmp_path / "images.npy", pixels, rows_per_block=3)
+    np.testing.assert_array_equal(np.load(tmp_path / "images.npy"), to_images(pixels))
+
+
+def test_reading_needs_memory_near_the_size_of_the_pixels(tmp_path):
+    """Issue 9: prepare peaked at 12 times the CSV's size. What Python and numpy allocate must stay
+    near the size of the uint8 arrays returned (the full-size figure, RSS: README, faults table)."""
+    import tracemalloc
+
+    rows = np.random.default_rng(2).integers(0, 256, (3000, 785))
+    rows[:, 0] %= 10
+    path = tmp_path / "train.csv"
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=",".join(TRAIN_HEADER), comments="")
+    read_digits_csv(path, with_labels=True)  # once before measuring: first calls set up pyarrow
+    tracemalloc.start()
+    try:
+        pixels, labels = read_digits_csv(path, with_labels=True)
+        _, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    output_bytes = pixels.nbytes + labels.nbytes
+    assert pixels.shape == (3000, 784) and path.stat().st_size > 3 * output_bytes
+    # the returned arrays, a copy of them, and a few 1 MB blocks of the file being scanned
+    assert traced_peak < 2 * output_bytes + 4e6, f"{traced_peak / 1e6:.1f} MB traced for {output_bytes / 1e6:.1f} MB of pixels"
+
+
+def test_sample_submission_ids_must_be_those_of_test_csv(tmp_path):
+    """Issue 9: a sample_submission.csv that disagrees with test.csv was found only after training."""
+    from pipeline.prepare import check_sample_submission
+
+    sample = tmp_path / "sample_submission.csv"
+    check_sample_submission(sample, 3)  # none: nothing to check
+    sample.write_text("ImageId,Label\n1,0\n2,0\n3,0\n")
+    check_sample_submission(sample, 3)
+    with pytest.raises(PipelineError, match=r"sample_submission.csv: 3 rows, expected 4 \(one per test image\)"):
+        check_sample_submission(sample, 4)
+    sample.write_text("ImageId,Label\n1,0\n3,0\n2,0\n")
+    with pytest.raises(PipelineError, match=r"sample_submission.csv line 3, column ImageId: 3, expected 2"):
+        check_sample_submission(sample, 3)
+    sample.write_text("ImageId,Label\n1,0\nx,0\n")
+    with pytest.raises(PipelineError, match=r"line 3, column ImageId: 'x' is not an integer"):
+        check_sample_submission(sample, 2)

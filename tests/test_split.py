@@ -64,3 +64,40 @@ def test_folds_refuse_too_few_images_of_a_class():
         stratified_folds(labels, 3, seed=0)
     with pytest.raises(PipelineError, match="--folds 1"):
         stratified_folds(labels, 1, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 10**30])
+def test_seed_out_of_range_is_one_line(seed):
+    with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
+        stratified_split(unbalanced_labels(), 0.1, seed=seed)
+    from pipeline.split import stratified_folds
+
+    with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
+        stratified_folds(unbalanced_labels(), 3, seed=seed)
+
+
+def test_training_seeds_must_fit_every_ensemble_member():
+    from pipeline.train import resolve_preset, training_config
+
+    def check(**options):
+        training_config(resolve_preset("quick", final_model=False, pseudo_label=False, **options))
+
+    check(seed=2**31 - 1)
+    for seed, members in [(-1, 1), (2**40, 1), (2**31 - 2, 5)]:
+        with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0"):
+            check(seed=seed, members=members)
+    with pytest.raises(PipelineError, match=rf"--seed {2**31 - 1}: expected an integer from 0 to {2**31 - 2}"):
+        training_config(resolve_preset("quick", seed=2**31 - 1, members=1, final_model=True, pseudo_label=False))
+
+
+def test_every_model_of_a_run_gets_a_seed_in_range():
+    """A run's models use seeds seed, seed + 1, ... one per part: folds and a final model count too."""
+    from pipeline.train import plan_parts
+
+    folds = {"fold": np.array([0, 1, 2] * 4)}
+    top = 2**31 - 3
+    assert [part.seed for part in plan_parts(folds, 12, 1, top, False)] == [top, top + 1, top + 2]
+    with pytest.raises(PipelineError, match=rf"--seed {top}: expected an integer from 0 to {2**31 - 4}"):
+        plan_parts(folds, 12, 1, top, True)
+    with pytest.raises(PipelineError, match=rf"--seed {top}: expected an integer from 0"):
+        plan_parts(folds, 12, 2, top, False)
