@@ -1,5 +1,6 @@
 """download and submit through the CLI, with the real kaggle client against the local stand-in API."""
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
         assert stub.submitted_files == [submission.read_bytes()]
         run_id = submission.stem
         assert stub.submission_descriptions[0].startswith(f"run {run_id}: small")
-        assert "val_acc" in stub.submission_descriptions[0]
+        # the message names the run's estimate (main renamed val_acc to the estimate and its kind)
+        assert re.search(r"estimate [01]\.\d{4} \(holdout\)", stub.submission_descriptions[0]), stub.submission_descriptions[0]
 
         again = run_pipeline(root, "submit", env=env)
         assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
