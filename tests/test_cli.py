@@ -1,6 +1,7 @@
 """The whole pipeline through its CLI on the bundled sample: real files, real TensorFlow training."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,21 @@ def assert_ok(result):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     return result
+
+
+def kill_once_checkpointed(root: Path, args: list[str], part: str, completed_epochs: int) -> None:
+    """Run the pipeline and SIGKILL it once the named model's checkpoint has that many epochs."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(root), "KAGGLE_CONFIG_DIR": str(root / "no-kaggle")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        states = list((root / "data" / "models" / ".checkpoints").glob(f"*/{part}/state.json"))
+        if states and json.loads(states[0].read_text())["completed_epochs"] >= completed_epochs:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -130,18 +146,7 @@ def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pa
         assert_ok(run_pipeline(root, "split"))
     reference = assert_ok(run_pipeline(reference_root, "train", *options))
 
-    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(interrupted_root)}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", *options], cwd=PROJECT_ROOT,
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    state_files = interrupted_root / "data" / "models" / ".checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        states = list(state_files.glob("*/member-0/state.json"))
-        if states and json.loads(states[0].read_text())["completed_epochs"] >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_once_checkpointed(interrupted_root, ["train", *options], "member-0", completed_epochs=2)
     assert not (interrupted_root / "data" / ".cache" / "train.json").exists()
 
     resumed = assert_ok(run_pipeline(interrupted_root, "train", *options))
@@ -260,19 +265,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
 @pytest.mark.slow
 def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
     options = ["--preset", "quick", "--epochs", "2", "--folds", "2", "--no-report"]
-    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(tmp_path),
-                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", *options], cwd=PROJECT_ROOT,
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    checkpoints = tmp_path / "data" / "models" / ".checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        states = list(checkpoints.glob("*/fold-1/state.json"))
-        if states and json.loads(states[0].read_text())["completed_epochs"] >= 1:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_once_checkpointed(tmp_path, ["all", *options], "fold-1", completed_epochs=1)
     resumed = assert_ok(run_pipeline(tmp_path, "all", *options))
     epoch_lines = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
     # fold-0 finished before the kill: loaded, not retrained; fold-1 goes on from its epoch 1
