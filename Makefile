@@ -4,6 +4,14 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+# Only what the locks name, each file checked against its hash.
+PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes
+# The lock: requirements.txt from pyproject.toml's dependencies (and pip, setuptools); tests/requirements.txt
+# from its test and dev groups, at the same versions. For every platform, Python 3.11 and newer.
+# `make lock` keeps every pin it can; `make lock UPGRADE=1` moves everything to the newest releases allowed.
+LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet \
+	$(if $(UPGRADE),--upgrade,)
 
 # Options given on the make command line become the CLI's options; unset ones keep its defaults.
 # Each value is one shell word, single-quoted (a quote inside it as '\''): SOURCE="my data/x.zip" works.
@@ -20,7 +28,7 @@ ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit test test-fast bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs submit test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,13 +36,22 @@ help: ## List the targets
 	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N FOLDS=K VAL_FRACTION=F FINAL_MODEL=1|0"
 	@echo "           PSEUDO_LABEL=1|0 TTA=1|0 PRECISION=auto|float32|mixed_bfloat16|mixed_float16 FORCE=1 QUIET=1"
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv from the pinned requirements.txt (done by every target that needs it)
+$(DEV_STAMP): $(STAMP) tests/requirements.txt
+	$(PIP_INSTALL) -r tests/requirements.txt
+	touch $(DEV_STAMP)
+
+venv: $(STAMP) ## Create .venv from the lock, requirements.txt (done by every target that needs it)
+
+lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
+	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt
+	$(VENV)/bin/uv pip compile --group pyproject.toml:test --group pyproject.toml:dev -c requirements.txt \
+		$(LOCK_OPTIONS) -o tests/requirements.txt
 
 all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
 	$(PIPELINE) all $(ALL_OPTS)
@@ -63,14 +80,17 @@ runs: $(STAMP) ## List every training run, best first, and what the run cache ke
 submit: $(STAMP) ## Send the newest submission to Kaggle (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) $(if $(FORCE),--force,)
 
-bench: $(STAMP) ## Baseline vs default side by side: time, images/s, accuracy, memory (BENCH_SOURCE=...)
+bench: $(STAMP) ## Baseline vs default side by side on the zip `download` cached, else the sample (BENCH_SOURCE=zip)
 	$(PIPELINE) bench $(call opt,BENCH_SOURCE,--source)
 
-test: $(STAMP) ## The test suite (about 6 minutes on 2 cores)
+test: $(DEV_STAMP) ## The test suite (about 7 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
-test-fast: $(STAMP) ## The tests not marked slow
+test-fast: $(DEV_STAMP) ## The tests not marked slow
 	$(PYTHON) -m pytest -m "not slow"
+
+lint: $(DEV_STAMP) ## ruff's checks of the code (CI runs them too)
+	$(VENV)/bin/ruff check pipeline tests
 
 clean: ## Remove everything the pipeline wrote under data/ (keeps submissions/ and the bundled sample)
 	find data -mindepth 1 -maxdepth 1 ! -name sample -exec rm -rf {} +

@@ -33,10 +33,10 @@ COLUMNS = (
 )
 
 
-def default_source() -> str:
-    """The full-size offline copy beside the project when there is one, else the bundled sample."""
-    full_size = config.PROJECT_ROOT.parent / "shared" / "kaggle" / "digit-recognizer.zip"
-    return str(full_size) if full_size.is_file() else "sample"
+def default_source(paths: config.Paths) -> str:
+    """The competition zip that `download --source kaggle` cached in data/raw/, else the bundled sample."""
+    cached = paths.raw / f"{config.COMPETITION}.zip"
+    return str(cached) if cached.is_file() else "sample"
 
 
 def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str]) -> dict:
@@ -47,7 +47,8 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
                "--no-report", *extra_options]
     started = time.perf_counter()
     with open(work_dir / "log.txt", "w") as log:
-        process = subprocess.Popen(command, cwd=config.PROJECT_ROOT, env=environment, stdout=log,
+        # From the folder that holds this package, `python -m pipeline` finds it, installed or not.
+        process = subprocess.Popen(command, cwd=config.PACKAGE_DIR.parent, env=environment, stdout=log,
                                    stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -109,7 +110,10 @@ def run_bench(console, source: str | None, presets: str, epochs: int | None) -> 
     from pipeline.console import import_tensorflow_quietly
 
     paths = config.paths()
-    source = source or default_source()
+    source = source or default_source(paths)
+    if source == "sample":
+        console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
+                    " (its zip is cached in data/raw/) or give --source PATH to a competition zip")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for preset in [name.strip() for name in presets.split(",") if name.strip()]:

@@ -9,7 +9,6 @@ record is written last, so a stage killed half way leaves nothing a later run ta
 """
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pipeline import config
 from pipeline.errors import PipelineError, write_error
@@ -175,38 +176,33 @@ def write_json(path: Path, value) -> None:
         temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-_locks_held: set[str] = set()
-
-
 @contextlib.contextmanager
 def exclusive_lock(name: str = "pipeline"):
     """One pipeline process at a time per checkout: a second `make all` waits instead of racing the first.
 
-    Re-entrant within a process: a chain (`all`) takes it once for its whole run, so no other
-    process can change a stage's inputs between two of its stages, and each stage inside takes it
-    again for free. (flock alone would deadlock: a second open of the file is another lock.)
+    Re-entrant within a thread: filelock hands one object per lock file (is_singleton) and counts
+    nested acquisitions, so a chain (`all`) takes it once for its whole run, and no other process can
+    change a stage's inputs between two of its stages, while each stage inside takes it again for free.
+    An OS lock (flock, or LockFileEx on Windows): a killed holder frees it.
     """
-    if name in _locks_held:
-        yield
-        return
     make_folder(config.paths().data)
     lock_path = config.paths().data / f".{name}.lock"
+    lock = FileLock(lock_path, is_singleton=True)
+    outermost = not lock.is_locked
     try:
-        lock_file = open(lock_path, "a+")
-    except OSError as error:
-        raise (write_error(error, lock_path) or error) from None
-    with lock_file:
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock.acquire(timeout=0)
+        except Timeout:
             print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-        _locks_held.add(name)
-        try:
+            lock.acquire()
+    except OSError as error:  # a read-only folder: one line naming the file
+        raise (write_error(error, lock_path) or error) from None
+    try:
+        if outermost:  # a nested holder's own temporaries are still being written
             remove_stale_temporaries()
-            yield
-        finally:
-            _locks_held.discard(name)
+        yield
+    finally:
+        lock.release()
 
 
 def remove_stale_temporaries() -> None:

@@ -7,24 +7,30 @@ pipeline.stage runs them. Options left unset take the preset's value (pipeline.c
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-from pipeline import bench, config, download, predict, prepare, report, runs, split, stage, submit, train
+from pipeline import __version__, bench, config, download, predict, prepare, report, runs, split, stage, submit, train
+from pipeline.device import PRECISIONS
 from pipeline.console import Console
 from pipeline.errors import PipelineError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Kaggle digit-recognizer pipeline: download -> prepare -> split -> train -> predict -> submit.",
 )
 
 DEFAULT = config.PRESETS[config.DEFAULT_PRESET]
+# The choices as types: --help lists them and the parser refuses anything else, with the list.
+PresetName = Literal[tuple(config.PRESETS)]
+Architecture = Literal[config.ARCHITECTURES]
+Precision = Literal[PRECISIONS]
+Strategy = Literal[config.STRATEGIES]
 FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
@@ -37,13 +43,13 @@ SEED = typer.Option(None, help=f"Random seed: the split, the weights' initialisa
                                f" (default {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
                       " recipe), best (ensemble with test-time augmentation), baseline (the MLP).")
-MODEL = typer.Option(None, help=f"Architecture: {', '.join(config.ARCHITECTURES)} (default: the preset's).")
+MODEL = typer.Option(None, help="Architecture (default: the preset's).")
 EPOCHS = typer.Option(None, help="Epochs (default: the preset's).")
 BATCH_SIZE = typer.Option(None, help="Batch size (default: the preset's).")
 LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's).")
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
-PRECISION = typer.Option(None, help="auto (bfloat16 where the hardware computes in it, float16 on older GPUs, else"
-                                    " float32), float32, mixed_bfloat16 or mixed_float16 (default: auto).")
+PRECISION = typer.Option(None, help="auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else"
+                                    " float32 (default: the preset's).")
 PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
                             help="The model on all rows also learns the test images the other models label with"
                                  " probability >= 0.995 (default: the preset's: off).")
@@ -51,8 +57,10 @@ FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
 DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
-STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU.")
+STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU (default: default).")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
+TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
+                                                        " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
 def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
@@ -63,9 +71,17 @@ def training_options(model, epochs, batch_size, learning_rate, seed, members, pr
                 final_model=final_model, tta=tta, pseudo_label=pseudo_label)
 
 
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"digit-recognizer {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(context: typer.Context,
-                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")):
+                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+                 version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                              help="Print the version and exit.")):
     context.obj = Console(quiet=quiet)
 
 
@@ -93,17 +109,18 @@ def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FR
 
 @app.command("train")
 def train_command(
-    context: typer.Context, preset: str = PRESET, model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS,
-    batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
-    seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[str] = PRECISION,
-    deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
-    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, force: bool = FORCE,
+    context: typer.Context, preset: PresetName = PRESET, model: Optional[Architecture] = MODEL,
+    epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
+    seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
+    deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
+    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, tensorboard: bool = TENSORBOARD,
+    force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label)
     stage.run(train.define, context.obj, force, preset=preset,
-              training=train.training_config(train.resolve_preset(preset, **options)))
+              training=train.training_config(train.resolve_preset(preset, **options)), tensorboard=tensorboard)
 
 
 @app.command("predict")
@@ -142,7 +159,8 @@ def submit_command(
 @app.command("bench")
 def bench_command(
     context: typer.Context,
-    source: Optional[str] = typer.Option(None, help="Data to run on (default: ../shared/kaggle/digit-recognizer.zip if present, else sample)."),
+    source: Optional[str] = typer.Option(None, help="Data to run on: sample, or a PATH to a competition zip or folder"
+                                         " (default: the zip `download --source kaggle` cached in data/raw/, else sample)."),
     presets: str = typer.Option("baseline,default", help="Comma-separated presets to compare."),
     epochs: Optional[int] = typer.Option(None, help="Override every preset's epochs (for a quick look)."),
 ):
@@ -154,12 +172,13 @@ def bench_command(
 def all_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION,
     val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
-    preset: str = PRESET,
-    model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
+    preset: PresetName = PRESET,
+    model: Optional[Architecture] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
     learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
-    precision: Optional[str] = PRECISION, deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY,
+    precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
+    strategy: Optional[Strategy] = STRATEGY,
     final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL,
-    tta: Optional[bool] = TTA,
+    tta: Optional[bool] = TTA, tensorboard: bool = TENSORBOARD,
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
@@ -167,7 +186,7 @@ def all_command(
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
-                  report, force)
+                  report, force, tensorboard)
 
 
 def main() -> None:

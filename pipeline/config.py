@@ -9,11 +9,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
 
-# Shipped with the code, so it is found relative to the package, not to the run's root.
-SAMPLE_ARCHIVE = PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip"
-SAMPLE_ANSWERS = PROJECT_ROOT / "data" / "sample" / "test_answers.csv"
+
+def _sample_folder() -> Path:
+    """The bundled sample ships with the code: inside the installed package (pipeline/sample/ of a
+    wheel), else data/sample/ of the checkout (run from it, or installed with `pip install -e .`)."""
+    packaged = PACKAGE_DIR / "sample"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "data" / "sample"
+
+
+SAMPLE_FOLDER = _sample_folder()
+SAMPLE_ARCHIVE = SAMPLE_FOLDER / "digit-recognizer-sample.zip"
+SAMPLE_ANSWERS = SAMPLE_FOLDER / "test_answers.csv"
 
 COMPETITION = "digit-recognizer"
 IMAGE_SIZE = 28
@@ -21,6 +29,7 @@ IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 ARCHITECTURES = ("cnn", "small", "deotte", "mlp")  # built by pipeline.model
+STRATEGIES = ("default", "mirrored")  # mirrored: every local GPU (or logical CPU device)
 
 
 # Seeds go to scikit-learn, NumPy and TensorFlow: every one of them takes 0 .. 2**31 - 1.
@@ -39,7 +48,7 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 
 @dataclass(frozen=True)
 class Paths:
-    """Every file and folder a stage reads or writes, under one root (the checkout or PIPELINE_ROOT)."""
+    """Every file and folder a stage reads or writes, under one root (the current folder or PIPELINE_ROOT)."""
 
     root: Path
 
@@ -120,8 +129,9 @@ class Paths:
 
 
 def paths() -> Paths:
-    """The paths of this run: under PIPELINE_ROOT when set (the tests set it), else the checkout."""
-    return Paths(Path(os.environ.get("PIPELINE_ROOT", PROJECT_ROOT)).resolve())
+    """The paths of this run: under PIPELINE_ROOT when set (the tests set it), else the current folder
+    (the checkout for `make`): never inside the installed package."""
+    return Paths(Path(os.environ.get("PIPELINE_ROOT") or Path.cwd()).resolve())
 
 
 # The default recipe (README, "Accuracy and speed"): Deotte's CNN topology, 18 epochs of a warm-up

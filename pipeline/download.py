@@ -64,7 +64,7 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
             missing = [name for name in REQUIRED_FILES if name not in members]
             if missing:
                 raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive (expected the competition's files)")
-            for file_name, info in sorted(members.items()):
+            for _, info in sorted(members.items()):
                 if info.file_size > MAX_MEMBER_BYTES:
                     raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
             with _staging_folder(target_dir) as staging:

@@ -120,7 +120,7 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
 
 
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
-            force: bool) -> dict:
+            force: bool, tensorboard: bool = False) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
     from pipeline import download, predict, prepare, split, train
     from pipeline import report as report_stage
@@ -135,7 +135,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
             force_download=force)
         run(prepare.define, console, force)
         run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
-        run(train.define, console, force, training=training, preset=preset)
+        run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard)
         predicted = run(predict.define, console, force, tta=training.tta)
         if report:
             run(report_stage.define, console, force)

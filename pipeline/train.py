@@ -25,7 +25,7 @@ import numpy as np
 from pipeline import config
 from pipeline.cache import atomic_path, relative_name, require_free_space, write_json
 from pipeline.console import format_duration
-from pipeline.device import PRECISIONS, resolve_precision
+from pipeline.device import resolve_precision
 from pipeline.errors import PipelineError
 
 
@@ -48,8 +48,7 @@ class TrainingConfig:
     strategy: str
 
     def check(self) -> None:
-        if self.architecture not in config.ARCHITECTURES:
-            raise PipelineError(f"--model {self.architecture}: expected one of {', '.join(config.ARCHITECTURES)}")
+        """The numbers and combinations; the names (--model, --precision, --strategy) are checked by the CLI's parser."""
         if self.epochs < 1:
             raise PipelineError(f"--epochs {self.epochs}: expected at least 1")
         if not 0 < self.learning_rate < 1:
@@ -58,13 +57,9 @@ class TrainingConfig:
             raise PipelineError(f"--batch-size {self.batch_size}: expected at least 1")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
-        if self.precision not in PRECISIONS:
-            raise PipelineError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.pseudo_label and not self.final_model:
             raise PipelineError("--pseudo-label: the pseudo-labelled test images are learnt by the model on all rows;"
                                 " add --final-model")
-        if self.strategy not in ("default", "mirrored"):
-            raise PipelineError(f"--strategy {self.strategy}: expected default or mirrored")
         # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
         config.check_seed(self.seed, models=self.members + int(self.final_model))
 
@@ -74,8 +69,6 @@ class TrainingConfig:
 
 def resolve_preset(preset: str, **overrides) -> dict:
     """The preset's values with every option that was given (not None) in their place."""
-    if preset not in config.PRESETS:
-        raise PipelineError(f"--preset {preset}: expected one of {', '.join(config.PRESETS)}")
     return {**config.PRESETS[preset], **{name: value for name, value in overrides.items() if value is not None}}
 
 
@@ -138,13 +131,15 @@ class _Checkpoint:
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
-                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0):
+                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0,
+                  tensorboard_dir: Path | None = None):
     """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
     val_images None: a model on all rows, checked on nothing. The validation accuracy of every
     epoch is kept in the history as a curve; no epoch is chosen by it. A checkpoint_folder holding
     a state resumes from it (a finished model just loads). epochs_after: epochs still to come in
-    later models of the run, for the estimate of the time left.
+    later models of the run, for the estimate of the time left. tensorboard_dir: where Keras's
+    TensorBoard callback writes the curves of the epochs run here (a resumed run adds to them).
     """
     import keras
 
@@ -169,6 +164,9 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
+    callbacks = [_progress_bar(training.epochs)] if verbose else []
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
     for epoch in range(state["completed_epochs"], training.epochs):
         started = time.perf_counter()
@@ -177,7 +175,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             train_images, train_labels, training.batch_size, seed, epoch, augment=training.augment
         )
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                           shuffle=False, verbose=verbose, callbacks=[_progress_bar(training.epochs)] if verbose else [])
+                           shuffle=False, verbose=verbose, callbacks=callbacks)
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
@@ -279,7 +277,7 @@ def confident_labels(probabilities: np.ndarray, confidence: float = PSEUDO_LABEL
 
 
 def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
-                run_dir: Path, console, numbering: tuple[int, int] | None = None):
+                run_dir: Path, console, numbering: tuple[int, int] | None = None, tensorboard_dir: Path | None = None):
     """Train every part one after another and save each as run_dir/<part>.keras.
 
     Returns (model paths, histories, part summaries, out-of-fold probabilities (N, 10) summed over
@@ -303,7 +301,8 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
         model, state = fit_one_model(
             images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
             checkpoints / part.name, strategy, verbose=console.keras_verbosity, log=console.say,
-            epochs_after=(total - first_number - index) * training.epochs)
+            epochs_after=(total - first_number - index) * training.epochs,
+            tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
         path = run_dir / f"{part.name}.keras"
         save_model(model, path)
         summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
@@ -332,9 +331,12 @@ def _upstream_summary() -> dict:
     }
 
 
-def define(paths, console, training: TrainingConfig, preset: str):
+def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False):
     """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
-    their histories, the out-of-fold predictions and run.json with the estimate."""
+    their histories, the out-of-fold predictions and run.json with the estimate.
+
+    tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. Not part of the
+    stage's key: logging changes no result, so it alone never reruns a finished stage."""
     requested = training
     from pipeline import estimate, runs
     from pipeline.stage import Definition, require
@@ -357,6 +359,9 @@ def define(paths, console, training: TrainingConfig, preset: str):
         run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}"
         run_dir = paths.run_dir(run_id)
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
+        tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
+        if tensorboard_dir:
+            console.say(f"train: TensorBoard logs in {tensorboard_dir} (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync
         console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
@@ -364,14 +369,14 @@ def define(paths, console, training: TrainingConfig, preset: str):
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         measured = [part for part in parts if part.validation_rows is not None]
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
-            images, labels, measured, training, strategy, checkpoints, run_dir, console, (1, len(parts)))
+            images, labels, measured, training, strategy, checkpoints, run_dir, console, (1, len(parts)), tensorboard_dir)
         for final_part in parts[len(measured):]:  # the model on all rows, checked on nothing
             final_images, final_labels, pseudo_labelled = images, labels, 0
             if training.pseudo_label:
                 final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
             final = train_parts(final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir,
-                                console, (len(parts), len(parts)))
+                                console, (len(parts), len(parts)), tensorboard_dir)
             final[2][0]["pseudo_labelled_images"] = pseudo_labelled
             model_paths, histories, summaries = model_paths + final[0], histories + final[1], summaries + final[2]
         rows = np.flatnonzero(predicted)
@@ -398,6 +403,8 @@ def define(paths, console, training: TrainingConfig, preset: str):
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
         }
+        if tensorboard_dir:
+            run["tensorboard"] = relative_name(tensorboard_dir)
         runs.write_run(paths, run)
         shutil.rmtree(checkpoints, ignore_errors=True)
         return [*model_paths, history_path, out_of_fold_path], {

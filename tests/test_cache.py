@@ -130,3 +130,50 @@ def test_cli_with_a_record_of_the_wrong_shape_is_one_line(tmp_path):
     result = run_pipeline(tmp_path, "predict")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no train output yet" in result.stderr
+
+
+LOCK_HOLDER = """
+import sys, time
+from filelock import FileLock, Timeout
+lock = FileLock(sys.argv[1])
+try:
+    lock.acquire(timeout=0)
+except Timeout:
+    print("busy", flush=True)
+    sys.exit(0)
+print("free", flush=True)
+"""
+
+
+def lock_is_free_for_another_process(lock_path) -> bool:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LOCK_HOLDER, str(lock_path)], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return result.stdout.strip() == "free"
+
+
+def test_lock_is_reentrant_within_a_process_and_exclusive_across_processes(pipeline_root):
+    """A chain holds the lock from its first stage to its last and each stage takes it again: no deadlock,
+    and another process finds it held until the outermost holder lets go."""
+    lock_path = pipeline_root / "data" / ".pipeline.lock"
+    with cache.exclusive_lock():
+        with cache.exclusive_lock():
+            assert not lock_is_free_for_another_process(lock_path)
+        assert not lock_is_free_for_another_process(lock_path)  # the inner release keeps the outer hold
+    assert lock_is_free_for_another_process(lock_path)
+
+
+def test_a_nested_holder_keeps_the_temporaries_being_written(pipeline_root):
+    """Stale temporaries of a killed process are swept when the lock is first taken, not by a stage
+    nested in a chain that is writing its own."""
+    stale = pipeline_root / "data" / ".tmp-1-old.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left by a killed process")
+    with cache.exclusive_lock():
+        assert not stale.exists()
+        writing = pipeline_root / "data" / ".tmp-2-new.csv"
+        writing.write_text("half written")
+        with cache.exclusive_lock():
+            assert writing.exists()

@@ -174,6 +174,21 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 @pytest.mark.slow
+def test_tensorboard_logs_each_model_and_changes_no_result(tmp_path):
+    assert_ok(run_pipeline(tmp_path, "download", "--source", "sample"))
+    assert_ok(run_pipeline(tmp_path, "prepare"))
+    assert_ok(run_pipeline(tmp_path, "split"))
+    result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--tensorboard"))
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    logs = tmp_path / run["tensorboard"]  # relative to the project root, as run.json's other paths
+    assert logs.is_relative_to(tmp_path / "data" / "tensorboard") and str(logs) in result.stdout
+    assert list((logs / "member-0" / "train").glob("events.out.tfevents.*"))
+    assert list((logs / "member-0" / "validation").glob("events.out.tfevents.*"))
+    # Logging is not part of the stage's key: the same run without it is up to date.
+    assert "up to date" in assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1")).stdout
+
+
+@pytest.mark.slow
 def test_default_cnn_learns_on_the_sample(tmp_path):
     """Guards the default recipe against what small data breaks (Keras's BatchNorm momentum once did)."""
     assert_ok(run_pipeline(tmp_path, "all", "--epochs", "4", "--no-final-model", "--no-report"))
