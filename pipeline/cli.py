@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from pipeline import bench, config, download, predict, prepare, report, runs, split, stage, submit, train
+from pipeline import bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
 from pipeline.console import Console
 from pipeline.errors import PipelineError
 
@@ -134,9 +134,18 @@ def submit_command(
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,
     force: bool = typer.Option(False, "--force", help="Send even if this exact file was sent before."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score and record it with the run."),
+    timeout: float = typer.Option(scores.DEFAULT_TIMEOUT_S, "--timeout", help="Seconds to wait for the score at"
+                                  " most; a submission still pending then is scored later (`submissions`)."),
 ):
-    """Check a submission and send it to Kaggle with the official client."""
-    submit.send(config.paths(), context.obj, file, run, message, competition, force)
+    """Check a submission, send it to Kaggle with the official client, and wait for its score."""
+    submit.send(config.paths(), context.obj, file, run, message, competition, force, wait, timeout)
+
+
+@app.command("submissions")
+def submissions_command(competition: str = COMPETITION):
+    """The competition's submissions with their scores, matched to the runs sent from here; records new scores."""
+    print(scores.show_submissions(config.paths(), competition))
 
 
 @app.command("bench")

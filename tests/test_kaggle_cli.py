@@ -54,7 +54,8 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
         assert stub.submitted_files == [submission.read_bytes()]
         run_id = submission.stem
         assert stub.submission_descriptions[0].startswith(f"run {run_id}: small")
-        assert "val_acc" in stub.submission_descriptions[0]
+        assert "estimate" in stub.submission_descriptions[0]
+        assert "scored 0.99543 public" in sent.stdout.splitlines()[-1]
 
         again = run_pipeline(root, "submit", env=env)
         assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
@@ -78,7 +79,7 @@ def test_submit_refuses_the_samples_predictions(tmp_path):
     with KaggleStub(mode="ok") as stub:
         result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
         assert result.returncode == 1
-        assert "600 rows, expected 28000" in result.stderr and result.stderr.count("\n") == 1
+        assert "bundled sample (600 test rows)" in result.stderr and result.stderr.count("\n") == 1
         assert stub.submitted_files == []
 
 
