@@ -35,6 +35,11 @@ FOLDS = typer.Option(None, help="1: one holdout split; K > 1: K-fold cross-valid
                                 " estimate over every row (default: the preset's; best: 5).")
 SEED = typer.Option(None, help=f"Random seed: the split, the weights' initialisation, shuffling and augmentation"
                                f" (default {DEFAULT['seed']}).")
+SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows are kept aside, or which fold each row"
+                                               f" is in (default {DEFAULT['seed']}).")
+TRAINING_SEED = typer.Option(None, "--seed", help=f"Seed of training: the weights' initialisation, shuffling and"
+                                                  f" augmentation; model k of a run gets seed + k (default"
+                                                  f" {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
                       " recipe), best (ensemble with test-time augmentation), baseline (the MLP).")
 MODEL = typer.Option(None, help=f"Architecture: {', '.join(config.ARCHITECTURES)} (default: the preset's).")
@@ -84,7 +89,7 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 
 @app.command("split")
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
-                  folds: Optional[int] = FOLDS, seed: Optional[int] = SEED, force: bool = FORCE):
+                  folds: Optional[int] = FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
     """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
     values = train.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
     stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"],
@@ -95,7 +100,7 @@ def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FR
 def train_command(
     context: typer.Context, preset: str = PRESET, model: Optional[str] = MODEL, epochs: Optional[int] = EPOCHS,
     batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
-    seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[str] = PRECISION,
+    seed: Optional[int] = TRAINING_SEED, members: Optional[int] = MEMBERS, precision: Optional[str] = PRECISION,
     deterministic: bool = DETERMINISTIC, strategy: Optional[str] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
     pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, force: bool = FORCE,
 ):

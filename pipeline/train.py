@@ -135,7 +135,7 @@ class _Checkpoint:
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
-                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0):
+                  checkpoint_folder: Path, strategy, log=print, epochs_after: int = 0):
     """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
     val_images None: a model on all rows, checked on nothing. The validation accuracy of every
@@ -173,8 +173,9 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         dataset = augment.make_training_dataset(
             train_images, train_labels, training.batch_size, seed, epoch, augment=training.augment
         )
+        # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                           shuffle=False, verbose=verbose, callbacks=[_progress_bar(training.epochs)] if verbose else [])
+                           shuffle=False, verbose=0)
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
@@ -186,18 +187,6 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
     return model, state
-
-
-def _progress_bar(total_epochs: int):
-    """Keras's progress bar, headed "Epoch k/total" although each fit() call runs one epoch."""
-    import keras
-
-    class EpochOfTotalProgress(keras.callbacks.ProgbarLogger):
-        def set_params(self, params):
-            super().set_params(params)
-            self.epochs = total_epochs
-
-    return EpochOfTotalProgress()
 
 
 def reseed_layers(model, seed: int, epoch: int) -> None:
@@ -292,7 +281,7 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
             validation = (images[part.validation_rows], labels[part.validation_rows])
         model, state = fit_one_model(
             images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
-            checkpoints / part.name, strategy, verbose=console.keras_verbosity, log=console.say,
+            checkpoints / part.name, strategy, log=console.say,
             epochs_after=(total - first_number - index) * training.epochs)
         path = run_dir / f"{part.name}.keras"
         save_model(model, path)
@@ -383,7 +372,8 @@ def define(paths, console, training: TrainingConfig, preset: str):
         upstream = _upstream_summary()
         run = {
             "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
-            "params": {**training.as_dict(), **upstream["split"]},
+            # The split's own seed apart: params["seed"] is the one the models were trained with.
+            "params": training.as_dict(), "split": upstream["split"],
             "estimate": run_estimate, "parts": summaries,
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [str(path) for path in model_paths],

@@ -43,7 +43,15 @@ def test_all_on_sample_writes_a_valid_submission(finished_root):
     lines = submissions[0].read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 601))
-    assert str(submissions[0]) in first.stdout.splitlines()[-1]
+    last_line = first.stdout.splitlines()[-1]
+    assert str(submissions[0]) in last_line
+    # a trial on the sample: the last line says so and how to get the real data, not "make submit"
+    assert "bundled sample (600 test rows" in last_line and "Kaggle credentials" in last_line
+    assert "make submit" not in last_line
+    # one line per epoch, the pipeline's own; no Keras progress lines from training or prediction
+    epoch_lines = [line for line in first.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("loss" in line and "accuracy" in line for line in epoch_lines)
+    assert "/step" not in first.stdout and " - 0s" not in first.stdout and "1/1" not in first.stdout
     # the sample's test rows have known answers: even 2 quick epochs are far better than chance
     answers = (PROJECT_ROOT / "data" / "sample" / "test_answers.csv").read_text().splitlines()[1:]
     correct = sum(a.split(",")[1] == b.split(",")[1] for a, b in zip(answers, lines[1:]))
@@ -93,6 +101,18 @@ def test_changed_input_reruns_from_prepare(tmp_path):
     raw_train.write_text("\n".join(lines[:-1]) + "\n")  # one image fewer
     prepared = assert_ok(run_pipeline(tmp_path, "prepare"))
     assert "2399 train" in prepared.stdout
+    # the model was trained on the old data: predict on its own refuses and names the command that fixes it
+    stale = run_pipeline(tmp_path, "predict")
+    assert stale.returncode == 1 and stale.stderr.count("\n") == 1, stale.stderr
+    assert "out of date" in stale.stderr and "`python -m pipeline split`" in stale.stderr
+    # the split's seed and the training seed are two things, and run.json keeps both
+    assert_ok(run_pipeline(tmp_path, "split", "--seed", "7"))
+    assert_ok(run_pipeline(tmp_path, "train", *QUICK))
+    run = json.loads(max((tmp_path / "data" / "models").glob("*/run.json"), key=lambda path: path.stat().st_mtime)
+                     .read_text())
+    assert run["split"]["seed"] == 7 and run["params"]["seed"] == 42
+    assert [part["seed"] for part in run["parts"]] == [42]
+    assert_ok(run_pipeline(tmp_path, "predict"))
 
 
 def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
