@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.cache import atomic_path, write_json
+from pipeline.cache import atomic_path, path_digest, write_json
 from pipeline.console import format_duration
 from pipeline.device import PRECISIONS, resolve_precision
 from pipeline.errors import PipelineError
@@ -375,6 +375,8 @@ def define(paths, console, training: TrainingConfig, preset: str):
             # The split's own seed apart: params["seed"] is the one the models were trained with.
             "params": training.as_dict(), "split": upstream["split"],
             "estimate": run_estimate, "parts": summaries,
+            # What it was trained on, so that a report of this run later can tell whether data/prepared still is.
+            "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [str(path) for path in model_paths],
         }

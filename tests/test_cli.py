@@ -89,6 +89,16 @@ def test_changed_parameter_reruns_that_stage_and_later_ones_only(tmp_path):
         assert "up to date" not in lines[stage], changed.stdout
     # the earlier submission is still there, untouched, beside the new one
     assert len(list((tmp_path / "submissions").glob("*.csv"))) == 2
+    # a report of the latest run compares it with the earlier one; the earlier run gets its own report too
+    first_id, second_id = sorted(path.name for path in (tmp_path / "data" / "models").glob("*-small"))
+    latest = assert_ok(run_pipeline(tmp_path, "report"))
+    page = (tmp_path / "data" / "reports" / second_id / "index.html").read_text()
+    assert "best earlier run" in page and first_id in page and 'class="banner"' in page
+    earlier = assert_ok(run_pipeline(tmp_path, "report", "--run", first_id))
+    assert (tmp_path / "data" / "reports" / first_id / "index.html").is_file(), earlier.stdout
+    assert latest.stdout != earlier.stdout
+    unknown = run_pipeline(tmp_path, "report", "--run", "20990101-000000-cnn")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "no such run" in unknown.stderr
     forced = assert_ok(run_pipeline(tmp_path, "prepare", "--force"))
     assert "up to date" not in forced.stdout
 
@@ -256,8 +266,12 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     assert np.mean(fold_accuracies) == pytest.approx(estimate["accuracy"])
     assert estimate["model_accuracy_mean"] == pytest.approx(np.mean(fold_accuracies))
     assert estimate["model_accuracy_sd"] == pytest.approx(np.std(fold_accuracies, ddof=1))
-    page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
+    report_dir = next((tmp_path / "data" / "reports").glob("*/index.html")).parent
+    page = (report_dir / "index.html").read_text()
     assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
+    # the curves of every model of the ensemble, not only the first
+    history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
+    assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}
     table = assert_ok(run_pipeline(tmp_path, "runs")).stdout
     assert f"{estimate['accuracy']:.4f}" in table and "3-fold CV" in table
 
@@ -297,3 +311,27 @@ def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
     assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
     assert f"{final['pseudo_labelled_images']} of 600 test images pseudo-labelled" in result.stdout
     assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
+
+
+def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
+    import typer.main
+
+    from pipeline.cli import app
+
+    command = typer.main.get_command(app).commands["all"]
+    make_help = subprocess.run(["make", "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+    for parameter in command.params:
+        if parameter.name == "help":
+            continue
+        variable, option = parameter.name.upper(), "--" + parameter.name.replace("_", "-")
+        assert f"{variable}=" in make_help, variable
+        value = "1" if parameter.is_flag else "7"
+        dry_run = subprocess.run(["make", "-n", "all", f"{variable}={value}"], cwd=PROJECT_ROOT,
+                                 capture_output=True, text=True).stdout
+        assert option in dry_run.splitlines()[-1], (variable, dry_run)
+
+
+def test_split_seed_help_describes_only_the_split():
+    result = run_pipeline(PROJECT_ROOT / "unused", "split", "--help", env={"COLUMNS": "200"})
+    seed_help = next(line for line in result.stdout.splitlines() if "--seed" in line)
+    assert "split" in seed_help and "initialisation" not in seed_help and "augmentation" not in seed_help
