@@ -23,18 +23,21 @@ SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
-	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta)
-ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(if $(FORCE),--force,)
+	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(if $(filter 1 yes true,$(DETERMINISTIC)),--deterministic,)
+ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit test test-fast lint lock bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs submit submissions test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  options: SOURCE=auto|kaggle|sample|PATH PRESET=quick|default|best|baseline EPOCHS=N SEED=N"
-	@echo "           BATCH_SIZE=N MODEL=cnn|small|deotte|mlp MEMBERS=N FOLDS=K VAL_FRACTION=F FINAL_MODEL=1|0"
-	@echo "           PSEUDO_LABEL=1|0 TTA=1|0 PRECISION=auto|float32|mixed_bfloat16|mixed_float16 FORCE=1 QUIET=1"
+	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
+	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
+	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
+	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
+	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 REPORT=1|0 FORCE=1 QUIET=1"
+	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -71,14 +74,18 @@ train: $(STAMP) ## Train the model (resumes an interrupted run)
 predict: $(STAMP) ## Write submissions/<run>.csv
 	$(PIPELINE) predict $(call flag,TTA,tta) $(if $(FORCE),--force,)
 
-report: $(STAMP) ## Write the report of the latest run (data/reports/<run>/index.html)
-	$(PIPELINE) report $(if $(FORCE),--force,)
+report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
+	$(PIPELINE) report $(call opt,RUN,--run) $(if $(FORCE),--force,)
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs
 
-submit: $(STAMP) ## Send the newest submission to Kaggle (FILE=path or RUN=id to choose)
-	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) $(if $(FORCE),--force,)
+submit: $(STAMP) ## Send the newest submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
+	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \
+		$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(if $(FORCE),--force,)
+
+submissions: $(STAMP) ## The competition's submissions and their scores, matched to runs; records new scores
+	$(PIPELINE) submissions $(call opt,COMPETITION,--competition)
 
 bench: $(STAMP) ## Baseline vs default side by side on the zip `download` cached, else the sample (BENCH_SOURCE=zip)
 	$(PIPELINE) bench $(call opt,BENCH_SOURCE,--source)

@@ -103,6 +103,14 @@ def outputs_intact(record: dict) -> bool:
     return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
 
 
+def changed_input(record: dict) -> str | None:
+    """The first input the stage read that no longer holds what it held then; None when all still do."""
+    for name, digest in record.get("key", {}).get("inputs", {}).items():
+        if path_digest(_absolute(name)) != digest:
+            return name
+    return None
+
+
 def up_to_date(stage: Stage) -> dict | None:
     """The stage's record when running it again would change nothing, else None."""
     record = load_record(stage.name)

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 import typer
 
-from pipeline import __version__, bench, config, download, predict, prepare, report, runs, split, stage, submit, train
+from pipeline import __version__, bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
 from pipeline.device import PRECISIONS
 from pipeline.console import Console
 from pipeline.errors import PipelineError
@@ -41,6 +41,11 @@ FOLDS = typer.Option(None, help="1: one holdout split; K > 1: K-fold cross-valid
                                 " estimate over every row (default: the preset's; best: 5).")
 SEED = typer.Option(None, help=f"Random seed: the split, the weights' initialisation, shuffling and augmentation"
                                f" (default {DEFAULT['seed']}).")
+SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows are kept aside, or which fold each row"
+                                               f" is in (default {DEFAULT['seed']}).")
+TRAINING_SEED = typer.Option(None, "--seed", help=f"Seed of training: the weights' initialisation, shuffling and"
+                                                  f" augmentation; model k of a run gets seed + k (default"
+                                                  f" {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
                       " recipe), best (ensemble with test-time augmentation), baseline (the MLP).")
 MODEL = typer.Option(None, help="Architecture (default: the preset's).")
@@ -100,7 +105,7 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 
 @app.command("split")
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
-                  folds: Optional[int] = FOLDS, seed: Optional[int] = SEED, force: bool = FORCE):
+                  folds: Optional[int] = FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
     """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
     values = train.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
     stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"],
@@ -111,7 +116,7 @@ def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FR
 def train_command(
     context: typer.Context, preset: PresetName = PRESET, model: Optional[Architecture] = MODEL,
     epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
-    seed: Optional[int] = SEED, members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
+    seed: Optional[int] = TRAINING_SEED, members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
     deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
     pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, tensorboard: bool = TENSORBOARD,
     force: bool = FORCE,
@@ -151,9 +156,18 @@ def submit_command(
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,
     force: bool = typer.Option(False, "--force", help="Send even if this exact file was sent before."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score and record it with the run."),
+    timeout: float = typer.Option(scores.DEFAULT_TIMEOUT_S, "--timeout", help="Seconds to wait for the score at"
+                                  " most; a submission still pending then is scored later (`submissions`)."),
 ):
-    """Check a submission and send it to Kaggle with the official client."""
-    submit.send(config.paths(), context.obj, file, run, message, competition, force)
+    """Check a submission, send it to Kaggle with the official client, and wait for its score."""
+    submit.send(config.paths(), context.obj, file, run, message, competition, force, wait, timeout)
+
+
+@app.command("submissions")
+def submissions_command(competition: str = COMPETITION):
+    """The competition's submissions with their scores, matched to the runs sent from here; records new scores."""
+    print(scores.show_submissions(config.paths(), competition))
 
 
 @app.command("bench")

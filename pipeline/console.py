@@ -18,13 +18,6 @@ class Console:
         """A warning on stderr, shown even with --quiet (it asks the user to act)."""
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
-    @property
-    def keras_verbosity(self) -> int:
-        """Keras progress bars on a terminal, one line per epoch in a log, nothing with --quiet."""
-        if self.quiet:
-            return 0
-        return 1 if sys.stdout.isatty() else 2
-
 
 def format_duration(seconds: float) -> str:
     """12.3 s, or 2 min 05 s."""

@@ -491,8 +491,11 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
 # ---- Submit ----
 
 
-def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = False) -> str:
-    """Submit csv_path to the competition with message as its description; return the server's answer."""
+def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = False) -> dict:
+    """Submit csv_path to the competition with message as its description.
+
+    Returns {"message": the server's answer, "ref": the submission's number, by which its score is found}.
+    """
     _check_competition_name(competition)
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -509,4 +512,34 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
     # A failed upload does not raise: the client returns this message (and printed the cause).
     if response.message == UPLOAD_FAILED_MESSAGE:
         raise _error(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")
-    return response.message
+    return {"message": response.message, "ref": int(response.ref or 0)}
+
+
+# ---- Scores ----
+
+# The client's SubmissionStatus enum by name; what the project keeps of a listed submission.
+SUBMISSION_FIELDS = ("ref", "description", "file_name", "status", "public_score", "private_score", "error_description")
+
+
+def list_submissions(competition: str) -> list[dict]:
+    """The competition's latest submissions by this account, newest first, as plain values.
+
+    Each: {"ref", "date" (ISO 8601 text), "description", "file_name", "status" (PENDING, COMPLETE or
+    ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
+    """
+    _check_competition_name(competition)
+    api = _authenticated_api()
+    listed = _call_client(lambda: api.competition_submissions(competition), competition) or []
+    submissions = []
+    for item in listed:
+        if item is None:
+            continue
+        values = {name: getattr(item, name, None) for name in SUBMISSION_FIELDS}
+        status = values["status"]
+        values["status"] = getattr(status, "name", str(status or "PENDING"))
+        values["ref"] = int(values["ref"] or 0)
+        values["date"] = item.date.isoformat(timespec="seconds") if getattr(item, "date", None) else ""
+        for name in ("description", "file_name", "public_score", "private_score", "error_description"):
+            values[name] = values[name] or ""
+        submissions.append(values)
+    return submissions

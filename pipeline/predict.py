@@ -27,7 +27,7 @@ def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 
 def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024,
-                          tta: bool = False, verbose: int = 1) -> np.ndarray:
+                          tta: bool = False, verbose: int = 0) -> np.ndarray:
     """Mean softmax over the models (and the TTA views): (N, 10) float32."""
     views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
@@ -74,8 +74,7 @@ def define(paths, console, tta: bool | None = None):
         started = time.perf_counter()
         images = np.load(paths.test_images)
         console.say(f"predict: {len(images)} test images with run {run_id}{' and test-time augmentation' if tta else ''}")
-        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta,
-                                              verbose=console.keras_verbosity)
+        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0)
         labels = probabilities.argmax(axis=1)
         expected_rows = None
         if paths.sample_submission.is_file():

@@ -192,33 +192,37 @@ def _plot_series(axes, history: dict, key: str, label: str, color: str) -> bool:
     return True
 
 
-def training_curves_figure(history: dict[str, list[float]]) -> Figure:
-    """Loss, accuracy and learning rate per epoch; panels whose series are all missing are left out."""
+def training_curves_figure(*histories: dict[str, list[float]], names: list[str] | None = None) -> Figure:
+    """Loss, accuracy and learning rate per epoch, one row of panels per model (every member of an
+    ensemble); panels whose series are all missing are left out."""
+    histories = histories or ({},)
+    names = names or [""] * len(histories)
     panels = [
         ("Loss", "loss", [("loss", "train"), ("val_loss", "validation")]),
         ("Accuracy", "accuracy", [("accuracy", "train"), ("val_accuracy", "validation")]),
         ("Learning rate", "learning rate", [("learning_rate", "learning rate")]),
     ]
-    panels = [panel for panel in panels if any(history.get(key) for key, _ in panel[2])]
+    panels = [panel for panel in panels if any(history.get(key) for history in histories for key, _ in panel[2])]
     if not panels:
         return _message_figure("Training curves", "No per-epoch history was recorded for this run.")
-    epochs = max(len(history.get(key) or []) for key in HISTORY_KEYS)
-    figure = new_figure(figsize=(4 * len(panels) + 0.5, 4), dpi=DPI, layout="constrained")
+    epochs = max(len(history.get(key) or []) for history in histories for key in HISTORY_KEYS)
+    figure = new_figure(figsize=(4 * len(panels) + 0.5, 3.6 * len(histories) + 0.4), dpi=DPI, layout="constrained")
     colors = {"train": "tab:blue", "validation": "tab:orange", "learning rate": "tab:green"}
-    for axes, (title, ylabel, series) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
-        drawn = [label for key, label in series if _plot_series(axes, history, key, label, colors[label])]
-        axes.set_title(title, fontsize=12)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(ylabel)
-        _whole_epoch_ticks(axes, epochs)
-        axes.grid(alpha=0.3)
-        if len(drawn) > 1:
-            axes.legend()
-        if title == "Learning rate":
-            _use_log_scale_if_wide(axes, history["learning_rate"])
-    best_epoch = _mark_best_epoch(figure, history)
-    note = f"  (dotted line: best validation accuracy, epoch {best_epoch})" if best_epoch else ""
-    figure.suptitle(f"Training history{note}", fontsize=13)
+    grid = figure.subplots(len(histories), len(panels), squeeze=False)
+    for history, name, row in zip(histories, names, grid):
+        for axes, (title, ylabel, series) in zip(row, panels):
+            drawn = [label for key, label in series if _plot_series(axes, history, key, label, colors[label])]
+            axes.set_title(f"{name}: {title}" if name else title, fontsize=12)
+            axes.set_xlabel("epoch")
+            axes.set_ylabel(ylabel)
+            _whole_epoch_ticks(axes, epochs)
+            axes.grid(alpha=0.3)
+            if len(drawn) > 1:
+                axes.legend()
+            if title == "Learning rate" and history.get("learning_rate"):
+                _use_log_scale_if_wide(axes, history["learning_rate"])
+    title = "Training history" if len(histories) == 1 else f"Training history of each of the {len(histories)} models"
+    figure.suptitle(title, fontsize=13)
     return figure
 
 
@@ -238,17 +242,6 @@ def _use_log_scale_if_wide(axes, rates: list[float]) -> None:
     rates = np.asarray(rates, dtype=float)
     if np.all(rates > 0) and rates.max() / rates.min() > 20:
         axes.set_yscale("log")
-
-
-def _mark_best_epoch(figure: Figure, history: dict) -> int | None:
-    """A dotted line at the epoch with the best validation accuracy, on every panel."""
-    val_accuracy = history.get("val_accuracy") or []
-    if not val_accuracy:
-        return None
-    best_epoch = int(np.argmax(val_accuracy)) + 1
-    for axes in figure.axes:
-        axes.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
-    return best_epoch
 
 
 def confusion_matrix_figure(matrix: np.ndarray) -> Figure:
@@ -313,9 +306,11 @@ def per_class_scores_figure(scores: dict[str, np.ndarray]) -> Figure:
 
 
 def most_wrong_figure(
-    images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray, columns: int = 8
+    images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray, columns: int = 8,
+    csv_lines: np.ndarray | None = None,
 ) -> Figure:
-    """The given validation digits, each titled with its rank, true and predicted label and confidence."""
+    """The given validation digits, each titled with its train.csv line (else its rank), true and
+    predicted label and confidence."""
     if len(indices) == 0:
         return _message_figure("Most confident mistakes", "The model got every validation digit right.")
     pictures = _as_pictures(images)
@@ -331,7 +326,8 @@ def most_wrong_figure(
         predicted = predictions[index]
         _draw_digit(axes, pictures[index])
         confidence = probabilities[index, predicted]
-        title = f"#{position + 1}  true {labels[index]} → {predicted}\n{confidence:.1%} sure"
+        name = f"line {csv_lines[index]}" if csv_lines is not None else f"#{position + 1}"
+        title = f"{name}  true {labels[index]} → {predicted}\n{confidence:.1%} sure"
         axes.set_title(title, fontsize=9)
     figure.suptitle(
         f"The {len(indices)} validation digits the model got most confidently wrong", fontsize=13
@@ -421,27 +417,32 @@ def per_class_rows(scores: dict[str, np.ndarray]) -> list[list]:
     ]
 
 
-def most_wrong_rows(labels, probabilities, indices) -> list[list]:
+def most_wrong_rows(labels, probabilities, indices, csv_lines=None) -> list[list]:
+    """One row per mistake; csv_lines: each validation digit's line in train.csv (the header is line 1)."""
     predictions = predictions_from(probabilities)
     return [
-        [rank + 1, int(index), int(labels[index]), int(predictions[index]),
+        [rank + 1, int(csv_lines[index]) if csv_lines is not None else int(index), int(labels[index]),
+         int(predictions[index]),
          f"{probabilities[index, predictions[index]]:.4f}", f"{probabilities[index, labels[index]]:.4f}"]
         for rank, index in enumerate(indices)
     ]
 
 
-def history_rows(history: dict) -> tuple[list[str], list[list]]:
-    keys = [key for key in HISTORY_KEYS if history.get(key)]
-    epochs = max((len(history[key]) for key in keys), default=0)
-    rows = [
-        [epoch + 1] + [history[key][epoch] if epoch < len(history[key]) else "" for key in keys]
-        for epoch in range(epochs)
-    ]
-    return ["epoch", *keys], rows
+def history_rows(*histories: dict, names: list[str] | None = None) -> tuple[list[str], list[list]]:
+    """Epoch by epoch; with more than one model, a first column names the model of each row."""
+    keys = [key for key in HISTORY_KEYS if any(history.get(key) for history in histories)]
+    several = len(histories) > 1
+    rows = []
+    for history, name in zip(histories, names or [""] * len(histories)):
+        epochs = max((len(history.get(key) or []) for key in keys), default=0)
+        for epoch in range(epochs):
+            values = [history[key][epoch] if epoch < len(history.get(key) or []) else "" for key in keys]
+            rows.append(([name] if several else []) + [epoch + 1] + values)
+    return (["model"] if several else []) + ["epoch", *keys], rows
 
 
 PER_CLASS_HEADER = ["digit", "precision", "recall", "f1", "support"]
-MOST_WRONG_HEADER = ["rank", "validation index", "true", "predicted", "confidence", "probability of true"]
+MOST_WRONG_HEADER = ["rank", "train.csv line", "true", "predicted", "confidence", "probability of true"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
@@ -460,6 +461,7 @@ td.wrong { background: #f8d7da; }
 td.zero { color: #bbb; }
 td.label, td.total { background: #f7f7f7; font-weight: bold; }
 .note { color: #666; font-size: 0.9em; }
+.banner { background: #fff3cd; border: 1px solid #e0c36c; padding: 0.6em 1em; font-weight: bold; }
 """
 
 
@@ -482,32 +484,106 @@ def _run_id(run: dict) -> str:
     return "unnamed run"
 
 
-def _run_sections(run: dict) -> str:
-    """Scalar items in one table; each nested dict (params, durations_s, ...) in its own."""
-    scalars = {key: value for key, value in run.items() if not isinstance(value, dict)}
-    parts = [f"<h3>Summary</h3>{key_value_table(scalars)}"]
-    for key, value in run.items():
-        if not isinstance(value, dict):
-            continue
-        if key == "durations_s":
-            parts.append(f"<h3>Timings</h3>{durations_table(value)}")
-        elif key == "params":
-            parts.append(f"<h3>Parameters</h3>{key_value_table(value)}")
-        else:
-            parts.append(f"<h3>{_text(key)}</h3>{key_value_table(value)}")
+SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test digits), not the competition's"
+                 " data: a trial of the pipeline. Its numbers say little about the leaderboard and Kaggle cannot"
+                 " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
+
+
+def estimate_text(estimate: dict | None) -> str:
+    if not estimate:
+        return "none"
+    return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
+            f" {estimate['kind']} on {estimate['images']:,} digits)")
+
+
+def leaderboard_text(run: dict) -> str:
+    """What Kaggle said of the run's latest submission, in words."""
+    leaderboard = run.get("leaderboard")
+    if not leaderboard:
+        return "cannot be submitted (the sample)" if run.get("source") == "sample" else "not submitted yet (make submit)"
+    if leaderboard.get("status") == "COMPLETE":
+        scores = [f"{leaderboard['public_score']} public"]
+        if leaderboard.get("private_score"):
+            scores.append(f"{leaderboard['private_score']} private")
+        return f"{', '.join(scores)} (submission {leaderboard['ref']})"
+    if leaderboard.get("status") == "ERROR":
+        return f"Kaggle could not score submission {leaderboard['ref']}: {leaderboard.get('error', '')}"
+    return f"submission {leaderboard.get('ref')} not scored yet (make submissions)"
+
+
+def summary_rows(run: dict) -> list[list]:
+    """The run in a few lines of words: no raw lists, no absolute paths."""
+    parts = run.get("parts") or []
+    source = run.get("source")
+    return [
+        ["run", _run_id(run)],
+        ["date", run.get("date", "?")],
+        ["data", "the bundled sample" if source == "sample" else source or "?"],
+        ["preset", run.get("preset", "?")],
+        ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
+        ["estimated accuracy", estimate_text(run.get("estimate"))],
+        ["leaderboard", leaderboard_text(run)],
+        ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
+    ]
+
+
+def parts_rows(parts: list[dict]) -> list[list]:
+    return [[part["name"], part["seed"], part["train_images"], part.get("validation_images", "none (all rows)"),
+             f"{part['accuracy']:.4f}" if "accuracy" in part else "-"] for part in parts]
+
+
+PARTS_HEADER = ["model", "seed", "train digits", "digits it never saw", "accuracy on those"]
+
+
+def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list]:
+    """This run beside others on the same data: estimate, leaderboard, and the difference in estimate."""
+    own = (run.get("estimate") or {}).get("accuracy")
+    rows = []
+    for label, other in [("this run", run), *comparisons]:
+        estimate = other.get("estimate") or {}
+        accuracy = estimate.get("accuracy")
+        difference = f"{(own - accuracy) * 100:+.2f} points" if own is not None and accuracy is not None else "-"
+        rows.append([label, _run_id(other), other.get("preset", "?"), other.get("params", {}).get("architecture", "?"),
+                     estimate_text(estimate or None), leaderboard_text(other),
+                     "-" if other is run else difference])
+    return rows
+
+
+COMPARISON_HEADER = ["", "run", "preset", "model", "estimated accuracy", "leaderboard", "this run's estimate is"]
+
+
+def _run_sections(run: dict, comparisons: list[tuple[str, dict]] | None) -> str:
+    """Summary, comparison, parameters, split, models and timings as readable tables."""
+    params = {key: value for key, value in (run.get("params") or {}).items() if not isinstance(value, (list, dict))}
+    parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
+    if comparisons is not None:
+        has_baseline = run.get("preset") == "baseline" or any(label == "baseline" for label, _ in comparisons)
+        note = "" if has_baseline else '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+
+        parts.append(f"<h3>Compared with earlier runs on the same data</h3>"
+                     f"{html_table(COMPARISON_HEADER, comparison_rows(run, comparisons))}{note}")
+    parts.append(f"<h3>Training parameters</h3>{key_value_table(params)}")
+    if run.get("split"):
+        parts.append(f"<h3>Split</h3>{key_value_table(run['split'])}")
+    if run.get("parts"):
+        parts.append(f"<h3>Models</h3>{html_table(PARTS_HEADER, parts_rows(run['parts']))}")
+    if run.get("durations_s"):
+        parts.append(f"<h3>Timings</h3>{durations_table(run['durations_s'])}")
     return f'<div class="columns">{"".join(f"<div>{part}</div>" for part in parts)}</div>'
 
 
 def render_index(
     run: dict, *, train_size: int, val_size: int, val_accuracy: float, matrix: np.ndarray,
     scores: dict, history: dict, wrong_rows: list[list], train_counts: np.ndarray, val_counts: np.ndarray,
+    histories: list[dict] | None = None, model_names: list[str] | None = None,
+    comparisons: list[tuple[str, dict]] | None = None,
 ) -> str:
     """The whole index.html as a string; images and CSVs are referenced by relative file name."""
     title = f"Training run {_run_id(run)}"
-    history_header, history_table_rows = history_rows(history)
+    history_header, history_table_rows = history_rows(*(histories or [history]), names=model_names)
     wrong = int(matrix.sum() - np.trace(matrix))
     sections = [
-        _section("run", "Run", _run_sections(run)),
+        _section("run", "Run", _run_sections(run, comparisons)),
         _section("data", "Data", "".join([
             _figure(SAMPLE_DIGITS_PNG, "grid of sample training digits, one column per label"),
             _figure(CLASS_COUNTS_PNG, "bar charts of class counts in train and validation"),
@@ -555,6 +631,7 @@ def render_index(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
         _headline(run, val_accuracy, val_size, wrong, train_size),
         f"<nav>{nav}</nav>",
         *sections,
@@ -575,7 +652,7 @@ def _headline(run: dict, val_accuracy: float, val_size: int, wrong: int, train_s
     return (f'<p class="headline">Estimated accuracy <strong>{estimate["accuracy"]:.2%}</strong> '
             f'(95 % interval {estimate["low"]:.2%} to {estimate["high"]:.2%}; '
             f'{estimate["images"] - estimate["errors"]:,} of {estimate["images"]:,} correct) &middot; '
-            f"{html.escape(kind)}</p>")
+            f"{html.escape(kind)}<br>Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>")
 
 
 # --------------------------------------------------------------------------- writer
@@ -609,25 +686,29 @@ def _write_csv(path: Path, header: list, rows: list[list]) -> None:
 
 
 def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
-                    val_probabilities, history) -> None:
+                    val_probabilities, history, histories=None, model_names=None, val_rows=None,
+                    comparisons=None) -> None:
     predictions = predictions_from(val_probabilities)
     matrix = confusion_table(val_labels, predictions)
     scores = per_class_precision_recall(val_labels, predictions)
     wrong_indices = most_wrong(val_labels, val_probabilities, MOST_WRONG_LIMIT)
-    wrong_rows = most_wrong_rows(val_labels, val_probabilities, wrong_indices)
+    # train.csv line of each validation digit: its row index, after the header line (line 1)
+    csv_lines = None if val_rows is None else np.asarray(val_rows) + 2
+    wrong_rows = most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines)
+    histories = histories or [history]
     train_counts, val_counts = class_counts(train_labels), class_counts(val_labels)
 
     _save(sample_digits_figure(train_images, train_labels), folder / SAMPLE_DIGITS_PNG)
     _save(class_counts_figure(train_labels, val_labels), folder / CLASS_COUNTS_PNG)
-    _save(training_curves_figure(history), folder / TRAINING_CURVES_PNG)
+    _save(training_curves_figure(*histories, names=model_names), folder / TRAINING_CURVES_PNG)
     _save(confusion_matrix_figure(matrix), folder / CONFUSION_MATRIX_PNG)
     _save(per_class_scores_figure(scores), folder / PER_CLASS_PNG)
-    _save(most_wrong_figure(val_images, val_labels, val_probabilities, wrong_indices),
+    _save(most_wrong_figure(val_images, val_labels, val_probabilities, wrong_indices, csv_lines=csv_lines),
           folder / MOST_WRONG_PNG)
 
     _write_csv(folder / CLASS_COUNTS_CSV, ["digit", "train", "validation"],
                [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES])
-    _write_csv(folder / HISTORY_CSV, *history_rows(history))
+    _write_csv(folder / HISTORY_CSV, *history_rows(*histories, names=model_names))
     _write_csv(folder / CONFUSION_MATRIX_CSV, ["true", *CLASSES],
                [[digit, *matrix[digit]] for digit in CLASSES])
     _write_csv(folder / PER_CLASS_CSV, PER_CLASS_HEADER, per_class_rows(scores))
@@ -638,6 +719,7 @@ def _write_contents(folder: Path, run, train_images, train_labels, val_images, v
         run, train_size=len(train_labels), val_size=len(val_labels),
         val_accuracy=accuracy(val_labels, predictions), matrix=matrix, scores=scores, history=history,
         wrong_rows=wrong_rows, train_counts=train_counts, val_counts=val_counts,
+        histories=histories, model_names=model_names, comparisons=comparisons,
     )
     (folder / INDEX_HTML).write_text(page, encoding="utf-8")
 
@@ -652,13 +734,17 @@ def _json_value(value):
 def write_report(
     out_dir: Path, *, run: dict, train_images: np.ndarray, train_labels: np.ndarray,
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
-    history: dict[str, list[float]],
+    history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
+    model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
+    comparisons: list[tuple[str, dict]] | None = None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
     Everything is built in a hidden sibling folder (pipeline.cache.atomic_path) that replaces out_dir
     only once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
-    absent if there was none, or the previous complete report.
+    absent if there was none, or the previous complete report. histories and model_names: every
+    model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
+    comparisons: (label, run) pairs shown beside this run.
     """
     from pipeline.cache import atomic_path
 
@@ -671,42 +757,77 @@ def write_report(
     with atomic_path(out_dir) as staging:
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
-                        val_probabilities, dict(history or {}))
+                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons)
     return out_dir / INDEX_HTML
 
 
 # ----------------------------------------------------------------------------------------- the stage
 
+def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
+    """The best earlier run and the best baseline run on the same data (all_runs: best estimate first)."""
+    earlier = [other for other in all_runs
+               if other.get("id") != run.get("id") and other.get("source") == run.get("source")
+               and other.get("estimate") and other.get("date", "") <= run.get("date", "")]
+    compared = [("best earlier run", earlier[0])] if earlier else []
+    baselines = [other for other in earlier if other.get("preset") == "baseline"]
+    if baselines and run.get("preset") != "baseline":
+        compared.append(("baseline", baselines[0]))
+    return compared
+
+
+def _training_data_matches(paths, run: dict) -> bool:
+    """Whether data/prepared holds the digits the run was trained on (their hashes, as train recorded them)."""
+    from pipeline.cache import path_digest
+
+    recorded = run.get("data") or {}
+    return bool(recorded) and all(path_digest(paths.prepared / name) == digest for name, digest in recorded.items())
+
+
 def define(paths, console, run_id: str | None = None):
-    """The report stage for the latest trained run (the only one whose split and models are at hand)."""
+    """The report stage for a run: the latest trained one, or any earlier one whose files are still there."""
     from pipeline import runs
-    from pipeline.cache import absolute_path, output_paths, relative_name
+    from pipeline.cache import absolute_path, load_record, relative_name
     from pipeline.stage import Definition, require
 
-    train_record = require("train", "python -m pipeline train", needs=("run_id",))
-    latest = train_record["extra"]["run_id"]
-    if run_id not in (None, latest):
-        raise PipelineError(f"--run {run_id}: only the latest trained run ({latest}) has its data at hand;"
+    latest = (load_record("train") or {}).get("extra", {}).get("run_id")
+    if run_id is None or run_id == latest:
+        run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
+    run = runs.read_run(paths, run_id)
+    run_dir = paths.run_dir(run_id)
+    needed = [run_dir / "out_of_fold.npz", run_dir / "history.json"]
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(run_dir)};"
                             " retrain it to report on it")
-    out_dir = paths.reports / latest
-    inputs = [*output_paths(train_record), paths.train_images, paths.train_labels]
+    if run_id != latest and not _training_data_matches(paths, run):
+        raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
+                            f" {run.get('source')}); prepare that data again (make download prepare SOURCE=...)")
+    comparisons = compared_runs(run, runs.list_runs(paths))
+    out_dir = paths.reports / run_id
+    inputs = [*needed, paths.train_images, paths.train_labels]
+    # What the page shows besides the files: a new score or a better run elsewhere redoes the report.
+    params = {"run_id": run_id, "leaderboard": run.get("leaderboard"),
+              "compared": [(label, other.get("id"), other.get("leaderboard")) for label, other in comparisons]}
 
     def work():
         # The run's out-of-fold predictions: each measured digit predicted only by models that never
         # saw it (predicting them again with every model would let the all-rows model mark its own homework).
         images = np.load(paths.train_images, mmap_mode="r")
         labels = np.load(paths.train_labels)
-        out_of_fold = np.load(paths.run_dir(latest) / "out_of_fold.npz")
+        out_of_fold = np.load(run_dir / "out_of_fold.npz")
         rows = out_of_fold["rows"]
-        history = json.loads((paths.run_dir(latest) / "history.json").read_text())[0]
-        index = write_report(out_dir, run=runs.read_run(paths, latest), train_images=images, train_labels=labels,
+        histories = json.loads((run_dir / "history.json").read_text())
+        names = [part["name"] for part in run.get("parts", [])]
+        index = write_report(out_dir, run=run, train_images=images, train_labels=labels,
                              val_images=images[rows], val_labels=labels[rows],
-                             val_probabilities=out_of_fold["probabilities"], history=history)
-        runs.update_run(paths, latest, report=relative_name(index))
+                             val_probabilities=out_of_fold["probabilities"], histories=histories,
+                             model_names=names if len(names) == len(histories) else None, val_rows=rows,
+                             comparisons=comparisons)
+        runs.update_run(paths, run_id, report=relative_name(index))
         return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
-        runs.update_run(paths, latest, report=record["extra"]["index"])
+        runs.update_run(paths, run_id, report=record["extra"]["index"])
 
-    return Definition("report", {"run_id": latest}, inputs, work,
+    return Definition("report", params, inputs, work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)

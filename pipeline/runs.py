@@ -1,5 +1,7 @@
 """Run history: one run.json beside each trained model, and the log of submissions sent to Kaggle."""
 
+import contextlib
+import fcntl
 import json
 import re
 import time
@@ -75,14 +77,14 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str
     if not runs:
         return "no runs yet (run `make all` or `python -m pipeline train`)"
     header = ("run", "date", "source", "preset", "model", "epochs", "models", "seed", "estimate", "95 % interval",
-              "kind", "train_s", "kept", "submission")
+              "kind", "leaderboard", "train_s", "kept", "submission")
     rows = []
     for run in runs:
         params = run.get("params", {})
         rows.append((
             run.get("id", "?"), run.get("date", "?"), run.get("source", "?"), run.get("preset", "?"),
             params.get("architecture", "?"), params.get("epochs", "?"), len(run.get("models", [])),
-            params.get("seed", "?"), *_estimate_cells(run.get("estimate")),
+            params.get("seed", "?"), *_estimate_cells(run.get("estimate")), leaderboard_cell(run.get("leaderboard")),
             f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}", "yes" if run.get("id") in kept_ids else "no",
             Path(run.get("submission") or "-").name,
         ))
@@ -94,6 +96,13 @@ def _estimate_cells(estimate: dict | None) -> tuple[str, str, str]:
         return "-", "-", "none"
     kind = f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
     return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", kind
+
+
+def leaderboard_cell(leaderboard: dict | None) -> str:
+    """The public score Kaggle gave the run's latest scored submission; pending, error, or - (not sent)."""
+    if not leaderboard:
+        return "-"
+    return {"COMPLETE": leaderboard.get("public_score") or "-", "ERROR": "error"}.get(leaderboard["status"], "pending")
 
 
 def show_runs(paths: config.Paths) -> str:
@@ -123,15 +132,56 @@ def submission_message(run: dict | None, file: Path) -> str:
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 
+@contextlib.contextmanager
+def sent_log_lock(paths: config.Paths):
+    """The sent log's own lock: submit and submissions never wait behind a training run's lock."""
+    paths.data.mkdir(parents=True, exist_ok=True)
+    with open(paths.data / ".submissions.lock", "a+") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield
+
+
 def sent_submissions(paths: config.Paths) -> dict:
+    """The log of submissions sent from this checkout: file digest -> what was sent, when, and its scoring."""
     try:
         return json.loads(paths.sent_submissions.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
 
-def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: str) -> None:
+def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: dict,
+                           run_id: str | None = None, competition: str = config.COMPETITION) -> None:
+    """Log a sent submission with its Kaggle number (ref), before waiting for its score."""
     sent = sent_submissions(paths)
     sent[digest] = {"file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
-                    "answer": answer}
+                    "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
+                    "competition": competition, "status": "PENDING"}
     cache.write_json(paths.sent_submissions, sent)
+
+
+def _sent_entry(sent: dict, submission: dict) -> dict | None:
+    """The log entry of a listed submission: by its number, else (logs older than numbers) by its message."""
+    for entry in sent.values():
+        if entry.get("ref") == submission["ref"]:
+            return entry
+    for entry in sent.values():
+        if not entry.get("ref") and entry.get("message") == submission["description"]:
+            return entry
+    return None
+
+
+def sent_run_id(paths: config.Paths, submission: dict) -> str | None:
+    """The run a listed submission came from, when it was sent from this checkout."""
+    return (_sent_entry(sent_submissions(paths), submission) or {}).get("run_id")
+
+
+def update_sent_submission(paths: config.Paths, submission: dict) -> dict | None:
+    """Record a listed submission's status and scores in its log entry; the entry, None when not ours."""
+    sent = sent_submissions(paths)
+    entry = _sent_entry(sent, submission)
+    if entry is None:
+        return None
+    entry.update(ref=submission["ref"], status=submission["status"], public_score=submission["public_score"],
+                 private_score=submission["private_score"], error=submission["error_description"])
+    cache.write_json(paths.sent_submissions, sent)
+    return entry

@@ -84,12 +84,27 @@ def code_digest(module_name: str) -> str:
     return digest.hexdigest()[:16]
 
 
+# The stage whose outputs each stage reads: a result is current only while every stage above it is.
+UPSTREAM = {"prepare": "download", "split": "prepare", "train": "split", "predict": "train", "report": "train"}
+
+
 def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
-    """The record of an earlier stage, whose outputs must still be as it wrote them; needs: the facts
-    of its `extra` that are read (a record without them, from another version, means run it again)."""
+    """The record of an earlier stage, whose outputs must still be as it wrote them, and made from the
+    current outputs of every stage above it: a stage run on its own never builds on an out-of-date result.
+    needs: the facts of its `extra` that are read (a record without them, from another version, means run it again)."""
     record = cache.load_record(stage_name)
     if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
+    stale = None  # the stage highest up the chain whose inputs changed since it ran: rerun from there
+    name = stage_name
+    while name:
+        changed = cache.changed_input(cache.load_record(name) or {})
+        if changed:
+            stale = (name, changed)
+        name = UPSTREAM.get(name)
+    if stale:
+        raise PipelineError(f"the {stage_name} result is out of date ({stale[1]} changed since {stale[0]} last ran):"
+                            f" run `python -m pipeline {stale[0]}` and the stages after it, or `make all`")
     return record
 
 
@@ -131,14 +146,20 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():
-        run(download.define, console, force, source=source, competition=competition,
-            force_download=force)
+        downloaded = run(download.define, console, force, source=source, competition=competition,
+                         force_download=force)
         run(prepare.define, console, force)
         run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
         run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard)
         predicted = run(predict.define, console, force, tta=training.tta)
         if report:
             run(report_stage.define, console, force)
-        console.say(f"done in {format_duration(time.perf_counter() - started)}: submission"
-                    f" {cache.absolute_path(predicted['extra']['submission'])} (send it with `make submit`)")
+        done = (f"done in {format_duration(time.perf_counter() - started)}: submission"
+                f" {cache.absolute_path(predicted['extra']['submission'])}")
+        if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
+            console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
+                        " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
+                        " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
+        else:
+            console.say(f"{done} (send it with `make submit`)")
     return predicted

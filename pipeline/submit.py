@@ -29,10 +29,19 @@ def newest_submission(folder: Path) -> Path:
     return candidates[-1]
 
 
+def refuse_sample_run(run: dict | None, file: Path, competition: str) -> None:
+    """A model trained on the bundled sample predicted the sample's 600 test rows, not the competition's."""
+    if run is not None and run.get("source") == "sample" and competition in COMPETITION_TEST_ROWS:
+        raise PipelineError(
+            f"{file} comes from run {run['id']}, trained and predicted on the bundled sample (600 test rows), which"
+            f" Kaggle cannot score for {competition}: get the competition's data first (Kaggle credentials, README"
+            " 'Kaggle credentials', or make all SOURCE=path/to/digit-recognizer.zip), then `make all` and submit")
+
+
 def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,
-         force: bool) -> None:
-    """Check a submission (the newest, or the run's, or file) and send it, once unless forced."""
-    from pipeline import cache, kaggle_api, runs
+         force: bool, wait: bool = True, timeout_s: float = 300) -> None:
+    """Check a submission (the newest, or the run's, or file), send it once unless forced, and wait for its score."""
+    from pipeline import cache, kaggle_api, runs, scores
 
     if file is None and run_id is not None:
         submission = runs.read_run(paths, run_id).get("submission")
@@ -40,15 +49,26 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
             raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
         file = cache.absolute_path(submission)
     file = Path(file) if file else newest_submission(paths.submissions)
+    if timeout_s < 0:
+        raise PipelineError(f"--timeout {timeout_s}: expected 0 or more seconds")
+    run = runs.run_for_submission(paths, file)
+    refuse_sample_run(run, file, competition)
     rows = validate_submission_file(file, competition)
     digest = cache.file_digest(file)
-    message = message or runs.submission_message(runs.run_for_submission(paths, file), file)
-    with cache.exclusive_lock():  # two submits at once must not both send the same file
+    message = message or runs.submission_message(run, file)
+    with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
         earlier = runs.sent_submissions(paths).get(digest)
         if earlier and not force:
             raise PipelineError(f"{file}: this file was already sent on {earlier['date']} (as {earlier['file']}); "
                                 "Kaggle allows few submissions a day, so pass --force to send it again")
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
         answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
-        runs.record_sent_submission(paths, digest, file, message, answer)
-    console.say(f"submit: Kaggle answered: {answer}")
+        run_id = run["id"] if run else None
+        runs.record_sent_submission(paths, digest, file, message, answer, run_id, competition)
+        if run_id:
+            runs.update_run(paths, run_id, leaderboard={"ref": answer["ref"], "status": "PENDING"})
+    console.say(f"submit: Kaggle answered: {answer['message']}")
+    if wait:
+        scores.wait_and_report(paths, console, competition, answer["ref"], run, timeout_s)
+    else:
+        console.say(f"submit: not waiting for the score; see it later with {scores.HOW_TO_LOOK_LATER}")

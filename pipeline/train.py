@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
-from pipeline.cache import atomic_path, relative_name, require_free_space, write_json
+from pipeline.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
 from pipeline.console import format_duration
 from pipeline.device import resolve_precision
 from pipeline.errors import PipelineError
@@ -131,7 +131,7 @@ class _Checkpoint:
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
-                  checkpoint_folder: Path, strategy, verbose: int = 1, log=print, epochs_after: int = 0,
+                  checkpoint_folder: Path, strategy, log=print, epochs_after: int = 0,
                   tensorboard_dir: Path | None = None):
     """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
@@ -164,7 +164,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
-    callbacks = [_progress_bar(training.epochs)] if verbose else []
+    callbacks = []  # no Keras progress bar: the epoch's one line is logged below
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
@@ -174,8 +174,9 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         dataset = augment.make_training_dataset(
             train_images, train_labels, training.batch_size, seed, epoch, augment=training.augment
         )
+        # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                           shuffle=False, verbose=verbose, callbacks=callbacks)
+                           shuffle=False, verbose=0, callbacks=callbacks)
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
@@ -187,18 +188,6 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
     return model, state
-
-
-def _progress_bar(total_epochs: int):
-    """Keras's progress bar, headed "Epoch k/total" although each fit() call runs one epoch."""
-    import keras
-
-    class EpochOfTotalProgress(keras.callbacks.ProgbarLogger):
-        def set_params(self, params):
-            super().set_params(params)
-            self.epochs = total_epochs
-
-    return EpochOfTotalProgress()
 
 
 def reseed_layers(model, seed: int, epoch: int) -> None:
@@ -300,7 +289,7 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
             validation = (images[part.validation_rows], labels[part.validation_rows])
         model, state = fit_one_model(
             images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
-            checkpoints / part.name, strategy, verbose=console.keras_verbosity, log=console.say,
+            checkpoints / part.name, strategy, log=console.say,
             epochs_after=(total - first_number - index) * training.epochs,
             tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
         path = run_dir / f"{part.name}.keras"
@@ -398,8 +387,11 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         upstream = _upstream_summary()
         run = {
             "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
-            "params": {**training.as_dict(), **upstream["split"]},
+            # The split's own seed apart: params["seed"] is the one the models were trained with.
+            "params": training.as_dict(), "split": upstream["split"],
             "estimate": run_estimate, "parts": summaries,
+            # What it was trained on, so that a report of this run later can tell whether data/prepared still is.
+            "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
         }

@@ -21,9 +21,16 @@ Modes (settable at any time through `stub.mode`):
     upload-fails     the PUT of the submission file answers 500
     silent           every API call is received and never answered (the connection stays open)
     trickle          the API answers, but the zip comes one byte every `stub.trickle_interval_s`
+
+Scoring (ListSubmissions, GetSubmission): a new submission is PENDING for `stub.pending_polls`
+listings, then `stub.outcome`: "complete" (publicScore `stub.public_score`, privateScore
+`stub.private_score`, "" when Kaggle gives none), "error" (errorDescription `stub.error_description`)
+or "pending" (never scored). `stub.scored` holds the submissions made through the API as Kaggle
+would list them; a test may add its own (`stub.add_submission`).
 """
 
 import base64
+import datetime
 import email.utils
 import json
 import os
@@ -85,6 +92,11 @@ class KaggleStub:
         self.retry_after_s = 30
         self.trickle_interval_s = 0.2
         self._stopping = threading.Event()  # ends the requests a silent or trickling stub holds open
+        self.pending_polls = 1
+        self.outcome = "complete"
+        self.public_score = "0.99543"
+        self.private_score = ""
+        self.error_description = "Submission scoring failed: ERROR: Required column 'Label' could not be found"
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -99,6 +111,8 @@ class KaggleStub:
         self.uploads: dict[str, bytes] = {}  # upload token -> the bytes PUT to it
         self.submissions: list[dict] = []  # CreateSubmission bodies, with the uploaded bytes under "file"
         self.downloads_started = 0
+        self.scored: list[dict] = []  # the competition's submissions as ListSubmissions shows them, newest last
+        self._polls_left: dict[int, int] = {}  # ref -> listings still PENDING
 
     @property
     def auth_headers(self) -> list[str | None]:
@@ -130,6 +144,45 @@ class KaggleStub:
                 self.submissions.append(items[0])
             elif kind == "download":
                 self.downloads_started += 1
+
+    # ---- Scoring ----
+
+    def add_submission(self, description: str, file_name: str = "submission.csv") -> dict:
+        """A submission as Kaggle keeps it, PENDING until it has been listed `pending_polls` times."""
+        with self._lock:
+            ref = 1000 + len(self.scored) + 1
+            submission = {
+                "ref": ref, "totalBytes": 0, "description": description, "errorDescription": "",
+                "fileName": file_name, "publicScore": "", "privateScore": "", "status": "PENDING",
+                "submittedBy": self.username, "teamName": self.username,
+                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "url": f"/submissions/{ref}/{file_name}",
+            }
+            self.scored.append(submission)
+            self._polls_left[ref] = self.pending_polls
+        return submission
+
+    def _advance(self, submission: dict) -> dict:
+        """The submission as one more look at it shows it: scored once its pending listings are used up."""
+        ref = submission["ref"]
+        if submission["status"] == "PENDING":
+            polls_left = self._polls_left.get(ref, 0)
+            self._polls_left[ref] = polls_left - 1
+            if polls_left <= 0 and self.outcome == "complete":
+                submission.update(status="COMPLETE", publicScore=self.public_score, privateScore=self.private_score)
+            elif polls_left <= 0 and self.outcome == "error":
+                submission.update(status="ERROR", errorDescription=self.error_description)
+        return dict(submission)
+
+    def listing(self) -> list[dict]:
+        """ListSubmissions' answer: newest first, each looked at once more."""
+        with self._lock:
+            return [self._advance(submission) for submission in reversed(self.scored)]
+
+    def submission(self, ref: int) -> dict | None:
+        with self._lock:
+            found = [submission for submission in self.scored if submission["ref"] == ref]
+            return self._advance(found[0]) if found else None
 
     # ---- Credentials ----
 
@@ -326,6 +379,8 @@ class _StubHandler(BaseHTTPRequestHandler):
             "DownloadDataFiles": self._download_data_files,
             "StartSubmissionUpload": self._start_submission_upload,
             "CreateSubmission": self._create_submission,
+            "ListSubmissions": self._list_submissions,
+            "GetSubmission": self._get_submission,
         }.get(method_name)
         if handler is None:
             return self._send_api_error(404, f"the stub does not implement {method_name}")
@@ -353,7 +408,17 @@ class _StubHandler(BaseHTTPRequestHandler):
         if upload_token not in self.stub.uploads:
             return self._send_api_error(400, f"no uploaded file for token {upload_token!r}")
         self.stub._record("submission", {**request, "file": self.stub.uploads[upload_token]})
-        self._send_json(200, {"message": SUBMIT_MESSAGE, "ref": 1000 + len(self.stub.submissions)})
+        scored = self.stub.add_submission(request.get("submissionDescription", ""), request.get("fileName") or "submission.csv")
+        self._send_json(200, {"message": SUBMIT_MESSAGE, "ref": scored["ref"]})
+
+    def _list_submissions(self, request: dict) -> None:
+        self._send_json(200, {"submissions": self.stub.listing(), "nextPageToken": ""})
+
+    def _get_submission(self, request: dict) -> None:
+        found = self.stub.submission(int(request.get("ref") or 0))
+        if found is None:
+            return self._send_api_error(404, f"no submission {request.get('ref')}")
+        self._send_json(200, found)
 
     # ---- GET of the zip, PUT of a submission file ----
 

@@ -59,7 +59,15 @@ def test_all_on_sample_writes_a_valid_submission(finished_root):
     lines = submissions[0].read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(1, 601))
-    assert str(submissions[0]) in first.stdout.splitlines()[-1]
+    last_line = first.stdout.splitlines()[-1]
+    assert str(submissions[0]) in last_line
+    # a trial on the sample: the last line says so and how to get the real data, not "make submit"
+    assert "bundled sample (600 test rows" in last_line and "Kaggle credentials" in last_line
+    assert "make submit" not in last_line
+    # one line per epoch, the pipeline's own; no Keras progress lines from training or prediction
+    epoch_lines = [line for line in first.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("loss" in line and "accuracy" in line for line in epoch_lines)
+    assert "/step" not in first.stdout and " - 0s" not in first.stdout and "1/1" not in first.stdout
     # the sample's test rows have known answers: even 2 quick epochs are far better than chance
     answers = (PROJECT_ROOT / "data" / "sample" / "test_answers.csv").read_text().splitlines()[1:]
     correct = sum(a.split(",")[1] == b.split(",")[1] for a, b in zip(answers, lines[1:]))
@@ -97,6 +105,16 @@ def test_changed_parameter_reruns_that_stage_and_later_ones_only(tmp_path):
         assert "up to date" not in lines[stage], changed.stdout
     # the earlier submission is still there, untouched, beside the new one
     assert len(list((tmp_path / "submissions").glob("*.csv"))) == 2
+    # a report of the latest run compares it with the earlier one; the earlier run gets its own report too
+    first_id, second_id = sorted(path.name for path in (tmp_path / "data" / "models").glob("*-small"))
+    latest = assert_ok(run_pipeline(tmp_path, "report"))
+    page = (tmp_path / "data" / "reports" / second_id / "index.html").read_text()
+    assert "best earlier run" in page and first_id in page and 'class="banner"' in page
+    earlier = assert_ok(run_pipeline(tmp_path, "report", "--run", first_id))
+    assert (tmp_path / "data" / "reports" / first_id / "index.html").is_file(), earlier.stdout
+    assert latest.stdout != earlier.stdout
+    unknown = run_pipeline(tmp_path, "report", "--run", "20990101-000000-cnn")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "no such run" in unknown.stderr
     forced = assert_ok(run_pipeline(tmp_path, "prepare", "--force"))
     assert "up to date" not in forced.stdout
 
@@ -109,6 +127,18 @@ def test_changed_input_reruns_from_prepare(tmp_path):
     raw_train.write_text("\n".join(lines[:-1]) + "\n")  # one image fewer
     prepared = assert_ok(run_pipeline(tmp_path, "prepare"))
     assert "2399 train" in prepared.stdout
+    # the model was trained on the old data: predict on its own refuses and names the command that fixes it
+    stale = run_pipeline(tmp_path, "predict")
+    assert stale.returncode == 1 and stale.stderr.count("\n") == 1, stale.stderr
+    assert "out of date" in stale.stderr and "`python -m pipeline split`" in stale.stderr
+    # the split's seed and the training seed are two things, and run.json keeps both
+    assert_ok(run_pipeline(tmp_path, "split", "--seed", "7"))
+    assert_ok(run_pipeline(tmp_path, "train", *QUICK))
+    run = json.loads(max((tmp_path / "data" / "models").glob("*/run.json"), key=lambda path: path.stat().st_mtime)
+                     .read_text())
+    assert run["split"]["seed"] == 7 and run["params"]["seed"] == 42
+    assert [part["seed"] for part in run["parts"]] == [42]
+    assert_ok(run_pipeline(tmp_path, "predict"))
 
 
 def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
@@ -256,8 +286,12 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     assert np.mean(fold_accuracies) == pytest.approx(estimate["accuracy"])
     assert estimate["model_accuracy_mean"] == pytest.approx(np.mean(fold_accuracies))
     assert estimate["model_accuracy_sd"] == pytest.approx(np.std(fold_accuracies, ddof=1))
-    page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
+    report_dir = next((tmp_path / "data" / "reports").glob("*/index.html")).parent
+    page = (report_dir / "index.html").read_text()
     assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
+    # the curves of every model of the ensemble, not only the first
+    history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
+    assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}
     table = assert_ok(run_pipeline(tmp_path, "runs")).stdout
     assert f"{estimate['accuracy']:.4f}" in table and "3-fold CV" in table
 
@@ -378,3 +412,29 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
     # (that it resumes: test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends)
     assert list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"))
+
+
+def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
+    import typer.main
+
+    from pipeline.cli import app
+
+    command = typer.main.get_command(app).commands["all"]
+    make = ["make", "--no-print-directory"]  # also when `make test` runs this test
+    make_help = subprocess.run([*make, "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout
+    for parameter in command.params:
+        if parameter.name == "help":
+            continue
+        variable, option = parameter.name.upper(), "--" + parameter.name.replace("_", "-")
+        assert f"{variable}=" in make_help, variable
+        value = "1" if parameter.is_flag else "7"
+        dry_run = subprocess.run([*make, "-n", "all", f"{variable}={value}"], cwd=PROJECT_ROOT,
+                                 capture_output=True, text=True).stdout
+        command_line = next(line for line in dry_run.splitlines() if "-m pipeline" in line)
+        assert option in command_line, (variable, dry_run)
+
+
+def test_split_seed_help_describes_only_the_split():
+    result = run_pipeline(PROJECT_ROOT / "unused", "split", "--help", env={"COLUMNS": "200"})
+    seed_help = next(line for line in result.stdout.splitlines() if "--seed" in line)
+    assert "split" in seed_help and "initialisation" not in seed_help and "augmentation" not in seed_help

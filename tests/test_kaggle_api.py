@@ -55,7 +55,7 @@ try:
 except PipelineError as error:
     print("error:", error, file=sys.stderr)
     sys.exit(1)
-print("answer:", answer)
+print("answer:", answer["message"], "ref:", answer["ref"])
 """
 
 FIND_CREDENTIALS_CODE = """

@@ -57,6 +57,7 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
         assert stub.submission_descriptions[0].startswith(f"run {run_id}: small")
         # the message names the run's estimate (main renamed val_acc to the estimate and its kind)
         assert re.search(r"estimate [01]\.\d{4} \(holdout\)", stub.submission_descriptions[0]), stub.submission_descriptions[0]
+        assert "scored 0.99543 public" in sent.stdout.splitlines()[-1]
 
         again = run_pipeline(root, "submit", env=env)
         assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
@@ -80,7 +81,7 @@ def test_submit_refuses_the_samples_predictions(tmp_path):
     with KaggleStub(mode="ok") as stub:
         result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
         assert result.returncode == 1
-        assert "600 rows, expected 28000" in result.stderr and result.stderr.count("\n") == 1
+        assert "bundled sample (600 test rows)" in result.stderr and result.stderr.count("\n") == 1
         assert stub.submitted_files == []
 
 

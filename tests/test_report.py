@@ -264,3 +264,77 @@ def test_sample_digits_tolerate_a_class_with_few_examples():
     images = np.zeros((len(labels), 28, 28, 1), dtype=np.float32)
     figure = report.sample_digits_figure(images, labels, per_class=4)
     assert sum(axes.get_visible() and axes.axison for axes in figure.axes) == 4 * 9 + 1
+
+
+# --------------------------------------------------------------------------- what the page says of a run
+
+
+def full_run(**changes) -> dict:
+    """A run.json as train, predict and submit leave it."""
+    run = {
+        "id": "20260102-090000-cnn", "date": "2026-01-02 09:00:00", "source": "kaggle:digit-recognizer",
+        "preset": "default", "params": {"architecture": "cnn", "epochs": 18, "seed": 42},
+        "split": {"folds": 1, "seed": 7, "val_fraction": 0.1},
+        "estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200, "errors": 20},
+        "parts": [{"name": "member-0", "seed": 42, "train_images": 37800, "validation_images": 4200, "accuracy": 0.9952},
+                  {"name": "all-rows", "seed": 43, "train_images": 42000}],
+        "models": ["/home/someone/project/data/models/x/member-0.keras"],
+        "submission": "/home/someone/project/submissions/20260102-090000-cnn.csv",
+        "leaderboard": {"ref": 1001, "status": "COMPLETE", "public_score": "0.99543", "private_score": "0.99500"},
+        "durations_s": {"train": 100.0},
+    }
+    return {**run, **changes}
+
+
+def written_page(inputs, tmp_path, run, **options) -> str:
+    index = report.write_report(tmp_path / "report", **{**inputs, "run": run}, **options)
+    return index.read_text(encoding="utf-8")
+
+
+def test_the_summary_is_words_not_raw_lists_or_absolute_paths(inputs, tmp_path):
+    page = written_page(inputs, tmp_path, full_run())
+    assert "/home/someone" not in page
+    assert "[0." not in page and "[{" not in page  # no raw list of floats or of records
+    assert "0.99543 public, 0.99500 private" in page  # the leaderboard score
+    assert "20260102-090000-cnn.csv" in page and "member-0" in page and "all-rows" in page
+    assert "bundled sample" not in page
+
+
+def test_a_run_on_the_sample_gets_a_banner(inputs, tmp_path):
+    page = written_page(inputs, tmp_path, full_run(source="sample", leaderboard=None))
+    assert 'class="banner"' in page and "bundled sample" in page and "cannot be submitted" in page
+
+
+def test_mistakes_are_named_by_their_train_csv_line(inputs, tmp_path):
+    val_rows = np.arange(len(inputs["val_labels"])) * 3 + 5  # validation digits spread over train.csv
+    report.write_report(tmp_path / "report", **inputs, val_rows=val_rows)
+    with open(tmp_path / "report" / report.MOST_WRONG_CSV) as stream:
+        rows = list(csv.DictReader(stream))
+    wrong = report.most_wrong(inputs["val_labels"], inputs["val_probabilities"])
+    assert [int(row["train.csv line"]) for row in rows] == list(val_rows[wrong] + 2)  # header is line 1
+
+
+def test_an_ensemble_shows_the_curves_of_every_model(inputs):
+    history = inputs["history"]
+    figure = report.training_curves_figure(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
+    titles = [axes.get_title() for axes in figure.axes]
+    assert "fold-0: Loss" in titles and "all-rows: Loss" in titles and "fold-0: Learning rate" in titles
+    header, rows = report.history_rows(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
+    assert header[0] == "model" and {row[0] for row in rows} == {"fold-0", "all-rows"}
+
+
+def test_the_run_is_compared_with_the_best_earlier_run_and_the_baseline(inputs, tmp_path):
+    run = full_run()
+    baseline = full_run(id="20260101-080000-mlp", date="2026-01-01 08:00:00", preset="baseline",
+                        estimate={**run["estimate"], "accuracy": 0.9702}, leaderboard=None)
+    better = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00",
+                      estimate={**run["estimate"], "accuracy": 0.9960})
+    later = full_run(id="20260103-100000-cnn", date="2026-01-03 10:00:00", estimate={**run["estimate"], "accuracy": 0.999})
+    elsewhere = full_run(id="20260101-110000-cnn", date="2026-01-01 11:00:00", source="sample",
+                         estimate={**run["estimate"], "accuracy": 0.9990})
+    compared = report.compared_runs(run, [later, elsewhere, better, run, baseline])  # best first, as list_runs
+    assert compared == [("best earlier run", better), ("baseline", baseline)]
+    page = written_page(inputs, tmp_path, run, comparisons=compared)
+    assert "-0.08 points" in page and "+2.50 points" in page
+    lonely = written_page(inputs, tmp_path, run, comparisons=[])
+    assert "make all PRESET=baseline" in lonely

@@ -1,0 +1,114 @@
+"""Kaggle's scores of the submissions sent from this checkout: waited for after submit, fetched
+later by `submissions`, and kept with the runs they came from.
+
+Kaggle scores a submission a few seconds to minutes after it arrives; until then it lists it as
+PENDING. Every submission sent is logged (pipeline.runs.record_sent_submission) with its number
+(`ref`) before any waiting starts, so a submit killed while waiting loses nothing: the next
+`submissions` finds the score by that number and records it.
+"""
+
+import time
+
+from pipeline import kaggle_api, runs
+from pipeline.console import format_duration, format_table
+from pipeline.errors import PipelineError
+
+DEFAULT_TIMEOUT_S = 300
+FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
+WAIT_GROWTH = 1.5
+LONGEST_WAIT_S = 30.0  # a look every half minute at most: few calls, and a score is seen soon after it exists
+HOW_TO_LOOK_LATER = "`make submissions` (or `python -m pipeline submissions`)"
+
+
+def waits(timeout_s: float):
+    """The pauses between two looks: growing from FIRST_WAIT_S to LONGEST_WAIT_S, in all at most timeout_s."""
+    left, wait = float(timeout_s), FIRST_WAIT_S
+    while left > 0:
+        pause = min(wait, left)
+        yield pause
+        left -= pause
+        wait = min(wait * WAIT_GROWTH, LONGEST_WAIT_S)
+
+
+def find(submissions: list[dict], ref: int) -> dict | None:
+    return next((submission for submission in submissions if submission["ref"] == ref), None)
+
+
+def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.sleep) -> dict | None:
+    """The submission `ref` as Kaggle lists it once scored (or failed), or as last seen at the time limit."""
+    seen = find(kaggle_api.list_submissions(competition), ref)
+    for pause in waits(timeout_s):
+        if seen is not None and seen["status"] != "PENDING":
+            return seen
+        sleep(pause)
+        seen = find(kaggle_api.list_submissions(competition), ref) or seen
+    return seen
+
+
+def describe_score(submission: dict, estimate: dict | None) -> str:
+    """'scored 0.99543 public, 0.99500 private (estimate 0.9952, 95 % 0.9945-0.9958)'."""
+    scores = [f"{submission['public_score']} public"]
+    if submission.get("private_score"):
+        scores.append(f"{submission['private_score']} private")
+    line = f"scored {', '.join(scores)}"
+    if estimate:
+        line += f" (estimate {estimate['accuracy']:.4f}, 95 % {estimate['low']:.4f}-{estimate['high']:.4f})"
+    return line
+
+
+def record(paths, submission: dict) -> str | None:
+    """Keep a listed submission's status and scores in the sent log and its run's run.json; the run id."""
+    with runs.sent_log_lock(paths):
+        entry = runs.update_sent_submission(paths, submission)
+        run_id = (entry or {}).get("run_id")
+        if run_id and runs.run_path(paths, run_id).is_file():
+            runs.update_run(paths, run_id, leaderboard=leaderboard_of(submission))
+    return run_id
+
+
+def leaderboard_of(submission: dict) -> dict:
+    """What run.json keeps of a submission's scoring: scores as the text Kaggle gave ("" when none)."""
+    return {"ref": submission["ref"], "status": submission["status"], "date": submission.get("date", ""),
+            "public_score": submission.get("public_score", ""), "private_score": submission.get("private_score", ""),
+            "error": submission.get("error_description", "")}
+
+
+def wait_and_report(paths, console, competition: str, ref: int, run: dict | None, timeout_s: float) -> None:
+    """After a submit: wait for the score, say it beside the run's estimate, and record it."""
+    console.say(f"submit: waiting up to {format_duration(timeout_s)} for Kaggle's score (submission {ref})")
+    started = time.monotonic()
+    seen = wait_for_score(competition, ref, timeout_s)
+    if seen is None or seen["status"] == "PENDING":
+        console.say(f"submit: not scored yet after {format_duration(time.monotonic() - started)}; Kaggle keeps"
+                    f" scoring it: see the score later with {HOW_TO_LOOK_LATER}")
+        return
+    record(paths, seen)
+    if seen["status"] == "ERROR":
+        raise PipelineError(f"Kaggle could not score submission {ref}: {seen['error_description'] or 'no reason given'}")
+    console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}")
+
+
+def show_submissions(paths, competition: str) -> str:
+    """The competition's submissions with their scores and runs; scores of ours are recorded on the way."""
+    listed = kaggle_api.list_submissions(competition)
+    for submission in reversed(listed):  # oldest first, so a run sent twice keeps its newest score
+        if submission["status"] != "PENDING":
+            record(paths, submission)
+    rows = []
+    for submission in listed:
+        run_id = runs.sent_run_id(paths, submission)
+        score = {"COMPLETE": submission["public_score"], "ERROR": "error"}.get(submission["status"], "pending")
+        rows.append((submission["ref"], submission["date"][:19].replace("T", " "), submission["status"].lower(),
+                     score, submission["private_score"] or "-", run_id or "-",
+                     _shorten(submission["error_description"] or submission["description"])))
+    if not rows:
+        return f"no submissions to {competition} yet (send one with `make submit`)"
+    table = format_table(("ref", "date", "status", "public", "private", "run", "description"), rows)
+    pending = sum(1 for submission in listed if submission["status"] == "PENDING")
+    note = f"\n{pending} still pending: look again in a minute" if pending else ""
+    return f"{table}\nrun: sent from this checkout; scores are recorded with their runs (`python -m pipeline runs`){note}"
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
