@@ -106,7 +106,7 @@ def outputs_intact(record: dict) -> bool:
 def changed_input(record: dict) -> str | None:
     """The first input the stage read that no longer holds what it held then; None when all still do."""
     for name, digest in record.get("key", {}).get("inputs", {}).items():
-        if path_digest(_absolute(name)) != digest:
+        if path_digest(absolute_path(name)) != digest:
             return name
     return None
 
