@@ -23,7 +23,8 @@ SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
-	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(if $(filter 1 yes true,$(DETERMINISTIC)),--deterministic,)
+	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(if $(filter 1 yes true,$(DETERMINISTIC)),--deterministic,) \
+	$(if $(filter 1 yes true,$(TENSORBOARD)),--tensorboard,)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
@@ -36,7 +37,7 @@ help: ## List the targets
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
 	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
 	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
-	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 REPORT=1|0 FORCE=1 QUIET=1"
+	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 TENSORBOARD=1 REPORT=1|0 FORCE=1 QUIET=1"
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS"
 
 $(STAMP): requirements.txt pyproject.toml
