@@ -1,11 +1,12 @@
 """Run history: one run.json beside each trained model, and the log of submissions sent to Kaggle."""
 
 import contextlib
-import fcntl
 import json
 import re
 import time
 from pathlib import Path
+
+from filelock import FileLock
 
 from pipeline import cache, config, run_cache
 from pipeline.console import format_table
@@ -136,8 +137,8 @@ def submission_message(run: dict | None, file: Path) -> str:
 def sent_log_lock(paths: config.Paths):
     """The sent log's own lock: submit and submissions never wait behind a training run's lock."""
     paths.data.mkdir(parents=True, exist_ok=True)
-    with open(paths.data / ".submissions.lock", "a+") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+    # filelock, as cache.exclusive_lock: an OS lock on Linux, macOS and Windows (fcntl is not on Windows).
+    with FileLock(paths.data / ".submissions.lock"):
         yield
 
 
