@@ -326,9 +326,10 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
 
     tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. Not part of the
     stage's key: logging changes no result, so it alone never reruns a finished stage."""
-    requested = training
     from pipeline import estimate, runs
     from pipeline.stage import Definition, require
+
+    requested = training
 
     require("split", "python -m pipeline split")
 
@@ -364,10 +365,12 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             if training.pseudo_label:
                 final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
-            final = train_parts(final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir,
-                                console, (len(parts), len(parts)), tensorboard_dir)
-            final[2][0]["pseudo_labelled_images"] = pseudo_labelled
-            model_paths, histories, summaries = model_paths + final[0], histories + final[1], summaries + final[2]
+            final_paths, final_histories, final_summaries, _, _ = train_parts(
+                final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
+                (len(parts), len(parts)), tensorboard_dir)
+            final_summaries[0]["pseudo_labelled_images"] = pseudo_labelled
+            model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
+                                                 summaries + final_summaries)
         rows = np.flatnonzero(predicted)
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
