@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.console import format_table
+from pipeline.estimate import short_kind
 from pipeline.errors import PipelineError
 
 COLUMNS = (
@@ -75,7 +76,7 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
         "estimate": estimate,
         "estimate_accuracy": estimate["accuracy"],
         "estimate_interval": f"{estimate['low']:.4f}-{estimate['high']:.4f}",
-        "estimate_kind": estimate["kind"] if estimate["kind"] == "holdout" else f"{estimate['folds']}-fold CV",
+        "estimate_kind": short_kind(estimate),
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
         "models": [str(paths.root / name) for name in run["models"]],  # run.json's are relative to its root
         "test_images": str(paths.test_images),

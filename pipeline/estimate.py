@@ -47,3 +47,8 @@ def describe(estimate: dict | None) -> str:
         return "no estimate"
     return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
             f" {estimate['kind']} on {estimate['images']:,} images)")
+
+
+def short_kind(estimate: dict) -> str:
+    """The kind for a table column: 'holdout' or '5-fold CV'."""
+    return f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"

@@ -10,6 +10,7 @@ from filelock import FileLock
 
 from pipeline import cache, config, run_cache
 from pipeline.console import format_table
+from pipeline.estimate import short_kind
 from pipeline.errors import PipelineError
 
 
@@ -95,8 +96,7 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str
 def _estimate_cells(estimate: dict | None) -> tuple[str, str, str]:
     if not estimate:
         return "-", "-", "none"
-    kind = f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
-    return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", kind
+    return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", short_kind(estimate)
 
 
 def leaderboard_cell(leaderboard: dict | None) -> str:
