@@ -5,6 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+GPU_STAMP := $(VENV)/.installed-gpu
 # Only what the locks name, each file checked against its hash.
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes
 # The lock: requirements.txt from pyproject.toml's dependencies (and pip, setuptools); tests/requirements.txt
@@ -24,12 +25,16 @@ TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EP
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
 	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(if $(filter 1 yes true,$(DETERMINISTIC)),--deterministic,) \
-	$(if $(filter 1 yes true,$(TENSORBOARD)),--tensorboard,)
+	$(if $(filter 1 yes true,$(TENSORBOARD)),--tensorboard,) $(call opt,AUGMENTATION,--augmentation) \
+	$(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(call opt,ENGINE,--engine) $(ENGINE_OPTS)
+ENGINE_OPTS = $(call opt,WORKERS,--workers) $(call opt,RAY_ADDRESS,--ray-address) $(call opt,DEVICE,--device)
+TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
+	$(call opt,SEARCH_SEED,--search-seed) $(ENGINE_OPTS)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(if $(FORCE),--force,)
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit submissions test test-fast lint lock bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,8 +42,10 @@ help: ## List the targets
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
 	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
 	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
-	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 TENSORBOARD=1 REPORT=1|0 FORCE=1 QUIET=1"
-	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS"
+	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
+	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
+	@echo "  tune: SOURCE PRESET FOLDS SEED WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
+	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,16 +53,23 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
+# GPU=1: the same TensorFlow with NVIDIA's CUDA libraries on top (Linux x86-64), from requirements-gpu.txt.
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+	$(PIP_INSTALL) -r requirements-gpu.txt
+	touch $(GPU_STAMP)
+
 $(DEV_STAMP): $(STAMP) tests/requirements.txt
 	$(PIP_INSTALL) -r tests/requirements.txt
 	touch $(DEV_STAMP)
 
-venv: $(STAMP) ## Create .venv from the lock, requirements.txt (done by every target that needs it)
+venv: $(STAMP) $(if $(filter 1 yes true,$(GPU)),$(GPU_STAMP),) ## Create .venv from the lock (every target does); GPU=1 adds CUDA
 
 lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
 	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt
 	$(VENV)/bin/uv pip compile --group pyproject.toml:test --group pyproject.toml:dev -c requirements.txt \
 		$(LOCK_OPTIONS) -o tests/requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra gpu --group pyproject.toml:setup -c requirements.txt \
+		$(LOCK_OPTIONS) -o requirements-gpu.txt
 
 all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
 	$(PIPELINE) all $(ALL_OPTS)
@@ -77,6 +91,9 @@ predict: $(STAMP) ## Write submissions/<run>.csv
 
 report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
 	$(PIPELINE) report $(call opt,RUN,--run) $(if $(FORCE),--force,)
+
+tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
+	$(PIPELINE) tune $(TUNE_OPTS) $(if $(FORCE),--force,)
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs

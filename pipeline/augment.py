@@ -90,13 +90,14 @@ def _as_one_hot(labels, count):
 
 
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
-                          max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):
+                          max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
 
     images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
     The order is a numpy permutation from np.random.default_rng([seed, epoch]); batch i is
     augmented with the stateless seed fold_in([seed, epoch], i). Nothing else is random, so the
     dataset depends only on (seed, epoch). The last batch may be smaller than batch_size.
+    strength scales the three ranges (the `--augmentation` option); 0 is the same as augment=False.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -106,7 +107,11 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
     one_hot = _as_one_hot(labels, len(images))
     order = np.random.default_rng([seed, epoch]).permutation(len(images))
     dataset = tf.data.Dataset.from_tensor_slices((images[order], one_hot[order])).batch(batch_size)
-    if augment:
+    if strength < 0:
+        raise ValueError(f"strength must be 0 or more, got {strength}.")
+    if augment and strength > 0:
+        max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
+                                                     strength * max_shift)
         epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
 
         def augment_batch(batch_index, batch):

@@ -119,14 +119,19 @@ def up_to_date(stage: Stage) -> dict | None:
     return record if outputs_intact(record) else None
 
 
-def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
-    record = {
+def make_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
+    return {
         "stage": stage.name,
         "key": stage.key(),
         "outputs": {relative_name(path): path_digest(path) for path in outputs},
         "extra": extra or {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
+    """Record a stage's fresh outputs as its current ones."""
+    record = make_record(stage, outputs, extra)
     write_json(record_path(stage.name), record)
     return record
 

@@ -12,7 +12,8 @@ from typing import Literal, Optional
 import typer
 
 from pipeline import __version__, bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
-from pipeline.device import PRECISIONS
+from pipeline.device import DEVICES, PRECISIONS
+from pipeline.engine import ENGINES, Engine
 from pipeline.console import Console
 from pipeline.errors import PipelineError
 
@@ -31,6 +32,8 @@ PresetName = Literal[tuple(config.PRESETS)]
 Architecture = Literal[config.ARCHITECTURES]
 Precision = Literal[PRECISIONS]
 Strategy = Literal[config.STRATEGIES]
+EngineName = Literal[ENGINES]
+DeviceName = Literal[DEVICES]
 FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
@@ -61,19 +64,46 @@ PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
 FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
+AUGMENTATION = typer.Option(None, help="Strength of the training images' random rotation, zoom and shift: 0 none,"
+                                        f" 1 = 10 degrees, 10 %, 10 % (default {DEFAULT['augmentation']}).")
+DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network (default {DEFAULT['dropout']}).")
+WIDTH = typer.Option(None, help="Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the"
+                                f" work (default {DEFAULT['width']}).")
 DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
 STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU (default: default).")
+ENGINE = typer.Option("local", help="local: the models train one after another in this process; ray: each model a Ray"
+                                    " task, several at once, on this machine or the cluster at --ray-address.")
+WORKERS = typer.Option(None, help="With --engine ray: models training at once (default: one per GPU, else one per"
+                                  " machine); each gets its share of the CPUs.")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a running Ray cluster (host:6379); default:"
+                                                       " $RAY_ADDRESS, else a local instance started for the run.")
+DEVICE = typer.Option("auto", help="auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
+                                    " once where there is none.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
                                                         " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
 def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                     strategy, final_model, tta, pseudo_label=None) -> dict:
+                     strategy, final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None) -> dict:
     """The training options as the preset's names; None: not given, the preset's value stays."""
     return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
-                final_model=final_model, tta=tta, pseudo_label=pseudo_label)
+                final_model=final_model, tta=tta, pseudo_label=pseudo_label, augmentation=augmentation,
+                dropout=dropout, width=width)
+
+
+def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:
+    """Where the models train; a GPU asked for on this machine is looked for now, before any stage runs."""
+    engine = Engine(name, workers, address, device)
+    engine.check()
+    if name == "local" and device == "gpu":
+        from pipeline.console import import_tensorflow_quietly
+        from pipeline.device import use_device
+
+        import_tensorflow_quietly()
+        use_device(device)
+    return engine
 
 
 def show_version(value: bool) -> None:
@@ -118,14 +148,17 @@ def train_command(
     epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
     seed: Optional[int] = TRAINING_SEED, members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
     deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
-    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, tensorboard: bool = TENSORBOARD,
-    force: bool = FORCE,
+    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION,
+    dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
+    engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    device: DeviceName = DEVICE, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label)
+                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
     stage.run(train.define, context.obj, force, preset=preset,
-              training=train.training_config(train.resolve_preset(preset, **options)), tensorboard=tensorboard)
+              training=train.training_config(train.resolve_preset(preset, **options)), tensorboard=tensorboard,
+              engine=engine_settings(engine, workers, ray_address, device))
 
 
 @app.command("predict")
@@ -182,6 +215,29 @@ def bench_command(
     bench.run_bench(context.obj, source, presets, epochs)
 
 
+@app.command("tune")
+def tune_command(
+    context: typer.Context, source: str = SOURCE, competition: str = COMPETITION, preset: PresetName = PRESET,
+    trials: int = typer.Option(8, help="Settings to try; the first is the preset's own."),
+    workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS, device: DeviceName = DEVICE,
+    search_seed: int = typer.Option(0, "--search-seed", help="Seed of the settings drawn (the same seed, the same trials)."),
+    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
+    force: bool = FORCE,
+):
+    """Search learning rate, epochs, augmentation, dropout and width on Ray; each trial a run; print the best options."""
+    from pipeline import cache, tune
+
+    values = train.resolve_preset(preset, val_fraction=val_fraction, folds=folds, seed=seed)
+    engine = engine_settings("ray", workers, ray_address, device)
+    console = context.obj
+    with cache.exclusive_lock():  # the split stays as the trials read it
+        stage.run_data_stages(console, source, competition, values, force)
+        results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
+    print(tune.format_results(results))
+    for line in tune.summary_lines(results, preset):
+        console.say(line)
+
+
 @app.command("all")
 def all_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION,
@@ -192,15 +248,17 @@ def all_command(
     precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
     strategy: Optional[Strategy] = STRATEGY,
     final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL,
-    tta: Optional[bool] = TTA, tensorboard: bool = TENSORBOARD,
-    report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
+    tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, dropout: Optional[float] = DROPOUT,
+    width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
+    engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
+    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label)
+                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
-                  report, force, tensorboard)
+                  report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
 def main() -> None:

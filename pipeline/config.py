@@ -147,7 +147,9 @@ DEFAULT = dict(
     final_model=True,  # also one model on all rows, averaged into the submission
     pseudo_label=False,  # the all-rows model also learns the test images the others are sure of (not measured yet)
     precision="auto",  # bfloat16 where the CPU or GPU computes in it, float16 on older GPUs, else float32
-    augment=True,
+    augmentation=1.0,  # strength of the random rotation / zoom / shift: 1 = 10 degrees, 10 %, 10 %; 0 = none
+    dropout=0.4,  # after each block of the CNNs (before the last layer of "small")
+    width=1.0,  # multiplies every layer's filters or units
     deterministic=False,
     strategy="default",  # or "mirrored": every local GPU (or logical CPU device)
     tta=False,
@@ -163,6 +165,6 @@ PRESETS = {
     "best": {**DEFAULT, "folds": 5, "tta": True},
     # The seeds' MLP (Flatten, Dense 128, Dense 64, Dense 10): the baseline every comparison is made against.
     "baseline": {**DEFAULT, "architecture": "mlp", "epochs": 10, "learning_rate": 1e-3, "precision": "float32",
-                 "augment": False, "final_model": False},
+                 "augmentation": 0.0, "final_model": False},
 }
 DEFAULT_PRESET = "default"

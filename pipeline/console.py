@@ -53,6 +53,7 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
+            tf.get_logger().setLevel("ERROR")  # its Python notes (tf.function retracing) say nothing to a user
         except BaseException:
             os.dup2(saved_stderr, 2)
             caught.seek(0)

@@ -6,10 +6,14 @@ which was measured 13 times slower than float32 on an AVX2-only CPU (46 against 
 the default CNN). Older GPUs (T4, V100, P100) get float16 with loss scaling instead.
 """
 
+import os
 import sys
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+DEVICES = ("auto", "cpu", "gpu")  # auto: every GPU TensorFlow finds, else the CPU
 _CPU_BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
@@ -57,3 +61,17 @@ def describe_devices() -> str:
         return "CPU (no GPU found)"
     listed = ", ".join(f"{major}.{minor}" for major, minor in capabilities)
     return f"{len(capabilities)} GPU{'s' * (len(capabilities) > 1)} (compute capability {listed})"
+
+
+def use_device(requested: str) -> None:
+    """Before TensorFlow starts: "cpu" hides every GPU from it; "gpu" fails in one line where it finds none."""
+    if requested == "cpu":
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
+
+            tf.config.set_visible_devices([], "GPU")
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif requested == "gpu" and not gpu_compute_capabilities():
+        raise PipelineError("--device gpu: TensorFlow finds no GPU here (it needs an NVIDIA driver and the CUDA"
+                            " libraries: `make venv GPU=1`); use --device auto or cpu")

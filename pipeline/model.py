@@ -90,20 +90,25 @@ def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmu
     )
 
 
-def _mlp(inputs, policy, dropout_rate):
+def _scaled(units, width):
+    """A layer's filters or units times the network's width multiplier, at least 1."""
+    return max(1, round(units * width))
+
+
+def _mlp(inputs, policy, dropout_rate, width):
     hidden = layers.Flatten(name="flatten")(inputs)
-    hidden = layers.Dense(128, activation="relu", dtype=policy, name="dense_128")(hidden)
-    return layers.Dense(64, activation="relu", dtype=policy, name="dense_64")(hidden)
+    hidden = layers.Dense(_scaled(128, width), activation="relu", dtype=policy, name="dense_128")(hidden)
+    return layers.Dense(_scaled(64, width), activation="relu", dtype=policy, name="dense_64")(hidden)
 
 
-def _small(inputs, policy, dropout_rate):
-    hidden = layers.Conv2D(16, 3, activation="relu", dtype=policy, name="conv_1")(inputs)
+def _small(inputs, policy, dropout_rate, width):
+    hidden = layers.Conv2D(_scaled(16, width), 3, activation="relu", dtype=policy, name="conv_1")(inputs)
     hidden = layers.MaxPooling2D(2, dtype=policy, name="pool_1")(hidden)
-    hidden = layers.Conv2D(32, 3, activation="relu", dtype=policy, name="conv_2")(hidden)
+    hidden = layers.Conv2D(_scaled(32, width), 3, activation="relu", dtype=policy, name="conv_2")(hidden)
     hidden = layers.MaxPooling2D(2, dtype=policy, name="pool_2")(hidden)
     hidden = layers.Flatten(dtype=policy, name="flatten")(hidden)
     hidden = layers.Dropout(dropout_rate, dtype=policy, name="dropout")(hidden)
-    return layers.Dense(64, activation="relu", dtype=policy, name="dense_64")(hidden)
+    return layers.Dense(_scaled(64, width), activation="relu", dtype=policy, name="dense_64")(hidden)
 
 
 def _conv_block(hidden, filters, kernel_size, policy, name, strides=1):
@@ -113,16 +118,17 @@ def _conv_block(hidden, filters, kernel_size, policy, name, strides=1):
     return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, dtype=policy, name=f"{name}_norm")(hidden)
 
 
-def _deotte(inputs, policy, dropout_rate):
-    hidden = _conv_block(inputs, 32, 3, policy, "block1a")
-    hidden = _conv_block(hidden, 32, 3, policy, "block1b")
-    hidden = _conv_block(hidden, 32, 5, policy, "block1c", strides=2)
+def _deotte(inputs, policy, dropout_rate, width):
+    narrow, middle, wide = _scaled(32, width), _scaled(64, width), _scaled(128, width)
+    hidden = _conv_block(inputs, narrow, 3, policy, "block1a")
+    hidden = _conv_block(hidden, narrow, 3, policy, "block1b")
+    hidden = _conv_block(hidden, narrow, 5, policy, "block1c", strides=2)
     hidden = layers.Dropout(dropout_rate, dtype=policy, name="block1_dropout")(hidden)
-    hidden = _conv_block(hidden, 64, 3, policy, "block2a")
-    hidden = _conv_block(hidden, 64, 3, policy, "block2b")
-    hidden = _conv_block(hidden, 64, 5, policy, "block2c", strides=2)
+    hidden = _conv_block(hidden, middle, 3, policy, "block2a")
+    hidden = _conv_block(hidden, middle, 3, policy, "block2b")
+    hidden = _conv_block(hidden, middle, 5, policy, "block2c", strides=2)
     hidden = layers.Dropout(dropout_rate, dtype=policy, name="block2_dropout")(hidden)
-    hidden = _conv_block(hidden, 128, 4, policy, "block3")
+    hidden = _conv_block(hidden, wide, 4, policy, "block3")
     hidden = layers.Flatten(dtype=policy, name="flatten")(hidden)
     return layers.Dropout(dropout_rate, dtype=policy, name="block3_dropout")(hidden)
 
@@ -131,16 +137,18 @@ _BODIES = {"mlp": _mlp, "small": _small, "deotte": _deotte, "cnn": _deotte}
 assert set(_BODIES) == set(ARCHITECTURES), "pipeline.config.ARCHITECTURES names the networks built here"
 
 
-def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4):
-    """The uncompiled Functional model for one of ARCHITECTURES."""
+def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, width=1.0):
+    """The uncompiled Functional model for one of ARCHITECTURES; width multiplies every layer's filters or units."""
     if architecture not in _BODIES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
     if dtype_policy not in DTYPE_POLICIES:
         raise ValueError(f"Unknown dtype policy {dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)}.")
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}.")
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
-    hidden = _BODIES[architecture](inputs, dtype_policy, dropout_rate)
+    hidden = _BODIES[architecture](inputs, dtype_policy, dropout_rate, width)
     # Always float32: a softmax in bfloat16 would round the probabilities.
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(hidden)
     return keras.Model(inputs, outputs, name=architecture)
@@ -161,10 +169,10 @@ def compile_model(model, *, learning_rate=1e-3, label_smoothing=0.0, jit_compile
     return model
 
 
-def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dropout_rate=0.4,
+def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dropout_rate=0.4, width=1.0,
                 label_smoothing=0.0, jit_compile=False):
     """build_network + compile_model: a compiled model ready for fit on one-hot labels."""
-    model = build_network(architecture, dtype_policy=dtype_policy, dropout_rate=dropout_rate)
+    model = build_network(architecture, dtype_policy=dtype_policy, dropout_rate=dropout_rate, width=width)
     return compile_model(model, learning_rate=learning_rate, label_smoothing=label_smoothing,
                          jit_compile=jit_compile)
 

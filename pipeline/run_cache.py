@@ -82,9 +82,8 @@ def _in_the_way(path: Path, wanted_digest: str | None, current_outputs: set[Path
     return path.exists() and path not in current_outputs and cache.path_digest(path) != wanted_digest
 
 
-def restore(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
-    """Put back the outputs kept under key_id and make its record the stage's current one; the record,
-    or None when nothing (intact) is kept or restoring would replace something it must not."""
+def _entry(paths: config.Paths, stage_name: str, key_id: str) -> tuple[dict, dict] | None:
+    """(record, files) kept under key_id, when every object is still intact."""
     try:
         entry = json.loads(_entry_path(paths, stage_name, key_id).read_text())
         record, files = entry["record"], entry["files"]
@@ -93,6 +92,22 @@ def restore(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
     if not _intact(paths, files):
         _entry_path(paths, stage_name, key_id).unlink(missing_ok=True)
         return None
+    return record, files
+
+
+def kept_record(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
+    """The record kept under key_id (its outputs intact in the store), without restoring anything."""
+    entry = _entry(paths, stage_name, key_id)
+    return entry[0] if entry else None
+
+
+def restore(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
+    """Put back the outputs kept under key_id and make its record the stage's current one; the record,
+    or None when nothing (intact) is kept or restoring would replace something it must not."""
+    entry = _entry(paths, stage_name, key_id)
+    if entry is None:
+        return None
+    record, files = entry
     current = cache.load_record(stage_name)
     current_outputs = set(cache.output_paths(current)) if current else set()
     targets = dict(zip(record["outputs"], cache.output_paths(record)))

@@ -134,10 +134,37 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         return record
 
 
+def run_detached(definition: Definition, console: Console) -> dict:
+    """Run a stage without making its result the stage's current one: kept in the run cache only, and
+    taken from there when the same key ran before. For tune's trials, which run side by side while the
+    caller holds the lock."""
+    record = run_cache.kept_record(config.paths(), definition.name, definition.key_id)
+    if record is not None:
+        console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}), {definition.describe(record)}")
+        return record
+    started = time.perf_counter()
+    outputs, extra = definition.work()
+    extra["seconds"] = round(time.perf_counter() - started, 2)
+    record = cache.make_record(definition.key(), outputs, extra)
+    run_cache.keep(config.paths(), definition.key_id, record)
+    console.say(f"{definition.name}: {definition.describe(record)} in {format_duration(extra['seconds'])}")
+    return record
+
+
+def run_data_stages(console: Console, source: str, competition: str, values: dict, force: bool) -> dict:
+    """download -> prepare -> split (the lock held by the caller); the download record."""
+    from pipeline import download, prepare, split
+
+    downloaded = run(download.define, console, force, source=source, competition=competition, force_download=force)
+    run(prepare.define, console, force)
+    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
+    return downloaded
+
+
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
-            force: bool, tensorboard: bool = False) -> dict:
+            force: bool, tensorboard: bool = False, engine=None) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
-    from pipeline import download, predict, prepare, split, train
+    from pipeline import predict, train
     from pipeline import report as report_stage
 
     started = time.perf_counter()
@@ -146,11 +173,8 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():
-        downloaded = run(download.define, console, force, source=source, competition=competition,
-                         force_download=force)
-        run(prepare.define, console, force)
-        run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
-        run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard)
+        downloaded = run_data_stages(console, source, competition, values, force)
+        run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard, engine=engine)
         predicted = run(predict.define, console, force, tta=training.tta)
         if report:
             run(report_stage.define, console, force)

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from pipeline import config
 from pipeline.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
 from pipeline.console import format_duration
-from pipeline.device import resolve_precision
+from pipeline.device import resolve_precision, use_device
 from pipeline.errors import PipelineError
 
 
@@ -39,7 +40,9 @@ class TrainingConfig:
     learning_rate: float
     seed: int
     precision: str
-    augment: bool
+    augmentation: float  # 0: none; 1: 10 degrees, 10 % zoom, 10 % shift
+    dropout: float
+    width: float
     members: int
     final_model: bool  # also train one model on all rows, averaged into the submission
     pseudo_label: bool  # the all-rows model also learns the test images the other models are sure of
@@ -55,6 +58,13 @@ class TrainingConfig:
             raise PipelineError(f"--learning-rate {self.learning_rate}: expected a value between 0 and 1, e.g. 0.002")
         if self.batch_size < 1:
             raise PipelineError(f"--batch-size {self.batch_size}: expected at least 1")
+        if not 0 <= self.augmentation <= 3:
+            raise PipelineError(f"--augmentation {self.augmentation}: expected 0 (none) to 3 (1 is 10 degrees,"
+                                " 10 % zoom and shift)")
+        if not 0 <= self.dropout < 1:
+            raise PipelineError(f"--dropout {self.dropout}: expected a rate from 0 to below 1, e.g. 0.4")
+        if not 0 < self.width <= 4:
+            raise PipelineError(f"--width {self.width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:
@@ -119,7 +129,9 @@ class _Checkpoint:
         return state if (self.folder / state.get("model_file", "")).is_file() else None
 
     def save(self, model, state: dict) -> dict:
-        state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras")
+        # Who wrote it, too: with --engine ray, the worker process that trains this model.
+        state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras", host=socket.gethostname(),
+                     pid=os.getpid())
         require_free_space(self.folder, 2 * model_file_bytes(model), "a training checkpoint")
         with atomic_path(self.folder / state["model_file"]) as temporary:
             model.save(temporary)
@@ -154,7 +166,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             keras.utils.set_random_seed(seed)
             schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate)
             model = model_library.build_model(
-                training.architecture, learning_rate=schedule, dtype_policy=training.precision
+                training.architecture, learning_rate=schedule, dtype_policy=training.precision,
+                dropout_rate=training.dropout, width=training.width,
             )
             state = {"completed_epochs": 0, "history": {}}
         else:
@@ -172,7 +185,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         started = time.perf_counter()
         reseed_layers(model, seed, epoch)
         dataset = augment.make_training_dataset(
-            train_images, train_labels, training.batch_size, seed, epoch, augment=training.augment
+            train_images, train_labels, training.batch_size, seed, epoch, augment=training.augmentation > 0,
+            strength=training.augmentation,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
@@ -265,48 +279,78 @@ def confident_labels(probabilities: np.ndarray, confidence: float = PSEUDO_LABEL
     return rows, probabilities[rows].argmax(axis=1)
 
 
+def train_one_part(images, labels, part: Part, training: TrainingConfig, strategy, checkpoints: Path, console,
+                   number: int, total: int, epochs_after: int = 0, tensorboard_dir: Path | None = None):
+    """Train one part (resuming from checkpoints/<part>/): (model, history, summary, probabilities of the
+    rows it never saw or None). The same here and in an engine's worker (pipeline.engine.train_part)."""
+    from pipeline.predict import predict_probabilities
+
+    checked_on = (f", checked on {len(part.validation_rows)} it never sees"
+                  if part.validation_rows is not None else ", all rows")
+    console.say(f"train: model {number} of {total} ({part.name}, seed {part.seed}):"
+                f" {len(part.train_rows)} images{checked_on}")
+    validation = (None, None)
+    if part.validation_rows is not None:
+        validation = (images[part.validation_rows], labels[part.validation_rows])
+    model, state = fit_one_model(
+        images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
+        checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
+        tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
+    summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
+    probabilities = None
+    if part.validation_rows is not None:
+        probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
+        curve = state["history"].get("val_accuracy", [])
+        summary.update(validation_images=int(len(part.validation_rows)),
+                       accuracy=float((probabilities.argmax(axis=1) == validation[1]).mean()),
+                       best_epoch=int(np.argmax(curve)) + 1, best_epoch_accuracy=float(max(curve)))
+    return model, state["history"], summary, probabilities
+
+
 def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
-                run_dir: Path, console, numbering: tuple[int, int] | None = None, tensorboard_dir: Path | None = None):
-    """Train every part one after another and save each as run_dir/<part>.keras.
+                run_dir: Path, console, numbering: tuple[int, int] | None = None, tensorboard_dir: Path | None = None,
+                engine=None):
+    """Train every part and save each as run_dir/<part>.keras: one after another here, or as tasks of
+    engine (pipeline.engine) when it is "ray".
 
     Returns (model paths, histories, part summaries, out-of-fold probabilities (N, 10) summed over
     the models that predicted each row, and how many did). Each part resumes from its own
     checkpoint folder, so a killed run redoes only the epochs it had not finished.
     """
-    from pipeline.predict import predict_probabilities
-
     first_number, total = numbering or (1, len(parts))
     out_of_fold = np.zeros((len(labels), config.NUM_CLASSES), dtype=np.float64)
     predicted = np.zeros(len(labels), dtype=np.int64)
     model_paths, histories, summaries = [], [], []
-    for index, part in enumerate(parts):
-        checked_on = (f", checked on {len(part.validation_rows)} it never sees"
-                      if part.validation_rows is not None else ", all rows")
-        console.say(f"train: model {first_number + index} of {total} ({part.name}, seed {part.seed}):"
-                    f" {len(part.train_rows)} images{checked_on}")
-        validation = (None, None)
-        if part.validation_rows is not None:
-            validation = (images[part.validation_rows], labels[part.validation_rows])
-        model, state = fit_one_model(
-            images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
-            checkpoints / part.name, strategy, log=console.say,
-            epochs_after=(total - first_number - index) * training.epochs,
-            tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
+    if engine is not None and engine.name == "ray":
+        from pipeline.engine import train_parts_on_ray
+
+        results = train_parts_on_ray(images, labels, parts, training, checkpoints, (first_number, total),
+                                     tensorboard_dir, engine, console)
+    else:
+        results = (_train_here(images, labels, part, training, strategy, checkpoints, console, first_number + index,
+                               total, tensorboard_dir) for index, part in enumerate(parts))
+    for part, result in zip(parts, results):
         path = run_dir / f"{part.name}.keras"
-        save_model(model, path)
-        summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
-        if part.validation_rows is not None:
-            probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
-            out_of_fold[part.validation_rows] += probabilities
+        if isinstance(result["model"], bytes):  # from an engine's worker: the saved file itself
+            require_free_space(run_dir, len(result["model"]), path.name)
+            with atomic_path(path) as temporary:
+                temporary.write_bytes(result["model"])
+        else:
+            save_model(result["model"], path)
+        if result["probabilities"] is not None:
+            out_of_fold[part.validation_rows] += result["probabilities"]
             predicted[part.validation_rows] += 1
-            curve = state["history"].get("val_accuracy", [])
-            summary.update(validation_images=int(len(part.validation_rows)),
-                           accuracy=float((probabilities.argmax(axis=1) == validation[1]).mean()),
-                           best_epoch=int(np.argmax(curve)) + 1, best_epoch_accuracy=float(max(curve)))
         model_paths.append(path)
-        histories.append(state["history"])
-        summaries.append(summary)
+        histories.append(result["history"])
+        summaries.append(result["summary"])
     return model_paths, histories, summaries, out_of_fold, predicted
+
+
+def _train_here(images, labels, part, training, strategy, checkpoints, console, number, total, tensorboard_dir):
+    model, history, summary, probabilities = train_one_part(
+        images, labels, part, training, strategy, checkpoints, console, number, total,
+        epochs_after=(total - number) * training.epochs, tensorboard_dir=tensorboard_dir)
+    return {"model": model, "history": history, "summary": summary, "probabilities": probabilities}
 
 
 def _upstream_summary() -> dict:
@@ -320,54 +364,86 @@ def _upstream_summary() -> dict:
     }
 
 
-def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False):
+def new_run_id(paths, stem: str) -> str:
+    """stem, or stem-2, stem-3...: the first whose folder this call creates (parallel trials start in one second)."""
+    paths.models.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 1000):
+        run_id = stem if number == 1 else f"{stem}-{number}"
+        try:
+            paths.run_dir(run_id).mkdir()
+            return run_id
+        except FileExistsError:
+            continue
+    raise PipelineError(f"{paths.models}: too many runs named {stem}-*")
+
+
+def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False, engine=None):
     """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
     their histories, the out-of-fold predictions and run.json with the estimate.
 
-    tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. Not part of the
-    stage's key: logging changes no result, so it alone never reruns a finished stage."""
+    tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. engine: where the
+    models train (pipeline.engine.Engine; None: here, one after another). Neither is part of the
+    stage's key: they change no result, so they alone never rerun a finished stage."""
     from pipeline import estimate, runs
     from pipeline.stage import Definition, require
+
+    on_ray = engine is not None and engine.name == "ray"
 
     requested = training
 
     require("split", "python -m pipeline split")
 
     def work():
+        if not on_ray:
+            return train_run()
+        from pipeline.engine import ray_session
+
+        with ray_session(engine):  # one connection (or local instance) for the whole run
+            return train_run()
+
+    def train_run():
         from pipeline.console import import_tensorflow_quietly
         from pipeline.device import describe_devices
 
-        import_tensorflow_quietly()
         started = time.perf_counter()
-        # "auto" is resolved only now: finding the devices imports TensorFlow, which an up-to-date
-        # run never does. run.json records the precision that really ran.
-        training = replace(requested, precision=resolve_precision(requested.precision))
+        if on_ray:
+            from pipeline.engine import cluster_devices
+
+            precision, devices = cluster_devices(requested.precision, engine.device)
+            training = replace(requested, precision=precision)
+        else:
+            use_device(engine.device if engine else "auto")
+            import_tensorflow_quietly()
+            # "auto" is resolved only now: finding the devices imports TensorFlow, which an up-to-date
+            # run never does. run.json records the precision that really ran.
+            training = replace(requested, precision=resolve_precision(requested.precision))
+            devices = describe_devices()
         images = np.load(paths.train_images, mmap_mode="r")
         labels = np.load(paths.train_labels)
         split = dict(np.load(paths.split_file))
         parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model)
-        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}"
+        run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
         tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
         if tensorboard_dir:
             console.say(f"train: TensorBoard logs in {tensorboard_dir} (view them: tensorboard --logdir {tensorboard_dir})")
-        strategy = configure_tensorflow(training)
-        replicas = strategy.num_replicas_in_sync
+        strategy = None if on_ray else configure_tensorflow(training)
+        replicas = strategy.num_replicas_in_sync if strategy else 1
         console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
-                    f"{training.batch_size}, {training.precision}, on {describe_devices()}"
+                    f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
-        measured = [part for part in parts if part.validation_rows is not None]
+        # The model on all rows waits for the others only when it learns their pseudo-labels.
+        first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
-            images, labels, measured, training, strategy, checkpoints, run_dir, console, (1, len(parts)), tensorboard_dir)
-        for final_part in parts[len(measured):]:  # the model on all rows, checked on nothing
-            final_images, final_labels, pseudo_labelled = images, labels, 0
-            if training.pseudo_label:
-                final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
+            images, labels, first, training, strategy, checkpoints, run_dir, console, (1, len(parts)), tensorboard_dir,
+            engine)
+        for final_part in parts[len(first):]:  # the model on all rows and the test images the others are sure of
+            final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
             final_paths, final_histories, final_summaries, _, _ = train_parts(
                 final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
-                (len(parts), len(parts)), tensorboard_dir)
+                (len(parts), len(parts)), tensorboard_dir, engine)
             final_summaries[0]["pseudo_labelled_images"] = pseudo_labelled
             model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
                                                  summaries + final_summaries)
@@ -397,6 +473,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
             "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
+            "engine": engine.name if engine else "local", "devices": devices,
         }
         if tensorboard_dir:
             run["tensorboard"] = relative_name(tensorboard_dir)

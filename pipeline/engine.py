@@ -1,0 +1,243 @@
+"""Where a run's models train: one after another in this process ("local"), or as Ray tasks ("ray"),
+each in a worker process of its own, on this machine or on a cluster.
+
+Folds, ensemble members and tune's trials share nothing while they train, so they scale out as
+whole models: a 327k-parameter CNN gains nothing from splitting its batches across machines, and
+independent tasks need no synchronisation at all. Ray is imported here only, and only when asked
+for, so an up-to-date run never loads it.
+
+A task trains one model (`train.train_one_part`) exactly as the local loop would, with the same
+seed, and sends back the model file, its history and its out-of-fold probabilities; the run, its
+cache entry and its report are written here, by the driver, as for a local run. A task whose
+worker dies is retried (TASK_RETRIES times); it resumes from the epoch checkpoints in the driver's
+data/models/.checkpoints/ folder when its node can reach that path (this machine, or a shared filesystem),
+else it trains that model again from its first epoch.
+
+On a cluster every node needs the same checkout at the same commit, set up with `make venv`: a
+task refuses to run code whose hash differs from the driver's.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.device import DEVICES
+from pipeline.errors import PipelineError
+
+ENGINES = ("local", "ray")
+TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How to run the models: not part of any stage's key (the models come out the same either way)."""
+
+    name: str = "local"
+    workers: int | None = None  # models training at once (ray); None: one per GPU, else one per node
+    address: str | None = None  # a running Ray cluster; None: RAY_ADDRESS, else a new local instance
+    device: str = "auto"  # auto, cpu or gpu (pipeline.device.DEVICES), here or on every worker
+
+    def check(self) -> None:
+        if self.name not in ENGINES:
+            raise PipelineError(f"--engine {self.name}: expected one of {', '.join(ENGINES)}")
+        if self.workers is not None and self.workers < 1:
+            raise PipelineError(f"--workers {self.workers}: expected at least 1")
+        if self.name == "local" and (self.workers or self.address):
+            raise PipelineError("--workers and --ray-address go with --engine ray")
+        if self.device not in DEVICES:
+            raise PipelineError(f"--device {self.device}: expected one of {', '.join(DEVICES)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def ray_session(engine: Engine, store_bytes: int = 0):
+    """Ray, connected: to engine.address or RAY_ADDRESS, else to a local instance started here and
+    stopped at the end. Nested sessions share the outer one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # The workers' lines come through whole, each behind its "(train_part pid=...)" prefix, uncoloured.
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    address = engine.address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True)
+        else:
+            # The object store holds the image arrays once, shared by every worker of the node.
+            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
+                     object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20))
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for one reason: no cluster
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise PipelineError(f"--engine ray: cannot reach {where} ({_first_line(error)})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, str]:
+    """(models at once, Ray resources of one task, a description of the cluster) for the connected cluster."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = int(total.get("CPU", 1)), int(total.get("GPU", 0))
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    described = f"{nodes} node{'s' * (nodes != 1)}, {cpus} CPUs" + (f", {gpus} GPUs" if gpus else "")
+    if device == "gpu" and not gpus:
+        raise PipelineError(f"--device gpu: the Ray cluster ({described}) has no GPU; use --device auto or cpu")
+    if device == "cpu":
+        gpus = 0
+    if gpus:  # one GPU a model; `workers` can only ask for fewer at once
+        at_once = min(workers or gpus, gpus)
+        return at_once, {"num_gpus": 1, "num_cpus": max(1, cpus // gpus)}, described
+    at_once = workers or nodes
+    return at_once, {"num_cpus": max(1, cpus // at_once)}, described
+
+
+def _probe_devices(requested_precision: str, device: str) -> tuple[str, str]:
+    from pipeline.console import import_tensorflow_quietly
+    from pipeline.device import describe_devices, resolve_precision, use_device
+
+    use_device(device)
+    import_tensorflow_quietly()
+    return resolve_precision(requested_precision), describe_devices()
+
+
+def cluster_devices(requested_precision: str, device: str) -> tuple[str, str]:
+    """(the precision, a description of the devices) as a worker of the connected cluster sees them:
+    "auto" is resolved where the models train, not where the driver runs (a probe task, a few seconds)."""
+    import ray
+
+    _, resources, described = cluster_plan(None, device)
+    if requested_precision != "auto":
+        return requested_precision, f"Ray ({described})"
+    probe = ray.remote(max_calls=1, **resources)(_probe_devices)
+    try:
+        precision, devices = ray.get(probe.remote(requested_precision, device))
+    except ray.exceptions.RayError as error:
+        raise PipelineError(f"--engine ray: a worker could not start TensorFlow ({_first_line(error)})") from None
+    return precision, f"Ray ({described}; a worker has {devices})"
+
+
+def run_tasks(function, jobs: list[dict], engine: Engine, console, shared: dict) -> list:
+    """function(job, **shared) for every job as Ray tasks, at most `workers` at once; results in job order.
+
+    shared: large arrays, put once into the object store and handed to every task.
+    """
+    import ray
+
+    at_once, resources, described = cluster_plan(engine.workers, engine.device)
+    remote = ray.remote(max_retries=TASK_RETRIES, max_calls=1, **resources)(function)
+    shared_refs = {name: ray.put(value) for name, value in shared.items()}
+    console.say(f"engine: {len(jobs)} task{'s' * (len(jobs) != 1)} on Ray ({described}), {at_once} at once,"
+                f" {' and '.join(f'{int(count)} {name[4:-1].upper()}' for name, count in resources.items())} each")
+    pending, results, waiting = {}, {}, list(enumerate(jobs))
+    try:
+        while waiting or pending:
+            while waiting and len(pending) < at_once:
+                index, job = waiting.pop(0)
+                pending[remote.remote(job, **shared_refs)] = index
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            results[index] = _result(done[0], jobs[index])
+    finally:
+        for ref in pending:  # a failure or Ctrl-C: the others stop too (their checkpoints stay)
+            ray.cancel(ref, force=True)
+    return [results[index] for index in range(len(jobs))]
+
+
+def _result(ref, job: dict):
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, PipelineError):
+            raise PipelineError(str(cause)) from None
+        raise PipelineError(f"{job['label']}: the task failed: {_first_line(cause or error)}") from None
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as error:
+        raise PipelineError(f"{job['label']}: its worker died {TASK_RETRIES + 1} times ({_first_line(error)});"
+                            " run the same command again to resume from its last checkpoint") from None
+
+
+def _worker_threads() -> int:
+    """The CPUs Ray gave this task: TensorFlow's thread pool is sized to them, not to the whole machine."""
+    import ray
+
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
+def train_part(job: dict, images, labels) -> dict:
+    """One model of a run, in a Ray worker process (a fresh one: max_calls=1): the model file's bytes,
+    its history, summary and out-of-fold probabilities."""
+    from pipeline import stage, train
+    from pipeline.console import Console, import_tensorflow_quietly
+
+    if stage.code_digest("train") != job["code"]:
+        raise PipelineError(f"the worker on {socket.gethostname()} runs other pipeline code than the driver (train"
+                            f" code {stage.code_digest('train')}, expected {job['code']}): check out the same"
+                            " commit there and run `make venv`")
+    from pipeline.device import use_device
+
+    use_device(job["device"])
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("PIPELINE_THREADS") or _worker_threads()))
+    training = train.TrainingConfig(**job["training"])
+    strategy = train.configure_tensorflow(training)
+    checkpoints = _reachable_folder(Path(job["checkpoints"]))
+    model, history, summary, probabilities = train.train_one_part(
+        images, labels, job["part"], training, strategy, checkpoints, Console(), job["number"], job["total"],
+        epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        model_bytes = path.read_bytes()
+    summary["worker"] = f"{socket.gethostname()} pid {os.getpid()}"
+    return {"model": model_bytes, "history": history, "summary": summary, "probabilities": probabilities}
+
+
+def _reachable_folder(folder: Path) -> Path:
+    """The driver's checkpoint folder where this node can write it (same machine, shared filesystem),
+    else one in this node's temporary folder (a retry on this node still resumes)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return folder
+    except OSError:
+        return Path(tempfile.gettempdir()) / "digit-recognizer-checkpoints" / folder.name
+
+
+def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbering: tuple[int, int],
+                       tensorboard_dir: Path | None, engine: Engine, console) -> list[dict]:
+    """Every part as a Ray task: [{"model": bytes, "history", "summary", "probabilities"}] in part order."""
+    from dataclasses import asdict
+
+    from pipeline import stage
+
+    first, total = numbering
+    jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,
+             "training": asdict(training), "code": stage.code_digest("train"), "checkpoints": str(checkpoints),
+             "device": engine.device,
+             "tensorboard": str(tensorboard_dir) if tensorboard_dir else None}
+            for index, part in enumerate(parts)]
+    images = np.ascontiguousarray(images)
+    with ray_session(engine, images.nbytes):
+        return run_tasks(train_part, jobs, engine, console, {"images": images, "labels": labels})
