@@ -83,6 +83,9 @@ def test_second_run_redoes_nothing_quickly(finished_root):
     lines = stage_lines(again.stdout)
     assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
     assert elapsed < 5, f"an up-to-date run took {elapsed:.1f} s"
+    profiled = assert_ok(run_pipeline(root, "all", *QUICK, env={"PYTHONPROFILEIMPORTTIME": "1"}))
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in profiled.stderr.splitlines() if "import time:" in line}
+    assert "numpy" in imported and not {"tensorflow", "keras", "ray"} & imported  # nothing heavy to find nothing changed
     assert len(list((root / "submissions").glob("*.csv"))) == 1
 
 

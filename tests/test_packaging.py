@@ -46,6 +46,15 @@ def test_the_locks_pin_and_hash_every_package_and_keep_tests_apart():
     assert all(runtime[name] == development[name] for name in shared)  # one version of each package
 
 
+def test_the_gpu_lock_is_the_runtime_lock_plus_cuda():
+    runtime = locked_versions(PROJECT_ROOT / "requirements.txt")
+    gpu = locked_versions(PROJECT_ROOT / "requirements-gpu.txt")
+    assert all(gpu[name] == version for name, version in runtime.items())  # the same TensorFlow, ray, ...
+    added = gpu.keys() - runtime.keys()
+    assert added and all(name.startswith("nvidia-") for name in added)
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= added
+
+
 def test_version_and_choices_come_from_the_parser(tmp_path):
     version = run_pipeline(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"digit-recognizer {__version__}"
