@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,13 +146,15 @@ def atomic_path(final_path: Path):
     """Yield a temporary sibling path; rename it to final_path only if the block succeeds."""
     final_path = Path(final_path)
     make_folder(final_path.parent)
-    # The name keeps its ending: Keras insists on ".keras" and ".weights.h5".
-    temporary = final_path.with_name(f".tmp-{os.getpid()}-{final_path.name}")
+    # The name keeps its ending: Keras insists on ".keras" and ".weights.h5". The thread too: tune's
+    # trials write side by side in one process.
+    writer = f"{os.getpid()}-{threading.get_ident()}"
+    temporary = final_path.with_name(f".tmp-{writer}-{final_path.name}")
     try:
         yield temporary
         if final_path.is_dir() and temporary.is_dir():
             # A folder cannot replace a folder in one rename: move the old one aside first.
-            old = final_path.with_name(f".tmp-{os.getpid()}-old-{final_path.name}")
+            old = final_path.with_name(f".tmp-{writer}-old-{final_path.name}")
             os.replace(final_path, old)
             os.replace(temporary, final_path)
             shutil.rmtree(old, ignore_errors=True)
