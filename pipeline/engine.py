@@ -202,7 +202,7 @@ def train_part(job: dict, images, labels) -> dict:
     strategy = train.configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
     model, history, summary, probabilities = train.train_one_part(
-        images, labels, job["part"], training, strategy, checkpoints, Console(), job["number"], job["total"],
+        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"], job["total"],
         epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
@@ -235,7 +235,7 @@ def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbe
     first, total = numbering
     jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,
              "training": asdict(training), "code": stage.code_digest("train"), "checkpoints": str(checkpoints),
-             "device": engine.device,
+             "device": engine.device, "quiet": console.quiet,
              "tensorboard": str(tensorboard_dir) if tensorboard_dir else None}
             for index, part in enumerate(parts)]
     images = np.ascontiguousarray(images)
