@@ -197,7 +197,7 @@ def train_part(job: dict, images, labels) -> dict:
     import_tensorflow_quietly()
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("PIPELINE_THREADS") or _worker_threads()))
+    tf.config.threading.set_intra_op_parallelism_threads(_worker_threads())
     training = train.TrainingConfig(**job["training"])
     strategy = train.configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
