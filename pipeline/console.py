@@ -11,12 +11,12 @@ class Console:
 
     def say(self, message: str) -> None:
         """A progress line on stdout; nothing with --quiet."""
-        if not self.quiet:
-            print(message, flush=True)
+        if not self.quiet:  # one write per line: tune's trials print from several threads
+            print(message + "\n", end="", flush=True)
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown even with --quiet (it asks the user to act)."""
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print(f"warning: {message}\n", end="", file=sys.stderr, flush=True)
 
 
 def format_duration(seconds: float) -> str:
