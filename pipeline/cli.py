@@ -280,4 +280,9 @@ def main() -> None:
         if stop.code == 130:  # typer's exit for Ctrl-C (KeyboardInterrupt), silent by itself
             typer.echo("interrupted: nothing half-written was kept; run the same command again to go on "
                        "(training resumes from its last completed epoch)", err=True)
+            # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
+            # half-traced functions can print a traceback of their own ("Exception ignored in ...").
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         raise
