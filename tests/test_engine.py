@@ -28,10 +28,16 @@ def outputs(root):
     return json.loads(run_file.read_text()), out_of_fold["probabilities"], submission["Label"].to_numpy()
 
 
+# Each of two Ray workers gets one CPU, so TensorFlow runs one thread in it. The thread count changes
+# the order of a convolution's sums on some CPUs (seen with AVX-512: 4e-7 after the first model, 0.011
+# after the second, as training amplifies it), so the chain to compare with runs one thread too.
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     root = tmp_path_factory.mktemp("sequential")
-    result = run_pipeline(root, *CHAIN, timeout=600)
+    result = run_pipeline(root, *CHAIN, env=ONE_THREAD, timeout=600)
     assert result.returncode == 0, result.stderr
     return outputs(root)
 
