@@ -41,6 +41,7 @@ class TrainingConfig:
     seed: int
     precision: str
     augmentation: float  # 0: none; 1: 10 degrees, 10 % zoom, 10 % shift
+    elastic: float  # 0: none; else the alpha of Simard's elastic distortion (pipeline.augment.random_elastic)
     dropout: float
     width: float
     members: int
@@ -61,6 +62,8 @@ class TrainingConfig:
         if not 0 <= self.augmentation <= 3:
             raise PipelineError(f"--augmentation {self.augmentation}: expected 0 (none) to 3 (1 is 10 degrees,"
                                 " 10 % zoom and shift)")
+        if not 0 <= self.elastic <= 60:
+            raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         if not 0 <= self.dropout < 1:
             raise PipelineError(f"--dropout {self.dropout}: expected a rate from 0 to below 1, e.g. 0.4")
         if not 0 < self.width <= 4:
@@ -185,8 +188,9 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         started = time.perf_counter()
         reseed_layers(model, seed, epoch)
         dataset = augment.make_training_dataset(
-            train_images, train_labels, training.batch_size, seed, epoch, augment=training.augmentation > 0,
-            strength=training.augmentation,
+            train_images, train_labels, training.batch_size, seed, epoch,
+            augment=training.augmentation > 0 or training.elastic > 0, strength=training.augmentation,
+            elastic=training.elastic,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
@@ -264,6 +268,25 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
     return parts
 
 
+def work_units(summaries: list[dict], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
+    """The run's work in units (pipeline.model.UNIT_IMAGES images through one training epoch of the default
+    CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
+    out-of-fold and test predictions, the pseudo-labelling pass), each scaled by its network's cost."""
+    from pipeline.model import REFERENCE_MULTIPLY_ADDS, UNIT_IMAGES
+
+    def units(images, summary):
+        return images * summary["multiply_adds"] / REFERENCE_MULTIPLY_ADDS / UNIT_IMAGES
+
+    training = sum(units(summary["train_images"] * epochs, summary) for summary in summaries)
+    measured = [summary for summary in summaries if "validation_images" in summary]
+    forward = sum(units(summary["validation_images"] * (epochs + views), summary) for summary in measured)
+    forward += sum(units(test_images * views, summary) for summary in summaries)
+    if pseudo_label:
+        forward += sum(units(test_images * views, summary) for summary in measured)
+    return {"units": float(f"{training + forward / 3:.3g}"), "training_units": float(f"{training:.3g}"),
+            "prediction_units": float(f"{forward / 3:.3g}")}
+
+
 def estimate_kind(split: dict) -> str:
     return "cross-validation" if "fold" in split else "holdout"
 
@@ -283,6 +306,7 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
                    number: int, total: int, epochs_after: int = 0, tensorboard_dir: Path | None = None):
     """Train one part (resuming from checkpoints/<part>/): (model, history, summary, probabilities of the
     rows it never saw or None). The same here and in an engine's worker (pipeline.engine.train_part)."""
+    from pipeline import model as model_library
     from pipeline.predict import predict_probabilities
 
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
@@ -296,7 +320,8 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
         checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
         tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
-    summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows))}
+    summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows)),
+               "multiply_adds": model_library.multiply_adds(model)}
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
@@ -464,11 +489,19 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             with open(temporary, "wb") as stream:
                 np.savez(stream, rows=rows, probabilities=probabilities)
         upstream = _upstream_summary()
+        from pipeline.predict import TTA_SHIFTS
+
+        views = len(TTA_SHIFTS) if training.tta else 1
+        work = work_units(summaries, training.epochs, len(np.load(paths.test_images, mmap_mode="r")), views,
+                          training.pseudo_label)
+        console.say(f"train: the run's work is {work['units']} units ({work['training_units']} of training,"
+                    f" {work['prediction_units']} of prediction; a unit is 42,000 images through one epoch of the"
+                    " default CNN)")
         run = {
             "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
             # The split's own seed apart: params["seed"] is the one the models were trained with.
             "params": training.as_dict(), "split": upstream["split"],
-            "estimate": run_estimate, "parts": summaries,
+            "estimate": run_estimate, "parts": summaries, "work": work,
             # What it was trained on, so that a report of this run later can tell whether data/prepared still is.
             "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
             "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},

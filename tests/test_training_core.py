@@ -1,0 +1,142 @@
+"""The training core in process, on small arrays: augmentation, the cost of a network, the work of a run,
+the plan of parts and pseudo-labels, and one model's fit with checkpoint and exact resume."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import augment, model, train
+from pipeline.config import NUM_CLASSES
+
+
+def digit_like_images(count=8, seed=0):
+    """Random strokes: a few bright blobs on a black 28x28 background."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, 28, 28, 1), dtype=np.float32)
+    for image in images:
+        for row, column in rng.integers(6, 22, size=(6, 2)):
+            image[row - 2:row + 2, column - 1:column + 1, 0] = 1.0
+    return images
+
+
+def test_elastic_distortion_repeats_with_its_seed_and_moves_pixels_only_locally():
+    images = digit_like_images()
+    seed = tf.constant([3, 4], tf.int64)
+    distorted = augment.random_elastic(images, seed, alpha=20.0).numpy()
+    assert np.array_equal(distorted, augment.random_elastic(images, seed, alpha=20.0).numpy())
+    assert not np.array_equal(distorted, augment.random_elastic(images, tf.constant([3, 5], tf.int64), 20.0).numpy())
+    assert np.array_equal(augment.random_elastic(images, seed, alpha=0.0).numpy(), images)
+    assert distorted.shape == images.shape and distorted.min() >= 0 and distorted.max() <= 1 + 1e-6
+    assert not np.allclose(distorted, images, atol=0.05)
+    # A smooth field bends strokes; it does not scatter them: the ink's centre stays within 2 pixels.
+    grid = np.arange(28, dtype=np.float32)
+
+    def centres(batch):
+        ink = batch[..., 0].sum(axis=(1, 2))
+        return np.stack([(batch[..., 0].sum(axis=2) * grid).sum(axis=1) / ink,
+                         (batch[..., 0].sum(axis=1) * grid).sum(axis=1) / ink], axis=1)
+
+    assert np.abs(centres(distorted) - centres(images)).max() < 2.0
+
+
+def test_the_affine_map_is_kerass_public_op_on_the_same_transform():
+    images = digit_like_images()
+    seed = tf.constant([1, 2], tf.int64)
+    shifted = augment.random_affine(images, seed, max_rotation_degrees=0.0, max_zoom=0.0, max_shift=0.0).numpy()
+    np.testing.assert_allclose(shifted, images, atol=1e-5)  # no movement: the images themselves
+    rotated = augment.random_affine(images, seed).numpy()
+    assert np.array_equal(rotated, augment.random_affine(images, seed).numpy()) and not np.allclose(rotated, images)
+
+
+def test_an_epoch_of_data_depends_on_seed_and_epoch_and_elastic_leaves_the_affine_draws_alone():
+    images, labels = digit_like_images(40), np.arange(40) % NUM_CLASSES
+
+    def epoch(seed, number, elastic=0.0, strength=1.0):
+        dataset = augment.make_training_dataset(images, labels, 16, seed, number, strength=strength, elastic=elastic)
+        return [batch.numpy() for batch, _ in dataset]
+
+    first = epoch(1, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, epoch(1, 0)))
+    assert not np.array_equal(first[0], epoch(1, 1)[0])
+    with_elastic = epoch(1, 0, elastic=20.0)
+    assert [len(batch) for batch in with_elastic] == [16, 16, 8]
+    assert not np.array_equal(first[0], with_elastic[0])
+    elastic_only = epoch(1, 0, elastic=20.0, strength=0.0)
+    assert not np.array_equal(elastic_only[0], with_elastic[0])
+    with pytest.raises(ValueError, match="elastic"):
+        augment.make_training_dataset(images, labels, 16, 1, 0, elastic=-1.0)
+
+
+def test_multiply_adds_count_convolutions_and_dense_layers():
+    import keras
+
+    inputs = keras.Input((28, 28, 1))
+    hidden = keras.layers.Conv2D(8, 3)(inputs)  # 26 x 26 outputs, 9 weights each, 8 filters
+    hidden = keras.layers.Flatten()(hidden)
+    outputs = keras.layers.Dense(10)(hidden)
+    assert model.multiply_adds(keras.Model(inputs, outputs)) == 26 * 26 * 9 * 8 + 26 * 26 * 8 * 10
+    # The unit of work is defined by the default CNN: the constant must follow the network.
+    assert model.multiply_adds(model.build_network("cnn")) == model.REFERENCE_MULTIPLY_ADDS
+    assert model.multiply_adds(model.build_network("cnn", width=1.5)) > 2 * model.REFERENCE_MULTIPLY_ADDS
+
+
+def test_the_default_runs_work_in_units():
+    cost = model.REFERENCE_MULTIPLY_ADDS
+    holdout = {"train_images": 37_800, "validation_images": 4_200, "multiply_adds": cost}
+    all_rows = {"train_images": 42_000, "multiply_adds": cost}
+    work = train.work_units([holdout, all_rows], epochs=18, test_images=28_000, views=1, pseudo_label=False)
+    assert work["training_units"] == pytest.approx(18 * (37_800 + 42_000) / 42_000, rel=1e-3)  # 34.2
+    expected_forward = (4_200 * 19 + 2 * 28_000) / 3 / 42_000
+    assert work["prediction_units"] == pytest.approx(expected_forward, rel=1e-2)
+    assert work["units"] == pytest.approx(work["training_units"] + work["prediction_units"], rel=1e-2)
+    twice_as_costly = [dict(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
+    assert train.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
+        2 * work["training_units"], rel=1e-2)
+
+
+def test_plan_of_parts_gives_each_model_its_rows_and_seed():
+    fold_of_row = np.array([0, 1, 2] * 4)
+    parts = train.plan_parts({"fold": fold_of_row}, 12, members=1, seed=10, final_model=True)
+    assert [part.name for part in parts] == ["fold-0", "fold-1", "fold-2", "all-rows"]
+    assert [part.seed for part in parts] == [10, 11, 12, 13]
+    for fold, part in enumerate(parts[:3]):
+        assert set(part.validation_rows) == set(np.flatnonzero(fold_of_row == fold))
+        assert not set(part.train_rows) & set(part.validation_rows)
+    assert parts[3].validation_rows is None and len(parts[3].train_rows) == 12
+
+
+def test_confident_labels_keep_only_sure_predictions():
+    probabilities = np.full((3, NUM_CLASSES), 0.0, dtype=np.float32)
+    probabilities[0, 4] = 0.999
+    probabilities[1, 2], probabilities[1, 3] = 0.6, 0.4
+    probabilities[2, 7] = 0.995
+    rows, labels = train.confident_labels(probabilities)
+    assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
+
+
+def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
+    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
+    values = train.resolve_preset("quick", epochs=2, elastic=10.0)
+    training = train.training_config(values)
+    strategy = train.configure_tensorflow(training)
+    lines = []
+    straight, state = train.fit_one_model(images, labels, images[:16], labels[:16], training, 5,
+                                          tmp_path / "straight", strategy, log=lines.append)
+    assert state["completed_epochs"] == 2 and len(lines) == 2 and "epoch 2/2" in lines[-1]
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_the_first_epoch(line):  # called once the epoch's checkpoint is written, as a kill would find it
+        lines.append(line)
+        if line.startswith("epoch 1/2"):
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed", strategy,
+                            log=stop_after_the_first_epoch)
+    resumed, _ = train.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed",
+                                     strategy, log=lines.append)
+    assert any(line.startswith("resuming from epoch 1 of 2") for line in lines)
+    for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
