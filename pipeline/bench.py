@@ -23,6 +23,7 @@ COLUMNS = (
     ("model", "architecture", "{}"),
     ("models", "models_trained", "{}"),
     ("epochs", "epochs_run", "{}"),
+    ("units", "work_units", "{:.3g}"),  # 42,000 images through an epoch of the default CNN (run.json's work)
     ("wall s", "wall_s", "{:.0f}"),
     ("train s", "train_s", "{:.0f}"),
     ("train img/s", "train_images_per_s", "{:.0f}"),
@@ -70,6 +71,7 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
         "architecture": train_record["key"]["params"]["architecture"],
         "models_trained": len(histories),
         "epochs_run": epochs_run,
+        "work_units": run["work"]["units"],
         "wall_s": wall,
         "train_s": train_seconds,
         "train_images_per_s": images_trained / train_seconds,

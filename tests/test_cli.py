@@ -235,12 +235,15 @@ def test_bench_prints_one_table_and_saves_it(tmp_path):
     result = assert_ok(run_pipeline(tmp_path, "bench", "--source", "sample", "--presets", "baseline,quick",
                                     "--epochs", "1"))
     header = [line for line in result.stdout.splitlines() if "train img/s" in line]
-    assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0]
+    assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0] and "units" in header[0]
     saved = json.loads(next((tmp_path / "data" / "reports").glob("bench-*.json")).read_text())
     assert [row["preset"] for row in saved["rows"]] == ["baseline", "quick"]
     for row in saved["rows"]:
         assert 0 < row["estimate_accuracy"] <= 1 and row["estimate_kind"] == "holdout"
         assert row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0
+    # One epoch on the sample's 2,160 training rows: the MLP is far cheaper than the small CNN, both tiny.
+    baseline, quick = saved["rows"]
+    assert 0 < baseline["work_units"] < quick["work_units"] < 0.01
 
 
 @pytest.mark.slow
