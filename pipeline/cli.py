@@ -222,19 +222,30 @@ def tune_command(
     workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS, device: DeviceName = DEVICE,
     search_seed: int = typer.Option(0, "--search-seed", help="Seed of the settings drawn (the same seed, the same trials)."),
     val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
+    model: Optional[Architecture] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
+    learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
+    precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
+    strategy: Optional[Strategy] = STRATEGY, augmentation: Optional[float] = AUGMENTATION,
+    dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH,
     force: bool = FORCE,
 ):
-    """Search learning rate, epochs, augmentation, dropout and width on Ray; each trial a run; print the best options."""
+    """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
+    the options given); each trial a run; print the best options."""
     from pipeline import cache, tune
 
-    values = train.resolve_preset(preset, val_fraction=val_fraction, folds=folds, seed=seed)
+    # The trials turn off the model on all rows and TTA: those options do not apply here.
+    options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
+                               strategy, None, None, None, augmentation, dropout, width)
+    given = {name: value for name, value in {**options, "val_fraction": val_fraction, "folds": folds}.items()
+             if value is not None}
+    values = train.resolve_preset(preset, **given)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it
         stage.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
-    for line in tune.summary_lines(results, preset):
+    for line in tune.summary_lines(results, preset, given):
         console.say(line)
 
 
@@ -261,12 +272,35 @@ def all_command(
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
+def quiet_anywhere(arguments: list[str]) -> list[str]:
+    """The arguments with --quiet (-q) moved to the front: it is the app's option, but users put it after the
+    command too (`all --quiet`). A word that is the value of an option (`--message --quiet`) stays."""
+    commands = typer.main.get_command(app).commands
+    command = next((commands[word] for word in arguments if word in commands), None)
+    takes_value = {name for parameter in (command.params if command else []) if not parameter.is_flag
+                   for name in parameter.opts}
+    moved, kept, skip_next = [], [], False
+    for index, word in enumerate(arguments):
+        if word == "--":
+            kept.extend(arguments[index:])
+            break
+        if skip_next:
+            kept.append(word)
+            skip_next = False
+        elif word in ("--quiet", "-q"):
+            moved.append(word)
+        else:
+            kept.append(word)
+            skip_next = word in takes_value
+    return moved + kept
+
+
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
     from pipeline.errors import write_error
 
     try:
-        app()  # click itself reports usage errors (exit 2)
+        app(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
