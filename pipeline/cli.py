@@ -177,7 +177,7 @@ def report_command(context: typer.Context,
 
 @app.command("runs")
 def runs_command():
-    """Every training run, best validation accuracy first, and which ones the run cache keeps."""
+    """Every training run, best estimated accuracy first, and which ones the run cache keeps."""
     print(runs.show_runs(config.paths()))
 
 

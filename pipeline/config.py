@@ -1,8 +1,10 @@
 """Paths, constants and training presets, in one place.
 
 `paths()` is read when a command runs, not when this module is imported, so a test (or a user)
-can point PIPELINE_ROOT elsewhere at any time. `PRESETS` is the only place defaults live: the
-CLI's options default to "the preset's value", and TrainingConfig has no defaults of its own.
+can point PIPELINE_ROOT elsewhere at any time. `PRESETS` holds the training defaults: the CLI's
+training options default to "the preset's value", and TrainingConfig has no defaults of its own. A few
+settings that are not part of a recipe keep their defaults where they are used: the CLI's engine and
+device, `Engine`'s workers, tune's trials and search seed, train's thresholds (pseudo-labels).
 """
 
 import os

@@ -139,3 +139,4 @@ def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
     reproduce = tune.summary_lines(results, "quick", given)[1]
     assert "make all PRESET=quick MODEL=small FOLDS=3 DETERMINISTIC=1 LEARNING_RATE=0.002 EPOCHS=5" in reproduce
     assert "--preset quick --model small --folds 3 --deterministic --learning-rate 0.002" in reproduce
+

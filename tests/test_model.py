@@ -29,3 +29,14 @@ def test_a_model_saved_with_the_old_schedule_still_loads(tmp_path):
     loaded = load_model(tmp_path / "old.keras")
     schedule = loaded.optimizer._learning_rate  # the schedule itself; .learning_rate is its current value
     assert isinstance(schedule, WarmupCosineSchedule) and schedule.get_config() == old.get_config()
+
+
+def test_xla_is_off_and_not_a_knob():
+    """Issue 18: jit_compile was an option nothing set; XLA stays off (4-5x slower on the CPU)."""
+    import inspect
+
+    from pipeline.model import compile_model
+
+    assert "jit_compile" not in inspect.signature(build_model).parameters
+    assert "jit_compile" not in inspect.signature(compile_model).parameters
+    assert build_model("mlp").jit_compile is False
