@@ -170,10 +170,11 @@ def atomic_path(final_path: Path):
 
 
 def make_folder(folder: Path) -> None:
+    """mkdir -p, failing in one line: a full disk or a read-only folder says what to do, any other cause is named."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise (write_error(error, folder) or error) from None
+        raise (write_error(error, folder) or PipelineError(f"cannot create {folder}: {error}")) from None
 
 
 def require_free_space(folder: Path, needed_bytes: int, what: str) -> None:

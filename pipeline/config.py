@@ -48,6 +48,22 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
                             + (f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""))
 
 
+def check_dropout(rate: float, option: str = "--dropout") -> None:
+    """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
+    from pipeline.errors import PipelineError
+
+    if not 0 <= rate < 1:
+        raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
+
+
+def check_width(width: float, option: str = "--width") -> None:
+    """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
+    from pipeline.errors import PipelineError
+
+    if not 0 < width <= 4:
+        raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
+
+
 @dataclass(frozen=True)
 class Paths:
     """Every file and folder a stage reads or writes, under one root (the current folder or PIPELINE_ROOT)."""

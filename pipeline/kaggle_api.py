@@ -19,7 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.cache import make_folder
+from pipeline.errors import PipelineError, one_line
 
 HOW_TO_CONFIGURE = (
     "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "
@@ -199,8 +200,7 @@ def redact(text: str) -> str:
 
 def _one_line(text: str, max_chars: int) -> str:
     """text on one line, without secrets (redacted before shortening, so none is cut in half)."""
-    line = " ".join(redact(str(text)).split())
-    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+    return one_line(redact(str(text)), max_chars, every_line=True)
 
 
 def _detail(text) -> str:
@@ -444,13 +444,6 @@ def _staged_file(staging_dir: Path, expected: Path, competition: str) -> Path:
     raise _error(f"Kaggle sent no zip for {competition} (saved: {', '.join(saved) or 'nothing'})")
 
 
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _error(f"cannot create {folder}: {error}") from None
-
-
 def download_competition(competition: str, dest_dir: Path, force: bool = False, quiet: bool = False) -> Path:
     """Download the competition's zip to dest_dir/<competition>.zip and return its path.
 
@@ -467,7 +460,7 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
 def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool) -> Path:
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
-    _make_folder(dest_dir)
+    make_folder(dest_dir)
     # ".tmp-": a process killed mid-download leaves it behind, and the next run sweeps it (cache.py).
     staging_dir = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=dest_dir))
     try:

@@ -26,10 +26,10 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from pipeline.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES
-from pipeline.errors import PipelineError
+from pipeline.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES, check_dropout, check_width
+from pipeline.device import DTYPE_POLICIES
+from pipeline.errors import PipelineError, one_line
 
-DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
 # sample's 34 steps an epoch gave 10 % validation accuracy); 0.9 follows them within an epoch.
@@ -145,10 +145,8 @@ def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, wid
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
     if dtype_policy not in DTYPE_POLICIES:
         raise ValueError(f"Unknown dtype policy {dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}.")
+    check_dropout(dropout_rate, "dropout_rate")
+    check_width(width, "width")
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     hidden = _BODIES[architecture](inputs, dtype_policy, dropout_rate, width)
     # Always float32: a softmax in bfloat16 would round the probabilities.
@@ -184,8 +182,7 @@ def load_model(path: Path):
     try:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PipelineError(f"{path}: cannot load this model safely ({reason[:200]})") from None
+        raise PipelineError(f"{path}: cannot load this model safely ({one_line(error, 200)})") from None
     check_model_shapes(model, path)
     return model
 

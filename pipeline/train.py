@@ -61,10 +61,8 @@ class TrainingConfig:
         if not 0 <= self.augmentation <= 3:
             raise PipelineError(f"--augmentation {self.augmentation}: expected 0 (none) to 3 (1 is 10 degrees,"
                                 " 10 % zoom and shift)")
-        if not 0 <= self.dropout < 1:
-            raise PipelineError(f"--dropout {self.dropout}: expected a rate from 0 to below 1, e.g. 0.4")
-        if not 0 < self.width <= 4:
-            raise PipelineError(f"--width {self.width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
+        config.check_dropout(self.dropout)
+        config.check_width(self.width)
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:

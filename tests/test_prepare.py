@@ -32,7 +32,7 @@ def refused(path, with_labels=True) -> str:
 def test_valid_train_file_gives_pixels_and_labels(small_train_csv):
     pixels, labels = read_digits_csv(small_train_csv, with_labels=True)
     assert pixels.shape == (30, 784) and pixels.dtype == np.uint8
-    assert class_counts(labels) == [3] * 10
+    assert class_counts(labels).tolist() == [3] * 10
 
 
 def test_images_are_28x28x1_scaled_to_unit_interval():
