@@ -89,3 +89,20 @@ def test_training_refuses_a_dropout_or_width_before_tensorflow(dropout, width, m
 def test_the_checks_accept_the_edges():
     config.check_dropout(0.0)
     config.check_width(4.0)
+
+
+def test_one_spawner_gives_a_clean_environment(tmp_path, monkeypatch):
+    """conftest's pipeline_environment serves run_pipeline and start_pipeline (the copies in test_cli and
+    test_faults are gone): outputs under the root, unbuffered, and no developer's Kaggle key unless given."""
+    import subprocess
+
+    from conftest import pipeline_environment, start_pipeline
+
+    monkeypatch.setenv("KAGGLE_KEY", "the developer's")
+    environment = pipeline_environment(tmp_path)
+    assert environment["PIPELINE_ROOT"] == str(tmp_path) and environment["PYTHONUNBUFFERED"] == "1"
+    assert "KAGGLE_KEY" not in environment and environment["KAGGLE_CONFIG_DIR"].startswith(str(tmp_path))
+    assert pipeline_environment(tmp_path, {"KAGGLE_KEY": "a stub's"})["KAGGLE_KEY"] == "a stub's"
+    process = start_pipeline(tmp_path, "--version", stderr=subprocess.STDOUT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0 and output.startswith("digit-recognizer "), output
