@@ -95,7 +95,8 @@ def load_record(stage_name: str) -> dict | None:
 
 def _has_record_shape(record) -> bool:
     """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
-    return (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record["key"].get("params"), dict)
+    return (isinstance(record, dict) and isinstance(record.get("key"), dict)
+            and isinstance(record["key"].get("params"), dict)
             and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
             and all(isinstance(name, str) and isinstance(digest, str) for name, digest in record["outputs"].items()))
 

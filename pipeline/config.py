@@ -44,8 +44,8 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 
     upper = MAX_SEED - (models - 1)
     if not 0 <= seed <= upper:
-        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}"
-                            + (f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""))
+        models_note = f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""
+        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}{models_note}")
 
 
 def check_dropout(rate: float, option: str = "--dropout") -> None:

@@ -197,8 +197,8 @@ def train_part(job: dict, images, labels) -> dict:
     strategy = train.configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
     model, history, summary, probabilities = train.train_one_part(
-        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"], job["total"],
-        epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
+        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
+        job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         model.save(path)

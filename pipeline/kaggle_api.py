@@ -340,7 +340,8 @@ def _call_client(action, competition: str, attempts: int = 1, retry_advice: str 
         try:
             return action()
         except SystemExit as error:  # the client exits in a few places instead of raising
-            raise _error(f"the kaggle client stopped (exit status {error.code}) while working on {competition}") from None
+            raise _error(f"the kaggle client stopped (exit status {error.code}) while working on"
+                         f" {competition}") from None
         except Exception as error:
             if attempt < attempts and isinstance(error, (requests.Timeout, requests.ConnectionError)):
                 continue
@@ -419,7 +420,8 @@ def _network_limits(what: str):
 def _check_competition_name(competition: str) -> None:
     if not COMPETITION_NAME.fullmatch(competition or ""):
         raise PipelineError(
-            f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens, e.g. digit-recognizer)"
+            f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens,"
+            " e.g. digit-recognizer)"
         )
 
 

@@ -63,7 +63,8 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
         start = peak / self.warmup_divisor
         warmup = start + (peak - start) * step / max(self.warmup_steps, 1)
         progress = ops.clip((step - self.warmup_steps) / (self.total_steps - self.warmup_steps), 0.0, 1.0)
-        cosine = self.final_learning_rate + 0.5 * (peak - self.final_learning_rate) * (1.0 + ops.cos(math.pi * progress))
+        cosine = (self.final_learning_rate
+                  + 0.5 * (peak - self.final_learning_rate) * (1.0 + ops.cos(math.pi * progress)))
         return ops.where(step < self.warmup_steps, warmup, cosine)
 
     def get_config(self):

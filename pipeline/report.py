@@ -490,7 +490,9 @@ def leaderboard_text(run: dict) -> str:
     """What Kaggle said of the run's latest submission, in words."""
     leaderboard = run.get("leaderboard")
     if not leaderboard:
-        return "cannot be submitted (the sample)" if run.get("source") == "sample" else "not submitted yet (make submit)"
+        if run.get("source") == "sample":
+            return "cannot be submitted (the sample)"
+        return "not submitted yet (make submit)"
     if leaderboard.get("status") == "COMPLETE":
         scores = [f"{leaderboard['public_score']} public"]
         if leaderboard.get("private_score"):
@@ -548,7 +550,8 @@ def _run_sections(run: dict, comparisons: list[tuple[str, dict]] | None) -> str:
     parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
     if comparisons is not None:
         has_baseline = run.get("preset") == "baseline" or any(label == "baseline" for label, _ in comparisons)
-        note = "" if has_baseline else '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+        no_baseline = '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+        note = "" if has_baseline else no_baseline
 
         parts.append(f"<h3>Compared with earlier runs on the same data</h3>"
                      f"{html_table(COMPARISON_HEADER, comparison_rows(run, comparisons))}{note}")

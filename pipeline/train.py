@@ -51,7 +51,7 @@ class TrainingConfig:
     strategy: str
 
     def check(self) -> None:
-        """The numbers and combinations; the names (--model, --precision, --strategy) are checked by the CLI's parser."""
+        """The numbers and combinations; the CLI's parser checks the names (--model, --precision, --strategy)."""
         if self.epochs < 1:
             raise PipelineError(f"--epochs {self.epochs}: expected at least 1")
         if not 0 < self.learning_rate < 1:
@@ -425,7 +425,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
         tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
         if tensorboard_dir:
-            console.say(f"train: TensorBoard logs in {tensorboard_dir} (view them: tensorboard --logdir {tensorboard_dir})")
+            console.say(f"train: TensorBoard logs in {tensorboard_dir}"
+                        f" (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
         console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
@@ -490,8 +491,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         rows, pseudo_labels = confident_labels(probabilities)
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
-        return (np.concatenate([images, test_images[rows]]), np.concatenate([labels, pseudo_labels]).astype(labels.dtype),
-                len(rows))
+        return (np.concatenate([images, test_images[rows]]),
+                np.concatenate([labels, pseudo_labels]).astype(labels.dtype), len(rows))
 
     def describe(record):
         extra = record["extra"]

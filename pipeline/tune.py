@@ -92,7 +92,8 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             training.check()
             console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
             definition = train.define(paths, console, training=training, preset=preset, engine=engine)
-            return {"trial": number + 1, "settings": settings[number], "record": stage.run_detached(definition, console)}
+            record = stage.run_detached(definition, console)
+            return {"trial": number + 1, "settings": settings[number], "record": record}
 
         with ThreadPoolExecutor(max_workers=at_once) as pool:
             results = list(pool.map(run_trial, range(len(settings))))
@@ -133,6 +134,7 @@ def summary_lines(results: list[dict], preset: str, given: dict | None = None) -
     if len(results) > 1:
         # One standard error of a difference of two accuracies near `accuracy` on these images.
         noise = math.sqrt(2 * accuracy * (1 - accuracy) / max(images, 1)) * 100
-        lines.append(f"tune: the best of {len(results)} trials on one estimate is optimistic (picked on it); differences"
-                     f" under about {2 * noise:.2f} points are noise here: confirm with FOLDS=5 before trusting it")
+        lines.append(f"tune: the best of {len(results)} trials on one estimate is optimistic (picked on it);"
+                     f" differences under about {2 * noise:.2f} points are noise here: confirm with FOLDS=5"
+                     " before trusting it")
     return lines
