@@ -283,8 +283,8 @@ def quiet_anywhere(arguments: list[str]) -> list[str]:
     command too (`all --quiet`). A word that is the value of an option (`--message --quiet`) stays."""
     commands = typer.main.get_command(app).commands
     command = next((commands[word] for word in arguments if word in commands), None)
-    takes_value = {name for parameter in (command.params if command else []) if not parameter.is_flag
-                   for name in parameter.opts}
+    takes_value = {name for parameter in (command.params if command else [])
+                   if parameter.param_type_name == "option" and not parameter.is_flag for name in parameter.opts}
     moved, kept, skip_next = [], [], False
     for index, word in enumerate(arguments):
         if word == "--":
