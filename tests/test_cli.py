@@ -249,6 +249,8 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     root, _ = finished_root
     quiet = assert_ok(run_pipeline(root, "--quiet", "all", *QUICK))
     assert quiet.stdout == "" and quiet.stderr == ""
+    quiet_after = assert_ok(run_pipeline(root, "all", *QUICK, "--quiet"))  # issue 18: anywhere on the line
+    assert quiet_after.stdout == "" and quiet_after.stderr == ""
     failing = run_pipeline(root, "--quiet", "split", "--val-fraction", "2")
     assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
 
