@@ -12,26 +12,63 @@ PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --re
 # from its test and dev groups, at the same versions. For every platform, Python 3.11 and newer.
 # `make lock` keeps every pin it can; `make lock UPGRADE=1` moves everything to the newest releases allowed.
 LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet \
-	$(if $(UPGRADE),--upgrade,)
+	$(call on,UPGRADE,--upgrade)
+
+# Every variable `make` takes on its command line. Any other is refused, with the close match, since a
+# mistyped one (EPOCH=1) would otherwise be ignored without a word.
+KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS SEED PRESET MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS \
+	PRECISION STRATEGY FINAL_MODEL PSEUDO_LABEL TTA DETERMINISTIC TENSORBOARD AUGMENTATION DROPOUT WIDTH REPORT \
+	DEVICE ENGINE WORKERS RAY_ADDRESS TRIALS SEARCH_SEED RUN FILE MESSAGE WAIT TIMEOUT PRESETS BENCH_SOURCE \
+	FORCE QUIET GPU UPGRADE PYTHON VENV
+# Only variables from the command line are options: an exported MODEL or RAY_ADDRESS in the environment is not.
+GIVEN := $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name)))
+UNKNOWN := $(filter-out $(KNOWN),$(GIVEN))
+# Names are single-quoted for the shell; without python3, the names alone.
+quote = '$(subst ','\'',$(1))'
+ifneq ($(UNKNOWN),)
+$(error unknown variable $(shell python3 -c 'import difflib, sys; given, known = sys.argv[1:sys.argv.index("--")], \
+	sys.argv[sys.argv.index("--") + 1:]; print(", ".join(name + "".join(f" (did you mean {match}?)" for match in \
+	difflib.get_close_matches(name.upper(), known, 1)) for name in given))' $(foreach name,$(UNKNOWN),$(call quote,$(name))) \
+	-- $(KNOWN) 2>/dev/null || echo $(foreach name,$(UNKNOWN),$(call quote,$(name)))); `make help` lists them)
+endif
+define newline
+
+
+endef
+# A recipe is one shell line: a value with a newline in it cannot reach the CLI as typed.
+$(foreach name,$(GIVEN),$(if $(findstring $(newline),$(value $(name))),$(error $(name): a value on one line, please)))
+# Values reach the CLI as typed: $(value ...) is never expanded by make (MESSAGE='cost $$5' stays so),
+# and command-line variables are not exported, since exporting expands them ($(shell ...) would run).
+unexport $(GIVEN)
 
 # Options given on the make command line become the CLI's options; unset ones keep its defaults.
 # Each value is one shell word, single-quoted (a quote inside it as '\''): SOURCE="my data/x.zip" works.
-opt = $(if $($(1)),$(2) '$(subst ','\'',$($(1)))',)
+given = $(if $(filter command line,$(origin $(1))),$(value $(1)))
+opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
 # A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
-flag = $(if $(filter 1 yes true,$($(1))),--$(2),$(if $(filter 0 no false,$($(1))),--no-$(2),))
+flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),))
+# An option that is only ever on: VAR=1 (or any value but 0, no, false) gives it.
+on = $(if $(filter-out 0 no false,$(call given,$(1))),$(2),)
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
 SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $(call opt,SEED,--seed)
 TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
-	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(if $(filter 1 yes true,$(DETERMINISTIC)),--deterministic,) \
-	$(if $(filter 1 yes true,$(TENSORBOARD)),--tensorboard,) $(call opt,AUGMENTATION,--augmentation) \
+	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(call on,DETERMINISTIC,--deterministic) \
+	$(call on,TENSORBOARD,--tensorboard) $(call opt,AUGMENTATION,--augmentation) \
 	$(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(call opt,ENGINE,--engine) $(ENGINE_OPTS)
 ENGINE_OPTS = $(call opt,WORKERS,--workers) $(call opt,RAY_ADDRESS,--ray-address) $(call opt,DEVICE,--device)
+# tune's trials draw around the recipe these options set (the model on all rows and TTA do not apply).
 TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
-	$(call opt,SEARCH_SEED,--search-seed) $(ENGINE_OPTS)
-ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(if $(FORCE),--force,)
-PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
+	$(call opt,SEARCH_SEED,--search-seed) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
+	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,MEMBERS,--members) \
+	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call on,DETERMINISTIC,--deterministic) \
+	$(call opt,AUGMENTATION,--augmentation) $(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(ENGINE_OPTS)
+BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) \
+	$(call opt,EPOCHS,--epochs)
+FORCE_OPT = $(call on,FORCE,--force)
+ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(FORCE_OPT)
+PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
 .PHONY: help all download prepare split train predict report runs submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
@@ -44,8 +81,11 @@ help: ## List the targets
 	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
 	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
 	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
-	@echo "  tune: SOURCE PRESET FOLDS SEED WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
-	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1"
+	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS SEED MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS PRECISION"
+	@echo "    STRATEGY DETERMINISTIC AUGMENTATION DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
+	@echo "  bench: PRESETS=baseline,default EPOCHS=N SOURCE=sample|PATH (or BENCH_SOURCE=PATH)"
+	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 lock: UPGRADE=1"
+	@echo "  any other variable is refused; only the command line's count (not the environment's)"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -62,7 +102,7 @@ $(DEV_STAMP): $(STAMP) tests/requirements.txt
 	$(PIP_INSTALL) -r tests/requirements.txt
 	touch $(DEV_STAMP)
 
-venv: $(STAMP) $(if $(filter 1 yes true,$(GPU)),$(GPU_STAMP),) ## Create .venv from the lock (every target does); GPU=1 adds CUDA
+venv: $(STAMP) $(if $(filter 1 yes true,$(call given,GPU)),$(GPU_STAMP),) ## Create .venv from the lock (every target does); GPU=1 adds CUDA
 
 lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
 	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt
@@ -75,40 +115,40 @@ all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a s
 	$(PIPELINE) all $(ALL_OPTS)
 
 download: $(STAMP) ## Fetch train.csv and test.csv (Kaggle API, a zip or folder, or the bundled sample)
-	$(PIPELINE) download $(DOWNLOAD_OPTS) $(if $(FORCE),--force,)
+	$(PIPELINE) download $(DOWNLOAD_OPTS) $(FORCE_OPT)
 
 prepare: $(STAMP) ## Validate the CSVs and write the image arrays
-	$(PIPELINE) prepare $(if $(FORCE),--force,)
+	$(PIPELINE) prepare $(FORCE_OPT)
 
 split: $(STAMP) ## Stratified holdout split, or FOLDS=K cross-validation folds
-	$(PIPELINE) split $(SPLIT_OPTS) $(if $(FORCE),--force,)
+	$(PIPELINE) split $(SPLIT_OPTS) $(FORCE_OPT)
 
 train: $(STAMP) ## Train the model (resumes an interrupted run)
-	$(PIPELINE) train $(TRAIN_OPTS) $(if $(FORCE),--force,)
+	$(PIPELINE) train $(TRAIN_OPTS) $(FORCE_OPT)
 
 predict: $(STAMP) ## Write submissions/<run>.csv
-	$(PIPELINE) predict $(call flag,TTA,tta) $(if $(FORCE),--force,)
+	$(PIPELINE) predict $(call flag,TTA,tta) $(FORCE_OPT)
 
 report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
-	$(PIPELINE) report $(call opt,RUN,--run) $(if $(FORCE),--force,)
+	$(PIPELINE) report $(call opt,RUN,--run) $(FORCE_OPT)
 
 tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
-	$(PIPELINE) tune $(TUNE_OPTS) $(if $(FORCE),--force,)
+	$(PIPELINE) tune $(TUNE_OPTS) $(FORCE_OPT)
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs
 
 submit: $(STAMP) ## Send the newest submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \
-		$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(if $(FORCE),--force,)
+		$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(FORCE_OPT)
 
 submissions: $(STAMP) ## The competition's submissions and their scores, matched to runs; records new scores
 	$(PIPELINE) submissions $(call opt,COMPETITION,--competition)
 
-bench: $(STAMP) ## Baseline vs default side by side on the zip `download` cached, else the sample (BENCH_SOURCE=zip)
-	$(PIPELINE) bench $(call opt,BENCH_SOURCE,--source)
+bench: $(STAMP) ## Presets side by side (baseline, default) on the zip `download` cached, else the sample
+	$(PIPELINE) bench $(BENCH_OPTS)
 
-test: $(DEV_STAMP) ## The test suite (about 7 minutes on 2 cores)
+test: $(DEV_STAMP) ## The test suite (about 12-18 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
 test-fast: $(DEV_STAMP) ## The tests not marked slow

@@ -136,4 +136,5 @@ def run_bench(console, source: str | None, presets: str, epochs: int | None) -> 
     result_path = paths.reports / f"bench-{stamp}.json"
     write_json(result_path, {"source": source, "date": stamp, "rows": rows})
     print(format_bench_table(rows))
-    console.say(f"bench: figures saved to {result_path}; the folders under {paths.data / 'bench' / stamp} can be deleted")
+    console.say(f"bench: figures saved to {result_path}; the folders under {paths.data / 'bench' / stamp}"
+                " can be deleted")

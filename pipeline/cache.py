@@ -95,7 +95,8 @@ def load_record(stage_name: str) -> dict | None:
 
 def _has_record_shape(record) -> bool:
     """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
-    return (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record["key"].get("params"), dict)
+    return (isinstance(record, dict) and isinstance(record.get("key"), dict)
+            and isinstance(record["key"].get("params"), dict)
             and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
             and all(isinstance(name, str) and isinstance(digest, str) for name, digest in record["outputs"].items()))
 
@@ -170,10 +171,11 @@ def atomic_path(final_path: Path):
 
 
 def make_folder(folder: Path) -> None:
+    """mkdir -p, failing in one line: a full disk or a read-only folder says what to do, any other cause is named."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise (write_error(error, folder) or error) from None
+        raise (write_error(error, folder) or PipelineError(f"cannot create {folder}: {error}")) from None
 
 
 def require_free_space(folder: Path, needed_bytes: int, what: str) -> None:

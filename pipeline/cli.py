@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 import typer
 
-from pipeline import __version__, bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
+from pipeline import (__version__, bench, config, download, predict, prepare, report, runs, scores, split, stage,
+                      submit, train)
 from pipeline.device import DEVICES, PRECISIONS
 from pipeline.engine import ENGINES, Engine
 from pipeline.console import Console
@@ -81,11 +82,11 @@ DEVICE = typer.Option("auto", help="auto: every GPU TensorFlow finds, else the C
                                     " once where there is none.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
-                                                        " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
+                           " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
-def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                     strategy, final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None) -> dict:
+def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic, strategy,
+                     final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None) -> dict:
     """The training options as the preset's names; None: not given, the preset's value stays."""
     return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
@@ -145,10 +146,12 @@ def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FR
 @app.command("train")
 def train_command(
     context: typer.Context, preset: PresetName = PRESET, model: Optional[Architecture] = MODEL,
-    epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE, learning_rate: Optional[float] = LEARNING_RATE,
-    seed: Optional[int] = TRAINING_SEED, members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
-    deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY, final_model: Optional[bool] = FINAL_MODEL,
-    pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION,
+    epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
+    learning_rate: Optional[float] = LEARNING_RATE, seed: Optional[int] = TRAINING_SEED,
+    members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
+    deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY,
+    final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA,
+    augmentation: Optional[float] = AUGMENTATION,
     dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE, force: bool = FORCE,
@@ -177,7 +180,7 @@ def report_command(context: typer.Context,
 
 @app.command("runs")
 def runs_command():
-    """Every training run, best validation accuracy first, and which ones the run cache keeps."""
+    """Every training run, best estimated accuracy first, and which ones the run cache keeps."""
     print(runs.show_runs(config.paths()))
 
 
@@ -207,7 +210,8 @@ def submissions_command(competition: str = COMPETITION):
 def bench_command(
     context: typer.Context,
     source: Optional[str] = typer.Option(None, help="Data to run on: sample, or a PATH to a competition zip or folder"
-                                         " (default: the zip `download --source kaggle` cached in data/raw/, else sample)."),
+                                         " (default: the zip `download --source kaggle` cached in data/raw/,"
+                                         " else sample)."),
     presets: str = typer.Option("baseline,default", help="Comma-separated presets to compare."),
     epochs: Optional[int] = typer.Option(None, help="Override every preset's epochs (for a quick look)."),
 ):
@@ -220,21 +224,33 @@ def tune_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION, preset: PresetName = PRESET,
     trials: int = typer.Option(8, help="Settings to try; the first is the preset's own."),
     workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS, device: DeviceName = DEVICE,
-    search_seed: int = typer.Option(0, "--search-seed", help="Seed of the settings drawn (the same seed, the same trials)."),
+    search_seed: int = typer.Option(0, "--search-seed",
+                                    help="Seed of the settings drawn (the same seed, the same trials)."),
     val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
+    model: Optional[Architecture] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
+    learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
+    precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
+    strategy: Optional[Strategy] = STRATEGY, augmentation: Optional[float] = AUGMENTATION,
+    dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH,
     force: bool = FORCE,
 ):
-    """Search learning rate, epochs, augmentation, dropout and width on Ray; each trial a run; print the best options."""
+    """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
+    the options given); each trial a run; print the best options."""
     from pipeline import cache, tune
 
-    values = train.resolve_preset(preset, val_fraction=val_fraction, folds=folds, seed=seed)
+    # The trials turn off the model on all rows and TTA: those options do not apply here.
+    options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
+                               strategy, None, None, None, augmentation, dropout, width)
+    given = {name: value for name, value in {**options, "val_fraction": val_fraction, "folds": folds}.items()
+             if value is not None}
+    values = train.resolve_preset(preset, **given)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it
         stage.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
-    for line in tune.summary_lines(results, preset):
+    for line in tune.summary_lines(results, preset, given):
         console.say(line)
 
 
@@ -251,7 +267,8 @@ def all_command(
     tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, dropout: Optional[float] = DROPOUT,
     width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
-    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
+    device: DeviceName = DEVICE,
+    report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
@@ -261,12 +278,35 @@ def all_command(
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
+def quiet_anywhere(arguments: list[str]) -> list[str]:
+    """The arguments with --quiet (-q) moved to the front: it is the app's option, but users put it after the
+    command too (`all --quiet`). A word that is the value of an option (`--message --quiet`) stays."""
+    commands = typer.main.get_command(app).commands
+    command = next((commands[word] for word in arguments if word in commands), None)
+    takes_value = {name for parameter in (command.params if command else [])
+                   if parameter.param_type_name == "option" and not parameter.is_flag for name in parameter.opts}
+    moved, kept, skip_next = [], [], False
+    for index, word in enumerate(arguments):
+        if word == "--":
+            kept.extend(arguments[index:])
+            break
+        if skip_next:
+            kept.append(word)
+            skip_next = False
+        elif word in ("--quiet", "-q"):
+            moved.append(word)
+        else:
+            kept.append(word)
+            skip_next = word in takes_value
+    return moved + kept
+
+
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
     from pipeline.errors import write_error
 
     try:
-        app()  # click itself reports usage errors (exit 2)
+        app(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -1,8 +1,10 @@
 """Paths, constants and training presets, in one place.
 
 `paths()` is read when a command runs, not when this module is imported, so a test (or a user)
-can point PIPELINE_ROOT elsewhere at any time. `PRESETS` is the only place defaults live: the
-CLI's options default to "the preset's value", and TrainingConfig has no defaults of its own.
+can point PIPELINE_ROOT elsewhere at any time. `PRESETS` holds the training defaults: the CLI's
+training options default to "the preset's value", and TrainingConfig has no defaults of its own. A few
+settings that are not part of a recipe keep their defaults where they are used: the CLI's engine and
+device, `Engine`'s workers, tune's trials and search seed, train's thresholds (pseudo-labels).
 """
 
 import os
@@ -42,8 +44,24 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 
     upper = MAX_SEED - (models - 1)
     if not 0 <= seed <= upper:
-        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}"
-                            + (f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""))
+        models_note = f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""
+        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}{models_note}")
+
+
+def check_dropout(rate: float, option: str = "--dropout") -> None:
+    """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
+    from pipeline.errors import PipelineError
+
+    if not 0 <= rate < 1:
+        raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
+
+
+def check_width(width: float, option: str = "--width") -> None:
+    """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
+    from pipeline.errors import PipelineError
+
+    if not 0 < width <= 4:
+        raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras's mixed-precision policies
+PRECISIONS = ("auto", *DTYPE_POLICIES)  # auto: the fastest policy on the device that trains
 DEVICES = ("auto", "cpu", "gpu")  # auto: every GPU TensorFlow finds, else the CPU
 _CPU_BFLOAT16_FLAGS = {"avx512_bf16", "amx_bf16"}
 

@@ -63,10 +63,12 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
                     members[file_name] = info
             missing = [name for name in REQUIRED_FILES if name not in members]
             if missing:
-                raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive (expected the competition's files)")
+                raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive"
+                                    " (expected the competition's files)")
             for _, info in sorted(members.items()):
                 if info.file_size > MAX_MEMBER_BYTES:
-                    raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger than the competition's files")
+                    raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger"
+                                        " than the competition's files")
             with _staging_folder(target_dir) as staging:
                 for file_name, info in sorted(members.items()):
                     with open(staging / file_name, "wb") as destination:
@@ -163,7 +165,8 @@ def define(paths, console, source: str, competition: str, force_download: bool =
     if source == "auto":
         console.say(f"download: Kaggle credentials found ({credentials}); using the competition {competition}"
                     if credentials else
-                    "download: no Kaggle credentials found, using the bundled sample (see README, 'Kaggle credentials')")
+                    "download: no Kaggle credentials found, using the bundled sample"
+                    " (see README, 'Kaggle credentials')")
     if kind == "kaggle":
         for warning in kaggle_api.credential_warnings():
             console.warn(warning)

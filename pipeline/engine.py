@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.device import DEVICES
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 
 ENGINES = ("local", "ray")
 TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
@@ -54,11 +54,6 @@ class Engine:
             raise PipelineError(f"--device {self.device}: expected one of {', '.join(DEVICES)}")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 @contextlib.contextmanager
 def ray_session(engine: Engine, store_bytes: int = 0):
     """Ray, connected: to engine.address or RAY_ADDRESS, else to a local instance started here and
@@ -81,7 +76,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
                      object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20))
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for one reason: no cluster
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise PipelineError(f"--engine ray: cannot reach {where} ({_first_line(error)})") from None
+        raise PipelineError(f"--engine ray: cannot reach {where} ({one_line(error)})") from None
     try:
         yield
     finally:
@@ -128,7 +123,7 @@ def cluster_devices(requested_precision: str, device: str) -> tuple[str, str]:
     try:
         precision, devices = ray.get(probe.remote(requested_precision, device))
     except ray.exceptions.RayError as error:
-        raise PipelineError(f"--engine ray: a worker could not start TensorFlow ({_first_line(error)})") from None
+        raise PipelineError(f"--engine ray: a worker could not start TensorFlow ({one_line(error)})") from None
     return precision, f"Ray ({described}; a worker has {devices})"
 
 
@@ -168,9 +163,9 @@ def _result(ref, job: dict):
         cause = getattr(error, "cause", None)
         if isinstance(cause, PipelineError):
             raise PipelineError(str(cause)) from None
-        raise PipelineError(f"{job['label']}: the task failed: {_first_line(cause or error)}") from None
+        raise PipelineError(f"{job['label']}: the task failed: {one_line(cause or error)}") from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as error:
-        raise PipelineError(f"{job['label']}: its worker died {TASK_RETRIES + 1} times ({_first_line(error)});"
+        raise PipelineError(f"{job['label']}: its worker died {TASK_RETRIES + 1} times ({one_line(error)});"
                             " run the same command again to resume from its last checkpoint") from None
 
 
@@ -202,8 +197,8 @@ def train_part(job: dict, images, labels) -> dict:
     strategy = train.configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
     model, history, summary, probabilities = train.train_one_part(
-        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"], job["total"],
-        epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
+        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
+        job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         model.save(path)

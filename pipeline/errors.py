@@ -3,6 +3,16 @@
 import errno
 
 
+def one_line(error: BaseException | str, max_chars: int = 300, every_line: bool = False) -> str:
+    """An error's text as one line of a message: its first line (or, every_line, all its lines joined, for a
+    server's reason that wraps), cut to max_chars with "..."; an exception without text gives its type's name."""
+    text = str(error).strip()
+    if not text:
+        return "" if isinstance(error, str) else type(error).__name__
+    line = " ".join(text.split()) if every_line else text.splitlines()[0]
+    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+
+
 class PipelineError(Exception):
     """A problem the user can fix: bad input, missing credentials, a refused upload.
 

@@ -41,12 +41,13 @@ def make_estimate(probabilities: np.ndarray, labels: np.ndarray, kind: str, **de
             "images": int(len(labels)), "errors": int(len(labels) - correct), **details}
 
 
-def describe(estimate: dict | None) -> str:
-    """One phrase for a terminal or a table: '0.9952 (95 % 0.9945-0.9958, cross-validation)'."""
+def describe(estimate: dict | None, missing: str = "no estimate", unit: str = "images") -> str:
+    """One phrase for a terminal, a table or the report (which says "digits"):
+    '0.9952 (95 % interval 0.9945-0.9958, cross-validation on 42,000 images)'; missing when there is none."""
     if not estimate:
-        return "no estimate"
+        return missing
     return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
-            f" {estimate['kind']} on {estimate['images']:,} images)")
+            f" {estimate['kind']} on {estimate['images']:,} {unit})")
 
 
 def short_kind(estimate: dict) -> str:

@@ -19,7 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.cache import make_folder
+from pipeline.errors import PipelineError, one_line
 
 HOW_TO_CONFIGURE = (
     "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "
@@ -199,8 +200,7 @@ def redact(text: str) -> str:
 
 def _one_line(text: str, max_chars: int) -> str:
     """text on one line, without secrets (redacted before shortening, so none is cut in half)."""
-    line = " ".join(redact(str(text)).split())
-    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+    return one_line(redact(str(text)), max_chars, every_line=True)
 
 
 def _detail(text) -> str:
@@ -340,7 +340,8 @@ def _call_client(action, competition: str, attempts: int = 1, retry_advice: str 
         try:
             return action()
         except SystemExit as error:  # the client exits in a few places instead of raising
-            raise _error(f"the kaggle client stopped (exit status {error.code}) while working on {competition}") from None
+            raise _error(f"the kaggle client stopped (exit status {error.code}) while working on"
+                         f" {competition}") from None
         except Exception as error:
             if attempt < attempts and isinstance(error, (requests.Timeout, requests.ConnectionError)):
                 continue
@@ -419,7 +420,8 @@ def _network_limits(what: str):
 def _check_competition_name(competition: str) -> None:
     if not COMPETITION_NAME.fullmatch(competition or ""):
         raise PipelineError(
-            f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens, e.g. digit-recognizer)"
+            f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens,"
+            " e.g. digit-recognizer)"
         )
 
 
@@ -444,13 +446,6 @@ def _staged_file(staging_dir: Path, expected: Path, competition: str) -> Path:
     raise _error(f"Kaggle sent no zip for {competition} (saved: {', '.join(saved) or 'nothing'})")
 
 
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _error(f"cannot create {folder}: {error}") from None
-
-
 def download_competition(competition: str, dest_dir: Path, force: bool = False, quiet: bool = False) -> Path:
     """Download the competition's zip to dest_dir/<competition>.zip and return its path.
 
@@ -467,7 +462,7 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
 def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool) -> Path:
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
-    _make_folder(dest_dir)
+    make_folder(dest_dir)
     # ".tmp-": a process killed mid-download leaves it behind, and the next run sweeps it (cache.py).
     staging_dir = Path(tempfile.mkdtemp(prefix=".tmp-download-", dir=dest_dir))
     try:

@@ -73,7 +73,8 @@ def define(paths, console, tta: bool | None = None):
 
         started = time.perf_counter()
         images = np.load(paths.test_images)
-        console.say(f"predict: {len(images)} test images with run {run_id}{' and test-time augmentation' if tta else ''}")
+        with_tta = " and test-time augmentation" if tta else ""
+        console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0)
         labels = probabilities.argmax(axis=1)
         expected_rows = None
@@ -94,5 +95,6 @@ def define(paths, console, tta: bool | None = None):
         runs.update_run(paths, run_id, submission=record["extra"]["submission"])
 
     return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
-                      lambda record: f"{record['extra']['rows']} predictions in {absolute_path(record['extra']['submission'])}",
+                      lambda record: (f"{record['extra']['rows']} predictions in"
+                                      f" {absolute_path(record['extra']['submission'])}"),
                       after_restore)

@@ -88,7 +88,8 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                 # A row that spans several lines has a quote that was never closed: the csv module
                 # would swallow the lines after it into one cell, and their rows would be lost.
                 if reader.line_num != row_start and any("\n" in cell or "\r" in cell for cell in row):
-                    return f"{path} line {row_start}: unterminated quote (a value opens a \" that its line never closes)"
+                    return (f"{path} line {row_start}: unterminated quote"
+                            " (a value opens a \" that its line never closes)")
                 line, row_start = reader.line_num, reader.line_num + 1
                 if not row:
                     continue  # blank lines carry no data; pyarrow skips them too (but not a line `""`)
@@ -221,7 +222,8 @@ def check_sample_submission(path: Path, test_rows: int) -> None:
                     continue
                 cell = row[0].strip(_PADDING)
                 if not _INTEGER.fullmatch(cell):
-                    raise PipelineError(f"{path} line {reader.line_num}, column ImageId: {cell[:20]!r} is not an integer")
+                    raise PipelineError(f"{path} line {reader.line_num}, column ImageId: {cell[:20]!r}"
+                                        " is not an integer")
                 image_ids.append(int(cell))
     except UnicodeDecodeError:
         raise PipelineError(f"{path}: not UTF-8 text (expected a CSV with header ImageId,Label)") from None
@@ -232,11 +234,13 @@ def check_sample_submission(path: Path, test_rows: int) -> None:
     wrong = np.flatnonzero(np.array(image_ids) != np.arange(1, test_rows + 1))
     if wrong.size:
         row = int(wrong[0])
-        raise PipelineError(f"{path} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1} (ids 1..N in order)")
+        raise PipelineError(f"{path} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1}"
+                            " (ids 1..N in order)")
 
 
-def class_counts(labels: np.ndarray) -> list[int]:
-    return np.bincount(labels, minlength=config.NUM_CLASSES).tolist()
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    """How many examples of each digit 0-9 (digits that never occur count 0)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=config.NUM_CLASSES)[:config.NUM_CLASSES]
 
 
 # ----------------------------------------------------------------------------------------- the stage
@@ -277,7 +281,7 @@ def define(paths, console):
         del train_pixels
         outputs.append(save_images(paths.test_images, test_pixels))
         return outputs, {"train_rows": len(train_labels), "test_rows": len(test_pixels),
-                         "class_counts": class_counts(train_labels)}
+                         "class_counts": class_counts(train_labels).tolist()}
 
     def describe(record):
         extra = record["extra"]
@@ -285,5 +289,6 @@ def define(paths, console):
         return (f"{extra['train_rows']} train and {extra['test_rows']} test images (28x28, scaled to [0, 1]);"
                 f" class counts {counts}")
 
-    inputs = [paths.raw_train, paths.raw_test] + ([paths.sample_submission] if paths.sample_submission.is_file() else [])
+    sample_submission = [paths.sample_submission] if paths.sample_submission.is_file() else []
+    inputs = [paths.raw_train, paths.raw_test] + sample_submission
     return Definition("prepare", {}, inputs, work, describe)

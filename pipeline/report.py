@@ -1,7 +1,7 @@
 """The report of one training run: pictures, tables and one index.html that opens from disk.
 
 Pure core: functions on arrays (`confusion_table`, `per_class_precision_recall`, `most_wrong`,
-`class_counts`) and figure builders that return a `matplotlib.figure.Figure`. `write_report` is
+`pipeline.prepare.class_counts`) and figure builders that return a `matplotlib.figure.Figure`. `write_report` is
 the only function that touches the disk.
 
 Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no GUI backend is ever
@@ -24,6 +24,8 @@ import numpy as np
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
+from pipeline.estimate import describe
+from pipeline.prepare import class_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,11 +60,6 @@ HISTORY_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate")
 def predictions_from(probabilities: np.ndarray) -> np.ndarray:
     """The predicted class of each row: the one with the highest probability."""
     return np.asarray(probabilities).argmax(axis=1)
-
-
-def class_counts(labels: np.ndarray) -> np.ndarray:
-    """How many examples of each digit 0-9 (digits that never occur count 0)."""
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES)[:NUM_CLASSES]
 
 
 def confusion_table(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -489,18 +486,13 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
 
 
-def estimate_text(estimate: dict | None) -> str:
-    if not estimate:
-        return "none"
-    return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
-            f" {estimate['kind']} on {estimate['images']:,} digits)")
-
-
 def leaderboard_text(run: dict) -> str:
     """What Kaggle said of the run's latest submission, in words."""
     leaderboard = run.get("leaderboard")
     if not leaderboard:
-        return "cannot be submitted (the sample)" if run.get("source") == "sample" else "not submitted yet (make submit)"
+        if run.get("source") == "sample":
+            return "cannot be submitted (the sample)"
+        return "not submitted yet (make submit)"
     if leaderboard.get("status") == "COMPLETE":
         scores = [f"{leaderboard['public_score']} public"]
         if leaderboard.get("private_score"):
@@ -521,7 +513,7 @@ def summary_rows(run: dict) -> list[list]:
         ["data", "the bundled sample" if source == "sample" else source or "?"],
         ["preset", run.get("preset", "?")],
         ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
-        ["estimated accuracy", estimate_text(run.get("estimate"))],
+        ["estimated accuracy", describe(run.get("estimate"), missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
         ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
     ]
@@ -544,7 +536,7 @@ def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list
         accuracy = estimate.get("accuracy")
         difference = f"{(own - accuracy) * 100:+.2f} points" if own is not None and accuracy is not None else "-"
         rows.append([label, _run_id(other), other.get("preset", "?"), other.get("params", {}).get("architecture", "?"),
-                     estimate_text(estimate or None), leaderboard_text(other),
+                     describe(estimate or None, missing="none", unit="digits"), leaderboard_text(other),
                      "-" if other is run else difference])
     return rows
 
@@ -558,7 +550,8 @@ def _run_sections(run: dict, comparisons: list[tuple[str, dict]] | None) -> str:
     parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
     if comparisons is not None:
         has_baseline = run.get("preset") == "baseline" or any(label == "baseline" for label, _ in comparisons)
-        note = "" if has_baseline else '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+        no_baseline = '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+        note = "" if has_baseline else no_baseline
 
         parts.append(f"<h3>Compared with earlier runs on the same data</h3>"
                      f"{html_table(COMPARISON_HEADER, comparison_rows(run, comparisons))}{note}")

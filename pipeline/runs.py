@@ -129,7 +129,8 @@ def submission_message(run: dict | None, file: Path) -> str:
     params = run.get("params", {})
     estimate = run.get("estimate") or {}
     return (f"run {run['id']}: {params.get('architecture')} x{len(run.get('models', []))}, "
-            f"estimate {estimate.get('accuracy', 0):.4f} ({estimate.get('kind', 'none')}), epochs {params.get('epochs')}, "
+            f"estimate {estimate.get('accuracy', 0):.4f} ({estimate.get('kind', 'none')}),"
+            f" epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 

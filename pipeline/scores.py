@@ -84,7 +84,8 @@ def wait_and_report(paths, console, competition: str, ref: int, run: dict | None
         return
     record(paths, seen)
     if seen["status"] == "ERROR":
-        raise PipelineError(f"Kaggle could not score submission {ref}: {seen['error_description'] or 'no reason given'}")
+        reason = seen["error_description"] or "no reason given"
+        raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
     console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}")
 
 
@@ -106,7 +107,8 @@ def show_submissions(paths, competition: str) -> str:
     table = format_table(("ref", "date", "status", "public", "private", "run", "description"), rows)
     pending = sum(1 for submission in listed if submission["status"] == "PENDING")
     note = f"\n{pending} still pending: look again in a minute" if pending else ""
-    return f"{table}\nrun: sent from this checkout; scores are recorded with their runs (`python -m pipeline runs`){note}"
+    return (f"{table}\nrun: sent from this checkout; scores are recorded with their runs"
+            f" (`python -m pipeline runs`){note}")
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -140,7 +140,8 @@ def run_detached(definition: Definition, console: Console) -> dict:
     caller holds the lock."""
     record = run_cache.kept_record(config.paths(), definition.name, definition.key_id)
     if record is not None:
-        console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}), {definition.describe(record)}")
+        console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}),"
+                    f" {definition.describe(record)}")
         return record
     started = time.perf_counter()
     outputs, extra = definition.work()

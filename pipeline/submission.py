@@ -31,7 +31,8 @@ def check_submission(image_ids: np.ndarray, labels: np.ndarray, expected_rows: i
     wrong = np.flatnonzero(image_ids != expected_ids)
     if wrong.size:
         row = int(wrong[0])
-        raise PipelineError(f"{source} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1} (ids 1..N in order)")
+        raise PipelineError(f"{source} line {row + 2}, column ImageId: {image_ids[row]}, expected {row + 1}"
+                            " (ids 1..N in order)")
     bad_labels = np.flatnonzero((labels < 0) | (labels > NUM_CLASSES - 1))
     if bad_labels.size:
         row = int(bad_labels[0])
@@ -56,7 +57,8 @@ def read_submission(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise PipelineError(f"{path} line {reader.line_num}: {len(row)} values, expected 2 (ImageId,Label)")
                 for column, cell in zip(("ImageId", "Label"), row):
                     if not cell.strip().lstrip("-").isdigit():
-                        raise PipelineError(f"{path} line {reader.line_num}, column {column}: {cell[:20]!r} is not an integer")
+                        raise PipelineError(f"{path} line {reader.line_num}, column {column}: {cell[:20]!r}"
+                                            " is not an integer")
                 image_ids.append(int(row[0]))
                 labels.append(int(row[1]))
     except UnicodeDecodeError:

@@ -1,4 +1,4 @@
-"""Stage 6, submit: check a submission file the way Kaggle will, then send it (pipeline.kaggle_api).
+"""submit (not a cached stage): check a submission file the way Kaggle will, then send it (pipeline.kaggle_api).
 
 Kaggle allows only a few submissions a day, so a file already sent is not sent again unless forced,
 and a file that Kaggle could not score is refused here rather than spending one.

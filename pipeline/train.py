@@ -52,7 +52,7 @@ class TrainingConfig:
     strategy: str
 
     def check(self) -> None:
-        """The numbers and combinations; the names (--model, --precision, --strategy) are checked by the CLI's parser."""
+        """The numbers and combinations; the CLI's parser checks the names (--model, --precision, --strategy)."""
         if self.epochs < 1:
             raise PipelineError(f"--epochs {self.epochs}: expected at least 1")
         if not 0 < self.learning_rate < 1:
@@ -64,10 +64,8 @@ class TrainingConfig:
                                 " 10 % zoom and shift)")
         if not 0 <= self.elastic <= 60:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
-        if not 0 <= self.dropout < 1:
-            raise PipelineError(f"--dropout {self.dropout}: expected a rate from 0 to below 1, e.g. 0.4")
-        if not 0 < self.width <= 4:
-            raise PipelineError(f"--width {self.width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
+        config.check_dropout(self.dropout)
+        config.check_width(self.width)
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:
@@ -452,7 +450,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
         tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
         if tensorboard_dir:
-            console.say(f"train: TensorBoard logs in {tensorboard_dir} (view them: tensorboard --logdir {tensorboard_dir})")
+            console.say(f"train: TensorBoard logs in {tensorboard_dir}"
+                        f" (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
         console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
@@ -525,8 +524,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         rows, pseudo_labels = confident_labels(probabilities)
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
-        return (np.concatenate([images, test_images[rows]]), np.concatenate([labels, pseudo_labels]).astype(labels.dtype),
-                len(rows))
+        return (np.concatenate([images, test_images[rows]]),
+                np.concatenate([labels, pseudo_labels]).astype(labels.dtype), len(rows))
 
     def describe(record):
         extra = record["extra"]

@@ -32,6 +32,14 @@ OPTIONS = (("learning_rate", "--learning-rate", "LEARNING_RATE"), ("epochs", "--
            ("width", "--width", "WIDTH"))
 
 
+# The other options tune takes: they set the recipe the trials draw around, so the line that
+# reproduces a trial repeats them.
+FIXED_OPTIONS = (("architecture", "--model", "MODEL"), ("batch_size", "--batch-size", "BATCH_SIZE"),
+                 ("members", "--members", "MEMBERS"), ("precision", "--precision", "PRECISION"),
+                 ("strategy", "--strategy", "STRATEGY"), ("folds", "--folds", "FOLDS"),
+                 ("val_fraction", "--val-fraction", "VAL_FRACTION"), ("seed", "--seed", "SEED"))
+
+
 def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
     """count distinct settings of the levers: the preset's own first, then random draws around it."""
     if count < 1:
@@ -84,7 +92,8 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             training.check()
             console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
             definition = train.define(paths, console, training=training, preset=preset, engine=engine)
-            return {"trial": number + 1, "settings": settings[number], "record": stage.run_detached(definition, console)}
+            record = stage.run_detached(definition, console)
+            return {"trial": number + 1, "settings": settings[number], "record": record}
 
         with ThreadPoolExecutor(max_workers=at_once) as pool:
             results = list(pool.map(run_trial, range(len(settings))))
@@ -100,8 +109,18 @@ def format_results(results: list[dict]) -> str:
     return format_table(["trial", "estimate", "run", "options"], rows)
 
 
-def summary_lines(results: list[dict], preset: str) -> list[str]:
+def fixed_options(given: dict) -> tuple[str, str]:
+    """The options given to tune besides its levers, as (make variables, CLI options)."""
+    pairs = [(f"{variable}={_value(given[name])}", f"{option} {_value(given[name])}")
+             for name, option, variable in FIXED_OPTIONS if given.get(name) is not None]
+    if given.get("deterministic"):
+        pairs.append(("DETERMINISTIC=1", "--deterministic"))
+    return "".join(f" {make}" for make, _ in pairs), "".join(f" {cli}" for _, cli in pairs)
+
+
+def summary_lines(results: list[dict], preset: str, given: dict | None = None) -> list[str]:
     best = results[0]
+    make_fixed, cli_fixed = fixed_options(given or {})
     reference = next(result for result in results if result["trial"] == 1)
     accuracy = best["record"]["extra"]["estimate"]["accuracy"]
     gain = accuracy - reference["record"]["extra"]["estimate"]["accuracy"]
@@ -109,12 +128,13 @@ def summary_lines(results: list[dict], preset: str) -> list[str]:
     lines = [f"tune: best trial {best['trial']}: {cli_options(best['settings'])}"
              + (f" ({gain * 100:+.2f} points over the preset's own settings)" if best is not reference
                 else " (the preset's own settings)"),
-             f"tune: reproduce it: make all PRESET={preset} {make_options(best['settings'])}"
-             f"   (or python -m pipeline all --preset {preset} {cli_options(best['settings'])});"
+             f"tune: reproduce it: make all PRESET={preset}{make_fixed} {make_options(best['settings'])}"
+             f"   (or python -m pipeline all --preset {preset}{cli_fixed} {cli_options(best['settings'])});"
              " add FINAL_MODEL=0 to restore the trial's models from the run cache instead of training them"]
     if len(results) > 1:
         # One standard error of a difference of two accuracies near `accuracy` on these images.
         noise = math.sqrt(2 * accuracy * (1 - accuracy) / max(images, 1)) * 100
-        lines.append(f"tune: the best of {len(results)} trials on one estimate is optimistic (picked on it); differences"
-                     f" under about {2 * noise:.2f} points are noise here: confirm with FOLDS=5 before trusting it")
+        lines.append(f"tune: the best of {len(results)} trials on one estimate is optimistic (picked on it);"
+                     f" differences under about {2 * noise:.2f} points are noise here: confirm with FOLDS=5"
+                     " before trusting it")
     return lines

@@ -17,17 +17,31 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from pipeline import config  # noqa: E402
 
 
-def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float = 300,
-                 project: Path = PROJECT_ROOT) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` of the project (this one, or a copy) with its outputs under root, as a user runs it."""
+def pipeline_environment(root: Path, env: dict | None = None) -> dict:
+    """The environment of a pipeline a test starts: outputs under root, output unbuffered (tests read it line by
+    line), and never the developer's real Kaggle credentials unless env gives some."""
     environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
-    # Never let a test find the developer's real Kaggle credentials.
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         if not env or name not in env:
             environment.pop(name, None)
     environment.setdefault("KAGGLE_CONFIG_DIR", str(root / "no-kaggle-config"))
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=project, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return environment
+
+
+def start_pipeline(root: Path, *args: str, env: dict | None = None, project: Path = PROJECT_ROOT,
+                   **popen_options) -> subprocess.Popen:
+    """`python -m pipeline ARGS` started in the background (to kill or interrupt it); stdout and stderr are pipes
+    unless popen_options say otherwise."""
+    popen_options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen_options}
+    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=project,
+                            env=pipeline_environment(root, env), text=True, **popen_options)
+
+
+def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float = 300,
+                 project: Path = PROJECT_ROOT, **run_options) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` of the project (this one, or a copy) with its outputs under root, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=project, env=pipeline_environment(root, env),
+                          capture_output=True, text=True, timeout=timeout, **run_options)
 
 
 @pytest.fixture

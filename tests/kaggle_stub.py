@@ -408,7 +408,8 @@ class _StubHandler(BaseHTTPRequestHandler):
         if upload_token not in self.stub.uploads:
             return self._send_api_error(400, f"no uploaded file for token {upload_token!r}")
         self.stub._record("submission", {**request, "file": self.stub.uploads[upload_token]})
-        scored = self.stub.add_submission(request.get("submissionDescription", ""), request.get("fileName") or "submission.csv")
+        scored = self.stub.add_submission(request.get("submissionDescription", ""),
+                                          request.get("fileName") or "submission.csv")
         self._send_json(200, {"message": SUBMIT_MESSAGE, "ref": scored["ref"]})
 
     def _list_submissions(self, request: dict) -> None:

@@ -338,7 +338,8 @@ def encodings(draw, doc: Doc) -> None:
     else:
         def stray(draw, data: bytes) -> bytes:
             at = draw(st.integers(0, len(data)))
-            return data[:at] + draw(st.sampled_from([b"\xff", b"\x80", b"\xc3", b"\xe9", b"\xa0", b"\xfe\xff"])) + data[at:]
+            stray_bytes = draw(st.sampled_from([b"\xff", b"\x80", b"\xc3", b"\xe9", b"\xa0", b"\xfe\xff"]))
+            return data[:at] + stray_bytes + data[at:]
         doc.byte_ops.append(stray)
 
 

@@ -110,7 +110,8 @@ def test_folder_digest_sees_a_changed_member(pipeline_root):
     assert cache.path_digest(pipeline_root / "missing") is None
 
 
-@pytest.mark.parametrize("text", ['[]', '"a string"', '{"key": 1}', '{"key": {"params": {}}, "outputs": [], "extra": {}}',
+@pytest.mark.parametrize("text", ['[]', '"a string"', '{"key": 1}',
+                                  '{"key": {"params": {}}, "outputs": [], "extra": {}}',
                                   '{"key": {"params": {}}, "outputs": {"a": 1}, "extra": {}}', '\xff'])
 def test_record_of_the_wrong_shape_means_not_up_to_date(files, text):
     """Issue 9: valid JSON of the wrong shape gave a traceback instead of a rerun."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
 
 QUICK = ["--preset", "quick", "--epochs", "2"]
 STAGES = ("download", "prepare", "split", "train", "predict", "report")
@@ -29,9 +29,7 @@ def assert_ok(result):
 
 def kill_once_checkpointed(root: Path, args: list[str], part: str, completed_epochs: int) -> None:
     """Run the pipeline and SIGKILL it once the named model's checkpoint has that many epochs."""
-    environment = {**os.environ, "PIPELINE_ROOT": str(root), "KAGGLE_CONFIG_DIR": str(root / "no-kaggle")}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_pipeline(root, *args, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         states = list((root / "data" / "models" / ".checkpoints").glob(f"*/{part}/state.json"))
@@ -84,8 +82,10 @@ def test_second_run_redoes_nothing_quickly(finished_root):
     assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
     assert elapsed < 5, f"an up-to-date run took {elapsed:.1f} s"
     profiled = assert_ok(run_pipeline(root, "all", *QUICK, env={"PYTHONPROFILEIMPORTTIME": "1"}))
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in profiled.stderr.splitlines() if "import time:" in line}
-    assert "numpy" in imported and not {"tensorflow", "keras", "ray"} & imported  # nothing heavy to find nothing changed
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in profiled.stderr.splitlines()
+                if "import time:" in line}
+    # nothing heavy to find that nothing changed
+    assert "numpy" in imported and not {"tensorflow", "keras", "ray"} & imported
     assert len(list((root / "submissions").glob("*.csv"))) == 1
 
 
@@ -157,7 +157,8 @@ def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
     result = run_pipeline(tmp_path, "all", "--source", str(folder), *QUICK)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert result.stderr.startswith(f"error: {tmp_path}/data/raw/train.csv line 6, column pixel299: 'abc' is not an integer, expected 0-255")
+    assert result.stderr.startswith(f"error: {tmp_path}/data/raw/train.csv line 6, column pixel299:"
+                                    " 'abc' is not an integer, expected 0-255")
     assert not (tmp_path / "data" / "prepared").exists()
 
 
@@ -251,6 +252,8 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     root, _ = finished_root
     quiet = assert_ok(run_pipeline(root, "--quiet", "all", *QUICK))
     assert quiet.stdout == "" and quiet.stderr == ""
+    quiet_after = assert_ok(run_pipeline(root, "all", *QUICK, "--quiet"))  # issue 18: anywhere on the line
+    assert quiet_after.stdout == "" and quiet_after.stderr == ""
     failing = run_pipeline(root, "--quiet", "split", "--val-fraction", "2")
     assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
 
@@ -343,7 +346,6 @@ def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_traini
 
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
-    import os
     import shutil
 
     if shutil.which("make") is None:
@@ -403,9 +405,7 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
     """Issue 9: Ctrl-C exited 130 with nothing printed."""
     for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
         assert_ok(run_pipeline(tmp_path, *stage))
-    environment = {**__import__("os").environ, "PIPELINE_ROOT": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--preset", "quick", "--epochs", "4"],
-                               cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "4")
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json")):

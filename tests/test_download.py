@@ -120,7 +120,8 @@ def test_archive_refused_half_way_leaves_raw_as_it_was(tmp_path, monkeypatch):
 
 
 def test_corrupt_archive_leaves_raw_as_it_was(tmp_path):
-    data = bytearray(make_zip(tmp_path / "ok.zip", {"test.csv": "new", "train.csv": "label,pixel0\n" * 500}).read_bytes())
+    archive = make_zip(tmp_path / "ok.zip", {"test.csv": "new", "train.csv": "label,pixel0\n" * 500})
+    data = bytearray(archive.read_bytes())
     data[data.index(b"label,pixel0") + 100] ^= 0xFF
     (tmp_path / "bad.zip").write_bytes(bytes(data))
     raw = raw_with_old_files(tmp_path)

@@ -4,23 +4,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import run_pipeline, start_pipeline
 from pipeline import cache
 
 OPTIONS = ["all", "--preset", "quick", "--epochs", "3", "--deterministic"]
-
-
-def start_pipeline(root, *args):
-    environment = {**os.environ, "PIPELINE_ROOT": str(root), "KAGGLE_CONFIG_DIR": str(root / "no-kaggle")}
-    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        environment.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def submissions(root) -> list[str]:
@@ -136,7 +127,8 @@ def test_a_chain_holds_the_lock_from_start_to_end_and_a_second_one_waits(tmp_pat
     for thread in threads:
         thread.start()
     deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None and not (tmp_path / "data" / "models" / ".checkpoints").exists():
+    checkpoints = tmp_path / "data" / "models" / ".checkpoints"
+    while time.time() < deadline and first.poll() is None and not checkpoints.exists():
         time.sleep(0.02)
     second = start_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--seed", "2")
     second_lines = []
@@ -159,7 +151,8 @@ def test_a_chain_holds_the_lock_from_start_to_end_and_a_second_one_waits(tmp_pat
     assert "waiting for another pipeline process" in second_stderr
     second_split = next(moment for moment, line in second_lines if line.startswith("split:"))
     assert second_split > done, "the second chain ran a stage while the first was running"
-    seeds = sorted(json.loads(path.read_text())["params"]["seed"] for path in (tmp_path / "data" / "models").glob("*/run.json"))
+    runs = (tmp_path / "data" / "models").glob("*/run.json")
+    seeds = sorted(json.loads(path.read_text())["params"]["seed"] for path in runs)
     assert seeds == [1, 2]
     assert_records_match_files(tmp_path)
 
@@ -213,11 +206,10 @@ def test_write_beyond_a_file_size_limit_is_one_line_and_keeps_earlier_outputs(tm
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (4_000_000, 4_000_000))
 
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
-    result = subprocess.run([sys.executable, "-m", "pipeline", "prepare"], cwd=PROJECT_ROOT, env=environment,
-                            capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    result = run_pipeline(tmp_path, "prepare", preexec_fn=limit_file_size)
     message = one_error_line(result)
-    assert message.startswith(f"error: {tmp_path}/data/prepared/train_images.npy: cannot write (File too large)"), message
+    expected = f"error: {tmp_path}/data/prepared/train_images.npy: cannot write (File too large)"
+    assert message.startswith(expected), message
     assert {path.name: path.read_bytes() for path in (tmp_path / "data" / "raw").iterdir()} == raw_before
     assert not (tmp_path / "data" / ".cache" / "prepare.json").exists()
     assert not list(tmp_path.rglob(".tmp-*"))

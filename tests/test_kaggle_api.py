@@ -185,7 +185,8 @@ def run_with_one_second_timeout(mode: str, tmp_path: Path, code: str, *args) -> 
 def test_silent_server_ends_each_attempt_after_the_timeout_and_retries_a_bounded_number_of_times(tmp_path):
     """Issue 9: a server that accepts and never answers hung the download for ever."""
     dest_dir = tmp_path / "raw"
-    stub, message, elapsed = run_with_one_second_timeout("silent", tmp_path, DOWNLOAD_CODE, COMPETITION, dest_dir, "no-force")
+    stub, message, elapsed = run_with_one_second_timeout("silent", tmp_path, DOWNLOAD_CODE, COMPETITION, dest_dir,
+                                                         "no-force")
     assert "Kaggle sent nothing for 1 s, 3 times" in message and "PIPELINE_NETWORK_TIMEOUT" in message
     assert [name for name, _ in stub.api_calls] == ["DownloadDataFiles"] * 3
     assert elapsed < 30, f"took {elapsed:.0f} s"
@@ -195,7 +196,8 @@ def test_silent_server_ends_each_attempt_after_the_timeout_and_retries_a_bounded
 def test_trickling_server_is_given_up_on_after_the_deadline(tmp_path):
     """One byte every 0.2 s never trips a 1 s read timeout: the whole call has a deadline (5 timeouts)."""
     dest_dir = tmp_path / "raw"
-    stub, message, elapsed = run_with_one_second_timeout("trickle", tmp_path, DOWNLOAD_CODE, COMPETITION, dest_dir, "no-force")
+    stub, message, elapsed = run_with_one_second_timeout("trickle", tmp_path, DOWNLOAD_CODE, COMPETITION, dest_dir,
+                                                         "no-force")
     assert "gave up on the download of digit-recognizer after 5 s" in message and "PIPELINE_NETWORK_TIMEOUT" in message
     assert stub.downloads_started >= 1
     assert 4 < elapsed < 30, f"took {elapsed:.0f} s"
@@ -205,7 +207,8 @@ def test_trickling_server_is_given_up_on_after_the_deadline(tmp_path):
 def test_silent_server_during_submit_is_not_retried_and_says_to_check_first(tmp_path):
     csv_path = tmp_path / "submission.csv"
     csv_path.write_bytes(b"ImageId,Label\n1,2\n")
-    stub, message, elapsed = run_with_one_second_timeout("silent", tmp_path, SUBMIT_CODE, COMPETITION, csv_path, "a message")
+    stub, message, elapsed = run_with_one_second_timeout("silent", tmp_path, SUBMIT_CODE, COMPETITION, csv_path,
+                                                         "a message")
     assert "Kaggle sent nothing for 1 s, 1 time " in message
     assert "kaggle.com/competitions/digit-recognizer/submissions before sending it again" in message
     assert [name for name, _ in stub.api_calls] == ["StartSubmissionUpload"]

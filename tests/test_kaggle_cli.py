@@ -56,7 +56,8 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
         run_id = submission.stem
         assert stub.submission_descriptions[0].startswith(f"run {run_id}: small")
         # the message names the run's estimate (main renamed val_acc to the estimate and its kind)
-        assert re.search(r"estimate [01]\.\d{4} \(holdout\)", stub.submission_descriptions[0]), stub.submission_descriptions[0]
+        description = stub.submission_descriptions[0]
+        assert re.search(r"estimate [01]\.\d{4} \(holdout\)", description), description
         assert "scored 0.99543 public" in sent.stdout.splitlines()[-1]
 
         again = run_pipeline(root, "submit", env=env)
@@ -131,7 +132,10 @@ def test_killed_kaggle_download_leaves_no_temporary_behind(tmp_path):
         process = subprocess.Popen([sys.executable, "-m", "pipeline", "download", "--source", "kaggle"],
                                    cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
-        while time.time() < deadline and not (raw.is_dir() and any(path.name.startswith(".") for path in raw.iterdir())):
+        def download_started() -> bool:
+            return raw.is_dir() and any(path.name.startswith(".") for path in raw.iterdir())
+
+        while time.time() < deadline and not download_started():
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)

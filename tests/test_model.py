@@ -29,3 +29,27 @@ def test_a_model_saved_with_the_old_schedule_still_loads(tmp_path):
     loaded = load_model(tmp_path / "old.keras")
     schedule = loaded.optimizer._learning_rate  # the schedule itself; .learning_rate is its current value
     assert isinstance(schedule, WarmupCosineSchedule) and schedule.get_config() == old.get_config()
+
+
+def test_xla_is_off_and_not_a_knob():
+    """Issue 18: jit_compile was an option nothing set; XLA stays off (4-5x slower on the CPU)."""
+    import inspect
+
+    from pipeline.model import compile_model
+
+    assert "jit_compile" not in inspect.signature(build_model).parameters
+    assert "jit_compile" not in inspect.signature(compile_model).parameters
+    assert build_model("mlp").jit_compile is False
+
+
+def test_the_network_refuses_a_dropout_or_width_with_the_training_checks():
+    """One check for train and model (issue 18): the same ranges, named after the argument."""
+    from pipeline.errors import PipelineError
+    from pipeline.model import build_network
+
+    with pytest.raises(PipelineError, match="dropout_rate 1.0: expected a rate from 0 to below 1"):
+        build_network("mlp", dropout_rate=1.0)
+    with pytest.raises(PipelineError, match="width 0: expected a multiplier above 0"):
+        build_network("mlp", width=0)
+    with pytest.raises(PipelineError, match="width 5"):
+        build_network("mlp", width=5)

@@ -102,7 +102,8 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"pipeline/cli.py", "pipeline/sample/digit-recognizer-sample.zip", "pipeline/sample/test_answers.csv"} <= names
+    assert {"pipeline/cli.py", "pipeline/sample/digit-recognizer-sample.zip",
+            "pipeline/sample/test_answers.csv"} <= names
     assert not any(name.startswith(("tests/", "data/", "submissions/")) for name in names)
     assert "digit-recognizer = pipeline.cli:main" in entry_points
 

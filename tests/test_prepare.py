@@ -32,7 +32,7 @@ def refused(path, with_labels=True) -> str:
 def test_valid_train_file_gives_pixels_and_labels(small_train_csv):
     pixels, labels = read_digits_csv(small_train_csv, with_labels=True)
     assert pixels.shape == (30, 784) and pixels.dtype == np.uint8
-    assert class_counts(labels) == [3] * 10
+    assert class_counts(labels).tolist() == [3] * 10
 
 
 def test_images_are_28x28x1_scaled_to_unit_interval():
@@ -146,7 +146,8 @@ def test_unterminated_quote_is_named_not_rows_dropped(tmp_path):
 def test_unterminated_quote_in_test_file_is_refused_too(tmp_path):
     lines = csv_text([[7] * 784] * 40, TEST_HEADER).splitlines()
     lines[10] = '"' + lines[10]
-    assert "line 11: unterminated quote" in refused(write(tmp_path, "\n".join(lines) + "\n", "test.csv"), with_labels=False)
+    path = write(tmp_path, "\n".join(lines) + "\n", "test.csv")
+    assert "line 11: unterminated quote" in refused(path, with_labels=False)
 
 
 def test_written_images_equal_to_images(tmp_path):
@@ -176,7 +177,8 @@ def test_reading_needs_memory_near_the_size_of_the_pixels(tmp_path):
     output_bytes = pixels.nbytes + labels.nbytes
     assert pixels.shape == (3000, 784) and path.stat().st_size > 3 * output_bytes
     # the returned arrays, a copy of them, and a few 1 MB blocks of the file being scanned
-    assert traced_peak < 2 * output_bytes + 4e6, f"{traced_peak / 1e6:.1f} MB traced for {output_bytes / 1e6:.1f} MB of pixels"
+    assert traced_peak < 2 * output_bytes + 4e6, (f"{traced_peak / 1e6:.1f} MB traced for"
+                                                 f" {output_bytes / 1e6:.1f} MB of pixels")
 
 
 def test_sample_submission_ids_must_be_those_of_test_csv(tmp_path):

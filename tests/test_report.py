@@ -275,8 +275,10 @@ def full_run(**changes) -> dict:
         "id": "20260102-090000-cnn", "date": "2026-01-02 09:00:00", "source": "kaggle:digit-recognizer",
         "preset": "default", "params": {"architecture": "cnn", "epochs": 18, "seed": 42},
         "split": {"folds": 1, "seed": 7, "val_fraction": 0.1},
-        "estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200, "errors": 20},
-        "parts": [{"name": "member-0", "seed": 42, "train_images": 37800, "validation_images": 4200, "accuracy": 0.9952},
+        "estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200,
+                     "errors": 20},
+        "parts": [{"name": "member-0", "seed": 42, "train_images": 37800, "validation_images": 4200,
+                   "accuracy": 0.9952},
                   {"name": "all-rows", "seed": 43, "train_images": 42000}],
         "models": ["/home/someone/project/data/models/x/member-0.keras"],
         "submission": "/home/someone/project/submissions/20260102-090000-cnn.csv",
@@ -329,7 +331,8 @@ def test_the_run_is_compared_with_the_best_earlier_run_and_the_baseline(inputs, 
                         estimate={**run["estimate"], "accuracy": 0.9702}, leaderboard=None)
     better = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00",
                       estimate={**run["estimate"], "accuracy": 0.9960})
-    later = full_run(id="20260103-100000-cnn", date="2026-01-03 10:00:00", estimate={**run["estimate"], "accuracy": 0.999})
+    later = full_run(id="20260103-100000-cnn", date="2026-01-03 10:00:00",
+                     estimate={**run["estimate"], "accuracy": 0.999})
     elsewhere = full_run(id="20260101-110000-cnn", date="2026-01-01 11:00:00", source="sample",
                          estimate={**run["estimate"], "accuracy": 0.9990})
     compared = report.compared_runs(run, [later, elsewhere, better, run, baseline])  # best first, as list_runs

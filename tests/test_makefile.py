@@ -1,0 +1,142 @@
+"""The Makefile: only the command line's variables become options, each as typed or refused in one line."""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+import typer.main
+
+from conftest import PROJECT_ROOT
+from pipeline.cli import app, quiet_anywhere
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def run_make(*args: str, env: dict | None = None, dry_run: bool = True) -> subprocess.CompletedProcess:
+    """make ARGS in the checkout, never (re)building the virtual environment; -n: print the commands only."""
+    environment = {**os.environ, **(env or {})}
+    # A MAKEFLAGS of an outer `make test` would add its own command-line variables.
+    environment.pop("MAKEFLAGS", None)
+    command = ["make", "--no-print-directory", *(["-n"] if dry_run else []), "-o", ".venv/.installed",
+               f"PYTHON={sys.executable}", *args]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=120)
+
+
+def pipeline_words(result: subprocess.CompletedProcess) -> list[str]:
+    """The words of the pipeline command make ran (or would run)."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A recipe continued over lines (a backslash at the end) is one shell command.
+    lines = result.stdout.replace("\\\n", " ").splitlines()
+    line = next(line for line in lines if "-m pipeline" in line)
+    return shlex.split(line)
+
+
+def option_value(words: list[str], option: str) -> str:
+    return words[words.index(option) + 1]
+
+
+@pytest.mark.parametrize("target", ["all", "help", "tune", "bench", "clean"])
+def test_a_mistyped_variable_is_refused_in_one_line_naming_the_close_match(target):
+    """Issue 18: `make all EPOCH=1` ended "up to date" with exit 0, EPOCH ignored."""
+    result = run_make(target, "EPOCH=1")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "EPOCH" in result.stderr and "EPOCHS" in result.stderr, result.stderr
+    assert "-m pipeline" not in result.stdout
+
+
+def test_a_variable_with_no_close_match_is_still_refused():
+    result = run_make("all", "NOTHING_LIKE_IT=1")
+    assert result.returncode != 0 and "NOTHING_LIKE_IT" in result.stderr and "did you mean" not in result.stderr
+
+
+def test_exported_names_are_not_options():
+    """Issue 21: an exported RAY_ADDRESS made plain `make all` fail; an exported MODEL became --model."""
+    words = pipeline_words(run_make("all", env={"RAY_ADDRESS": "127.0.0.1:1", "MODEL": "mlp", "EPOCHS": "1"}))
+    assert "--ray-address" not in words and "--model" not in words and "--epochs" not in words
+    words = pipeline_words(run_make("all", "MODEL=mlp", env={"MODEL": "small"}))
+    assert option_value(words, "--model") == "mlp"
+
+
+def test_a_dollar_in_a_value_reaches_the_cli_as_typed():
+    """Issue 21: MESSAGE='cost $5' was sent as "cost "."""
+    words = pipeline_words(run_make("submit", "MESSAGE=cost $5 for 'it'", "FILE=a $(b).csv"))
+    assert option_value(words, "--message") == "cost $5 for 'it'"
+    assert option_value(words, "--file") == "a $(b).csv"
+
+
+def test_a_make_function_in_a_value_is_never_run(tmp_path):
+    """Issue 21: RUN='$(shell touch pwned)' ran the command. A real run: the CLI gets the text and refuses it."""
+    marker = tmp_path / "pwned"
+    value = f"$(shell touch {marker})"
+    result = run_make("report", f"RUN={value}", env={"PIPELINE_ROOT": str(tmp_path / "project")}, dry_run=False)
+    assert not marker.exists()
+    assert result.returncode != 0 and value in result.stderr, result.stderr
+    assert not marker.exists()
+
+
+def test_a_newline_in_a_value_is_refused_in_one_line():
+    """Issue 21: a newline in MESSAGE broke the recipe into two shell commands."""
+    result = run_make("submit", "MESSAGE=first line\nsecond line")
+    assert result.returncode != 0 and "-m pipeline" not in result.stdout
+    assert result.stderr.count("\n") == 1 and "MESSAGE" in result.stderr, result.stderr
+
+
+def command_options(name: str) -> set[str]:
+    command = typer.main.get_command(app).commands[name]
+    return {option for parameter in command.params for option in parameter.opts}
+
+
+def test_tune_takes_the_training_options_that_apply():
+    """Issue 18: `make tune EPOCHS=5` dropped EPOCHS."""
+    words = pipeline_words(run_make("tune", "EPOCHS=5", "MODEL=small", "DROPOUT=0.3", "FOLDS=3", "DETERMINISTIC=1"))
+    assert option_value(words, "--epochs") == "5" and option_value(words, "--model") == "small"
+    assert option_value(words, "--dropout") == "0.3" and option_value(words, "--folds") == "3"
+    assert "--deterministic" in words
+    options = [word for word in words if word.startswith("--")]
+    assert set(options) <= command_options("tune"), options
+
+
+def test_bench_passes_its_presets_epochs_and_source():
+    """Issue 18: `make bench` could not pass the options its command has."""
+    words = pipeline_words(run_make("bench", "PRESETS=quick,baseline", "EPOCHS=1", "SOURCE=sample"))
+    assert option_value(words, "--presets") == "quick,baseline" and option_value(words, "--epochs") == "1"
+    assert option_value(words, "--source") == "sample"
+    options = [word for word in words if word.startswith("--")]
+    assert set(options) <= command_options("bench"), options
+
+
+def test_the_test_target_states_the_measured_time():
+    help_text = run_make("-s", "help", dry_run=False).stdout
+    assert "about 7 minutes" not in help_text and "12-18 minutes" in help_text
+
+
+def test_quiet_is_moved_to_the_front_from_anywhere_but_an_option_value():
+    """Issue 18: --quiet worked only before the command."""
+    assert quiet_anywhere(["all", "--preset", "quick", "--quiet"]) == ["--quiet", "all", "--preset", "quick"]
+    assert quiet_anywhere(["-q", "prepare"]) == ["-q", "prepare"]
+    assert quiet_anywhere(["submit", "--message", "--quiet"]) == ["submit", "--message", "--quiet"]
+    assert quiet_anywhere(["submit", "--", "--quiet"]) == ["submit", "--", "--quiet"]
+
+
+def test_quiet_after_the_command_prints_nothing(tmp_path):
+    from conftest import run_pipeline
+
+    result = run_pipeline(tmp_path, "download", "--source", "sample", "--quiet")
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+    assert (tmp_path / "data" / "raw" / "train.csv").is_file()
+
+
+def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
+    from pipeline import tune
+
+    settings = {"learning_rate": 0.002, "epochs": 5, "augmentation": 1.0, "dropout": 0.4, "width": 1.0}
+    record = {"extra": {"estimate": {"accuracy": 0.9, "images": 240}, "run_id": "run"}}
+    results = [{"trial": 1, "settings": settings, "record": record}]
+    given = {"architecture": "small", "epochs": 5, "folds": 3, "deterministic": True}
+    reproduce = tune.summary_lines(results, "quick", given)[1]
+    assert "make all PRESET=quick MODEL=small FOLDS=3 DETERMINISTIC=1 LEARNING_RATE=0.002 EPOCHS=5" in reproduce
+    assert "--preset quick --model small --folds 3 --deterministic --learning-rate 0.002" in reproduce
+
