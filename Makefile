@@ -17,7 +17,7 @@ LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-comp
 # Every variable `make` takes on its command line. Any other is refused, with the close match, since a
 # mistyped one (EPOCH=1) would otherwise be ignored without a word.
 KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS SEED PRESET MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS \
-	PRECISION STRATEGY FINAL_MODEL PSEUDO_LABEL TTA DETERMINISTIC TENSORBOARD AUGMENTATION DROPOUT WIDTH REPORT \
+	PRECISION STRATEGY FINAL_MODEL PSEUDO_LABEL TTA DETERMINISTIC TENSORBOARD AUGMENTATION ELASTIC DROPOUT WIDTH REPORT \
 	DEVICE ENGINE WORKERS RAY_ADDRESS TRIALS SEARCH_SEED RUN FILE MESSAGE WAIT TIMEOUT PRESETS BENCH_SOURCE \
 	FORCE QUIET GPU UPGRADE PYTHON VENV
 # Only variables from the command line are options: an exported MODEL or RAY_ADDRESS in the environment is not.
@@ -55,7 +55,7 @@ TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EP
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
 	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(call on,DETERMINISTIC,--deterministic) \
-	$(call on,TENSORBOARD,--tensorboard) $(call opt,AUGMENTATION,--augmentation) \
+	$(call on,TENSORBOARD,--tensorboard) $(call opt,AUGMENTATION,--augmentation) $(call opt,ELASTIC,--elastic) \
 	$(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(call opt,ENGINE,--engine) $(ENGINE_OPTS)
 ENGINE_OPTS = $(call opt,WORKERS,--workers) $(call opt,RAY_ADDRESS,--ray-address) $(call opt,DEVICE,--device)
 # tune's trials draw around the recipe these options set (the model on all rows and TTA do not apply).
@@ -63,7 +63,8 @@ TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(call opt,PRESET,--preset) $(call op
 	$(call opt,SEARCH_SEED,--search-seed) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
 	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,MEMBERS,--members) \
 	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call on,DETERMINISTIC,--deterministic) \
-	$(call opt,AUGMENTATION,--augmentation) $(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(ENGINE_OPTS)
+	$(call opt,AUGMENTATION,--augmentation) $(call opt,ELASTIC,--elastic) $(call opt,DROPOUT,--dropout) \
+	$(call opt,WIDTH,--width) $(ENGINE_OPTS)
 BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) \
 	$(call opt,EPOCHS,--epochs)
 FORCE_OPT = $(call on,FORCE,--force)
@@ -79,10 +80,10 @@ help: ## List the targets
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
 	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
 	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
-	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
+	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F ELASTIC=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
 	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
 	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS SEED MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS PRECISION"
-	@echo "    STRATEGY DETERMINISTIC AUGMENTATION DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
+	@echo "    STRATEGY DETERMINISTIC AUGMENTATION ELASTIC DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
 	@echo "  bench: PRESETS=baseline,default EPOCHS=N SOURCE=sample|PATH (or BENCH_SOURCE=PATH)"
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 lock: UPGRADE=1"
 	@echo "  any other variable is refused; only the command line's count (not the environment's)"

@@ -65,6 +65,9 @@ PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
 FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
+ELASTIC = typer.Option(None, help="Elastic distortion of the training images (Simard et al. 2003): the size of the"
+                                   " smooth random displacement, in pixels before smoothing; 0 none, Simard's 34"
+                                   f" (default {DEFAULT['elastic']:g}).")
 AUGMENTATION = typer.Option(None, help="Strength of the training images' random rotation, zoom and shift: 0 none,"
                                         f" 1 = 10 degrees, 10 %, 10 % (default {DEFAULT['augmentation']}).")
 DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network (default {DEFAULT['dropout']}).")
@@ -86,12 +89,13 @@ TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard 
 
 
 def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic, strategy,
-                     final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None) -> dict:
+                     final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None,
+                     elastic=None) -> dict:
     """The training options as the preset's names; None: not given, the preset's value stays."""
     return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                 members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
                 final_model=final_model, tta=tta, pseudo_label=pseudo_label, augmentation=augmentation,
-                dropout=dropout, width=width)
+                dropout=dropout, width=width, elastic=elastic)
 
 
 def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:
@@ -151,14 +155,14 @@ def train_command(
     members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
     deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY,
     final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA,
-    augmentation: Optional[float] = AUGMENTATION,
+    augmentation: Optional[float] = AUGMENTATION, elastic: Optional[float] = ELASTIC,
     dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
+                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run(train.define, context.obj, force, preset=preset,
               training=train.training_config(train.resolve_preset(preset, **options)), tensorboard=tensorboard,
               engine=engine_settings(engine, workers, ray_address, device))
@@ -231,6 +235,7 @@ def tune_command(
     learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
     precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
     strategy: Optional[Strategy] = STRATEGY, augmentation: Optional[float] = AUGMENTATION,
+    elastic: Optional[float] = ELASTIC,
     dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH,
     force: bool = FORCE,
 ):
@@ -240,7 +245,7 @@ def tune_command(
 
     # The trials turn off the model on all rows and TTA: those options do not apply here.
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, None, None, None, augmentation, dropout, width)
+                               strategy, None, None, None, augmentation, dropout, width, elastic)
     given = {name: value for name, value in {**options, "val_fraction": val_fraction, "folds": folds}.items()
              if value is not None}
     values = train.resolve_preset(preset, **given)
@@ -264,7 +269,8 @@ def all_command(
     precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
     strategy: Optional[Strategy] = STRATEGY,
     final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL,
-    tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, dropout: Optional[float] = DROPOUT,
+    tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, elastic: Optional[float] = ELASTIC,
+    dropout: Optional[float] = DROPOUT,
     width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE,
@@ -273,7 +279,7 @@ def all_command(
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
+                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
