@@ -184,7 +184,8 @@ def runs_command():
 @app.command("submit")
 def submit_command(
     context: typer.Context,
-    file: Optional[Path] = typer.Option(None, "--file", help="Submission CSV (default: the newest in submissions/)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Submission CSV (default: the one the last predict wrote,"
+                                       " or restored)."),
     run: Optional[str] = typer.Option(None, "--run", help="Submit this run's predictions."),
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,

@@ -15,10 +15,25 @@ COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
 
 def validate_submission_file(path: Path, competition: str) -> int:
     """Number of rows of a valid submission for the competition; PipelineError otherwise."""
-    image_ids, labels = read_submission(path)
     expected_rows = COMPETITION_TEST_ROWS.get(competition)
+    image_ids, labels = read_submission(path, max_rows=expected_rows)
     check_submission(image_ids, labels, expected_rows, source=str(path))
     return len(image_ids)
+
+
+def current_submission(paths) -> Path:
+    """The file the last predict wrote, or restored from the run cache (a restored file keeps its old
+    modification time, so "newest" would pick another run's); the newest file when nothing was predicted here."""
+    from pipeline import cache
+
+    submission = ((cache.load_record("predict") or {}).get("extra") or {}).get("submission")
+    if not isinstance(submission, str):
+        return newest_submission(paths.submissions)
+    path = cache.absolute_path(submission)
+    if not path.is_file():
+        raise PipelineError(f"{path}, which the last predict wrote, is gone: run `make all` again, or name the file"
+                            " to send (make submit FILE=... or --file)")
+    return path
 
 
 def newest_submission(folder: Path) -> Path:
@@ -40,7 +55,7 @@ def refuse_sample_run(run: dict | None, file: Path, competition: str) -> None:
 
 def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,
          force: bool, wait: bool = True, timeout_s: float = 300) -> None:
-    """Check a submission (the newest, or the run's, or file), send it once unless forced, and wait for its score."""
+    """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for its score."""
     from pipeline import cache, kaggle_api, runs, scores
 
     if file is None and run_id is not None:
@@ -48,7 +63,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         if not submission:
             raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
         file = cache.absolute_path(submission)
-    file = Path(file) if file else newest_submission(paths.submissions)
+    file = Path(file) if file else current_submission(paths)
     if timeout_s < 0:
         raise PipelineError(f"--timeout {timeout_s}: expected 0 or more seconds")
     run = runs.run_for_submission(paths, file)
