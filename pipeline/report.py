@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
+from pipeline.estimate import valid_estimate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -489,7 +490,8 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
 
 
-def estimate_text(estimate: dict | None) -> str:
+def estimate_text(estimate) -> str:
+    estimate = valid_estimate(estimate)
     if not estimate:
         return "none"
     return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
@@ -537,10 +539,10 @@ PARTS_HEADER = ["model", "seed", "train digits", "digits it never saw", "accurac
 
 def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list]:
     """This run beside others on the same data: estimate, leaderboard, and the difference in estimate."""
-    own = (run.get("estimate") or {}).get("accuracy")
+    own = (valid_estimate(run.get("estimate")) or {}).get("accuracy")
     rows = []
     for label, other in [("this run", run), *comparisons]:
-        estimate = other.get("estimate") or {}
+        estimate = valid_estimate(other.get("estimate")) or {}
         accuracy = estimate.get("accuracy")
         difference = f"{(own - accuracy) * 100:+.2f} points" if own is not None and accuracy is not None else "-"
         rows.append([label, _run_id(other), other.get("preset", "?"), other.get("params", {}).get("architecture", "?"),
@@ -642,7 +644,7 @@ def render_index(
 
 def _headline(run: dict, val_accuracy: float, val_size: int, wrong: int, train_size: int) -> str:
     """The estimate nothing was chosen on, with its interval and kind; the page's figures are on the same rows."""
-    estimate = run.get("estimate")
+    estimate = valid_estimate(run.get("estimate"))
     if not estimate:
         return (f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
                 f"({val_size - wrong:,} of {val_size:,} correct) &middot; {train_size:,} train digits</p>")
@@ -767,7 +769,7 @@ def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
     """The best earlier run and the best baseline run on the same data (all_runs: best estimate first)."""
     earlier = [other for other in all_runs
                if other.get("id") != run.get("id") and other.get("source") == run.get("source")
-               and other.get("estimate") and other.get("date", "") <= run.get("date", "")]
+               and valid_estimate(other.get("estimate")) and other.get("date", "") <= run.get("date", "")]
     compared = [("best earlier run", earlier[0])] if earlier else []
     baselines = [other for other in earlier if other.get("preset") == "baseline"]
     if baselines and run.get("preset") != "baseline":

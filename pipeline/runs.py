@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from pipeline import cache, config, run_cache
 from pipeline.console import format_table
-from pipeline.estimate import short_kind
+from pipeline.estimate import short_kind, valid_estimate
 from pipeline.errors import PipelineError
 
 
@@ -71,7 +71,7 @@ def list_runs(paths: config.Paths) -> list[dict]:
 
 def estimated_accuracy(run: dict) -> float:
     """The run's estimate (nothing chosen on it); 0 for runs made before estimates existed."""
-    return (run.get("estimate") or {}).get("accuracy", 0.0)
+    return (valid_estimate(run.get("estimate")) or {}).get("accuracy", 0.0)
 
 
 def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str:
@@ -93,7 +93,8 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str
     return format_table(header, rows)
 
 
-def _estimate_cells(estimate: dict | None) -> tuple[str, str, str]:
+def _estimate_cells(estimate) -> tuple[str, str, str]:
+    estimate = valid_estimate(estimate)
     if not estimate:
         return "-", "-", "none"
     return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", short_kind(estimate)
@@ -127,9 +128,10 @@ def submission_message(run: dict | None, file: Path) -> str:
     if run is None:
         return f"{Path(file).name} (digit-recognizer pipeline)"
     params = run.get("params", {})
-    estimate = run.get("estimate") or {}
+    estimate = valid_estimate(run.get("estimate"))
+    estimate_words = f"{estimate['accuracy']:.4f} ({estimate['kind']})" if estimate else "none"
     return (f"run {run['id']}: {params.get('architecture')} x{len(run.get('models', []))}, "
-            f"estimate {estimate.get('accuracy', 0):.4f} ({estimate.get('kind', 'none')}), epochs {params.get('epochs')}, "
+            f"estimate {estimate_words}, epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 

@@ -11,7 +11,8 @@ import time
 
 from pipeline import kaggle_api, runs
 from pipeline.console import format_duration, format_table
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
+from pipeline.estimate import valid_estimate
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -51,6 +52,7 @@ def describe_score(submission: dict, estimate: dict | None) -> str:
     if submission.get("private_score"):
         scores.append(f"{submission['private_score']} private")
     line = f"scored {', '.join(scores)}"
+    estimate = valid_estimate(estimate)
     if estimate:
         line += f" (estimate {estimate['accuracy']:.4f}, 95 % {estimate['low']:.4f}-{estimate['high']:.4f})"
     return line
