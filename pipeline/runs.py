@@ -145,30 +145,46 @@ def sent_log_lock(paths: config.Paths):
 
 
 def sent_submissions(paths: config.Paths) -> dict:
-    """The log of submissions sent from this checkout: file digest -> what was sent, when, and its scoring."""
+    """The log of submissions sent from this checkout: one entry a send (what, when, its number and scoring),
+    keyed by the file's digest, then <digest>-2, -3, ... for the same file sent again with --force."""
     try:
-        return json.loads(paths.sent_submissions.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        sent = json.loads(paths.sent_submissions.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    if not isinstance(sent, dict):
+        return {}
+    return {key: entry for key, entry in sent.items() if isinstance(entry, dict)}
+
+
+def sends_of(sent: dict, digest: str) -> list[dict]:
+    """Every logged send of the file with this digest, oldest first (entries older than `digest` are keyed by it)."""
+    return [entry for key, entry in sent.items() if entry.get("digest", key) == digest]
 
 
 def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: dict,
                            run_id: str | None = None, competition: str = config.COMPETITION) -> None:
-    """Log a sent submission with its Kaggle number (ref), before waiting for its score."""
+    """Log a sent submission with its Kaggle number (ref; None when Kaggle gave none), before waiting for its score.
+    Every send keeps its own entry: a forced resend is another submission, with its own score."""
     sent = sent_submissions(paths)
-    sent[digest] = {"file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
-                    "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
-                    "competition": competition, "status": "PENDING"}
+    key, number = digest, 1
+    while key in sent:
+        number += 1
+        key = f"{digest}-{number}"
+    sent[key] = {"digest": digest, "file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "message": message, "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
+                 "competition": competition, "status": "PENDING"}
     cache.write_json(paths.sent_submissions, sent)
 
 
 def _sent_entry(sent: dict, submission: dict) -> dict | None:
-    """The log entry of a listed submission: by its number, else (logs older than numbers) by its message."""
+    """The log entry of a listed submission: by its number, else (logs older than numbers, without a "ref")
+    by its message. An entry logged without a number is never matched: another submission can share its message."""
+    if submission["ref"] is not None:
+        for entry in sent.values():
+            if entry.get("ref") == submission["ref"]:
+                return entry
     for entry in sent.values():
-        if entry.get("ref") == submission["ref"]:
-            return entry
-    for entry in sent.values():
-        if not entry.get("ref") and entry.get("message") == submission["description"]:
+        if "ref" not in entry and entry.get("message") == submission["description"]:
             return entry
     return None
 

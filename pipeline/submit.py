@@ -72,9 +72,10 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     digest = cache.file_digest(file)
     message = message or runs.submission_message(run, file)
     with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
-        earlier = runs.sent_submissions(paths).get(digest)
+        earlier = runs.sends_of(runs.sent_submissions(paths), digest)
         if earlier and not force:
-            raise PipelineError(f"{file}: this file was already sent on {earlier['date']} (as {earlier['file']}); "
+            raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
+                                f" {earlier[-1].get('file', '?')}); "
                                 "Kaggle allows few submissions a day, so pass --force to send it again")
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
         answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
@@ -83,7 +84,10 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         if run_id:
             runs.update_run(paths, run_id, leaderboard={"ref": answer["ref"], "status": "PENDING"})
     console.say(f"submit: Kaggle answered: {answer['message']}")
-    if wait:
+    if answer["ref"] is None:  # nothing tells it apart from another submission with the same message
+        console.say("submit: Kaggle's answer carried no submission number, so its score cannot be matched to this"
+                    f" run; see it with {scores.HOW_TO_LOOK_LATER}")
+    elif wait:
         scores.wait_and_report(paths, console, competition, answer["ref"], run, timeout_s)
     else:
         console.say(f"submit: not waiting for the score; see it later with {scores.HOW_TO_LOOK_LATER}")
