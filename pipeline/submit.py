@@ -6,7 +6,7 @@ and a file that Kaggle could not score is refused here rather than spending one.
 
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
 from pipeline.submission import check_submission, read_submission
 
 # Rows of the competition's test.csv: a file with any other count cannot be scored.
@@ -78,7 +78,11 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
                                 f" {earlier[-1].get('file', '?')}); "
                                 "Kaggle allows few submissions a day, so pass --force to send it again")
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
-        answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
+        try:
+            answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
+        except KeyboardInterrupt:  # sending it again now could spend a second submission on the same file
+            raise Interrupted(f"the upload of {file} was cut short and may have arrived: check with"
+                              f" {scores.HOW_TO_LOOK_LATER} before sending it again") from None
         run_id = run["id"] if run else None
         runs.record_sent_submission(paths, digest, file, message, answer, run_id, competition)
         if run_id:

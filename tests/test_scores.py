@@ -276,6 +276,30 @@ def test_ctrl_c_while_waiting_points_to_submissions_not_to_sending_again(tmp_pat
     assert "same command again" not in stderr and "Traceback" not in stderr
 
 
+
+def test_ctrl_c_during_the_upload_says_it_may_have_arrived(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode="silent") as stub:
+        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit"], cwd=PROJECT_ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in process.stdout:
+                if "submit: sending" in line:
+                    break
+            deadline = time.monotonic() + 30
+            while not stub.api_calls and time.monotonic() < deadline:  # the upload has started
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    lines = error_lines(subprocess.CompletedProcess([], 130, "", stderr))
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
+    assert "may have arrived" in lines[0] and "make submissions" in lines[0] and "same command again" not in stderr
+
 @pytest.mark.parametrize("estimate", ["n/a", {"accuracy": 0.99, "high": 0.995, "kind": "holdout"}, [0.99]])
 def test_a_run_json_with_a_wrong_shaped_estimate_is_treated_as_without_one(tmp_path, estimate):
     """`runs` and `submit` ended in a traceback (README: such records are treated as missing)."""
