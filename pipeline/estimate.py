@@ -41,25 +41,8 @@ def make_estimate(probabilities: np.ndarray, labels: np.ndarray, kind: str, **de
             "images": int(len(labels)), "errors": int(len(labels) - correct), **details}
 
 
-def _is_number(value, lowest: float, highest: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
-
-
-def valid_estimate(value) -> dict | None:
-    """The estimate when it has the shape make_estimate gives it, else None: a run.json edited by hand or
-    written by another version is read as a run without an estimate, never as a traceback."""
-    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-        return None
-    if not all(_is_number(value.get(name), 0, 1) for name in ("accuracy", "low", "high")):
-        return None
-    if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
-        return None
-    return value
-
-
 def describe(estimate: dict | None) -> str:
     """One phrase for a terminal or a table: '0.9952 (95 % 0.9945-0.9958, cross-validation)'."""
-    estimate = valid_estimate(estimate)
     if not estimate:
         return "no estimate"
     return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"

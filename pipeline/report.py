@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
-from pipeline.estimate import valid_estimate
+from pipeline.runs import valid_estimate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

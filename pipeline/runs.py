@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from filelock import FileLock
 
 from pipeline import cache, config, run_cache
 from pipeline.console import format_table
-from pipeline.estimate import short_kind, valid_estimate
+from pipeline.estimate import short_kind
 from pipeline.errors import PipelineError
 
 
@@ -67,6 +68,23 @@ def list_runs(paths: config.Paths) -> list[dict]:
         if isinstance(run, dict):
             runs[run.get("id", path.parent.name)] = run
     return sorted(runs.values(), key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
+
+
+def _is_number(value, lowest: float, highest: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
+
+
+def valid_estimate(value) -> dict | None:
+    """The estimate when it has the shape estimate.make_estimate gives it, else None: a run.json edited by hand
+    or written by another version is read as a run without an estimate, never as a traceback. (Here, not in
+    estimate.py, which is part of the train stage's code: a reader changed there would retrain every run.)"""
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        return None
+    if not all(_is_number(value.get(name), 0, 1) for name in ("accuracy", "low", "high")):
+        return None
+    if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
+        return None
+    return value
 
 
 def estimated_accuracy(run: dict) -> float:

@@ -12,7 +12,7 @@ import time
 from pipeline import kaggle_api, runs
 from pipeline.console import format_duration, format_table
 from pipeline.errors import Interrupted, PipelineError
-from pipeline.estimate import valid_estimate
+from pipeline.runs import valid_estimate
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
