@@ -336,8 +336,8 @@ def _client_error(error: BaseException, competition: str | None, attempts: int =
             f"Kaggle's answer was not valid JSON ({_detail(error)}); something between here and Kaggle (a proxy, a "
             f"login page of the network) may have answered instead: check the network connection and {retry_advice}")
     if isinstance(error, _AnswerTooLarge):
-        return _error(f"Kaggle's answer was more than {error.limit_bytes // 10**6} MB, far more than expected, so it"
-                      f" was not read; {retry_advice}")
+        return _error(f"Kaggle's answer for {competition} was more than {error.limit_bytes // 10**6} MB (a listing of"
+                      f" 20 submissions is about 20 kB), so it was not read; {retry_advice}")
     if isinstance(error, OSError):  # after the requests errors, which are OSErrors too
         return _error(f"cannot write the download: {_detail(error)}")
     return _error(f"the kaggle client failed: {type(error).__name__}: {_detail(error)}")
