@@ -191,7 +191,8 @@ def runs_command():
 @app.command("submit")
 def submit_command(
     context: typer.Context,
-    file: Optional[Path] = typer.Option(None, "--file", help="Submission CSV (default: the newest in submissions/)."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Submission CSV (default: the one the last predict wrote,"
+                                       " or restored)."),
     run: Optional[str] = typer.Option(None, "--run", help="Submit this run's predictions."),
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,
@@ -309,7 +310,7 @@ def quiet_anywhere(arguments: list[str]) -> list[str]:
 
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
-    from pipeline.errors import write_error
+    from pipeline.errors import Interrupted, write_error
 
     try:
         app(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
@@ -322,13 +323,19 @@ def main() -> None:
             raise
         typer.echo(f"error: {one_line}", err=True)
         sys.exit(1)
+    except Interrupted as stop:  # Ctrl-C where the command says what to do next
+        leave_interrupted(str(stop))
     except SystemExit as stop:
         if stop.code == 130:  # typer's exit for Ctrl-C (KeyboardInterrupt), silent by itself
-            typer.echo("interrupted: nothing half-written was kept; run the same command again to go on "
-                       "(training resumes from its last completed epoch)", err=True)
-            # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
-            # half-traced functions can print a traceback of their own ("Exception ignored in ...").
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
+            leave_interrupted("nothing half-written was kept; run the same command again to go on "
+                              "(training resumes from its last completed epoch)")
         raise
+
+
+def leave_interrupted(advice: str) -> None:
+    typer.echo(f"interrupted: {advice}", err=True)
+    # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
+    # half-traced functions can print a traceback of their own ("Exception ignored in ...").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)

@@ -21,6 +21,11 @@ class PipelineError(Exception):
     """
 
 
+class Interrupted(Exception):
+    """Ctrl-C where the usual advice, run the same command again, would be wrong (a submit that has sent its
+    file): the message says what to do instead. The CLI prints it as `interrupted: <message>`, exit status 130."""
+
+
 # Failures to write that the user fixes outside the pipeline: a full disk or quota, a file-size
 # limit, a read-only or forbidden folder.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -34,6 +34,10 @@ COMPETITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 NETWORK_TIMEOUT_VARIABLE = "PIPELINE_NETWORK_TIMEOUT"
 DEFAULT_NETWORK_TIMEOUT_S = 60.0
 DOWNLOAD_ATTEMPTS = 3  # a download that times out is tried again, up to this many times in all
+LISTING_ATTEMPTS = 3  # as for a listing of submissions: safe to repeat too
+# A listing of 20 submissions (one page, the client's default) is about 20 kB: an answer far larger is
+# refused part way, before it takes seconds and gigabytes to parse (a broken server sent 330 MB).
+MAX_LISTING_BYTES = 10 * 10**6
 # A server that trickles bytes never times out: the whole command gives up after this many timeouts.
 DEADLINE_TIMEOUTS = 5
 MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
@@ -327,6 +331,13 @@ def _client_error(error: BaseException, competition: str | None, attempts: int =
     if isinstance(error, requests.ConnectionError):
         reason = _detail(_root_cause(error))
         return _error(f"cannot reach Kaggle: {reason} (check the network connection and any proxy settings)")
+    if isinstance(error, requests.exceptions.InvalidJSONError):  # an OSError too, but nothing was written
+        return _error(
+            f"Kaggle's answer was not valid JSON ({_detail(error)}); something between here and Kaggle (a proxy, a "
+            f"login page of the network) may have answered instead: check the network connection and {retry_advice}")
+    if isinstance(error, _AnswerTooLarge):
+        return _error(f"Kaggle's answer for {competition} was more than {error.limit_bytes // 10**6} MB (a listing of"
+                      f" 20 submissions is about 20 kB), so it was not read; {retry_advice}")
     if isinstance(error, OSError):  # after the requests errors, which are OSErrors too
         return _error(f"cannot write the download: {_detail(error)}")
     return _error(f"the kaggle client failed: {type(error).__name__}: {_detail(error)}")
@@ -369,10 +380,29 @@ class _DeadlinePassed(BaseException):
     """Raised by the alarm; a BaseException, so the client's own `except Exception` retries miss it."""
 
 
+class _AnswerTooLarge(Exception):
+    def __init__(self, limit_bytes: int):
+        super().__init__(f"more than {limit_bytes} bytes")
+        self.limit_bytes = limit_bytes
+
+
+def _read_at_most(response, limit_bytes: int) -> None:
+    """Read the answer's body into the response (where requests keeps it), or refuse it past limit_bytes."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > limit_bytes:
+            response.close()
+            raise _AnswerTooLarge(limit_bytes)
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what response.content and .json() then read
+
+
 @contextlib.contextmanager
-def _network_limits(what: str):
+def _network_limits(what: str, max_answer_bytes: int | None = None):
     """Every request the client makes inside the block ends after network_timeout() seconds
     without a byte, and the whole block after DEADLINE_TIMEOUTS times that (a server that trickles).
+    With max_answer_bytes, an answer read whole (not a download's stream) is refused past that size.
 
     The client passes no timeout of its own to requests (or 300 s), so the limit is set where every
     request goes through: requests' HTTPAdapter.send. The deadline is an alarm signal, which only
@@ -389,7 +419,11 @@ def _network_limits(what: str):
     original_send = HTTPAdapter.send
 
     def send_with_timeout(adapter, request, stream=False, timeout=None, *args, **kwargs):
-        return original_send(adapter, request, stream, (timeout_s, timeout_s), *args, **kwargs)
+        if max_answer_bytes is None or stream:
+            return original_send(adapter, request, stream, (timeout_s, timeout_s), *args, **kwargs)
+        response = original_send(adapter, request, True, (timeout_s, timeout_s), *args, **kwargs)
+        _read_at_most(response, max_answer_bytes)
+        return response
 
     def on_alarm(signal_number, frame):
         raise _DeadlinePassed()
@@ -507,7 +541,8 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
     # A failed upload does not raise: the client returns this message (and printed the cause).
     if response.message == UPLOAD_FAILED_MESSAGE:
         raise _error(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")
-    return {"message": response.message, "ref": int(response.ref or 0)}
+    # No number (None): the score cannot be told apart from another submission's, so it is never guessed.
+    return {"message": response.message, "ref": int(response.ref) if response.ref else None}
 
 
 # ---- Scores ----
@@ -519,12 +554,15 @@ SUBMISSION_FIELDS = ("ref", "description", "file_name", "status", "public_score"
 def list_submissions(competition: str) -> list[dict]:
     """The competition's latest submissions by this account, newest first, as plain values.
 
-    Each: {"ref", "date" (ISO 8601 text), "description", "file_name", "status" (PENDING, COMPLETE or
+    Each: {"ref" (None when Kaggle gives none), "date" (ISO 8601 text), "description", "file_name",
+    "status" (PENDING, COMPLETE or
     ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
     """
     _check_competition_name(competition)
-    api = _authenticated_api()
-    listed = _call_client(lambda: api.competition_submissions(competition), competition) or []
+    with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES):
+        api = _authenticated_api()
+        listed = _call_client(lambda: api.competition_submissions(competition), competition,
+                              attempts=LISTING_ATTEMPTS) or []
     submissions = []
     for item in listed:
         if item is None:
@@ -532,7 +570,7 @@ def list_submissions(competition: str) -> list[dict]:
         values = {name: getattr(item, name, None) for name in SUBMISSION_FIELDS}
         status = values["status"]
         values["status"] = getattr(status, "name", str(status or "PENDING"))
-        values["ref"] = int(values["ref"] or 0)
+        values["ref"] = int(values["ref"]) if values["ref"] else None  # never 0: a number no send was given
         values["date"] = item.date.isoformat(timespec="seconds") if getattr(item, "date", None) else ""
         for name in ("description", "file_name", "public_score", "private_score", "error_description"):
             values[name] = values[name] or ""

@@ -26,6 +26,7 @@ from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
 from pipeline.estimate import describe
 from pipeline.prepare import class_counts
+from pipeline.runs import valid_estimate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -513,7 +514,7 @@ def summary_rows(run: dict) -> list[list]:
         ["data", "the bundled sample" if source == "sample" else source or "?"],
         ["preset", run.get("preset", "?")],
         ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
-        ["estimated accuracy", describe(run.get("estimate"), missing="none", unit="digits")],
+        ["estimated accuracy", describe(valid_estimate(run.get("estimate")), missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
         ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
     ]
@@ -529,10 +530,10 @@ PARTS_HEADER = ["model", "seed", "train digits", "digits it never saw", "accurac
 
 def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list]:
     """This run beside others on the same data: estimate, leaderboard, and the difference in estimate."""
-    own = (run.get("estimate") or {}).get("accuracy")
+    own = (valid_estimate(run.get("estimate")) or {}).get("accuracy")
     rows = []
     for label, other in [("this run", run), *comparisons]:
-        estimate = other.get("estimate") or {}
+        estimate = valid_estimate(other.get("estimate")) or {}
         accuracy = estimate.get("accuracy")
         difference = f"{(own - accuracy) * 100:+.2f} points" if own is not None and accuracy is not None else "-"
         rows.append([label, _run_id(other), other.get("preset", "?"), other.get("params", {}).get("architecture", "?"),
@@ -635,7 +636,7 @@ def render_index(
 
 def _headline(run: dict, val_accuracy: float, val_size: int, wrong: int, train_size: int) -> str:
     """The estimate nothing was chosen on, with its interval and kind; the page's figures are on the same rows."""
-    estimate = run.get("estimate")
+    estimate = valid_estimate(run.get("estimate"))
     if not estimate:
         return (f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
                 f"({val_size - wrong:,} of {val_size:,} correct) &middot; {train_size:,} train digits</p>")
@@ -760,7 +761,7 @@ def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
     """The best earlier run and the best baseline run on the same data (all_runs: best estimate first)."""
     earlier = [other for other in all_runs
                if other.get("id") != run.get("id") and other.get("source") == run.get("source")
-               and other.get("estimate") and other.get("date", "") <= run.get("date", "")]
+               and valid_estimate(other.get("estimate")) and other.get("date", "") <= run.get("date", "")]
     compared = [("best earlier run", earlier[0])] if earlier else []
     baselines = [other for other in earlier if other.get("preset") == "baseline"]
     if baselines and run.get("preset") != "baseline":

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -69,9 +70,26 @@ def list_runs(paths: config.Paths) -> list[dict]:
     return sorted(runs.values(), key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
 
 
+def _is_number(value, lowest: float, highest: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
+
+
+def valid_estimate(value) -> dict | None:
+    """The estimate when it has the shape estimate.make_estimate gives it, else None: a run.json edited by hand
+    or written by another version is read as a run without an estimate, never as a traceback. (Here, not in
+    estimate.py, which is part of the train stage's code: a reader changed there would retrain every run.)"""
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        return None
+    if not all(_is_number(value.get(name), 0, 1) for name in ("accuracy", "low", "high")):
+        return None
+    if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
+        return None
+    return value
+
+
 def estimated_accuracy(run: dict) -> float:
     """The run's estimate (nothing chosen on it); 0 for runs made before estimates existed."""
-    return (run.get("estimate") or {}).get("accuracy", 0.0)
+    return (valid_estimate(run.get("estimate")) or {}).get("accuracy", 0.0)
 
 
 def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str:
@@ -93,7 +111,8 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str
     return format_table(header, rows)
 
 
-def _estimate_cells(estimate: dict | None) -> tuple[str, str, str]:
+def _estimate_cells(estimate) -> tuple[str, str, str]:
+    estimate = valid_estimate(estimate)
     if not estimate:
         return "-", "-", "none"
     return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", short_kind(estimate)
@@ -127,10 +146,10 @@ def submission_message(run: dict | None, file: Path) -> str:
     if run is None:
         return f"{Path(file).name} (digit-recognizer pipeline)"
     params = run.get("params", {})
-    estimate = run.get("estimate") or {}
+    estimate = valid_estimate(run.get("estimate"))
+    estimate_words = f"{estimate['accuracy']:.4f} ({estimate['kind']})" if estimate else "none"
     return (f"run {run['id']}: {params.get('architecture')} x{len(run.get('models', []))}, "
-            f"estimate {estimate.get('accuracy', 0):.4f} ({estimate.get('kind', 'none')}),"
-            f" epochs {params.get('epochs')}, "
+            f"estimate {estimate_words}, epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
 
 
@@ -144,30 +163,46 @@ def sent_log_lock(paths: config.Paths):
 
 
 def sent_submissions(paths: config.Paths) -> dict:
-    """The log of submissions sent from this checkout: file digest -> what was sent, when, and its scoring."""
+    """The log of submissions sent from this checkout: one entry a send (what, when, its number and scoring),
+    keyed by the file's digest, then <digest>-2, -3, ... for the same file sent again with --force."""
     try:
-        return json.loads(paths.sent_submissions.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        sent = json.loads(paths.sent_submissions.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    if not isinstance(sent, dict):
+        return {}
+    return {key: entry for key, entry in sent.items() if isinstance(entry, dict)}
+
+
+def sends_of(sent: dict, digest: str) -> list[dict]:
+    """Every logged send of the file with this digest, oldest first (entries older than `digest` are keyed by it)."""
+    return [entry for key, entry in sent.items() if entry.get("digest", key) == digest]
 
 
 def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: dict,
                            run_id: str | None = None, competition: str = config.COMPETITION) -> None:
-    """Log a sent submission with its Kaggle number (ref), before waiting for its score."""
+    """Log a sent submission with its Kaggle number (ref; None when Kaggle gave none), before waiting for its score.
+    Every send keeps its own entry: a forced resend is another submission, with its own score."""
     sent = sent_submissions(paths)
-    sent[digest] = {"file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "message": message,
-                    "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
-                    "competition": competition, "status": "PENDING"}
+    key, number = digest, 1
+    while key in sent:
+        number += 1
+        key = f"{digest}-{number}"
+    sent[key] = {"digest": digest, "file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                 "message": message, "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
+                 "competition": competition, "status": "PENDING"}
     cache.write_json(paths.sent_submissions, sent)
 
 
 def _sent_entry(sent: dict, submission: dict) -> dict | None:
-    """The log entry of a listed submission: by its number, else (logs older than numbers) by its message."""
+    """The log entry of a listed submission: by its number, else (logs older than numbers, without a "ref")
+    by its message. An entry logged without a number is never matched: another submission can share its message."""
+    if submission["ref"] is not None:
+        for entry in sent.values():
+            if entry.get("ref") == submission["ref"]:
+                return entry
     for entry in sent.values():
-        if entry.get("ref") == submission["ref"]:
-            return entry
-    for entry in sent.values():
-        if not entry.get("ref") and entry.get("message") == submission["description"]:
+        if "ref" not in entry and entry.get("message") == submission["description"]:
             return entry
     return None
 

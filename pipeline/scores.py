@@ -11,7 +11,8 @@ import time
 
 from pipeline import kaggle_api, runs
 from pipeline.console import format_duration, format_table
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
+from pipeline.runs import valid_estimate
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -31,7 +32,10 @@ def waits(timeout_s: float):
 
 
 def find(submissions: list[dict], ref: int) -> dict | None:
-    return next((submission for submission in submissions if submission["ref"] == ref), None)
+    """The listed submission numbered ref (a listed one without a number is never it)."""
+    return next((submission for submission in submissions
+                 if submission["ref"] is not None and submission["ref"] == ref),
+                None)
 
 
 def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.sleep) -> dict | None:
@@ -51,6 +55,7 @@ def describe_score(submission: dict, estimate: dict | None) -> str:
     if submission.get("private_score"):
         scores.append(f"{submission['private_score']} private")
     line = f"scored {', '.join(scores)}"
+    estimate = valid_estimate(estimate)
     if estimate:
         line += f" (estimate {estimate['accuracy']:.4f}, 95 % {estimate['low']:.4f}-{estimate['high']:.4f})"
     return line
@@ -74,17 +79,29 @@ def leaderboard_of(submission: dict) -> dict:
 
 
 def wait_and_report(paths, console, competition: str, ref: int, run: dict | None, timeout_s: float) -> None:
-    """After a submit: wait for the score, say it beside the run's estimate, and record it."""
+    """After a submit: wait for the score, say it beside the run's estimate, and record it.
+
+    The file is sent by now: a failure or Ctrl-C while waiting says so, and points to `submissions`
+    (never to sending it again, which would spend another of the day's submissions).
+    """
     console.say(f"submit: waiting up to {format_duration(timeout_s)} for Kaggle's score (submission {ref})")
     started = time.monotonic()
-    seen = wait_for_score(competition, ref, timeout_s)
+    sent = f"submission {ref} was sent"
+    try:
+        seen = wait_for_score(competition, ref, timeout_s)
+    except PipelineError as error:
+        raise PipelineError(f"{sent}, but looking for its score failed: {error}; see the score later with"
+                            f" {HOW_TO_LOOK_LATER} (no need to send it again)") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"{sent}; Kaggle scores it without this command: see the score with {HOW_TO_LOOK_LATER}"
+                          " (no need to send it again)") from None
     if seen is None or seen["status"] == "PENDING":
         console.say(f"submit: not scored yet after {format_duration(time.monotonic() - started)}; Kaggle keeps"
                     f" scoring it: see the score later with {HOW_TO_LOOK_LATER}")
         return
     record(paths, seen)
     if seen["status"] == "ERROR":
-        reason = seen["error_description"] or "no reason given"
+        reason = " ".join(seen["error_description"].split()) or "no reason given"  # Kaggle's reason can span lines
         raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
     console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}")
 
@@ -99,7 +116,7 @@ def show_submissions(paths, competition: str) -> str:
     for submission in listed:
         run_id = runs.sent_run_id(paths, submission)
         score = {"COMPLETE": submission["public_score"], "ERROR": "error"}.get(submission["status"], "pending")
-        rows.append((submission["ref"], submission["date"][:19].replace("T", " "), submission["status"].lower(),
+        rows.append((submission["ref"] or "-", submission["date"][:19].replace("T", " "), submission["status"].lower(),
                      score, submission["private_score"] or "-", run_id or "-",
                      _shorten(submission["error_description"] or submission["description"])))
     if not rows:

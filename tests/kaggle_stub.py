@@ -21,11 +21,17 @@ Modes (settable at any time through `stub.mode`):
     upload-fails     the PUT of the submission file answers 500
     silent           every API call is received and never answered (the connection stays open)
     trickle          the API answers, but the zip comes one byte every `stub.trickle_interval_s`
+    garbage          every API call answers 200 with a JSON content type and a body that is not JSON
+    list-silent      only ListSubmissions is received and never answered (a submit goes through, its wait stalls)
+    list-trickle     only ListSubmissions' answer comes one byte every `stub.trickle_interval_s`
+    list-fails       only ListSubmissions answers 500
+    list-huge        ListSubmissions answers a valid listing of `stub.huge_listing_bytes` bytes (a broken server)
 
 Scoring (ListSubmissions, GetSubmission): a new submission is PENDING for `stub.pending_polls`
 listings, then `stub.outcome`: "complete" (publicScore `stub.public_score`, privateScore
-`stub.private_score`, "" when Kaggle gives none), "error" (errorDescription `stub.error_description`)
-or "pending" (never scored). `stub.scored` holds the submissions made through the API as Kaggle
+`stub.private_score`, "" when Kaggle gives none), "error" (errorDescription `stub.error_description`,
+which a test may give a newline) or "pending" (never scored). `stub.omit_ref`: CreateSubmission's answer
+carries no ref. `stub.scored` holds the submissions made through the API as Kaggle
 would list them; a test may add its own (`stub.add_submission`).
 """
 
@@ -50,7 +56,7 @@ FAKE_KEY = "stubkey-0f1e2d3c4b5a69788796a5b4-SECRET"
 FAKE_TOKEN = "KGAT_stubtoken-5a4b3c2d1e0f-SECRET"
 
 MODES = ("ok", "unauthenticated", "rules", "not-found", "rate-limited", "bad-request", "drop", "upload-fails",
-         "silent", "trickle")
+         "silent", "trickle", "garbage", "list-silent", "list-trickle", "list-fails", "list-huge")
 RULES_MESSAGE = "You must accept this competition's rules before you'll be able to download files."
 SUBMIT_MESSAGE = "Successfully submitted to Digit Recognizer"
 API_PREFIX = "/api/v1/"
@@ -97,6 +103,8 @@ class KaggleStub:
         self.public_score = "0.99543"
         self.private_score = ""
         self.error_description = "Submission scoring failed: ERROR: Required column 'Label' could not be found"
+        self.omit_ref = False
+        self.huge_listing_bytes = 64 * 10**6
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -366,8 +374,10 @@ class _StubHandler(BaseHTTPRequestHandler):
         except ValueError:
             return self._send_api_error(400, "request body is not JSON")
         self.stub._record("call", method_name, request)
-        if self.stub.mode == "silent":
+        if self.stub.mode == "silent" or (self.stub.mode == "list-silent" and method_name == "ListSubmissions"):
             return self._never_answer()
+        if self.stub.mode == "garbage":
+            return self._send(200, b"<html>Service Unavailable</html>", {"Content-Type": "application/json"})
         if method_name == "IntrospectToken":  # checks an access token, before any other call
             return self._introspect_token(request)
         if not self.stub.accepts(self.headers.get("Authorization")):
@@ -410,10 +420,42 @@ class _StubHandler(BaseHTTPRequestHandler):
         self.stub._record("submission", {**request, "file": self.stub.uploads[upload_token]})
         scored = self.stub.add_submission(request.get("submissionDescription", ""),
                                           request.get("fileName") or "submission.csv")
-        self._send_json(200, {"message": SUBMIT_MESSAGE, "ref": scored["ref"]})
+        answer = {"message": SUBMIT_MESSAGE}
+        if not self.stub.omit_ref:
+            answer["ref"] = scored["ref"]
+        self._send_json(200, answer)
 
     def _list_submissions(self, request: dict) -> None:
-        self._send_json(200, {"submissions": self.stub.listing(), "nextPageToken": ""})
+        if self.stub.mode == "list-fails":
+            return self._send_api_error(500, "Internal error")
+        if self.stub.mode == "list-huge":
+            return self._send_huge_listing()
+        body = json.dumps({"submissions": self.stub.listing(), "nextPageToken": ""}).encode()
+        if self.stub.mode == "list-trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return self._trickle(body)
+        self._send(200, body, {"Content-Type": "application/json"})
+
+    def _send_huge_listing(self) -> None:
+        """About huge_listing_bytes of valid JSON, written a piece at a time (the stub never holds it whole)."""
+        item = json.dumps({"ref": 1, "description": "x" * 900, "status": "COMPLETE", "publicScore": "0.5"}).encode()
+        count = max(1, self.stub.huge_listing_bytes // (len(item) + 1))
+        head, tail = b'{"nextPageToken": "", "submissions": [', b"]}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(head) + count * (len(item) + 1) - 1 + len(tail)))
+        self.end_headers()
+        try:
+            self.wfile.write(head + item)
+            for _ in range(count - 1):
+                self.wfile.write(b"," + item)
+            self.wfile.write(tail)
+        except OSError:  # the client gave up and closed the connection
+            pass
+        self.close_connection = True
 
     def _get_submission(self, request: dict) -> None:
         found = self.stub.submission(int(request.get("ref") or 0))

@@ -338,6 +338,17 @@ def test_unreachable_kaggle(tmp_path):
     assert message.startswith("error: cannot reach Kaggle: ")
 
 
+
+def test_an_answer_that_is_not_json_is_reported_as_such(tmp_path):
+    """Issue 21: a proxy's HTML page was reported as "cannot write the download"."""
+    dest_dir = tmp_path / "raw"
+    with KaggleStub(mode="garbage") as stub:
+        result = run_download(stub.client_env(tmp_path), dest_dir)
+
+    message = assert_clean_failure(result)
+    assert "not valid JSON" in message and "cannot write" not in message, message
+    assert list(dest_dir.iterdir()) == []
+
 # ---- Where credentials come from, without importing kaggle ----
 
 

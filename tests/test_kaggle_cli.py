@@ -143,3 +143,24 @@ def test_killed_kaggle_download_leaves_no_temporary_behind(tmp_path):
     result = run_pipeline(root, "download", "--source", "sample")
     assert result.returncode == 0, result.stderr
     assert [path.name for path in raw.iterdir() if path.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_submit_after_going_back_through_the_run_cache_sends_the_restored_runs_file(tmp_path,
+                                                                                  competition_sized_archive):
+    """Issue 21: seed 7, seed 42, seed 7 again (restored, with its old modification time): submit sent seed 42's."""
+    root = tmp_path / "project"
+    options = ("--preset", "quick", "--epochs", "1", "--no-report")
+    with KaggleStub(mode="ok", archive=competition_sized_archive) as stub:
+        env = stub.client_env(tmp_path)
+        for seed in ("7", "42", "7"):
+            result = run_pipeline(root, "all", *options, "--seed", seed, env=env)
+            assert result.returncode == 0, result.stderr
+        assert "predict: restored from the run cache" in result.stdout
+        chosen = Path(result.stdout.splitlines()[-1].split("submission ", 1)[1].split(" (send it")[0])
+        files = sorted((root / "submissions").glob("*.csv"), key=lambda path: path.stat().st_mtime)
+        assert len(files) == 2 and files[-1] != chosen  # the newest file is the other run's
+        sent = run_pipeline(root, "submit", "--no-wait", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert stub.submitted_files == [chosen.read_bytes()] and f"sending {chosen}" in sent.stdout
+    assert "seed 7" in stub.submission_descriptions[0]

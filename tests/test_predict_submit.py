@@ -71,7 +71,7 @@ def test_valid_competition_submission(tmp_path):
 @pytest.mark.parametrize("rows, header, expected", [
     ([(index, 1) for index in range(1, 601)], "ImageId,Label", "600 rows, expected 28000"),
     ([(1, 1)], "Id,Label", "header is 'Id,Label'"),
-    ([(1, "seven")], "ImageId,Label", "column Label: 'seven' is not an integer"),
+    ([(1, "seven")], "ImageId,Label", "column Label: 'seven', expected one digit 0-9"),
 ])
 def test_invalid_submission_is_refused(tmp_path, rows, header, expected):
     path = write_submission(tmp_path / "s.csv", rows, header)
@@ -117,3 +117,63 @@ def test_model_with_the_wrong_outputs_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(PipelineError, match=r"five.keras: the model takes \(None, 28, 28, 1\) and gives \(None, 5\)"):
         load_models([path])
+
+
+@pytest.mark.parametrize("row, column, expected", [
+    ((1, "²"), "Label", "'²', expected one digit 0-9"),
+    ((1, "٣"), "Label", "'٣', expected one digit 0-9"),
+    ((1, "--5"), "Label", "'--5', expected one digit 0-9"),
+    ((1, "-1"), "Label", "'-1', expected one digit 0-9"),
+    ((1, "99999999999999999999999"), "Label", "'99999999999999999999999', expected one digit 0-9"),
+    (("99999999999999999999999", 1), "ImageId", "'99999999999999999999999', expected 1 (ids 1..N in order)"),
+    (("٣", 1), "ImageId", "'٣', expected 1 (ids 1..N in order)"),
+    (("--5", 1), "ImageId", "'--5', expected 1 (ids 1..N in order)"),
+])
+def test_labels_and_ids_are_ascii_digits_in_range(tmp_path, row, column, expected):
+    """Issue 21: `²` and huge numbers ended in tracebacks, and an Arabic-Indic `٣` passed (str.isdigit)."""
+    path = write_submission(tmp_path / "s.csv", [row])
+    with pytest.raises(PipelineError) as caught:
+        validate_submission_file(path, "digit-recognizer")
+    assert str(caught.value) == f"{path} line 2, column {column}: {expected}"
+
+
+def test_a_submission_file_is_read_only_up_to_a_size_limit(tmp_path):
+    """Issue 21: a 55 MB file was read whole (397 MB resident) before its rows were counted."""
+    from pipeline.submission import MAX_SUBMISSION_BYTES
+
+    path = tmp_path / "huge.csv"
+    with open(path, "w") as stream:
+        stream.write("ImageId,Label\n")
+        stream.truncate(MAX_SUBMISSION_BYTES + 1)
+    with pytest.raises(PipelineError, match=rf"huge.csv: {(MAX_SUBMISSION_BYTES + 1) / 1e6:.1f} MB, more than"):
+        validate_submission_file(path, "digit-recognizer")
+
+
+def test_rows_beyond_the_expected_count_stop_the_reading(tmp_path):
+    path = write_submission(tmp_path / "s.csv", [(index, 1) for index in range(1, 28001)] + [(28001, 1), ("x", 1)])
+    with pytest.raises(PipelineError, match="s.csv line 28002: more than 28000 rows"):
+        validate_submission_file(path, "digit-recognizer")
+
+
+def test_submit_sends_what_the_predict_stage_last_made_not_the_newest_file(pipeline_root):
+    """Issue 21: a restored submission keeps its old modification time, and "newest" sorted by it."""
+    import os
+
+    from pipeline import cache, config
+    from pipeline.submit import current_submission
+
+    submissions = pipeline_root / "submissions"
+    submissions.mkdir()
+    restored = write_submission(submissions / "seed-7.csv", [(1, 7)])
+    other = write_submission(submissions / "seed-42.csv", [(1, 4)])
+    os.utime(restored, (1, 1))  # older than the other run's file, as a restored output is
+    record = {"stage": "predict", "key": {"params": {}}, "extra": {"submission": "submissions/seed-7.csv"},
+              "outputs": {"submissions/seed-7.csv": cache.file_digest(restored)}}
+    cache.write_json(cache.record_path("predict"), record)
+    assert newest_submission(submissions) == other
+    assert current_submission(config.paths()) == restored
+    restored.unlink()
+    with pytest.raises(PipelineError, match="seed-7.csv, which the last predict wrote, is gone"):
+        current_submission(config.paths())
+    cache.record_path("predict").unlink()
+    assert current_submission(config.paths()) == other  # no predict record: the newest file, as before

@@ -341,3 +341,16 @@ def test_the_run_is_compared_with_the_best_earlier_run_and_the_baseline(inputs, 
     assert "-0.08 points" in page and "+2.50 points" in page
     lonely = written_page(inputs, tmp_path, run, comparisons=[])
     assert "make all PRESET=baseline" in lonely
+
+
+def test_a_run_with_a_wrong_shaped_estimate_is_reported_as_without_one(inputs, tmp_path):
+    """Issue 21: `{"estimate": "n/a"}` in a run.json, or an estimate without `low`, ended in a traceback."""
+    without_low = {"accuracy": 0.99, "high": 0.995, "kind": "holdout", "images": 4200, "errors": 42}
+    for estimate in ("n/a", without_low, [0.99], {**without_low, "low": "0.98"}):
+        run = full_run(estimate=estimate)
+        other = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00", estimate=estimate)
+        assert report.compared_runs(run, [other, run]) == []  # a run without an estimate is not compared by one
+        assert report.estimate_text(estimate) == "none"
+    page = written_page(inputs, tmp_path, full_run(estimate=without_low),
+                        comparisons=[("best earlier run", full_run(id="20260101-100000-cnn", estimate="n/a"))])
+    assert "Validation accuracy" in page and "Estimated accuracy" not in page

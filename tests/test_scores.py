@@ -2,16 +2,17 @@
 and both record it with the run; the real kaggle client against the stand-in API (tests/kaggle_stub.py)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import os
+import time
 
 import pytest
 
 from conftest import PROJECT_ROOT, run_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
-from pipeline import scores
+from pipeline import kaggle_api, scores
 
 RUN_ID = "20260101-120000-cnn"
 ESTIMATE = {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "cross-validation", "images": 42000,
@@ -142,3 +143,177 @@ def test_submit_refuses_a_model_trained_on_the_sample(tmp_path):
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "bundled sample" in result.stderr and "600 test rows" in result.stderr
     assert stub.submitted_files == []
+
+
+# ---- Issue 21: the listing is bounded, and a failure after the send says the file was sent ----
+
+
+def error_lines(result) -> list[str]:
+    """What stderr says besides the client's upload bar."""
+    return [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]
+
+
+def assert_one_line_failure(result) -> str:
+    """Exit 1 with one `error:` line on stderr (beside the upload's bar), no traceback, no secret."""
+    lines = error_lines(result)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and FAKE_KEY not in result.stdout + result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("mode", ["list-silent", "list-trickle"])
+def test_submissions_on_a_stalled_listing_ends_in_one_line_within_the_limit(tmp_path, mode):
+    """A listing without a time limit waited for ever (still waiting at 150 s with a 5 s setting)."""
+    root = tmp_path / "project"
+    with KaggleStub(mode=mode) as stub:
+        env = {**stub.client_env(tmp_path), "PIPELINE_NETWORK_TIMEOUT": "1"}
+        started = time.monotonic()
+        result = run_pipeline(root, "submissions", env=env, timeout=60)
+        elapsed = time.monotonic() - started
+    message = assert_one_line_failure(result)
+    assert "PIPELINE_NETWORK_TIMEOUT" in message and elapsed < 30, (message, elapsed)
+
+
+@pytest.mark.parametrize("mode, expected", [("list-silent", "PIPELINE_NETWORK_TIMEOUT"),
+                                            ("list-trickle", "PIPELINE_NETWORK_TIMEOUT"),
+                                            ("list-fails", "500")])
+def test_a_failure_while_waiting_says_the_file_was_sent_and_how_to_see_the_score(tmp_path, mode, expected):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode=mode) as stub:
+        env = {**stub.client_env(tmp_path), "PIPELINE_NETWORK_TIMEOUT": "1"}
+        started = time.monotonic()
+        result = run_pipeline(root, "submit", env=env, timeout=60)
+        elapsed = time.monotonic() - started
+    message = assert_one_line_failure(result)
+    assert "submission 1001 was sent" in message and "make submissions" in message and expected in message, message
+    assert "--force" not in message and elapsed < 30
+    assert len(stub.submitted_files) == 1
+    assert read_run(root)["leaderboard"] == {"ref": 1001, "status": "PENDING"}
+
+
+def test_a_huge_listing_is_refused_in_one_line(tmp_path):
+    """A 330 MB listing took 50 s and 1.8 GB: the answer is read up to a limit."""
+    root = tmp_path / "project"
+    with KaggleStub(mode="list-huge") as stub:
+        stub.huge_listing_bytes = 3 * kaggle_api.MAX_LISTING_BYTES
+        started = time.monotonic()
+        result = run_pipeline(root, "submissions", env=stub.client_env(tmp_path), timeout=60)
+        elapsed = time.monotonic() - started
+    message = assert_one_line_failure(result)
+    assert f"more than {kaggle_api.MAX_LISTING_BYTES // 10**6} MB" in message and elapsed < 30, (message, elapsed)
+
+
+def test_an_error_reason_with_a_newline_is_one_line(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.outcome, stub.error_description = "error", "Submission scoring failed:\nERROR: Label 11 is out of range"
+        result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
+    message = assert_one_line_failure(result)
+    assert "Submission scoring failed: ERROR: Label 11 is out of range" in message
+
+
+def test_a_forced_resend_keeps_every_send_in_the_log(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        env = stub.client_env(tmp_path)
+        first = run_pipeline(root, "submit", env=env)
+        again = run_pipeline(root, "submit", "--force", "--message", "second try", env=env)
+        refused = run_pipeline(root, "submit", env=env)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert refused.returncode == 1 and "already sent" in refused.stderr
+    sent = json.loads((root / "data" / "submissions_sent.json").read_text())
+    assert sorted((entry["ref"], entry["message"][:10], entry["status"]) for entry in sent.values()) == [
+        (1001, "run 202601", "COMPLETE"), (1002, "second try", "COMPLETE")]
+
+
+def test_a_send_without_a_number_is_never_matched_to_another_submission(tmp_path):
+    """A missing ref was logged as 0, then matched by message to an older submission with the same text."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        stub.add_submission("my message", "older.csv")  # sent earlier from elsewhere, scored 0.99543
+        stub.omit_ref, stub.public_score = True, "0.97000"
+        env = stub.client_env(tmp_path)
+        sent = run_pipeline(root, "submit", "--message", "my message", env=env)
+        listed = run_pipeline(root, "submissions", env=env)
+    assert sent.returncode == 0, sent.stderr
+    assert "no submission number" in sent.stdout and "make submissions" in sent.stdout
+    assert [name for name, _ in stub.api_calls].count("ListSubmissions") == 1  # submissions, not the wait
+    assert listed.returncode == 0, listed.stderr
+    entry, = json.loads((root / "data" / "submissions_sent.json").read_text()).values()
+    assert entry["ref"] is None and entry["status"] == "PENDING"
+    assert "leaderboard" not in read_run(root) or read_run(root)["leaderboard"].get("ref") is None
+    assert RUN_ID not in listed.stdout
+
+
+def test_ctrl_c_while_waiting_points_to_submissions_not_to_sending_again(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.outcome = "pending"
+        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit", "--force", "--timeout", "120"],
+                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in process.stdout:
+                if "waiting up to" in line:
+                    break
+            time.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    lines = error_lines(subprocess.CompletedProcess([], 130, "", stderr))
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
+    assert "make submissions" in lines[0] and "submission 1001 was sent" in lines[0]
+    assert "same command again" not in stderr and "Traceback" not in stderr
+
+
+
+def test_ctrl_c_during_the_upload_says_it_may_have_arrived(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode="silent") as stub:
+        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit"], cwd=PROJECT_ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for line in process.stdout:
+                if "submit: sending" in line:
+                    break
+            deadline = time.monotonic() + 30
+            while not stub.api_calls and time.monotonic() < deadline:  # the upload has started
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    lines = error_lines(subprocess.CompletedProcess([], 130, "", stderr))
+    assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
+    assert "may have arrived" in lines[0] and "make submissions" in lines[0] and "same command again" not in stderr
+
+@pytest.mark.parametrize("estimate", ["n/a", {"accuracy": 0.99, "high": 0.995, "kind": "holdout"}, [0.99]])
+def test_a_run_json_with_a_wrong_shaped_estimate_is_treated_as_without_one(tmp_path, estimate):
+    """`runs` and `submit` ended in a traceback (README: such records are treated as missing)."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    run_file = root / "data" / "models" / RUN_ID / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "estimate": estimate}))
+    listed = run_pipeline(root, "runs")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert RUN_ID in listed.stdout and "none" in listed.stdout.splitlines()[1]
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    last_line = result.stdout.splitlines()[-1]
+    assert "scored 0.99543 public" in last_line and "estimate" not in last_line
+    assert "estimate none" in stub.submission_descriptions[0]
