@@ -139,7 +139,7 @@ tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs
 
-submit: $(STAMP) ## Send the newest submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
+submit: $(STAMP) ## Send the last all or predict's submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \
 		$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(FORCE_OPT)
 
