@@ -350,7 +350,7 @@ def test_a_run_with_a_wrong_shaped_estimate_is_reported_as_without_one(inputs, t
         run = full_run(estimate=estimate)
         other = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00", estimate=estimate)
         assert report.compared_runs(run, [other, run]) == []  # a run without an estimate is not compared by one
-        assert report.estimate_text(estimate) == "none"
+        assert report.describe(report.valid_estimate(estimate), missing="none") == "none"
     page = written_page(inputs, tmp_path, full_run(estimate=without_low),
                         comparisons=[("best earlier run", full_run(id="20260101-100000-cnn", estimate="n/a"))])
     assert "Validation accuracy" in page and "Estimated accuracy" not in page
