@@ -6,10 +6,15 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 GPU_STAMP := $(VENV)/.installed-gpu
+RAY_STAMP := $(VENV)/.installed-ray
+TENSORBOARD_STAMP := $(VENV)/.installed-tensorboard
+# The optional extras a command needs, installed on its first use: Ray for ENGINE=ray, TensorBoard for TENSORBOARD=1.
+EXTRA_STAMPS = $(if $(filter ray,$(ENGINE)),$(RAY_STAMP),) $(if $(filter 1 yes true,$(TENSORBOARD)),$(TENSORBOARD_STAMP),)
 # Only what the locks name, each file checked against its hash.
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes
 # The lock: requirements.txt from pyproject.toml's dependencies (and pip, setuptools); tests/requirements.txt
-# from its test and dev groups, at the same versions. For every platform, Python 3.11 and newer.
+# from its test and dev groups, at the same versions; requirements-<extra>.txt: the runtime lock plus one
+# extra (gpu, ray, tensorboard). For every platform, Python 3.11 to 3.13 (pyproject's requires-python).
 # `make lock` keeps every pin it can; `make lock UPGRADE=1` moves everything to the newest releases allowed.
 LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet \
 	$(if $(UPGRADE),--upgrade,)
@@ -45,7 +50,7 @@ help: ## List the targets
 	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
 	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
 	@echo "  tune: SOURCE PRESET FOLDS SEED WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
-	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1"
+	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -58,20 +63,31 @@ $(GPU_STAMP): $(STAMP) requirements-gpu.txt
 	$(PIP_INSTALL) -r requirements-gpu.txt
 	touch $(GPU_STAMP)
 
-$(DEV_STAMP): $(STAMP) tests/requirements.txt
+$(RAY_STAMP): $(STAMP) requirements-ray.txt
+	$(PIP_INSTALL) -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
+$(TENSORBOARD_STAMP): $(STAMP) requirements-tensorboard.txt
+	$(PIP_INSTALL) -r requirements-tensorboard.txt
+	touch $(TENSORBOARD_STAMP)
+
+# The tests run the Ray engine and --tensorboard too.
+$(DEV_STAMP): $(STAMP) $(RAY_STAMP) $(TENSORBOARD_STAMP) tests/requirements.txt
 	$(PIP_INSTALL) -r tests/requirements.txt
 	touch $(DEV_STAMP)
 
-venv: $(STAMP) $(if $(filter 1 yes true,$(GPU)),$(GPU_STAMP),) ## Create .venv from the lock (every target does); GPU=1 adds CUDA
+venv: $(STAMP) $(if $(filter 1 yes true,$(GPU)),$(GPU_STAMP),) $(EXTRA_STAMPS) ## Create .venv from the lock (every target does); GPU=1 adds CUDA, ENGINE=ray Ray, TENSORBOARD=1 TensorBoard
 
 lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
 	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt
+	for extra in gpu ray tensorboard; do \
+		$(VENV)/bin/uv pip compile pyproject.toml --extra $$extra --group pyproject.toml:setup -c requirements.txt \
+			$(LOCK_OPTIONS) -o requirements-$$extra.txt || exit 1; \
+	done
 	$(VENV)/bin/uv pip compile --group pyproject.toml:test --group pyproject.toml:dev -c requirements.txt \
-		$(LOCK_OPTIONS) -o tests/requirements.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra gpu --group pyproject.toml:setup -c requirements.txt \
-		$(LOCK_OPTIONS) -o requirements-gpu.txt
+		-c requirements-ray.txt -c requirements-tensorboard.txt $(LOCK_OPTIONS) -o tests/requirements.txt
 
-all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
+all: $(STAMP) $(EXTRA_STAMPS) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
 	$(PIPELINE) all $(ALL_OPTS)
 
 download: $(STAMP) ## Fetch train.csv and test.csv (Kaggle API, a zip or folder, or the bundled sample)
@@ -83,7 +99,7 @@ prepare: $(STAMP) ## Validate the CSVs and write the image arrays
 split: $(STAMP) ## Stratified holdout split, or FOLDS=K cross-validation folds
 	$(PIPELINE) split $(SPLIT_OPTS) $(if $(FORCE),--force,)
 
-train: $(STAMP) ## Train the model (resumes an interrupted run)
+train: $(STAMP) $(EXTRA_STAMPS) ## Train the model (resumes an interrupted run)
 	$(PIPELINE) train $(TRAIN_OPTS) $(if $(FORCE),--force,)
 
 predict: $(STAMP) ## Write submissions/<run>.csv
@@ -92,7 +108,7 @@ predict: $(STAMP) ## Write submissions/<run>.csv
 report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
 	$(PIPELINE) report $(call opt,RUN,--run) $(if $(FORCE),--force,)
 
-tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
+tune: $(STAMP) $(RAY_STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
 	$(PIPELINE) tune $(TUNE_OPTS) $(if $(FORCE),--force,)
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps

@@ -11,7 +11,8 @@ from typing import Literal, Optional
 
 import typer
 
-from pipeline import __version__, bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
+from pipeline import (__version__, bench, config, download, extras, predict, prepare, report, runs, scores, split, stage,
+                      submit, train)
 from pipeline.device import DEVICES, PRECISIONS
 from pipeline.engine import ENGINES, Engine
 from pipeline.console import Console
@@ -154,6 +155,8 @@ def train_command(
     device: DeviceName = DEVICE, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
+    if tensorboard:
+        extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
     stage.run(train.define, context.obj, force, preset=preset,
@@ -227,6 +230,7 @@ def tune_command(
     """Search learning rate, epochs, augmentation, dropout and width on Ray; each trial a run; print the best options."""
     from pipeline import cache, tune
 
+    extras.require("ray", "tune")
     values = train.resolve_preset(preset, val_fraction=val_fraction, folds=folds, seed=seed)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
@@ -255,6 +259,8 @@ def all_command(
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
+    if tensorboard:
+        extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
