@@ -6,10 +6,17 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 GPU_STAMP := $(VENV)/.installed-gpu
+RAY_STAMP := $(VENV)/.installed-ray
+TENSORBOARD_STAMP := $(VENV)/.installed-tensorboard
+# The optional extras a command needs, installed on its first use: Ray for ENGINE=ray, TensorBoard for TENSORBOARD=1.
+# Only the command line's ENGINE and TENSORBOARD count (`given`, below), as for every option.
+EXTRA_STAMPS = $(if $(filter ray,$(call given,ENGINE)),$(RAY_STAMP),) \
+	$(if $(filter 1 yes true,$(call given,TENSORBOARD)),$(TENSORBOARD_STAMP),)
 # Only what the locks name, each file checked against its hash.
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes
 # The lock: requirements.txt from pyproject.toml's dependencies (and pip, setuptools); tests/requirements.txt
-# from its test and dev groups, at the same versions. For every platform, Python 3.11 and newer.
+# from its test and dev groups, at the same versions; requirements-<extra>.txt: the runtime lock plus one
+# extra (gpu, ray, tensorboard). For every platform, Python 3.11 to 3.13 (pyproject's requires-python).
 # `make lock` keeps every pin it can; `make lock UPGRADE=1` moves everything to the newest releases allowed.
 LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet \
 	$(call on,UPGRADE,--upgrade)
@@ -85,7 +92,7 @@ help: ## List the targets
 	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS SEED MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS PRECISION"
 	@echo "    STRATEGY DETERMINISTIC AUGMENTATION ELASTIC DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
 	@echo "  bench: PRESETS=baseline,default EPOCHS=N SOURCE=sample|PATH (or BENCH_SOURCE=PATH)"
-	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 lock: UPGRADE=1"
+	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1  lock: UPGRADE=1"
 	@echo "  any other variable is refused; only the command line's count (not the environment's)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -99,20 +106,31 @@ $(GPU_STAMP): $(STAMP) requirements-gpu.txt
 	$(PIP_INSTALL) -r requirements-gpu.txt
 	touch $(GPU_STAMP)
 
-$(DEV_STAMP): $(STAMP) tests/requirements.txt
+$(RAY_STAMP): $(STAMP) requirements-ray.txt
+	$(PIP_INSTALL) -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
+$(TENSORBOARD_STAMP): $(STAMP) requirements-tensorboard.txt
+	$(PIP_INSTALL) -r requirements-tensorboard.txt
+	touch $(TENSORBOARD_STAMP)
+
+# The tests run the Ray engine and --tensorboard too.
+$(DEV_STAMP): $(STAMP) $(RAY_STAMP) $(TENSORBOARD_STAMP) tests/requirements.txt
 	$(PIP_INSTALL) -r tests/requirements.txt
 	touch $(DEV_STAMP)
 
-venv: $(STAMP) $(if $(filter 1 yes true,$(call given,GPU)),$(GPU_STAMP),) ## Create .venv from the lock (every target does); GPU=1 adds CUDA
+venv: $(STAMP) $(if $(filter 1 yes true,$(call given,GPU)),$(GPU_STAMP),) $(EXTRA_STAMPS) ## Create .venv from the lock (every target does); GPU=1 CUDA, ENGINE=ray Ray, TENSORBOARD=1
 
 lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
 	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt
+	for extra in gpu ray tensorboard; do \
+		$(VENV)/bin/uv pip compile pyproject.toml --extra $$extra --group pyproject.toml:setup -c requirements.txt \
+			$(LOCK_OPTIONS) -o requirements-$$extra.txt || exit 1; \
+	done
 	$(VENV)/bin/uv pip compile --group pyproject.toml:test --group pyproject.toml:dev -c requirements.txt \
-		$(LOCK_OPTIONS) -o tests/requirements.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra gpu --group pyproject.toml:setup -c requirements.txt \
-		$(LOCK_OPTIONS) -o requirements-gpu.txt
+		-c requirements-ray.txt -c requirements-tensorboard.txt $(LOCK_OPTIONS) -o tests/requirements.txt
 
-all: $(STAMP) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
+all: $(STAMP) $(EXTRA_STAMPS) ## download -> prepare -> split -> train -> predict -> report: a submission CSV
 	$(PIPELINE) all $(ALL_OPTS)
 
 download: $(STAMP) ## Fetch train.csv and test.csv (Kaggle API, a zip or folder, or the bundled sample)
@@ -124,7 +142,7 @@ prepare: $(STAMP) ## Validate the CSVs and write the image arrays
 split: $(STAMP) ## Stratified holdout split, or FOLDS=K cross-validation folds
 	$(PIPELINE) split $(SPLIT_OPTS) $(FORCE_OPT)
 
-train: $(STAMP) ## Train the model (resumes an interrupted run)
+train: $(STAMP) $(EXTRA_STAMPS) ## Train the model (resumes an interrupted run)
 	$(PIPELINE) train $(TRAIN_OPTS) $(FORCE_OPT)
 
 predict: $(STAMP) ## Write submissions/<run>.csv
@@ -133,7 +151,7 @@ predict: $(STAMP) ## Write submissions/<run>.csv
 report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
 	$(PIPELINE) report $(call opt,RUN,--run) $(FORCE_OPT)
 
-tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
+tune: $(STAMP) $(RAY_STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
 	$(PIPELINE) tune $(TUNE_OPTS) $(FORCE_OPT)
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps

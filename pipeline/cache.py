@@ -24,15 +24,11 @@ from filelock import FileLock, Timeout
 from pipeline import config
 from pipeline.errors import PipelineError, write_error
 
-_CHUNK = 1 << 20
-
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The file's SHA-256 in hex, read in blocks by the standard library (hashlib.file_digest, Python 3.11)."""
     with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def path_digest(path: Path) -> str | None:

@@ -11,8 +11,8 @@ from typing import Literal, Optional
 
 import typer
 
-from pipeline import (__version__, bench, config, download, predict, prepare, report, runs, scores, split, stage,
-                      submit, train)
+from pipeline import (__version__, bench, config, download, extras, predict, prepare, report, runs, scores, split,
+                      stage, submit, train)
 from pipeline.device import DEVICES, PRECISIONS
 from pipeline.engine import ENGINES, Engine
 from pipeline.console import Console
@@ -161,6 +161,8 @@ def train_command(
     device: DeviceName = DEVICE, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
+    if tensorboard:
+        extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run(train.define, context.obj, force, preset=preset,
@@ -244,6 +246,7 @@ def tune_command(
     the options given); each trial a run; print the best options."""
     from pipeline import cache, tune
 
+    extras.require("ray", "tune")
     # The trials turn off the model on all rows and TTA: those options do not apply here.
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, None, None, None, augmentation, dropout, width, elastic)
@@ -279,6 +282,8 @@ def all_command(
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
+    if tensorboard:
+        extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},

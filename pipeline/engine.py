@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import extras
 from pipeline.device import DEVICES
 from pipeline.errors import PipelineError, one_line
 
@@ -52,6 +53,8 @@ class Engine:
             raise PipelineError("--workers and --ray-address go with --engine ray")
         if self.device not in DEVICES:
             raise PipelineError(f"--device {self.device}: expected one of {', '.join(DEVICES)}")
+        if self.name == "ray":
+            extras.require("ray", "--engine ray")
 
 
 @contextlib.contextmanager

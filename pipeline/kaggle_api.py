@@ -38,6 +38,9 @@ LISTING_ATTEMPTS = 3  # as for a listing of submissions: safe to repeat too
 # A listing of 20 submissions (one page, the client's default) is about 20 kB: an answer far larger is
 # refused part way, before it takes seconds and gigabytes to parse (a broken server sent 330 MB).
 MAX_LISTING_BYTES = 10 * 10**6
+# Before the second try; doubled before each further one. On top of the client's own retries, an
+# immediate retry would only add load to a server that is already failing.
+RETRY_FIRST_WAIT_S = 2.0
 # A server that trickles bytes never times out: the whole command gives up after this many timeouts.
 DEADLINE_TIMEOUTS = 5
 MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
@@ -79,32 +82,27 @@ def _read_token_file(path: Path) -> str | None:
         return None
 
 
-def _is_existing_path(value: str) -> bool:
-    try:
-        return Path(value).exists()
-    except (OSError, ValueError):  # a long token is not a path, it can be "file name too long"
-        return False
-
-
 def _token_file_paths() -> list[Path]:
     home_kaggle = Path(os.path.expanduser("~/.kaggle"))
     return [home_kaggle / "access_token", home_kaggle / "access_token.txt"]
 
 
 def _access_token_source() -> tuple[str, str] | None:
-    """(description, token) of the access token, tried first, as kagglesdk.get_access_token_from_env does."""
-    value = os.environ.get("KAGGLE_API_TOKEN")
-    if value:
-        if not _is_existing_path(value):
-            return "KAGGLE_API_TOKEN", value
-        token = _read_token_file(Path(value))
-        # An empty token file named by KAGGLE_API_TOKEN ends the token search in the client too.
-        return (f"access token file {value} (KAGGLE_API_TOKEN)", token) if token else None
-    for path in _token_file_paths():
-        token = _read_token_file(path)
-        if token:
-            return f"access token in {path}", token
-    return None
+    """(description, token) of the access token, tried first: kagglesdk's own lookup, which reads the
+    environment and files only (no network, no config folder), so it finds what the client will use,
+    a Kaggle Notebook's token included."""
+    from kagglesdk import get_access_token_from_env
+
+    token, source = get_access_token_from_env()
+    if not token:
+        return None
+    if source == "KAGGLE_API_V1_TOKEN":  # inside a Kaggle Notebook
+        return f"the Kaggle Notebook's token ({os.environ.get(source)})", token
+    if source == "KAGGLE_API_TOKEN":
+        value = os.environ.get(source, "")
+        return (f"access token file {value} (KAGGLE_API_TOKEN)" if token != value else "KAGGLE_API_TOKEN"), token
+    path = next((path for path in _token_file_paths() if _read_token_file(path) == token), _token_file_paths()[0])
+    return f"access token in {path}", token
 
 
 def _api_key_source() -> str | None:
@@ -136,8 +134,8 @@ def _oauth_source() -> str | None:
 def find_credentials() -> str | None:
     """Where the client would take its credentials from, as a short description; None when nowhere.
 
-    Same order as the client: an access token (KAGGLE_API_TOKEN, a value or a file path, else
-    ~/.kaggle/access_token), then username and key (KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json in
+    Same order as the client: an access token (a Kaggle Notebook's, KAGGLE_API_TOKEN as a value or a
+    file path, else ~/.kaggle/access_token), then username and key (KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json in
     $KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle), then `kaggle auth login` credentials.
     The secret itself is never part of the answer, and the client is not imported.
     """
@@ -244,8 +242,9 @@ def _authenticated_api():
     # Import and authenticate print help or warnings to stdout: our own messages replace them.
     with contextlib.redirect_stdout(io.StringIO()):
         kaggle = _import_kaggle()
-        # The import already authenticated kaggle.api: reuse it rather than check a token twice.
-        if getattr(kaggle.api, "_authenticated", False):
+        # The import already authenticated kaggle.api (it then names the method it used): reuse it
+        # rather than check a token over the network twice.
+        if kaggle.api.get_config_value(kaggle.api.CONFIG_NAME_AUTH_METHOD):
             return kaggle.api
         try:
             api = kaggle.KaggleApi()
@@ -343,8 +342,29 @@ def _client_error(error: BaseException, competition: str | None, attempts: int =
     return _error(f"the kaggle client failed: {type(error).__name__}: {_detail(error)}")
 
 
+def retry_wait_s(attempt: int) -> float:
+    """The pause after failed try `attempt` (1, 2, ...): doubled each time, so a struggling server gets room."""
+    return RETRY_FIRST_WAIT_S * 2 ** (attempt - 1)
+
+
+def _pause_before_retry(seconds: float) -> None:
+    """Sleep with the deadline's alarm stopped: the deadline bounds Kaggle's answers, not our own pauses."""
+    import signal
+    import threading
+    import time
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    remaining_s = signal.setitimer(signal.ITIMER_REAL, 0)[0] if in_main_thread else 0.0
+    try:
+        time.sleep(seconds)
+    finally:
+        if remaining_s:
+            signal.setitimer(signal.ITIMER_REAL, remaining_s)
+
+
 def _call_client(action, competition: str, attempts: int = 1, retry_advice: str = "try again later"):
-    """action(), with up to `attempts` tries when the network stalls (only for what is safe to repeat)."""
+    """action(), with up to `attempts` tries when the network stalls (only for what is safe to repeat),
+    waiting retry_wait_s(1), retry_wait_s(2), ... between them."""
     import requests
 
     for attempt in range(1, attempts + 1):
@@ -355,6 +375,7 @@ def _call_client(action, competition: str, attempts: int = 1, retry_advice: str 
                          f" {competition}") from None
         except Exception as error:
             if attempt < attempts and isinstance(error, (requests.Timeout, requests.ConnectionError)):
+                _pause_before_retry(retry_wait_s(attempt))
                 continue
             raise _client_error(error, competition, attempts=attempt, retry_advice=retry_advice) from None
 

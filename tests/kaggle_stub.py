@@ -239,7 +239,8 @@ class KaggleStub:
         """Environment for a subprocess running the kaggle client against this stub.
 
         credentials: "kaggle.json" (a chmod 600 file in KAGGLE_CONFIG_DIR), "env"
-        (KAGGLE_USERNAME/KAGGLE_KEY), "token" (KAGGLE_API_TOKEN) or None (no credentials at all).
+        (KAGGLE_USERNAME/KAGGLE_KEY), "token" (KAGGLE_API_TOKEN), "notebook" (the token file a Kaggle
+        Notebook names in KAGGLE_API_V1_TOKEN) or None (no credentials at all).
         HOME is a fresh folder under tmp_path, so the real ~/.kaggle is never read or written.
         """
         home = Path(tmp_path) / "kaggle-stub-home"
@@ -254,8 +255,11 @@ class KaggleStub:
             env.update(KAGGLE_USERNAME=self.username, KAGGLE_KEY=self.key)
         elif credentials == "token":
             env["KAGGLE_API_TOKEN"] = self.token
+        elif credentials == "notebook":
+            env.update(notebook_env(home, self.token))
         elif credentials is not None:
-            raise ValueError(f"credentials must be 'kaggle.json', 'env', 'token' or None, not {credentials!r}")
+            raise ValueError("credentials must be 'kaggle.json', 'env', 'token', 'notebook' or None,"
+                             f" not {credentials!r}")
         return env
 
     # ---- Answers ----
@@ -285,6 +289,14 @@ def isolated_env(home: Path, config_dir: Path) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
     )
     return env
+
+
+def notebook_env(folder: Path, token: str = FAKE_TOKEN) -> dict[str, str]:
+    """What a Kaggle Notebook's environment holds for the client: the token in a file KAGGLE_API_V1_TOKEN names."""
+    token_file = Path(folder) / "kaggle-notebook-token"
+    token_file.write_text(token + "\n")
+    return {"KAGGLE_KERNEL_RUN_TYPE": "Interactive", "KAGGLE_DATA_PROXY_URL": "http://127.0.0.1:9/unused",
+            "KAGGLE_API_V1_TOKEN": str(token_file)}
 
 
 def proxy_env(proxy_url: str) -> dict[str, str]:

@@ -100,6 +100,18 @@ def test_record_keeps_relative_paths_and_hashes(files, pipeline_root):
     assert record["key"]["inputs"] == {"input.txt": cache.file_digest(source)}
 
 
+def test_file_digest_is_the_sha256_of_the_whole_file(tmp_path):
+    """hashlib.file_digest reads in blocks; the digest is the one earlier records hold, however large the file."""
+    import hashlib
+    import os
+
+    for size in (0, 1, 3 * (1 << 20) + 7):  # empty, tiny, several read blocks and a remainder
+        path = tmp_path / f"file-{size}"
+        content = os.urandom(size)
+        path.write_bytes(content)
+        assert cache.file_digest(path) == hashlib.sha256(content).hexdigest()
+
+
 def test_folder_digest_sees_a_changed_member(pipeline_root):
     folder = pipeline_root / "report"
     folder.mkdir()

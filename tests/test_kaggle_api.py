@@ -24,6 +24,7 @@ from kaggle_stub import (
     SUBMIT_MESSAGE,
     KaggleStub,
     isolated_env,
+    notebook_env,
     proxy_env,
     write_kaggle_json,
 )
@@ -139,6 +140,18 @@ def test_download_with_access_token_sends_bearer_auth(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "raw" / f"{COMPETITION}.zip").read_bytes() == stub.archive.read_bytes()
     assert set(stub.auth_headers) == {f"Bearer {FAKE_TOKEN}"}
+    # The client checked the token once, at import; that authenticated api was reused, not built again.
+    assert [name for name, _ in stub.api_calls].count("IntrospectToken") == 1
+
+
+def test_download_in_a_kaggle_notebook_uses_the_notebooks_token(tmp_path):
+    with KaggleStub() as stub:
+        result = run_download(stub.client_env(tmp_path, credentials="notebook"), tmp_path / "raw")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "raw" / f"{COMPETITION}.zip").read_bytes() == stub.archive.read_bytes()
+    assert set(stub.auth_headers) == {f"Bearer {FAKE_TOKEN}"}
+    assert FAKE_TOKEN not in result.stdout + result.stderr
 
 
 def test_download_skips_an_up_to_date_zip_unless_forced(tmp_path):
@@ -189,8 +202,40 @@ def test_silent_server_ends_each_attempt_after_the_timeout_and_retries_a_bounded
                                                          "no-force")
     assert "Kaggle sent nothing for 1 s, 3 times" in message and "PIPELINE_NETWORK_TIMEOUT" in message
     assert [name for name, _ in stub.api_calls] == ["DownloadDataFiles"] * 3
-    assert elapsed < 30, f"took {elapsed:.0f} s"
+    # Three 1 s timeouts and the back-off between them (2 s, 4 s), which the 5 s deadline does not count.
+    assert 3 + 6 <= elapsed < 30, f"took {elapsed:.0f} s"
     assert list(dest_dir.iterdir()) == []
+
+
+def test_retries_back_off_exponentially_and_only_for_network_failures(monkeypatch):
+    import requests
+
+    from pipeline import kaggle_api
+    from pipeline.errors import PipelineError
+
+    waits = []
+    monkeypatch.setattr("time.sleep", waits.append)
+    failures = [requests.ConnectionError("refused"), requests.Timeout("stalled"), requests.ConnectionError("reset")]
+
+    def flaky():
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    assert kaggle_api._call_client(flaky, COMPETITION, attempts=4) == "done"
+    assert waits == [2.0, 4.0, 8.0]  # doubled each time
+
+    waits.clear()
+    failures[:] = [requests.ConnectionError("refused")] * 3
+    with pytest.raises(PipelineError, match="cannot reach Kaggle"):
+        kaggle_api._call_client(flaky, COMPETITION, attempts=3)
+    assert waits == [2.0, 4.0]  # no pause after the last try
+
+    waits.clear()
+    failures[:] = [ValueError("not a network failure")]
+    with pytest.raises(PipelineError):
+        kaggle_api._call_client(flaky, COMPETITION, attempts=3)
+    assert waits == []
 
 
 def test_trickling_server_is_given_up_on_after_the_deadline(tmp_path):
@@ -398,6 +443,13 @@ def test_find_credentials_from_access_token_file(tmp_path):
     token_file.parent.mkdir()
     token_file.write_text(FAKE_TOKEN + "\n")
     assert find_credentials_in(env)["source"] == f"access token in {token_file}"
+
+
+def test_find_credentials_in_a_kaggle_notebook(tmp_path):
+    env = credentials_env(tmp_path)
+    write_kaggle_json(Path(env["KAGGLE_CONFIG_DIR"]))  # the notebook's token comes first, as in the client
+    env.update(notebook_env(tmp_path))
+    assert find_credentials_in(env)["source"] == f"the Kaggle Notebook's token ({env['KAGGLE_API_V1_TOKEN']})"
 
 
 def test_find_credentials_none(tmp_path):

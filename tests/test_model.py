@@ -53,3 +53,29 @@ def test_the_network_refuses_a_dropout_or_width_with_the_training_checks():
         build_network("mlp", width=0)
     with pytest.raises(PipelineError, match="width 5"):
         build_network("mlp", width=5)
+
+
+def test_keras_is_pinned_to_the_minor_release_whose_internals_training_relies_on():
+    """pyproject pins keras~=X.Y.0: reseed_layers finds each dropout's seed by its `seed_generator_state`
+    variable path, an internal name a minor release may change; this notices when it does."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from conftest import PROJECT_ROOT
+    from pipeline.train import reseed_layers
+
+    dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(Requirement(line) for line in dependencies if Requirement(line).name == "keras")
+    assert str(pin.specifier).startswith("~=") and str(pin.specifier).count(".") == 2  # ~=3.15.0, not ~=3.15
+    assert pin.specifier.contains(keras.__version__)
+
+    model = build_model("small")  # it has a Dropout layer
+    generators = [variable for variable in model.variables if "seed_generator_state" in variable.path]
+    assert generators, "no seed_generator_state variable: Keras renamed what reseed_layers looks for"
+    reseed_layers(model, seed=3, epoch=1)
+    first = [keras.ops.convert_to_numpy(variable) for variable in generators]
+    reseed_layers(model, seed=3, epoch=2)
+    assert any((keras.ops.convert_to_numpy(variable) != value).any() for variable, value in zip(generators, first))
+    reseed_layers(model, seed=3, epoch=1)
+    assert all((keras.ops.convert_to_numpy(variable) == value).all() for variable, value in zip(generators, first))

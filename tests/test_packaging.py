@@ -1,18 +1,22 @@
 """The project as a Python package: the lock, the wheel, the console script installed into an
 environment of its own and run from a folder outside the checkout, the parser's choices."""
 
+import ast
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from conftest import PROJECT_ROOT, run_pipeline
 from pipeline import __version__, bench, config
@@ -49,10 +53,130 @@ def test_the_locks_pin_and_hash_every_package_and_keep_tests_apart():
 def test_the_gpu_lock_is_the_runtime_lock_plus_cuda():
     runtime = locked_versions(PROJECT_ROOT / "requirements.txt")
     gpu = locked_versions(PROJECT_ROOT / "requirements-gpu.txt")
-    assert all(gpu[name] == version for name, version in runtime.items())  # the same TensorFlow, ray, ...
+    assert all(gpu[name] == version for name, version in runtime.items())  # the same TensorFlow, numpy, ...
     added = gpu.keys() - runtime.keys()
     assert added and all(name.startswith("nvidia-") for name in added)
     assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= added
+
+
+OPTIONAL = {"ray", "tensorboard"}  # the extras a plain install leaves out, each with a lock of its own
+
+
+def test_a_plain_install_holds_neither_ray_nor_tensorboard_and_each_extra_lock_adds_its_own():
+    """`make venv` / `make all` install requirements.txt only; requirements-<extra>.txt is that lock plus the extra."""
+    runtime = locked_versions(PROJECT_ROOT / "requirements.txt")
+    assert not (OPTIONAL | {"pandas"}) & runtime.keys()
+    development = locked_versions(PROJECT_ROOT / "tests" / "requirements.txt")
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert set(extras) == {"gpu", "ray", "tensorboard", "all"}
+    assert extras["all"] == ["digit-recognizer-pipeline[ray,tensorboard]"]
+    added_by = {}
+    for extra in OPTIONAL:
+        locked = locked_versions(PROJECT_ROOT / f"requirements-{extra}.txt")
+        assert all(locked[name] == version for name, version in runtime.items())
+        for line in extras[extra]:
+            requirement = Requirement(line)
+            assert requirement.specifier.contains(locked[requirement.name], prereleases=True), line
+        added_by[extra] = {name: locked[name] for name in locked.keys() - runtime.keys()}
+        assert extra in added_by[extra]
+        # The tests install every extra beside the test tools: one version of each package across them.
+        assert all(development.get(name, version) == version for name, version in added_by[extra].items())
+    assert not OPTIONAL & added_by["ray"].keys() & added_by["tensorboard"].keys() - {"ray"}
+
+
+def test_the_wheel_requires_ray_and_tensorboard_only_with_their_extras(tmp_path):
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata_name = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        metadata = archive.read(metadata_name).decode()
+        licenses = [name for name in archive.namelist() if "/licenses/" in name]
+    requirements = [Requirement(line.split(":", 1)[1].strip()) for line in metadata.splitlines()
+                    if line.startswith("Requires-Dist:")]
+    unconditional = {requirement.name for requirement in requirements if requirement.marker is None}
+    assert not (OPTIONAL | {"pandas"}) & unconditional and {"tensorflow", "keras", "pyarrow"} <= unconditional
+    for extra in OPTIONAL:
+        assert any(requirement.name == extra and requirement.marker.evaluate({"extra": extra})
+                   for requirement in requirements)
+        assert any(requirement.name == "digit-recognizer-pipeline" and requirement.marker.evaluate({"extra": "all"})
+                   for requirement in requirements)
+    assert "Requires-Python: <3.14,>=3.11" in metadata or "Requires-Python: >=3.11,<3.14" in metadata
+    assert "License-Expression: MIT AND CC-BY-SA-3.0" in metadata
+    assert "Classifier: Programming Language :: Python :: 3.13" in metadata
+    assert any(name.endswith("/licenses/LICENSE") for name in licenses)
+
+
+# The project's own top-level modules: the package, and the tests' helpers imported by name.
+LOCAL_MODULES = {"pipeline", *(path.stem for path in (PROJECT_ROOT / "tests").glob("*.py"))}
+
+
+def third_party_imports(folder: Path) -> dict[str, set[str]]:
+    """{"module level": {...}, "in a function": {...}}: top-level names of the third-party modules imported."""
+    found = {"module level": set(), "in a function": set()}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        in_functions = {id(node) for function in ast.walk(tree)
+                        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for node in ast.walk(function)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in LOCAL_MODULES:
+                    found["in a function" if id(node) in in_functions else "module level"].add(top)
+    return found
+
+
+def declared(lines: list[str]) -> set[str]:
+    return {canonicalize_name(Requirement(line).name) for line in lines}
+
+
+def test_every_import_is_declared_in_the_group_it_belongs_to():
+    """pipeline/ imports at module level only what every install has; Ray and the like only inside the
+    functions that use them, from an extra; the tests may also import the test group's tools."""
+    distributions = importlib.metadata.packages_distributions()
+
+    def distribution(module: str) -> set[str]:
+        return {canonicalize_name(name) for name in distributions.get(module, [module])}
+
+    required = declared(PYPROJECT["project"]["dependencies"])
+    optional = set().union(*(declared(lines) for lines in PYPROJECT["project"]["optional-dependencies"].values()))
+    test_tools = declared(PYPROJECT["dependency-groups"]["test"])
+    package, tests = third_party_imports(PROJECT_ROOT / "pipeline"), third_party_imports(PROJECT_ROOT / "tests")
+    for module in package["module level"]:
+        assert distribution(module) & required, f"pipeline/ imports {module} at module level: not a dependency"
+    for module in package["in a function"]:
+        assert distribution(module) & (required | optional), f"pipeline/ imports {module}: not declared"
+    for module in tests["module level"] | tests["in a function"]:
+        assert distribution(module) & (required | optional | test_tools), f"tests/ import {module}: not declared"
+    assert {"ray"} <= package["in a function"] and "ray" not in package["module level"]
+    assert {"pandas", "packaging"} <= tests["module level"]
+    # Declared but imported nowhere: only what a library needs at run time without importing it by name.
+    imported = set().union(*(distribution(module) for found in (package, tests)
+                             for module in set().union(*found.values())))
+    assert required - imported == set(), required - imported
+
+
+HIDE_EXTRAS = ("import sys\nsys.modules.update(ray=None, tensorboard=None)  # as if not installed\n"
+               "sys.argv[0] = 'pipeline'\nfrom pipeline.cli import main\nmain()\n")
+
+
+@pytest.mark.parametrize("args, extra", [
+    (["all", "--engine", "ray"], "ray"), (["train", "--engine", "ray"], "ray"), (["tune", "--trials", "2"], "ray"),
+    (["all", "--tensorboard"], "tensorboard"), (["train", "--tensorboard"], "tensorboard"),
+])
+def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, args, extra):
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
+    result = subprocess.run([sys.executable, "-c", HIDE_EXTRAS, *args], cwd=PROJECT_ROOT, env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert f"needs {extra}" in result.stderr and f"pip install 'digit-recognizer-pipeline[{extra}]'" in result.stderr
+    assert not (tmp_path / "data" / "raw").exists()  # refused before anything ran
 
 
 def test_version_and_choices_come_from_the_parser(tmp_path):
@@ -83,14 +207,45 @@ def test_bench_runs_on_the_zip_download_cached_else_on_the_sample(pipeline_root)
 def build_wheel(folder: Path) -> Path:
     """The wheel of a copy of the project's own files (a build in the checkout would leave build/ there)."""
     source = folder / "source"
-    for name in ("pyproject.toml", "README.md"):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_ROOT / name, source / name)
-    shutil.copytree(PROJECT_ROOT / "pipeline", source / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(PROJECT_ROOT / "data" / "sample", source / "data" / "sample")
+    copy_project(source)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
                     "--wheel-dir", str(folder / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     return next((folder / "dist").glob("*.whl"))
+
+
+def copy_project(source: Path) -> None:
+    """The files a build reads, and the sdist ships, copied to source."""
+    source.mkdir(parents=True)
+    for path in PROJECT_ROOT.glob("*"):
+        if path.is_file() and (path.suffix in (".toml", ".md", ".txt", ".in") or path.name in ("LICENSE", "Makefile")):
+            shutil.copyfile(path, source / path.name)
+    for folder in ("pipeline", "tests", "data/sample"):
+        shutil.copytree(PROJECT_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def test_the_sdist_holds_the_tests_and_what_they_read_and_they_run_from_it(tmp_path):
+    source = tmp_path / "source"
+    copy_project(source)
+    subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                    "print(build_meta.build_sdist(sys.argv[1]))", str(tmp_path / "dist")],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+    sdist = next((tmp_path / "dist").glob("*.tar.gz"))
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    unpacked = next((tmp_path / "unpacked").iterdir())
+    names = {path.relative_to(unpacked).as_posix() for path in unpacked.rglob("*") if path.is_file()}
+    tests = {path.relative_to(PROJECT_ROOT).as_posix() for path in (PROJECT_ROOT / "tests").glob("*.py")}
+    assert tests | {"tests/requirements.txt", "LICENSE", "CHANGELOG.md", "requirements.txt",
+                    "data/sample/digit-recognizer-sample.zip", "data/sample/test_answers.csv"} <= names
+    assert {path.name for path in PROJECT_ROOT.glob("requirements*.txt")} <= names
+    assert not any("__pycache__" in name for name in names)
+    # A few of its tests, run from the unpacked sdist itself (the whole suite takes minutes).
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_cache.py::test_file_digest_is_the_sha256_of_the_whole_file",
+                             "tests/test_packaging.py::test_the_locks_pin_and_hash_every_package_and_keep_tests_apart"],
+                            cwd=unpacked, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(unpacked)})
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout + result.stderr
 
 
 @pytest.mark.slow
