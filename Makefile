@@ -34,7 +34,7 @@ ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,repor
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on 
 
 runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
 	$(PIPELINE) runs
+
+blend: $(STAMP) ## Average runs' test probabilities into a new submission and run (RUNS="A B", WEIGHTS=2,1)
+	$(PIPELINE) blend $(RUNS) $(call opt,WEIGHTS,--weights)
 
 submit: $(STAMP) ## Send the newest submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \

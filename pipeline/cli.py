@@ -181,6 +181,19 @@ def runs_command():
     print(runs.show_runs(config.paths()))
 
 
+@app.command("blend")
+def blend_command(
+    context: typer.Context,
+    run_ids: list[str] = typer.Argument(..., metavar="RUN RUN...", help="Runs to blend (ids from `runs`)."),
+    weights: Optional[str] = typer.Option(None, help="One weight per run, in order, e.g. 2,1 (default: equal)."),
+):
+    """Average runs' test probabilities into a new submission and run, with an out-of-fold estimate when they share a split."""
+    from pipeline import blend
+
+    blended = blend.blend(config.paths(), context.obj, run_ids, weights)
+    stage.run(report.define, context.obj, False, run_id=blended["id"])
+
+
 @app.command("submit")
 def submit_command(
     context: typer.Context,

@@ -10,6 +10,8 @@ import numpy as np
 
 from pipeline import config
 from pipeline.submission import check_submission, read_submission, submission_text
+# What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
+TEST_PROBABILITIES = "test_probabilities.npy"
 # Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -85,9 +87,13 @@ def define(paths, console, tta: bool | None = None):
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
+        probabilities_path = paths.run_dir(run_id) / TEST_PROBABILITIES
+        with atomic_path(probabilities_path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.save(stream, probabilities)
         runs.update_run(paths, run_id, submission=relative_name(path),
                         durations_s={"predict": round(time.perf_counter() - started, 1)})
-        return [path], {"submission": relative_name(path), "rows": len(labels),
+        return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):

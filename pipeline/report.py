@@ -521,6 +521,7 @@ def summary_rows(run: dict) -> list[list]:
         ["data", "the bundled sample" if source == "sample" else source or "?"],
         ["preset", run.get("preset", "?")],
         ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
+        *([["blend of", (run.get("params") or {}).get("blend_of", "?")]] if run.get("blend") else []),
         ["estimated accuracy", estimate_text(run.get("estimate"))],
         ["leaderboard", leaderboard_text(run)],
         ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
@@ -794,6 +795,8 @@ def define(paths, console, run_id: str | None = None):
         run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
     run = runs.read_run(paths, run_id)
     run_dir = paths.run_dir(run_id)
+    if run.get("blend") and not run.get("estimate"):
+        return _summary_only_definition(paths, run)
     needed = [run_dir / "out_of_fold.npz", run_dir / "history.json"]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
@@ -830,4 +833,45 @@ def define(paths, console, run_id: str | None = None):
         runs.update_run(paths, run_id, report=record["extra"]["index"])
 
     return Definition("report", params, inputs, work,
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+
+
+def render_summary_page(run: dict) -> str:
+    """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
+    title = f"Training run {_run_id(run)}"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
+        f'<p class="headline">No estimate: {_text(run.get("no_estimate") or "none recorded")}.<br>'
+        f"Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>",
+        _section("run", "Run", _run_sections(run, None)),
+        "</body></html>\n",
+    ])
+
+
+def _summary_only_definition(paths, run: dict):
+    from pipeline import runs
+    from pipeline.cache import absolute_path, atomic_path, relative_name
+    from pipeline.stage import Definition
+
+    out_dir = paths.reports / run["id"]
+
+    def work():
+        with atomic_path(out_dir) as staging:
+            staging.mkdir()
+            (staging / INDEX_HTML).write_text(render_summary_page(run), encoding="utf-8")
+            (staging / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+        index = out_dir / INDEX_HTML
+        runs.update_run(paths, run["id"], report=relative_name(index))
+        return [out_dir], {"index": relative_name(index)}
+
+    def after_restore(record):
+        runs.update_run(paths, run["id"], report=record["extra"]["index"])
+
+    params = {"run_id": run["id"], "leaderboard": run.get("leaderboard")}
+    return Definition("report", params, [], work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
