@@ -34,7 +34,7 @@ ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,repor
 PIPELINE = $(PYTHON) -m pipeline $(if $(QUIET),--quiet,)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs runs-diff blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -95,8 +95,11 @@ report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/repor
 tune: $(STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
 	$(PIPELINE) tune $(TUNE_OPTS) $(if $(FORCE),--force,)
 
-runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
-	$(PIPELINE) runs
+runs: $(STAMP) ## List the runs, best first, in 100 columns (WIDE=1 all columns, ALL=1 sample runs too, SORT=...)
+	$(PIPELINE) runs $(if $(WIDE),--wide,) $(if $(ALL),--all,) $(call opt,SORT,--sort)
+
+runs-diff: $(STAMP) ## What two runs differ in: parameters, data, estimate, score (RUNS="A B")
+	$(PIPELINE) runs diff $(RUNS)
 
 blend: $(STAMP) ## Average runs' test probabilities into a new submission and run (RUNS="A B", WEIGHTS=2,1)
 	$(PIPELINE) blend $(RUNS) $(call opt,WEIGHTS,--weights)

@@ -175,10 +175,29 @@ def report_command(context: typer.Context,
     stage.run(report.define, context.obj, force, run_id=run)
 
 
-@app.command("runs")
-def runs_command():
-    """Every training run, best validation accuracy first, and which ones the run cache keeps."""
-    print(runs.show_runs(config.paths()))
+runs_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+SortKey = Literal[runs.SORT_KEYS]
+
+
+@runs_app.callback()
+def runs_command(
+    context: typer.Context,
+    wide: bool = typer.Option(False, "--wide", help="Every column (seed, source, date, interval, timings, submission)."),
+    everything: bool = typer.Option(False, "--all", help="Also the runs on the bundled sample when there are"
+                                                         " full-size runs."),
+    sort: SortKey = typer.Option("estimate", help="estimate (best first), leaderboard (best public score first)"
+                                                  " or time (newest first)."),
+):
+    """Every training run and blend, best estimate first, within 100 columns; `runs diff A B` compares two."""
+    if context.invoked_subcommand is None:
+        print(runs.show_runs(config.paths(), wide, everything, sort))
+
+
+@runs_app.command("diff")
+def runs_diff_command(first: str, second: str):
+    """The parameters, data, estimate and score in which two runs differ."""
+    print(runs.show_difference(config.paths(), first, second))
 
 
 @app.command("blend")

@@ -52,3 +52,32 @@ def describe(estimate: dict | None) -> str:
 def short_kind(estimate: dict) -> str:
     """The kind for a table column: 'holdout' or '5-fold CV'."""
     return f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
+
+
+def public_score(run: dict) -> float | None:
+    """The run's public leaderboard score as a number; None when not scored (yet)."""
+    leaderboard = run.get("leaderboard") or {}
+    try:
+        return float(leaderboard["public_score"]) if leaderboard.get("status") == "COMPLETE" else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def leaderboard_gap(run: dict) -> tuple[float, bool] | None:
+    """(score - estimate in percentage points, whether the score lies inside the estimate's 95 % interval),
+    None without both."""
+    score, estimate = public_score(run), run.get("estimate")
+    if score is None or not estimate:
+        return None
+    return (score - estimate["accuracy"]) * 100, estimate["low"] <= score <= estimate["high"]
+
+
+def describe_gap(run: dict, short: bool = False) -> str:
+    """'+0.12 points, inside the 95 % interval' ('+0.12 in' when short); '' without a score and an estimate."""
+    gap = leaderboard_gap(run)
+    if gap is None:
+        return ""
+    points, inside = gap
+    if short:
+        return f"{points:+.2f} {'in' if inside else 'out'}"
+    return f"{points:+.2f} points from the estimate, {'inside' if inside else 'outside'} its 95 % interval"

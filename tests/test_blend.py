@@ -55,6 +55,15 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
 
 
 @pytest.mark.slow
+def test_runs_diff_of_two_sample_runs_names_the_seed_and_the_estimate(two_runs):
+    root, first, second = two_runs
+    result = assert_ok(run_pipeline(root, "runs", "diff", first, second))
+    fields = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert "params.seed" in fields and "estimate" in fields
+    assert "params.epochs" not in fields and "source" not in fields  # the same in both
+
+
+@pytest.mark.slow
 def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs):
     root, first, second = two_runs
     other_split = copy_run(root, second, "20000101-000000-othersplit")
