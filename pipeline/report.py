@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
+from pipeline.estimate import describe_gap
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -505,7 +506,8 @@ def leaderboard_text(run: dict) -> str:
         scores = [f"{leaderboard['public_score']} public"]
         if leaderboard.get("private_score"):
             scores.append(f"{leaderboard['private_score']} private")
-        return f"{', '.join(scores)} (submission {leaderboard['ref']})"
+        gap = describe_gap(run)
+        return f"{', '.join(scores)} (submission {leaderboard['ref']}){f'; {gap}' if gap else ''}"
     if leaderboard.get("status") == "ERROR":
         return f"Kaggle could not score submission {leaderboard['ref']}: {leaderboard.get('error', '')}"
     return f"submission {leaderboard.get('ref')} not scored yet (make submissions)"
@@ -686,26 +688,43 @@ def _write_csv(path: Path, header: list, rows: list[list]) -> None:
         writer.writerows([[_format_value(cell) for cell in row] for row in rows])
 
 
-def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
-                    val_probabilities, history, histories=None, model_names=None, val_rows=None,
-                    comparisons=None) -> None:
+def _page_data(run, train_labels, val_labels, val_probabilities, history, histories=None, model_names=None,
+               val_rows=None, comparisons=None) -> dict:
+    """Everything the page shows besides its pictures: cheap (no drawing), so a new score can redo the page alone."""
     predictions = predictions_from(val_probabilities)
     matrix = confusion_table(val_labels, predictions)
-    scores = per_class_precision_recall(val_labels, predictions)
     wrong_indices = most_wrong(val_labels, val_probabilities, MOST_WRONG_LIMIT)
     # train.csv line of each validation digit: its row index, after the header line (line 1)
     csv_lines = None if val_rows is None else np.asarray(val_rows) + 2
-    wrong_rows = most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines)
-    histories = histories or [history]
-    train_counts, val_counts = class_counts(train_labels), class_counts(val_labels)
+    return dict(
+        run=run, train_size=len(train_labels), val_size=len(val_labels), val_accuracy=accuracy(val_labels, predictions),
+        matrix=matrix, scores=per_class_precision_recall(val_labels, predictions), history=history,
+        wrong_rows=most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines),
+        train_counts=class_counts(train_labels), val_counts=class_counts(val_labels),
+        histories=histories or [history], model_names=model_names, comparisons=comparisons,
+        wrong_indices=wrong_indices, csv_lines=csv_lines,
+    )
+
+
+def _page(data: dict) -> str:
+    return render_index(**{name: value for name, value in data.items() if name not in ("wrong_indices", "csv_lines")})
+
+
+def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
+                    val_probabilities, history, histories=None, model_names=None, val_rows=None,
+                    comparisons=None) -> None:
+    data = _page_data(run, train_labels, val_labels, val_probabilities, history, histories, model_names, val_rows,
+                      comparisons)
+    matrix, scores, histories = data["matrix"], data["scores"], data["histories"]
+    train_counts, val_counts = data["train_counts"], data["val_counts"]
 
     _save(sample_digits_figure(train_images, train_labels), folder / SAMPLE_DIGITS_PNG)
     _save(class_counts_figure(train_labels, val_labels), folder / CLASS_COUNTS_PNG)
     _save(training_curves_figure(*histories, names=model_names), folder / TRAINING_CURVES_PNG)
     _save(confusion_matrix_figure(matrix), folder / CONFUSION_MATRIX_PNG)
     _save(per_class_scores_figure(scores), folder / PER_CLASS_PNG)
-    _save(most_wrong_figure(val_images, val_labels, val_probabilities, wrong_indices, csv_lines=csv_lines),
-          folder / MOST_WRONG_PNG)
+    _save(most_wrong_figure(val_images, val_labels, val_probabilities, data["wrong_indices"],
+                            csv_lines=data["csv_lines"]), folder / MOST_WRONG_PNG)
 
     _write_csv(folder / CLASS_COUNTS_CSV, ["digit", "train", "validation"],
                [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES])
@@ -713,16 +732,9 @@ def _write_contents(folder: Path, run, train_images, train_labels, val_images, v
     _write_csv(folder / CONFUSION_MATRIX_CSV, ["true", *CLASSES],
                [[digit, *matrix[digit]] for digit in CLASSES])
     _write_csv(folder / PER_CLASS_CSV, PER_CLASS_HEADER, per_class_rows(scores))
-    _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, wrong_rows)
+    _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, data["wrong_rows"])
     (folder / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
-
-    page = render_index(
-        run, train_size=len(train_labels), val_size=len(val_labels),
-        val_accuracy=accuracy(val_labels, predictions), matrix=matrix, scores=scores, history=history,
-        wrong_rows=wrong_rows, train_counts=train_counts, val_counts=val_counts,
-        histories=histories, model_names=model_names, comparisons=comparisons,
-    )
-    (folder / INDEX_HTML).write_text(page, encoding="utf-8")
+    (folder / INDEX_HTML).write_text(_page(data), encoding="utf-8")
 
 
 def _json_value(value):
@@ -813,19 +825,11 @@ def define(paths, console, run_id: str | None = None):
               "compared": [(label, other.get("id"), other.get("leaderboard")) for label, other in comparisons]}
 
     def work():
-        # The run's out-of-fold predictions: each measured digit predicted only by models that never
-        # saw it (predicting them again with every model would let the all-rows model mark its own homework).
         images = np.load(paths.train_images, mmap_mode="r")
-        labels = np.load(paths.train_labels)
-        out_of_fold = np.load(run_dir / "out_of_fold.npz")
-        rows = out_of_fold["rows"]
-        histories = json.loads((run_dir / "history.json").read_text())
-        names = [part["name"] for part in run.get("parts", [])]
-        index = write_report(out_dir, run=run, train_images=images, train_labels=labels,
-                             val_images=images[rows], val_labels=labels[rows],
-                             val_probabilities=out_of_fold["probabilities"], histories=histories,
-                             model_names=names if len(names) == len(histories) else None, val_rows=rows,
-                             comparisons=comparisons)
+        inputs = _stored_inputs(paths, run)
+        rows = inputs["val_rows"]
+        index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
+                             comparisons=comparisons, **inputs)
         runs.update_run(paths, run_id, report=relative_name(index))
         return [out_dir], {"index": relative_name(index)}
 
@@ -875,3 +879,44 @@ def _summary_only_definition(paths, run: dict):
     params = {"run_id": run["id"], "leaderboard": run.get("leaderboard")}
     return Definition("report", params, [], work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+
+
+def _stored_inputs(paths, run: dict) -> dict:
+    """The run's out-of-fold predictions and histories, as write_report takes them: each measured digit
+    predicted only by models that never saw it (predicting them again with every model would let the
+    all-rows model mark its own homework)."""
+    run_dir = paths.run_dir(run["id"])
+    labels = np.load(paths.train_labels)
+    with np.load(run_dir / "out_of_fold.npz") as out_of_fold:
+        rows, probabilities = out_of_fold["rows"], out_of_fold["probabilities"]
+    histories = json.loads((run_dir / "history.json").read_text())
+    names = [part["name"] for part in run.get("parts", [])]
+    return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
+                model_names=names if len(names) == len(histories) else None, val_rows=rows)
+
+
+def refresh_page(paths, run_id: str) -> bool:
+    """Write the run's report page again (its pictures stay: no score changes them), after a new score;
+    False when the run has no report, or its data is no longer in data/prepared."""
+    from pipeline import runs
+    from pipeline.cache import atomic_path
+
+    run = runs.read_run(paths, run_id)
+    index = paths.reports / run_id / INDEX_HTML
+    if not index.is_file():
+        return False
+    if run.get("blend") and not run.get("estimate"):
+        page = render_summary_page(run)
+    else:
+        if not _training_data_matches(paths, run):
+            return False
+        inputs = _stored_inputs(paths, run)
+        inputs["val_labels"] = inputs["val_labels"].astype(int)
+        inputs["train_labels"] = inputs["train_labels"].astype(int)
+        data = _page_data(run, history={}, comparisons=compared_runs(run, runs.list_runs(paths)), **inputs)
+        page = _page(data)
+    with atomic_path(index) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    with atomic_path(index.with_name(RUN_JSON)) as temporary:
+        temporary.write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
+    return True
