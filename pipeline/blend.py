@@ -42,7 +42,7 @@ def check_same_data(chosen: list[dict]) -> None:
                                 " were trained on different data: blend runs of one data set")
 
 
-def test_probabilities(paths: config.Paths, run: dict) -> np.ndarray:
+def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     """The run's stored test probabilities. Runs predicted before they were stored: predict again with
     the run's models, as predict would (with its TTA), when data/prepared still holds the run's data."""
     stored = paths.run_dir(run["id"]) / TEST_PROBABILITIES
@@ -59,12 +59,13 @@ def test_probabilities(paths: config.Paths, run: dict) -> np.ndarray:
                             f" data (source {run.get('source')}) to predict them again")
     from pipeline.console import import_tensorflow_quietly
 
+    console.say(f"blend: run {run['id']} predicted before test probabilities were kept: predicting them again")
     import_tensorflow_quietly()  # before pipeline.model imports it, with its start-up chatter
     from pipeline.model import load_models
     from pipeline.predict import predict_probabilities
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
-                                          tta=run.get("params", {}).get("tta", False))
+                                          tta=run.get("params", {}).get("tta", False), log=console.say)
     with cache.atomic_path(stored) as temporary:
         with open(temporary, "wb") as stream:
             np.save(stream, probabilities)
@@ -114,7 +115,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         if not _training_data_matches(paths, chosen[0]):
             raise PipelineError(f"blend: data/prepared no longer holds the data of runs {', '.join(run_ids)} (source"
                                 f" {chosen[0].get('source')}); prepare it again (make download prepare SOURCE=...)")
-        all_probabilities = [test_probabilities(paths, run) for run in chosen]
+        all_probabilities = [test_probabilities(paths, run, console) for run in chosen]
         shapes = {probabilities.shape for probabilities in all_probabilities}
         if len(shapes) != 1:
             raise PipelineError(f"blend: the runs predicted different test sets ({', '.join(map(str, shapes))})")

@@ -177,7 +177,11 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
-    callbacks = []  # no Keras progress bar: the epoch's one line is logged below
+    from pipeline.progress import batch_ticker
+
+    # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s.
+    ticker = batch_ticker(log, "epoch", steps_per_epoch)
+    callbacks = [ticker]
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
@@ -189,6 +193,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             strength=training.augmentation,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
+        ticker.label = f"epoch {epoch + 1}/{training.epochs}"
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
                            shuffle=False, verbose=0, callbacks=callbacks)
         history = state["history"]
@@ -197,7 +202,10 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         history.setdefault("learning_rate", []).append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
         state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1))
         epoch_seconds.append(time.perf_counter() - started)
-        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(epoch_seconds))
+        # The time left from representative epochs: the first here builds the graph, so it counts without
+        # its first batch's extra time until later epochs exist, and not at all once they do.
+        representative = epoch_seconds[1:] or [epoch_seconds[0] - ticker.first_batch_extra_s()]
+        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(representative))
         checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
@@ -398,6 +406,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             return train_run()
         from pipeline.engine import ray_session
 
+        console.say("train: starting Ray (its start-up takes 10-30 s)")
         with ray_session(engine):  # one connection (or local instance) for the whole run
             return train_run()
 
@@ -488,7 +497,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         from pipeline.predict import predict_probabilities
 
         test_images = np.load(paths.test_images)
-        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0)
+        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0,
+                                              log=console.say)
         rows, pseudo_labels = confident_labels(probabilities)
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
