@@ -7,9 +7,10 @@ pipeline.stage runs them. Options left unset take the preset's value (pipeline.c
 import os
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
+import typer.main
 
 from pipeline import __version__, bench, config, download, predict, prepare, report, runs, scores, split, stage, submit, train
 from pipeline.device import DEVICES, PRECISIONS
@@ -27,14 +28,26 @@ app = typer.Typer(
 )
 
 DEFAULT = config.PRESETS[config.DEFAULT_PRESET]
-# The choices as types: --help lists them and the parser refuses anything else, with the list.
-PresetName = Literal[tuple(config.PRESETS)]
-Architecture = Literal[config.ARCHITECTURES]
-Precision = Literal[PRECISIONS]
-Strategy = Literal[config.STRATEGIES]
-EngineName = Literal[ENGINES]
-DeviceName = Literal[DEVICES]
-FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
+# Options with a fixed set of values: plain text checked by `one_of`, whose message is one plain sentence
+# (a Literal type's is pydantic's "Value error, ..."); --help names the choices in the option's text.
+PresetName = Architecture = Precision = Strategy = EngineName = DeviceName = SortKey = str
+
+
+def one_of(*choices: str):
+    """An option's callback refusing any value but choices (None: not given)."""
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def choice_option(default, choices, help: str, *names: str):
+    return typer.Option(default, *names, metavar="NAME", callback=one_of(*choices),
+                        help=f"{'|'.join(choices)}: {help}")
+
+
+FORCE = typer.Option(False, "--force", metavar="", help="Run even if the cache says the outputs are up to date.")
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
 COMPETITION = typer.Option(config.COMPETITION, help="Kaggle competition name.")
@@ -49,19 +62,19 @@ SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows a
 TRAINING_SEED = typer.Option(None, "--seed", help=f"Seed of training: the weights' initialisation, shuffling and"
                                                   f" augmentation; model k of a run gets seed + k (default"
                                                   f" {DEFAULT['seed']}).")
-PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
-                      " recipe), best (ensemble with test-time augmentation), baseline (the MLP).")
-MODEL = typer.Option(None, help="Architecture (default: the preset's).")
+PRESET = typer.Option(config.DEFAULT_PRESET, metavar="NAME", callback=one_of(*config.PRESETS),
+                      help=f"{'|'.join(config.PRESETS)}: {'; '.join(config.PRESET_COSTS.values())}.")
+MODEL = choice_option(None, config.ARCHITECTURES, "the network's architecture (default: the preset's).")
 EPOCHS = typer.Option(None, help="Epochs (default: the preset's).")
 BATCH_SIZE = typer.Option(None, help="Batch size (default: the preset's).")
 LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's).")
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
-PRECISION = typer.Option(None, help="auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else"
+PRECISION = choice_option(None, PRECISIONS, "auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else"
                                     " float32 (default: the preset's).")
-PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
+PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label", metavar="",
                             help="The model on all rows also learns the test images the other models label with"
                                  " probability >= 0.995 (default: the preset's: off).")
-FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
+FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model", metavar="",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
 AUGMENTATION = typer.Option(None, help="Strength of the training images' random rotation, zoom and shift: 0 none,"
@@ -69,18 +82,18 @@ AUGMENTATION = typer.Option(None, help="Strength of the training images' random 
 DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network (default {DEFAULT['dropout']}).")
 WIDTH = typer.Option(None, help="Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the"
                                 f" work (default {DEFAULT['width']}).")
-DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
-STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU (default: default).")
-ENGINE = typer.Option("local", help="local: the models train one after another in this process; ray: each model a Ray"
+DETERMINISTIC = typer.Option(False, "--deterministic", metavar="", help="Deterministic TensorFlow ops, for exact repeats (slower).")
+STRATEGY = choice_option(None, config.STRATEGIES, "default, or mirrored: data-parallel over every local GPU (default: default).")
+ENGINE = choice_option("local", ENGINES, "local: the models train one after another in this process; ray: each model a Ray"
                                     " task, several at once, on this machine or the cluster at --ray-address.")
 WORKERS = typer.Option(None, help="With --engine ray: models training at once (default: one per GPU, else one per"
                                   " machine); each gets its share of the CPUs.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a running Ray cluster (host:6379); default:"
                                                        " $RAY_ADDRESS, else a local instance started for the run.")
-DEVICE = typer.Option("auto", help="auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
+DEVICE = choice_option("auto", DEVICES, "auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
                                     " once where there is none.")
-TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
-TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
+TTA = typer.Option(None, "--tta/--no-tta", metavar="", help="Test-time augmentation (default: as the trained preset says).")
+TENSORBOARD = typer.Option(False, "--tensorboard", metavar="", help="Also write TensorBoard logs of the training to"
                                                         " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
@@ -114,8 +127,8 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(context: typer.Context,
-                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-                 version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                 quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
+                 version: bool = typer.Option(False, "--version", metavar="", callback=show_version, is_eager=True,
                                               help="Print the version and exit.")):
     context.obj = Console(quiet=quiet)
 
@@ -176,18 +189,17 @@ def report_command(context: typer.Context,
 
 
 runs_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+SORT = choice_option("estimate", runs.SORT_KEYS, "best estimate first, best public score first, or newest first.")
 app.add_typer(runs_app, name="runs")
-SortKey = Literal[runs.SORT_KEYS]
 
 
 @runs_app.callback()
 def runs_command(
     context: typer.Context,
-    wide: bool = typer.Option(False, "--wide", help="Every column (seed, source, date, interval, timings, submission)."),
-    everything: bool = typer.Option(False, "--all", help="Also the runs on the bundled sample when there are"
+    wide: bool = typer.Option(False, "--wide", metavar="", help="Every column (seed, source, date, interval, timings, submission)."),
+    everything: bool = typer.Option(False, "--all", metavar="", help="Also the runs on the bundled sample when there are"
                                                          " full-size runs."),
-    sort: SortKey = typer.Option("estimate", help="estimate (best first), leaderboard (best public score first)"
-                                                  " or time (newest first)."),
+    sort: SortKey = SORT,
 ):
     """Every training run and blend, best estimate first, within 100 columns; `runs diff A B` compares two."""
     if context.invoked_subcommand is None:
@@ -220,8 +232,8 @@ def submit_command(
     run: Optional[str] = typer.Option(None, "--run", help="Submit this run's predictions."),
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,
-    force: bool = typer.Option(False, "--force", help="Send even if this exact file was sent before."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score and record it with the run."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Send even if this exact file was sent before."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", metavar="", help="Wait for Kaggle's score and record it with the run."),
     timeout: float = typer.Option(scores.DEFAULT_TIMEOUT_S, "--timeout", help="Seconds to wait for the score at"
                                   " most; a submission still pending then is scored later (`submissions`)."),
 ):
@@ -283,7 +295,7 @@ def all_command(
     tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, dropout: Optional[float] = DROPOUT,
     width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
-    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
+    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", metavar="", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
@@ -293,12 +305,25 @@ def all_command(
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
+def without_help_type(command) -> None:
+    """--help is a plain flag: no "<bool>" beside it in any command's help (typer gives its own help option one)."""
+    from types import SimpleNamespace
+
+    help_option = command.get_help_option(SimpleNamespace(help_option_names=["--help"]))
+    if help_option is not None:
+        help_option.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        without_help_type(subcommand)
+
+
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
     from pipeline.errors import write_error
 
     try:
-        app()  # click itself reports usage errors (exit 2)
+        command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
+        without_help_type(command)
+        command()  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)

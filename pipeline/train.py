@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import config
 from pipeline.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
-from pipeline.console import format_duration
+from pipeline.console import count, format_duration
 from pipeline.device import resolve_precision, use_device
 from pipeline.errors import PipelineError
 
@@ -439,7 +439,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             console.say(f"train: TensorBoard logs in {tensorboard_dir} (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
+        console.say(f"train: {len(parts)} x {training.architecture}, {count(training.epochs, 'epoch')}, batch "
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         # The model on all rows waits for the others only when it learns their pseudo-labels.

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from pipeline.console import count
 from pipeline.errors import PipelineError
 
 # The levers, each drawn around the preset's value.
@@ -77,7 +78,8 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
     console.say("tune: starting Ray (its start-up takes 10-30 s)")
     with ray_session(engine):
         at_once, _, described = cluster_plan(engine.workers, engine.device)
-        console.say(f"tune: {len(settings)} trials of preset {preset} on Ray ({described}), {at_once} models at once;"
+        console.say(f"tune: {count(len(settings), 'trial')} of preset {preset} on Ray ({described}),"
+                    f" {count(at_once, 'model')} at once;"
                     " trial 1 is the preset itself")
 
         def run_trial(number: int) -> dict:
