@@ -34,10 +34,11 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 
 
 def check_same_data(chosen: list[dict]) -> None:
-    """Refuse runs trained on different train digits (their recorded hashes) or of another source."""
+    """Refuse runs trained on different train digits: their recorded hashes (the same data may come from
+    Kaggle, a zip or a folder)."""
     first = chosen[0]
     for other in chosen[1:]:
-        if other.get("data") != first.get("data") or other.get("source") != first.get("source"):
+        if not first.get("data") or other.get("data") != first.get("data"):
             raise PipelineError(f"runs {first['id']} ({first.get('source')}) and {other['id']} ({other.get('source')})"
                                 " were trained on different data: blend runs of one data set")
 
