@@ -697,19 +697,25 @@ def _page(data: dict) -> str:
 
 def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
                     val_probabilities, history, histories=None, model_names=None, val_rows=None,
-                    comparisons=None) -> None:
+                    comparisons=None, log=None) -> None:
     data = _page_data(run, train_labels, val_labels, val_probabilities, history, histories, model_names, val_rows,
                       comparisons)
     matrix, scores, histories = data["matrix"], data["scores"], data["histories"]
     train_counts, val_counts = data["train_counts"], data["val_counts"]
 
-    _save(sample_digits_figure(train_images, train_labels), folder / SAMPLE_DIGITS_PNG)
-    _save(class_counts_figure(train_labels, val_labels), folder / CLASS_COUNTS_PNG)
-    _save(training_curves_figure(*histories, names=model_names), folder / TRAINING_CURVES_PNG)
-    _save(confusion_matrix_figure(matrix), folder / CONFUSION_MATRIX_PNG)
-    _save(per_class_scores_figure(scores), folder / PER_CLASS_PNG)
-    _save(most_wrong_figure(val_images, val_labels, val_probabilities, data["wrong_indices"],
-                            csv_lines=data["csv_lines"]), folder / MOST_WRONG_PNG)
+    pictures = [
+        (SAMPLE_DIGITS_PNG, lambda: sample_digits_figure(train_images, train_labels)),
+        (CLASS_COUNTS_PNG, lambda: class_counts_figure(train_labels, val_labels)),
+        (TRAINING_CURVES_PNG, lambda: training_curves_figure(*histories, names=model_names)),
+        (CONFUSION_MATRIX_PNG, lambda: confusion_matrix_figure(matrix)),
+        (PER_CLASS_PNG, lambda: per_class_scores_figure(scores)),
+        (MOST_WRONG_PNG, lambda: most_wrong_figure(val_images, val_labels, val_probabilities, data["wrong_indices"],
+                                                   csv_lines=data["csv_lines"])),
+    ]
+    for number, (name, draw) in enumerate(pictures, start=1):
+        _save(draw(), folder / name)
+        if log is not None:
+            log(f"report: picture {number} of {len(pictures)} ({name})")
 
     _write_csv(folder / CLASS_COUNTS_CSV, ["digit", "train", "validation"],
                [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES])
@@ -734,7 +740,7 @@ def write_report(
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
     history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
     model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
-    comparisons: list[tuple[str, dict]] | None = None,
+    comparisons: list[tuple[str, dict]] | None = None, log=None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
@@ -742,7 +748,7 @@ def write_report(
     only once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
     absent if there was none, or the previous complete report. histories and model_names: every
     model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
-    comparisons: (label, run) pairs shown beside this run.
+    comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture.
     """
     from pipeline.cache import atomic_path
 
@@ -755,7 +761,7 @@ def write_report(
     with atomic_path(out_dir) as staging:
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
-                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons)
+                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log)
     return out_dir / INDEX_HTML
 
 
@@ -813,8 +819,10 @@ def define(paths, console, run_id: str | None = None):
         images = np.load(paths.train_images, mmap_mode="r")
         inputs = _stored_inputs(paths, run)
         rows = inputs["val_rows"]
+        from pipeline.progress import on_terminal
+
         index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
-                             comparisons=comparisons, **inputs)
+                             comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
         runs.update_run(paths, run_id, report=relative_name(index))
         return [out_dir], {"index": relative_name(index)}
 

@@ -43,7 +43,7 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
     # The sample's epochs last seconds: a line every 0.5 s shows what a full-size epoch shows every 10 s.
     often = {"PIPELINE_PROGRESS_SECONDS": "0.5"}
     root = tmp_path / "project"
-    seen = run_on_a_terminal(root, "all", "--preset", "quick", "--epochs", "2", "--tta", "--no-report", env=often)
+    seen = run_on_a_terminal(root, "all", "--preset", "quick", "--epochs", "2", "--tta", env=often)
     lines = seen.splitlines()
     within = [line for line in lines if line.startswith("epoch 1/2: batch ")]
     assert within, seen
@@ -51,6 +51,7 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
     assert lines.index(within[0]) < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/2: loss"))
     # prediction with test-time augmentation: a line per pass
     assert "predict: pass 5 of 5 done" in seen
+    assert "report: picture 6 of 6" in seen  # the report's drawing too
 
     piped = run_pipeline(root, "train", "--preset", "quick", "--epochs", "2", "--seed", "7", env=often)
     assert piped.returncode == 0, piped.stderr
