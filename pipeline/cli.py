@@ -47,7 +47,7 @@ def choice_option(default, choices, help: str, *names: str):
                         help=f"{'|'.join(choices)}: {help}")
 
 
-FORCE = typer.Option(False, "--force", metavar="", help="Run even if the cache says the outputs are up to date.")
+FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
 COMPETITION = typer.Option(config.COMPETITION, help="Kaggle competition name.")
@@ -71,10 +71,10 @@ LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (def
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
 PRECISION = choice_option(None, PRECISIONS, "auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else"
                                     " float32 (default: the preset's).")
-PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label", metavar="",
+PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
                             help="The model on all rows also learns the test images the other models label with"
                                  " probability >= 0.995 (default: the preset's: off).")
-FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model", metavar="",
+FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
                            help="Also train one model on all rows with the same schedule, averaged into the"
                                 " submission (default: the preset's).")
 AUGMENTATION = typer.Option(None, help="Strength of the training images' random rotation, zoom and shift: 0 none,"
@@ -82,7 +82,7 @@ AUGMENTATION = typer.Option(None, help="Strength of the training images' random 
 DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network (default {DEFAULT['dropout']}).")
 WIDTH = typer.Option(None, help="Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the"
                                 f" work (default {DEFAULT['width']}).")
-DETERMINISTIC = typer.Option(False, "--deterministic", metavar="", help="Deterministic TensorFlow ops, for exact repeats (slower).")
+DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
 STRATEGY = choice_option(None, config.STRATEGIES, "default, or mirrored: data-parallel over every local GPU (default: default).")
 ENGINE = choice_option("local", ENGINES, "local: the models train one after another in this process; ray: each model a Ray"
                                     " task, several at once, on this machine or the cluster at --ray-address.")
@@ -92,8 +92,8 @@ RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a run
                                                        " $RAY_ADDRESS, else a local instance started for the run.")
 DEVICE = choice_option("auto", DEVICES, "auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
                                     " once where there is none.")
-TTA = typer.Option(None, "--tta/--no-tta", metavar="", help="Test-time augmentation (default: as the trained preset says).")
-TENSORBOARD = typer.Option(False, "--tensorboard", metavar="", help="Also write TensorBoard logs of the training to"
+TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
+TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
                                                         " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
@@ -127,8 +127,8 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(context: typer.Context,
-                 quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
-                 version: bool = typer.Option(False, "--version", metavar="", callback=show_version, is_eager=True,
+                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+                 version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
                                               help="Print the version and exit.")):
     context.obj = Console(quiet=quiet)
 
@@ -196,8 +196,8 @@ app.add_typer(runs_app, name="runs")
 @runs_app.callback()
 def runs_command(
     context: typer.Context,
-    wide: bool = typer.Option(False, "--wide", metavar="", help="Every column (seed, source, date, interval, timings, submission)."),
-    everything: bool = typer.Option(False, "--all", metavar="", help="Also the runs on the bundled sample when there are"
+    wide: bool = typer.Option(False, "--wide", help="Every column (seed, source, date, interval, timings, submission)."),
+    everything: bool = typer.Option(False, "--all", help="Also the runs on the bundled sample when there are"
                                                          " full-size runs."),
     sort: SortKey = SORT,
 ):
@@ -232,8 +232,8 @@ def submit_command(
     run: Optional[str] = typer.Option(None, "--run", help="Submit this run's predictions."),
     message: Optional[str] = typer.Option(None, help="Submission message (default: names the run)."),
     competition: str = COMPETITION,
-    force: bool = typer.Option(False, "--force", metavar="", help="Send even if this exact file was sent before."),
-    wait: bool = typer.Option(True, "--wait/--no-wait", metavar="", help="Wait for Kaggle's score and record it with the run."),
+    force: bool = typer.Option(False, "--force", help="Send even if this exact file was sent before."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for Kaggle's score and record it with the run."),
     timeout: float = typer.Option(scores.DEFAULT_TIMEOUT_S, "--timeout", help="Seconds to wait for the score at"
                                   " most; a submission still pending then is scored later (`submissions`)."),
 ):
@@ -295,7 +295,7 @@ def all_command(
     tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, dropout: Optional[float] = DROPOUT,
     width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
-    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", metavar="", help="Also write the run's report."),
+    device: DeviceName = DEVICE, report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
@@ -305,15 +305,16 @@ def all_command(
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
-def without_help_type(command) -> None:
-    """--help is a plain flag: no "<bool>" beside it in any command's help (typer gives its own help option one)."""
+def without_flag_types(command) -> None:
+    """Flags are plain: no "<bool>" beside --help, --install-completion and the like, which typer adds itself."""
     from types import SimpleNamespace
 
     help_option = command.get_help_option(SimpleNamespace(help_option_names=["--help"]))
-    if help_option is not None:
-        help_option.metavar = ""
+    for parameter in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(parameter, "is_flag", False):
+            parameter.metavar = ""
     for subcommand in getattr(command, "commands", {}).values():
-        without_help_type(subcommand)
+        without_flag_types(subcommand)
 
 
 def main() -> None:
@@ -322,7 +323,7 @@ def main() -> None:
 
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
-        without_help_type(command)
+        without_flag_types(command)
         command()  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)

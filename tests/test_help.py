@@ -11,6 +11,12 @@ from pipeline import config
 MAKE = ["make", "--no-print-directory", "-s"]
 
 
+def test_no_flag_shows_a_type_in_any_help(tmp_path):
+    for command in ([], ["all"], ["runs"], ["runs", "diff"], ["submit"], ["blend"]):
+        result = run_pipeline(tmp_path, *command, "--help", env={"COLUMNS": "200"})
+        assert result.returncode == 0 and "<bool>" not in result.stdout, (command, result.stdout)
+
+
 @pytest.mark.parametrize("command", ["all", "train", "tune"])
 def test_help_gives_each_presets_cost_and_no_bool_type(tmp_path, command):
     for columns in ("80", "200"):
