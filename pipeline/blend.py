@@ -49,13 +49,13 @@ def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     stored = paths.run_dir(run["id"]) / TEST_PROBABILITIES
     if stored.is_file():
         return np.load(stored)
-    from pipeline.report import _training_data_matches
+    from pipeline.report import training_data_matches
 
     model_paths = [cache.absolute_path(name) for name in run.get("models", [])]
     if not model_paths or not all(path.is_file() for path in model_paths):
         raise PipelineError(f"run {run['id']}: no test probabilities and no models to predict them with"
                             " (retrain it, or leave it out)")
-    if not _training_data_matches(paths, run):
+    if not training_data_matches(paths, run):
         raise PipelineError(f"run {run['id']}: no stored test probabilities, and data/prepared no longer holds its"
                             f" data (source {run.get('source')}) to predict them again")
     from pipeline.console import import_tensorflow_quietly
@@ -103,7 +103,7 @@ def blended_estimate(paths: config.Paths, chosen: list[dict], weights: list[floa
 
 def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> dict:
     """Blend the runs into a new run with its submission; the new run's record."""
-    from pipeline.report import _training_data_matches
+    from pipeline.report import training_data_matches
 
     if len(run_ids) < 2:
         raise PipelineError("blend: name at least two runs (see `python -m pipeline runs`)")
@@ -113,7 +113,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
     with cache.exclusive_lock():
         chosen = [runs.read_run(paths, run_id) for run_id in run_ids]
         check_same_data(chosen)
-        if not _training_data_matches(paths, chosen[0]):
+        if not training_data_matches(paths, chosen[0]):
             raise PipelineError(f"blend: data/prepared no longer holds the data of runs {', '.join(run_ids)} (source"
                                 f" {chosen[0].get('source')}); prepare it again (make download prepare SOURCE=...)")
         all_probabilities = [test_probabilities(paths, run, console) for run in chosen]

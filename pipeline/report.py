@@ -779,7 +779,7 @@ def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
     return compared
 
 
-def _training_data_matches(paths, run: dict) -> bool:
+def training_data_matches(paths, run: dict) -> bool:
     """Whether data/prepared holds the digits the run was trained on (their hashes, as train recorded them)."""
     from pipeline.cache import path_digest
 
@@ -805,7 +805,7 @@ def define(paths, console, run_id: str | None = None):
     if missing:
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(run_dir)};"
                             " retrain it to report on it")
-    if run_id != latest and not _training_data_matches(paths, run):
+    if run_id != latest and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
                             f" {run.get('source')}); prepare that data again (make download prepare SOURCE=...)")
     comparisons = compared_runs(run, runs.list_runs(paths))
@@ -901,7 +901,7 @@ def refresh_page(paths, run_id: str) -> bool:
     if run.get("blend") and not run.get("estimate"):
         page = render_summary_page(run)
     else:
-        if not _training_data_matches(paths, run):
+        if not training_data_matches(paths, run):
             return False
         inputs = _stored_inputs(paths, run)
         inputs["val_labels"] = inputs["val_labels"].astype(int)
