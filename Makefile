@@ -26,7 +26,7 @@ LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-comp
 KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS SEED PRESET MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS \
 	PRECISION STRATEGY FINAL_MODEL PSEUDO_LABEL TTA DETERMINISTIC TENSORBOARD AUGMENTATION ELASTIC DROPOUT WIDTH REPORT \
 	DEVICE ENGINE WORKERS RAY_ADDRESS TRIALS SEARCH_SEED RUN FILE MESSAGE WAIT TIMEOUT PRESETS BENCH_SOURCE \
-	FORCE QUIET GPU UPGRADE PYTHON VENV
+	FORCE QUIET GPU UPGRADE PYTHON VENV WIDE ALL SORT RUNS WEIGHTS
 # Only variables from the command line are options: an exported MODEL or RAY_ADDRESS in the environment is not.
 GIVEN := $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name))),$(name)))
 UNKNOWN := $(filter-out $(KNOWN),$(GIVEN))
@@ -52,6 +52,8 @@ unexport $(GIVEN)
 # Each value is one shell word, single-quoted (a quote inside it as '\''): SOURCE="my data/x.zip" works.
 given = $(if $(filter command line,$(origin $(1))),$(value $(1)))
 opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
+# A list of words (RUNS="A B"): each its own argument, quoted like opt's values.
+each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
 # A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
 flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),))
 # An option that is only ever on: VAR=1 (or any value but 0, no, false) gives it.
@@ -79,10 +81,14 @@ ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,repor
 PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
-.PHONY: help all download prepare split train predict report runs submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
+.PHONY: help all download prepare split train predict report runs runs-diff blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  presets (PRESET=), what each trains and about how long on a laptop CPU:"
+	@echo "    default: 2 models (holdout + all rows), about 15-20 min on a 2-core CPU with bfloat16, 40 min AVX2-only"
+	@echo "    best: 6 models (5 folds + all rows) with test-time augmentation, about 70 min (105 min AVX2-only)"
+	@echo "    quick: 1 small model, seconds (the sample, tests)    baseline: 1 MLP, about a minute"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
 	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
@@ -92,6 +98,7 @@ help: ## List the targets
 	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS SEED MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS PRECISION"
 	@echo "    STRATEGY DETERMINISTIC AUGMENTATION ELASTIC DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
 	@echo "  bench: PRESETS=baseline,default EPOCHS=N SOURCE=sample|PATH (or BENCH_SOURCE=PATH)"
+	@echo "  runs: WIDE=1 ALL=1 SORT=estimate|leaderboard|time    runs-diff, blend: RUNS=\"A B\" WEIGHTS=2,1"
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1  lock: UPGRADE=1"
 	@echo "  any other variable is refused; only the command line's count (not the environment's)"
 
@@ -154,8 +161,14 @@ report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/repor
 tune: $(STAMP) $(RAY_STAMP) ## Search learning rate, epochs, augmentation, dropout, width on Ray; print the best options
 	$(PIPELINE) tune $(TUNE_OPTS) $(FORCE_OPT)
 
-runs: $(STAMP) ## List every training run, best first, and what the run cache keeps
-	$(PIPELINE) runs
+runs: $(STAMP) ## List the runs, best first, in 100 columns (WIDE=1 all columns, ALL=1 sample runs too, SORT=...)
+	$(PIPELINE) runs $(call on,WIDE,--wide) $(call on,ALL,--all) $(call opt,SORT,--sort)
+
+runs-diff: $(STAMP) ## What two runs differ in: parameters, data, estimate, score (RUNS="A B")
+	$(PIPELINE) runs diff $(call each_word,RUNS)
+
+blend: $(STAMP) ## Average runs' test probabilities into a new submission and run (RUNS="A B", WEIGHTS=2,1)
+	$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
 
 submit: $(STAMP) ## Send the last all or predict's submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \

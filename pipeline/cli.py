@@ -7,9 +7,10 @@ pipeline.stage runs them. Options left unset take the preset's value (pipeline.c
 import os
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
+import typer.main
 
 from pipeline import (__version__, bench, config, download, extras, predict, prepare, report, runs, scores, split,
                       stage, submit, train)
@@ -28,13 +29,25 @@ app = typer.Typer(
 )
 
 DEFAULT = config.PRESETS[config.DEFAULT_PRESET]
-# The choices as types: --help lists them and the parser refuses anything else, with the list.
-PresetName = Literal[tuple(config.PRESETS)]
-Architecture = Literal[config.ARCHITECTURES]
-Precision = Literal[PRECISIONS]
-Strategy = Literal[config.STRATEGIES]
-EngineName = Literal[ENGINES]
-DeviceName = Literal[DEVICES]
+# Options with a fixed set of values: plain text checked by `one_of`, whose message is one plain sentence
+# (a Literal type's is pydantic's "Value error, ..."); --help names the choices in the option's text.
+PresetName = Architecture = Precision = Strategy = EngineName = DeviceName = SortKey = str
+
+
+def one_of(*choices: str):
+    """An option's callback refusing any value but choices (None: not given)."""
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def choice_option(default, choices, help: str, *names: str):
+    return typer.Option(default, *names, metavar="NAME", callback=one_of(*choices),
+                        help=f"{'|'.join(choices)}: {help}")
+
+
 FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
 SOURCE = typer.Option("auto", help="auto (kaggle when credentials are found, else sample), kaggle, sample, "
                                    "or a PATH to a competition zip or folder.")
@@ -50,15 +63,15 @@ SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows a
 TRAINING_SEED = typer.Option(None, "--seed", help=f"Seed of training: the weights' initialisation, shuffling and"
                                                   f" augmentation; model k of a run gets seed + k (default"
                                                   f" {DEFAULT['seed']}).")
-PRESET = typer.Option(config.DEFAULT_PRESET, help="quick (seconds, for the sample and tests), default (the full-size"
-                      " recipe), best (ensemble with test-time augmentation), baseline (the MLP).")
-MODEL = typer.Option(None, help="Architecture (default: the preset's).")
+PRESET = typer.Option(config.DEFAULT_PRESET, metavar="NAME", callback=one_of(*config.PRESETS),
+                      help=f"{'|'.join(config.PRESETS)}: {'; '.join(config.PRESET_COSTS.values())}.")
+MODEL = choice_option(None, config.ARCHITECTURES, "the network's architecture (default: the preset's).")
 EPOCHS = typer.Option(None, help="Epochs (default: the preset's).")
 BATCH_SIZE = typer.Option(None, help="Batch size (default: the preset's).")
 LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's).")
 MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
-PRECISION = typer.Option(None, help="auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else"
-                                    " float32 (default: the preset's).")
+PRECISION = choice_option(None, PRECISIONS, "auto: bfloat16 where the hardware computes in it, float16 on older"
+                                            " GPUs, else float32 (default: the preset's).")
 PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
                             help="The model on all rows also learns the test images the other models label with"
                                  " probability >= 0.995 (default: the preset's: off).")
@@ -74,14 +87,16 @@ DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network
 WIDTH = typer.Option(None, help="Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the"
                                 f" work (default {DEFAULT['width']}).")
 DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
-STRATEGY = typer.Option(None, help="default, or mirrored: data-parallel over every local GPU (default: default).")
-ENGINE = typer.Option("local", help="local: the models train one after another in this process; ray: each model a Ray"
-                                    " task, several at once, on this machine or the cluster at --ray-address.")
+STRATEGY = choice_option(None, config.STRATEGIES, "default, or mirrored: data-parallel over every local GPU"
+                                                  " (default: default).")
+ENGINE = choice_option("local", ENGINES, "local: the models train one after another in this process; ray: each"
+                                         " model a Ray task, several at once, on this machine or the cluster at"
+                                         " --ray-address.")
 WORKERS = typer.Option(None, help="With --engine ray: models training at once (default: one per GPU, else one per"
                                   " machine); each gets its share of the CPUs.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a running Ray cluster (host:6379); default:"
                                                        " $RAY_ADDRESS, else a local instance started for the run.")
-DEVICE = typer.Option("auto", help="auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
+DEVICE = choice_option("auto", DEVICES, "auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
                                     " once where there is none.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
@@ -184,10 +199,43 @@ def report_command(context: typer.Context,
     stage.run(report.define, context.obj, force, run_id=run)
 
 
-@app.command("runs")
-def runs_command():
-    """Every training run, best estimated accuracy first, and which ones the run cache keeps."""
-    print(runs.show_runs(config.paths()))
+runs_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+SORT = choice_option("estimate", runs.SORT_KEYS, "best estimate first, best public score first, or newest first.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback()
+def runs_command(
+    context: typer.Context,
+    wide: bool = typer.Option(False, "--wide",
+                              help="Every column (seed, source, date, interval, timings, submission)."),
+    everything: bool = typer.Option(False, "--all", help="Also the runs on the bundled sample when there are"
+                                                         " full-size runs."),
+    sort: SortKey = SORT,
+):
+    """Every training run and blend, best estimate first, within 100 columns; `runs diff A B` compares two."""
+    if context.invoked_subcommand is None:
+        print(runs.show_runs(config.paths(), wide, everything, sort))
+
+
+@runs_app.command("diff")
+def runs_diff_command(first: str, second: str):
+    """The parameters, data, estimate and score in which two runs differ."""
+    print(runs.show_difference(config.paths(), first, second))
+
+
+@app.command("blend")
+def blend_command(
+    context: typer.Context,
+    run_ids: list[str] = typer.Argument(..., metavar="RUN RUN...", help="Runs to blend (ids from `runs`)."),
+    weights: Optional[str] = typer.Option(None, help="One weight per run, in order, e.g. 2,1 (default: equal)."),
+):
+    """Average runs' test probabilities into a new submission and run, with an out-of-fold estimate when they
+    share a split."""
+    from pipeline import blend
+
+    blended = blend.blend(config.paths(), context.obj, run_ids, weights)
+    stage.run(report.define, context.obj, False, run_id=blended["id"])
 
 
 @app.command("submit")
@@ -313,12 +361,26 @@ def quiet_anywhere(arguments: list[str]) -> list[str]:
     return moved + kept
 
 
+def without_flag_types(command) -> None:
+    """Flags are plain: no "<bool>" beside --help, --install-completion and the like, which typer adds itself."""
+    from types import SimpleNamespace
+
+    help_option = command.get_help_option(SimpleNamespace(help_option_names=["--help"]))
+    for parameter in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(parameter, "is_flag", False):
+            parameter.metavar = ""
+    for subcommand in getattr(command, "commands", {}).values():
+        without_flag_types(subcommand)
+
+
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
     from pipeline.errors import Interrupted, write_error
 
     try:
-        app(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
+        command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
+        without_flag_types(command)
+        command(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)

@@ -187,3 +187,11 @@ PRESETS = {
                  "augmentation": 0.0, "final_model": False},
 }
 DEFAULT_PRESET = "default"
+# What each preset costs, for --help and `make help` (the README's bench figures, on a laptop CPU).
+PRESET_COSTS = {
+    "default": "default: 2 models (holdout + all rows), about 15-20 min on a 2-core laptop CPU with bfloat16,"
+               " about 40 min on an AVX2-only one",
+    "quick": "quick: 1 small model, seconds (the sample, tests)",
+    "best": "best: 6 models (5 folds + all rows) with test-time augmentation, about 70 min (105 min AVX2-only)",
+    "baseline": "baseline: 1 MLP, about a minute",
+}

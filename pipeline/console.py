@@ -19,6 +19,11 @@ class Console:
         print(f"warning: {message}\n", end="", file=sys.stderr, flush=True)
 
 
+def count(number: int, noun: str) -> str:
+    """'1 epoch', '2 epochs': a number with its noun in the right form (plural by an s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """12.3 s, or 2 min 05 s."""
     if seconds < 60:

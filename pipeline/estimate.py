@@ -53,3 +53,48 @@ def describe(estimate: dict | None, missing: str = "no estimate", unit: str = "i
 def short_kind(estimate: dict) -> str:
     """The kind for a table column: 'holdout' or '5-fold CV'."""
     return f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
+
+
+def public_score(run: dict) -> float | None:
+    """The run's public leaderboard score as a number; None when not scored (yet)."""
+    leaderboard = run.get("leaderboard") or {}
+    try:
+        return float(leaderboard["public_score"]) if leaderboard.get("status") == "COMPLETE" else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _is_number(value, lowest: float, highest: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
+
+
+def valid_estimate(value) -> dict | None:
+    """The estimate when it has the shape estimate.make_estimate gives it, else None: a run.json edited by hand
+    or written by another version is read as a run without an estimate, never as a traceback."""
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        return None
+    if not all(_is_number(value.get(name), 0, 1) for name in ("accuracy", "low", "high")):
+        return None
+    if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
+        return None
+    return value
+
+
+def leaderboard_gap(run: dict) -> tuple[float, bool] | None:
+    """(score - estimate in percentage points, whether the score lies inside the estimate's 95 % interval),
+    None without both."""
+    score, estimate = public_score(run), valid_estimate(run.get("estimate"))
+    if score is None or not estimate:
+        return None
+    return (score - estimate["accuracy"]) * 100, estimate["low"] <= score <= estimate["high"]
+
+
+def describe_gap(run: dict, short: bool = False) -> str:
+    """'+0.12 points, inside the 95 % interval' ('+0.12 in' when short); '' without a score and an estimate."""
+    gap = leaderboard_gap(run)
+    if gap is None:
+        return ""
+    points, inside = gap
+    if short:
+        return f"{points:+.2f} {'in' if inside else 'out'}"
+    return f"{points:+.2f} points from the estimate, {'inside' if inside else 'outside'} its 95 % interval"

@@ -10,6 +10,8 @@ import numpy as np
 
 from pipeline import config
 from pipeline.submission import check_submission, read_submission, submission_text
+# What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
+TEST_PROBABILITIES = "test_probabilities.npy"
 # Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -27,15 +29,29 @@ def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 
 def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024,
-                          tta: bool = False, verbose: int = 0) -> np.ndarray:
-    """Mean softmax over the models (and the TTA views): (N, 10) float32."""
+                          tta: bool = False, verbose: int = 0, log=None) -> np.ndarray:
+    """Mean softmax over the models (and the TTA views): (N, 10) float32.
+
+    log: where progress goes: a line after each of several passes (model x view), and on a terminal
+    one every ~10 s within a pass."""
     views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
-    for model in models:
-        for rows, columns in views:
+    passes, started = len(models) * len(views), time.perf_counter()
+    for model_number, model in enumerate(models):
+        for view_number, (rows, columns) in enumerate(views):
             view = images if (rows, columns) == (0, 0) else shift_images(images, rows, columns)
-            total += model.predict(view, batch_size=batch_size, verbose=verbose).astype(np.float64)
-    return (total / (len(models) * len(views))).astype(np.float32)
+            done = model_number * len(views) + view_number
+            callbacks = []
+            if log is not None:
+                from pipeline.progress import batch_ticker
+
+                callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
+                                              -(-len(view) // batch_size), phase="predict"))
+            total += model.predict(view, batch_size=batch_size, verbose=verbose, callbacks=callbacks).astype(np.float64)
+            if log is not None and passes > 1:
+                log(f"predict: pass {done + 1} of {passes} done (model {model_number + 1} of {len(models)}, view"
+                    f" {view_number + 1} of {len(views)}), {time.perf_counter() - started:.0f} s")
+    return (total / passes).astype(np.float32)
 
 
 def unused_submission_path(folder: Path, name: str) -> Path:
@@ -75,7 +91,8 @@ def define(paths, console, tta: bool | None = None):
         images = np.load(paths.test_images)
         with_tta = " and test-time augmentation" if tta else ""
         console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
-        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0)
+        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
+                                              log=console.say)
         labels = probabilities.argmax(axis=1)
         expected_rows = None
         if paths.sample_submission.is_file():
@@ -86,9 +103,13 @@ def define(paths, console, tta: bool | None = None):
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
+        probabilities_path = paths.run_dir(run_id) / TEST_PROBABILITIES
+        with atomic_path(probabilities_path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.save(stream, probabilities)
         runs.update_run(paths, run_id, submission=relative_name(path),
                         durations_s={"predict": round(time.perf_counter() - started, 1)})
-        return [path], {"submission": relative_name(path), "rows": len(labels),
+        return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):

@@ -24,9 +24,8 @@ import numpy as np
 
 from pipeline.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.errors import PipelineError
-from pipeline.estimate import describe
+from pipeline.estimate import describe, describe_gap, valid_estimate
 from pipeline.prepare import class_counts
-from pipeline.runs import valid_estimate
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -162,9 +161,10 @@ def class_counts_figure(train_labels: np.ndarray, val_labels: np.ndarray) -> Fig
     """
     figure = new_figure(figsize=(11, 4), dpi=DPI, layout="constrained")
     panels = figure.subplots(1, 2)
+    # train_labels are every row of train.csv, the held-out rows among them: say so, not "train" beside "validation".
     for axes, name, labels, color in (
-        (panels[0], "train", train_labels, "tab:blue"),
-        (panels[1], "validation", val_labels, "tab:orange"),
+        (panels[0], "every train.csv row", train_labels, "tab:blue"),
+        (panels[1], "of them held out, measured on", val_labels, "tab:orange"),
     ):
         counts = class_counts(labels)
         bars = axes.bar(CLASSES, counts, color=color)
@@ -389,24 +389,6 @@ def _as_number(value) -> float | None:
         return None
 
 
-def confusion_html_table(matrix: np.ndarray) -> str:
-    header = ["true \\ predicted", *CLASSES, "total"]
-    rows = [[digit, *matrix[digit], matrix[digit].sum()] for digit in CLASSES]
-    rows.append(["total", *matrix.sum(axis=0), matrix.sum()])
-    css = [
-        ["label"] + [_confusion_css(matrix, row, column) for column in CLASSES] + ["total"]
-        for row in CLASSES
-    ]
-    css.append(["label"] + ["total"] * (NUM_CLASSES + 1))
-    return html_table(header, rows, css)
-
-
-def _confusion_css(matrix: np.ndarray, row: int, column: int) -> str:
-    if row == column:
-        return "correct"
-    return "wrong" if matrix[row, column] else "zero"
-
-
 def per_class_rows(scores: dict[str, np.ndarray]) -> list[list]:
     return [
         [digit, f"{scores['precision'][digit]:.4f}", f"{scores['recall'][digit]:.4f}",
@@ -482,6 +464,11 @@ def _run_id(run: dict) -> str:
     return "unnamed run"
 
 
+TRAINING_BELOW_VALIDATION = (
+    "Why training accuracy sits below validation accuracy: it is measured on the training batches as they are"
+    " learnt, on augmented digits (rotated, zoomed, shifted) with dropout switching units off, while validation"
+    " digits are seen plain, with every unit on. A gap that way round is expected; the other way round, overfitting.")
+
 SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test digits), not the competition's"
                  " data: a trial of the pipeline. Its numbers say little about the leaderboard and Kaggle cannot"
                  " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
@@ -498,7 +485,8 @@ def leaderboard_text(run: dict) -> str:
         scores = [f"{leaderboard['public_score']} public"]
         if leaderboard.get("private_score"):
             scores.append(f"{leaderboard['private_score']} private")
-        return f"{', '.join(scores)} (submission {leaderboard['ref']})"
+        gap = describe_gap(run)
+        return f"{', '.join(scores)} (submission {leaderboard['ref']}){f'; {gap}' if gap else ''}"
     if leaderboard.get("status") == "ERROR":
         return f"Kaggle could not score submission {leaderboard['ref']}: {leaderboard.get('error', '')}"
     return f"submission {leaderboard.get('ref')} not scored yet (make submissions)"
@@ -514,6 +502,7 @@ def summary_rows(run: dict) -> list[list]:
         ["data", "the bundled sample" if source == "sample" else source or "?"],
         ["preset", run.get("preset", "?")],
         ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
+        *([["blend of", (run.get("params") or {}).get("blend_of", "?")]] if run.get("blend") else []),
         ["estimated accuracy", describe(valid_estimate(run.get("estimate")), missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
         ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
@@ -581,24 +570,21 @@ def render_index(
         _section("data", "Data", "".join([
             _figure(SAMPLE_DIGITS_PNG, "grid of sample training digits, one column per label"),
             _figure(CLASS_COUNTS_PNG, "bar charts of class counts in train and validation"),
-            html_table(["digit", "train", "validation"],
+            html_table(["digit", "every train.csv row", "of them held out"],
                        [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES]
                        + [["total", train_size, val_size]]),
             _csv_link(CLASS_COUNTS_CSV),
         ])),
         _section("training", "Training", "".join([
             _figure(TRAINING_CURVES_PNG, "loss, accuracy and learning rate per epoch"),
+            f'<p class="note">{TRAINING_BELOW_VALIDATION}</p>',
             html_table(history_header, history_table_rows) if history_table_rows
             else '<p class="note">No per-epoch history was recorded.</p>',
             _csv_link(HISTORY_CSV) if history_table_rows else "",
         ])),
         _section("validation", "Validation", "".join([
-            '<div class="columns"><div>',
-            _figure(CONFUSION_MATRIX_PNG, "validation confusion matrix with counts"),
-            "</div><div><h3>Confusion matrix</h3>",
-            '<p class="note">Rows: true digit; columns: predicted digit.</p>',
-            confusion_html_table(matrix), _csv_link(CONFUSION_MATRIX_CSV),
-            "</div></div>",
+            _figure(CONFUSION_MATRIX_PNG, "validation confusion matrix with counts"),  # drawn once, counts in it
+            '<p class="note">Rows: true digit; columns: predicted digit.</p>', _csv_link(CONFUSION_MATRIX_CSV),
             '<div class="columns"><div>',
             _figure(PER_CLASS_PNG, "precision and recall per digit"),
             "</div><div><h3>Precision and recall per digit</h3>",
@@ -679,26 +665,49 @@ def _write_csv(path: Path, header: list, rows: list[list]) -> None:
         writer.writerows([[_format_value(cell) for cell in row] for row in rows])
 
 
-def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
-                    val_probabilities, history, histories=None, model_names=None, val_rows=None,
-                    comparisons=None) -> None:
+def _page_data(run, train_labels, val_labels, val_probabilities, history, histories=None, model_names=None,
+               val_rows=None, comparisons=None) -> dict:
+    """Everything the page shows besides its pictures: cheap (no drawing), so a new score can redo the page alone."""
     predictions = predictions_from(val_probabilities)
     matrix = confusion_table(val_labels, predictions)
-    scores = per_class_precision_recall(val_labels, predictions)
     wrong_indices = most_wrong(val_labels, val_probabilities, MOST_WRONG_LIMIT)
     # train.csv line of each validation digit: its row index, after the header line (line 1)
     csv_lines = None if val_rows is None else np.asarray(val_rows) + 2
-    wrong_rows = most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines)
-    histories = histories or [history]
-    train_counts, val_counts = class_counts(train_labels), class_counts(val_labels)
+    return dict(
+        run=run, train_size=len(train_labels), val_size=len(val_labels), val_accuracy=accuracy(val_labels, predictions),
+        matrix=matrix, scores=per_class_precision_recall(val_labels, predictions), history=history,
+        wrong_rows=most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines),
+        train_counts=class_counts(train_labels), val_counts=class_counts(val_labels),
+        histories=histories or [history], model_names=model_names, comparisons=comparisons,
+        wrong_indices=wrong_indices, csv_lines=csv_lines,
+    )
 
-    _save(sample_digits_figure(train_images, train_labels), folder / SAMPLE_DIGITS_PNG)
-    _save(class_counts_figure(train_labels, val_labels), folder / CLASS_COUNTS_PNG)
-    _save(training_curves_figure(*histories, names=model_names), folder / TRAINING_CURVES_PNG)
-    _save(confusion_matrix_figure(matrix), folder / CONFUSION_MATRIX_PNG)
-    _save(per_class_scores_figure(scores), folder / PER_CLASS_PNG)
-    _save(most_wrong_figure(val_images, val_labels, val_probabilities, wrong_indices, csv_lines=csv_lines),
-          folder / MOST_WRONG_PNG)
+
+def _page(data: dict) -> str:
+    return render_index(**{name: value for name, value in data.items() if name not in ("wrong_indices", "csv_lines")})
+
+
+def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
+                    val_probabilities, history, histories=None, model_names=None, val_rows=None,
+                    comparisons=None, log=None) -> None:
+    data = _page_data(run, train_labels, val_labels, val_probabilities, history, histories, model_names, val_rows,
+                      comparisons)
+    matrix, scores, histories = data["matrix"], data["scores"], data["histories"]
+    train_counts, val_counts = data["train_counts"], data["val_counts"]
+
+    pictures = [
+        (SAMPLE_DIGITS_PNG, lambda: sample_digits_figure(train_images, train_labels)),
+        (CLASS_COUNTS_PNG, lambda: class_counts_figure(train_labels, val_labels)),
+        (TRAINING_CURVES_PNG, lambda: training_curves_figure(*histories, names=model_names)),
+        (CONFUSION_MATRIX_PNG, lambda: confusion_matrix_figure(matrix)),
+        (PER_CLASS_PNG, lambda: per_class_scores_figure(scores)),
+        (MOST_WRONG_PNG, lambda: most_wrong_figure(val_images, val_labels, val_probabilities, data["wrong_indices"],
+                                                   csv_lines=data["csv_lines"])),
+    ]
+    for number, (name, draw) in enumerate(pictures, start=1):
+        _save(draw(), folder / name)
+        if log is not None:
+            log(f"report: picture {number} of {len(pictures)} ({name})")
 
     _write_csv(folder / CLASS_COUNTS_CSV, ["digit", "train", "validation"],
                [[digit, train_counts[digit], val_counts[digit]] for digit in CLASSES])
@@ -706,16 +715,9 @@ def _write_contents(folder: Path, run, train_images, train_labels, val_images, v
     _write_csv(folder / CONFUSION_MATRIX_CSV, ["true", *CLASSES],
                [[digit, *matrix[digit]] for digit in CLASSES])
     _write_csv(folder / PER_CLASS_CSV, PER_CLASS_HEADER, per_class_rows(scores))
-    _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, wrong_rows)
+    _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, data["wrong_rows"])
     (folder / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
-
-    page = render_index(
-        run, train_size=len(train_labels), val_size=len(val_labels),
-        val_accuracy=accuracy(val_labels, predictions), matrix=matrix, scores=scores, history=history,
-        wrong_rows=wrong_rows, train_counts=train_counts, val_counts=val_counts,
-        histories=histories, model_names=model_names, comparisons=comparisons,
-    )
-    (folder / INDEX_HTML).write_text(page, encoding="utf-8")
+    (folder / INDEX_HTML).write_text(_page(data), encoding="utf-8")
 
 
 def _json_value(value):
@@ -730,7 +732,7 @@ def write_report(
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
     history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
     model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
-    comparisons: list[tuple[str, dict]] | None = None,
+    comparisons: list[tuple[str, dict]] | None = None, log=None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
@@ -738,7 +740,7 @@ def write_report(
     only once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
     absent if there was none, or the previous complete report. histories and model_names: every
     model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
-    comparisons: (label, run) pairs shown beside this run.
+    comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture.
     """
     from pipeline.cache import atomic_path
 
@@ -751,7 +753,7 @@ def write_report(
     with atomic_path(out_dir) as staging:
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
-                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons)
+                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log)
     return out_dir / INDEX_HTML
 
 
@@ -769,7 +771,7 @@ def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
     return compared
 
 
-def _training_data_matches(paths, run: dict) -> bool:
+def training_data_matches(paths, run: dict) -> bool:
     """Whether data/prepared holds the digits the run was trained on (their hashes, as train recorded them)."""
     from pipeline.cache import path_digest
 
@@ -788,12 +790,14 @@ def define(paths, console, run_id: str | None = None):
         run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
     run = runs.read_run(paths, run_id)
     run_dir = paths.run_dir(run_id)
+    if run.get("blend") and not run.get("estimate"):
+        return _summary_only_definition(paths, run)
     needed = [run_dir / "out_of_fold.npz", run_dir / "history.json"]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(run_dir)};"
                             " retrain it to report on it")
-    if run_id != latest and not _training_data_matches(paths, run):
+    if run_id != latest and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
                             f" {run.get('source')}); prepare that data again (make download prepare SOURCE=...)")
     comparisons = compared_runs(run, runs.list_runs(paths))
@@ -804,19 +808,13 @@ def define(paths, console, run_id: str | None = None):
               "compared": [(label, other.get("id"), other.get("leaderboard")) for label, other in comparisons]}
 
     def work():
-        # The run's out-of-fold predictions: each measured digit predicted only by models that never
-        # saw it (predicting them again with every model would let the all-rows model mark its own homework).
         images = np.load(paths.train_images, mmap_mode="r")
-        labels = np.load(paths.train_labels)
-        out_of_fold = np.load(run_dir / "out_of_fold.npz")
-        rows = out_of_fold["rows"]
-        histories = json.loads((run_dir / "history.json").read_text())
-        names = [part["name"] for part in run.get("parts", [])]
-        index = write_report(out_dir, run=run, train_images=images, train_labels=labels,
-                             val_images=images[rows], val_labels=labels[rows],
-                             val_probabilities=out_of_fold["probabilities"], histories=histories,
-                             model_names=names if len(names) == len(histories) else None, val_rows=rows,
-                             comparisons=comparisons)
+        inputs = _stored_inputs(paths, run)
+        rows = inputs["val_rows"]
+        from pipeline.progress import on_terminal
+
+        index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
+                             comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
         runs.update_run(paths, run_id, report=relative_name(index))
         return [out_dir], {"index": relative_name(index)}
 
@@ -825,3 +823,85 @@ def define(paths, console, run_id: str | None = None):
 
     return Definition("report", params, inputs, work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+
+
+def render_summary_page(run: dict) -> str:
+    """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
+    title = f"Training run {_run_id(run)}"
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
+        f'<p class="headline">No estimate: {_text(run.get("no_estimate") or "none recorded")}.<br>'
+        f"Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>",
+        _section("run", "Run", _run_sections(run, None)),
+        "</body></html>\n",
+    ])
+
+
+def _summary_only_definition(paths, run: dict):
+    from pipeline import runs
+    from pipeline.cache import absolute_path, atomic_path, relative_name
+    from pipeline.stage import Definition
+
+    out_dir = paths.reports / run["id"]
+
+    def work():
+        with atomic_path(out_dir) as staging:
+            staging.mkdir()
+            (staging / INDEX_HTML).write_text(render_summary_page(run), encoding="utf-8")
+            (staging / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+        index = out_dir / INDEX_HTML
+        runs.update_run(paths, run["id"], report=relative_name(index))
+        return [out_dir], {"index": relative_name(index)}
+
+    def after_restore(record):
+        runs.update_run(paths, run["id"], report=record["extra"]["index"])
+
+    params = {"run_id": run["id"], "leaderboard": run.get("leaderboard")}
+    return Definition("report", params, [], work,
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+
+
+def _stored_inputs(paths, run: dict) -> dict:
+    """The run's out-of-fold predictions and histories, as write_report takes them: each measured digit
+    predicted only by models that never saw it (predicting them again with every model would let the
+    all-rows model mark its own homework)."""
+    run_dir = paths.run_dir(run["id"])
+    labels = np.load(paths.train_labels)
+    with np.load(run_dir / "out_of_fold.npz") as out_of_fold:
+        rows, probabilities = out_of_fold["rows"], out_of_fold["probabilities"]
+    histories = json.loads((run_dir / "history.json").read_text())
+    names = [part["name"] for part in run.get("parts", [])]
+    return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
+                model_names=names if len(names) == len(histories) else None, val_rows=rows)
+
+
+def refresh_page(paths, run_id: str) -> bool:
+    """Write the run's report page again (its pictures stay: no score changes them), after a new score;
+    False when the run has no report, or its data is no longer in data/prepared."""
+    from pipeline import runs
+    from pipeline.cache import atomic_path
+
+    run = runs.read_run(paths, run_id)
+    index = paths.reports / run_id / INDEX_HTML
+    if not index.is_file():
+        return False
+    if run.get("blend") and not run.get("estimate"):
+        page = render_summary_page(run)
+    else:
+        if not training_data_matches(paths, run):
+            return False
+        inputs = _stored_inputs(paths, run)
+        inputs["val_labels"] = inputs["val_labels"].astype(int)
+        inputs["train_labels"] = inputs["train_labels"].astype(int)
+        data = _page_data(run, history={}, comparisons=compared_runs(run, runs.list_runs(paths)), **inputs)
+        page = _page(data)
+    with atomic_path(index) as temporary:
+        temporary.write_text(page, encoding="utf-8")
+    with atomic_path(index.with_name(RUN_JSON)) as temporary:
+        temporary.write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
+    return True

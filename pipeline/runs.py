@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from filelock import FileLock
 
 from pipeline import cache, config, run_cache
 from pipeline.console import format_table
-from pipeline.estimate import short_kind
+from pipeline.estimate import describe, describe_gap, public_score, short_kind, valid_estimate
 from pipeline.errors import PipelineError
 
 
@@ -67,24 +66,7 @@ def list_runs(paths: config.Paths) -> list[dict]:
             continue  # damaged, or being rewritten right now (it shows next time)
         if isinstance(run, dict):
             runs[run.get("id", path.parent.name)] = run
-    return sorted(runs.values(), key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
-
-
-def _is_number(value, lowest: float, highest: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
-
-
-def valid_estimate(value) -> dict | None:
-    """The estimate when it has the shape estimate.make_estimate gives it, else None: a run.json edited by hand
-    or written by another version is read as a run without an estimate, never as a traceback. (Here, not in
-    estimate.py, which is part of the train stage's code: a reader changed there would retrain every run.)"""
-    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-        return None
-    if not all(_is_number(value.get(name), 0, 1) for name in ("accuracy", "low", "high")):
-        return None
-    if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
-        return None
-    return value
+    return sorted_runs(list(runs.values()))
 
 
 def estimated_accuracy(run: dict) -> float:
@@ -92,22 +74,64 @@ def estimated_accuracy(run: dict) -> float:
     return (valid_estimate(run.get("estimate")) or {}).get("accuracy", 0.0)
 
 
-def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset()) -> str:
-    """One line a run; `kept`: its models are in the run cache, so its settings come back in seconds."""
+SORT_KEYS = ("estimate", "leaderboard", "time")
+
+
+def sorted_runs(runs: list[dict], sort: str = "estimate") -> list[dict]:
+    """Best estimate first, best public score first (unscored last), or newest first."""
+    if sort == "leaderboard":
+        return sorted(runs, key=lambda run: (-(public_score(run) or -1.0), -estimated_accuracy(run), run.get("id", "")))
+    if sort == "time":
+        return sorted(runs, key=lambda run: (run.get("date", ""), run.get("id", "")), reverse=True)
+    return sorted(runs, key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
+
+
+def is_full_size(run: dict) -> bool:
+    """Trained on the competition's data (or a copy of it), not on the bundled sample."""
+    return run.get("source") != "sample"
+
+
+def preset_cell(run: dict) -> str:
+    """The preset, and which trial of a `tune` search the run was ('quick t3')."""
+    trial = run.get("tune") or {}
+    return f"{run.get('preset', '?')} t{trial['trial']}" if trial.get("trial") else run.get("preset", "?")
+
+
+def _number(value) -> str:
+    """0.002 as '0.002', 1.0 as '1': short cells."""
+    return f"{value:g}" if isinstance(value, (int, float)) else "-" if value is None else str(value)
+
+
+def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
+    """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
+    `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
+    in the run cache, so its settings come back in seconds."""
     if not runs:
         return "no runs yet (run `make all` or `python -m pipeline train`)"
-    header = ("run", "date", "source", "preset", "model", "epochs", "models", "seed", "estimate", "95 % interval",
-              "kind", "leaderboard", "train_s", "kept", "submission")
+    # The run id ends with the model's name (20260101-120000-cnn): no column of its own within 100 characters.
+    header = ("run", "preset", "ep", "lr", "aug", "drop", "w", "estimate", "kaggle", "gap")
+    if wide:
+        header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
+                  "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission")
     rows = []
     for run in runs:
         params = run.get("params", {})
-        rows.append((
-            run.get("id", "?"), run.get("date", "?"), run.get("source", "?"), run.get("preset", "?"),
-            params.get("architecture", "?"), params.get("epochs", "?"), len(run.get("models", [])),
-            params.get("seed", "?"), *_estimate_cells(run.get("estimate")), leaderboard_cell(run.get("leaderboard")),
-            f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}", "yes" if run.get("id") in kept_ids else "no",
-            Path(run.get("submission") or "-").name,
-        ))
+        estimate = run.get("estimate")
+        cells = [run.get("id", "?"), preset_cell(run), *([params.get("architecture", "-")] if wide else []),
+                 _number(params.get("epochs")),
+                 _number(params.get("learning_rate")), _number(params.get("augmentation")),
+                 _number(params.get("dropout")), _number(params.get("width"))]
+        scored = [f"{estimate['accuracy']:.4f}" if estimate else "-", leaderboard_cell(run.get("leaderboard")),
+                  describe_gap(run, short=True) or "-"]
+        if wide:
+            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.get("models", [])),
+                      run.get("source", "?"), run.get("date", "?"), scored[0],
+                      *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
+                      f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}",
+                      "yes" if run.get("id") in kept_ids else "no", Path(run.get("submission") or "-").name]
+        else:
+            cells += scored
+        rows.append(tuple(cells))
     return format_table(header, rows)
 
 
@@ -125,13 +149,50 @@ def leaderboard_cell(leaderboard: dict | None) -> str:
     return {"COMPLETE": leaderboard.get("public_score") or "-", "ERROR": "error"}.get(leaderboard["status"], "pending")
 
 
-def show_runs(paths: config.Paths) -> str:
-    """The runs table and what the run cache holds."""
+def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate") -> str:
+    """The runs table (full-size runs only when there are any, unless everything) and what the run cache holds."""
+    if sort not in SORT_KEYS:
+        raise PipelineError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
     kept_ids = {record["extra"].get("run_id") for record in run_cache.kept_records(paths, "train")}
     total, extra = run_cache.disk_usage(paths)
-    return (f"{format_runs_table(list_runs(paths), kept_ids)}\n"
-            f"run cache: {total / 1e6:.1f} MB in {paths.store}, {extra / 1e6:.1f} MB of it not shared with current"
-            " outputs; `make clean-cache` empties it")
+    listed = list_runs(paths)
+    shown = listed if everything or not any(map(is_full_size, listed)) else list(filter(is_full_size, listed))
+    hidden = len(listed) - len(shown)
+    note = f"{hidden} runs on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
+    return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
+            f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
+            " shared with current outputs\n(`make clean-cache` empties it)")
+
+
+def differences(first: dict, second: dict) -> list[tuple[str, str, str]]:
+    """(field, first's value, second's) of every parameter, data fact, estimate and score that differs."""
+    def facts(run: dict) -> dict:
+        estimate = run.get("estimate") or {}
+        return {
+            **{f"params.{name}": value for name, value in (run.get("params") or {}).items()},
+            "preset": preset_cell(run), "source": run.get("source"),
+            **{f"split.{name}": value for name, value in (run.get("split") or {}).items()},
+            **{f"data.{name}": (digest or "")[:12] for name, digest in (run.get("data") or {}).items()},
+            "models": len(run.get("models", [])),
+            "estimate": describe(estimate) if estimate else "none",
+            "leaderboard": leaderboard_cell(run.get("leaderboard")),
+            "gap": describe_gap(run) or "-",
+        }
+    ours, theirs = facts(first), facts(second)
+    return [(name, _text(ours.get(name)), _text(theirs.get(name)))
+            for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
+
+
+def _text(value) -> str:
+    return "-" if value is None else _number(value) if isinstance(value, float) else str(value)
+
+
+def show_difference(paths: config.Paths, first_id: str, second_id: str) -> str:
+    first, second = read_run(paths, first_id), read_run(paths, second_id)
+    rows = differences(first, second)
+    if not rows:
+        return f"runs {first_id} and {second_id} differ in no parameter, data, estimate or score"
+    return format_table(("", first_id, second_id), rows)
 
 
 def run_for_submission(paths: config.Paths, file: Path) -> dict | None:

@@ -12,7 +12,7 @@ import time
 from pipeline import kaggle_api, runs
 from pipeline.console import format_duration, format_table
 from pipeline.errors import Interrupted, PipelineError
-from pipeline.runs import valid_estimate
+from pipeline.estimate import describe_gap, valid_estimate
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -61,13 +61,22 @@ def describe_score(submission: dict, estimate: dict | None) -> str:
     return line
 
 
-def record(paths, submission: dict) -> str | None:
-    """Keep a listed submission's status and scores in the sent log and its run's run.json; the run id."""
+def record(paths, submission: dict, console=None) -> str | None:
+    """Keep a listed submission's status and scores in the sent log and its run's run.json, and write the
+    run's report page again when its score is new (the page shows it beside the estimate); the run id."""
+    changed = False
     with runs.sent_log_lock(paths):
         entry = runs.update_sent_submission(paths, submission)
         run_id = (entry or {}).get("run_id")
         if run_id and runs.run_path(paths, run_id).is_file():
-            runs.update_run(paths, run_id, leaderboard=leaderboard_of(submission))
+            leaderboard = leaderboard_of(submission)
+            changed = runs.read_run(paths, run_id).get("leaderboard") != leaderboard
+            runs.update_run(paths, run_id, leaderboard=leaderboard)
+    if changed:
+        from pipeline import report
+
+        if report.refresh_page(paths, run_id) and console is not None:
+            console.say(f"submit: the score is on the report page {paths.reports / run_id / report.INDEX_HTML}")
     return run_id
 
 
@@ -99,11 +108,12 @@ def wait_and_report(paths, console, competition: str, ref: int, run: dict | None
         console.say(f"submit: not scored yet after {format_duration(time.monotonic() - started)}; Kaggle keeps"
                     f" scoring it: see the score later with {HOW_TO_LOOK_LATER}")
         return
-    record(paths, seen)
+    record(paths, seen, console)
     if seen["status"] == "ERROR":
         reason = " ".join(seen["error_description"].split()) or "no reason given"  # Kaggle's reason can span lines
         raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
-    console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}")
+    gap = describe_gap(runs.read_run(paths, run["id"])) if run else ""
+    console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}{f': {gap}' if gap else ''}")
 
 
 def show_submissions(paths, competition: str) -> str:

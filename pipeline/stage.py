@@ -162,6 +162,23 @@ def run_data_stages(console: Console, source: str, competition: str, values: dic
     return downloaded
 
 
+def _what_kaggle_said(run_id: str) -> str:
+    """The end of `all`'s last line: how to send the submission, or what came of sending it."""
+    from pipeline import runs
+    from pipeline.estimate import describe_gap
+
+    run = runs.read_run(config.paths(), run_id)
+    leaderboard = run.get("leaderboard") or {}
+    if leaderboard.get("status") == "COMPLETE":
+        gap = describe_gap(run)
+        return f"sent and scored {leaderboard.get('public_score')} public{f', {gap}' if gap else ''}"
+    if leaderboard.get("status") == "PENDING":
+        return "sent, not scored yet: `make submissions` shows the score"
+    if leaderboard.get("status") == "ERROR":
+        return "sent, but Kaggle could not score it: `make submissions` says why"
+    return "send it with `make submit`"
+
+
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
             force: bool, tensorboard: bool = False, engine=None) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
@@ -175,7 +192,8 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():
         downloaded = run_data_stages(console, source, competition, values, force)
-        run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard, engine=engine)
+        train_record = run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard,
+                           engine=engine)
         predicted = run(predict.define, console, force, tta=training.tta)
         if report:
             run(report_stage.define, console, force)
@@ -186,5 +204,5 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
                         " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
                         " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
         else:
-            console.say(f"{done} (send it with `make submit`)")
+            console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'])})")
     return predicted

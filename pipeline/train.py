@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import config
 from pipeline.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
-from pipeline.console import format_duration
+from pipeline.console import count, format_duration
 from pipeline.device import resolve_precision, use_device
 from pipeline.errors import PipelineError
 
@@ -178,7 +178,11 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
-    callbacks = []  # no Keras progress bar: the epoch's one line is logged below
+    from pipeline.progress import batch_ticker
+
+    # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s.
+    ticker = batch_ticker(log, "epoch", steps_per_epoch)
+    callbacks = [ticker]
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
@@ -191,6 +195,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             elastic=training.elastic,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
+        ticker.label = f"epoch {epoch + 1}/{training.epochs}"
         result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
                            shuffle=False, verbose=0, callbacks=callbacks)
         history = state["history"]
@@ -199,7 +204,10 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         history.setdefault("learning_rate", []).append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
         state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1))
         epoch_seconds.append(time.perf_counter() - started)
-        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(epoch_seconds))
+        # The time left from representative epochs: the first here builds the graph, so it counts without
+        # its first batch's extra time until later epochs exist, and not at all once they do.
+        representative = epoch_seconds[1:] or [epoch_seconds[0] - ticker.first_batch_extra_s()]
+        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(representative))
         checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
@@ -421,6 +429,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             return train_run()
         from pipeline.engine import ray_session
 
+        console.say("train: starting Ray (its start-up takes 10-30 s)")
         with ray_session(engine):  # one connection (or local instance) for the whole run
             return train_run()
 
@@ -454,7 +463,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                         f" (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        console.say(f"train: {len(parts)} x {training.architecture}, {training.epochs} epochs, batch "
+        console.say(f"train: {len(parts)} x {training.architecture}, {count(training.epochs, 'epoch')}, batch "
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         # The model on all rows waits for the others only when it learns their pseudo-labels.
@@ -520,7 +529,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         from pipeline.predict import predict_probabilities
 
         test_images = np.load(paths.test_images)
-        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0)
+        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0,
+                                              log=console.say)
         rows, pseudo_labels = confident_labels(probabilities)
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from pipeline.console import count
 from pipeline.errors import PipelineError
 
 # The levers, each drawn around the preset's value.
@@ -76,15 +77,17 @@ def make_options(trial: dict) -> str:
 
 def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
     """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
-    from pipeline import stage, train
+    from pipeline import runs, stage, train
     from pipeline.engine import cluster_plan, ray_session
 
     settings = sample_trials(values, trials, seed)
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
     base = replace(train.training_config(values), final_model=False, pseudo_label=False)
+    console.say("tune: starting Ray (its start-up takes 10-30 s)")
     with ray_session(engine):
         at_once, _, described = cluster_plan(engine.workers, engine.device)
-        console.say(f"tune: {len(settings)} trials of preset {preset} on Ray ({described}), {at_once} models at once;"
+        console.say(f"tune: {count(len(settings), 'trial')} of preset {preset} on Ray ({described}),"
+                    f" {count(at_once, 'model')} at once;"
                     " trial 1 is the preset itself")
 
         def run_trial(number: int) -> dict:
@@ -93,6 +96,9 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
             definition = train.define(paths, console, training=training, preset=preset, engine=engine)
             record = stage.run_detached(definition, console)
+            if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
+                runs.update_run(paths, record["extra"]["run_id"],
+                                tune={"trial": number + 1, "trials": len(settings), "search_seed": seed})
             return {"trial": number + 1, "settings": settings[number], "record": record}
 
         with ThreadPoolExecutor(max_workers=at_once) as pool:

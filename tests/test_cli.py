@@ -92,7 +92,7 @@ def test_second_run_redoes_nothing_quickly(finished_root):
 @pytest.mark.slow
 def test_runs_lists_the_run_with_its_submission(finished_root):
     root, _ = finished_root
-    table = assert_ok(run_pipeline(root, "runs")).stdout
+    table = assert_ok(run_pipeline(root, "runs", "--wide")).stdout  # the submission is a column of the wide table
     run_id = json.loads(next((root / "data" / "models").glob("*/run.json")).read_text())["id"]
     assert run_id in table and f"{run_id}.csv" in table
 

@@ -76,6 +76,36 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
 
 
 @pytest.mark.slow
+def test_a_score_appears_on_the_report_page_and_in_runs_without_another_command(tmp_path, competition_sized_archive):
+    root = tmp_path / "project"
+    with KaggleStub(mode="ok", archive=competition_sized_archive) as stub:
+        env = stub.client_env(tmp_path)
+        stub.pending_polls = 0  # scored by the first `submissions`
+        quick = ["--preset", "quick", "--epochs", "1"]
+        assert run_pipeline(root, "all", *quick, env=env).returncode == 0
+        page = next((root / "data" / "reports").glob("*/index.html"))
+        assert "not submitted yet" in page.read_text()
+        sent = run_pipeline(root, "submit", "--no-wait", env=env)
+        assert sent.returncode == 0, sent.stderr
+        # `submissions` fetches the score: the page and `runs` show it beside the estimate, with the gap
+        listed = run_pipeline(root, "submissions", env=env)
+        assert listed.returncode == 0, listed.stderr
+        text = page.read_text()
+        assert "0.99543 public" in text and "points from the estimate" in text and "95 % interval" in text
+        table = run_pipeline(root, "runs").stdout
+        assert "0.99543" in table and re.search(r"\+\d+\.\d\d (in|out)", table), table
+        # `all` after a scored submit says what came of it, not "send it with `make submit`"
+        again = run_pipeline(root, "all", *quick, env=env)
+        assert "sent and scored 0.99543 public" in again.stdout.splitlines()[-1]
+        assert "make submit`" not in again.stdout.splitlines()[-1]
+        # a scored `submit` (waiting) rewrites the page too
+        (root / "data" / "reports" / page.parent.name / "index.html").write_text("stale")
+        forced = run_pipeline(root, "submit", "--force", env=env)
+        assert forced.returncode == 0, forced.stderr
+        assert "score is on the report page" in forced.stdout and "0.99543 public" in page.read_text()
+
+
+@pytest.mark.slow
 def test_submit_refuses_the_samples_predictions(tmp_path):
     root = tmp_path / "project"
     assert run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report").returncode == 0

@@ -354,3 +354,22 @@ def test_a_run_with_a_wrong_shaped_estimate_is_reported_as_without_one(inputs, t
     page = written_page(inputs, tmp_path, full_run(estimate=without_low),
                         comparisons=[("best earlier run", full_run(id="20260101-100000-cnn", estimate="n/a"))])
     assert "Validation accuracy" in page and "Estimated accuracy" not in page
+
+
+def test_the_page_names_the_rows_it_counts_explains_the_accuracy_gap_and_draws_the_confusion_once(written, inputs):
+    page = (written / "index.html").read_text()
+    assert "every train.csv row" in page and "of them held out" in page
+    assert "augmented digits" in page and "dropout" in page  # why training accuracy sits below validation
+    assert page.count("confusion_matrix.png") == 1 and "true \\ predicted" not in page  # the picture, no table too
+    figure = report.class_counts_figure(inputs["train_labels"], inputs["val_labels"])
+    titles = [axes.get_title() for axes in figure.axes]
+    assert titles[0].startswith("every train.csv row") and titles[1].startswith("of them held out")
+
+
+def test_a_scored_run_shows_the_gap_to_its_estimate_and_whether_it_is_inside_the_interval():
+    run = {"estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200},
+           "leaderboard": {"ref": 7, "status": "COMPLETE", "public_score": "0.99543", "private_score": ""}}
+    assert report.leaderboard_text(run) == ("0.99543 public (submission 7); +0.02 points from the estimate, inside its"
+                                            " 95 % interval")
+    run["leaderboard"]["public_score"] = "0.99100"
+    assert "-0.42 points from the estimate, outside its 95 % interval" in report.leaderboard_text(run)

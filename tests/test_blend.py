@@ -1,0 +1,109 @@
+"""blend: two sample runs on one split averaged into a submission with an out-of-fold estimate."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_pipeline
+
+QUICK = ["--preset", "quick", "--epochs", "1"]
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def run_ids(root):
+    return sorted(path.parent.name for path in (root / "data" / "models").glob("*/run.json"))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two quick runs on the sample's one split: `all` (seed 42) and `train --seed 7` (the split's seed stays 42)."""
+    root = tmp_path_factory.mktemp("blend")
+    assert_ok(run_pipeline(root, "all", *QUICK, "--no-report"))
+    assert_ok(run_pipeline(root, "train", *QUICK, "--seed", "7"))
+    assert_ok(run_pipeline(root, "predict"))
+    first, second = run_ids(root)
+    return root, first, second
+
+
+@pytest.mark.slow
+def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
+    root, first, second = two_runs
+    for run_id in (first, second):  # predict keeps each run's test probabilities for blending
+        assert np.load(root / "data" / "models" / run_id / "test_probabilities.npy").shape == (600, 10)
+    result = assert_ok(run_pipeline(root, "blend", first, second, "--weights", "2,1"))
+    assert "blend: out-of-fold estimate 0." in result.stdout and "holdout on 240 images" in result.stdout
+    blend_id = next(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    run = json.loads((root / "data" / "models" / blend_id / "run.json").read_text())
+    assert run["blend"] == {"runs": [first, second], "weights": [pytest.approx(2 / 3), pytest.approx(1 / 3)]}
+    # the estimate is the blended out-of-fold probabilities' accuracy, by hand
+    labels = np.load(root / "data" / "prepared" / "train_labels.npy")
+    held_out = [np.load(root / "data" / "models" / run_id / "out_of_fold.npz") for run_id in (first, second)]
+    blended = 2 / 3 * held_out[0]["probabilities"] + 1 / 3 * held_out[1]["probabilities"]
+    expected = (blended.argmax(axis=1) == labels[held_out[0]["rows"]]).mean()
+    assert run["estimate"]["accuracy"] == pytest.approx(expected)
+    lines = (root / run["submission"]).read_text().splitlines()
+    assert lines[0] == "ImageId,Label" and len(lines) == 601
+    assert (root / "data" / "reports" / blend_id / "index.html").is_file()
+    assert blend_id in assert_ok(run_pipeline(root, "runs")).stdout
+
+
+@pytest.mark.slow
+def test_runs_diff_of_two_sample_runs_names_the_seed_and_the_estimate(two_runs):
+    root, first, second = two_runs
+    result = assert_ok(run_pipeline(root, "runs", "diff", first, second))
+    fields = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert "params.seed" in fields and "estimate" in fields
+    assert "params.epochs" not in fields and "source" not in fields  # the same in both
+
+
+@pytest.mark.slow
+def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs):
+    root, first, second = two_runs
+    other_split = copy_run(root, second, "20000101-000000-othersplit")
+    held_out = dict(np.load(other_split / "out_of_fold.npz"))
+    np.savez(other_split / "out_of_fold.npz", rows=held_out["rows"][::-1] + 1, probabilities=held_out["probabilities"])
+    result = assert_ok(run_pipeline(root, "blend", first, other_split.name))
+    assert "blend: no estimate: the runs' held-out rows differ" in result.stdout
+    blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    assert "No estimate" in (root / "data" / "reports" / blend_id / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
+    root, first, second = two_runs
+    elsewhere = copy_run(root, second, "20000101-000000-otherdata")
+    run = json.loads((elsewhere / "run.json").read_text())
+    run.update(source="/data/digit-recognizer.zip", data={name: "0" * 64 for name in run["data"]})
+    (elsewhere / "run.json").write_text(json.dumps(run))
+    result = run_pipeline(root, "blend", first, elsewhere.name)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "trained on different data" in result.stderr
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["only-one"], "name at least two runs"),
+    (["a", "b", "--weights", "1"], "1 weights for 2 runs"),
+    (["a", "b", "--weights", "1,x"], "expected numbers separated by commas"),
+    (["../a", "b"], "not a run id"),
+])
+def test_blend_bad_input_is_one_line(tmp_path, arguments, expected):
+    result = run_pipeline(tmp_path, "blend", *arguments)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and expected in result.stderr
+
+
+def copy_run(root, run_id, new_id):
+    """A copy of a run under another id: a stand-in for a run whose record differs in one respect."""
+    target = root / "data" / "models" / new_id
+    shutil.copytree(root / "data" / "models" / run_id, target)
+    run = json.loads((target / "run.json").read_text())
+    run["id"] = new_id
+    (target / "run.json").write_text(json.dumps(run))
+    return target

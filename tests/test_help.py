@@ -1,0 +1,52 @@
+"""What --help and `make help` say: each preset's cost, flags without a type, whole choices, aligned columns."""
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import PROJECT_ROOT, run_pipeline
+from pipeline import config
+
+MAKE = ["make", "--no-print-directory", "-s"]
+
+
+def test_no_flag_shows_a_type_in_any_help(tmp_path):
+    for command in ([], ["all"], ["runs"], ["runs", "diff"], ["submit"], ["blend"]):
+        result = run_pipeline(tmp_path, *command, "--help", env={"COLUMNS": "200"})
+        assert result.returncode == 0 and "<bool>" not in result.stdout, (command, result.stdout)
+
+
+@pytest.mark.parametrize("command", ["all", "train", "tune"])
+def test_help_gives_each_presets_cost_and_no_bool_type(tmp_path, command):
+    for columns in ("80", "200"):
+        result = run_pipeline(tmp_path, command, "--help", env={"COLUMNS": columns})
+        text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stdout).split())  # the help's words, rewrapped
+        assert "<bool>" not in text
+        for cost in config.PRESET_COSTS.values():
+            assert cost in text, cost
+    assert "--preset NAME" in " ".join(result.stdout.split())  # a short metavar: no choice cut mid-word
+
+
+def test_make_help_aligns_its_columns_and_gives_each_presets_cost():
+    lines = subprocess.run([*MAKE, "help"], cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.splitlines()
+    targets = [line for line in lines if line.startswith("  make ")]
+    assert len({len(re.match(r"  make \S+ +", line).group()) for line in targets}) == 1, targets
+    text = " ".join(lines)
+    for words in ("default: 2 models", "15-20 min on a 2-core CPU with bfloat16", "40 min AVX2-only",
+                  "best: 6 models", "test-time augmentation, about 70 min (105 min AVX2-only)",
+                  "quick: 1 small model, seconds", "baseline: 1 MLP, about a minute"):
+        assert words in text, words
+
+
+def test_a_wrong_preset_is_one_plain_sentence(tmp_path):
+    result = run_pipeline(tmp_path, "all", "--preset", "fast")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stderr).split())
+    assert "'fast' is not one of default, quick, best, baseline" in text and "Value error" not in text
+
+
+def test_counts_are_singular_for_one():
+    from pipeline.console import count
+
+    assert count(1, "epoch") == "1 epoch" and count(2, "model") == "2 models"
