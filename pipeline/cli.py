@@ -213,7 +213,8 @@ def runs_command(
                                                          " full-size runs."),
     sort: SortKey = SORT,
 ):
-    """Every training run and blend, best estimate first, within 100 columns; `runs diff A B` compares two."""
+    """Every training run and blend, best estimated accuracy first, within 100 columns; `runs diff A B` compares
+    two."""
     if context.invoked_subcommand is None:
         print(runs.show_runs(config.paths(), wide, everything, sort))
 

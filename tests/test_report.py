@@ -367,7 +367,8 @@ def test_the_page_names_the_rows_it_counts_explains_the_accuracy_gap_and_draws_t
 
 
 def test_a_scored_run_shows_the_gap_to_its_estimate_and_whether_it_is_inside_the_interval():
-    run = {"estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200},
+    run = {"estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200,
+                        "errors": 20},
            "leaderboard": {"ref": 7, "status": "COMPLETE", "public_score": "0.99543", "private_score": ""}}
     assert report.leaderboard_text(run) == ("0.99543 public (submission 7); +0.02 points from the estimate, inside its"
                                             " 95 % interval")
