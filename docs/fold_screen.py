@@ -1,0 +1,78 @@
+"""Paired fold screen of accuracy levers (issue 17), on the prepared full-size arrays of PIPELINE_ROOT
+(`download --source <zip>` and `prepare` there first). Results and checkpoints go to SCREEN_OUT (default
+data/screen); a killed screen resumes from its checkpoints. docs/experiments.md has what it measured.
+Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
+Arms: plain (seed 42+fold), plain2 (seed 142+fold), pseudo (learns the confident labels that plain gives
+its held-out fold and the test rows), any other name = plain with the overrides given (key=value).
+Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline import split as split_module, train  # noqa: E402
+from pipeline.device import resolve_precision
+from pipeline.console import import_tensorflow_quietly
+from pipeline.predict import predict_probabilities
+
+OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
+ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"
+OUT.mkdir(parents=True, exist_ok=True)
+arms, folds = sys.argv[1].split(","), [int(f) for f in sys.argv[2].split(",")]
+overrides = dict(item.split("=", 1) for item in sys.argv[3:])
+import_tensorflow_quietly()
+images = np.load(ROOT / "train_images.npy")
+labels = np.load(ROOT / "train_labels.npy")
+test = np.load(ROOT / "test_images.npy")
+fold_of_row = split_module.stratified_folds(labels, 5, 0)
+base = train.training_config(train.resolve_preset("default"))
+base = replace(base, precision=resolve_precision(base.precision))
+def log(text):
+    print(time.strftime("%H:%M:%S"), text, flush=True)
+for fold in folds:
+    train_rows, held = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+    for arm in arms:
+        out = OUT / f"{arm}-fold{fold}.npz"
+        if out.exists():
+            continue
+        training, seed = base, 42 + fold
+        x, y = images[train_rows], labels[train_rows]
+        extra = {}
+        if arm == "plain2":
+            seed = 142 + fold
+        elif arm.startswith("pseudo"):
+            source = np.load(OUT / f"plain-fold{fold}.npz")
+            pool = np.concatenate([images[held], test])
+            probs = np.concatenate([source["fold"], source["test"]])
+            threshold = float(overrides.get("threshold", 0.995))
+            rows = np.flatnonzero(probs.max(axis=1) >= threshold)
+            x = np.concatenate([x, pool[rows]])
+            y = np.concatenate([y, probs[rows].argmax(axis=1)])
+            wrong = int((probs[rows[rows < len(held)]].argmax(axis=1) != labels[held][rows[rows < len(held)]]).sum())
+            extra = {"pseudo": int(len(rows)), "pseudo_wrong_in_fold": wrong}
+            training = replace(training, epochs=int(overrides.get("epochs", 14)))
+            log(f"{arm} fold {fold}: {len(rows)} pseudo-labels ({wrong} wrong among the fold's)")
+        else:
+            values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
+            training = replace(training, **values)
+        strategy = train.configure_tensorflow(training)
+        started = time.time()
+        model, state = train.fit_one_model(x, y, images[held], labels[held], training, seed,
+                                           OUT / "ckpt" / f"{arm}-{fold}", strategy, log=log)
+        seconds = time.time() - started
+        fold_probs = predict_probabilities([model], images[held])
+        test_probs = predict_probabilities([model], test)
+        fold_tta = predict_probabilities([model], images[held], tta=True)
+        errors = int((fold_probs.argmax(1) != labels[held]).sum())
+        np.savez(out, fold=fold_probs, test=test_probs, fold_tta=fold_tta, rows=held)
+        record = dict(arm=arm, fold=fold, errors=errors, images=len(held), train_images=len(y),
+                      epochs=training.epochs, seconds=round(seconds), precision=training.precision,
+                      tta_errors=int((fold_tta.argmax(1) != labels[held]).sum()), **extra)
+        log(json.dumps(record))
+        with open(OUT / "results.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
