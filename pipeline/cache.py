@@ -90,10 +90,10 @@ def load_record(stage_name: str) -> dict | None:
         record = json.loads(record_path(stage_name).read_text())
     except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return record if _has_record_shape(record) else None
+    return record if has_record_shape(record) else None
 
 
-def _has_record_shape(record) -> bool:
+def has_record_shape(record) -> bool:
     """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
     return (isinstance(record, dict) and isinstance(record.get("key"), dict) and isinstance(record["key"].get("params"), dict)
             and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
