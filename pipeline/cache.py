@@ -230,3 +230,9 @@ def remove_stale_temporaries() -> None:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+    # The folder a killed training run made for its models before it saved the first one.
+    if config.paths().models.is_dir():
+        for run_dir in config.paths().models.iterdir():
+            if run_dir.is_dir() and not run_dir.name.startswith(".") and not any(run_dir.iterdir()):
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
