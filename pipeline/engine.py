@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -134,6 +135,43 @@ def _stderr_caught():
             os.close(saved)
 
 
+# The watchdog of a local instance: when the driver ends, killed or not (its end of the pipe closes), every
+# process started with the instance's mark in its environment ends too. Ray's agents otherwise linger a
+# minute or two after a killed driver, reporting the raylet's death to a GCS that died with it.
+WATCHDOG = """
+import os, signal, sys
+sys.stdin.buffer.read()
+mark, spared = sys.argv[1].encode(), {os.getpid(), int(sys.argv[2])}
+for pid in [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in spared]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environment:
+            if mark in environment.read().split(b"\\0"):
+                os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+INSTANCE_MARK = "PIPELINE_RAY_INSTANCE"
+
+
+def _start_watchdog():
+    """The watchdog process of the local instance about to start (Linux: it reads /proc); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    value = f"{os.getpid()}-{secrets.token_hex(8)}"
+    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, f"{INSTANCE_MARK}={value}", str(os.getpid())],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # Ctrl-C in the terminal does not reach it
+    os.environ[INSTANCE_MARK] = value  # inherited by the instance's processes, not by the watchdog
+    return watchdog
+
+
+def _stop_watchdog(watchdog) -> None:
+    os.environ.pop(INSTANCE_MARK, None)
+    if watchdog is not None:
+        watchdog.stdin.close()  # whatever of the instance ray.shutdown left goes now
+        watchdog.wait()
+
+
 @contextlib.contextmanager
 def ray_session(engine: Engine, store_bytes: int = 0):
     """Ray, connected: to engine.address or RAY_ADDRESS, else to a local instance started here, on
@@ -146,6 +184,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
         yield
         return
     _keep_token_private(starting_here=not address)
+    watchdog = None if address else _start_watchdog()
     try:
         if address:
             with _stderr_caught():
@@ -155,6 +194,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
             ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
                      object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20))
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for one reason: no cluster
+        _stop_watchdog(watchdog)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise PipelineError(f"--engine ray: cannot reach {where} ({_first_line(error)})") from None
     _keep_token_private(starting_here=False)  # made by Ray after all (RAY_AUTH_TOKEN_PATH, another version)
@@ -165,6 +205,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
     finally:
         ray.shutdown()
         sys.stdout, sys.stderr = streams
+        _stop_watchdog(watchdog)
 
 
 def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, str]:

@@ -254,3 +254,35 @@ def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path):
     assert not list((tmp_path / "data" / "models").glob("*/run.json")), "a trial went on training after Ctrl-C"
     assert list(states.glob("*/*/state.json"))  # what the next run resumes from
     assert seconds < 60, f"{seconds:.0f} s after Ctrl-C"
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path):
+    """Issue 21: after the driver was killed, Ray's DashboardAgent and RuntimeEnvAgent lingered 1-2 minutes."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", "--preset", "quick", "--epochs", "5",
+                                "--engine", "ray", "--no-report"], cwd=PROJECT_ROOT, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    while process.poll() is None and time.monotonic() < deadline:
+        if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/*/state.json")):
+            break  # a worker is training
+        time.sleep(0.1)
+    instance = descendants(process.pid) - {process.pid}
+    assert process.poll() is None and instance
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in instance) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:60] for pid in instance if running(pid)}
+    assert not left, left
