@@ -284,5 +284,5 @@ def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path):
     deadline = time.monotonic() + 30
     while any(running(pid) for pid in instance) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:60] for pid in instance if running(pid)}
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().strip(b"\0")[:60] for pid in instance if running(pid)}
     assert not left, left
