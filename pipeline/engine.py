@@ -135,38 +135,58 @@ def _stderr_caught():
             os.close(saved)
 
 
-# The watchdog of a local instance: when the driver ends, killed or not (its end of the pipe closes), every
-# process started with the instance's mark in its environment ends too. Ray's agents otherwise linger a
-# minute or two after a killed driver, reporting the raylet's death to a GCS that died with it.
+# The watchdog of a local instance: it notes every process under the driver, once a second, and when the
+# driver ends, killed or not (its end of the pipe closes), ends those still running. Ray's agents otherwise
+# linger a minute or two after a killed driver, reporting the raylet's death to a GCS that died with it.
 WATCHDOG = """
-import os, signal, sys
-sys.stdin.buffer.read()
-mark, spared = sys.argv[1].encode(), {os.getpid(), int(sys.argv[2])}
-for pid in [int(name) for name in os.listdir("/proc") if name.isdigit() and int(name) not in spared]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environment:
-            if mark in environment.read().split(b"\\0"):
-                os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+import os, select, signal, sys
+driver, watchdog = int(sys.argv[1]), os.getpid()
+
+def processes():
+    found = {}  # pid: (parent pid, start time): the start time tells a reused pid apart
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            found[int(name)] = (int(fields[1]), fields[19])
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+def under_driver():
+    table = processes()
+    found, pending = set(), [driver]
+    while pending:
+        parent = pending.pop()
+        for pid, (parent_pid, started) in table.items():
+            if parent_pid == parent and pid != watchdog and (pid, started) not in found:
+                found.add((pid, started))
+                pending.append(pid)
+    return found
+
+known = set()
+while not select.select([sys.stdin], [], [], 1.0)[0]:
+    known |= under_driver()
+table = processes()
+for pid, started in known:
+    if pid in table and table[pid][1] == started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 """
-INSTANCE_MARK = "PIPELINE_RAY_INSTANCE"
 
 
 def _start_watchdog():
     """The watchdog process of the local instance about to start (Linux: it reads /proc); None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
-    value = f"{os.getpid()}-{secrets.token_hex(8)}"
-    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, f"{INSTANCE_MARK}={value}", str(os.getpid())],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # Ctrl-C in the terminal does not reach it
-    os.environ[INSTANCE_MARK] = value  # inherited by the instance's processes, not by the watchdog
-    return watchdog
+    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid())], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # Ctrl-C in the terminal does not reach it
 
 
 def _stop_watchdog(watchdog) -> None:
-    os.environ.pop(INSTANCE_MARK, None)
     if watchdog is not None:
         watchdog.stdin.close()  # whatever of the instance ray.shutdown left goes now
         watchdog.wait()
