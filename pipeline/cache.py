@@ -86,10 +86,10 @@ def load_record(stage_name: str) -> dict | None:
         record = json.loads(record_path(stage_name).read_text())
     except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return record if _has_record_shape(record) else None
+    return record if has_record_shape(record) else None
 
 
-def _has_record_shape(record) -> bool:
+def has_record_shape(record) -> bool:
     """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
     return (isinstance(record, dict) and isinstance(record.get("key"), dict)
             and isinstance(record["key"].get("params"), dict)
@@ -228,3 +228,9 @@ def remove_stale_temporaries() -> None:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+    # The folder a killed training run made for its models before it saved the first one.
+    if config.paths().models.is_dir():
+        for run_dir in config.paths().models.iterdir():
+            if run_dir.is_dir() and not run_dir.name.startswith(".") and not any(run_dir.iterdir()):
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()

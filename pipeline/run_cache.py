@@ -7,16 +7,25 @@ data/.cache/store/runs/<stage>/<key>.json; `restore` puts them back when the sam
 
 Files are hard-linked into the store when the filesystem allows (no second copy on disk; every
 writer replaces a file by renaming a new one over it, which leaves the stored copy alone), else
-copied. An object edited in place through its link is caught on restore: each object is hashed
-again before use, and a mismatch means the stage simply runs again.
+copied. Objects are read-only, and so are the outputs linked to them: an editor refuses to change
+them in place. Whoever does it all the same (root ignores the mode) only costs a rerun: each object
+is hashed again before a restore, and `keep` replaces an object that no longer holds its content.
+
+An entry is read as untrusted input: one of the wrong shape, or naming a file outside data/ and
+submissions/, is treated as missing.
 """
 
 import json
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 from pipeline import cache, config
+from pipeline.errors import PipelineError
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _objects(paths: config.Paths) -> Path:
@@ -45,6 +54,20 @@ def _place(source: Path, target: Path) -> None:
         _link_or_copy(source, temporary)
 
 
+def _holds(stored: Path, digest: str, fresh_file: Path) -> bool:
+    """The object is there and still holds its content (it may have been edited through a link)."""
+    if not stored.is_file():
+        return False
+    if os.path.samefile(stored, fresh_file):
+        return True  # the file just hashed is this very object
+    return stored.stat().st_size == fresh_file.stat().st_size and cache.file_digest(stored) == digest
+
+
+def _make_read_only(stored: Path) -> None:
+    mode = stored.stat().st_mode
+    os.chmod(stored, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
 def _members(output: Path) -> dict[str, Path]:
     """The files of an output: {"": path} for a file, {relative name: path} for a folder's files."""
     if output.is_file():
@@ -55,15 +78,22 @@ def _members(output: Path) -> dict[str, Path]:
 def keep(paths: config.Paths, key_id: str, record: dict) -> None:
     """Store the outputs named by a stage's fresh record, and the record, under key_id."""
     files = {}
-    for name, path in zip(record["outputs"], cache.output_paths(record)):
-        files[name] = {}
-        for member, file in _members(path).items():
-            digest = cache.file_digest(file)
-            stored = _object_path(paths, digest)
-            if not stored.is_file():
-                _place(file, stored)
-            files[name][member] = digest
-    cache.write_json(_entry_path(paths, record["stage"], key_id), {"record": record, "files": files})
+    try:
+        for name, path in zip(record["outputs"], cache.output_paths(record)):
+            files[name] = {}
+            for member, file in _members(path).items():
+                digest = cache.file_digest(file)
+                stored = _object_path(paths, digest)
+                if not _holds(stored, digest, file):  # missing, or damaged: replaced by the fresh file
+                    _place(file, stored)
+                _make_read_only(stored)
+                files[name][member] = digest
+        cache.write_json(_entry_path(paths, record["stage"], key_id), {"record": record, "files": files})
+    except OSError as error:  # not one of the write errors atomic_path names: the store itself is damaged
+        raise PipelineError(f"{paths.store}: cannot keep this result in the run cache ({error.strerror or error});"
+                            " delete that folder (`make clean-cache`: it holds only copies of results), then run the"
+                            " same command again"
+                            ) from None
 
 
 def _intact(paths: config.Paths, files: dict) -> bool:
@@ -76,19 +106,61 @@ def _intact(paths: config.Paths, files: dict) -> bool:
     return True
 
 
-def _in_the_way(path: Path, wanted_digest: str | None, current_outputs: set[Path]) -> bool:
-    """A different file at the place of a restored output that the stage did not write last: never replaced
-    (an earlier submission, say)."""
-    return path.exists() and path not in current_outputs and cache.path_digest(path) != wanted_digest
+def _in_the_way(path: Path, wanted_digest: str, current: dict | None, name: str) -> bool:
+    """A file at the place of a restored output that holds neither what is restored nor what the stage
+    wrote there last: never replaced (an earlier submission, or one edited by hand)."""
+    digest = cache.path_digest(path)
+    written_last = current["outputs"].get(name) if current else None
+    return digest is not None and digest != wanted_digest and digest != written_last
+
+
+def _inside_outputs(paths: config.Paths, name: str) -> bool:
+    """An output's name that stays under data/ or submissions/ (and out of the cache's own folder)."""
+    path, data, submissions, records = (Path(os.path.normpath(place)) for place in
+                                        (cache.absolute_path(name), paths.data, paths.submissions, paths.cache))
+    return (path.is_relative_to(data) or path.is_relative_to(submissions)) and not path.is_relative_to(records)
+
+
+def _plain_member(member) -> bool:
+    """"" (the output is one file), or a relative path inside its folder."""
+    if member == "":
+        return True
+    parts = member.split("/") if isinstance(member, str) else []
+    return bool(parts) and all(part not in ("", ".", "..") for part in parts) and "\\" not in member
+
+
+def _valid_entry(paths: config.Paths, stage_name: str, entry) -> tuple[dict, dict] | None:
+    """(record, files) of an entry of the right shape, naming only files under the outputs' folders."""
+    if not isinstance(entry, dict) or not cache.has_record_shape(entry.get("record")):
+        return None
+    record, files = entry["record"], entry.get("files")
+    if record.get("stage") != stage_name or not isinstance(files, dict) or set(files) != set(record["outputs"]):
+        return None
+    for name, members in files.items():
+        if not _inside_outputs(paths, name) or not isinstance(members, dict) or not members:
+            return None
+        if ("" in members and len(members) > 1) or not all(_plain_member(member) for member in members):
+            return None
+        if not all(isinstance(digest, str) and _DIGEST.fullmatch(digest) for digest in members.values()):
+            return None
+    return record, files
+
+
+def _read_entry(paths: config.Paths, stage_name: str, entry_file: Path) -> tuple[dict, dict] | None:
+    """A kept entry; None when it is missing, unreadable or not a valid entry (then the stage runs again)."""
+    try:
+        entry = json.loads(entry_file.read_bytes().decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return _valid_entry(paths, stage_name, entry)
 
 
 def _entry(paths: config.Paths, stage_name: str, key_id: str) -> tuple[dict, dict] | None:
     """(record, files) kept under key_id, when every object is still intact."""
-    try:
-        entry = json.loads(_entry_path(paths, stage_name, key_id).read_text())
-        record, files = entry["record"], entry["files"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+    entry = _read_entry(paths, stage_name, _entry_path(paths, stage_name, key_id))
+    if entry is None:
         return None
+    record, files = entry
     if not _intact(paths, files):
         _entry_path(paths, stage_name, key_id).unlink(missing_ok=True)
         return None
@@ -109,9 +181,8 @@ def restore(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
         return None
     record, files = entry
     current = cache.load_record(stage_name)
-    current_outputs = set(cache.output_paths(current)) if current else set()
     targets = dict(zip(record["outputs"], cache.output_paths(record)))
-    if any(_in_the_way(targets[name], record["outputs"][name], current_outputs) for name in files):
+    if any(_in_the_way(targets[name], record["outputs"][name], current, name) for name in files):
         return None
     for name, members in files.items():
         target = targets[name]
@@ -130,12 +201,9 @@ def restore(paths: config.Paths, stage_name: str, key_id: str) -> dict | None:
 
 def kept_records(paths: config.Paths, stage_name: str) -> list[dict]:
     """The records of every kept result of a stage, oldest first."""
-    records = []
-    for entry_file in (paths.store / "runs" / stage_name).glob("*.json"):
-        try:
-            records.append(json.loads(entry_file.read_text())["record"])
-        except (json.JSONDecodeError, KeyError, OSError):
-            continue
+    entries = (_read_entry(paths, stage_name, entry_file)
+               for entry_file in (paths.store / "runs" / stage_name).glob("*.json"))
+    records = [entry[0] for entry in entries if entry is not None]
     return sorted(records, key=lambda record: record.get("finished_at", ""))
 
 

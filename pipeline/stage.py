@@ -128,8 +128,11 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         started = time.perf_counter()
         outputs, extra = definition.work()
         extra["seconds"] = round(time.perf_counter() - started, 2)
-        record = cache.save_record(key, outputs, extra)
+        record = cache.make_record(key, outputs, extra)
+        # The record last: a store that cannot be written (a full disk) leaves the result unrecorded, so
+        # the next run makes it again and keeps it, instead of finding it up to date and never keeping it.
         run_cache.keep(paths, definition.key_id, record)
+        cache.write_json(cache.record_path(definition.name), record)
         console.say(f"{definition.name}: {definition.describe(record)} in {format_duration(extra['seconds'])}")
         return record
 

@@ -12,6 +12,7 @@ an epoch depend only on (seed, epoch) (pipeline.augment), so the resumed run see
 batches the uninterrupted one would have seen and ends at the same place.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -424,14 +425,22 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
 
     require("split", "python -m pipeline split")
 
-    def work():
-        if not on_ray:
-            return train_run()
-        from pipeline.engine import ray_session
+    created_run_dirs = []
 
-        console.say("train: starting Ray (its start-up takes 10-30 s)")
-        with ray_session(engine):  # one connection (or local instance) for the whole run
-            return train_run()
+    def work():
+        try:
+            if not on_ray:
+                return train_run()
+            from pipeline.engine import ray_session
+
+            console.say("train: starting Ray (its start-up takes 10-30 s)")
+            with ray_session(engine):  # one connection (or local instance) for the whole run
+                return train_run()
+        except BaseException:  # failed or interrupted before its first model was saved: no empty folder left
+            for run_dir in created_run_dirs:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only when empty
+            raise
 
     def train_run():
         from pipeline.console import import_tensorflow_quietly
@@ -456,6 +465,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model)
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
+        created_run_dirs.append(run_dir)
         checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
         tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
         if tensorboard_dir:

@@ -78,7 +78,7 @@ def make_options(trial: dict) -> str:
 def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
     """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
     from pipeline import runs, stage, train
-    from pipeline.engine import cluster_plan, ray_session
+    from pipeline.engine import STOPPING, cluster_plan, ray_session
 
     settings = sample_trials(values, trials, seed)
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
@@ -101,8 +101,16 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
                                 tune={"trial": number + 1, "trials": len(settings), "search_seed": seed})
             return {"trial": number + 1, "settings": settings[number], "record": record}
 
-        with ThreadPoolExecutor(max_workers=at_once) as pool:
+        STOPPING.clear()
+        pool = ThreadPoolExecutor(max_workers=at_once)
+        try:
             results = list(pool.map(run_trial, range(len(settings))))
+        except BaseException:  # Ctrl-C, or a trial failed: the others' tasks end now, not when their models are
+            # trained (they resume from their checkpoints next time)
+            STOPPING.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return sorted(results, key=lambda result: (-result["record"]["extra"]["estimate"]["accuracy"], result["trial"]))
 
 

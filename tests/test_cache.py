@@ -190,3 +190,15 @@ def test_a_nested_holder_keeps_the_temporaries_being_written(pipeline_root):
         writing.write_text("half written")
         with cache.exclusive_lock():
             assert writing.exists()
+
+
+def test_an_empty_model_folder_left_by_a_killed_run_is_removed_when_the_lock_is_next_taken(pipeline_root):
+    """Issue 21: a run killed before it saved its first model left an empty data/models/<run>/ behind."""
+    models = pipeline_root / "data" / "models"
+    (models / "20260101-120000-small").mkdir(parents=True)
+    (models / "20260101-110000-small").mkdir()
+    (models / "20260101-110000-small" / "run.json").write_text("{}")
+    (models / ".checkpoints").mkdir()
+    with cache.exclusive_lock():
+        pass
+    assert sorted(path.name for path in models.iterdir()) == [".checkpoints", "20260101-110000-small"]

@@ -3,10 +3,13 @@ sequential chain. Ray starts a real local instance each time (a few seconds)."""
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,3 +137,156 @@ def test_asking_for_a_gpu_where_there_is_none_fails_in_one_line_before_any_work(
         "error: --device gpu: TensorFlow finds no GPU here (it needs an NVIDIA driver and the CUDA libraries:"
         " `make venv GPU=1`); use --device auto or cpu"]
     assert not (tmp_path / "data" / "raw").exists()
+
+
+def node_address() -> str:
+    """The address Ray gives this machine (it turns 127.0.0.1 into it): the one a UDP socket would send from."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["nothing listens", "another server listens"])
+def test_a_ray_address_where_no_cluster_answers_is_one_line_in_bounded_time(tmp_path, where):
+    """Issue 21: RAY_ADDRESS=127.0.0.1:1 (or a port where a server that is not Ray listens) hung for ever,
+    printing "Failed to get cluster ID from GCS server" every 40 s; `tune` took the same path."""
+    with socket.create_server((node_address(), 0)) as silent:  # accepts connections, never answers
+        if where == "nothing listens":
+            command = ["all", "--preset", "quick", "--engine", "ray", "--no-report"]
+            environment = {"RAY_ADDRESS": "127.0.0.1:1"}
+        else:
+            command, environment = ["tune", "--preset", "quick", "--trials", "2", "--ray-address",
+                                    "%s:%d" % silent.getsockname()[:2]], {}
+        started = time.monotonic()
+        result = run_pipeline(tmp_path, *command, env=environment, timeout=300)
+        seconds = time.monotonic() - started
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --engine ray: cannot reach the Ray cluster at")
+    assert seconds < 150, f"{seconds:.0f} s (the data stages, Ray's import and one connection attempt of about 20 s)"
+    assert not (tmp_path / "data" / "models").exists()
+
+
+def descendants(pid: int) -> set[int]:
+    """pid and every process under it, from /proc."""
+    children = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, pending = set(), [pid]
+    while pending:
+        current = pending.pop()
+        if current not in found:
+            found.add(current)
+            pending.extend(children.get(current, []))
+    return found
+
+
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The TCP and UDP addresses the processes listen on (`ss -ltunpH`)."""
+    table = subprocess.run(["ss", "-ltunpH"], capture_output=True, text=True).stdout
+    return {line.split()[4] for line in table.splitlines()
+            if {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & pids}
+
+
+@pytest.mark.slow
+def test_a_local_ray_instance_listens_on_loopback_only_keeps_its_token_private_and_forwards_every_line(tmp_path):
+    """Issue 21: a local instance listened on every interface, Ray's token was left readable by all
+    (0644), and RAY_DEDUP_LOGS=0 came after `import ray`: epoch lines were dropped as repeats."""
+    if subprocess.run(["ss", "-V"], capture_output=True).returncode != 0:
+        pytest.skip("needs ss (iproute2)")
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    token = home / ".ray" / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o644)  # as Ray wrote it
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1", "HOME": str(home),
+                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", "--preset", "quick", "--folds", "2",
+                                "--epochs", "2", "--engine", "ray", "--workers", "2", "--no-report"],
+                               cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    addresses, deadline = set(), time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        addresses |= listening_addresses(descendants(process.pid))
+        time.sleep(0.5)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert addresses, "saw no listening socket of the Ray instance"
+    assert all(address.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for address in addresses), addresses
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert "\x1b[" not in stdout + stderr
+    epoch_lines = [line for line in stdout.splitlines() if "(train_part pid=" in line and " epoch " in line]
+    assert len(epoch_lines) == 2 * 2, stdout  # two folds, two epochs each: none dropped as a repeat
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path):
+    """Issue 21: Ctrl-C waited for every running trial to finish training its model, then said "interrupted"."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1",
+                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--preset", "quick", "--trials", "2",
+                                "--workers", "2"], cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    def completed_epochs(state_file) -> int:
+        try:
+            return json.loads(state_file.read_text())["completed_epochs"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    deadline = time.monotonic() + 400
+    states = tmp_path / "data" / "models" / ".checkpoints"
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(completed_epochs(path) >= 1 for path in states.glob("*/*/state.json")):
+            break  # the first epoch of the first trial is done: every trial has two at least
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    seconds = time.monotonic() - interrupted
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted: ")
+    assert not list((tmp_path / "data" / "models").glob("*/run.json")), "a trial went on training after Ctrl-C"
+    assert list(states.glob("*/*/state.json"))  # what the next run resumes from
+    assert seconds < 60, f"{seconds:.0f} s after Ctrl-C"
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path):
+    """Issue 21: after the driver was killed, Ray's DashboardAgent and RuntimeEnvAgent lingered 1-2 minutes."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path),
+                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", "--preset", "quick", "--epochs", "5",
+                                "--engine", "ray", "--no-report"], cwd=PROJECT_ROOT, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    while process.poll() is None and time.monotonic() < deadline:
+        if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/*/state.json")):
+            break  # a worker is training
+        time.sleep(0.1)
+    instance = descendants(process.pid) - {process.pid}
+    assert process.poll() is None and instance
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in instance) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().strip(b"\0")[:60] for pid in instance if running(pid)}
+    assert not left, left

@@ -1,5 +1,8 @@
 """The run cache on real files: every result kept, restored when its key comes back, never wrongly."""
 
+import errno
+import json
+import os
 import shutil
 import subprocess
 import time
@@ -10,13 +13,14 @@ import pytest
 from conftest import PROJECT_ROOT, run_pipeline
 from pipeline import cache, config, run_cache, stage
 from pipeline.console import Console
+from pipeline.errors import PipelineError
 
 
 def toy_stage(calls):
-    """A stage writing out-<size>.txt (its input upper-cased, size times) and a report/ folder."""
+    """A stage writing data/out-<size>.txt (its input upper-cased, size times) and a data/report/ folder."""
 
     def define(paths, console, size):
-        source, output, folder = paths.root / "input.txt", paths.root / f"out-{size}.txt", paths.root / "report"
+        source, output, folder = paths.root / "input.txt", paths.data / f"out-{size}.txt", paths.data / "report"
 
         def work():
             calls.append(size)
@@ -52,19 +56,20 @@ def test_going_back_restores_instead_of_running(toy):
     for size in (1, 2, 1):
         stage.run(define, Console(quiet=True), size=size)
     assert calls == [1, 2]
-    assert (root / "out-1.txt").read_text() == "ONE"
-    assert (root / "report" / "page.html").read_text() == "size 1"
+    assert (root / "data" / "out-1.txt").read_text() == "ONE"
+    assert (root / "data" / "report" / "page.html").read_text() == "size 1"
     assert cache.up_to_date(define(config.paths(), None, 1).key()) is not None
 
 
 def test_an_object_edited_in_place_is_not_restored(toy):
     root, define, calls = toy
     stage.run(define, Console(quiet=True), size=1)
-    (root / "out-1.txt").write_text("tampered")  # in place: a hard-linked object changes with it
+    (root / "data" / "out-1.txt").chmod(0o644)  # read-only, as its object
+    (root / "data" / "out-1.txt").write_text("tampered")  # in place: a hard-linked object changes with it
     stage.run(define, Console(quiet=True), size=2)
     stage.run(define, Console(quiet=True), size=1)
     assert calls == [1, 2, 1]
-    assert (root / "out-1.txt").read_text() == "ONE"
+    assert (root / "data" / "out-1.txt").read_text() == "ONE"
 
 
 def test_forced_run_ignores_the_run_cache(toy):
@@ -79,13 +84,135 @@ def test_a_file_the_stage_did_not_write_last_is_never_replaced(toy):
     root, define, calls = toy
     stage.run(define, Console(quiet=True), size=1)
     stage.run(define, Console(quiet=True), size=2)
-    (root / "out-1.txt").unlink()
-    (root / "out-1.txt").write_text("a user's own file")  # a new file: the kept copy stays intact
+    (root / "data" / "out-1.txt").unlink()
+    (root / "data" / "out-1.txt").write_text("a user's own file")  # a new file: the kept copy stays intact
     paths = config.paths()
     assert run_cache.restore(paths, "toy", define(paths, None, 1).key_id) is None
-    assert (root / "out-1.txt").read_text() == "a user's own file"
+    assert (root / "data" / "out-1.txt").read_text() == "a user's own file"
     stage.run(define, Console(quiet=True), size=1)
     assert calls == [1, 2, 1]  # ran again instead
+
+
+def stored_object(root, path):
+    return root / "data" / ".cache" / "store" / "objects" / cache.file_digest(path)[:2] / cache.file_digest(path)[2:]
+
+
+def test_a_hand_edited_output_is_never_replaced_by_a_restore(toy):
+    """Issue 21: the output the stage wrote last, edited by hand (saved as a new file, as editors do),
+    was replaced by the kept copy."""
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    edited = root / "data" / ".edited"
+    edited.write_text("ONE, corrected by hand")
+    os.replace(edited, root / "data" / "out-1.txt")
+    paths = config.paths()
+    assert run_cache.restore(paths, "toy", define(paths, None, 1).key_id) is None
+    assert (root / "data" / "out-1.txt").read_text() == "ONE, corrected by hand"
+
+
+def test_kept_objects_and_their_outputs_are_read_only(toy):
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    output = root / "data" / "out-1.txt"
+    for path in (output, root / "data" / "report" / "page.html", stored_object(root, output)):
+        assert path.stat().st_mode & 0o222 == 0, path
+
+
+def test_an_output_edited_in_place_is_restored_again_later(toy):
+    """Issue 21: an in-place edit went through the hard link into the object; keep() then skipped the
+    existing (damaged) object, so that result ran again every time and was never restored."""
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    output = root / "data" / "out-1.txt"
+    output.chmod(0o644)  # as a user who insists (root needs not even that)
+    with open(output, "r+") as stream:  # in place: the same inode as the object
+        stream.write("TWO")
+    for size in (2, 1, 2, 1):
+        stage.run(define, Console(quiet=True), size=size)
+    assert calls == [1, 2, 1]  # ran once more, then restored
+    assert output.read_text() == "ONE"
+
+
+def test_a_truncated_object_is_healed_when_the_result_is_made_again(toy):
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    stage.run(define, Console(quiet=True), size=2)
+    stored = stored_object(root, root / "data" / "out-1.txt")
+    stored.chmod(0o644)
+    stored.write_text("")  # truncated: the result kept for size 1 is damaged
+    for size in (1, 2, 1):
+        stage.run(define, Console(quiet=True), size=size)
+    assert calls == [1, 2, 1]
+    assert stored.read_text() == "ONE"
+
+
+def entry_file(root, define, size):
+    return root / "data" / ".cache" / "store" / "runs" / "toy" / f"{define(config.paths(), None, size).key_id}.json"
+
+
+def outside_entry(entry: dict) -> dict:
+    """The entry with its output file renamed to a path outside the project."""
+    entry["record"]["outputs"]["../outside.txt"] = entry["record"]["outputs"].pop("data/out-1.txt")
+    entry["files"]["../outside.txt"] = entry["files"].pop("data/out-1.txt")
+    return entry
+
+
+TAMPERED_ENTRIES = {
+    "outside the project": lambda text: json.dumps(outside_entry(json.loads(text))).encode(),
+    "into the record folder": lambda text: text.replace('"data/out-1.txt"', '"data/.cache/toy.json"').encode(),
+    "a member outside its folder": lambda text: text.replace('"page.html"', '"../../outside.txt"').encode(),
+    "without outputs": lambda text: json.dumps({**json.loads(text), "record": {"stage": "toy"}}).encode(),
+    "a JSON list": lambda text: b"[]",
+    "non-UTF-8 bytes": lambda text: b"\xff\xfe{",
+}
+
+
+@pytest.mark.parametrize("tamper", list(TAMPERED_ENTRIES))
+def test_a_tampered_entry_is_treated_as_missing(toy, tamper):
+    """Issue 21: a store entry is untrusted input: one naming ../../../../outside.npz was restored there,
+    others ended in tracebacks. Now the stage simply runs again, and nothing is written outside."""
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    stage.run(define, Console(quiet=True), size=2)
+    entry = entry_file(root, define, 1)
+    entry.write_bytes(TAMPERED_ENTRIES[tamper](entry.read_text()))
+    assert run_cache.kept_records(config.paths(), "toy")  # the other entry, without a traceback
+    stage.run(define, Console(quiet=True), size=1)
+    assert calls == [1, 2, 1]
+    assert not (root.parent / "outside.txt").exists() and not (root / "outside.txt").exists()
+    assert (root / "data" / "out-1.txt").read_text() == "ONE"
+
+
+def objects_folder_is_a_file(root, monkeypatch):
+    objects = root / "data" / ".cache" / "store" / "objects"
+    objects.parent.mkdir(parents=True, exist_ok=True)
+    objects.write_text("not a folder")
+
+
+def disk_is_full(root, monkeypatch):
+    def no_space(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(run_cache, "_link_or_copy", no_space)
+
+
+@pytest.mark.parametrize("damage", [objects_folder_is_a_file, disk_is_full])
+def test_a_store_that_cannot_be_written_is_one_line_and_the_result_is_kept_next_time(toy, monkeypatch, damage):
+    """Issue 21: the stage's record was saved before the store was written, so after a full disk the
+    result was up to date but never kept; a file in place of store/objects gave a traceback."""
+    root, define, calls = toy
+    with monkeypatch.context() as patches:
+        damage(root, patches)
+        with pytest.raises(PipelineError) as raised:
+            stage.run(define, Console(quiet=True), size=1)
+    assert "\n" not in str(raised.value) and "store" in str(raised.value)
+    assert cache.load_record("toy") is None  # not recorded: made again next time, and kept
+    objects = root / "data" / ".cache" / "store" / "objects"
+    if objects.is_file():
+        objects.unlink()  # what the error says to do (with the folder)
+    for size in (1, 2, 1):
+        stage.run(define, Console(quiet=True), size=size)
+    assert calls == [1, 1, 2]
 
 
 def test_disk_usage_counts_only_what_no_output_shares(toy):
@@ -171,3 +298,28 @@ def test_going_back_to_earlier_settings_restores_without_training(tmp_path):
     assert str(first_submission[0]) in back.stdout.splitlines()[-1]
     runs_table = assert_ran(run_pipeline(tmp_path, "runs")).stdout
     assert runs_table.count(" yes ") == 3 and "run cache:" in runs_table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["saved as a new file", "in place"])
+def test_a_hand_edited_submission_is_kept_and_predict_writes_beside_it(tmp_path, how):
+    """Issue 21: edit a line of submissions/<run>.csv, run `all` again: "predict: restored from the run
+    cache", and the edit was gone."""
+    assert run_pipeline(tmp_path, "all", *QUICK).returncode == 0
+    submission = next((tmp_path / "submissions").glob("*.csv"))
+    original = submission.read_text()
+    image_id, label = original.splitlines()[1].split(",")
+    edited = original.replace(f"\n{image_id},{label}\n", f"\n{image_id},{(int(label) + 1) % 10}\n", 1)
+    if how == "in place":  # through the hard link into the stored object (root ignores the read-only mode)
+        submission.chmod(0o644)
+        submission.write_text(edited)
+    else:  # as most editors save
+        (tmp_path / "submissions" / "edited").write_text(edited)
+        os.replace(tmp_path / "submissions" / "edited", submission)
+    again = run_pipeline(tmp_path, "all", *QUICK)
+    assert again.returncode == 0, again.stderr
+    assert "predict: restored" not in again.stdout and stage_words(again.stdout)["train"] == "up to date"
+    assert submission.read_text() == edited
+    beside = [path for path in (tmp_path / "submissions").glob("*.csv") if path != submission]
+    assert len(beside) == 1 and beside[0].read_text() == original, beside
+    assert str(beside[0]) in again.stdout.splitlines()[-1]
