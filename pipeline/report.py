@@ -606,12 +606,7 @@ def render_index(
                              ("validation", "Validation"), ("mistakes", "Mistakes")]
     )
     return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
+        *_page_head(title, run),
         _headline(run, val_accuracy, val_size, wrong, train_size),
         f"<nav>{nav}</nav>",
         *sections,
@@ -825,16 +820,23 @@ def define(paths, console, run_id: str | None = None):
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
 
 
-def render_summary_page(run: dict) -> str:
-    """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
-    title = f"Training run {_run_id(run)}"
-    return "\n".join([
+def _page_head(title: str, run: dict) -> list[str]:
+    """The lines every page starts with: the HTML head, the title and the sample's banner."""
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
+    ]
+
+
+def render_summary_page(run: dict) -> str:
+    """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
+    title = f"Training run {_run_id(run)}"
+    return "\n".join([
+        *_page_head(title, run),
         f'<p class="headline">No estimate: {_text(run.get("no_estimate") or "none recorded")}.<br>'
         f"Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>",
         _section("run", "Run", _run_sections(run, None)),

@@ -125,16 +125,25 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
             console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
                         f" {definition.describe(record)}")
             return record
-        started = time.perf_counter()
-        outputs, extra = definition.work()
-        extra["seconds"] = round(time.perf_counter() - started, 2)
-        record = cache.make_record(key, outputs, extra)
+        record = _work(definition, key)
         # The record last: a store that cannot be written (a full disk) leaves the result unrecorded, so
         # the next run makes it again and keeps it, instead of finding it up to date and never keeping it.
         run_cache.keep(paths, definition.key_id, record)
         cache.write_json(cache.record_path(definition.name), record)
-        console.say(f"{definition.name}: {definition.describe(record)} in {format_duration(extra['seconds'])}")
+        console.say(_done_line(definition, record))
         return record
+
+
+def _done_line(definition: Definition, record: dict) -> str:
+    return f"{definition.name}: {definition.describe(record)} in {format_duration(record['extra']['seconds'])}"
+
+
+def _work(definition: Definition, key) -> dict:
+    """Do the stage's work, timed: its record (not yet written nor kept); key: definition.key()."""
+    started = time.perf_counter()
+    outputs, extra = definition.work()
+    extra["seconds"] = round(time.perf_counter() - started, 2)
+    return cache.make_record(key, outputs, extra)
 
 
 def run_detached(definition: Definition, console: Console) -> dict:
@@ -146,12 +155,9 @@ def run_detached(definition: Definition, console: Console) -> dict:
         console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}),"
                     f" {definition.describe(record)}")
         return record
-    started = time.perf_counter()
-    outputs, extra = definition.work()
-    extra["seconds"] = round(time.perf_counter() - started, 2)
-    record = cache.make_record(definition.key(), outputs, extra)
+    record = _work(definition, definition.key())
     run_cache.keep(config.paths(), definition.key_id, record)
-    console.say(f"{definition.name}: {definition.describe(record)} in {format_duration(extra['seconds'])}")
+    console.say(_done_line(definition, record))
     return record
 
 

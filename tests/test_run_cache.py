@@ -46,7 +46,7 @@ def toy(pipeline_root, monkeypatch):
 
 def test_a_stages_code_is_its_module_and_every_pipeline_module_it_uses():
     assert stage.stage_modules("train") == {"train", "model", "augment", "predict", "submission", "device", "estimate",
-                                            "engine"}
+                                            "engine", "extras", "progress"}
     assert stage.stage_modules("prepare") == {"prepare"}
     assert stage.stage_modules("download") == {"download", "kaggle_api"}
 
