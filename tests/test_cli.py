@@ -301,7 +301,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     # the curves of every model of the ensemble, not only the first
     history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
     assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}
-    table = assert_ok(run_pipeline(tmp_path, "runs")).stdout
+    table = assert_ok(run_pipeline(tmp_path, "runs", "--wide")).stdout  # the kind is among every column
     assert f"{estimate['accuracy']:.4f}" in table and "3-fold CV" in table
 
 
