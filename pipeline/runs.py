@@ -116,12 +116,12 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset(), wide: 
     rows = []
     for run in runs:
         params = run.get("params", {})
-        estimate = run.get("estimate")
+        estimate = valid_estimate(run.get("estimate"))  # a wrong-shaped one reads as none
         cells = [run.get("id", "?"), preset_cell(run), *([params.get("architecture", "-")] if wide else []),
                  _number(params.get("epochs")),
                  _number(params.get("learning_rate")), _number(params.get("augmentation")),
                  _number(params.get("dropout")), _number(params.get("width"))]
-        scored = [f"{estimate['accuracy']:.4f}" if estimate else "-", leaderboard_cell(run.get("leaderboard")),
+        scored = [f"{estimate['accuracy']:.4f}" if estimate else "none", leaderboard_cell(run.get("leaderboard")),
                   describe_gap(run, short=True) or "-"]
         if wide:
             cells += [_number(params.get("seed")), _number(params.get("members")), len(run.get("models", [])),

@@ -296,7 +296,7 @@ def test_going_back_to_earlier_settings_restores_without_training(tmp_path):
     print(f"\nfirst run {first_seconds:.1f} s, going back {back_seconds:.1f} s")
     # the same submission file as the first time, not a new copy under another name
     assert str(first_submission[0]) in back.stdout.splitlines()[-1]
-    runs_table = assert_ran(run_pipeline(tmp_path, "runs")).stdout
+    runs_table = assert_ran(run_pipeline(tmp_path, "runs", "--wide")).stdout  # "kept" is among every column
     assert runs_table.count(" yes ") == 3 and "run cache:" in runs_table
 
 

@@ -59,7 +59,7 @@ def test_submit_waits_for_the_score_and_records_it_with_the_run(tmp_path):
     assert [name for name, _ in stub.api_calls].count("ListSubmissions") == 3  # pending twice, then scored
     assert read_run(root)["leaderboard"]["public_score"] == "0.99543"
     header, row = listed.stdout.splitlines()[:2]
-    assert "leaderboard" in header and "0.99543" in row
+    assert "kaggle" in header and "0.99543" in row  # the public score's column
     assert FAKE_KEY not in result.stdout + result.stderr
 
 
