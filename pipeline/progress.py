@@ -44,10 +44,9 @@ def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
         def _heartbeat(self, stop: threading.Event) -> None:
             # Between two batch callbacks TensorFlow can work for a minute without a word: the first epoch's
             # last, smaller batch makes it build the step's graph again (57 s on a loaded 2-core machine).
-            while not stop.wait(min(1.0, INTERVAL_S / 2)):
+            while not stop.wait(1.0):
                 now = time.monotonic()
-                # Only where no batch ended for a whole interval: the batches' own lines say more.
-                if now - self.last_batch_end >= INTERVAL_S and now - self.last_line >= INTERVAL_S:
+                if now - self.last_line >= INTERVAL_S:
                     self.last_line = now
                     log(f"{self.label}: still working (TensorFlow prepares a step), {now - self.started:.0f} s")
 

@@ -84,13 +84,3 @@ def test_a_silent_step_inside_an_epoch_still_gets_a_line_on_a_terminal(monkeypat
     time.sleep(1.0)
     quiet.on_epoch_end(0)
     assert len(lines) == len(beats)  # never into a pipe or a log
-    # while batches end, their own lines come, not the heartbeat's
-    monkeypatch.setattr(progress, "on_terminal", lambda: True)
-    busy = progress.batch_ticker(lines.append, "epoch 2/18", 591)
-    busy.on_epoch_begin(1)
-    for batch in range(25):
-        time.sleep(0.1)
-        busy.on_train_batch_end(batch)
-    busy.on_epoch_end(1)
-    assert any(line.startswith("epoch 2/18: batch ") for line in lines), lines
-    assert not any(line.startswith("epoch 2/18: still working") for line in lines), lines
