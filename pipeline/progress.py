@@ -6,7 +6,6 @@ batches move during epochs of half a minute or more, and a prediction of 28,000 
 
 import os
 import sys
-import threading
 import time
 
 # Seconds between two lines; PIPELINE_PROGRESS_SECONDS changes it (the tests' epochs on the sample last seconds).
@@ -41,26 +40,6 @@ def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
                 self.last_line = now
                 log(f"{self.label}: batch {batch + 1} of {total_batches}, {now - self.started:.0f} s")
 
-        def _heartbeat(self, stop: threading.Event) -> None:
-            # Between two batch callbacks TensorFlow can work for a minute without a word: the first epoch's
-            # last, smaller batch makes it build the step's graph again (57 s on a loaded 2-core machine).
-            while not stop.wait(1.0):
-                now = time.monotonic()
-                if now - self.last_line >= INTERVAL_S:
-                    self.last_line = now
-                    log(f"{self.label}: still working (TensorFlow prepares a step), {now - self.started:.0f} s")
-
-        def _start_heartbeat(self, logs=None):
-            self._begin()
-            if on_terminal():
-                self.stop_heartbeat = threading.Event()
-                threading.Thread(target=self._heartbeat, args=(self.stop_heartbeat,), daemon=True).start()
-
-        def _stop_heartbeat(self, *arguments):
-            if getattr(self, "stop_heartbeat", None) is not None:
-                self.stop_heartbeat.set()
-                self.stop_heartbeat = None
-
         def first_batch_extra_s(self) -> float:
             """How much longer the first batch took than the others (building the graph): 0 when unknown."""
             if self.batches < 2:
@@ -70,11 +49,9 @@ def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
 
     ticker = BatchTicker()
     if phase == "train":
-        ticker.on_epoch_begin = lambda epoch, logs=None: ticker._start_heartbeat()
+        ticker.on_epoch_begin = lambda epoch, logs=None: ticker._begin()
         ticker.on_train_batch_end = ticker._batch_end
-        ticker.on_epoch_end = ticker.on_train_end = ticker._stop_heartbeat
     else:
-        ticker.on_predict_begin = ticker._start_heartbeat
+        ticker.on_predict_begin = lambda logs=None: ticker._begin()
         ticker.on_predict_batch_end = ticker._batch_end
-        ticker.on_predict_end = ticker._stop_heartbeat
     return ticker

@@ -58,29 +58,3 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
     epoch_lines = [line for line in piped.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2 and all("loss" in line for line in epoch_lines), piped.stdout
     assert ": batch " not in piped.stdout  # no within-epoch lines into a pipe
-
-
-def test_a_silent_step_inside_an_epoch_still_gets_a_line_on_a_terminal(monkeypatch):
-    """Issue 20: the first epoch's last, smaller batch makes TensorFlow build the step again, 57 s without a
-    batch callback on a loaded machine; a heartbeat says so every interval, and stops with the epoch."""
-    import time
-
-    from pipeline import progress
-
-    monkeypatch.setattr(progress, "INTERVAL_S", 0.3)
-    monkeypatch.setattr(progress, "on_terminal", lambda: True)
-    lines = []
-    ticker = progress.batch_ticker(lines.append, "epoch 1/18", 591)
-    ticker.on_epoch_begin(0)
-    time.sleep(2.5)  # no batch ends meanwhile, as during the graph's building
-    ticker.on_epoch_end(0)
-    beats = [line for line in lines if line.startswith("epoch 1/18: still working")]
-    assert len(beats) >= 2, lines
-    time.sleep(1.5)
-    assert len(lines) == len(beats)  # stopped with the epoch
-    monkeypatch.setattr(progress, "on_terminal", lambda: False)
-    quiet = progress.batch_ticker(lines.append, "epoch 1/18", 591)
-    quiet.on_epoch_begin(0)
-    time.sleep(1.0)
-    quiet.on_epoch_end(0)
-    assert len(lines) == len(beats)  # never into a pipe or a log
