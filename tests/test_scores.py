@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
 from pipeline import kaggle_api, scores
 
@@ -257,23 +257,31 @@ def test_ctrl_c_while_waiting_points_to_submissions_not_to_sending_again(tmp_pat
     make_trained_run(root)
     with KaggleStub() as stub:
         stub.outcome = "pending"
-        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit", "--force", "--timeout", "120"],
-                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            for line in process.stdout:
-                if "waiting up to" in line:
-                    break
-            time.sleep(0.5)
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            process.kill()
+        line, stderr = interrupted_submit(root, stub.client_env(tmp_path), ["--force", "--timeout", "120"],
+                                          "waiting up to", ready=lambda: False, within_s=0.5)
+    assert "make submissions" in line and "submission 1001 was sent" in line
+    assert "same command again" not in stderr and "Traceback" not in stderr
+
+
+def interrupted_submit(root, env: dict, arguments: list[str], started: str, ready, within_s: float):
+    """Start `submit ARGUMENTS`, wait for a line with `started` and then until ready() (at most within_s), press
+    Ctrl-C: its one error line (checked: exit 130, one line) and its stderr."""
+    process = start_pipeline(root, "submit", *arguments, env=env)
+    try:
+        for output_line in process.stdout:
+            if started in output_line:
+                break
+        deadline = time.monotonic() + within_s
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 130, stderr
     lines = error_lines(subprocess.CompletedProcess([], 130, "", stderr))
     assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
-    assert "make submissions" in lines[0] and "submission 1001 was sent" in lines[0]
-    assert "same command again" not in stderr and "Traceback" not in stderr
+    return lines[0], stderr
 
 
 
@@ -281,24 +289,9 @@ def test_ctrl_c_during_the_upload_says_it_may_have_arrived(tmp_path):
     root = tmp_path / "project"
     make_trained_run(root)
     with KaggleStub(mode="silent") as stub:
-        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit"], cwd=PROJECT_ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            for line in process.stdout:
-                if "submit: sending" in line:
-                    break
-            deadline = time.monotonic() + 30
-            while not stub.api_calls and time.monotonic() < deadline:  # the upload has started
-                time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=60)
-        finally:
-            process.kill()
-    assert process.returncode == 130, stderr
-    lines = error_lines(subprocess.CompletedProcess([], 130, "", stderr))
-    assert len(lines) == 1 and lines[0].startswith("interrupted: "), stderr
-    assert "may have arrived" in lines[0] and "make submissions" in lines[0] and "same command again" not in stderr
+        line, stderr = interrupted_submit(root, stub.client_env(tmp_path), [], "submit: sending",
+                                          ready=lambda: bool(stub.api_calls), within_s=30)  # the upload has started
+    assert "may have arrived" in line and "make submissions" in line and "same command again" not in stderr
 
 @pytest.mark.parametrize("estimate", ["n/a", {"accuracy": 0.99, "high": 0.995, "kind": "holdout"}, [0.99]])
 def test_a_run_json_with_a_wrong_shaped_estimate_is_treated_as_without_one(tmp_path, estimate):
