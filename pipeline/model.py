@@ -177,12 +177,6 @@ def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dro
     return compile_model(model, learning_rate=learning_rate, label_smoothing=label_smoothing)
 
 
-# The unit of training work (issue 17's budget): 42,000 images through one training epoch of a network
-# that costs what the default CNN costs per image (multiply_adds of "cnn" at width 1).
-UNIT_IMAGES = 42_000
-REFERENCE_MULTIPLY_ADDS = 15_162_752
-
-
 def multiply_adds(network) -> int:
     """Multiply-adds of one image's forward pass through the convolutions and dense layers (the rest is small)."""
     total = 0

@@ -276,13 +276,12 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
 
 
 def work_units(summaries: list[dict], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
-    """The run's work in units (pipeline.model.UNIT_IMAGES images through one training epoch of the default
+    """The run's work in units (pipeline.config.UNIT_IMAGES images through one training epoch of the default
     CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
     out-of-fold and test predictions, the pseudo-labelling pass), each scaled by its network's cost."""
-    from pipeline.model import REFERENCE_MULTIPLY_ADDS, UNIT_IMAGES
 
     def units(images, summary):
-        return images * summary["multiply_adds"] / REFERENCE_MULTIPLY_ADDS / UNIT_IMAGES
+        return images * summary["multiply_adds"] / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
 
     training = sum(units(summary["train_images"] * epochs, summary) for summary in summaries)
     measured = [summary for summary in summaries if "validation_images" in summary]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import augment, model, train
+from pipeline import augment, config, model, train
 from pipeline.config import NUM_CLASSES
 
 
@@ -76,12 +76,12 @@ def test_multiply_adds_count_convolutions_and_dense_layers():
     outputs = keras.layers.Dense(10)(hidden)
     assert model.multiply_adds(keras.Model(inputs, outputs)) == 26 * 26 * 9 * 8 + 26 * 26 * 8 * 10
     # The unit of work is defined by the default CNN: the constant must follow the network.
-    assert model.multiply_adds(model.build_network("cnn")) == model.REFERENCE_MULTIPLY_ADDS
-    assert model.multiply_adds(model.build_network("cnn", width=1.5)) > 2 * model.REFERENCE_MULTIPLY_ADDS
+    assert model.multiply_adds(model.build_network("cnn")) == config.REFERENCE_MULTIPLY_ADDS
+    assert model.multiply_adds(model.build_network("cnn", width=1.5)) > 2 * config.REFERENCE_MULTIPLY_ADDS
 
 
 def test_the_default_runs_work_in_units():
-    cost = model.REFERENCE_MULTIPLY_ADDS
+    cost = config.REFERENCE_MULTIPLY_ADDS
     holdout = {"train_images": 37_800, "validation_images": 4_200, "multiply_adds": cost}
     all_rows = {"train_images": 42_000, "multiply_adds": cost}
     work = train.work_units([holdout, all_rows], epochs=18, test_images=28_000, views=1, pseudo_label=False)
