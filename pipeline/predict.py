@@ -47,7 +47,12 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
 
                 callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
                                               -(-len(view) // batch_size), phase="predict"))
-            total += model.predict(view, batch_size=batch_size, verbose=verbose, callbacks=callbacks).astype(np.float64)
+            try:
+                total += model.predict(view, batch_size=batch_size, verbose=verbose,
+                                       callbacks=callbacks).astype(np.float64)
+            finally:
+                for ticker in callbacks:
+                    ticker.stop()
             if log is not None and passes > 1:
                 log(f"predict: pass {done + 1} of {passes} done (model {model_number + 1} of {len(models)}, view"
                     f" {view_number + 1} of {len(views)}), {time.perf_counter() - started:.0f} s")

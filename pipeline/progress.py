@@ -6,6 +6,7 @@ batches move during epochs of half a minute or more, and a prediction of 28,000 
 
 import os
 import sys
+import threading
 import time
 
 # Seconds between two lines; PIPELINE_PROGRESS_SECONDS changes it (the tests' epochs on the sample last seconds).
@@ -18,27 +19,58 @@ def on_terminal() -> bool:
 
 def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
     """A Keras callback that logs 'LABEL: batch B of N, S s' every INTERVAL_S seconds (phase: train or predict),
-    and measures how much longer the first batch took (building the graph) than the others."""
+    and measures how much longer the first batch took (building the graph) than the others.
+
+    The lines come from a thread, not from batch ends: the first batch, a smaller last batch and the first
+    pass over the validation rows each build a graph for many seconds without ending a batch.
+    """
     import keras
 
     class BatchTicker(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.label = label  # the caller may change it between epochs
+            self._stop = threading.Event()
+            self._thread = None
             self._begin()
 
         def _begin(self, logs=None):
-            self.started = self.last_line = self.first_batch_end = self.last_batch_end = time.monotonic()
+            self.started = self.first_batch_end = self.last_batch_end = time.monotonic()
             self.batches = 0
+            self.checking = False  # measuring the validation rows, after the epoch's batches
 
         def _batch_end(self, batch, logs=None):
-            now = self.last_batch_end = time.monotonic()
+            self.last_batch_end = time.monotonic()
             self.batches += 1
             if self.batches == 1:
-                self.first_batch_end = now
-            if on_terminal() and now - self.last_line >= INTERVAL_S:
-                self.last_line = now
-                log(f"{self.label}: batch {batch + 1} of {total_batches}, {now - self.started:.0f} s")
+                self.first_batch_end = self.last_batch_end
+
+        def status(self) -> str:
+            if self.checking:
+                doing = "checking the validation rows"
+            elif self.batches == 0:
+                doing = f"building the graph, batch 1 of {total_batches}"
+            else:
+                doing = f"batch {min(self.batches + 1, total_batches)} of {total_batches}"
+            return f"{self.label}: {doing}, {time.monotonic() - self.started:.0f} s"
+
+        def _run_start(self, logs=None):
+            if not on_terminal() or self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._beat, name="progress", daemon=True)
+            self._thread.start()
+
+        def stop(self, logs=None):
+            """End the lines (also called by the caller when fit or predict raised, e.g. on Ctrl-C)."""
+            if self._thread is not None:
+                self._stop.set()
+                self._thread.join()
+                self._thread = None
+
+        def _beat(self):
+            while not self._stop.wait(INTERVAL_S):
+                log(self.status())
 
         def first_batch_extra_s(self) -> float:
             """How much longer the first batch took than the others (building the graph): 0 when unknown."""
@@ -49,9 +81,13 @@ def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
 
     ticker = BatchTicker()
     if phase == "train":
+        ticker.on_train_begin = ticker._run_start
         ticker.on_epoch_begin = lambda epoch, logs=None: ticker._begin()
         ticker.on_train_batch_end = ticker._batch_end
+        ticker.on_test_begin = lambda logs=None: setattr(ticker, "checking", True)
+        ticker.on_train_end = ticker.stop
     else:
-        ticker.on_predict_begin = lambda logs=None: ticker._begin()
+        ticker.on_predict_begin = lambda logs=None: (ticker._begin(), ticker._run_start())
         ticker.on_predict_batch_end = ticker._batch_end
+        ticker.on_predict_end = ticker.stop
     return ticker

@@ -181,7 +181,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
     from pipeline.progress import batch_ticker
 
-    # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s.
+    # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s
+    # (from a thread, so the seconds spent building graphs are not silent either).
     ticker = batch_ticker(log, "epoch", steps_per_epoch)
     callbacks = [ticker]
     if tensorboard_dir is not None:
@@ -197,8 +198,11 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         ticker.label = f"epoch {epoch + 1}/{training.epochs}"
-        result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
-                           shuffle=False, verbose=0, callbacks=callbacks)
+        try:
+            result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
+                               shuffle=False, verbose=0, callbacks=callbacks)
+        finally:
+            ticker.stop()
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
