@@ -23,7 +23,7 @@ def test_readme_is_a_guide_of_about_20000_characters_that_points_to_the_docs():
     from conftest import PROJECT_ROOT
 
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert len(readme) <= 22_000, len(readme)
+    assert len(readme) <= 20_000, len(readme)
     assert "make test" in readme.splitlines() and "about 7 minutes" not in readme
     for document in ("docs/experiments.md", "docs/architecture.md"):
         assert document in readme and (PROJECT_ROOT / document).is_file()
