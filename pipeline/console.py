@@ -4,6 +4,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from pipeline.progress import mark_line
+
 
 @dataclass(frozen=True)
 class Console:
@@ -13,6 +15,7 @@ class Console:
         """A progress line on stdout; nothing with --quiet."""
         if not self.quiet:  # one write per line: tune's trials print from several threads
             print(message + "\n", end="", flush=True)
+            mark_line()
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown even with --quiet (it asks the user to act)."""

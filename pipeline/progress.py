@@ -11,6 +11,13 @@ import time
 
 # Seconds between two lines; PIPELINE_PROGRESS_SECONDS changes it (the tests' epochs on the sample last seconds).
 INTERVAL_S = float(os.environ.get("PIPELINE_PROGRESS_SECONDS", "10"))
+_last_line_at = time.monotonic()
+
+
+def mark_line() -> None:
+    """Note that a line was just printed (Console.say does): the ticker counts its silence from the last one."""
+    global _last_line_at
+    _last_line_at = time.monotonic()
 
 
 def on_terminal() -> bool:
@@ -69,8 +76,11 @@ def batch_ticker(log, label: str, total_batches: int, phase: str = "train"):
                 self._thread = None
 
         def _beat(self):
-            while not self._stop.wait(INTERVAL_S):
-                log(self.status())
+            # Every INTERVAL_S without any line (the model's set-up before fit counts too), one line.
+            while not self._stop.wait(min(1.0, INTERVAL_S / 2)):
+                if time.monotonic() - _last_line_at >= INTERVAL_S:
+                    log(self.status())
+                    mark_line()
 
         def first_batch_extra_s(self) -> float:
             """How much longer the first batch took than the others (building the graph): 0 when unknown."""
