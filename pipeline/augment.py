@@ -139,6 +139,10 @@ def _as_one_hot(labels, count):
     return np.eye(NUM_CLASSES, dtype=np.float32)[labels.astype(np.int64)]
 
 
+_NO_AUTOTUNE = tf.data.Options()
+_NO_AUTOTUNE.autotune.enabled = False
+
+
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                           max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
@@ -178,7 +182,10 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
             return batch_images, batch_labels
 
         dataset = dataset.enumerate().map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # No autotuning thread: with it, dropping the iterator at an epoch's end (inside Keras's fit, holding
+    # Python's lock) waited 19-47 s on a busy 2-core machine, silencing the progress lines; without it
+    # the wait is gone and an epoch is no slower (docs/experiments.md, 2026-12-02).
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_NO_AUTOTUNE)
 
 
 def make_evaluation_dataset(images, labels=None, batch_size=256):
@@ -188,4 +195,4 @@ def make_evaluation_dataset(images, labels=None, batch_size=256):
         dataset = tf.data.Dataset.from_tensor_slices(images)
     else:
         dataset = tf.data.Dataset.from_tensor_slices((images, _as_one_hot(labels, len(images))))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_NO_AUTOTUNE)

@@ -34,6 +34,8 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
 
     log: where progress goes: a line after each of several passes (model x view), and on a terminal
     one every ~10 s within a pass."""
+    from pipeline.augment import make_evaluation_dataset  # TensorFlow: loaded by now, with the models
+
     views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
     passes, started = len(models) * len(views), time.perf_counter()
@@ -47,8 +49,8 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
 
                 callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
                                               -(-len(view) // batch_size), phase="predict"))
-            try:
-                total += model.predict(view, batch_size=batch_size, verbose=verbose,
+            try:  # a dataset of ours, not the array: Keras's own has the autotuning that stalls (pipeline.augment)
+                total += model.predict(make_evaluation_dataset(view, batch_size=batch_size), verbose=verbose,
                                        callbacks=callbacks).astype(np.float64)
             finally:
                 for ticker in callbacks:

@@ -12,7 +12,9 @@ from pipeline.submit import newest_submission, validate_submission_file
 class FixedModel:
     """Stands in for a Keras model: probabilities from a fixed function of the image."""
 
-    def predict(self, images, batch_size, verbose, callbacks=()):  # Keras's signature, callbacks unused
+    def predict(self, images, batch_size=None, verbose=0, callbacks=()):  # Keras's signature, callbacks unused
+        if not isinstance(images, np.ndarray):  # a tf.data dataset of batches, as predict_probabilities passes
+            images = np.concatenate([np.asarray(batch) for batch in images])
         scores = np.zeros((len(images), 10), dtype=np.float32)
         scores[np.arange(len(images)), (images.sum(axis=(1, 2, 3)) > 0).astype(int)] = 1.0
         return scores
