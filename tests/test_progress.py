@@ -58,3 +58,41 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
     epoch_lines = [line for line in piped.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2 and all("loss" in line for line in epoch_lines), piped.stdout
     assert ": batch " not in piped.stdout  # no within-epoch lines into a pipe
+
+
+def test_the_ticker_speaks_while_no_batch_ends_and_stops_when_told(monkeypatch):
+    # A graph being built ends no batch for many seconds: the lines come from a thread, counted from the
+    # last line anyone printed, and end with the fit (or when the caller stops them after an error).
+    from pipeline import progress
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.2)
+    lines = []
+    ticker = progress.batch_ticker(lines.append, "epoch 1/3", 50)
+    ticker.on_epoch_begin(0)
+    ticker.on_train_begin()
+    time.sleep(0.7)
+    assert lines and lines[0].startswith("epoch 1/3: building the graph, batch 1 of 50"), lines
+    ticker.on_train_batch_end(0)
+    ticker.on_train_batch_end(1)
+    time.sleep(0.5)
+    assert any(line.startswith("epoch 1/3: batch 3 of 50, ") for line in lines), lines
+    ticker.on_test_begin()
+    time.sleep(0.5)
+    assert lines[-1].startswith("epoch 1/3: checking the validation rows"), lines
+    ticker.stop()
+    count = len(lines)
+    time.sleep(0.5)
+    assert len(lines) == count  # stopped: silent
+
+
+def test_no_dataset_of_training_or_prediction_starts_tf_datas_autotuning_thread():
+    # With it, dropping an epoch's iterator held Python's lock for 19-47 s on a busy machine (docs/experiments.md).
+    import numpy as np
+
+    from pipeline import augment
+
+    images, labels = np.zeros((10, 28, 28, 1), np.float32), np.arange(10) % 10
+    for dataset in (augment.make_training_dataset(images, labels, 4, 0, 0),
+                    augment.make_evaluation_dataset(images, labels), augment.make_evaluation_dataset(images)):
+        assert dataset.options().autotune.enabled is False
