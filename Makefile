@@ -91,7 +91,7 @@ help: ## List the targets
 	@echo "    quick: 1 small model, seconds (the sample, tests)    baseline: 1 MLP, about a minute"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
-	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
+	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp|nopool EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
 	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
 	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F ELASTIC=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
 	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
