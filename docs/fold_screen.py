@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import split as split_module, train  # noqa: E402
-from pipeline.device import resolve_precision
-from pipeline.console import import_tensorflow_quietly
-from pipeline.predict import predict_probabilities
+from pipeline.core.console import import_tensorflow_quietly
+from pipeline.stages import split as split_module  # noqa: E402
+from pipeline.stages import train
+from pipeline.stages.predict import predict_probabilities
+from pipeline.training.device import resolve_precision
 
 OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
 ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"

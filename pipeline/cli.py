@@ -12,12 +12,15 @@ from typing import Optional
 import typer
 import typer.main
 
-from pipeline import (__version__, bench, config, download, extras, predict, prepare, report, runs, scores, split,
-                      stage, submit, train)
-from pipeline.device import DEVICES, PRECISIONS
-from pipeline.engine import ENGINES, Engine
-from pipeline.console import Console
-from pipeline.errors import PipelineError
+from pipeline import __version__
+from pipeline.competition import scores, submit
+from pipeline.core import config, extras, runs, stage
+from pipeline.core.console import Console
+from pipeline.core.errors import PipelineError
+from pipeline.stages import chain, download, predict, prepare, report, split, train
+from pipeline.tools import bench
+from pipeline.training.device import DEVICES, PRECISIONS
+from pipeline.training.engine import ENGINES, Engine
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -118,8 +121,8 @@ def engine_settings(name: str, workers: int | None, address: str | None, device:
     engine = Engine(name, workers, address, device)
     engine.check()
     if name == "local" and device == "gpu":
-        from pipeline.console import import_tensorflow_quietly
-        from pipeline.device import use_device
+        from pipeline.core.console import import_tensorflow_quietly
+        from pipeline.training.device import use_device
 
         import_tensorflow_quietly()
         use_device(device)
@@ -233,7 +236,7 @@ def blend_command(
 ):
     """Average runs' test probabilities into a new submission and run, with an out-of-fold estimate when they
     share a split."""
-    from pipeline import blend
+    from pipeline.tools import blend
 
     blended = blend.blend(config.paths(), context.obj, run_ids, weights)
     stage.run(report.define, context.obj, False, run_id=blended["id"])
@@ -293,7 +296,8 @@ def tune_command(
 ):
     """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
     the options given); each trial a run; print the best options."""
-    from pipeline import cache, tune
+    from pipeline.core import cache
+    from pipeline.tools import tune
 
     extras.require("ray", "tune")
     # The trials turn off the model on all rows and TTA: those options do not apply here.
@@ -305,7 +309,7 @@ def tune_command(
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it
-        stage.run_data_stages(console, source, competition, values, force)
+        chain.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
     for line in tune.summary_lines(results, preset, given):
@@ -335,7 +339,7 @@ def all_command(
         extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
-    stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
+    chain.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
@@ -376,7 +380,7 @@ def without_flag_types(command) -> None:
 
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
-    from pipeline.errors import Interrupted, write_error
+    from pipeline.core.errors import Interrupted, write_error
 
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)

@@ -33,10 +33,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import config
-from pipeline.download import extract_competition_files
-from pipeline.errors import PipelineError
-from pipeline.prepare import read_digits_csv
+from pipeline.core import config
+from pipeline.core.errors import PipelineError
+from pipeline.stages.download import extract_competition_files
+from pipeline.stages.prepare import read_digits_csv
 
 PIXEL_NAMES = [f"pixel{index}" for index in range(784)]
 UTF8_BOM = b"\xef\xbb\xbf"

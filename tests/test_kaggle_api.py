@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from kaggle_stub import (
     FAKE_KEY,
     FAKE_TOKEN,
@@ -210,8 +209,8 @@ def test_silent_server_ends_each_attempt_after_the_timeout_and_retries_a_bounded
 def test_retries_back_off_exponentially_and_only_for_network_failures(monkeypatch):
     import requests
 
-    from pipeline import kaggle_api
-    from pipeline.errors import PipelineError
+    from pipeline.competition import kaggle_api
+    from pipeline.core.errors import PipelineError
 
     waits = []
     monkeypatch.setattr("time.sleep", waits.append)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import typer.main
-
 from conftest import PROJECT_ROOT
+
 from pipeline.cli import app, quiet_anywhere
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -130,7 +130,7 @@ def test_quiet_after_the_command_prints_nothing(tmp_path):
 
 
 def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
-    from pipeline import tune
+    from pipeline.tools import tune
 
     settings = {"learning_rate": 0.002, "epochs": 5, "augmentation": 1.0, "dropout": 0.4, "width": 1.0}
     record = {"extra": {"estimate": {"accuracy": 0.9, "images": 240}, "run_id": "run"}}

@@ -11,8 +11,8 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_fscore_support
 
-from pipeline import report
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.stages import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = [

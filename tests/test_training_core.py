@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import augment, config, model, train
-from pipeline.config import NUM_CLASSES
+from pipeline.core import config
+from pipeline.core.config import NUM_CLASSES
+from pipeline.stages import train
+from pipeline.training import augment, model
 
 
 def digit_like_images(count=8, seed=0):

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
 
 
 def _sample_folder() -> Path:
@@ -45,7 +45,7 @@ MAX_SEED = 2**31 - 1
 
 def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
     """Refuse a seed out of range; a run's models use seeds seed, seed + 1, ... (pipeline.train.plan_parts)."""
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     upper = MAX_SEED - (models - 1)
     if not 0 <= seed <= upper:
@@ -55,7 +55,7 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 
 def check_dropout(rate: float, option: str = "--dropout") -> None:
     """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     if not 0 <= rate < 1:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
@@ -63,7 +63,7 @@ def check_dropout(rate: float, option: str = "--dropout") -> None:
 
 def check_width(width: float, option: str = "--width") -> None:
     """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     if not 0 < width <= 4:
         raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import extras
-from pipeline.device import DEVICES
-from pipeline.errors import PipelineError, one_line
+from pipeline.core import extras
+from pipeline.core.errors import PipelineError, one_line
+from pipeline.training.device import DEVICES
 
 ENGINES = ("local", "ray")
 TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
@@ -246,8 +246,8 @@ def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, 
 
 
 def _probe_devices(requested_precision: str, device: str) -> tuple[str, str]:
-    from pipeline.console import import_tensorflow_quietly
-    from pipeline.device import describe_devices, resolve_precision, use_device
+    from pipeline.core.console import import_tensorflow_quietly
+    from pipeline.training.device import describe_devices, resolve_precision, use_device
 
     use_device(device)
     import_tensorflow_quietly()
@@ -326,14 +326,15 @@ def _worker_threads() -> int:
 def train_part(job: dict, images, labels) -> dict:
     """One model of a run, in a Ray worker process (a fresh one: max_calls=1): the model file's bytes,
     its history, summary and out-of-fold probabilities."""
-    from pipeline import stage, train
-    from pipeline.console import Console, import_tensorflow_quietly
+    from pipeline.core import stage
+    from pipeline.core.console import Console, import_tensorflow_quietly
+    from pipeline.stages import train
 
     if stage.code_digest("train") != job["code"]:
         raise PipelineError(f"the worker on {socket.gethostname()} runs other pipeline code than the driver (train"
                             f" code {stage.code_digest('train')}, expected {job['code']}): check out the same"
                             " commit there and run `make venv`")
-    from pipeline.device import use_device
+    from pipeline.training.device import use_device
 
     use_device(job["device"])
     import_tensorflow_quietly()
@@ -372,7 +373,7 @@ def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbe
     """Every part as a Ray task: [{"model": bytes, "history", "summary", "probabilities"}] in part order."""
     from dataclasses import asdict
 
-    from pipeline import stage
+    from pipeline.core import stage
 
     first, total = numbering
     jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,

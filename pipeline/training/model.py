@@ -28,10 +28,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from pipeline.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES, check_dropout, check_width
-from pipeline.device import DTYPE_POLICIES
-from pipeline.errors import PipelineError, one_line
-
+from pipeline.core.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES, check_dropout, check_width
+from pipeline.core.errors import PipelineError, one_line
+from pipeline.training.device import DTYPE_POLICIES
 
 # Keras's default 0.99 lets the moving statistics lag far behind on small data (the bundled
 # sample's 34 steps an epoch gave 10 % validation accuracy); 0.9 follows them within an epoch.

@@ -22,8 +22,8 @@ import shutil
 import stat
 from pathlib import Path
 
-from pipeline import cache, config
-from pipeline.errors import PipelineError
+from pipeline.core import cache, config
+from pipeline.core.errors import PipelineError
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 

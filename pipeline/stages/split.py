@@ -7,8 +7,8 @@ so the run's estimate covers every row (pipeline.train, pipeline.estimate).
 
 import numpy as np
 
-from pipeline.config import check_seed
-from pipeline.errors import PipelineError
+from pipeline.core.config import check_seed
+from pipeline.core.errors import PipelineError
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,8 +61,8 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def define(paths, console, val_fraction: float, seed: int, folds: int = 1):
     """The split stage: the prepared labels in, split.npz out: {train, validation} row indices, or
     {fold}: the fold of every row."""
-    from pipeline.cache import atomic_path
-    from pipeline.stage import Definition, require
+    from pipeline.core.cache import atomic_path
+    from pipeline.core.stage import Definition, require
 
     require("prepare", "python -m pipeline prepare")
     if folds < 1:

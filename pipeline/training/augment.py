@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import IMAGE_SHAPE, NUM_CLASSES
+from pipeline.core.config import IMAGE_SHAPE, NUM_CLASSES
 
 
 def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):

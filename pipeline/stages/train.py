@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
-from pipeline.console import count, format_duration
-from pipeline.device import resolve_precision, use_device
-from pipeline.errors import PipelineError
+from pipeline.core import config
+from pipeline.core.cache import atomic_path, path_digest, relative_name, require_free_space, write_json
+from pipeline.core.console import count, format_duration
+from pipeline.core.errors import PipelineError
+from pipeline.training.device import resolve_precision, use_device
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     """
     import keras
 
-    from pipeline import augment, model as model_library
+    from pipeline.training import augment
+    from pipeline.training import model as model_library
 
     steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
     checkpoint = _Checkpoint(checkpoint_folder)
@@ -179,7 +180,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
-    from pipeline.progress import batch_ticker
+    from pipeline.core.progress import batch_ticker
 
     # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s
     # (from a thread, so the seconds spent building graphs are not silent either).
@@ -316,8 +317,8 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
                    number: int, total: int, epochs_after: int = 0, tensorboard_dir: Path | None = None):
     """Train one part (resuming from checkpoints/<part>/): (model, history, summary, probabilities of the
     rows it never saw or None). The same here and in an engine's worker (pipeline.engine.train_part)."""
-    from pipeline import model as model_library
-    from pipeline.predict import predict_probabilities
+    from pipeline.stages.predict import predict_probabilities
+    from pipeline.training import model as model_library
 
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                   if part.validation_rows is not None else ", all rows")
@@ -357,7 +358,7 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
     predicted = np.zeros(len(labels), dtype=np.int64)
     model_paths, histories, summaries = [], [], []
     if engine is not None and engine.name == "ray":
-        from pipeline.engine import train_parts_on_ray
+        from pipeline.training.engine import train_parts_on_ray
 
         results = train_parts_on_ray(images, labels, parts, training, checkpoints, (first_number, total),
                                      tensorboard_dir, engine, console)
@@ -389,7 +390,7 @@ def _train_here(images, labels, part, training, strategy, checkpoints, console, 
 
 
 def _upstream_summary() -> dict:
-    from pipeline.cache import load_record
+    from pipeline.core.cache import load_record
 
     records = {name: load_record(name) for name in ("download", "prepare", "split")}
     return {
@@ -419,8 +420,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
     tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. engine: where the
     models train (pipeline.engine.Engine; None: here, one after another). Neither is part of the
     stage's key: they change no result, so they alone never rerun a finished stage."""
-    from pipeline import estimate, runs
-    from pipeline.stage import Definition, require
+    from pipeline.core import estimate, runs
+    from pipeline.core.stage import Definition, require
 
     on_ray = engine is not None and engine.name == "ray"
 
@@ -434,7 +435,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         try:
             if not on_ray:
                 return train_run()
-            from pipeline.engine import ray_session
+            from pipeline.training.engine import ray_session
 
             console.say("train: starting Ray (its start-up takes 10-30 s)")
             with ray_session(engine):  # one connection (or local instance) for the whole run
@@ -446,12 +447,12 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             raise
 
     def train_run():
-        from pipeline.console import import_tensorflow_quietly
-        from pipeline.device import describe_devices
+        from pipeline.core.console import import_tensorflow_quietly
+        from pipeline.training.device import describe_devices
 
         started = time.perf_counter()
         if on_ray:
-            from pipeline.engine import cluster_devices
+            from pipeline.training.engine import cluster_devices
 
             precision, devices = cluster_devices(requested.precision, engine.device)
             training = replace(requested, precision=precision)
@@ -510,7 +511,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             with open(temporary, "wb") as stream:
                 np.savez(stream, rows=rows, probabilities=probabilities)
         upstream = _upstream_summary()
-        from pipeline.predict import TTA_SHIFTS
+        from pipeline.stages.predict import TTA_SHIFTS
 
         views = len(TTA_SHIFTS) if training.tta else 1
         work = work_units(summaries, training.epochs, len(np.load(paths.test_images, mmap_mode="r")), views,
@@ -538,8 +539,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
 
     def _with_pseudo_labels(images, labels, model_paths):
         """The train rows plus the test images the measured models agree on, labelled as they say."""
-        from pipeline.model import load_models
-        from pipeline.predict import predict_probabilities
+        from pipeline.stages.predict import predict_probabilities
+        from pipeline.training.model import load_models
 
         test_images = np.load(paths.test_images)
         probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0,

@@ -19,8 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.cache import make_folder
-from pipeline.errors import PipelineError, one_line
+from pipeline.core.cache import make_folder
+from pipeline.core.errors import PipelineError, one_line
 
 HOW_TO_CONFIGURE = (
     "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "

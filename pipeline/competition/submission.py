@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import NUM_CLASSES
-from pipeline.errors import PipelineError
+from pipeline.core.config import NUM_CLASSES
+from pipeline.core.errors import PipelineError
 
 SUBMISSION_HEADER = "ImageId,Label"
 # The competition's 28,000 rows take about 0.2 MB: a file far larger is not a submission, and is not read.

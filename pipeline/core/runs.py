@@ -8,11 +8,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline import cache, config, run_cache
-from pipeline.console import format_table
-from pipeline.estimate import describe, describe_gap, public_score, short_kind, valid_estimate
-from pipeline.errors import PipelineError
-
+from pipeline.core import cache, config, run_cache
+from pipeline.core.console import format_table
+from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import describe, describe_gap, public_score, short_kind, valid_estimate
 
 # A run id is a folder name under data/models/: never a path that could lead elsewhere.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

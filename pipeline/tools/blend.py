@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from pipeline import cache, config, estimate, runs
-from pipeline.errors import PipelineError
-from pipeline.predict import TEST_PROBABILITIES, unused_submission_path
-from pipeline.submission import check_submission, submission_text
+from pipeline.competition.submission import check_submission, submission_text
+from pipeline.core import cache, config, estimate, runs
+from pipeline.core.errors import PipelineError
+from pipeline.stages.predict import TEST_PROBABILITIES, unused_submission_path
 
 
 def parse_weights(text: str | None, count: int) -> list[float]:
@@ -49,7 +49,7 @@ def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     stored = paths.run_dir(run["id"]) / TEST_PROBABILITIES
     if stored.is_file():
         return np.load(stored)
-    from pipeline.report import training_data_matches
+    from pipeline.stages.report import training_data_matches
 
     model_paths = [cache.absolute_path(name) for name in run.get("models", [])]
     if not model_paths or not all(path.is_file() for path in model_paths):
@@ -58,12 +58,12 @@ def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     if not training_data_matches(paths, run):
         raise PipelineError(f"run {run['id']}: no stored test probabilities, and data/prepared no longer holds its"
                             f" data (source {run.get('source')}) to predict them again")
-    from pipeline.console import import_tensorflow_quietly
+    from pipeline.core.console import import_tensorflow_quietly
 
     console.say(f"blend: run {run['id']} predicted before test probabilities were kept: predicting them again")
     import_tensorflow_quietly()  # before pipeline.model imports it, with its start-up chatter
-    from pipeline.model import load_models
-    from pipeline.predict import predict_probabilities
+    from pipeline.stages.predict import predict_probabilities
+    from pipeline.training.model import load_models
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
                                           tta=run.get("params", {}).get("tta", False), log=console.say)
@@ -103,7 +103,7 @@ def blended_estimate(paths: config.Paths, chosen: list[dict], weights: list[floa
 
 def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> dict:
     """Blend the runs into a new run with its submission; the new run's record."""
-    from pipeline.report import training_data_matches
+    from pipeline.stages.report import training_data_matches
 
     if len(run_ids) < 2:
         raise PipelineError("blend: name at least two runs (see `python -m pipeline runs`)")
@@ -126,7 +126,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         check_submission(np.arange(1, len(labels) + 1), labels, len(np.load(paths.test_images, mmap_mode="r")))
         blend_estimate, no_estimate_reason, held_out = blended_estimate(paths, chosen, weights)
 
-        from pipeline.train import new_run_id
+        from pipeline.stages.train import new_run_id
 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         run_dir = paths.run_dir(run_id)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline.errors import PipelineError
+from pipeline.core import config
+from pipeline.core.errors import PipelineError
 
 PIXEL_COLUMNS = [f"pixel{index}" for index in range(config.NUM_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
@@ -246,7 +246,7 @@ def class_counts(labels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- the stage
 
 def save_array(path: Path, array: np.ndarray) -> Path:
-    from pipeline.cache import atomic_path
+    from pipeline.core.cache import atomic_path
 
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as stream:
@@ -256,7 +256,7 @@ def save_array(path: Path, array: np.ndarray) -> Path:
 
 def save_images(path: Path, pixels: np.ndarray) -> Path:
     """to_images(pixels) saved a block at a time (write_images), atomically."""
-    from pipeline.cache import atomic_path
+    from pipeline.core.cache import atomic_path
 
     with atomic_path(path) as temporary:
         write_images(temporary, pixels)
@@ -265,7 +265,7 @@ def save_images(path: Path, pixels: np.ndarray) -> Path:
 
 def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
-    from pipeline.stage import Definition
+    from pipeline.core.stage import Definition
 
     for path in (paths.raw_train, paths.raw_test):
         if not path.is_file():

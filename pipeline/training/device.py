@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras's mixed-precision policies
 PRECISIONS = ("auto", *DTYPE_POLICIES)  # auto: the fastest policy on the device that trains

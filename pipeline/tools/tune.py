@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.console import count
-from pipeline.errors import PipelineError
+from pipeline.core.console import count
+from pipeline.core.errors import PipelineError
 
 # The levers, each drawn around the preset's value.
 AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
@@ -77,8 +77,9 @@ def make_options(trial: dict) -> str:
 
 def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
     """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
-    from pipeline import runs, stage, train
-    from pipeline.engine import STOPPING, cluster_plan, ray_session
+    from pipeline.core import runs, stage
+    from pipeline.stages import train
+    from pipeline.training.engine import STOPPING, cluster_plan, ray_session
 
     settings = sample_trials(values, trials, seed)
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
@@ -115,8 +116,8 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
 
 
 def format_results(results: list[dict]) -> str:
-    from pipeline.console import format_table
-    from pipeline.estimate import describe
+    from pipeline.core.console import format_table
+    from pipeline.core.estimate import describe
 
     rows = [[str(result["trial"]), describe(result["record"]["extra"]["estimate"]), result["record"]["extra"]["run_id"],
              cli_options(result["settings"])] for result in results]

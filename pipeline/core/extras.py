@@ -4,7 +4,7 @@ says what to install, before any stage runs."""
 
 import importlib.util
 
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
 
 # extra -> (the module it provides, the make command that installs it in a checkout)
 EXTRAS = {

@@ -12,17 +12,19 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from functools import cache as remember, cached_property
+from functools import cache as remember
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from pipeline import cache, config, run_cache
-from pipeline.console import Console, format_duration
-from pipeline.errors import PipelineError
+from pipeline.core import cache, config, run_cache
+from pipeline.core.console import Console, format_duration
+from pipeline.core.errors import PipelineError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
 # Bookkeeping that does not change what any stage computes: not part of a stage's code hash.
-NOT_STAGE_CODE = {"cache", "config", "console", "errors", "run_cache", "runs", "stage", "cli"}
+NOT_STAGE_CODE = {"core.cache", "core.config", "core.console", "core.errors", "core.run_cache", "core.runs",
+                  "core.stage", "stages.chain", "cli"}
 
 
 @dataclass
@@ -50,22 +52,29 @@ class Definition:
         return hashlib.sha256(json.dumps(self.key().key(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _module_file(module_name: str) -> Path:
+    """core.cache -> pipeline/core/cache.py"""
+    return PACKAGE_DIR.joinpath(*module_name.split(".")).with_suffix(".py")
+
+
 def _imported_pipeline_modules(module_name: str) -> set[str]:
-    """The pipeline modules one module imports, at its top or inside its functions."""
-    tree = ast.parse((PACKAGE_DIR / f"{module_name}.py").read_text())
+    """The pipeline modules one module imports, at its top or inside its functions (names as core.cache)."""
+    tree = ast.parse(_module_file(module_name).read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pipeline":
+            base = node.module.removeprefix("pipeline").removeprefix(".")
+            for alias in node.names:  # from pipeline.core import cache: a module; from pipeline.core.cache import x
+                named = f"{base}.{alias.name}".lstrip(".")
+                found.add(named if _module_file(named).is_file() else base)
         elif isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("pipeline."))
-    return {name for name in found if (PACKAGE_DIR / f"{name}.py").is_file()}
+            found.update(alias.name.removeprefix("pipeline.") for alias in node.names
+                         if alias.name.startswith("pipeline."))
+    return {name for name in found if name and _module_file(name).is_file()}
 
 
 def stage_modules(module_name: str) -> set[str]:
-    """A stage module and the pipeline modules it uses, directly or not (bookkeeping left out)."""
+    """A stage module (stages.train) and the pipeline modules it uses, directly or not (bookkeeping left out)."""
     modules, pending = set(), [module_name]
     while pending:
         name = pending.pop()
@@ -76,11 +85,12 @@ def stage_modules(module_name: str) -> set[str]:
 
 
 @remember
-def code_digest(module_name: str) -> str:
-    """Hash of the source of the stage's modules: a change in any of them reruns the stage."""
+def code_digest(stage_name: str) -> str:
+    """Hash of the source of the stage's modules (pipeline.stages.<stage_name> and what it uses): a change in
+    any of them reruns the stage."""
     digest = hashlib.sha256()
-    for name in sorted(stage_modules(module_name)):
-        digest.update(name.encode() + b"\0" + (PACKAGE_DIR / f"{name}.py").read_bytes())
+    for name in sorted(stage_modules(f"stages.{stage_name}")):
+        digest.update(name.encode() + b"\0" + _module_file(name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -159,59 +169,3 @@ def run_detached(definition: Definition, console: Console) -> dict:
     run_cache.keep(config.paths(), definition.key_id, record)
     console.say(_done_line(definition, record))
     return record
-
-
-def run_data_stages(console: Console, source: str, competition: str, values: dict, force: bool) -> dict:
-    """download -> prepare -> split (the lock held by the caller); the download record."""
-    from pipeline import download, prepare, split
-
-    downloaded = run(download.define, console, force, source=source, competition=competition, force_download=force)
-    run(prepare.define, console, force)
-    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
-    return downloaded
-
-
-def _what_kaggle_said(run_id: str) -> str:
-    """The end of `all`'s last line: how to send the submission, or what came of sending it."""
-    from pipeline import runs
-    from pipeline.estimate import describe_gap
-
-    run = runs.read_run(config.paths(), run_id)
-    leaderboard = run.get("leaderboard") or {}
-    if leaderboard.get("status") == "COMPLETE":
-        gap = describe_gap(run)
-        return f"sent and scored {leaderboard.get('public_score')} public{f', {gap}' if gap else ''}"
-    if leaderboard.get("status") == "PENDING":
-        return "sent, not scored yet: `make submissions` shows the score"
-    if leaderboard.get("status") == "ERROR":
-        return "sent, but Kaggle could not score it: `make submissions` says why"
-    return "send it with `make submit`"
-
-
-def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
-            force: bool, tensorboard: bool = False, engine=None) -> dict:
-    """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
-    from pipeline import predict, train
-    from pipeline import report as report_stage
-
-    started = time.perf_counter()
-    values = train.resolve_preset(preset, **options)
-    training = train.training_config(values)
-    # The lock is held from the first stage to the last (each stage takes it again, for free): another
-    # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
-    with cache.exclusive_lock():
-        downloaded = run_data_stages(console, source, competition, values, force)
-        train_record = run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard,
-                           engine=engine)
-        predicted = run(predict.define, console, force, tta=training.tta)
-        if report:
-            run(report_stage.define, console, force)
-        done = (f"done in {format_duration(time.perf_counter() - started)}: submission"
-                f" {cache.absolute_path(predicted['extra']['submission'])}")
-        if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
-            console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
-                        " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
-                        " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
-        else:
-            console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'])})")
-    return predicted

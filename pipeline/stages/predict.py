@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config
-from pipeline.submission import check_submission, read_submission, submission_text
+from pipeline.competition.submission import check_submission, read_submission, submission_text
+from pipeline.core import config
+
 # What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
 TEST_PROBABILITIES = "test_probabilities.npy"
 # Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
@@ -43,7 +44,7 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
             done = model_number * len(views) + view_number
             callbacks = []
             if log is not None:
-                from pipeline.progress import batch_ticker
+                from pipeline.core.progress import batch_ticker
 
                 callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
                                               -(-len(view) // batch_size), phase="predict"))
@@ -73,9 +74,9 @@ def unused_submission_path(folder: Path, name: str) -> Path:
 
 def define(paths, console, tta: bool | None = None):
     """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
-    from pipeline import runs
-    from pipeline.cache import absolute_path, atomic_path, relative_name
-    from pipeline.stage import Definition, require
+    from pipeline.core import runs
+    from pipeline.core.cache import absolute_path, atomic_path, relative_name
+    from pipeline.core.stage import Definition, require
 
     train_record = require("train", "python -m pipeline train", needs=("run_id",))
     run_id = train_record["extra"]["run_id"]
@@ -87,10 +88,10 @@ def define(paths, console, tta: bool | None = None):
         inputs.append(paths.sample_submission)
 
     def work():
-        from pipeline.console import import_tensorflow_quietly
+        from pipeline.core.console import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        from pipeline.model import load_models
+        from pipeline.training.model import load_models
 
         started = time.perf_counter()
         images = np.load(paths.test_images)

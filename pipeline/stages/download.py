@@ -11,8 +11,8 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from pipeline import config
-from pipeline.errors import PipelineError
+from pipeline.core import config
+from pipeline.core.errors import PipelineError
 
 REQUIRED_FILES = ("train.csv", "test.csv")
 OPTIONAL_FILES = ("sample_submission.csv",)
@@ -153,12 +153,12 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 
 def define(paths, console, source: str, competition: str, force_download: bool = False):
     """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
-    from pipeline.cache import relative_name
-    from pipeline.stage import Definition
+    from pipeline.core.cache import relative_name
+    from pipeline.core.stage import Definition
 
     credentials = None
     if source in ("auto", "kaggle"):
-        from pipeline import kaggle_api
+        from pipeline.competition import kaggle_api
 
         credentials = kaggle_api.find_credentials()
     kind, path = resolve_source(source, credentials)

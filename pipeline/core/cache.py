@@ -21,8 +21,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline import config
-from pipeline.errors import PipelineError, write_error
+from pipeline.core import config
+from pipeline.core.errors import PipelineError, write_error
 
 
 def file_digest(path: Path) -> str:

@@ -9,10 +9,11 @@ PENDING. Every submission sent is logged (pipeline.runs.record_sent_submission) 
 
 import time
 
-from pipeline import kaggle_api, runs
-from pipeline.console import format_duration, format_table
-from pipeline.errors import Interrupted, PipelineError
-from pipeline.estimate import describe_gap, valid_estimate
+from pipeline.competition import kaggle_api
+from pipeline.core import runs
+from pipeline.core.console import format_duration, format_table
+from pipeline.core.errors import Interrupted, PipelineError
+from pipeline.core.estimate import describe_gap, valid_estimate
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -73,7 +74,7 @@ def record(paths, submission: dict, console=None) -> str | None:
             changed = runs.read_run(paths, run_id).get("leaderboard") != leaderboard
             runs.update_run(paths, run_id, leaderboard=leaderboard)
     if changed:
-        from pipeline import report
+        from pipeline.stages import report
 
         if report.refresh_page(paths, run_id) and console is not None:
             console.say(f"submit: the score is on the report page {paths.reports / run_id / report.INDEX_HTML}")

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import IMAGE_SIZE, NUM_CLASSES
-from pipeline.errors import PipelineError
-from pipeline.estimate import describe, describe_gap, valid_estimate
-from pipeline.prepare import class_counts
+from pipeline.core.config import IMAGE_SIZE, NUM_CLASSES
+from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import describe, describe_gap, valid_estimate
+from pipeline.stages.prepare import class_counts
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -737,7 +737,7 @@ def write_report(
     model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
     comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture.
     """
-    from pipeline.cache import atomic_path
+    from pipeline.core.cache import atomic_path
 
     out_dir = Path(out_dir)
     train_images, val_images = np.asarray(train_images), np.asarray(val_images)
@@ -768,7 +768,7 @@ def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
 
 def training_data_matches(paths, run: dict) -> bool:
     """Whether data/prepared holds the digits the run was trained on (their hashes, as train recorded them)."""
-    from pipeline.cache import path_digest
+    from pipeline.core.cache import path_digest
 
     recorded = run.get("data") or {}
     return bool(recorded) and all(path_digest(paths.prepared / name) == digest for name, digest in recorded.items())
@@ -776,9 +776,9 @@ def training_data_matches(paths, run: dict) -> bool:
 
 def define(paths, console, run_id: str | None = None):
     """The report stage for a run: the latest trained one, or any earlier one whose files are still there."""
-    from pipeline import runs
-    from pipeline.cache import absolute_path, load_record, relative_name
-    from pipeline.stage import Definition, require
+    from pipeline.core import runs
+    from pipeline.core.cache import absolute_path, load_record, relative_name
+    from pipeline.core.stage import Definition, require
 
     latest = (load_record("train") or {}).get("extra", {}).get("run_id")
     if run_id is None or run_id == latest:
@@ -806,7 +806,7 @@ def define(paths, console, run_id: str | None = None):
         images = np.load(paths.train_images, mmap_mode="r")
         inputs = _stored_inputs(paths, run)
         rows = inputs["val_rows"]
-        from pipeline.progress import on_terminal
+        from pipeline.core.progress import on_terminal
 
         index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
                              comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
@@ -845,9 +845,9 @@ def render_summary_page(run: dict) -> str:
 
 
 def _summary_only_definition(paths, run: dict):
-    from pipeline import runs
-    from pipeline.cache import absolute_path, atomic_path, relative_name
-    from pipeline.stage import Definition
+    from pipeline.core import runs
+    from pipeline.core.cache import absolute_path, atomic_path, relative_name
+    from pipeline.core.stage import Definition
 
     out_dir = paths.reports / run["id"]
 
@@ -885,8 +885,8 @@ def _stored_inputs(paths, run: dict) -> dict:
 def refresh_page(paths, run_id: str) -> bool:
     """Write the run's report page again (its pictures stay: no score changes them), after a new score;
     False when the run has no report, or its data is no longer in data/prepared."""
-    from pipeline import runs
-    from pipeline.cache import atomic_path
+    from pipeline.core import runs
+    from pipeline.core.cache import atomic_path
 
     run = runs.read_run(paths, run_id)
     index = paths.reports / run_id / INDEX_HTML

@@ -6,8 +6,8 @@ and a file that Kaggle could not score is refused here rather than spending one.
 
 from pathlib import Path
 
-from pipeline.errors import Interrupted, PipelineError
-from pipeline.submission import check_submission, read_submission
+from pipeline.competition.submission import check_submission, read_submission
+from pipeline.core.errors import Interrupted, PipelineError
 
 # Rows of the competition's test.csv: a file with any other count cannot be scored.
 COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
@@ -24,7 +24,7 @@ def validate_submission_file(path: Path, competition: str) -> int:
 def current_submission(paths) -> Path:
     """The file the last predict wrote, or restored from the run cache (a restored file keeps its old
     modification time, so "newest" would pick another run's); the newest file when nothing was predicted here."""
-    from pipeline import cache
+    from pipeline.core import cache
 
     submission = ((cache.load_record("predict") or {}).get("extra") or {}).get("submission")
     if not isinstance(submission, str):
@@ -57,7 +57,8 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
          force: bool, wait: bool = True, timeout_s: float = 300) -> None:
     """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
     its score."""
-    from pipeline import cache, kaggle_api, runs, scores
+    from pipeline.competition import kaggle_api, scores
+    from pipeline.core import cache, runs
 
     if file is None and run_id is not None:
         submission = runs.read_run(paths, run_id).get("submission")

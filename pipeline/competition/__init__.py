@@ -1,0 +1,4 @@
+"""The Kaggle adapter: the kaggle client wrapped (credentials, network limits, errors in plain words),
+the submission file's format, sending a submission, and the scores Kaggle gave with the log of what was
+sent. Imports only `pipeline.core`; the kaggle client itself loads inside functions.
+"""
