@@ -63,7 +63,7 @@ def test_keras_is_pinned_to_the_minor_release_whose_internals_training_relies_on
     from conftest import PROJECT_ROOT
     from packaging.requirements import Requirement
 
-    from pipeline.stages.train import reseed_layers
+    from pipeline.training.fit import reseed_layers
 
     dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pin = next(Requirement(line) for line in dependencies if Requirement(line).name == "keras")

@@ -3,15 +3,11 @@
 import numpy as np
 import pytest
 
+from pipeline.competition.submission import check_submission, submission_text
 from pipeline.competition.submit import newest_submission, validate_submission_file
 from pipeline.core.errors import PipelineError
-from pipeline.stages.predict import (
-    check_submission,
-    predict_probabilities,
-    shift_images,
-    submission_text,
-    unused_submission_path,
-)
+from pipeline.stages.predict import unused_submission_path
+from pipeline.training.prediction import predict_probabilities, shift_images
 
 
 class FixedModel:

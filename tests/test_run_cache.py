@@ -46,10 +46,12 @@ def toy(pipeline_root, monkeypatch):
 
 def test_a_stages_code_is_its_module_and_every_pipeline_module_it_uses():
     assert stage.stage_modules("stages.train") == {
-        "stages.train", "stages.predict", "training.model", "training.augment", "training.device",
-        "training.engine", "competition.submission", "core.estimate", "core.extras", "core.progress"}
-    assert stage.stage_modules("stages.prepare") == {"stages.prepare"}
-    assert stage.stage_modules("stages.download") == {"stages.download", "competition.kaggle_api"}
+        "stages.train", "training.settings", "training.fit", "training.plan", "training.parts", "training.prediction",
+        "training.model", "training.augment", "training.device", "training.engine", "core.estimate", "core.extras",
+        "core.progress"}
+    assert stage.stage_modules("stages.prepare") == {"stages.prepare", "core.digits"}
+    assert stage.stage_modules("stages.download") == {"stages.download", "competition.kaggle_api",
+                                                      "competition.credentials", "competition.network"}
 
 
 def test_going_back_restores_instead_of_running(toy):

@@ -77,7 +77,7 @@ def test_seed_out_of_range_is_one_line(seed):
 
 
 def test_training_seeds_must_fit_every_ensemble_member():
-    from pipeline.stages.train import resolve_preset, training_config
+    from pipeline.training.settings import resolve_preset, training_config
 
     def check(**options):
         training_config(resolve_preset("quick", final_model=False, pseudo_label=False, **options))
@@ -92,7 +92,7 @@ def test_training_seeds_must_fit_every_ensemble_member():
 
 def test_every_model_of_a_run_gets_a_seed_in_range():
     """A run's models use seeds seed, seed + 1, ... one per part: folds and a final model count too."""
-    from pipeline.stages.train import plan_parts
+    from pipeline.training.plan import plan_parts
 
     folds = {"fold": np.array([0, 1, 2] * 4)}
     top = 2**31 - 3

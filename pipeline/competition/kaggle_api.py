@@ -6,21 +6,19 @@ folder and, without credentials, prints a page of help to stdout. Every failure 
 PipelineError with one line that says what to do, and never contains the Kaggle key or token.
 """
 
-import base64
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
-import stat
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from pipeline.competition.credentials import _detail, _error, find_credentials
+from pipeline.competition.network import NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits, network_timeout
 from pipeline.core.cache import make_folder
-from pipeline.core.errors import PipelineError, one_line
+from pipeline.core.errors import PipelineError
 
 HOW_TO_CONFIGURE = (
     "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "
@@ -30,9 +28,6 @@ HOW_TO_CONFIGURE = (
 UPLOAD_FAILED_MESSAGE = "Could not submit to competition"
 # Competition slugs are letters, digits and hyphens; anything else could also escape dest_dir.
 COMPETITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-# A network call that receives no byte for this long is ended; the setting changes it.
-NETWORK_TIMEOUT_VARIABLE = "PIPELINE_NETWORK_TIMEOUT"
-DEFAULT_NETWORK_TIMEOUT_S = 60.0
 DOWNLOAD_ATTEMPTS = 3  # a download that times out is tried again, up to this many times in all
 LISTING_ATTEMPTS = 3  # as for a listing of submissions: safe to repeat too
 # A listing of 20 submissions (one page, the client's default) is about 20 kB: an answer far larger is
@@ -41,177 +36,6 @@ MAX_LISTING_BYTES = 10 * 10**6
 # Before the second try; doubled before each further one. On top of the client's own retries, an
 # immediate retry would only add load to a server that is already failing.
 RETRY_FIRST_WAIT_S = 2.0
-# A server that trickles bytes never times out: the whole command gives up after this many timeouts.
-DEADLINE_TIMEOUTS = 5
-MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
-MAX_MESSAGE_CHARS = 800
-
-
-# ---- Where the credentials come from (mirrors the client, without importing it) ----
-
-
-def _kaggle_config_dir() -> Path:
-    """The folder the client reads kaggle.json from, computed as KaggleApi.config_dir is."""
-    configured = os.environ.get("KAGGLE_CONFIG_DIR")
-    if configured:
-        return Path(configured)
-    home_kaggle = Path(os.path.expanduser("~")) / ".kaggle"
-    if sys.platform.startswith("linux") and not home_kaggle.exists():
-        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        return Path(config_home) / "kaggle"
-    return home_kaggle
-
-
-def _kaggle_json_path() -> Path:
-    return _kaggle_config_dir() / "kaggle.json"
-
-
-def _read_json_file(path: Path) -> dict | None:
-    """The file's JSON object; None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_token_file(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except (OSError, ValueError):
-        return None
-
-
-def _token_file_paths() -> list[Path]:
-    home_kaggle = Path(os.path.expanduser("~/.kaggle"))
-    return [home_kaggle / "access_token", home_kaggle / "access_token.txt"]
-
-
-def _access_token_source() -> tuple[str, str] | None:
-    """(description, token) of the access token, tried first: kagglesdk's own lookup, which reads the
-    environment and files only (no network, no config folder), so it finds what the client will use,
-    a Kaggle Notebook's token included."""
-    from kagglesdk import get_access_token_from_env
-
-    token, source = get_access_token_from_env()
-    if not token:
-        return None
-    if source == "KAGGLE_API_V1_TOKEN":  # inside a Kaggle Notebook
-        return f"the Kaggle Notebook's token ({os.environ.get(source)})", token
-    if source == "KAGGLE_API_TOKEN":
-        value = os.environ.get(source, "")
-        return (f"access token file {value} (KAGGLE_API_TOKEN)" if token != value else "KAGGLE_API_TOKEN"), token
-    path = next((path for path in _token_file_paths() if _read_token_file(path) == token), _token_file_paths()[0])
-    return f"access token in {path}", token
-
-
-def _api_key_source() -> str | None:
-    """Where username and key come from: kaggle.json, overridden by KAGGLE_USERNAME/KAGGLE_KEY."""
-    file_values = _read_json_file(_kaggle_json_path()) or {}
-    env_has_both = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
-    file_has_both = bool(file_values.get("username") and file_values.get("key"))
-    if env_has_both:
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    if file_has_both:
-        return f"kaggle.json in {_kaggle_config_dir()}"
-    username = os.environ.get("KAGGLE_USERNAME") or file_values.get("username")
-    key = os.environ.get("KAGGLE_KEY") or file_values.get("key")
-    if username and key:  # one from the environment, the other from the file
-        return f"KAGGLE_USERNAME/KAGGLE_KEY with kaggle.json in {_kaggle_config_dir()}"
-    return None
-
-
-def _oauth_credentials_path() -> Path:
-    return Path(os.path.expanduser("~/.kaggle/credentials.json"))
-
-
-def _oauth_source() -> str | None:
-    """`kaggle auth login` saves a refresh token, tried after the API key."""
-    credentials = _read_json_file(_oauth_credentials_path()) or {}
-    return f"OAuth credentials in {_oauth_credentials_path()}" if credentials.get("refresh_token") else None
-
-
-def find_credentials() -> str | None:
-    """Where the client would take its credentials from, as a short description; None when nowhere.
-
-    Same order as the client: an access token (a Kaggle Notebook's, KAGGLE_API_TOKEN as a value or a
-    file path, else ~/.kaggle/access_token), then username and key (KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json in
-    $KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle), then `kaggle auth login` credentials.
-    The secret itself is never part of the answer, and the client is not imported.
-    """
-    token_source = _access_token_source()
-    if token_source:
-        return token_source[0]
-    return _api_key_source() or _oauth_source()
-
-
-def _readable_by_others(path: Path) -> bool:
-    try:
-        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
-    except OSError:
-        return False
-
-
-def credential_warnings() -> list[str]:
-    """Problems with the credential files that do not stop the client but should be fixed."""
-    warnings = []
-    kaggle_json = _kaggle_json_path()
-    for path in [kaggle_json, *_token_file_paths()]:
-        if path.is_file() and os.name != "nt" and _readable_by_others(path):
-            warnings.append(f"{path} is readable by other users of this machine; run: chmod 600 {path}")
-    if kaggle_json.is_file():
-        values = _read_json_file(kaggle_json)
-        if values is None:
-            warnings.append(f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
-        elif not (values.get("username") and values.get("key")):
-            warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
-    return warnings
-
-
-# ---- Keeping secrets out of messages ----
-
-
-def _secrets() -> list[str]:
-    """Every credential value this process could hand to the client, in the forms they travel in."""
-    file_values = _read_json_file(_kaggle_json_path()) or {}
-    oauth_values = _read_json_file(_oauth_credentials_path()) or {}
-    secrets = [
-        os.environ.get("KAGGLE_KEY"),
-        file_values.get("key"),
-        oauth_values.get("refresh_token"),
-        oauth_values.get("access_token"),
-        *(_read_token_file(path) for path in _token_file_paths()),
-    ]
-    token_source = _access_token_source()
-    if token_source:
-        secrets.append(token_source[1])
-    usernames = {os.environ.get("KAGGLE_USERNAME"), file_values.get("username")} - {None}
-    for key in {os.environ.get("KAGGLE_KEY"), file_values.get("key")} - {None}:
-        for username in usernames:  # the Basic auth header carries base64("user:key")
-            secrets.append(base64.b64encode(f"{username}:{key}".encode()).decode())
-    # Longest first, so a secret that contains another is replaced whole.
-    return sorted({str(value) for value in secrets if value and len(str(value)) >= 4}, key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    """text with every Kaggle key and token it contains replaced by ***."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return text
-
-
-def _one_line(text: str, max_chars: int) -> str:
-    """text on one line, without secrets (redacted before shortening, so none is cut in half)."""
-    return one_line(redact(str(text)), max_chars, every_line=True)
-
-
-def _detail(text) -> str:
-    """A server message or exception text, short enough to leave room for the advice around it."""
-    return _one_line(text, MAX_DETAIL_CHARS)
-
-
-def _error(message: str) -> PipelineError:
-    return PipelineError(_one_line(message, MAX_MESSAGE_CHARS))
 
 
 # ---- Talking to the client ----
@@ -378,98 +202,6 @@ def _call_client(action, competition: str, attempts: int = 1, retry_advice: str 
                 _pause_before_retry(retry_wait_s(attempt))
                 continue
             raise _client_error(error, competition, attempts=attempt, retry_advice=retry_advice) from None
-
-
-# ---- Time limits: no call waits for ever ----
-
-
-def network_timeout() -> float:
-    """Seconds without a byte after which a network call is ended ($PIPELINE_NETWORK_TIMEOUT, default 60)."""
-    value = os.environ.get(NETWORK_TIMEOUT_VARIABLE, "").strip()
-    if not value:
-        return DEFAULT_NETWORK_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < 1e6:
-        raise PipelineError(f"{NETWORK_TIMEOUT_VARIABLE}={value}: expected a number of seconds, e.g. 60")
-    return seconds
-
-
-class _DeadlinePassed(BaseException):
-    """Raised by the alarm; a BaseException, so the client's own `except Exception` retries miss it."""
-
-
-class _AnswerTooLarge(Exception):
-    def __init__(self, limit_bytes: int):
-        super().__init__(f"more than {limit_bytes} bytes")
-        self.limit_bytes = limit_bytes
-
-
-def _read_at_most(response, limit_bytes: int) -> None:
-    """Read the answer's body into the response (where requests keeps it), or refuse it past limit_bytes."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(64 * 1024):
-        size += len(chunk)
-        if size > limit_bytes:
-            response.close()
-            raise _AnswerTooLarge(limit_bytes)
-        chunks.append(chunk)
-    response._content = b"".join(chunks)  # what response.content and .json() then read
-
-
-@contextlib.contextmanager
-def _network_limits(what: str, max_answer_bytes: int | None = None):
-    """Every request the client makes inside the block ends after network_timeout() seconds
-    without a byte, and the whole block after DEADLINE_TIMEOUTS times that (a server that trickles).
-    With max_answer_bytes, an answer read whole (not a download's stream) is refused past that size.
-
-    The client passes no timeout of its own to requests (or 300 s), so the limit is set where every
-    request goes through: requests' HTTPAdapter.send. The deadline is an alarm signal, which only
-    the main thread receives; elsewhere only the per-request timeout applies.
-    """
-    import signal
-    import threading
-    import time
-
-    from requests.adapters import HTTPAdapter
-
-    timeout_s = network_timeout()
-    deadline_s = DEADLINE_TIMEOUTS * timeout_s
-    original_send = HTTPAdapter.send
-
-    def send_with_timeout(adapter, request, stream=False, timeout=None, *args, **kwargs):
-        if max_answer_bytes is None or stream:
-            return original_send(adapter, request, stream, (timeout_s, timeout_s), *args, **kwargs)
-        response = original_send(adapter, request, True, (timeout_s, timeout_s), *args, **kwargs)
-        _read_at_most(response, max_answer_bytes)
-        return response
-
-    def on_alarm(signal_number, frame):
-        raise _DeadlinePassed()
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    HTTPAdapter.send = send_with_timeout
-    if in_main_thread:
-        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-        previous_timer_s, _ = signal.setitimer(signal.ITIMER_REAL, deadline_s)
-        started = time.monotonic()
-    try:
-        yield
-    except _DeadlinePassed:
-        raise _error(
-            f"gave up on {what} after {deadline_s:g} s: Kaggle's answer was still not complete (the connection is "
-            f"far too slow, or stalled); try again later, or give a slow connection more time with "
-            f"{NETWORK_TIMEOUT_VARIABLE}=<seconds> (the command gives up after {DEADLINE_TIMEOUTS} times that)"
-        ) from None
-    finally:
-        if in_main_thread:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous_handler)
-            if previous_timer_s:  # someone else's alarm (pytest-timeout's, say) goes on where it was
-                signal.setitimer(signal.ITIMER_REAL, max(previous_timer_s - (time.monotonic() - started), 0.001))
-        HTTPAdapter.send = original_send
 
 
 def _check_competition_name(competition: str) -> None:

@@ -2,7 +2,7 @@
 later by `submissions`, and kept with the runs they came from.
 
 Kaggle scores a submission a few seconds to minutes after it arrives; until then it lists it as
-PENDING. Every submission sent is logged (pipeline.runs.record_sent_submission) with its number
+PENDING. Every submission sent is logged (pipeline.core.runs.record_sent_submission) with its number
 (`ref`) before any waiting starts, so a submit killed while waiting loses nothing: the next
 `submissions` finds the score by that number and records it.
 """
@@ -14,6 +14,8 @@ from pipeline.core import runs
 from pipeline.core.console import format_duration, format_table
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.estimate import describe_gap, valid_estimate
+from pipeline.report.page import INDEX_HTML
+from pipeline.report.writer import refresh_page
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -74,10 +76,8 @@ def record(paths, submission: dict, console=None) -> str | None:
             changed = runs.read_run(paths, run_id).get("leaderboard") != leaderboard
             runs.update_run(paths, run_id, leaderboard=leaderboard)
     if changed:
-        from pipeline.stages import report
-
-        if report.refresh_page(paths, run_id) and console is not None:
-            console.say(f"submit: the score is on the report page {paths.reports / run_id / report.INDEX_HTML}")
+        if refresh_page(paths, run_id) and console is not None:
+            console.say(f"submit: the score is on the report page {paths.reports / run_id / INDEX_HTML}")
     return run_id
 
 

@@ -1,4 +1,5 @@
-"""submit (not a cached stage): check a submission file the way Kaggle will, then send it (pipeline.kaggle_api).
+"""submit (not a cached stage): check a submission file the way Kaggle will, then send it
+(pipeline.competition.kaggle_api).
 
 Kaggle allows only a few submissions a day, so a file already sent is not sent again unless forced,
 and a file that Kaggle could not score is refused here rather than spending one.
@@ -6,7 +7,9 @@ and a file that Kaggle could not score is refused here rather than spending one.
 
 from pathlib import Path
 
+from pipeline.competition import kaggle_api, scores
 from pipeline.competition.submission import check_submission, read_submission
+from pipeline.core import cache, runs
 from pipeline.core.errors import Interrupted, PipelineError
 
 # Rows of the competition's test.csv: a file with any other count cannot be scored.
@@ -24,8 +27,6 @@ def validate_submission_file(path: Path, competition: str) -> int:
 def current_submission(paths) -> Path:
     """The file the last predict wrote, or restored from the run cache (a restored file keeps its old
     modification time, so "newest" would pick another run's); the newest file when nothing was predicted here."""
-    from pipeline.core import cache
-
     submission = ((cache.load_record("predict") or {}).get("extra") or {}).get("submission")
     if not isinstance(submission, str):
         return newest_submission(paths.submissions)
@@ -57,9 +58,6 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
          force: bool, wait: bool = True, timeout_s: float = 300) -> None:
     """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
     its score."""
-    from pipeline.competition import kaggle_api, scores
-    from pipeline.core import cache, runs
-
     if file is None and run_id is not None:
         submission = runs.read_run(paths, run_id).get("submission")
         if not submission:

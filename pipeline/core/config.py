@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import PipelineError
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
 
 
@@ -30,10 +32,10 @@ IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
-ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool")  # built by pipeline.model
+ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool")  # built by pipeline.training.model
 # The unit of training work (issue 17's budget): 42,000 images through one training epoch of a network
-# that costs what the default CNN costs per image (pipeline.model.multiply_adds of "cnn" at width 1).
-# Here, not in pipeline.model, so that counting a run's work (also in a Ray driver) imports no Keras.
+# that costs what the default CNN costs per image (pipeline.training.model.multiply_adds of "cnn" at width 1).
+# Here, not in pipeline.training.model, so that counting a run's work (also in a Ray driver) imports no Keras.
 UNIT_IMAGES = 42_000
 REFERENCE_MULTIPLY_ADDS = 15_162_752
 STRATEGIES = ("default", "mirrored")  # mirrored: every local GPU (or logical CPU device)
@@ -44,9 +46,7 @@ MAX_SEED = 2**31 - 1
 
 
 def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
-    """Refuse a seed out of range; a run's models use seeds seed, seed + 1, ... (pipeline.train.plan_parts)."""
-    from pipeline.core.errors import PipelineError
-
+    """Refuse a seed out of range; a run's models use seeds seed, seed + 1, ... (pipeline.training.plan.plan_parts)."""
     upper = MAX_SEED - (models - 1)
     if not 0 <= seed <= upper:
         models_note = f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""
@@ -55,16 +55,12 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 
 def check_dropout(rate: float, option: str = "--dropout") -> None:
     """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
-    from pipeline.core.errors import PipelineError
-
     if not 0 <= rate < 1:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
 def check_width(width: float, option: str = "--width") -> None:
     """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
-    from pipeline.core.errors import PipelineError
-
     if not 0 < width <= 4:
         raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
 
@@ -139,7 +135,7 @@ class Paths:
 
     @property
     def store(self) -> Path:
-        """The run cache's memory: every kept stage result (pipeline.run_cache)."""
+        """The run cache's memory: every kept stage result (pipeline.core.run_cache)."""
         return self.cache / "store"
 
     @property

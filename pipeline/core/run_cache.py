@@ -1,6 +1,6 @@
 """The run cache: every completed stage result is kept, so going back to earlier settings restores it.
 
-A stage's record (pipeline.cache) remembers only its latest run. Like DVC's run cache, this module
+A stage's record (pipeline.core.cache) remembers only its latest run. Like DVC's run cache, this module
 also keeps each finished run under the hash of its key (parameters, code, content hashes of the
 inputs): `keep` stores the outputs' files by content in data/.cache/store/objects/ and the record in
 data/.cache/store/runs/<stage>/<key>.json; `restore` puts them back when the same key comes again.

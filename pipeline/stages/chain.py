@@ -11,6 +11,7 @@ from pipeline.core.estimate import describe_gap
 from pipeline.core.stage import run
 from pipeline.stages import download, predict, prepare, split, train
 from pipeline.stages import report as report_stage
+from pipeline.training import settings
 
 
 def run_data_stages(console: Console, source: str, competition: str, values: dict, force: bool) -> dict:
@@ -39,8 +40,8 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
             force: bool, tensorboard: bool = False, engine=None) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
     started = time.perf_counter()
-    values = train.resolve_preset(preset, **options)
-    training = train.training_config(values)
+    values = settings.resolve_preset(preset, **options)
+    training = settings.training_config(values)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():

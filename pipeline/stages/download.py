@@ -1,6 +1,6 @@
 """Stage 1, download: the competition's CSV files into data/raw/, from one of three sources.
 
-- kaggle: the official client (pipeline.kaggle_api), which saves the competition zip;
+- kaggle: the official client (pipeline.competition.kaggle_api), which saves the competition zip;
 - a PATH: a competition zip or a folder holding train.csv and test.csv, as downloaded by hand;
 - sample: the small archive shipped in data/sample/, in exactly the competition's format.
 """
@@ -11,8 +11,12 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from pipeline.competition import kaggle_api
+from pipeline.competition.credentials import credential_warnings, find_credentials
 from pipeline.core import config
+from pipeline.core.cache import relative_name
 from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Definition
 
 REQUIRED_FILES = ("train.csv", "test.csv")
 OPTIONAL_FILES = ("sample_submission.csv",)
@@ -153,14 +157,9 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 
 def define(paths, console, source: str, competition: str, force_download: bool = False):
     """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
-    from pipeline.core.cache import relative_name
-    from pipeline.core.stage import Definition
-
     credentials = None
     if source in ("auto", "kaggle"):
-        from pipeline.competition import kaggle_api
-
-        credentials = kaggle_api.find_credentials()
+        credentials = find_credentials()
     kind, path = resolve_source(source, credentials)
     if source == "auto":
         console.say(f"download: Kaggle credentials found ({credentials}); using the competition {competition}"
@@ -168,7 +167,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
                     "download: no Kaggle credentials found, using the bundled sample"
                     " (see README, 'Kaggle credentials')")
     if kind == "kaggle":
-        for warning in kaggle_api.credential_warnings():
+        for warning in credential_warnings():
             console.warn(warning)
         params, inputs = {"source": "kaggle", "competition": competition}, []
     else:

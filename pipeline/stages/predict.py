@@ -1,4 +1,4 @@
-"""Stage 5, predict: label every test image and write the submission (format: pipeline.submission).
+"""Stage 5, predict: label every test image and write the submission (format: pipeline.competition.submission).
 
 An ensemble's members and the test-time-augmented views are averaged as probabilities.
 """
@@ -9,55 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.competition.submission import check_submission, read_submission, submission_text
-from pipeline.core import config
+from pipeline.core import config, runs
+from pipeline.core.cache import absolute_path, atomic_path, relative_name
+from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.stage import Definition, require
+from pipeline.training.prediction import predict_probabilities
 
 # What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
 TEST_PROBABILITIES = "test_probabilities.npy"
-# Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
-TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Move every (N, 28, 28, 1) image by whole pixels, filling with background (zeros)."""
-    shifted = np.zeros_like(images)
-    size = images.shape[1]
-    source_rows = slice(max(0, -rows), size - max(0, rows))
-    target_rows = slice(max(0, rows), size - max(0, -rows))
-    source_columns = slice(max(0, -columns), size - max(0, columns))
-    target_columns = slice(max(0, columns), size - max(0, -columns))
-    shifted[:, target_rows, target_columns] = images[:, source_rows, source_columns]
-    return shifted
-
-
-def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024,
-                          tta: bool = False, verbose: int = 0, log=None) -> np.ndarray:
-    """Mean softmax over the models (and the TTA views): (N, 10) float32.
-
-    log: where progress goes: a line after each of several passes (model x view), and on a terminal
-    one every ~10 s within a pass."""
-    views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
-    total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
-    passes, started = len(models) * len(views), time.perf_counter()
-    for model_number, model in enumerate(models):
-        for view_number, (rows, columns) in enumerate(views):
-            view = images if (rows, columns) == (0, 0) else shift_images(images, rows, columns)
-            done = model_number * len(views) + view_number
-            callbacks = []
-            if log is not None:
-                from pipeline.core.progress import batch_ticker
-
-                callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
-                                              -(-len(view) // batch_size), phase="predict"))
-            try:
-                total += model.predict(view, batch_size=batch_size, verbose=verbose,
-                                       callbacks=callbacks).astype(np.float64)
-            finally:
-                for ticker in callbacks:
-                    ticker.stop()
-            if log is not None and passes > 1:
-                log(f"predict: pass {done + 1} of {passes} done (model {model_number + 1} of {len(models)}, view"
-                    f" {view_number + 1} of {len(views)}), {time.perf_counter() - started:.0f} s")
-    return (total / passes).astype(np.float32)
 
 
 def unused_submission_path(folder: Path, name: str) -> Path:
@@ -74,10 +33,6 @@ def unused_submission_path(folder: Path, name: str) -> Path:
 
 def define(paths, console, tta: bool | None = None):
     """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
-    from pipeline.core import runs
-    from pipeline.core.cache import absolute_path, atomic_path, relative_name
-    from pipeline.core.stage import Definition, require
-
     train_record = require("train", "python -m pipeline train", needs=("run_id",))
     run_id = train_record["extra"]["run_id"]
     if tta is None:  # as the models were trained and estimated
@@ -88,10 +43,8 @@ def define(paths, console, tta: bool | None = None):
         inputs.append(paths.sample_submission)
 
     def work():
-        from pipeline.core.console import import_tensorflow_quietly
-
         import_tensorflow_quietly()
-        from pipeline.training.model import load_models
+        from pipeline.training.model import load_models  # Keras at its top: only when predicting
 
         started = time.perf_counter()
         images = np.load(paths.test_images)

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.cache import atomic_path
+from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Definition
 
 PIXEL_COLUMNS = [f"pixel{index}" for index in range(config.NUM_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
@@ -205,7 +208,7 @@ def check_sample_submission(path: Path, test_rows: int) -> None:
     """Refuse, before any training, a sample_submission.csv whose ids are not 1..rows of test.csv.
 
     Only its ImageId column matters here (predict checks the whole file again, with
-    pipeline.submission); read here so that prepare's code stays this module alone.
+    pipeline.competition.submission); read here so that prepare's code stays this module alone.
     """
     path = Path(path)
     if not path.is_file():
@@ -238,16 +241,9 @@ def check_sample_submission(path: Path, test_rows: int) -> None:
                             " (ids 1..N in order)")
 
 
-def class_counts(labels: np.ndarray) -> np.ndarray:
-    """How many examples of each digit 0-9 (digits that never occur count 0)."""
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=config.NUM_CLASSES)[:config.NUM_CLASSES]
-
-
 # ----------------------------------------------------------------------------------------- the stage
 
 def save_array(path: Path, array: np.ndarray) -> Path:
-    from pipeline.core.cache import atomic_path
-
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as stream:
             np.save(stream, array)
@@ -256,8 +252,6 @@ def save_array(path: Path, array: np.ndarray) -> Path:
 
 def save_images(path: Path, pixels: np.ndarray) -> Path:
     """to_images(pixels) saved a block at a time (write_images), atomically."""
-    from pipeline.core.cache import atomic_path
-
     with atomic_path(path) as temporary:
         write_images(temporary, pixels)
     return path
@@ -265,8 +259,6 @@ def save_images(path: Path, pixels: np.ndarray) -> Path:
 
 def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
-    from pipeline.core.stage import Definition
-
     for path in (paths.raw_train, paths.raw_test):
         if not path.is_file():
             raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")

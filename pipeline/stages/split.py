@@ -2,13 +2,15 @@
 
 One fold (the default's holdout): a share of the rows is kept aside and only measured on.
 K folds: every row lands in one fold; fold k's model trains on the others and predicts fold k,
-so the run's estimate covers every row (pipeline.train, pipeline.estimate).
+so the run's estimate covers every row (pipeline.stages.train, pipeline.core.estimate).
 """
 
 import numpy as np
 
+from pipeline.core.cache import atomic_path
 from pipeline.core.config import check_seed
 from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Definition, require
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +63,6 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def define(paths, console, val_fraction: float, seed: int, folds: int = 1):
     """The split stage: the prepared labels in, split.npz out: {train, validation} row indices, or
     {fold}: the fold of every row."""
-    from pipeline.core.cache import atomic_path
-    from pipeline.core.stage import Definition, require
-
     require("prepare", "python -m pipeline prepare")
     if folds < 1:
         raise PipelineError(f"--folds {folds}: expected 1 (a holdout split) or more (cross-validation)")

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.core import config
-from pipeline.core.console import format_table
+from pipeline.core import config, estimate
+from pipeline.core.cache import write_json
+from pipeline.core.console import format_table, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import short_kind
+from pipeline.training.prediction import predict_probabilities
 
 COLUMNS = (
     ("preset", "preset", "{}"),
@@ -89,8 +91,6 @@ def measure_prediction(models: list, test_images_path: str, repeats: int = 3) ->
     """Median images per second of predicting every test image (TTA off), after a warm-up."""
     import numpy as np
 
-    from pipeline.stages.predict import predict_probabilities
-
     images = np.load(test_images_path)
     predict_probabilities(models, images[:1024], verbose=0)
     rates = []
@@ -108,10 +108,6 @@ def format_bench_table(rows: list[dict]) -> str:
 
 def run_bench(console, source: str | None, presets: str, epochs: int | None) -> None:
     """Run presets side by side from nothing to a submission; print and save one table."""
-    from pipeline.core import estimate
-    from pipeline.core.cache import write_json
-    from pipeline.core.console import import_tensorflow_quietly
-
     paths = config.paths()
     source = source or default_source(paths)
     if source == "sample":
@@ -126,7 +122,7 @@ def run_bench(console, source: str | None, presets: str, epochs: int | None) -> 
         row = run_preset(preset, source, paths.data / "bench" / stamp / preset,
                          ["--epochs", str(epochs)] if epochs else [])
         import_tensorflow_quietly()
-        from pipeline.training.model import load_models
+        from pipeline.training.model import load_models  # Keras at its top: only once a preset has run
 
         row["predict_images_per_s"] = measure_prediction(load_models([Path(p) for p in row["models"]]),
                                                          row["test_images"])

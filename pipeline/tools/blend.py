@@ -1,6 +1,6 @@
 """blend: average the test probabilities of finished runs into one submission, a run of its own.
 
-Every run's predict stage keeps its test probabilities (pipeline.predict.TEST_PROBABILITIES). A blend
+Every run's predict stage keeps its test probabilities (pipeline.stages.predict.TEST_PROBABILITIES). A blend
 takes their weighted mean, writes submissions/<blend>.csv and a run entry (data/models/<blend>/run.json)
 that `runs`, `submit` and `report` treat like any other. Its estimate is honest or absent: the runs'
 out-of-fold predictions are blended the same way only when they cover the same rows (the same split),
@@ -14,8 +14,12 @@ import numpy as np
 
 from pipeline.competition.submission import check_submission, submission_text
 from pipeline.core import cache, config, estimate, runs
+from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
+from pipeline.report.writer import training_data_matches
 from pipeline.stages.predict import TEST_PROBABILITIES, unused_submission_path
+from pipeline.stages.train import new_run_id
+from pipeline.training.prediction import predict_probabilities
 
 
 def parse_weights(text: str | None, count: int) -> list[float]:
@@ -49,8 +53,6 @@ def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     stored = paths.run_dir(run["id"]) / TEST_PROBABILITIES
     if stored.is_file():
         return np.load(stored)
-    from pipeline.stages.report import training_data_matches
-
     model_paths = [cache.absolute_path(name) for name in run.get("models", [])]
     if not model_paths or not all(path.is_file() for path in model_paths):
         raise PipelineError(f"run {run['id']}: no test probabilities and no models to predict them with"
@@ -58,12 +60,10 @@ def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
     if not training_data_matches(paths, run):
         raise PipelineError(f"run {run['id']}: no stored test probabilities, and data/prepared no longer holds its"
                             f" data (source {run.get('source')}) to predict them again")
-    from pipeline.core.console import import_tensorflow_quietly
 
     console.say(f"blend: run {run['id']} predicted before test probabilities were kept: predicting them again")
-    import_tensorflow_quietly()  # before pipeline.model imports it, with its start-up chatter
-    from pipeline.stages.predict import predict_probabilities
-    from pipeline.training.model import load_models
+    import_tensorflow_quietly()  # before pipeline.training.model imports it, with its start-up chatter
+    from pipeline.training.model import load_models  # Keras at its top: only to predict again
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
                                           tta=run.get("params", {}).get("tta", False), log=console.say)
@@ -103,8 +103,6 @@ def blended_estimate(paths: config.Paths, chosen: list[dict], weights: list[floa
 
 def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> dict:
     """Blend the runs into a new run with its submission; the new run's record."""
-    from pipeline.stages.report import training_data_matches
-
     if len(run_ids) < 2:
         raise PipelineError("blend: name at least two runs (see `python -m pipeline runs`)")
     if len(set(run_ids)) != len(run_ids):
@@ -125,8 +123,6 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         labels = blended.argmax(axis=1)
         check_submission(np.arange(1, len(labels) + 1), labels, len(np.load(paths.test_images, mmap_mode="r")))
         blend_estimate, no_estimate_reason, held_out = blended_estimate(paths, chosen, weights)
-
-        from pipeline.stages.train import new_run_id
 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         run_dir = paths.run_dir(run_id)

@@ -2,10 +2,10 @@
 
 Trial 1 is the preset itself, the one to beat; the others draw learning rate, epochs, augmentation,
 dropout and width around it (`sample_trials`, seeded, so a search repeats). Each trial is a full
-train run of the current split, scored by its honest estimate (pipeline.estimate), listed by
+train run of the current split, scored by its honest estimate (pipeline.core.estimate), listed by
 `pipeline runs`, and kept in the run cache: `make all` with the printed options (and FINAL_MODEL=0)
 restores the trial's models instead of training them again. Trials train side by side, each
-driving its own models through pipeline.engine, at most `workers` models at once on the cluster.
+driving its own models through pipeline.training.engine, at most `workers` models at once on the cluster.
 
 The best of several trials scored on one estimate is optimistic (it was selected on that
 estimate): the search says so, and its winner is worth confirming with cross-validation folds.
@@ -17,8 +17,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.core.console import count
+from pipeline.core import runs, stage
+from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import describe
+from pipeline.stages import train
+from pipeline.training.engine import STOPPING, cluster_plan, ray_session
+from pipeline.training.settings import training_config
 
 # The levers, each drawn around the preset's value.
 AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
@@ -77,13 +82,9 @@ def make_options(trial: dict) -> str:
 
 def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
     """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
-    from pipeline.core import runs, stage
-    from pipeline.stages import train
-    from pipeline.training.engine import STOPPING, cluster_plan, ray_session
-
     settings = sample_trials(values, trials, seed)
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
-    base = replace(train.training_config(values), final_model=False, pseudo_label=False)
+    base = replace(training_config(values), final_model=False, pseudo_label=False)
     console.say("tune: starting Ray (its start-up takes 10-30 s)")
     with ray_session(engine):
         at_once, _, described = cluster_plan(engine.workers, engine.device)
@@ -116,9 +117,6 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
 
 
 def format_results(results: list[dict]) -> str:
-    from pipeline.core.console import format_table
-    from pipeline.core.estimate import describe
-
     rows = [[str(result["trial"]), describe(result["record"]["extra"]["estimate"]), result["record"]["extra"]["run_id"],
              cli_options(result["settings"])] for result in results]
     return format_table(["trial", "estimate", "run", "options"], rows)

@@ -6,7 +6,7 @@ whole models: a 327k-parameter CNN gains nothing from splitting its batches acro
 independent tasks need no synchronisation at all. Ray is imported here only, and only when asked
 for, so an up-to-date run never loads it.
 
-A task trains one model (`train.train_one_part`) exactly as the local loop would, with the same
+A task trains one model (`pipeline.training.parts.train_part`) exactly as the local loop would, with the same
 seed, and sends back the model file, its history and its out-of-fold probabilities; the run, its
 cache entry and its report are written here, by the driver, as for a local run. A task whose
 worker dies is retried (TASK_RETRIES times); it resumes from the epoch checkpoints in the driver's
@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.core import extras
 from pipeline.core.errors import PipelineError, one_line
-from pipeline.training.device import DEVICES
+from pipeline.core.console import import_tensorflow_quietly
+from pipeline.training.device import DEVICES, describe_devices, resolve_precision, use_device
 
 ENGINES = ("local", "ray")
 TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
@@ -52,7 +50,7 @@ class Engine:
     name: str = "local"
     workers: int | None = None  # models training at once (ray); None: one per GPU, else one per node
     address: str | None = None  # a running Ray cluster; None: RAY_ADDRESS, else a new local instance
-    device: str = "auto"  # auto, cpu or gpu (pipeline.device.DEVICES), here or on every worker
+    device: str = "auto"  # auto, cpu or gpu (pipeline.training.device.DEVICES), here or on every worker
 
     def check(self) -> None:
         if self.name not in ENGINES:
@@ -246,9 +244,6 @@ def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, 
 
 
 def _probe_devices(requested_precision: str, device: str) -> tuple[str, str]:
-    from pipeline.core.console import import_tensorflow_quietly
-    from pipeline.training.device import describe_devices, resolve_precision, use_device
-
     use_device(device)
     import_tensorflow_quietly()
     return resolve_precision(requested_precision), describe_devices()
@@ -314,73 +309,3 @@ def _result(ref, job: dict):
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as error:
         raise PipelineError(f"{job['label']}: its worker died {TASK_RETRIES + 1} times ({one_line(error)});"
                             " run the same command again to resume from its last checkpoint") from None
-
-
-def _worker_threads() -> int:
-    """The CPUs Ray gave this task: TensorFlow's thread pool is sized to them, not to the whole machine."""
-    import ray
-
-    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-
-
-def train_part(job: dict, images, labels) -> dict:
-    """One model of a run, in a Ray worker process (a fresh one: max_calls=1): the model file's bytes,
-    its history, summary and out-of-fold probabilities."""
-    from pipeline.core import stage
-    from pipeline.core.console import Console, import_tensorflow_quietly
-    from pipeline.stages import train
-
-    if stage.code_digest("train") != job["code"]:
-        raise PipelineError(f"the worker on {socket.gethostname()} runs other pipeline code than the driver (train"
-                            f" code {stage.code_digest('train')}, expected {job['code']}): check out the same"
-                            " commit there and run `make venv`")
-    from pipeline.training.device import use_device
-
-    use_device(job["device"])
-    import_tensorflow_quietly()
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(_worker_threads())
-    training = train.TrainingConfig(**job["training"])
-    strategy = train.configure_tensorflow(training)
-    checkpoints = _reachable_folder(Path(job["checkpoints"]))
-    model, history, summary, probabilities = train.train_one_part(
-        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
-        job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.keras"
-        model.save(path)
-        model_bytes = path.read_bytes()
-    summary["worker"] = f"{socket.gethostname()} pid {os.getpid()}"
-    return {"model": model_bytes, "history": history, "summary": summary, "probabilities": probabilities}
-
-
-def _reachable_folder(folder: Path) -> Path:
-    """The driver's checkpoint folder where this node can write it (same machine, shared filesystem),
-    else one in this node's temporary folder (a retry on this node still resumes)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-        return folder
-    except OSError:
-        return Path(tempfile.gettempdir()) / "digit-recognizer-checkpoints" / folder.name
-
-
-def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbering: tuple[int, int],
-                       tensorboard_dir: Path | None, engine: Engine, console) -> list[dict]:
-    """Every part as a Ray task: [{"model": bytes, "history", "summary", "probabilities"}] in part order."""
-    from dataclasses import asdict
-
-    from pipeline.core import stage
-
-    first, total = numbering
-    jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,
-             "training": asdict(training), "code": stage.code_digest("train"), "checkpoints": str(checkpoints),
-             "device": engine.device, "quiet": console.quiet,
-             "tensorboard": str(tensorboard_dir) if tensorboard_dir else None}
-            for index, part in enumerate(parts)]
-    images = np.ascontiguousarray(images)
-    with ray_session(engine, images.nbytes):
-        return run_tasks(train_part, jobs, engine, console, {"images": images, "labels": labels})

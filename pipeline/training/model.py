@@ -14,7 +14,7 @@ Architectures (`ARCHITECTURES`), all Functional, input (28, 28, 1) float32 in [0
   with the last epoch's weights (docs/experiments.md); the 99.69 % of the best epoch on one 90/10
   split was optimistic. 18 epochs of about 27 s (quiet machine) to 41 s (busy machine) each on 2 CPU
   cores.
-  The presets that use it are in pipeline.config.PRESETS.
+  The presets that use it are in pipeline.core.config.PRESETS.
 - "nopool": An et al. 2020's M5 at half width (16-32-48-64-80 filters of 5x5, no pooling, batch norm),
   a different family of network for ensembles (about 2.3x the work of "cnn").
 
@@ -148,7 +148,7 @@ def _nopool(inputs, policy, dropout_rate, width):
 
 
 _BODIES = {"mlp": _mlp, "small": _small, "deotte": _deotte, "cnn": _deotte, "nopool": _nopool}
-assert set(_BODIES) == set(ARCHITECTURES), "pipeline.config.ARCHITECTURES names the networks built here"
+assert set(_BODIES) == set(ARCHITECTURES), "pipeline.core.config.ARCHITECTURES names the networks built here"
 
 
 def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, width=1.0):
