@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 from pipeline.stages import split as split_module  # noqa: E402
 from pipeline.training import fit, settings  # noqa: E402
-from pipeline.training.device import resolve_precision
-from pipeline.training.prediction import predict_probabilities
+from pipeline.training.device import resolve_precision  # noqa: E402
+from pipeline.training.prediction import predict_probabilities  # noqa: E402
 
 OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
 ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"

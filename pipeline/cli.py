@@ -18,7 +18,7 @@ from pipeline.competition import scores, submit
 from pipeline.core import cache, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.stages import chain, download, predict, prepare, report, split, train
-from pipeline.tools import bench, blend, tune
+from pipeline.tools import bench, blend, runs_table, tune
 from pipeline.training import settings
 from pipeline.training.device import DEVICES, PRECISIONS
 from pipeline.training.engine import ENGINES
@@ -197,13 +197,13 @@ def runs_command(
     """Every training run and blend, best estimated accuracy first, within 100 columns; `runs diff A B` compares
     two."""
     if context.invoked_subcommand is None:
-        print(runs.show_runs(config.paths(), wide, everything, sort))
+        print(runs_table.show_runs(config.paths(), wide, everything, sort))
 
 
 @runs_app.command("diff")
 def runs_diff_command(first: str, second: str):
     """The parameters, data, estimate and score in which two runs differ."""
-    print(runs.show_difference(config.paths(), first, second))
+    print(runs_table.show_difference(config.paths(), first, second))
 
 
 @app.command("blend")

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import extras
-from pipeline.core.errors import PipelineError, one_line
 from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.errors import PipelineError, one_line
 from pipeline.training.device import DEVICES, describe_devices, resolve_precision, use_device
 
 ENGINES = ("local", "ray")
