@@ -1,11 +1,7 @@
-"""The report of one training run: pictures, tables and one index.html that opens from disk.
-
-Pure core: functions on arrays (`confusion_table`, `per_class_precision_recall`, `most_wrong`,
-`pipeline.core.digits.class_counts`) and figure builders that return a `matplotlib.figure.Figure`. `write_report` is
-the only function that touches the disk.
-
-Figures are built with `matplotlib.figure.Figure` directly, not pyplot: no GUI backend is ever
-selected (it works on a headless server) and no global figure registry keeps them alive.
+"""Writing the report of one training run: its figures (pipeline.report.figures), its tables as CSV and the
+index.html that opens from disk (pipeline.report.page), made of its numbers (pipeline.report.metrics).
+`write_report` is the only function that writes a whole report; `refresh_page` writes the page again
+after a new score, keeping the pictures.
 
 The report folder is built under a hidden temporary sibling and renamed into place when
 complete, so a report that died half way never looks finished.
