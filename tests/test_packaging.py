@@ -282,7 +282,7 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
     environment.update(KAGGLE_CONFIG_DIR=str(tmp_path / "no-kaggle-config"), PYTHONUNBUFFERED="1")
     script = environment_folder / "bin" / "digit-recognizer"
     where = subprocess.run([str(environment_folder / "bin" / "python"), "-c",
-                            "from pipeline import config; print(config.SAMPLE_ARCHIVE)"],
+                            "from pipeline.core import config; print(config.SAMPLE_ARCHIVE)"],
                            cwd=work, env=environment, check=True, capture_output=True, text=True)
     assert Path(where.stdout.strip()).is_relative_to(site_packages)  # the installed copy, not the checkout
 
