@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import split as split_module, train  # noqa: E402
-from pipeline.device import resolve_precision
-from pipeline.console import import_tensorflow_quietly
-from pipeline.predict import predict_probabilities
+from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
+from pipeline.stages import split as split_module  # noqa: E402
+from pipeline.training import fit, settings  # noqa: E402
+from pipeline.training.device import resolve_precision  # noqa: E402
+from pipeline.training.prediction import predict_probabilities  # noqa: E402
 
 OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
 ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"
@@ -30,7 +31,7 @@ images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
 fold_of_row = split_module.stratified_folds(labels, 5, 0)
-base = train.training_config(train.resolve_preset("default"))
+base = settings.training_config(settings.resolve_preset("default"))
 base = replace(base, precision=resolve_precision(base.precision))
 def log(text):
     print(time.strftime("%H:%M:%S"), text, flush=True)
@@ -60,9 +61,9 @@ for fold in folds:
         else:
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
-        strategy = train.configure_tensorflow(training)
+        strategy = settings.configure_tensorflow(training)
         started = time.time()
-        model, state = train.fit_one_model(x, y, images[held], labels[held], training, seed,
+        model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
                                            OUT / "ckpt" / f"{arm}-{fold}", strategy, log=log)
         seconds = time.time() - started
         fold_probs = predict_probabilities([model], images[held])

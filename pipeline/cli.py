@@ -1,23 +1,27 @@
 """The typer shell: options, and one call per command. A PipelineError becomes one line and exit 1.
 
-What each stage reads, writes and does lives in its own module (download.py ... report.py);
-pipeline.stage runs them. Options left unset take the preset's value (pipeline.config.PRESETS).
+What each stage reads, writes and does lives in its own module (pipeline/stages/download.py ... report.py);
+pipeline.core.stage runs them, pipeline.stages.chain runs them in order. Options left unset take the preset's
+value (pipeline.core.config.PRESETS). Assembling options and turning errors into exit statuses: cli_support.
 """
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 import typer.main
 
-from pipeline import (__version__, bench, config, download, extras, predict, prepare, report, runs, scores, split,
-                      stage, submit, train)
-from pipeline.device import DEVICES, PRECISIONS
-from pipeline.engine import ENGINES, Engine
-from pipeline.console import Console
-from pipeline.errors import PipelineError
+from pipeline import __version__
+from pipeline.cli_support import engine_settings, run_app, training_options
+from pipeline.competition import scores, submit
+from pipeline.core import cache, config, extras, runs, stage
+from pipeline.core.console import Console
+from pipeline.stages import chain, download, predict, prepare, report, split, train
+from pipeline.tools import bench, blend, runs_table, tune
+from pipeline.training import settings
+from pipeline.training.device import DEVICES, PRECISIONS
+from pipeline.training.engine import ENGINES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -103,29 +107,6 @@ TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard 
                            " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
 
-def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic, strategy,
-                     final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None,
-                     elastic=None) -> dict:
-    """The training options as the preset's names; None: not given, the preset's value stays."""
-    return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
-                final_model=final_model, tta=tta, pseudo_label=pseudo_label, augmentation=augmentation,
-                dropout=dropout, width=width, elastic=elastic)
-
-
-def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:
-    """Where the models train; a GPU asked for on this machine is looked for now, before any stage runs."""
-    engine = Engine(name, workers, address, device)
-    engine.check()
-    if name == "local" and device == "gpu":
-        from pipeline.console import import_tensorflow_quietly
-        from pipeline.device import use_device
-
-        import_tensorflow_quietly()
-        use_device(device)
-    return engine
-
-
 def show_version(value: bool) -> None:
     if value:
         typer.echo(f"digit-recognizer {__version__}")
@@ -157,7 +138,7 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
                   folds: Optional[int] = FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
     """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
-    values = train.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
+    values = settings.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
     stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"],
               folds=values["folds"])
 
@@ -181,7 +162,7 @@ def train_command(
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run(train.define, context.obj, force, preset=preset,
-              training=train.training_config(train.resolve_preset(preset, **options)), tensorboard=tensorboard,
+              training=settings.training_config(settings.resolve_preset(preset, **options)), tensorboard=tensorboard,
               engine=engine_settings(engine, workers, ray_address, device))
 
 
@@ -216,13 +197,13 @@ def runs_command(
     """Every training run and blend, best estimated accuracy first, within 100 columns; `runs diff A B` compares
     two."""
     if context.invoked_subcommand is None:
-        print(runs.show_runs(config.paths(), wide, everything, sort))
+        print(runs_table.show_runs(config.paths(), wide, everything, sort))
 
 
 @runs_app.command("diff")
 def runs_diff_command(first: str, second: str):
     """The parameters, data, estimate and score in which two runs differ."""
-    print(runs.show_difference(config.paths(), first, second))
+    print(runs_table.show_difference(config.paths(), first, second))
 
 
 @app.command("blend")
@@ -233,8 +214,6 @@ def blend_command(
 ):
     """Average runs' test probabilities into a new submission and run, with an out-of-fold estimate when they
     share a split."""
-    from pipeline import blend
-
     blended = blend.blend(config.paths(), context.obj, run_ids, weights)
     stage.run(report.define, context.obj, False, run_id=blended["id"])
 
@@ -293,19 +272,17 @@ def tune_command(
 ):
     """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
     the options given); each trial a run; print the best options."""
-    from pipeline import cache, tune
-
     extras.require("ray", "tune")
     # The trials turn off the model on all rows and TTA: those options do not apply here.
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, None, None, None, augmentation, dropout, width, elastic)
     given = {name: value for name, value in {**options, "val_fraction": val_fraction, "folds": folds}.items()
              if value is not None}
-    values = train.resolve_preset(preset, **given)
+    values = settings.resolve_preset(preset, **given)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it
-        stage.run_data_stages(console, source, competition, values, force)
+        chain.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
     for line in tune.summary_lines(results, preset, given):
@@ -335,75 +312,10 @@ def all_command(
         extras.require("tensorboard", "--tensorboard")
     options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
                                strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
-    stage.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
+    chain.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
-
-
-def quiet_anywhere(arguments: list[str]) -> list[str]:
-    """The arguments with --quiet (-q) moved to the front: it is the app's option, but users put it after the
-    command too (`all --quiet`). A word that is the value of an option (`--message --quiet`) stays."""
-    commands = typer.main.get_command(app).commands
-    command = next((commands[word] for word in arguments if word in commands), None)
-    takes_value = {name for parameter in (command.params if command else [])
-                   if parameter.param_type_name == "option" and not parameter.is_flag for name in parameter.opts}
-    moved, kept, skip_next = [], [], False
-    for index, word in enumerate(arguments):
-        if word == "--":
-            kept.extend(arguments[index:])
-            break
-        if skip_next:
-            kept.append(word)
-            skip_next = False
-        elif word in ("--quiet", "-q"):
-            moved.append(word)
-        else:
-            kept.append(word)
-            skip_next = word in takes_value
-    return moved + kept
-
-
-def without_flag_types(command) -> None:
-    """Flags are plain: no "<bool>" beside --help, --install-completion and the like, which typer adds itself."""
-    from types import SimpleNamespace
-
-    help_option = command.get_help_option(SimpleNamespace(help_option_names=["--help"]))
-    for parameter in [*command.params, *([help_option] if help_option else [])]:
-        if getattr(parameter, "is_flag", False):
-            parameter.metavar = ""
-    for subcommand in getattr(command, "commands", {}).values():
-        without_flag_types(subcommand)
 
 
 def main() -> None:
     """Entry point: a PipelineError is one line on stderr and exit status 1, never a traceback."""
-    from pipeline.errors import Interrupted, write_error
-
-    try:
-        command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
-        without_flag_types(command)
-        command(args=quiet_anywhere(sys.argv[1:]))  # click itself reports usage errors (exit 2)
-    except PipelineError as error:
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(1)
-    except OSError as error:  # a full disk or a read-only folder met outside the atomic writes
-        one_line = write_error(error)
-        if one_line is None:
-            raise
-        typer.echo(f"error: {one_line}", err=True)
-        sys.exit(1)
-    except Interrupted as stop:  # Ctrl-C where the command says what to do next
-        leave_interrupted(str(stop))
-    except SystemExit as stop:
-        if stop.code == 130:  # typer's exit for Ctrl-C (KeyboardInterrupt), silent by itself
-            leave_interrupted("nothing half-written was kept; run the same command again to go on "
-                              "(training resumes from its last completed epoch)")
-        raise
-
-
-def leave_interrupted(advice: str) -> None:
-    typer.echo(f"interrupted: {advice}", err=True)
-    # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
-    # half-traced functions can print a traceback of their own ("Exception ignored in ...").
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(130)
+    run_app(app)

@@ -14,7 +14,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from pipeline import config  # noqa: E402
+from pipeline.core import config  # noqa: E402
 
 
 def pipeline_environment(root: Path, env: dict | None = None) -> dict:
@@ -70,7 +70,7 @@ def sample_frames():
 @pytest.fixture
 def small_train_csv(tmp_path):
     """A valid train.csv of 30 random images (3 per digit)."""
-    from pipeline.prepare import TRAIN_HEADER
+    from pipeline.stages.prepare import TRAIN_HEADER
 
     rng = np.random.default_rng(0)
     rows = [[digit, *rng.integers(0, 256, 784).tolist()] for digit in range(10) for _ in range(3)]

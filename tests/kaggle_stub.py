@@ -46,7 +46,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ARCHIVE = PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip"  # config.SAMPLE_ARCHIVE
 

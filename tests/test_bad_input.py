@@ -5,7 +5,7 @@ with the one-line PipelineError that names the file and, for a bad row or cell, 
 column: never another exception, never wrong data silently accepted. Every corrupted zip either
 extracts byte-identical files or is refused, leaving no partial file behind.
 
-The oracle's rules, as a user would state them (decided here, not copied from pipeline.prepare):
+The oracle's rules, as a user would state them (decided here, not copied from pipeline.stages.prepare):
 - the file is UTF-8, optionally with a byte order mark; anything else is refused;
 - the first line is the header, exactly label,pixel0..pixel783 (train) or pixel0..pixel783
   (test); a name may be quoted and padded with whitespace;
@@ -33,10 +33,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import config
-from pipeline.download import extract_competition_files
-from pipeline.errors import PipelineError
-from pipeline.prepare import read_digits_csv
+from pipeline.core import config
+from pipeline.core.errors import PipelineError
+from pipeline.stages.download import extract_competition_files
+from pipeline.stages.prepare import read_digits_csv
 
 PIXEL_NAMES = [f"pixel{index}" for index in range(784)]
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -52,7 +52,7 @@ def fresh_dir(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# The oracle: what a user expects from a file's bytes, without pipeline.prepare or the csv module.
+# The oracle: what a user expects from a file's bytes, without pipeline.stages.prepare or the csv module.
 # ---------------------------------------------------------------------------------------------
 
 _INTEGER = re.compile(r"[ \t]*(-?[0-9]+)[ \t]*")  # [0-9], not \d: ASCII digits only
@@ -456,7 +456,7 @@ def _row(last: str, first: str = "0") -> str:
     return ",".join([first] + ["0"] * 782 + [last])
 
 
-# What the properties above found wrong in pipeline.prepare, kept as fixed cases (each file is a
+# What the properties above found wrong in pipeline.stages.prepare, kept as fixed cases (each file is a
 # test.csv): (file, the oracle's verdict).
 REGRESSIONS = {
     # pyarrow cannot read one data row without a final newline: was refused, "could not be read".

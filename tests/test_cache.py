@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline import cache
+from pipeline.core import cache
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
 
 QUICK = ["--preset", "quick", "--epochs", "2"]

@@ -4,10 +4,15 @@ import zipfile
 
 import pytest
 
-from pipeline import config, download
-from pipeline.download import (copy_competition_folder, extract_competition_files,
-                               remove_stale_optional_files, resolve_source)
-from pipeline.errors import PipelineError
+from pipeline.core import config
+from pipeline.core.errors import PipelineError
+from pipeline.stages import download
+from pipeline.stages.download import (
+    copy_competition_folder,
+    extract_competition_files,
+    remove_stale_optional_files,
+    resolve_source,
+)
 
 
 def make_zip(path, members: dict):

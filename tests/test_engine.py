@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
-from pipeline import tune
-from pipeline.engine import Engine
-from pipeline.errors import PipelineError
+
+from pipeline.core.errors import PipelineError
+from pipeline.tools import tune
+from pipeline.training.engine import Engine
 
 # Two folds of the quick preset; 5 epochs leave time to kill a task half way.
 CHAIN = ("all", "--preset", "quick", "--folds", "2", "--epochs", "5", "--no-report")

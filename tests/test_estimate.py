@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline import device, estimate
+from pipeline.core import estimate
+from pipeline.training import device
 
 
 def test_wilson_interval_matches_known_values_and_narrows_with_more_images():
@@ -56,7 +57,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_only_confident_predictions_become_pseudo_labels():
-    from pipeline.train import confident_labels
+    from pipeline.training.plan import confident_labels
 
     probabilities = np.array([[0.999, 0.001] + [0] * 8, [0.5, 0.5] + [0] * 8, [0.002, 0.0, 0.998] + [0] * 7])
     rows, labels = confident_labels(probabilities, confidence=0.995)

@@ -7,9 +7,9 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import run_pipeline, start_pipeline
-from pipeline import cache
+
+from pipeline.core import cache
 
 OPTIONS = ["all", "--preset", "quick", "--epochs", "3", "--deterministic"]
 
@@ -81,8 +81,8 @@ def test_model_file_that_runs_code_is_refused(tmp_path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from pipeline.model import load_models
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
+    from pipeline.training.model import load_models
 
     inputs = keras.Input(shape=(2,))
     outputs = keras.layers.Lambda(lambda values: values * 2)(inputs)

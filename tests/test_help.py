@@ -4,9 +4,9 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
-from pipeline import config
+
+from pipeline.core import config
 
 MAKE = ["make", "--no-print-directory", "-s"]
 
@@ -47,6 +47,6 @@ def test_a_wrong_preset_is_one_plain_sentence(tmp_path):
 
 
 def test_counts_are_singular_for_one():
-    from pipeline.console import count
+    from pipeline.core.console import count
 
     assert count(1, "epoch") == "1 epoch" and count(2, "model") == "2 models"

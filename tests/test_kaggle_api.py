@@ -1,7 +1,7 @@
-"""pipeline.kaggle_api against the real kaggle client, talking to the stand-in server in kaggle_stub.
+"""pipeline.competition.kaggle_api against the real kaggle client, talking to the stand-in server in kaggle_stub.
 
 The client reads its environment when it is imported, so each case runs it in a subprocess that
-calls pipeline.kaggle_api the way the CLI does: print `error: <message>` and exit 1 on PipelineError.
+calls pipeline.competition.kaggle_api the way the CLI does: print `error: <message>` and exit 1 on PipelineError.
 """
 
 import json
@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from kaggle_stub import (
     FAKE_KEY,
     FAKE_TOKEN,
@@ -37,8 +36,8 @@ SUBPROCESS_TIMEOUT_S = 120  # a client that hangs fails the test instead of bloc
 CLI_PRELUDE = """
 import sys
 from pathlib import Path
-from pipeline.errors import PipelineError
-from pipeline import kaggle_api
+from pipeline.core.errors import PipelineError
+from pipeline.competition import kaggle_api
 """
 
 DOWNLOAD_CODE = CLI_PRELUDE + """
@@ -61,7 +60,7 @@ print("answer:", answer["message"], "ref:", answer["ref"])
 
 FIND_CREDENTIALS_CODE = """
 import json, sys
-from pipeline.kaggle_api import credential_warnings, find_credentials
+from pipeline.competition.credentials import credential_warnings, find_credentials
 print(json.dumps({
     "source": find_credentials(),
     "warnings": credential_warnings(),
@@ -210,8 +209,8 @@ def test_silent_server_ends_each_attempt_after_the_timeout_and_retries_a_bounded
 def test_retries_back_off_exponentially_and_only_for_network_failures(monkeypatch):
     import requests
 
-    from pipeline import kaggle_api
-    from pipeline.errors import PipelineError
+    from pipeline.competition import kaggle_api
+    from pipeline.core.errors import PipelineError
 
     waits = []
     monkeypatch.setattr("time.sleep", waits.append)

@@ -5,7 +5,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
 

@@ -6,7 +6,6 @@ import stat
 import zipfile
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
 
 

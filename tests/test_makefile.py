@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import typer.main
-
 from conftest import PROJECT_ROOT
-from pipeline.cli import app, quiet_anywhere
+
+from pipeline.cli import app
+from pipeline.cli_support import quiet_anywhere
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
@@ -115,10 +116,11 @@ def test_the_test_target_states_the_measured_time():
 
 def test_quiet_is_moved_to_the_front_from_anywhere_but_an_option_value():
     """Issue 18: --quiet worked only before the command."""
-    assert quiet_anywhere(["all", "--preset", "quick", "--quiet"]) == ["--quiet", "all", "--preset", "quick"]
-    assert quiet_anywhere(["-q", "prepare"]) == ["-q", "prepare"]
-    assert quiet_anywhere(["submit", "--message", "--quiet"]) == ["submit", "--message", "--quiet"]
-    assert quiet_anywhere(["submit", "--", "--quiet"]) == ["submit", "--", "--quiet"]
+    command = typer.main.get_command(app)
+    assert quiet_anywhere(command, ["all", "--preset", "quick", "--quiet"]) == ["--quiet", "all", "--preset", "quick"]
+    assert quiet_anywhere(command, ["-q", "prepare"]) == ["-q", "prepare"]
+    assert quiet_anywhere(command, ["submit", "--message", "--quiet"]) == ["submit", "--message", "--quiet"]
+    assert quiet_anywhere(command, ["submit", "--", "--quiet"]) == ["submit", "--", "--quiet"]
 
 
 def test_quiet_after_the_command_prints_nothing(tmp_path):
@@ -130,7 +132,7 @@ def test_quiet_after_the_command_prints_nothing(tmp_path):
 
 
 def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
-    from pipeline import tune
+    from pipeline.tools import tune
 
     settings = {"learning_rate": 0.002, "epochs": 5, "augmentation": 1.0, "dropout": 0.4, "width": 1.0}
     record = {"extra": {"estimate": {"accuracy": 0.9, "images": 240}, "run_id": "run"}}

@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.model import WarmupCosineSchedule, build_model, load_model, recommended_schedule  # noqa: E402
+from pipeline.training.model import WarmupCosineSchedule, build_model, load_model, recommended_schedule  # noqa: E402
 
 
 @pytest.mark.parametrize("steps_per_epoch, epochs, peak", [(34, 3, 2e-3), (657, 18, 2e-3), (5, 2, 1e-2), (1, 1, 1e-3)])
@@ -35,7 +35,7 @@ def test_xla_is_off_and_not_a_knob():
     """Issue 18: jit_compile was an option nothing set; XLA stays off (4-5x slower on the CPU)."""
     import inspect
 
-    from pipeline.model import compile_model
+    from pipeline.training.model import compile_model
 
     assert "jit_compile" not in inspect.signature(build_model).parameters
     assert "jit_compile" not in inspect.signature(compile_model).parameters
@@ -44,8 +44,8 @@ def test_xla_is_off_and_not_a_knob():
 
 def test_the_network_refuses_a_dropout_or_width_with_the_training_checks():
     """One check for train and model (issue 18): the same ranges, named after the argument."""
-    from pipeline.errors import PipelineError
-    from pipeline.model import build_network
+    from pipeline.core.errors import PipelineError
+    from pipeline.training.model import build_network
 
     with pytest.raises(PipelineError, match="dropout_rate 1.0: expected a rate from 0 to below 1"):
         build_network("mlp", dropout_rate=1.0)
@@ -60,10 +60,10 @@ def test_keras_is_pinned_to_the_minor_release_whose_internals_training_relies_on
     variable path, an internal name a minor release may change; this notices when it does."""
     import tomllib
 
+    from conftest import PROJECT_ROOT
     from packaging.requirements import Requirement
 
-    from conftest import PROJECT_ROOT
-    from pipeline.train import reseed_layers
+    from pipeline.training.fit import reseed_layers
 
     dependencies = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pin = next(Requirement(line) for line in dependencies if Requirement(line).name == "keras")

@@ -15,11 +15,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT, run_pipeline
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import PROJECT_ROOT, run_pipeline
-from pipeline import __version__, bench, config
+from pipeline import __version__
+from pipeline.core import config
+from pipeline.tools import bench
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
@@ -112,7 +114,7 @@ LOCAL_MODULES = {"pipeline", *(path.stem for path in (PROJECT_ROOT / "tests").gl
 def third_party_imports(folder: Path) -> dict[str, set[str]]:
     """{"module level": {...}, "in a function": {...}}: top-level names of the third-party modules imported."""
     found = {"module level": set(), "in a function": set()}
-    for path in folder.glob("*.py"):
+    for path in folder.rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         in_functions = {id(node) for function in ast.walk(tree)
                         if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -280,7 +282,7 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
     environment.update(KAGGLE_CONFIG_DIR=str(tmp_path / "no-kaggle-config"), PYTHONUNBUFFERED="1")
     script = environment_folder / "bin" / "digit-recognizer"
     where = subprocess.run([str(environment_folder / "bin" / "python"), "-c",
-                            "from pipeline import config; print(config.SAMPLE_ARCHIVE)"],
+                            "from pipeline.core import config; print(config.SAMPLE_ARCHIVE)"],
                            cwd=work, env=environment, check=True, capture_output=True, text=True)
     assert Path(where.stdout.strip()).is_relative_to(site_packages)  # the installed copy, not the checkout
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.predict import (check_submission, predict_probabilities, shift_images, submission_text,
-                              unused_submission_path)
-from pipeline.submit import newest_submission, validate_submission_file
+from pipeline.competition.submission import check_submission, submission_text
+from pipeline.competition.submit import newest_submission, validate_submission_file
+from pipeline.core.errors import PipelineError
+from pipeline.stages.predict import unused_submission_path
+from pipeline.training.prediction import predict_probabilities, shift_images
 
 
 class FixedModel:
@@ -95,7 +96,7 @@ def test_newest_submission(tmp_path):
 @pytest.mark.parametrize("run_id", ["../evil", "..", "/etc", "a/../../evil", ".hidden", ""])
 def test_run_id_with_a_path_in_it_is_refused(pipeline_root, run_id):
     """Issue 9: `submit --run ../evil` read data/evil/run.json and sent the file it named."""
-    from pipeline import config, runs
+    from pipeline.core import config, runs
 
     evil = pipeline_root / "data" / "evil"
     evil.mkdir(parents=True)
@@ -111,7 +112,7 @@ def test_model_with_the_wrong_outputs_is_refused(tmp_path):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from pipeline.model import load_models
+    from pipeline.training.model import load_models
 
     inputs = keras.Input(shape=(28, 28, 1))
     outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.Flatten()(inputs))
@@ -141,7 +142,7 @@ def test_labels_and_ids_are_ascii_digits_in_range(tmp_path, row, column, expecte
 
 def test_a_submission_file_is_read_only_up_to_a_size_limit(tmp_path):
     """Issue 21: a 55 MB file was read whole (397 MB resident) before its rows were counted."""
-    from pipeline.submission import MAX_SUBMISSION_BYTES
+    from pipeline.competition.submission import MAX_SUBMISSION_BYTES
 
     path = tmp_path / "huge.csv"
     with open(path, "w") as stream:
@@ -161,8 +162,8 @@ def test_submit_sends_what_the_predict_stage_last_made_not_the_newest_file(pipel
     """Issue 21: a restored submission keeps its old modification time, and "newest" sorted by it."""
     import os
 
-    from pipeline import cache, config
-    from pipeline.submit import current_submission
+    from pipeline.competition.submit import current_submission
+    from pipeline.core import cache, config
 
     submissions = pipeline_root / "submissions"
     submissions.mkdir()

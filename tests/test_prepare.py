@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
 from conftest import csv_text
-from pipeline.errors import PipelineError
-from pipeline.prepare import TEST_HEADER, TRAIN_HEADER, class_counts, read_digits_csv, to_images
+
+from pipeline.core.errors import PipelineError
+from pipeline.stages.prepare import TEST_HEADER, TRAIN_HEADER, class_counts, read_digits_csv, to_images
 
 
 def write(tmp_path, text: str, name="train.csv", mode="w"):
@@ -151,7 +151,7 @@ def test_unterminated_quote_in_test_file_is_refused_too(tmp_path):
 
 
 def test_written_images_equal_to_images(tmp_path):
-    from pipeline.prepare import write_images
+    from pipeline.stages.prepare import write_images
 
     pixels = np.random.default_rng(1).integers(0, 256, (10, 784), dtype=np.uint8)
     write_images(tmp_path / "images.npy", pixels, rows_per_block=3)
@@ -183,7 +183,7 @@ def test_reading_needs_memory_near_the_size_of_the_pixels(tmp_path):
 
 def test_sample_submission_ids_must_be_those_of_test_csv(tmp_path):
     """Issue 9: a sample_submission.csv that disagrees with test.csv was found only after training."""
-    from pipeline.prepare import check_sample_submission
+    from pipeline.stages.prepare import check_sample_submission
 
     sample = tmp_path / "sample_submission.csv"
     check_sample_submission(sample, 3)  # none: nothing to check

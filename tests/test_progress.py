@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
 
 
@@ -63,7 +62,7 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
 def test_the_ticker_speaks_while_no_batch_ends_and_stops_when_told(monkeypatch):
     # A graph being built ends no batch for many seconds: the lines come from a thread, counted from the
     # last line anyone printed, and end with the fit (or when the caller stops them after an error).
-    from pipeline import progress
+    from pipeline.core import progress
 
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     monkeypatch.setattr(progress, "INTERVAL_S", 0.2)
@@ -90,7 +89,7 @@ def test_no_dataset_of_training_or_prediction_starts_tf_datas_autotuning_thread(
     # With it, dropping an epoch's iterator held Python's lock for 19-47 s on a busy machine (docs/experiments.md).
     import numpy as np
 
-    from pipeline import augment
+    from pipeline.training import augment
 
     images, labels = np.zeros((10, 28, 28, 1), np.float32), np.arange(10) % 10
     for dataset in (augment.make_training_dataset(images, labels, 4, 0, 0),

@@ -11,13 +11,14 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_fscore_support
 
-from pipeline import report
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.report import figures, metrics, writer
+from pipeline.report import page as html_page
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PICTURES = [
-    report.SAMPLE_DIGITS_PNG, report.CLASS_COUNTS_PNG, report.TRAINING_CURVES_PNG,
-    report.CONFUSION_MATRIX_PNG, report.PER_CLASS_PNG, report.MOST_WRONG_PNG,
+    html_page.SAMPLE_DIGITS_PNG, html_page.CLASS_COUNTS_PNG, html_page.TRAINING_CURVES_PNG,
+    html_page.CONFUSION_MATRIX_PNG, html_page.PER_CLASS_PNG, html_page.MOST_WRONG_PNG,
 ]
 
 
@@ -69,7 +70,7 @@ def written(inputs, tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("reports") / "report"
     out_dir.mkdir()
     (out_dir / "stale.txt").write_text("from an older run")
-    index = report.write_report(out_dir, **inputs)
+    index = writer.write_report(out_dir, **inputs)
     assert index == out_dir / "index.html"
     return out_dir
 
@@ -138,14 +139,14 @@ def test_html_escapes_run_parameters(written):
 
 def test_report_replaces_the_old_folder_and_leaves_no_temporary_one(written):
     assert sorted(path.name for path in written.iterdir()) == sorted([
-        *PICTURES, "index.html", "run.json", report.CLASS_COUNTS_CSV, report.HISTORY_CSV,
-        report.CONFUSION_MATRIX_CSV, report.PER_CLASS_CSV, report.MOST_WRONG_CSV,
+        *PICTURES, "index.html", "run.json", html_page.CLASS_COUNTS_CSV, html_page.HISTORY_CSV,
+        html_page.CONFUSION_MATRIX_CSV, html_page.PER_CLASS_CSV, html_page.MOST_WRONG_CSV,
     ])
     assert [path.name for path in written.parent.iterdir()] == ["report"]  # no .tmp-* or .old-*
 
 
 def test_confusion_csv_sums_to_validation_size(written, inputs):
-    with open(written / report.CONFUSION_MATRIX_CSV, newline="") as stream:
+    with open(written / html_page.CONFUSION_MATRIX_CSV, newline="") as stream:
         rows = list(csv.reader(stream))[1:]
     matrix = np.array([[int(cell) for cell in row[1:]] for row in rows])
     correct = np.sum(inputs["val_probabilities"].argmax(axis=1) == inputs["val_labels"])
@@ -154,9 +155,9 @@ def test_confusion_csv_sums_to_validation_size(written, inputs):
 
 
 def test_most_wrong_csv_lists_at_most_the_limit(written, inputs):
-    with open(written / report.MOST_WRONG_CSV, newline="") as stream:
+    with open(written / html_page.MOST_WRONG_CSV, newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == report.MOST_WRONG_LIMIT  # the synthetic model makes more mistakes than that
+    assert len(rows) == metrics.MOST_WRONG_LIMIT  # the synthetic model makes more mistakes than that
     assert all(row["true"] != row["predicted"] for row in rows)
 
 
@@ -167,10 +168,10 @@ def test_failing_write_leaves_no_report(inputs, tmp_path, monkeypatch):
     def broken_figure(*args, **kwargs):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(report, "confusion_matrix_figure", broken_figure)
+    monkeypatch.setattr(writer, "confusion_matrix_figure", broken_figure)
     out_dir = tmp_path / "report"
     with pytest.raises(RuntimeError, match="figure failed"):
-        report.write_report(out_dir, **inputs)
+        writer.write_report(out_dir, **inputs)
     assert list(tmp_path.iterdir()) == []  # neither out_dir nor a temporary sibling
 
 
@@ -178,9 +179,9 @@ def test_failing_write_keeps_the_previous_complete_report(inputs, tmp_path, monk
     out_dir = tmp_path / "report"
     out_dir.mkdir()
     (out_dir / "index.html").write_text("previous report")
-    monkeypatch.setattr(report, "sample_digits_figure", lambda *args: 1 / 0)
+    monkeypatch.setattr(writer, "sample_digits_figure", lambda *args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        report.write_report(out_dir, **inputs)
+        writer.write_report(out_dir, **inputs)
     assert (out_dir / "index.html").read_text() == "previous report"
     assert [path.name for path in tmp_path.iterdir()] == ["report"]
 
@@ -188,7 +189,7 @@ def test_failing_write_keeps_the_previous_complete_report(inputs, tmp_path, monk
 def test_mismatched_probabilities_are_a_pipeline_error(inputs, tmp_path):
     broken = dict(inputs, val_probabilities=inputs["val_probabilities"][:-1])
     with pytest.raises(PipelineError, match="probabilities"):
-        report.write_report(tmp_path / "report", **broken)
+        writer.write_report(tmp_path / "report", **broken)
     assert not (tmp_path / "report").exists()
 
 
@@ -198,7 +199,7 @@ def test_mismatched_probabilities_are_a_pipeline_error(inputs, tmp_path):
 def test_confusion_table_counts_every_prediction_once():
     labels = np.array([0, 0, 1, 2, 2, 9])
     predictions = np.array([0, 1, 1, 2, 0, 9])
-    matrix = report.confusion_table(labels, predictions)
+    matrix = metrics.confusion_table(labels, predictions)
     assert matrix.shape == (10, 10)
     assert matrix.sum() == len(labels)
     assert np.trace(matrix) == np.sum(labels == predictions)
@@ -208,7 +209,7 @@ def test_confusion_table_counts_every_prediction_once():
 def test_precision_recall_match_hand_computation_and_sklearn():
     labels = np.array([0, 0, 1, 1, 2, 2, 2])
     predictions = np.array([0, 1, 1, 1, 2, 0, 2])
-    scores = report.per_class_precision_recall(labels, predictions)
+    scores = metrics.per_class_precision_recall(labels, predictions)
     # class 0: predicted at 0 and 5, right once; class 1: predicted 3 times, right twice; ...
     np.testing.assert_allclose(scores["precision"][:3], [1 / 2, 2 / 3, 1.0])
     np.testing.assert_allclose(scores["recall"][:3], [1 / 2, 1.0, 2 / 3])
@@ -228,13 +229,13 @@ def test_most_wrong_on_a_hand_made_example():
     probabilities[1, 7] = 0.60  # wrong, 60% sure
     probabilities[2, 5] = 0.95  # wrong, 95% sure
     probabilities[3, 8] = 0.80  # wrong, 80% sure
-    np.testing.assert_array_equal(report.most_wrong(labels, probabilities, limit=24), [2, 3, 1])
-    np.testing.assert_array_equal(report.most_wrong(labels, probabilities, limit=2), [2, 3])
+    np.testing.assert_array_equal(metrics.most_wrong(labels, probabilities, limit=24), [2, 3, 1])
+    np.testing.assert_array_equal(metrics.most_wrong(labels, probabilities, limit=2), [2, 3])
 
 
 def test_most_wrong_returns_only_mistakes_by_decreasing_confidence(inputs):
     labels, probabilities = inputs["val_labels"], inputs["val_probabilities"]
-    indices = report.most_wrong(labels, probabilities, limit=24)
+    indices = metrics.most_wrong(labels, probabilities, limit=24)
     predictions = probabilities.argmax(axis=1)
     assert 0 < len(indices) <= 24
     assert np.all(predictions[indices] != labels[indices])
@@ -247,14 +248,14 @@ def test_most_wrong_returns_only_mistakes_by_decreasing_confidence(inputs):
 
 def test_most_wrong_is_empty_for_a_perfect_model():
     labels = np.arange(10)
-    assert len(report.most_wrong(labels, np.eye(10))) == 0
+    assert len(metrics.most_wrong(labels, np.eye(10))) == 0
 
 
 def test_training_curves_draw_only_what_history_has():
-    assert len(report.training_curves_figure({"loss": [0.5, 0.3]}).axes) == 1
-    full = report.training_curves_figure({"loss": [1.0], "accuracy": [0.5], "learning_rate": [0.1]})
+    assert len(figures.training_curves_figure({"loss": [0.5, 0.3]}).axes) == 1
+    full = figures.training_curves_figure({"loss": [1.0], "accuracy": [0.5], "learning_rate": [0.1]})
     assert [axes.get_title() for axes in full.axes] == ["Loss", "Accuracy", "Learning rate"]
-    empty = report.training_curves_figure({})
+    empty = figures.training_curves_figure({})
     assert isinstance(empty, Figure) and len(empty.axes) == 1  # a panel that says so
 
 
@@ -262,7 +263,7 @@ def test_sample_digits_tolerate_a_class_with_few_examples():
     others = [digit for digit in range(10) if digit != 3]
     labels = np.concatenate([np.repeat(others, 4), [3]])  # four of each digit, but one "3"
     images = np.zeros((len(labels), 28, 28, 1), dtype=np.float32)
-    figure = report.sample_digits_figure(images, labels, per_class=4)
+    figure = figures.sample_digits_figure(images, labels, per_class=4)
     assert sum(axes.get_visible() and axes.axison for axes in figure.axes) == 4 * 9 + 1
 
 
@@ -289,7 +290,7 @@ def full_run(**changes) -> dict:
 
 
 def written_page(inputs, tmp_path, run, **options) -> str:
-    index = report.write_report(tmp_path / "report", **{**inputs, "run": run}, **options)
+    index = writer.write_report(tmp_path / "report", **{**inputs, "run": run}, **options)
     return index.read_text(encoding="utf-8")
 
 
@@ -309,19 +310,19 @@ def test_a_run_on_the_sample_gets_a_banner(inputs, tmp_path):
 
 def test_mistakes_are_named_by_their_train_csv_line(inputs, tmp_path):
     val_rows = np.arange(len(inputs["val_labels"])) * 3 + 5  # validation digits spread over train.csv
-    report.write_report(tmp_path / "report", **inputs, val_rows=val_rows)
-    with open(tmp_path / "report" / report.MOST_WRONG_CSV) as stream:
+    writer.write_report(tmp_path / "report", **inputs, val_rows=val_rows)
+    with open(tmp_path / "report" / html_page.MOST_WRONG_CSV) as stream:
         rows = list(csv.DictReader(stream))
-    wrong = report.most_wrong(inputs["val_labels"], inputs["val_probabilities"])
+    wrong = metrics.most_wrong(inputs["val_labels"], inputs["val_probabilities"])
     assert [int(row["train.csv line"]) for row in rows] == list(val_rows[wrong] + 2)  # header is line 1
 
 
 def test_an_ensemble_shows_the_curves_of_every_model(inputs):
     history = inputs["history"]
-    figure = report.training_curves_figure(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
+    figure = figures.training_curves_figure(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
     titles = [axes.get_title() for axes in figure.axes]
     assert "fold-0: Loss" in titles and "all-rows: Loss" in titles and "fold-0: Learning rate" in titles
-    header, rows = report.history_rows(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
+    header, rows = html_page.history_rows(history, {"loss": history["loss"]}, names=["fold-0", "all-rows"])
     assert header[0] == "model" and {row[0] for row in rows} == {"fold-0", "all-rows"}
 
 
@@ -335,7 +336,7 @@ def test_the_run_is_compared_with_the_best_earlier_run_and_the_baseline(inputs, 
                      estimate={**run["estimate"], "accuracy": 0.999})
     elsewhere = full_run(id="20260101-110000-cnn", date="2026-01-01 11:00:00", source="sample",
                          estimate={**run["estimate"], "accuracy": 0.9990})
-    compared = report.compared_runs(run, [later, elsewhere, better, run, baseline])  # best first, as list_runs
+    compared = writer.compared_runs(run, [later, elsewhere, better, run, baseline])  # best first, as list_runs
     assert compared == [("best earlier run", better), ("baseline", baseline)]
     page = written_page(inputs, tmp_path, run, comparisons=compared)
     assert "-0.08 points" in page and "+2.50 points" in page
@@ -349,8 +350,8 @@ def test_a_run_with_a_wrong_shaped_estimate_is_reported_as_without_one(inputs, t
     for estimate in ("n/a", without_low, [0.99], {**without_low, "low": "0.98"}):
         run = full_run(estimate=estimate)
         other = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00", estimate=estimate)
-        assert report.compared_runs(run, [other, run]) == []  # a run without an estimate is not compared by one
-        assert report.describe(report.valid_estimate(estimate), missing="none") == "none"
+        assert writer.compared_runs(run, [other, run]) == []  # a run without an estimate is not compared by one
+        assert html_page.describe(html_page.valid_estimate(estimate), missing="none") == "none"
     page = written_page(inputs, tmp_path, full_run(estimate=without_low),
                         comparisons=[("best earlier run", full_run(id="20260101-100000-cnn", estimate="n/a"))])
     assert "Validation accuracy" in page and "Estimated accuracy" not in page
@@ -361,7 +362,7 @@ def test_the_page_names_the_rows_it_counts_explains_the_accuracy_gap_and_draws_t
     assert "every train.csv row" in page and "of them held out" in page
     assert "augmented digits" in page and "dropout" in page  # why training accuracy sits below validation
     assert page.count("confusion_matrix.png") == 1 and "true \\ predicted" not in page  # the picture, no table too
-    figure = report.class_counts_figure(inputs["train_labels"], inputs["val_labels"])
+    figure = figures.class_counts_figure(inputs["train_labels"], inputs["val_labels"])
     titles = [axes.get_title() for axes in figure.axes]
     assert titles[0].startswith("every train.csv row") and titles[1].startswith("of them held out")
 
@@ -370,7 +371,7 @@ def test_a_scored_run_shows_the_gap_to_its_estimate_and_whether_it_is_inside_the
     run = {"estimate": {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200,
                         "errors": 20},
            "leaderboard": {"ref": 7, "status": "COMPLETE", "public_score": "0.99543", "private_score": ""}}
-    assert report.leaderboard_text(run) == ("0.99543 public (submission 7); +0.02 points from the estimate, inside its"
-                                            " 95 % interval")
+    assert html_page.leaderboard_text(run) == ("0.99543 public (submission 7); +0.02 points from the estimate,"
+                                                 " inside its 95 % interval")
     run["leaderboard"]["public_score"] = "0.99100"
-    assert "-0.42 points from the estimate, outside its 95 % interval" in report.leaderboard_text(run)
+    assert "-0.42 points from the estimate, outside its 95 % interval" in html_page.leaderboard_text(run)

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline
-from pipeline import cache, config, run_cache, stage
-from pipeline.console import Console
-from pipeline.errors import PipelineError
+
+from pipeline.core import cache, config, run_cache, stage
+from pipeline.core.console import Console
+from pipeline.core.errors import PipelineError
 
 
 def toy_stage(calls):
@@ -45,10 +45,13 @@ def toy(pipeline_root, monkeypatch):
 
 
 def test_a_stages_code_is_its_module_and_every_pipeline_module_it_uses():
-    assert stage.stage_modules("train") == {"train", "model", "augment", "predict", "submission", "device", "estimate",
-                                            "engine", "extras", "progress"}
-    assert stage.stage_modules("prepare") == {"prepare"}
-    assert stage.stage_modules("download") == {"download", "kaggle_api"}
+    assert stage.stage_modules("stages.train") == {
+        "stages.train", "training.settings", "training.fit", "training.plan", "training.parts", "training.prediction",
+        "training.model", "training.augment", "training.device", "training.engine", "core.estimate", "core.extras",
+        "core.progress"}
+    assert stage.stage_modules("stages.prepare") == {"stages.prepare", "core.digits"}
+    assert stage.stage_modules("stages.download") == {"stages.download", "competition.kaggle_api",
+                                                      "competition.credentials", "competition.network"}
 
 
 def test_going_back_restores_instead_of_running(toy):
@@ -258,14 +261,14 @@ def test_changed_stage_code_reruns_that_stage_and_only_later_ones(tmp_path):
     assert first == dict.fromkeys(STAGES, "ran"), first
 
     # Another split for the same seed: the split stage reruns, and train and predict after it (new inputs).
-    split_code = copy / "pipeline" / "split.py"
+    split_code = copy / "pipeline" / "stages" / "split.py"
     split_code.write_text(split_code.read_text().replace("random_state=seed", "random_state=seed + 1000"))
     after_split_change = stage_words(run_copy(copy, "all", *QUICK).stdout)
     assert after_split_change == {"download": "up to date", "prepare": "up to date", "split": "ran",
                                   "train": "ran", "predict": "ran"}, after_split_change
 
     # A change to a module only predict uses (a comment is enough: the source is hashed): predict alone.
-    predict_code = copy / "pipeline" / "submission.py"
+    predict_code = copy / "pipeline" / "competition" / "submission.py"
     predict_code.write_text(predict_code.read_text() + "\n# a changed line\n")
     after_predict_change = stage_words(run_copy(copy, "all", *QUICK).stdout)
     assert after_predict_change["split"] == "up to date" and after_predict_change["predict"] == "ran"

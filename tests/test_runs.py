@@ -4,9 +4,9 @@ estimates."""
 import json
 
 import pytest
-
 from conftest import run_pipeline
-from pipeline import runs
+
+from pipeline.tools import runs_table
 
 # Values as wide as a tune trial's: the table must still fit.
 PARAMS = dict(architecture="deotte", epochs=18, learning_rate=0.00153, augmentation=1.25, dropout=0.35, width=1.25,
@@ -98,5 +98,5 @@ def test_runs_bad_input_is_one_clear_error(mixed_root, arguments, expected):
 
 
 def test_tune_trials_are_marked():
-    assert runs.preset_cell({"preset": "quick", "tune": {"trial": 3}}) == "quick t3"
-    assert runs.preset_cell({"preset": "quick"}) == "quick"
+    assert runs_table.preset_cell({"preset": "quick", "tune": {"trial": 3}}) == "quick t3"
+    assert runs_table.preset_cell({"preset": "quick"}) == "quick"

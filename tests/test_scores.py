@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
-from pipeline import kaggle_api, scores
+
+from pipeline.competition import kaggle_api, scores
 
 RUN_ID = "20260101-120000-cnn"
 ESTIMATE = {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "cross-validation", "images": 42000,

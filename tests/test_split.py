@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.split import stratified_split
+from pipeline.core.errors import PipelineError
+from pipeline.stages.split import stratified_split
 
 
 def unbalanced_labels():
@@ -44,7 +44,7 @@ def test_too_few_images_per_class_is_refused():
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
 def test_folds_cover_every_row_once_with_even_classes(folds):
-    from pipeline.split import stratified_folds
+    from pipeline.stages.split import stratified_folds
 
     labels = unbalanced_labels()
     assignment = stratified_folds(labels, folds, seed=4)
@@ -57,7 +57,7 @@ def test_folds_cover_every_row_once_with_even_classes(folds):
 
 
 def test_folds_refuse_too_few_images_of_a_class():
-    from pipeline.split import stratified_folds
+    from pipeline.stages.split import stratified_folds
 
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
     with pytest.raises(PipelineError, match="every class needs at least 3 images, the rarest has 2"):
@@ -70,14 +70,14 @@ def test_folds_refuse_too_few_images_of_a_class():
 def test_seed_out_of_range_is_one_line(seed):
     with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
         stratified_split(unbalanced_labels(), 0.1, seed=seed)
-    from pipeline.split import stratified_folds
+    from pipeline.stages.split import stratified_folds
 
     with pytest.raises(PipelineError, match=rf"--seed {seed}: expected an integer from 0 to 2147483647"):
         stratified_folds(unbalanced_labels(), 3, seed=seed)
 
 
 def test_training_seeds_must_fit_every_ensemble_member():
-    from pipeline.train import resolve_preset, training_config
+    from pipeline.training.settings import resolve_preset, training_config
 
     def check(**options):
         training_config(resolve_preset("quick", final_model=False, pseudo_label=False, **options))
@@ -92,7 +92,7 @@ def test_training_seeds_must_fit_every_ensemble_member():
 
 def test_every_model_of_a_run_gets_a_seed_in_range():
     """A run's models use seeds seed, seed + 1, ... one per part: folds and a final model count too."""
-    from pipeline.train import plan_parts
+    from pipeline.training.plan import plan_parts
 
     folds = {"fold": np.array([0, 1, 2] * 4)}
     top = 2**31 - 3

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import augment, config, model, train
-from pipeline.config import NUM_CLASSES
+from pipeline.core import config
+from pipeline.core.config import NUM_CLASSES
+from pipeline.training import augment, fit, model, plan, settings
 
 
 def digit_like_images(count=8, seed=0):
@@ -84,19 +85,19 @@ def test_the_default_runs_work_in_units():
     cost = config.REFERENCE_MULTIPLY_ADDS
     holdout = {"train_images": 37_800, "validation_images": 4_200, "multiply_adds": cost}
     all_rows = {"train_images": 42_000, "multiply_adds": cost}
-    work = train.work_units([holdout, all_rows], epochs=18, test_images=28_000, views=1, pseudo_label=False)
+    work = plan.work_units([holdout, all_rows], epochs=18, test_images=28_000, views=1, pseudo_label=False)
     assert work["training_units"] == pytest.approx(18 * (37_800 + 42_000) / 42_000, rel=1e-3)  # 34.2
     expected_forward = (4_200 * 19 + 2 * 28_000) / 3 / 42_000
     assert work["prediction_units"] == pytest.approx(expected_forward, rel=1e-2)
     assert work["units"] == pytest.approx(work["training_units"] + work["prediction_units"], rel=1e-2)
     twice_as_costly = [dict(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
-    assert train.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
+    assert plan.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
         2 * work["training_units"], rel=1e-2)
 
 
 def test_plan_of_parts_gives_each_model_its_rows_and_seed():
     fold_of_row = np.array([0, 1, 2] * 4)
-    parts = train.plan_parts({"fold": fold_of_row}, 12, members=1, seed=10, final_model=True)
+    parts = plan.plan_parts({"fold": fold_of_row}, 12, members=1, seed=10, final_model=True)
     assert [part.name for part in parts] == ["fold-0", "fold-1", "fold-2", "all-rows"]
     assert [part.seed for part in parts] == [10, 11, 12, 13]
     for fold, part in enumerate(parts[:3]):
@@ -110,17 +111,17 @@ def test_confident_labels_keep_only_sure_predictions():
     probabilities[0, 4] = 0.999
     probabilities[1, 2], probabilities[1, 3] = 0.6, 0.4
     probabilities[2, 7] = 0.995
-    rows, labels = train.confident_labels(probabilities)
+    rows, labels = plan.confident_labels(probabilities)
     assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
 
 
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    values = train.resolve_preset("quick", epochs=2, elastic=10.0)
-    training = train.training_config(values)
-    strategy = train.configure_tensorflow(training)
+    values = settings.resolve_preset("quick", epochs=2, elastic=10.0)
+    training = settings.training_config(values)
+    strategy = settings.configure_tensorflow(training)
     lines = []
-    straight, state = train.fit_one_model(images, labels, images[:16], labels[:16], training, 5,
+    straight, state = fit.fit_one_model(images, labels, images[:16], labels[:16], training, 5,
                                           tmp_path / "straight", strategy, log=lines.append)
     assert state["completed_epochs"] == 2 and len(lines) == 2 and "epoch 2/2" in lines[-1]
 
@@ -133,9 +134,9 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
             raise Stopped
 
     with pytest.raises(Stopped):
-        train.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed", strategy,
+        fit.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed", strategy,
                             log=stop_after_the_first_epoch)
-    resumed, _ = train.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed",
+    resumed, _ = fit.fit_one_model(images, labels, images[:16], labels[:16], training, 5, tmp_path / "resumed",
                                      strategy, log=lines.append)
     assert any(line.startswith("resuming from epoch 1 of 2") for line in lines)
     for expected, actual in zip(straight.get_weights(), resumed.get_weights()):

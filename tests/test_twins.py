@@ -5,8 +5,10 @@ import errno
 import numpy as np
 import pytest
 
-from pipeline import cache, config, device, estimate, prepare
-from pipeline.errors import PipelineError, one_line
+from pipeline.core import cache, config, estimate
+from pipeline.core.errors import PipelineError, one_line
+from pipeline.stages import prepare
+from pipeline.training import device
 
 
 def test_one_line_is_the_first_line_of_an_error_or_its_type():
@@ -23,34 +25,36 @@ def test_one_line_joins_every_line_of_a_server_message_and_keeps_empty_text_empt
 
 
 def test_the_kaggle_adapter_and_the_engine_use_it():
-    from pipeline import engine, kaggle_api
+    from pipeline.competition import credentials
+    from pipeline.training import engine
 
     assert engine.one_line is one_line
-    assert kaggle_api._one_line("a\nb " * 3, 100) == "a b a b a b"
+    assert credentials._one_line("a\nb " * 3, 100) == "a b a b a b"
     assert not hasattr(engine, "_first_line")
 
 
 def test_class_counts_is_one_array_of_ten_for_prepare_and_report():
-    from pipeline import report
+    from pipeline.core import digits
+    from pipeline.report import figures, writer
 
     counts = prepare.class_counts(np.array([0, 0, 3, 9], dtype=np.uint8))
     assert counts.tolist() == [2, 0, 0, 1, 0, 0, 0, 0, 0, 1] and counts.dtype == np.int64
-    assert report.class_counts is prepare.class_counts
+    assert writer.class_counts is figures.class_counts is prepare.class_counts is digits.class_counts
 
 
 def test_one_estimate_phrase_in_the_terminal_and_in_the_report():
-    from pipeline import report
+    from pipeline.report import page
 
     result = {"accuracy": 0.99525, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200}
     assert estimate.describe(result) == "0.9952 (95 % interval 0.9945-0.9958, holdout on 4,200 images)"
     assert estimate.describe(None) == "no estimate"
     assert estimate.describe(result, missing="none", unit="digits").endswith("holdout on 4,200 digits)")
     assert estimate.describe({}, missing="none", unit="digits") == "none"
-    assert report.describe is estimate.describe and not hasattr(report, "estimate_text")
+    assert page.describe is estimate.describe and not hasattr(page, "estimate_text")
 
 
 def test_one_make_folder_that_fails_in_one_line(tmp_path):
-    from pipeline import kaggle_api
+    from pipeline.competition import kaggle_api
 
     assert kaggle_api.make_folder is cache.make_folder
     blocker = tmp_path / "a file"
@@ -79,11 +83,11 @@ def test_precisions_are_the_dtype_policies_and_auto():
                                                      (0.4, 0.0, "--width 0.0: expected a multiplier above 0"),
                                                      (0.4, 4.5, "--width 4.5")])
 def test_training_refuses_a_dropout_or_width_before_tensorflow(dropout, width, message):
-    from pipeline import train
+    from pipeline.training import settings
 
-    values = train.resolve_preset("quick", dropout=dropout, width=width)
+    values = settings.resolve_preset("quick", dropout=dropout, width=width)
     with pytest.raises(PipelineError, match=message.replace(".", r"\.")):
-        train.training_config(values)
+        settings.training_config(values)
 
 
 def test_the_checks_accept_the_edges():

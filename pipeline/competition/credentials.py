@@ -1,0 +1,182 @@
+"""Kaggle's credentials, found where the client looks for them (without importing it), and kept out of
+every message: `find_credentials`, `credential_warnings`, `redact`, and the one-line errors built on it.
+"""
+
+import base64
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError, one_line
+
+MAX_DETAIL_CHARS = 200  # of a server message or exception text quoted in an error
+MAX_MESSAGE_CHARS = 800
+
+
+# ---- Where the credentials come from (mirrors the client, without importing it) ----
+
+
+def _kaggle_config_dir() -> Path:
+    """The folder the client reads kaggle.json from, computed as KaggleApi.config_dir is."""
+    configured = os.environ.get("KAGGLE_CONFIG_DIR")
+    if configured:
+        return Path(configured)
+    home_kaggle = Path(os.path.expanduser("~")) / ".kaggle"
+    if sys.platform.startswith("linux") and not home_kaggle.exists():
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        return Path(config_home) / "kaggle"
+    return home_kaggle
+
+
+def _kaggle_json_path() -> Path:
+    return _kaggle_config_dir() / "kaggle.json"
+
+
+def _read_json_file(path: Path) -> dict | None:
+    """The file's JSON object; None when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_token_file(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def _token_file_paths() -> list[Path]:
+    home_kaggle = Path(os.path.expanduser("~/.kaggle"))
+    return [home_kaggle / "access_token", home_kaggle / "access_token.txt"]
+
+
+def _access_token_source() -> tuple[str, str] | None:
+    """(description, token) of the access token, tried first: kagglesdk's own lookup, which reads the
+    environment and files only (no network, no config folder), so it finds what the client will use,
+    a Kaggle Notebook's token included."""
+    from kagglesdk import get_access_token_from_env
+
+    token, source = get_access_token_from_env()
+    if not token:
+        return None
+    if source == "KAGGLE_API_V1_TOKEN":  # inside a Kaggle Notebook
+        return f"the Kaggle Notebook's token ({os.environ.get(source)})", token
+    if source == "KAGGLE_API_TOKEN":
+        value = os.environ.get(source, "")
+        return (f"access token file {value} (KAGGLE_API_TOKEN)" if token != value else "KAGGLE_API_TOKEN"), token
+    path = next((path for path in _token_file_paths() if _read_token_file(path) == token), _token_file_paths()[0])
+    return f"access token in {path}", token
+
+
+def _api_key_source() -> str | None:
+    """Where username and key come from: kaggle.json, overridden by KAGGLE_USERNAME/KAGGLE_KEY."""
+    file_values = _read_json_file(_kaggle_json_path()) or {}
+    env_has_both = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
+    file_has_both = bool(file_values.get("username") and file_values.get("key"))
+    if env_has_both:
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    if file_has_both:
+        return f"kaggle.json in {_kaggle_config_dir()}"
+    username = os.environ.get("KAGGLE_USERNAME") or file_values.get("username")
+    key = os.environ.get("KAGGLE_KEY") or file_values.get("key")
+    if username and key:  # one from the environment, the other from the file
+        return f"KAGGLE_USERNAME/KAGGLE_KEY with kaggle.json in {_kaggle_config_dir()}"
+    return None
+
+
+def _oauth_credentials_path() -> Path:
+    return Path(os.path.expanduser("~/.kaggle/credentials.json"))
+
+
+def _oauth_source() -> str | None:
+    """`kaggle auth login` saves a refresh token, tried after the API key."""
+    credentials = _read_json_file(_oauth_credentials_path()) or {}
+    return f"OAuth credentials in {_oauth_credentials_path()}" if credentials.get("refresh_token") else None
+
+
+def find_credentials() -> str | None:
+    """Where the client would take its credentials from, as a short description; None when nowhere.
+
+    Same order as the client: an access token (a Kaggle Notebook's, KAGGLE_API_TOKEN as a value or a
+    file path, else ~/.kaggle/access_token), then username and key (KAGGLE_USERNAME/KAGGLE_KEY or kaggle.json in
+    $KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle), then `kaggle auth login` credentials.
+    The secret itself is never part of the answer, and the client is not imported.
+    """
+    token_source = _access_token_source()
+    if token_source:
+        return token_source[0]
+    return _api_key_source() or _oauth_source()
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def credential_warnings() -> list[str]:
+    """Problems with the credential files that do not stop the client but should be fixed."""
+    warnings = []
+    kaggle_json = _kaggle_json_path()
+    for path in [kaggle_json, *_token_file_paths()]:
+        if path.is_file() and os.name != "nt" and _readable_by_others(path):
+            warnings.append(f"{path} is readable by other users of this machine; run: chmod 600 {path}")
+    if kaggle_json.is_file():
+        values = _read_json_file(kaggle_json)
+        if values is None:
+            warnings.append(f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
+        elif not (values.get("username") and values.get("key")):
+            warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
+    return warnings
+
+
+# ---- Keeping secrets out of messages ----
+
+
+def _secrets() -> list[str]:
+    """Every credential value this process could hand to the client, in the forms they travel in."""
+    file_values = _read_json_file(_kaggle_json_path()) or {}
+    oauth_values = _read_json_file(_oauth_credentials_path()) or {}
+    secrets = [
+        os.environ.get("KAGGLE_KEY"),
+        file_values.get("key"),
+        oauth_values.get("refresh_token"),
+        oauth_values.get("access_token"),
+        *(_read_token_file(path) for path in _token_file_paths()),
+    ]
+    token_source = _access_token_source()
+    if token_source:
+        secrets.append(token_source[1])
+    usernames = {os.environ.get("KAGGLE_USERNAME"), file_values.get("username")} - {None}
+    for key in {os.environ.get("KAGGLE_KEY"), file_values.get("key")} - {None}:
+        for username in usernames:  # the Basic auth header carries base64("user:key")
+            secrets.append(base64.b64encode(f"{username}:{key}".encode()).decode())
+    # Longest first, so a secret that contains another is replaced whole.
+    return sorted({str(value) for value in secrets if value and len(str(value)) >= 4}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """text with every Kaggle key and token it contains replaced by ***."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+def _one_line(text: str, max_chars: int) -> str:
+    """text on one line, without secrets (redacted before shortening, so none is cut in half)."""
+    return one_line(redact(str(text)), max_chars, every_line=True)
+
+
+def _detail(text) -> str:
+    """A server message or exception text, short enough to leave room for the advice around it."""
+    return _one_line(text, MAX_DETAIL_CHARS)
+
+
+def _error(message: str) -> PipelineError:
+    return PipelineError(_one_line(message, MAX_MESSAGE_CHARS))

@@ -1,0 +1,144 @@
+"""Kaggle's scores of the submissions sent from this checkout: waited for after submit, fetched
+later by `submissions`, and kept with the runs they came from.
+
+Kaggle scores a submission a few seconds to minutes after it arrives; until then it lists it as
+PENDING. Every submission sent is logged (pipeline.core.runs.record_sent_submission) with its number
+(`ref`) before any waiting starts, so a submit killed while waiting loses nothing: the next
+`submissions` finds the score by that number and records it.
+"""
+
+import time
+
+from pipeline.competition import kaggle_api
+from pipeline.core import runs
+from pipeline.core.console import format_duration, format_table
+from pipeline.core.errors import Interrupted, PipelineError
+from pipeline.core.estimate import describe_gap, valid_estimate
+from pipeline.report.page import INDEX_HTML
+from pipeline.report.writer import refresh_page
+
+DEFAULT_TIMEOUT_S = 300
+FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
+WAIT_GROWTH = 1.5
+LONGEST_WAIT_S = 30.0  # a look every half minute at most: few calls, and a score is seen soon after it exists
+HOW_TO_LOOK_LATER = "`make submissions` (or `python -m pipeline submissions`)"
+
+
+def waits(timeout_s: float):
+    """The pauses between two looks: growing from FIRST_WAIT_S to LONGEST_WAIT_S, in all at most timeout_s."""
+    left, wait = float(timeout_s), FIRST_WAIT_S
+    while left > 0:
+        pause = min(wait, left)
+        yield pause
+        left -= pause
+        wait = min(wait * WAIT_GROWTH, LONGEST_WAIT_S)
+
+
+def find(submissions: list[dict], ref: int) -> dict | None:
+    """The listed submission numbered ref (a listed one without a number is never it)."""
+    return next((submission for submission in submissions
+                 if submission["ref"] is not None and submission["ref"] == ref),
+                None)
+
+
+def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.sleep) -> dict | None:
+    """The submission `ref` as Kaggle lists it once scored (or failed), or as last seen at the time limit."""
+    seen = find(kaggle_api.list_submissions(competition), ref)
+    for pause in waits(timeout_s):
+        if seen is not None and seen["status"] != "PENDING":
+            return seen
+        sleep(pause)
+        seen = find(kaggle_api.list_submissions(competition), ref) or seen
+    return seen
+
+
+def describe_score(submission: dict, estimate: dict | None) -> str:
+    """'scored 0.99543 public, 0.99500 private (estimate 0.9952, 95 % 0.9945-0.9958)'."""
+    scores = [f"{submission['public_score']} public"]
+    if submission.get("private_score"):
+        scores.append(f"{submission['private_score']} private")
+    line = f"scored {', '.join(scores)}"
+    estimate = valid_estimate(estimate)
+    if estimate:
+        line += f" (estimate {estimate['accuracy']:.4f}, 95 % {estimate['low']:.4f}-{estimate['high']:.4f})"
+    return line
+
+
+def record(paths, submission: dict, console=None) -> str | None:
+    """Keep a listed submission's status and scores in the sent log and its run's run.json, and write the
+    run's report page again when its score is new (the page shows it beside the estimate); the run id."""
+    changed = False
+    with runs.sent_log_lock(paths):
+        entry = runs.update_sent_submission(paths, submission)
+        run_id = (entry or {}).get("run_id")
+        if run_id and runs.run_path(paths, run_id).is_file():
+            leaderboard = leaderboard_of(submission)
+            changed = runs.read_run(paths, run_id).get("leaderboard") != leaderboard
+            runs.update_run(paths, run_id, leaderboard=leaderboard)
+    if changed:
+        if refresh_page(paths, run_id) and console is not None:
+            console.say(f"submit: the score is on the report page {paths.reports / run_id / INDEX_HTML}")
+    return run_id
+
+
+def leaderboard_of(submission: dict) -> dict:
+    """What run.json keeps of a submission's scoring: scores as the text Kaggle gave ("" when none)."""
+    return {"ref": submission["ref"], "status": submission["status"], "date": submission.get("date", ""),
+            "public_score": submission.get("public_score", ""), "private_score": submission.get("private_score", ""),
+            "error": submission.get("error_description", "")}
+
+
+def wait_and_report(paths, console, competition: str, ref: int, run: dict | None, timeout_s: float) -> None:
+    """After a submit: wait for the score, say it beside the run's estimate, and record it.
+
+    The file is sent by now: a failure or Ctrl-C while waiting says so, and points to `submissions`
+    (never to sending it again, which would spend another of the day's submissions).
+    """
+    console.say(f"submit: waiting up to {format_duration(timeout_s)} for Kaggle's score (submission {ref})")
+    started = time.monotonic()
+    sent = f"submission {ref} was sent"
+    try:
+        seen = wait_for_score(competition, ref, timeout_s)
+    except PipelineError as error:
+        raise PipelineError(f"{sent}, but looking for its score failed: {error}; see the score later with"
+                            f" {HOW_TO_LOOK_LATER} (no need to send it again)") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"{sent}; Kaggle scores it without this command: see the score with {HOW_TO_LOOK_LATER}"
+                          " (no need to send it again)") from None
+    if seen is None or seen["status"] == "PENDING":
+        console.say(f"submit: not scored yet after {format_duration(time.monotonic() - started)}; Kaggle keeps"
+                    f" scoring it: see the score later with {HOW_TO_LOOK_LATER}")
+        return
+    record(paths, seen, console)
+    if seen["status"] == "ERROR":
+        reason = " ".join(seen["error_description"].split()) or "no reason given"  # Kaggle's reason can span lines
+        raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
+    gap = describe_gap(runs.read_run(paths, run["id"])) if run else ""
+    console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}{f': {gap}' if gap else ''}")
+
+
+def show_submissions(paths, competition: str) -> str:
+    """The competition's submissions with their scores and runs; scores of ours are recorded on the way."""
+    listed = kaggle_api.list_submissions(competition)
+    for submission in reversed(listed):  # oldest first, so a run sent twice keeps its newest score
+        if submission["status"] != "PENDING":
+            record(paths, submission)
+    rows = []
+    for submission in listed:
+        run_id = runs.sent_run_id(paths, submission)
+        score = {"COMPLETE": submission["public_score"], "ERROR": "error"}.get(submission["status"], "pending")
+        rows.append((submission["ref"] or "-", submission["date"][:19].replace("T", " "), submission["status"].lower(),
+                     score, submission["private_score"] or "-", run_id or "-",
+                     _shorten(submission["error_description"] or submission["description"])))
+    if not rows:
+        return f"no submissions to {competition} yet (send one with `make submit`)"
+    table = format_table(("ref", "date", "status", "public", "private", "run", "description"), rows)
+    pending = sum(1 for submission in listed if submission["status"] == "PENDING")
+    note = f"\n{pending} still pending: look again in a minute" if pending else ""
+    return (f"{table}\nrun: sent from this checkout; scores are recorded with their runs"
+            f" (`python -m pipeline runs`){note}")
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

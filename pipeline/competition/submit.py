@@ -1,0 +1,97 @@
+"""submit (not a cached stage): check a submission file the way Kaggle will, then send it
+(pipeline.competition.kaggle_api).
+
+Kaggle allows only a few submissions a day, so a file already sent is not sent again unless forced,
+and a file that Kaggle could not score is refused here rather than spending one.
+"""
+
+from pathlib import Path
+
+from pipeline.competition import kaggle_api, scores
+from pipeline.competition.submission import check_submission, read_submission
+from pipeline.core import cache, runs
+from pipeline.core.errors import Interrupted, PipelineError
+
+# Rows of the competition's test.csv: a file with any other count cannot be scored.
+COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
+
+
+def validate_submission_file(path: Path, competition: str) -> int:
+    """Number of rows of a valid submission for the competition; PipelineError otherwise."""
+    expected_rows = COMPETITION_TEST_ROWS.get(competition)
+    image_ids, labels = read_submission(path, max_rows=expected_rows)
+    check_submission(image_ids, labels, expected_rows, source=str(path))
+    return len(image_ids)
+
+
+def current_submission(paths) -> Path:
+    """The file the last predict wrote, or restored from the run cache (a restored file keeps its old
+    modification time, so "newest" would pick another run's); the newest file when nothing was predicted here."""
+    submission = ((cache.load_record("predict") or {}).get("extra") or {}).get("submission")
+    if not isinstance(submission, str):
+        return newest_submission(paths.submissions)
+    path = cache.absolute_path(submission)
+    if not path.is_file():
+        raise PipelineError(f"{path}, which the last predict wrote, is gone: run `make all` again, or name the file"
+                            " to send (make submit FILE=... or --file)")
+    return path
+
+
+def newest_submission(folder: Path) -> Path:
+    finished = [path for path in folder.glob("*.csv") if not path.name.startswith(".")]
+    candidates = sorted(finished, key=lambda path: path.stat().st_mtime)
+    if not candidates:
+        raise PipelineError(f"{folder}: no submission yet (run `make all` or `python -m pipeline predict` first)")
+    return candidates[-1]
+
+
+def refuse_sample_run(run: dict | None, file: Path, competition: str) -> None:
+    """A model trained on the bundled sample predicted the sample's 600 test rows, not the competition's."""
+    if run is not None and run.get("source") == "sample" and competition in COMPETITION_TEST_ROWS:
+        raise PipelineError(
+            f"{file} comes from run {run['id']}, trained and predicted on the bundled sample (600 test rows), which"
+            f" Kaggle cannot score for {competition}: get the competition's data first (Kaggle credentials, README"
+            " 'Kaggle credentials', or make all SOURCE=path/to/digit-recognizer.zip), then `make all` and submit")
+
+
+def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,
+         force: bool, wait: bool = True, timeout_s: float = 300) -> None:
+    """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
+    its score."""
+    if file is None and run_id is not None:
+        submission = runs.read_run(paths, run_id).get("submission")
+        if not submission:
+            raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
+        file = cache.absolute_path(submission)
+    file = Path(file) if file else current_submission(paths)
+    if timeout_s < 0:
+        raise PipelineError(f"--timeout {timeout_s}: expected 0 or more seconds")
+    run = runs.run_for_submission(paths, file)
+    refuse_sample_run(run, file, competition)
+    rows = validate_submission_file(file, competition)
+    digest = cache.file_digest(file)
+    message = message or runs.submission_message(run, file)
+    with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
+        earlier = runs.sends_of(runs.sent_submissions(paths), digest)
+        if earlier and not force:
+            raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
+                                f" {earlier[-1].get('file', '?')}); "
+                                "Kaggle allows few submissions a day, so pass --force to send it again")
+        console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
+        try:
+            answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
+        except KeyboardInterrupt:  # sending it again now could spend a second submission on the same file
+            raise Interrupted(f"the upload of {file} was cut short and may have arrived: check with"
+                              f" {scores.HOW_TO_LOOK_LATER} before sending it again") from None
+        run_id = run["id"] if run else None
+        runs.record_sent_submission(paths, digest, file, message, answer, run_id, competition)
+        if run_id:
+            runs.update_run(paths, run_id, leaderboard={"ref": answer["ref"], "status": "PENDING"})
+    console.say(f"submit: Kaggle answered: {answer['message']}")
+    if answer["ref"] is None:  # nothing tells it apart from another submission with the same message
+        console.say("submit: Kaggle's answer carried no submission number, so its score cannot be matched to this"
+                    f" run; see it with {scores.HOW_TO_LOOK_LATER}")
+    elif wait:
+        scores.wait_and_report(paths, console, competition, answer["ref"], run, timeout_s)
+    else:
+        console.say(f"submit: not waiting for the score; see it later with {scores.HOW_TO_LOOK_LATER}")

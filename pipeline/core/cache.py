@@ -1,0 +1,236 @@
+"""The stage cache: a stage is skipped when its inputs, parameters, code and outputs are unchanged.
+
+Like DVC's run cache, a stage is keyed on the content hashes of what it reads, its parameter
+values and the source of the code that runs it. The record also holds the hashes of what the
+stage wrote, so an output that was edited, truncated or deleted afterwards makes it run again.
+
+Outputs are written under a temporary name and renamed when complete (`atomic_path`), and the
+record is written last, so a stage killed half way leaves nothing a later run takes for finished.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from pipeline.core import config
+from pipeline.core.errors import PipelineError, write_error
+
+
+def file_digest(path: Path) -> str:
+    """The file's SHA-256 in hex, read in blocks by the standard library (hashlib.file_digest, Python 3.11)."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def path_digest(path: Path) -> str | None:
+    """Digest of a file, or of a folder's files and their relative names; None when missing."""
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(member.relative_to(path).as_posix().encode())
+            digest.update(file_digest(member).encode())
+        return digest.hexdigest()
+    return None
+
+
+def relative_name(path: Path) -> str:
+    """path relative to the project root when it lies inside it: records and run.json stay valid
+    when the checkout is moved. A path outside (a user's own zip) stays absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(config.paths().root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def absolute_path(name: str | Path) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else config.paths().root / path
+
+
+@dataclass
+class Stage:
+    """What identifies one run of a stage: its name, parameters, inputs and code."""
+
+    name: str
+    params: dict
+    inputs: list[Path] = field(default_factory=list)
+    code: str = ""
+
+    def key(self) -> dict:
+        return {
+            "params": self.params,
+            "code": self.code,
+            "inputs": {relative_name(path): path_digest(path) for path in self.inputs},
+        }
+
+
+def record_path(stage_name: str) -> Path:
+    return config.paths().record(stage_name)
+
+
+def load_record(stage_name: str) -> dict | None:
+    """The stage's record; None when there is none or it is damaged (then the stage simply runs again)."""
+    try:
+        record = json.loads(record_path(stage_name).read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if has_record_shape(record) else None
+
+
+def has_record_shape(record) -> bool:
+    """Valid JSON can still be the wrong shape (edited by hand, written by another version)."""
+    return (isinstance(record, dict) and isinstance(record.get("key"), dict)
+            and isinstance(record["key"].get("params"), dict)
+            and isinstance(record.get("extra"), dict) and isinstance(record.get("outputs"), dict)
+            and all(isinstance(name, str) and isinstance(digest, str) for name, digest in record["outputs"].items()))
+
+
+def outputs_intact(record: dict) -> bool:
+    return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
+
+
+def changed_input(record: dict) -> str | None:
+    """The first input the stage read that no longer holds what it held then; None when all still do."""
+    for name, digest in record.get("key", {}).get("inputs", {}).items():
+        if path_digest(absolute_path(name)) != digest:
+            return name
+    return None
+
+
+def up_to_date(stage: Stage) -> dict | None:
+    """The stage's record when running it again would change nothing, else None."""
+    record = load_record(stage.name)
+    if record is None or record.get("key") != json.loads(json.dumps(stage.key())):
+        return None
+    return record if outputs_intact(record) else None
+
+
+def make_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
+    return {
+        "stage": stage.name,
+        "key": stage.key(),
+        "outputs": {relative_name(path): path_digest(path) for path in outputs},
+        "extra": extra or {},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def save_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
+    """Record a stage's fresh outputs as its current ones."""
+    record = make_record(stage, outputs, extra)
+    write_json(record_path(stage.name), record)
+    return record
+
+
+def output_paths(record: dict) -> list[Path]:
+    return [absolute_path(name) for name in record["outputs"]]
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: Path):
+    """Yield a temporary sibling path; rename it to final_path only if the block succeeds."""
+    final_path = Path(final_path)
+    make_folder(final_path.parent)
+    # The name keeps its ending: Keras insists on ".keras" and ".weights.h5". The thread too: tune's
+    # trials write side by side in one process.
+    writer = f"{os.getpid()}-{threading.get_ident()}"
+    temporary = final_path.with_name(f".tmp-{writer}-{final_path.name}")
+    try:
+        yield temporary
+        if final_path.is_dir() and temporary.is_dir():
+            # A folder cannot replace a folder in one rename: move the old one aside first.
+            old = final_path.with_name(f".tmp-{writer}-old-{final_path.name}")
+            os.replace(final_path, old)
+            os.replace(temporary, final_path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temporary, final_path)
+    except OSError as error:  # a full disk, a read-only folder: one line naming the file
+        raise (write_error(error, final_path) or error) from None
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif temporary.exists():
+            temporary.unlink()
+
+
+def make_folder(folder: Path) -> None:
+    """mkdir -p, failing in one line: a full disk or a read-only folder says what to do, any other cause is named."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (write_error(error, folder) or PipelineError(f"cannot create {folder}: {error}")) from None
+
+
+def require_free_space(folder: Path, needed_bytes: int, what: str) -> None:
+    """Refuse to start a write that cannot fit: some libraries (HDF5 under Keras) do not fail
+    cleanly when the disk fills up under them."""
+    make_folder(folder)
+    free_bytes = shutil.disk_usage(folder).free
+    if free_bytes < needed_bytes:
+        raise PipelineError(f"{folder}: cannot write {what} (about {needed_bytes / 1e6:.1f} MB, only "
+                            f"{free_bytes / 1e6:.1f} MB free on its disk); free some space, then run the same command "
+                            "again: finished outputs are kept")
+
+
+def write_json(path: Path, value) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(name: str = "pipeline"):
+    """One pipeline process at a time per checkout: a second `make all` waits instead of racing the first.
+
+    Re-entrant within a thread: filelock hands one object per lock file (is_singleton) and counts
+    nested acquisitions, so a chain (`all`) takes it once for its whole run, and no other process can
+    change a stage's inputs between two of its stages, while each stage inside takes it again for free.
+    An OS lock (flock, or LockFileEx on Windows): a killed holder frees it.
+    """
+    make_folder(config.paths().data)
+    lock_path = config.paths().data / f".{name}.lock"
+    lock = FileLock(lock_path, is_singleton=True)
+    outermost = not lock.is_locked
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
+            lock.acquire()
+    except OSError as error:  # a read-only folder: one line naming the file
+        raise (write_error(error, lock_path) or error) from None
+    try:
+        if outermost:  # a nested holder's own temporaries are still being written
+            remove_stale_temporaries()
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries() -> None:
+    """Delete what a killed process was writing; only safe while holding the lock, as every writer does."""
+    for folder in (config.paths().data, config.paths().submissions):
+        if folder.is_dir():
+            for path in list(folder.rglob(".tmp-*")):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    # The folder a killed training run made for its models before it saved the first one.
+    if config.paths().models.is_dir():
+        for run_dir in config.paths().models.iterdir():
+            if run_dir.is_dir() and not run_dir.name.startswith(".") and not any(run_dir.iterdir()):
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()

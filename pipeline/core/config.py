@@ -1,0 +1,198 @@
+"""Paths, constants and training presets, in one place.
+
+`paths()` is read when a command runs, not when this module is imported, so a test (or a user)
+can point PIPELINE_ROOT elsewhere at any time. `PRESETS` holds the training defaults: the CLI's
+training options default to "the preset's value", and TrainingConfig has no defaults of its own. A few
+settings that are not part of a recipe keep their defaults where they are used: the CLI's engine and
+device, `Engine`'s workers, tune's trials and search seed, train's thresholds (pseudo-labels).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.core.errors import PipelineError
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
+
+
+def _sample_folder() -> Path:
+    """The bundled sample ships with the code: inside the installed package (pipeline/sample/ of a
+    wheel), else data/sample/ of the checkout (run from it, or installed with `pip install -e .`)."""
+    packaged = PACKAGE_DIR / "sample"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "data" / "sample"
+
+
+SAMPLE_FOLDER = _sample_folder()
+SAMPLE_ARCHIVE = SAMPLE_FOLDER / "digit-recognizer-sample.zip"
+SAMPLE_ANSWERS = SAMPLE_FOLDER / "test_answers.csv"
+
+COMPETITION = "digit-recognizer"
+IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+NUM_CLASSES = 10
+ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool")  # built by pipeline.training.model
+# The unit of training work (issue 17's budget): 42,000 images through one training epoch of a network
+# that costs what the default CNN costs per image (pipeline.training.model.multiply_adds of "cnn" at width 1).
+# Here, not in pipeline.training.model, so that counting a run's work (also in a Ray driver) imports no Keras.
+UNIT_IMAGES = 42_000
+REFERENCE_MULTIPLY_ADDS = 15_162_752
+STRATEGIES = ("default", "mirrored")  # mirrored: every local GPU (or logical CPU device)
+
+
+# Seeds go to scikit-learn, NumPy and TensorFlow: every one of them takes 0 .. 2**31 - 1.
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
+    """Refuse a seed out of range; a run's models use seeds seed, seed + 1, ... (pipeline.training.plan.plan_parts)."""
+    upper = MAX_SEED - (models - 1)
+    if not 0 <= seed <= upper:
+        models_note = f" (the run's {models} models use seeds {seed}..{seed}+{models - 1})" if models > 1 else ""
+        raise PipelineError(f"{option} {seed}: expected an integer from 0 to {upper}{models_note}")
+
+
+def check_dropout(rate: float, option: str = "--dropout") -> None:
+    """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
+    if not 0 <= rate < 1:
+        raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
+
+
+def check_width(width: float, option: str = "--width") -> None:
+    """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
+    if not 0 < width <= 4:
+        raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file and folder a stage reads or writes, under one root (the current folder or PIPELINE_ROOT)."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def raw_train(self) -> Path:
+        return self.raw / "train.csv"
+
+    @property
+    def raw_test(self) -> Path:
+        return self.raw / "test.csv"
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.raw / "sample_submission.csv"
+
+    @property
+    def prepared(self) -> Path:
+        return self.data / "prepared"
+
+    @property
+    def train_images(self) -> Path:
+        return self.prepared / "train_images.npy"
+
+    @property
+    def train_labels(self) -> Path:
+        return self.prepared / "train_labels.npy"
+
+    @property
+    def test_images(self) -> Path:
+        return self.prepared / "test_images.npy"
+
+    @property
+    def split_file(self) -> Path:
+        return self.data / "split" / "split.npz"
+
+    @property
+    def models(self) -> Path:
+        return self.data / "models"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.models / run_id
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.models / ".checkpoints"
+
+    @property
+    def reports(self) -> Path:
+        return self.data / "reports"
+
+    @property
+    def cache(self) -> Path:
+        return self.data / ".cache"
+
+    def record(self, stage_name: str) -> Path:
+        return self.cache / f"{stage_name}.json"
+
+    @property
+    def store(self) -> Path:
+        """The run cache's memory: every kept stage result (pipeline.core.run_cache)."""
+        return self.cache / "store"
+
+    @property
+    def sent_submissions(self) -> Path:
+        return self.data / "submissions_sent.json"
+
+    @property
+    def submissions(self) -> Path:
+        return self.root / "submissions"
+
+
+def paths() -> Paths:
+    """The paths of this run: under PIPELINE_ROOT when set (the tests set it), else the current folder
+    (the checkout for `make`): never inside the installed package."""
+    return Paths(Path(os.environ.get("PIPELINE_ROOT") or Path.cwd()).resolve())
+
+
+# The default recipe (README, "Accuracy and speed"): Deotte's CNN topology, 18 epochs of a warm-up
+# then cosine schedule, trained on a 90 % holdout split (whose 10 % give the estimate), plus one
+# model on all rows with the same schedule; the submission averages the two.
+DEFAULT = dict(
+    val_fraction=0.1,  # share of the train images kept aside to measure on (the split, with folds=1)
+    folds=1,  # 1: one holdout split; K > 1: K-fold cross-validation, one model per fold
+    seed=42,  # the split, the weights' initialisation, shuffling and augmentation
+    architecture="cnn", epochs=18, batch_size=64,
+    learning_rate=2e-3,  # the schedule's peak, after a 2-epoch warm-up; cosine to 0 at the end
+    members=1,  # models per holdout split or fold, each with its own seed
+    final_model=True,  # also one model on all rows, averaged into the submission
+    pseudo_label=False,  # the all-rows model also learns the test images the others are sure of (not measured yet)
+    precision="auto",  # bfloat16 where the CPU or GPU computes in it, float16 on older GPUs, else float32
+    augmentation=1.0,  # strength of the random rotation / zoom / shift: 1 = 10 degrees, 10 %, 10 %; 0 = none
+    elastic=0.0,  # elastic distortion's alpha in pixels (Simard et al. 2003 used 34); 0 = none
+    dropout=0.4,  # after each block of the CNNs (before the last layer of "small")
+    width=1.0,  # multiplies every layer's filters or units
+    deterministic=False,
+    strategy="default",  # or "mirrored": every local GPU (or logical CPU device)
+    tta=False,
+)
+
+# Training presets: plain values, overridden by any option given on the command line.
+PRESETS = {
+    "default": DEFAULT,
+    # Seconds on the bundled sample: for tests and a first look.
+    "quick": {**DEFAULT, "architecture": "small", "epochs": 3, "precision": "float32", "final_model": False},
+    # Five-fold cross-validation (an estimate over every row) and a model on all rows: six models,
+    # each on its own rows, averaged with test-time augmentation.
+    "best": {**DEFAULT, "folds": 5, "tta": True},
+    # The seeds' MLP (Flatten, Dense 128, Dense 64, Dense 10): the baseline every comparison is made against.
+    "baseline": {**DEFAULT, "architecture": "mlp", "epochs": 10, "learning_rate": 1e-3, "precision": "float32",
+                 "augmentation": 0.0, "final_model": False},
+}
+DEFAULT_PRESET = "default"
+# What each preset costs, for --help and `make help` (the README's bench figures, on a laptop CPU).
+PRESET_COSTS = {
+    "default": "default: 2 models (holdout + all rows), about 15-20 min on a 2-core laptop CPU with bfloat16,"
+               " about 40 min on an AVX2-only one",
+    "quick": "quick: 1 small model, seconds (the sample, tests)",
+    "best": "best: 6 models (5 folds + all rows) with test-time augmentation, about 70 min (105 min AVX2-only)",
+    "baseline": "baseline: 1 MLP, about a minute",
+}

@@ -1,0 +1,171 @@
+"""Runs any stage: under the lock, skipped when up to date, restored from the run cache when its
+settings were run before, else done, timed, recorded and kept.
+
+A stage module declares one run of itself as a `Definition`: what it reads, its parameters, and
+`work`, which writes its outputs and returns them. Its code is part of its key: the source of the
+stage module and of every pipeline module it imports (`code_digest`), so a change to any of them
+reruns the stage, and through its changed outputs the stages after it.
+"""
+
+import ast
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import cache as remember
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from pipeline.core import cache, config, run_cache
+from pipeline.core.console import Console, format_duration
+from pipeline.core.errors import PipelineError
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
+# Bookkeeping that does not change what any stage computes: not part of a stage's code hash.
+NOT_STAGE_CODE = {"core.cache", "core.config", "core.console", "core.errors", "core.run_cache", "core.runs",
+                  "core.stage", "stages.chain", "cli"}
+
+
+@dataclass
+class Definition:
+    """One run of a stage, as its module declares it.
+
+    work() -> (outputs, extra): writes the outputs (atomically) and returns their paths and a dict of
+    facts for the record. describe(record) -> the one line saying what the stage produced.
+    after_restore(record): what work does besides writing its outputs (run.json), for a restored result.
+    """
+
+    name: str
+    params: dict
+    inputs: list[Path]
+    work: Callable[[], tuple[list[Path], dict]]
+    describe: Callable[[dict], str]
+    after_restore: Callable[[dict], None] | None = None
+
+    def key(self) -> cache.Stage:
+        return cache.Stage(self.name, self.params, self.inputs, code_digest(self.name))
+
+    @cached_property
+    def key_id(self) -> str:
+        """A short hash of the key: names this run's kept result and its resumable scratch folder."""
+        return hashlib.sha256(json.dumps(self.key().key(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _module_file(module_name: str) -> Path:
+    """core.cache -> pipeline/core/cache.py"""
+    return PACKAGE_DIR.joinpath(*module_name.split(".")).with_suffix(".py")
+
+
+def _imported_pipeline_modules(module_name: str) -> set[str]:
+    """The pipeline modules one module imports, at its top or inside its functions (names as core.cache)."""
+    tree = ast.parse(_module_file(module_name).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pipeline":
+            base = node.module.removeprefix("pipeline").removeprefix(".")
+            for alias in node.names:  # from pipeline.core import cache: a module; from pipeline.core.cache import x
+                named = f"{base}.{alias.name}".lstrip(".")
+                found.add(named if _module_file(named).is_file() else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.removeprefix("pipeline.") for alias in node.names
+                         if alias.name.startswith("pipeline."))
+    return {name for name in found if name and _module_file(name).is_file()}
+
+
+def stage_modules(module_name: str) -> set[str]:
+    """A stage module (stages.train) and the pipeline modules it uses, directly or not (bookkeeping left out)."""
+    modules, pending = set(), [module_name]
+    while pending:
+        name = pending.pop()
+        if name not in modules:
+            modules.add(name)
+            pending.extend(_imported_pipeline_modules(name) - NOT_STAGE_CODE)
+    return modules
+
+
+@remember
+def code_digest(stage_name: str) -> str:
+    """Hash of the source of the stage's modules (pipeline.stages.<stage_name> and what it uses): a change in
+    any of them reruns the stage."""
+    digest = hashlib.sha256()
+    for name in sorted(stage_modules(f"stages.{stage_name}")):
+        digest.update(name.encode() + b"\0" + _module_file(name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# The stage whose outputs each stage reads: a result is current only while every stage above it is.
+UPSTREAM = {"prepare": "download", "split": "prepare", "train": "split", "predict": "train", "report": "train"}
+
+
+def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
+    """The record of an earlier stage, whose outputs must still be as it wrote them, and made from the
+    current outputs of every stage above it: a stage run on its own never builds on an out-of-date result.
+    needs: the facts of its `extra` that are read (a record without them, from another version, means run it again)."""
+    record = cache.load_record(stage_name)
+    if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
+        raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
+    stale = None  # the stage highest up the chain whose inputs changed since it ran: rerun from there
+    name = stage_name
+    while name:
+        changed = cache.changed_input(cache.load_record(name) or {})
+        if changed:
+            stale = (name, changed)
+        name = UPSTREAM.get(name)
+    if stale:
+        raise PipelineError(f"the {stage_name} result is out of date ({stale[1]} changed since {stale[0]} last ran):"
+                            f" run `python -m pipeline {stale[0]}` and the stages after it, or `make all`")
+    return record
+
+
+def run(define: Callable[..., Definition], console: Console, force: bool = False, **options) -> dict:
+    """Run the stage that define(paths, console, **options) declares, unless nothing would change."""
+    paths = config.paths()
+    with cache.exclusive_lock():
+        definition = define(paths, console, **options)
+        key = definition.key()
+        record = None if force else cache.up_to_date(key)
+        if record is not None:
+            console.say(f"{definition.name}: up to date, {definition.describe(record)}")
+            return record
+        record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
+        if record is not None:
+            if definition.after_restore:
+                definition.after_restore(record)
+            console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
+                        f" {definition.describe(record)}")
+            return record
+        record = _work(definition, key)
+        # The record last: a store that cannot be written (a full disk) leaves the result unrecorded, so
+        # the next run makes it again and keeps it, instead of finding it up to date and never keeping it.
+        run_cache.keep(paths, definition.key_id, record)
+        cache.write_json(cache.record_path(definition.name), record)
+        console.say(_done_line(definition, record))
+        return record
+
+
+def _done_line(definition: Definition, record: dict) -> str:
+    return f"{definition.name}: {definition.describe(record)} in {format_duration(record['extra']['seconds'])}"
+
+
+def _work(definition: Definition, key) -> dict:
+    """Do the stage's work, timed: its record (not yet written nor kept); key: definition.key()."""
+    started = time.perf_counter()
+    outputs, extra = definition.work()
+    extra["seconds"] = round(time.perf_counter() - started, 2)
+    return cache.make_record(key, outputs, extra)
+
+
+def run_detached(definition: Definition, console: Console) -> dict:
+    """Run a stage without making its result the stage's current one: kept in the run cache only, and
+    taken from there when the same key ran before. For tune's trials, which run side by side while the
+    caller holds the lock."""
+    record = run_cache.kept_record(config.paths(), definition.name, definition.key_id)
+    if record is not None:
+        console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}),"
+                    f" {definition.describe(record)}")
+        return record
+    record = _work(definition, definition.key())
+    run_cache.keep(config.paths(), definition.key_id, record)
+    console.say(_done_line(definition, record))
+    return record

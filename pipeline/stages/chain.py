@@ -1,0 +1,62 @@
+"""The chain: download -> prepare -> split -> train -> predict (-> report), each stage through the runner
+(`pipeline.core.stage.run`). The only module that knows the stages' order; `make all` and the CLI's `all`
+and `tune` start here.
+"""
+
+import time
+
+from pipeline.core import cache, config, runs
+from pipeline.core.console import Console, format_duration
+from pipeline.core.estimate import describe_gap
+from pipeline.core.stage import run
+from pipeline.stages import download, predict, prepare, split, train
+from pipeline.stages import report as report_stage
+from pipeline.training import settings
+
+
+def run_data_stages(console: Console, source: str, competition: str, values: dict, force: bool) -> dict:
+    """download -> prepare -> split (the lock held by the caller); the download record."""
+    downloaded = run(download.define, console, force, source=source, competition=competition, force_download=force)
+    run(prepare.define, console, force)
+    run(split.define, console, force, val_fraction=values["val_fraction"], seed=values["seed"], folds=values["folds"])
+    return downloaded
+
+
+def _what_kaggle_said(run_id: str) -> str:
+    """The end of `all`'s last line: how to send the submission, or what came of sending it."""
+    run = runs.read_run(config.paths(), run_id)
+    leaderboard = run.get("leaderboard") or {}
+    if leaderboard.get("status") == "COMPLETE":
+        gap = describe_gap(run)
+        return f"sent and scored {leaderboard.get('public_score')} public{f', {gap}' if gap else ''}"
+    if leaderboard.get("status") == "PENDING":
+        return "sent, not scored yet: `make submissions` shows the score"
+    if leaderboard.get("status") == "ERROR":
+        return "sent, but Kaggle could not score it: `make submissions` says why"
+    return "send it with `make submit`"
+
+
+def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
+            force: bool, tensorboard: bool = False, engine=None) -> dict:
+    """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
+    started = time.perf_counter()
+    values = settings.resolve_preset(preset, **options)
+    training = settings.training_config(values)
+    # The lock is held from the first stage to the last (each stage takes it again, for free): another
+    # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
+    with cache.exclusive_lock():
+        downloaded = run_data_stages(console, source, competition, values, force)
+        train_record = run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard,
+                           engine=engine)
+        predicted = run(predict.define, console, force, tta=training.tta)
+        if report:
+            run(report_stage.define, console, force)
+        done = (f"done in {format_duration(time.perf_counter() - started)}: submission"
+                f" {cache.absolute_path(predicted['extra']['submission'])}")
+        if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
+            console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
+                        " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
+                        " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
+        else:
+            console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'])})")
+    return predicted

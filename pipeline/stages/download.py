@@ -1,0 +1,196 @@
+"""Stage 1, download: the competition's CSV files into data/raw/, from one of three sources.
+
+- kaggle: the official client (pipeline.competition.kaggle_api), which saves the competition zip;
+- a PATH: a competition zip or a folder holding train.csv and test.csv, as downloaded by hand;
+- sample: the small archive shipped in data/sample/, in exactly the competition's format.
+"""
+
+import contextlib
+import os
+import shutil
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from pipeline.competition import kaggle_api
+from pipeline.competition.credentials import credential_warnings, find_credentials
+from pipeline.core import config
+from pipeline.core.cache import relative_name
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Definition
+
+REQUIRED_FILES = ("train.csv", "test.csv")
+OPTIONAL_FILES = ("sample_submission.csv",)
+# The real files are 77 MB and 51 MB; anything far larger is not this competition (or a zip bomb).
+MAX_MEMBER_BYTES = 1 << 30
+
+
+def resolve_source(source: str, credentials: str | None) -> tuple[str, Path | None]:
+    """Turn --source into (kind, path): kind is 'kaggle', 'sample', 'zip' or 'folder'."""
+    if source == "auto":
+        return ("kaggle", None) if credentials else ("sample", config.SAMPLE_ARCHIVE)
+    if source == "kaggle":
+        return "kaggle", None
+    if source == "sample":
+        return "sample", config.SAMPLE_ARCHIVE
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "folder", path.resolve()
+    if path.is_file():
+        return "zip", path.resolve()
+    raise PipelineError(
+        f"{source}: no such file or folder (expected auto, kaggle, sample, a competition zip "
+        "or a folder holding train.csv and test.csv)"
+    )
+
+
+def _safe_member_name(archive: Path, name: str) -> str:
+    """The member's file name, refusing any path that would leave the target folder."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise PipelineError(f"{archive}: member {name!r} points outside the target folder; refusing the archive")
+    return path.name
+
+
+def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
+    """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip.
+
+    Every member is checked before a byte is written, and the files go to a temporary folder
+    first: target_dir changes only once the whole archive has been read back (see _install).
+    """
+    wanted = REQUIRED_FILES + OPTIONAL_FILES
+    try:
+        with zipfile.ZipFile(archive) as zip_file:
+            members = {}
+            for info in zip_file.infolist():
+                file_name = _safe_member_name(archive, info.filename)
+                if file_name in wanted and not info.is_dir():
+                    members[file_name] = info
+            missing = [name for name in REQUIRED_FILES if name not in members]
+            if missing:
+                raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive"
+                                    " (expected the competition's files)")
+            for _, info in sorted(members.items()):
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger"
+                                        " than the competition's files")
+            with _staging_folder(target_dir) as staging:
+                for file_name, info in sorted(members.items()):
+                    with open(staging / file_name, "wb") as destination:
+                        for chunk in _member_chunks(archive, zip_file, info):
+                            destination.write(chunk)
+                return _install(staging, target_dir)
+    # UnicodeDecodeError: a member name flagged as UTF-8 that is not.
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
+
+
+def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipInfo):
+    """The member's bytes. A corrupt archive fails here in many ways (zlib.error, a bad CRC, OSError
+    from bz2 or a bad seek, LZMAError, RuntimeError for a flipped "encrypted" bit): all the archive's
+    fault, so all one PipelineError; errors writing the target are not caught here."""
+    try:
+        with zip_file.open(info) as source:
+            while chunk := source.read(1 << 20):
+                yield chunk
+    except Exception as error:
+        raise PipelineError(f"{archive}: not a readable zip archive ({info.filename!r}: {error})") from None
+
+
+def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
+    """Copy the competition's files from a folder, refusing links that lead out of it and files
+    too large to be the competition's, before anything is copied."""
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PipelineError(f"{folder}: no {' or '.join(missing)} in this folder (expected the competition's files)")
+    names = [name for name in REQUIRED_FILES + OPTIONAL_FILES if (folder / name).is_file()]
+    for name in names:
+        source = folder / name
+        real_path = source.resolve()
+        if not real_path.is_relative_to(folder.resolve()):
+            raise PipelineError(f"{source}: a link to a file outside {folder}; refusing it "
+                                "(copy the competition's file itself into the folder)")
+        size = real_path.stat().st_size
+        if size > MAX_MEMBER_BYTES:
+            raise PipelineError(f"{source}: {size} bytes, far larger than the competition's files")
+    with _staging_folder(target_dir) as staging:
+        for name in names:
+            shutil.copyfile((folder / name).resolve(), staging / name)
+        return _install(staging, target_dir)
+
+
+@contextlib.contextmanager
+def _staging_folder(target_dir: Path):
+    """A temporary folder beside the files it will replace; swept like any temporary if killed."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    staging = target_dir / f".tmp-{os.getpid()}-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install(staging: Path, target_dir: Path) -> list[Path]:
+    """Move every staged file into target_dir and drop an optional file the new source lacks.
+
+    Only renames are left by now, nothing that can fail half way for a bad source; a process
+    killed between them leaves files that no longer match the download record, so the next run
+    downloads again (every stage holds the pipeline's lock, so no other stage reads them meanwhile).
+    """
+    written = []
+    for path in sorted(staging.iterdir()):
+        os.replace(path, target_dir / path.name)
+        written.append(target_dir / path.name)
+    remove_stale_optional_files(target_dir, written)
+    return written
+
+
+def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
+    """A sample_submission.csv left from another source must not be checked against this one."""
+    for name in OPTIONAL_FILES:
+        if target_dir / name not in written and (target_dir / name).exists():
+            (target_dir / name).unlink()
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, source: str, competition: str, force_download: bool = False):
+    """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
+    credentials = None
+    if source in ("auto", "kaggle"):
+        credentials = find_credentials()
+    kind, path = resolve_source(source, credentials)
+    if source == "auto":
+        console.say(f"download: Kaggle credentials found ({credentials}); using the competition {competition}"
+                    if credentials else
+                    "download: no Kaggle credentials found, using the bundled sample"
+                    " (see README, 'Kaggle credentials')")
+    if kind == "kaggle":
+        for warning in credential_warnings():
+            console.warn(warning)
+        params, inputs = {"source": "kaggle", "competition": competition}, []
+    else:
+        params = {"source": kind, "path": relative_name(path)}
+        inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES]
+
+    def work():
+        paths.raw.mkdir(parents=True, exist_ok=True)
+        if kind == "kaggle":
+            archive = kaggle_api.download_competition(competition, paths.raw, force=force_download,
+                                                      quiet=console.quiet)
+            written = extract_competition_files(archive, paths.raw)
+        elif kind == "folder":
+            written = copy_competition_folder(path, paths.raw)
+        else:
+            written = extract_competition_files(path, paths.raw)
+        return written, {"source": kind if kind != "kaggle" else f"kaggle:{competition}",
+                         "source_path": relative_name(path) if path else None}
+
+    def describe(record):
+        return f"{', '.join(Path(name).name for name in record['outputs'])} in {paths.raw}"
+
+    def after_restore(record):
+        remove_stale_optional_files(paths.raw, [paths.root / name for name in record["outputs"]])
+
+    return Definition("download", params, inputs, work, describe, after_restore)

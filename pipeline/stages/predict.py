@@ -1,0 +1,80 @@
+"""Stage 5, predict: label every test image and write the submission (format: pipeline.competition.submission).
+
+An ensemble's members and the test-time-augmented views are averaged as probabilities.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.competition.submission import check_submission, read_submission, submission_text
+from pipeline.core import config, runs
+from pipeline.core.cache import absolute_path, atomic_path, relative_name
+from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.stage import Definition, require
+from pipeline.training.prediction import predict_probabilities
+
+# What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
+TEST_PROBABILITIES = "test_probabilities.npy"
+
+
+def unused_submission_path(folder: Path, name: str) -> Path:
+    """submissions/<name>.csv, or <name>-2.csv, ... so an earlier submission is never overwritten."""
+    candidate = folder / f"{name}.csv"
+    number = 2
+    while candidate.exists():
+        candidate = folder / f"{name}-{number}.csv"
+        number += 1
+    return candidate
+
+
+# ----------------------------------------------------------------------------------------- the stage
+
+def define(paths, console, tta: bool | None = None):
+    """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
+    train_record = require("train", "python -m pipeline train", needs=("run_id",))
+    run_id = train_record["extra"]["run_id"]
+    if tta is None:  # as the models were trained and estimated
+        tta = train_record["key"]["params"].get("tta", False)
+    model_paths = runs.model_paths(train_record)
+    inputs = [*model_paths, paths.test_images]
+    if paths.sample_submission.exists():
+        inputs.append(paths.sample_submission)
+
+    def work():
+        import_tensorflow_quietly()
+        from pipeline.training.model import load_models  # Keras at its top: only when predicting
+
+        started = time.perf_counter()
+        images = np.load(paths.test_images)
+        with_tta = " and test-time augmentation" if tta else ""
+        console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
+        probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
+                                              log=console.say)
+        labels = probabilities.argmax(axis=1)
+        expected_rows = None
+        if paths.sample_submission.is_file():
+            sample_ids, _ = read_submission(paths.sample_submission)
+            check_submission(sample_ids, np.zeros_like(sample_ids), len(images), source=str(paths.sample_submission))
+            expected_rows = len(sample_ids)
+        check_submission(np.arange(1, len(labels) + 1), labels, expected_rows)
+        path = unused_submission_path(paths.submissions, run_id)
+        with atomic_path(path) as temporary:
+            temporary.write_text(submission_text(labels))
+        probabilities_path = paths.run_dir(run_id) / TEST_PROBABILITIES
+        with atomic_path(probabilities_path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.save(stream, probabilities)
+        runs.update_run(paths, run_id, submission=relative_name(path),
+                        durations_s={"predict": round(time.perf_counter() - started, 1)})
+        return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
+                        "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
+
+    def after_restore(record):
+        runs.update_run(paths, run_id, submission=record["extra"]["submission"])
+
+    return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
+                      lambda record: (f"{record['extra']['rows']} predictions in"
+                                      f" {absolute_path(record['extra']['submission'])}"),
+                      after_restore)

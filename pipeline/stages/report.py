@@ -1,0 +1,73 @@
+"""The report stage: the report of a trained run (pipeline.report), written to data/reports/<run>/index.html."""
+
+import json
+
+import numpy as np
+
+from pipeline.core import runs
+from pipeline.core.cache import absolute_path, atomic_path, load_record, relative_name
+from pipeline.core.errors import PipelineError
+from pipeline.core.progress import on_terminal
+from pipeline.core.stage import Definition, require
+from pipeline.report.page import INDEX_HTML, RUN_JSON, render_summary_page
+from pipeline.report.writer import _stored_inputs, compared_runs, training_data_matches, write_report
+
+
+def define(paths, console, run_id: str | None = None):
+    """The report stage for a run: the latest trained one, or any earlier one whose files are still there."""
+    latest = (load_record("train") or {}).get("extra", {}).get("run_id")
+    if run_id is None or run_id == latest:
+        run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
+    run = runs.read_run(paths, run_id)
+    run_dir = paths.run_dir(run_id)
+    if run.get("blend") and not run.get("estimate"):
+        return _summary_only_definition(paths, run)
+    needed = [run_dir / "out_of_fold.npz", run_dir / "history.json"]
+    missing = [path.name for path in needed if not path.is_file()]
+    if missing:
+        raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(run_dir)};"
+                            " retrain it to report on it")
+    if run_id != latest and not training_data_matches(paths, run):
+        raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
+                            f" {run.get('source')}); prepare that data again (make download prepare SOURCE=...)")
+    comparisons = compared_runs(run, runs.list_runs(paths))
+    out_dir = paths.reports / run_id
+    inputs = [*needed, paths.train_images, paths.train_labels]
+    # What the page shows besides the files: a new score or a better run elsewhere redoes the report.
+    params = {"run_id": run_id, "leaderboard": run.get("leaderboard"),
+              "compared": [(label, other.get("id"), other.get("leaderboard")) for label, other in comparisons]}
+
+    def work():
+        images = np.load(paths.train_images, mmap_mode="r")
+        inputs = _stored_inputs(paths, run)
+        rows = inputs["val_rows"]
+        index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
+                             comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
+        runs.update_run(paths, run_id, report=relative_name(index))
+        return [out_dir], {"index": relative_name(index)}
+
+    def after_restore(record):
+        runs.update_run(paths, run_id, report=record["extra"]["index"])
+
+    return Definition("report", params, inputs, work,
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+
+
+def _summary_only_definition(paths, run: dict):
+    out_dir = paths.reports / run["id"]
+
+    def work():
+        with atomic_path(out_dir) as staging:
+            staging.mkdir()
+            (staging / INDEX_HTML).write_text(render_summary_page(run), encoding="utf-8")
+            (staging / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+        index = out_dir / INDEX_HTML
+        runs.update_run(paths, run["id"], report=relative_name(index))
+        return [out_dir], {"index": relative_name(index)}
+
+    def after_restore(record):
+        runs.update_run(paths, run["id"], report=record["extra"]["index"])
+
+    params = {"run_id": run["id"], "leaderboard": run.get("leaderboard")}
+    return Definition("report", params, [], work,
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)

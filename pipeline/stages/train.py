@@ -1,0 +1,203 @@
+"""Stage 4, train: the models of a run, and the accuracy estimate nothing was chosen on.
+
+A run is a list of parts (`plan_parts`), one model each: the members of a holdout split, or one
+model per cross-validation fold, plus optionally a model on all rows. Every model keeps its LAST
+epoch's weights: picking the best epoch on the rows that measure it would make the estimate
+optimistic. Each part's predictions of the rows it never saw are the run's out-of-fold
+predictions, from which `pipeline.core.estimate` makes the reported accuracy and its 95 % interval.
+
+Every completed epoch is checkpointed (model, optimizer, history), part by part, so a run that
+was stopped continues from its last completed epoch and redoes no finished part. The shuffle order and augmentation of
+an epoch depend only on (seed, epoch) (pipeline.training.augment), so the resumed run sees exactly the
+batches the uninterrupted one would have seen and ends at the same place.
+"""
+
+import contextlib
+import shutil
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from pipeline.core import estimate, runs
+from pipeline.core.cache import atomic_path, load_record, path_digest, relative_name, write_json
+from pipeline.core.console import count, import_tensorflow_quietly
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Definition, require
+from pipeline.training.device import describe_devices, resolve_precision, use_device
+from pipeline.training.engine import cluster_devices, ray_session
+from pipeline.training.parts import train_parts
+from pipeline.training.plan import (
+    PSEUDO_LABEL_CONFIDENCE,
+    Part,
+    confident_labels,
+    estimate_kind,
+    plan_parts,
+    work_units,
+)
+from pipeline.training.prediction import TTA_SHIFTS, predict_probabilities
+from pipeline.training.settings import TrainingConfig, configure_tensorflow
+
+
+def _upstream_summary() -> dict:
+    records = {name: load_record(name) for name in ("download", "prepare", "split")}
+    return {
+        "source": (records["download"] or {}).get("extra", {}).get("source"),
+        "split": (records["split"] or {}).get("key", {}).get("params", {}),
+        "durations_s": {name: record["extra"].get("seconds") for name, record in records.items() if record},
+    }
+
+
+def new_run_id(paths, stem: str) -> str:
+    """stem, or stem-2, stem-3...: the first whose folder this call creates (parallel trials start in one second)."""
+    paths.models.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 1000):
+        run_id = stem if number == 1 else f"{stem}-{number}"
+        try:
+            paths.run_dir(run_id).mkdir()
+            return run_id
+        except FileExistsError:
+            continue
+    raise PipelineError(f"{paths.models}: too many runs named {stem}-*")
+
+
+def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False, engine=None):
+    """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
+    their histories, the out-of-fold predictions and run.json with the estimate.
+
+    tensorboard: also write TensorBoard logs to data/tensorboard/<key>/<model>/. engine: where the
+    models train (pipeline.training.engine.Engine; None: here, one after another). Neither is part of the
+    stage's key: they change no result, so they alone never rerun a finished stage."""
+    on_ray = engine is not None and engine.name == "ray"
+
+    requested = training
+
+    require("split", "python -m pipeline split")
+
+    created_run_dirs = []
+
+    def work():
+        try:
+            if not on_ray:
+                return train_run()
+            console.say("train: starting Ray (its start-up takes 10-30 s)")
+            with ray_session(engine):  # one connection (or local instance) for the whole run
+                return train_run()
+        except BaseException:  # failed or interrupted before its first model was saved: no empty folder left
+            for run_dir in created_run_dirs:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only when empty
+            raise
+
+    def train_run():
+        started = time.perf_counter()
+        if on_ray:
+            precision, devices = cluster_devices(requested.precision, engine.device)
+            training = replace(requested, precision=precision)
+        else:
+            use_device(engine.device if engine else "auto")
+            import_tensorflow_quietly()
+            # "auto" is resolved only now: finding the devices imports TensorFlow, which an up-to-date
+            # run never does. run.json records the precision that really ran.
+            training = replace(requested, precision=resolve_precision(requested.precision))
+            devices = describe_devices()
+        images = np.load(paths.train_images, mmap_mode="r")
+        labels = np.load(paths.train_labels)
+        split = dict(np.load(paths.split_file))
+        parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model)
+        run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
+        run_dir = paths.run_dir(run_id)
+        created_run_dirs.append(run_dir)
+        checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
+        tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
+        if tensorboard_dir:
+            console.say(f"train: TensorBoard logs in {tensorboard_dir}"
+                        f" (view them: tensorboard --logdir {tensorboard_dir})")
+        strategy = None if on_ray else configure_tensorflow(training)
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        console.say(f"train: {len(parts)} x {training.architecture}, {count(training.epochs, 'epoch')}, batch "
+                    f"{training.batch_size}, {training.precision}, on {devices}"
+                    f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
+        # The model on all rows waits for the others only when it learns their pseudo-labels.
+        first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
+        model_paths, histories, summaries, out_of_fold, predicted = train_parts(
+            images, labels, first, training, strategy, checkpoints, run_dir, console, (1, len(parts)), tensorboard_dir,
+            engine)
+        for final_part in parts[len(first):]:  # the model on all rows and the test images the others are sure of
+            final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
+            final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
+            final_paths, final_histories, final_summaries, _, _ = train_parts(
+                final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
+                (len(parts), len(parts)), tensorboard_dir, engine)
+            final_summaries[0]["pseudo_labelled_images"] = pseudo_labelled
+            model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
+                                                 summaries + final_summaries)
+        rows = np.flatnonzero(predicted)
+        probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
+        folds = int(split["fold"].max()) + 1 if "fold" in split else 1
+        # The spread of the measured models' own accuracies: the "mean +- sd over folds" of a CV table.
+        model_accuracies = [summary["accuracy"] for summary in summaries if "accuracy" in summary]
+        run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
+                                              tta=training.tta, models_per_row=training.members,
+                                              model_accuracy_mean=float(np.mean(model_accuracies)),
+                                              model_accuracy_sd=float(np.std(model_accuracies, ddof=1))
+                                              if len(model_accuracies) > 1 else None)
+        history_path = run_dir / "history.json"
+        write_json(history_path, histories)
+        out_of_fold_path = run_dir / "out_of_fold.npz"
+        with atomic_path(out_of_fold_path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.savez(stream, rows=rows, probabilities=probabilities)
+        upstream = _upstream_summary()
+        views = len(TTA_SHIFTS) if training.tta else 1
+        work = work_units(summaries, training.epochs, len(np.load(paths.test_images, mmap_mode="r")), views,
+                          training.pseudo_label)
+        console.say(f"train: the run's work is {work['units']} units ({work['training_units']} of training,"
+                    f" {work['prediction_units']} of prediction; a unit is 42,000 images through one epoch of the"
+                    " default CNN)")
+        run = {
+            "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
+            # The split's own seed apart: params["seed"] is the one the models were trained with.
+            "params": training.as_dict(), "split": upstream["split"],
+            "estimate": run_estimate, "parts": summaries, "work": work,
+            # What it was trained on, so that a report of this run later can tell whether data/prepared still is.
+            "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
+            "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
+            "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
+            "engine": engine.name if engine else "local", "devices": devices,
+        }
+        if tensorboard_dir:
+            run["tensorboard"] = relative_name(tensorboard_dir)
+        runs.write_run(paths, run)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return [*model_paths, history_path, out_of_fold_path], {
+            "run_id": run_id, "estimate": run_estimate, "train_size": len(labels), "preset": preset, "run": run}
+
+    def _with_pseudo_labels(images, labels, model_paths):
+        """The train rows plus the test images the measured models agree on, labelled as they say."""
+        from pipeline.training.model import load_models  # Keras at its top: loaded only to train
+
+        test_images = np.load(paths.test_images)
+        probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0,
+                                              log=console.say)
+        rows, pseudo_labels = confident_labels(probabilities)
+        console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
+                    f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
+        return (np.concatenate([images, test_images[rows]]),
+                np.concatenate([labels, pseudo_labels]).astype(labels.dtype), len(rows))
+
+    def describe(record):
+        extra = record["extra"]
+        return (f"run {extra['run_id']}, estimated accuracy {estimate.describe(extra['estimate'])},"
+                f" models in {paths.run_dir(extra['run_id'])}")
+
+    def after_restore(record):
+        if not runs.run_path(paths, record["extra"]["run_id"]).is_file():
+            runs.write_run(paths, record["extra"]["run"])
+
+    inputs = [paths.train_images, paths.train_labels, paths.split_file]
+    if training.pseudo_label:
+        inputs.append(paths.test_images)
+    # work() names the checkpoint folder after this definition's key, hence the name used before it is set.
+    definition = Definition("train", training.as_dict(), inputs, work, describe, after_restore)
+    return definition

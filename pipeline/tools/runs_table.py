@@ -1,0 +1,120 @@
+"""The `runs` command: the table of every training run (best estimate first) with what the run cache holds,
+and the differences between two runs.
+"""
+
+from pathlib import Path
+
+from pipeline.core import cache, config, run_cache
+from pipeline.core.console import format_table
+from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import describe, describe_gap, short_kind, valid_estimate
+from pipeline.core.runs import SORT_KEYS, list_runs, read_run, sorted_runs
+
+
+def is_full_size(run: dict) -> bool:
+    """Trained on the competition's data (or a copy of it), not on the bundled sample."""
+    return run.get("source") != "sample"
+
+
+def preset_cell(run: dict) -> str:
+    """The preset, and which trial of a `tune` search the run was ('quick t3')."""
+    trial = run.get("tune") or {}
+    return f"{run.get('preset', '?')} t{trial['trial']}" if trial.get("trial") else run.get("preset", "?")
+
+
+def _number(value) -> str:
+    """0.002 as '0.002', 1.0 as '1': short cells."""
+    return f"{value:g}" if isinstance(value, (int, float)) else "-" if value is None else str(value)
+
+
+def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
+    """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
+    `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
+    in the run cache, so its settings come back in seconds."""
+    if not runs:
+        return "no runs yet (run `make all` or `python -m pipeline train`)"
+    # The run id ends with the model's name (20260101-120000-cnn): no column of its own within 100 characters.
+    header = ("run", "preset", "ep", "lr", "aug", "drop", "w", "estimate", "kaggle", "gap")
+    if wide:
+        header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
+                  "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission")
+    rows = []
+    for run in runs:
+        params = run.get("params", {})
+        estimate = valid_estimate(run.get("estimate"))  # a wrong-shaped one reads as none
+        cells = [run.get("id", "?"), preset_cell(run), *([params.get("architecture", "-")] if wide else []),
+                 _number(params.get("epochs")),
+                 _number(params.get("learning_rate")), _number(params.get("augmentation")),
+                 _number(params.get("dropout")), _number(params.get("width"))]
+        scored = [f"{estimate['accuracy']:.4f}" if estimate else "none", leaderboard_cell(run.get("leaderboard")),
+                  describe_gap(run, short=True) or "-"]
+        if wide:
+            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.get("models", [])),
+                      run.get("source", "?"), run.get("date", "?"), scored[0],
+                      *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
+                      f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}",
+                      "yes" if run.get("id") in kept_ids else "no", Path(run.get("submission") or "-").name]
+        else:
+            cells += scored
+        rows.append(tuple(cells))
+    return format_table(header, rows)
+
+
+def _estimate_cells(estimate) -> tuple[str, str, str]:
+    estimate = valid_estimate(estimate)
+    if not estimate:
+        return "-", "-", "none"
+    return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", short_kind(estimate)
+
+
+def leaderboard_cell(leaderboard: dict | None) -> str:
+    """The public score Kaggle gave the run's latest scored submission; pending, error, or - (not sent)."""
+    if not leaderboard:
+        return "-"
+    return {"COMPLETE": leaderboard.get("public_score") or "-", "ERROR": "error"}.get(leaderboard["status"], "pending")
+
+
+def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate") -> str:
+    """The runs table (full-size runs only when there are any, unless everything) and what the run cache holds."""
+    if sort not in SORT_KEYS:
+        raise PipelineError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
+    kept_ids = {record["extra"].get("run_id") for record in run_cache.kept_records(paths, "train")}
+    total, extra = run_cache.disk_usage(paths)
+    listed = list_runs(paths)
+    shown = listed if everything or not any(map(is_full_size, listed)) else list(filter(is_full_size, listed))
+    hidden = len(listed) - len(shown)
+    note = f"{hidden} runs on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
+    return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
+            f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
+            " shared with current outputs\n(`make clean-cache` empties it)")
+
+
+def differences(first: dict, second: dict) -> list[tuple[str, str, str]]:
+    """(field, first's value, second's) of every parameter, data fact, estimate and score that differs."""
+    def facts(run: dict) -> dict:
+        estimate = run.get("estimate") or {}
+        return {
+            **{f"params.{name}": value for name, value in (run.get("params") or {}).items()},
+            "preset": preset_cell(run), "source": run.get("source"),
+            **{f"split.{name}": value for name, value in (run.get("split") or {}).items()},
+            **{f"data.{name}": (digest or "")[:12] for name, digest in (run.get("data") or {}).items()},
+            "models": len(run.get("models", [])),
+            "estimate": describe(estimate) if estimate else "none",
+            "leaderboard": leaderboard_cell(run.get("leaderboard")),
+            "gap": describe_gap(run) or "-",
+        }
+    ours, theirs = facts(first), facts(second)
+    return [(name, _text(ours.get(name)), _text(theirs.get(name)))
+            for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
+
+
+def _text(value) -> str:
+    return "-" if value is None else _number(value) if isinstance(value, float) else str(value)
+
+
+def show_difference(paths: config.Paths, first_id: str, second_id: str) -> str:
+    first, second = read_run(paths, first_id), read_run(paths, second_id)
+    rows = differences(first, second)
+    if not rows:
+        return f"runs {first_id} and {second_id} differ in no parameter, data, estimate or score"
+    return format_table(("", first_id, second_id), rows)

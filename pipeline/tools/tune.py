@@ -1,0 +1,153 @@
+"""Hyper-parameter search over the recipe's levers, as training runs on the Ray engine.
+
+Trial 1 is the preset itself, the one to beat; the others draw learning rate, epochs, augmentation,
+dropout and width around it (`sample_trials`, seeded, so a search repeats). Each trial is a full
+train run of the current split, scored by its honest estimate (pipeline.core.estimate), listed by
+`pipeline runs`, and kept in the run cache: `make all` with the printed options (and FINAL_MODEL=0)
+restores the trial's models instead of training them again. Trials train side by side, each
+driving its own models through pipeline.training.engine, at most `workers` models at once on the cluster.
+
+The best of several trials scored on one estimate is optimistic (it was selected on that
+estimate): the search says so, and its winner is worth confirming with cross-validation folds.
+"""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+
+from pipeline.core import runs, stage
+from pipeline.core.console import count, format_table
+from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import describe
+from pipeline.stages import train
+from pipeline.training.engine import STOPPING, cluster_plan, ray_session
+from pipeline.training.settings import training_config
+
+# The levers, each drawn around the preset's value.
+AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
+DROPOUTS = (0.2, 0.3, 0.4, 0.5)
+WIDTHS = (0.75, 1.0, 1.5)
+EPOCH_FACTORS = (2 / 3, 1.0, 4 / 3)
+LEARNING_RATE_OCTAVES = (-1.5, 1.0)  # log2 range around the preset's peak learning rate
+
+# Option names, for the line that reproduces a trial: (the preset's name, the CLI's option, make's variable).
+OPTIONS = (("learning_rate", "--learning-rate", "LEARNING_RATE"), ("epochs", "--epochs", "EPOCHS"),
+           ("augmentation", "--augmentation", "AUGMENTATION"), ("dropout", "--dropout", "DROPOUT"),
+           ("width", "--width", "WIDTH"))
+
+
+# The other options tune takes: they set the recipe the trials draw around, so the line that
+# reproduces a trial repeats them.
+FIXED_OPTIONS = (("architecture", "--model", "MODEL"), ("batch_size", "--batch-size", "BATCH_SIZE"),
+                 ("members", "--members", "MEMBERS"), ("precision", "--precision", "PRECISION"),
+                 ("strategy", "--strategy", "STRATEGY"), ("folds", "--folds", "FOLDS"),
+                 ("val_fraction", "--val-fraction", "VAL_FRACTION"), ("seed", "--seed", "SEED"))
+
+
+def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
+    """count distinct settings of the levers: the preset's own first, then random draws around it."""
+    if count < 1:
+        raise PipelineError(f"--trials {count}: expected at least 1")
+    names = [name for name, _, _ in OPTIONS]
+    trials = [{name: base[name] for name in names}]
+    rng = np.random.default_rng(seed)
+    for _ in range(1000 * count):
+        if len(trials) == count:
+            break
+        trial = {
+            "learning_rate": float(f"{base['learning_rate'] * 2 ** rng.uniform(*LEARNING_RATE_OCTAVES):.2g}"),
+            "epochs": max(1, round(base["epochs"] * float(rng.choice(EPOCH_FACTORS)))),
+            "augmentation": float(rng.choice(AUGMENTATIONS)),
+            "dropout": float(rng.choice(DROPOUTS)),
+            "width": float(rng.choice(WIDTHS)),
+        }
+        if trial not in trials:
+            trials.append(trial)
+    return trials
+
+
+def _value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def cli_options(trial: dict) -> str:
+    return " ".join(f"{option} {_value(trial[name])}" for name, option, _ in OPTIONS)
+
+
+def make_options(trial: dict) -> str:
+    return " ".join(f"{variable}={_value(trial[name])}" for name, _, variable in OPTIONS)
+
+
+def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
+    """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
+    settings = sample_trials(values, trials, seed)
+    # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
+    base = replace(training_config(values), final_model=False, pseudo_label=False)
+    console.say("tune: starting Ray (its start-up takes 10-30 s)")
+    with ray_session(engine):
+        at_once, _, described = cluster_plan(engine.workers, engine.device)
+        console.say(f"tune: {count(len(settings), 'trial')} of preset {preset} on Ray ({described}),"
+                    f" {count(at_once, 'model')} at once;"
+                    " trial 1 is the preset itself")
+
+        def run_trial(number: int) -> dict:
+            training = replace(base, **settings[number])
+            training.check()
+            console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
+            definition = train.define(paths, console, training=training, preset=preset, engine=engine)
+            record = stage.run_detached(definition, console)
+            if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
+                runs.update_run(paths, record["extra"]["run_id"],
+                                tune={"trial": number + 1, "trials": len(settings), "search_seed": seed})
+            return {"trial": number + 1, "settings": settings[number], "record": record}
+
+        STOPPING.clear()
+        pool = ThreadPoolExecutor(max_workers=at_once)
+        try:
+            results = list(pool.map(run_trial, range(len(settings))))
+        except BaseException:  # Ctrl-C, or a trial failed: the others' tasks end now, not when their models are
+            # trained (they resume from their checkpoints next time)
+            STOPPING.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return sorted(results, key=lambda result: (-result["record"]["extra"]["estimate"]["accuracy"], result["trial"]))
+
+
+def format_results(results: list[dict]) -> str:
+    rows = [[str(result["trial"]), describe(result["record"]["extra"]["estimate"]), result["record"]["extra"]["run_id"],
+             cli_options(result["settings"])] for result in results]
+    return format_table(["trial", "estimate", "run", "options"], rows)
+
+
+def fixed_options(given: dict) -> tuple[str, str]:
+    """The options given to tune besides its levers, as (make variables, CLI options)."""
+    pairs = [(f"{variable}={_value(given[name])}", f"{option} {_value(given[name])}")
+             for name, option, variable in FIXED_OPTIONS if given.get(name) is not None]
+    if given.get("deterministic"):
+        pairs.append(("DETERMINISTIC=1", "--deterministic"))
+    return "".join(f" {make}" for make, _ in pairs), "".join(f" {cli}" for _, cli in pairs)
+
+
+def summary_lines(results: list[dict], preset: str, given: dict | None = None) -> list[str]:
+    best = results[0]
+    make_fixed, cli_fixed = fixed_options(given or {})
+    reference = next(result for result in results if result["trial"] == 1)
+    accuracy = best["record"]["extra"]["estimate"]["accuracy"]
+    gain = accuracy - reference["record"]["extra"]["estimate"]["accuracy"]
+    images = best["record"]["extra"]["estimate"].get("images", 0)
+    lines = [f"tune: best trial {best['trial']}: {cli_options(best['settings'])}"
+             + (f" ({gain * 100:+.2f} points over the preset's own settings)" if best is not reference
+                else " (the preset's own settings)"),
+             f"tune: reproduce it: make all PRESET={preset}{make_fixed} {make_options(best['settings'])}"
+             f"   (or python -m pipeline all --preset {preset}{cli_fixed} {cli_options(best['settings'])});"
+             " add FINAL_MODEL=0 to restore the trial's models from the run cache instead of training them"]
+    if len(results) > 1:
+        # One standard error of a difference of two accuracies near `accuracy` on these images.
+        noise = math.sqrt(2 * accuracy * (1 - accuracy) / max(images, 1)) * 100
+        lines.append(f"tune: the best of {len(results)} trials on one estimate is optimistic (picked on it);"
+                     f" differences under about {2 * noise:.2f} points are noise here: confirm with FOLDS=5"
+                     " before trusting it")
+    return lines

@@ -1,0 +1,153 @@
+"""One model's fit, epoch by epoch, with a checkpoint after each.
+
+Every model keeps its LAST epoch's weights: picking the best epoch on the rows that measure it would
+make the estimate optimistic. Every completed epoch is checkpointed (model, optimizer, history), so a
+run that was stopped continues from its last completed epoch. The shuffle order and augmentation of an
+epoch depend only on (seed, epoch) (pipeline.training.augment), and the layers' random state is reseeded
+from (seed, epoch) too, so the resumed run sees exactly the batches the uninterrupted one would have
+seen and ends at the same place.
+"""
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.cache import atomic_path, require_free_space, write_json
+from pipeline.core.console import format_duration
+from pipeline.core.progress import batch_ticker
+from pipeline.training.settings import TrainingConfig
+
+
+class _Checkpoint:
+    """A model's training state after each completed epoch, in its own folder.
+
+    Files are named after their epoch and state.json, written last, names the current one, so a
+    process killed between two writes leaves the previous consistent state in place.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.state_path = folder / "state.json"
+
+    def load_state(self) -> dict | None:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return state if (self.folder / state.get("model_file", "")).is_file() else None
+
+    def save(self, model, state: dict) -> dict:
+        # Who wrote it, too: with --engine ray, the worker process that trains this model.
+        state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras", host=socket.gethostname(),
+                     pid=os.getpid())
+        require_free_space(self.folder, 2 * model_file_bytes(model), "a training checkpoint")
+        with atomic_path(self.folder / state["model_file"]) as temporary:
+            model.save(temporary)
+        write_json(self.state_path, state)
+        for path in self.folder.iterdir():
+            if path.name not in (state["model_file"], "state.json") and not path.name.startswith(".tmp-"):
+                path.unlink()
+        return state
+
+
+def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
+                  checkpoint_folder: Path, strategy, log=print, epochs_after: int = 0,
+                  tensorboard_dir: Path | None = None):
+    """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
+
+    val_images None: a model on all rows, checked on nothing. The validation accuracy of every
+    epoch is kept in the history as a curve; no epoch is chosen by it. A checkpoint_folder holding
+    a state resumes from it (a finished model just loads). epochs_after: epochs still to come in
+    later models of the run, for the estimate of the time left. tensorboard_dir: where Keras's
+    TensorBoard callback writes the curves of the epochs run here (a resumed run adds to them).
+    """
+    # Keras, and the modules that import it at their top, load only when a model is fitted.
+    import keras
+
+    from pipeline.training import augment
+    from pipeline.training import model as model_library
+
+    steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
+    checkpoint = _Checkpoint(checkpoint_folder)
+    checkpoint_folder.mkdir(parents=True, exist_ok=True)
+    state = checkpoint.load_state()
+    with strategy.scope():
+        if state is None:
+            keras.utils.set_random_seed(seed)
+            schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate)
+            model = model_library.build_model(
+                training.architecture, learning_rate=schedule, dtype_policy=training.precision,
+                dropout_rate=training.dropout, width=training.width,
+            )
+            state = {"completed_epochs": 0, "history": {}}
+        else:
+            if state["completed_epochs"] < training.epochs:
+                log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
+            model = model_library.load_model(checkpoint_folder / state["model_file"])
+    validation = None
+    if val_images is not None:
+        validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
+    # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s
+    # (from a thread, so the seconds spent building graphs are not silent either).
+    ticker = batch_ticker(log, "epoch", steps_per_epoch)
+    callbacks = [ticker]
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
+    epoch_seconds = []
+    for epoch in range(state["completed_epochs"], training.epochs):
+        started = time.perf_counter()
+        reseed_layers(model, seed, epoch)
+        dataset = augment.make_training_dataset(
+            train_images, train_labels, training.batch_size, seed, epoch,
+            augment=training.augmentation > 0 or training.elastic > 0, strength=training.augmentation,
+            elastic=training.elastic,
+        )
+        # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
+        ticker.label = f"epoch {epoch + 1}/{training.epochs}"
+        try:
+            result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
+                               shuffle=False, verbose=0, callbacks=callbacks)
+        finally:
+            ticker.stop()
+        history = state["history"]
+        for name, values in result.history.items():
+            history.setdefault(name, []).append(float(values[-1]))
+        history.setdefault("learning_rate", []).append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+        state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1))
+        epoch_seconds.append(time.perf_counter() - started)
+        # The time left from representative epochs: the first here builds the graph, so it counts without
+        # its first batch's extra time until later epochs exist, and not at all once they do.
+        representative = epoch_seconds[1:] or [epoch_seconds[0] - ticker.first_batch_extra_s()]
+        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(representative))
+        checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
+        log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
+            f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
+    return model, state
+
+
+def reseed_layers(model, seed: int, epoch: int) -> None:
+    """Set the random state of every layer (dropout) from (seed, epoch).
+
+    Keras does not save these states with a model, so without this a resumed run would drop
+    other units than the uninterrupted one and end elsewhere.
+    """
+    generators = [variable for variable in model.variables if "seed_generator_state" in variable.path]
+    seeds = np.random.default_rng([seed, epoch, 7]).integers(1, 2**31 - 1, size=len(generators))
+    for variable, layer_seed in zip(generators, seeds):
+        variable.assign(np.array([layer_seed, 0], dtype=variable.dtype))
+
+
+def model_file_bytes(model) -> int:
+    """About the size of a saved .keras file: float32 weights, Adam's two moments, and a margin."""
+    return 3 * 4 * model.count_params() + (1 << 20)
+
+
+def save_model(model, path: Path) -> None:
+    require_free_space(path.parent, model_file_bytes(model), path.name)
+    with atomic_path(path) as temporary:
+        model.save(temporary)

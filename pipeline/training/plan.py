@@ -1,0 +1,78 @@
+"""The plan of a run: its parts (one model each: the members of a holdout split, or one model per
+cross-validation fold, plus optionally a model on all rows), the test images pseudo-labelled for the
+model on all rows, and the run's work counted in units.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.core import config
+
+
+@dataclass(frozen=True)
+class Part:
+    """One model of a run: the rows it trains on and the rows it never sees and predicts (None: all rows)."""
+
+    name: str
+    seed: int
+    train_rows: np.ndarray
+    validation_rows: np.ndarray | None
+
+
+def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool) -> list[Part]:
+    """The models a run trains, in order, each with its own seed (seed, seed + 1, ...).
+
+    split: a holdout split ({"train", "validation"} row indices) or folds ({"fold"}: the fold of
+    every row). Every group of rows gets `members` models; final_model adds one on all rows.
+    """
+    if "fold" in split:
+        fold_of_row = np.asarray(split["fold"])
+        groups = [(f"fold-{fold}", np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold))
+                  for fold in range(int(fold_of_row.max()) + 1)]
+        naming = "{group}" if members == 1 else "{group}-member-{member}"
+    else:
+        groups = [("holdout", np.asarray(split["train"]), np.asarray(split["validation"]))]
+        naming = "member-{member}"
+    parts = []
+    for group, train_rows, validation_rows in groups:
+        for member in range(members):
+            parts.append(Part(naming.format(group=group, member=member), seed + len(parts), train_rows,
+                              validation_rows))
+    if final_model:
+        parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
+    config.check_seed(seed, models=len(parts))
+    return parts
+
+
+def work_units(summaries: list[dict], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
+    """The run's work in units (pipeline.core.config.UNIT_IMAGES images through one training epoch of the default
+    CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
+    out-of-fold and test predictions, the pseudo-labelling pass), each scaled by its network's cost."""
+
+    def units(images, summary):
+        return images * summary["multiply_adds"] / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
+
+    training = sum(units(summary["train_images"] * epochs, summary) for summary in summaries)
+    measured = [summary for summary in summaries if "validation_images" in summary]
+    forward = sum(units(summary["validation_images"] * (epochs + views), summary) for summary in measured)
+    forward += sum(units(test_images * views, summary) for summary in summaries)
+    if pseudo_label:
+        forward += sum(units(test_images * views, summary) for summary in measured)
+    return {"units": float(f"{training + forward / 3:.3g}"), "training_units": float(f"{training:.3g}"),
+            "prediction_units": float(f"{forward / 3:.3g}")}
+
+
+def estimate_kind(split: dict) -> str:
+    return "cross-validation" if "fold" in split else "holdout"
+
+
+# A test image joins the all-rows model's training data with the label the other models gave it
+# when their averaged probability for it is at least this.
+PSEUDO_LABEL_CONFIDENCE = 0.995
+
+
+def confident_labels(probabilities: np.ndarray, confidence: float = PSEUDO_LABEL_CONFIDENCE):
+    """(rows, labels) of the predictions whose top probability is at least confidence."""
+    rows = np.flatnonzero(probabilities.max(axis=1) >= confidence)
+    return rows, probabilities[rows].argmax(axis=1)

@@ -1,0 +1,57 @@
+"""Prediction: the models' averaged probabilities of some images, with test-time augmentation
+(the image and its one-pixel shifts). Used by training (the out-of-fold predictions, pseudo-labels)
+and by the predict stage alike.
+"""
+
+import time
+
+import numpy as np
+
+from pipeline.core import config
+from pipeline.core.progress import batch_ticker
+
+# Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Move every (N, 28, 28, 1) image by whole pixels, filling with background (zeros)."""
+    shifted = np.zeros_like(images)
+    size = images.shape[1]
+    source_rows = slice(max(0, -rows), size - max(0, rows))
+    target_rows = slice(max(0, rows), size - max(0, -rows))
+    source_columns = slice(max(0, -columns), size - max(0, columns))
+    target_columns = slice(max(0, columns), size - max(0, -columns))
+    shifted[:, target_rows, target_columns] = images[:, source_rows, source_columns]
+    return shifted
+
+
+def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024,
+                          tta: bool = False, verbose: int = 0, log=None) -> np.ndarray:
+    """Mean softmax over the models (and the TTA views): (N, 10) float32.
+
+    log: where progress goes: a line after each of several passes (model x view), and on a terminal
+    one every ~10 s within a pass."""
+    from pipeline.training.augment import make_evaluation_dataset  # TensorFlow: loaded by now, with the models
+
+    views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
+    total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
+    passes, started = len(models) * len(views), time.perf_counter()
+    for model_number, model in enumerate(models):
+        for view_number, (rows, columns) in enumerate(views):
+            view = images if (rows, columns) == (0, 0) else shift_images(images, rows, columns)
+            done = model_number * len(views) + view_number
+            callbacks = []
+            if log is not None:
+                callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
+                                              -(-len(view) // batch_size), phase="predict"))
+            try:  # a dataset of ours, not the array: Keras's own has the autotuning that stalls (training.augment)
+                total += model.predict(make_evaluation_dataset(view, batch_size=batch_size), verbose=verbose,
+                                       callbacks=callbacks).astype(np.float64)
+            finally:
+                for ticker in callbacks:
+                    ticker.stop()
+            if log is not None and passes > 1:
+                log(f"predict: pass {done + 1} of {passes} done (model {model_number + 1} of {len(models)}, view"
+                    f" {view_number + 1} of {len(views)}), {time.perf_counter() - started:.0f} s")
+    return (total / passes).astype(np.float32)
