@@ -91,6 +91,8 @@ class TrainingConfig:
                           " random displacement, in pixels before smoothing; 0 none, Simard's 34")
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
+    label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
+                                  " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
     members: int = knob("Models in the ensemble")
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
@@ -115,6 +117,8 @@ class TrainingConfig:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
+        if not 0 <= self.label_smoothing < 1:
+            raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:
