@@ -66,8 +66,9 @@ given = $(if $(filter command line,$(origin $(1))),$(value $(1)))
 opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
 # A list of words (RUNS="A B"): each its own argument, quoted like opt's values.
 each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
-# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
-flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),))
+# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice; any other value is refused.
+flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),\
+	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
 # An option that is only ever on: VAR=1 (or any value but 0, no, false) gives it.
 on = $(if $(filter-out 0 no false,$(call given,$(1))),$(2),)
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)

@@ -169,3 +169,13 @@ def test_make_tune_and_bench_pass_their_values_and_a_mistyped_knob_is_refused():
     for target in ("all", "tune", "bench"):
         result = make("-n", target, "EPOCH=1")
         assert result.returncode != 0 and "EPOCHS" in result.stderr and "-m pipeline" not in result.stdout
+
+
+@needs_make
+def test_a_switch_with_another_value_than_1_or_0_is_refused_in_one_line():
+    """TTA=on gave neither --tta nor --no-tta, without a word."""
+    result = make("-n", "all", "TTA=on")
+    assert result.returncode != 0 and "-m pipeline" not in result.stdout
+    assert result.stderr.count("\n") == 1 and "TTA=on: expected 1 or 0" in result.stderr, result.stderr
+    words = pipeline_words(make("-n", "all", "TTA=yes", "DETERMINISTIC=false"))
+    assert "--tta" in words and "--no-deterministic" in words
