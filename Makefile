@@ -21,10 +21,22 @@ PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --re
 LOCK_OPTIONS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet \
 	$(call on,UPGRADE,--upgrade)
 
+# The training options (MODEL EPOCHS ... TTA): one per field of TrainingConfig, read from the declarations in
+# pipeline/training/settings.py (`    name: type = knob(...)`, to the line that ends with its parenthesis), as
+# VARIABLE:option:type:tune words (MODEL:model:str:1 FINAL_MODEL:final-model:bool:0), with no Python to start.
+KNOB_AWK = /^    [a-z_]+: (int|float|str|bool) = knob[(]/ { name = $$1; sub(":", "", name); type = $$2; text = "" } \
+	name != "" { text = text $$0 } \
+	name != "" && /[)]$$/ { option = name; if (match(text, /option="[a-z-]+"/)) option = substr(text, RSTART + 8, RLENGTH - 9); \
+	gsub("_", "-", option); variable = toupper(option); gsub("-", "_", variable); \
+	print variable ":" option ":" type ":" (text ~ /tune=False/ ? 0 : 1); name = "" }
+KNOBS := $(shell awk '$(KNOB_AWK)' pipeline/training/settings.py)
+$(if $(KNOBS),,$(error pipeline/training/settings.py: no training options found (is awk installed?)))
+knob_field = $(word $(2),$(subst :, ,$(1)))
+KNOB_VARIABLES := $(foreach knob,$(KNOBS),$(call knob_field,$(knob),1))
+NOT_TUNE_VARIABLES := $(foreach knob,$(KNOBS),$(if $(filter 0,$(call knob_field,$(knob),4)),$(call knob_field,$(knob),1)))
 # Every variable `make` takes on its command line. Any other is refused, with the close match, since a
 # mistyped one (EPOCH=1) would otherwise be ignored without a word.
-KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS SEED PRESET MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS \
-	PRECISION STRATEGY FINAL_MODEL PSEUDO_LABEL TTA DETERMINISTIC TENSORBOARD AUGMENTATION ELASTIC DROPOUT WIDTH REPORT \
+KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS PRESET $(KNOB_VARIABLES) TENSORBOARD REPORT \
 	DEVICE ENGINE WORKERS RAY_ADDRESS TRIALS SEARCH_SEED RUN FILE MESSAGE WAIT TIMEOUT PRESETS BENCH_SOURCE \
 	FORCE QUIET GPU UPGRADE PYTHON VENV WIDE ALL SORT RUNS WEIGHTS
 # Only variables from the command line are options: an exported MODEL or RAY_ADDRESS in the environment is not.
@@ -54,30 +66,28 @@ given = $(if $(filter command line,$(origin $(1))),$(value $(1)))
 opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
 # A list of words (RUNS="A B"): each its own argument, quoted like opt's values.
 each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
-# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
-flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),))
+# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice; any other value is refused.
+flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),\
+	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
 # An option that is only ever on: VAR=1 (or any value but 0, no, false) gives it.
 on = $(if $(filter-out 0 no false,$(call given,$(1))),$(2),)
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
-SPLIT_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds) $(call opt,SEED,--seed)
-TRAIN_OPTS = $(call opt,PRESET,--preset) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
-	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,SEED,--seed) $(call opt,MEMBERS,--members) \
-	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call flag,FINAL_MODEL,final-model) \
-	$(call flag,PSEUDO_LABEL,pseudo-label) $(call flag,TTA,tta) $(call on,DETERMINISTIC,--deterministic) \
-	$(call on,TENSORBOARD,--tensorboard) $(call opt,AUGMENTATION,--augmentation) $(call opt,ELASTIC,--elastic) \
-	$(call opt,DROPOUT,--dropout) $(call opt,WIDTH,--width) $(call opt,ENGINE,--engine) $(ENGINE_OPTS)
+SPLIT_ONLY_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds)
+SPLIT_OPTS = $(SPLIT_ONLY_OPTS) $(call opt,SEED,--seed)
+# A training option: a switch (bool) VAR=1|0, else VAR=value; $(1): its KNOBS word.
+knob_opt = $(if $(filter bool,$(call knob_field,$(1),3)),$(call flag,$(call knob_field,$(1),1),$(call knob_field,$(1),2)),\
+	$(call opt,$(call knob_field,$(1),1),--$(call knob_field,$(1),2)))
+KNOB_OPTS = $(foreach knob,$(KNOBS),$(call knob_opt,$(knob)))
+# tune's trials draw around the recipe these options set (the model on all rows, pseudo-labels and TTA do not apply).
+TUNE_KNOB_OPTS = $(foreach knob,$(KNOBS),$(if $(filter 1,$(call knob_field,$(knob),4)),$(call knob_opt,$(knob))))
 ENGINE_OPTS = $(call opt,WORKERS,--workers) $(call opt,RAY_ADDRESS,--ray-address) $(call opt,DEVICE,--device)
-# tune's trials draw around the recipe these options set (the model on all rows and TTA do not apply).
-TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
-	$(call opt,SEARCH_SEED,--search-seed) $(call opt,MODEL,--model) $(call opt,EPOCHS,--epochs) \
-	$(call opt,BATCH_SIZE,--batch-size) $(call opt,LEARNING_RATE,--learning-rate) $(call opt,MEMBERS,--members) \
-	$(call opt,PRECISION,--precision) $(call opt,STRATEGY,--strategy) $(call on,DETERMINISTIC,--deterministic) \
-	$(call opt,AUGMENTATION,--augmentation) $(call opt,ELASTIC,--elastic) $(call opt,DROPOUT,--dropout) \
-	$(call opt,WIDTH,--width) $(ENGINE_OPTS)
-BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) \
-	$(call opt,EPOCHS,--epochs)
+TRAIN_OPTS = $(call opt,PRESET,--preset) $(KNOB_OPTS) $(call on,TENSORBOARD,--tensorboard) $(call opt,ENGINE,--engine) \
+	$(ENGINE_OPTS)
+TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
+	$(call opt,SEARCH_SEED,--search-seed) $(TUNE_KNOB_OPTS) $(ENGINE_OPTS)
+BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) $(KNOB_OPTS)
 FORCE_OPT = $(call on,FORCE,--force)
-ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(FORCE_OPT)
+ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(FORCE_OPT)
 PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
@@ -90,14 +100,13 @@ help: ## List the targets
 	@echo "    best: 6 models (5 folds + all rows) with test-time augmentation, about 70 min (105 min AVX2-only)"
 	@echo "    quick: 1 small model, seconds (the sample, tests)    baseline: 1 MLP, about a minute"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
-	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline"
-	@echo "    VAL_FRACTION=F FOLDS=K SEED=N MODEL=cnn|small|deotte|mlp|nopool EPOCHS=N BATCH_SIZE=N LEARNING_RATE=F"
-	@echo "    MEMBERS=N PRECISION=auto|float32|mixed_bfloat16|mixed_float16 DETERMINISTIC=1 STRATEGY=default|mirrored"
-	@echo "    FINAL_MODEL=1|0 PSEUDO_LABEL=1|0 TTA=1|0 AUGMENTATION=F ELASTIC=F DROPOUT=F WIDTH=F TENSORBOARD=1 REPORT=1|0"
-	@echo "    DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
-	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS SEED MODEL EPOCHS BATCH_SIZE LEARNING_RATE MEMBERS PRECISION"
-	@echo "    STRATEGY DETERMINISTIC AUGMENTATION ELASTIC DROPOUT WIDTH WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N"
-	@echo "  bench: PRESETS=baseline,default EPOCHS=N SOURCE=sample|PATH (or BENCH_SOURCE=PATH)"
+	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline VAL_FRACTION=F FOLDS=K"
+	@echo "    TENSORBOARD=1 REPORT=1|0 DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
+	@echo "  training options of train and all, bench and tune (SEED: also the split's):"
+	@python3 -m pipeline.training.settings 2>/dev/null || echo "    $(KNOB_VARIABLES)"
+	@echo "  tune: SOURCE PRESET VAL_FRACTION FOLDS WORKERS RAY_ADDRESS DEVICE as above, TRIALS=N SEARCH_SEED=N,"
+	@echo "    the training options but $(strip $(NOT_TUNE_VARIABLES))"
+	@echo "  bench: PRESETS=baseline,default SOURCE=sample|PATH (or BENCH_SOURCE=PATH), the training options"
 	@echo "  runs: WIDE=1 ALL=1 SORT=estimate|leaderboard|time    runs-diff, blend: RUNS=\"A B\" WEIGHTS=2,1"
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1  lock: UPGRADE=1"
 	@echo "  any other variable is refused; only the command line's count (not the environment's)"

@@ -13,14 +13,14 @@ import typer
 import typer.main
 
 from pipeline import __version__
-from pipeline.cli_support import engine_settings, run_app, training_options
+from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
 from pipeline.core import cache, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.stages import chain, download, predict, prepare, report, split, train
 from pipeline.tools import bench, blend, runs_table, tune
 from pipeline.training import settings
-from pipeline.training.device import DEVICES, PRECISIONS
+from pipeline.training.device import DEVICES
 from pipeline.training.engine import ENGINES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,21 +35,8 @@ app = typer.Typer(
 DEFAULT = config.PRESETS[config.DEFAULT_PRESET]
 # Options with a fixed set of values: plain text checked by `one_of`, whose message is one plain sentence
 # (a Literal type's is pydantic's "Value error, ..."); --help names the choices in the option's text.
-PresetName = Architecture = Precision = Strategy = EngineName = DeviceName = SortKey = str
-
-
-def one_of(*choices: str):
-    """An option's callback refusing any value but choices (None: not given)."""
-    def check(value):
-        if value is not None and value not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-    return check
-
-
-def choice_option(default, choices, help: str, *names: str):
-    return typer.Option(default, *names, metavar="NAME", callback=one_of(*choices),
-                        help=f"{'|'.join(choices)}: {help}")
+# The training options (--model, --epochs ... --tta) are TrainingConfig's fields: `training_knobs` adds them.
+PresetName = EngineName = DeviceName = SortKey = str
 
 
 FORCE = typer.Option(False, "--force", help="Run even if the cache says the outputs are up to date.")
@@ -60,39 +47,10 @@ VAL_FRACTION = typer.Option(None, help=f"Share of the train images kept aside to
                                          f" (default {DEFAULT['val_fraction']}).")
 FOLDS = typer.Option(None, help="1: one holdout split; K > 1: K-fold cross-validation, one model per fold, the"
                                 " estimate over every row (default: the preset's; best: 5).")
-SEED = typer.Option(None, help=f"Random seed: the split, the weights' initialisation, shuffling and augmentation"
-                               f" (default {DEFAULT['seed']}).")
 SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows are kept aside, or which fold each row"
                                                f" is in (default {DEFAULT['seed']}).")
-TRAINING_SEED = typer.Option(None, "--seed", help=f"Seed of training: the weights' initialisation, shuffling and"
-                                                  f" augmentation; model k of a run gets seed + k (default"
-                                                  f" {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, metavar="NAME", callback=one_of(*config.PRESETS),
                       help=f"{'|'.join(config.PRESETS)}: {'; '.join(config.PRESET_COSTS.values())}.")
-MODEL = choice_option(None, config.ARCHITECTURES, "the network's architecture (default: the preset's).")
-EPOCHS = typer.Option(None, help="Epochs (default: the preset's).")
-BATCH_SIZE = typer.Option(None, help="Batch size (default: the preset's).")
-LEARNING_RATE = typer.Option(None, help="Peak learning rate of the schedule (default: the preset's).")
-MEMBERS = typer.Option(None, help="Models in the ensemble (default: the preset's).")
-PRECISION = choice_option(None, PRECISIONS, "auto: bfloat16 where the hardware computes in it, float16 on older"
-                                            " GPUs, else float32 (default: the preset's).")
-PSEUDO_LABEL = typer.Option(None, "--pseudo-label/--no-pseudo-label",
-                            help="The model on all rows also learns the test images the other models label with"
-                                 " probability >= 0.995 (default: the preset's: off).")
-FINAL_MODEL = typer.Option(None, "--final-model/--no-final-model",
-                           help="Also train one model on all rows with the same schedule, averaged into the"
-                                " submission (default: the preset's).")
-ELASTIC = typer.Option(None, help="Elastic distortion of the training images (Simard et al. 2003): the size of the"
-                                   " smooth random displacement, in pixels before smoothing; 0 none, Simard's 34"
-                                   f" (default {DEFAULT['elastic']:g}).")
-AUGMENTATION = typer.Option(None, help="Strength of the training images' random rotation, zoom and shift: 0 none,"
-                                        f" 1 = 10 degrees, 10 %, 10 % (default {DEFAULT['augmentation']}).")
-DROPOUT = typer.Option(None, help=f"Dropout rate after each block of the network (default {DEFAULT['dropout']}).")
-WIDTH = typer.Option(None, help="Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the"
-                                f" work (default {DEFAULT['width']}).")
-DETERMINISTIC = typer.Option(False, "--deterministic", help="Deterministic TensorFlow ops, for exact repeats (slower).")
-STRATEGY = choice_option(None, config.STRATEGIES, "default, or mirrored: data-parallel over every local GPU"
-                                                  " (default: default).")
 ENGINE = choice_option("local", ENGINES, "local: the models train one after another in this process; ray: each"
                                          " model a Ray task, several at once, on this machine or the cluster at"
                                          " --ray-address.")
@@ -144,25 +102,17 @@ def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FR
 
 
 @app.command("train")
+@training_knobs()
 def train_command(
-    context: typer.Context, preset: PresetName = PRESET, model: Optional[Architecture] = MODEL,
-    epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
-    learning_rate: Optional[float] = LEARNING_RATE, seed: Optional[int] = TRAINING_SEED,
-    members: Optional[int] = MEMBERS, precision: Optional[Precision] = PRECISION,
-    deterministic: bool = DETERMINISTIC, strategy: Optional[Strategy] = STRATEGY,
-    final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL, tta: Optional[bool] = TTA,
-    augmentation: Optional[float] = AUGMENTATION, elastic: Optional[float] = ELASTIC,
-    dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
+    context: typer.Context, preset: PresetName = PRESET, knobs: dict = None, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE, force: bool = FORCE,
 ):
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
-    options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
     stage.run(train.define, context.obj, force, preset=preset,
-              training=settings.training_config(settings.resolve_preset(preset, **options)), tensorboard=tensorboard,
+              training=settings.training_config(settings.resolve_preset(preset, **knobs)), tensorboard=tensorboard,
               engine=engine_settings(engine, workers, ray_address, device))
 
 
@@ -242,41 +192,36 @@ def submissions_command(competition: str = COMPETITION):
 
 
 @app.command("bench")
+@training_knobs()
 def bench_command(
     context: typer.Context,
     source: Optional[str] = typer.Option(None, help="Data to run on: sample, or a PATH to a competition zip or folder"
                                          " (default: the zip `download --source kaggle` cached in data/raw/,"
                                          " else sample)."),
     presets: str = typer.Option("baseline,default", help="Comma-separated presets to compare."),
-    epochs: Optional[int] = typer.Option(None, help="Override every preset's epochs (for a quick look)."),
+    knobs: dict = None,
 ):
-    """Run presets side by side from nothing to a submission; print and save one table."""
-    bench.run_bench(context.obj, source, presets, epochs)
+    """Run presets side by side from nothing to a submission; print and save one table. A training option given
+    changes every preset's (--epochs 1: a quick look)."""
+    bench.run_bench(context.obj, source, presets, settings.option_words(knobs))
 
 
 @app.command("tune")
+@training_knobs(for_tune=True)
 def tune_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION, preset: PresetName = PRESET,
     trials: int = typer.Option(8, help="Settings to try; the first is the preset's own."),
     workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS, device: DeviceName = DEVICE,
     search_seed: int = typer.Option(0, "--search-seed",
                                     help="Seed of the settings drawn (the same seed, the same trials)."),
-    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
-    model: Optional[Architecture] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
-    learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
-    precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
-    strategy: Optional[Strategy] = STRATEGY, augmentation: Optional[float] = AUGMENTATION,
-    elastic: Optional[float] = ELASTIC,
-    dropout: Optional[float] = DROPOUT, width: Optional[float] = WIDTH,
+    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, knobs: dict = None,
     force: bool = FORCE,
 ):
     """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
     the options given); each trial a run; print the best options."""
     extras.require("ray", "tune")
-    # The trials turn off the model on all rows and TTA: those options do not apply here.
-    options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, None, None, None, augmentation, dropout, width, elastic)
-    given = {name: value for name, value in {**options, "val_fraction": val_fraction, "folds": folds}.items()
+    # The trials turn off the model on all rows and TTA: those options are not tune's.
+    given = {name: value for name, value in {**knobs, "val_fraction": val_fraction, "folds": folds}.items()
              if value is not None}
     values = settings.resolve_preset(preset, **given)
     engine = engine_settings("ray", workers, ray_address, device)
@@ -290,18 +235,11 @@ def tune_command(
 
 
 @app.command("all")
+@training_knobs()
 def all_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION,
-    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, seed: Optional[int] = SEED,
-    preset: PresetName = PRESET,
-    model: Optional[Architecture] = MODEL, epochs: Optional[int] = EPOCHS, batch_size: Optional[int] = BATCH_SIZE,
-    learning_rate: Optional[float] = LEARNING_RATE, members: Optional[int] = MEMBERS,
-    precision: Optional[Precision] = PRECISION, deterministic: bool = DETERMINISTIC,
-    strategy: Optional[Strategy] = STRATEGY,
-    final_model: Optional[bool] = FINAL_MODEL, pseudo_label: Optional[bool] = PSEUDO_LABEL,
-    tta: Optional[bool] = TTA, augmentation: Optional[float] = AUGMENTATION, elastic: Optional[float] = ELASTIC,
-    dropout: Optional[float] = DROPOUT,
-    width: Optional[float] = WIDTH, tensorboard: bool = TENSORBOARD,
+    val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, preset: PresetName = PRESET,
+    knobs: dict = None, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE,
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
@@ -310,9 +248,7 @@ def all_command(
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
-    options = training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic,
-                               strategy, final_model, tta, pseudo_label, augmentation, dropout, width, elastic)
-    chain.run_all(context.obj, source, competition, preset, {**options, "val_fraction": val_fraction, "folds": folds},
+    chain.run_all(context.obj, source, competition, preset, {**knobs, "val_fraction": val_fraction, "folds": folds},
                   report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 

@@ -1,28 +1,78 @@
-"""What the typer shell (pipeline.cli) needs besides its options: the training options assembled as the
-preset's names, the engine checked, --quiet taken from anywhere on the command line, and the run of the app,
-where a PipelineError (or a full disk, or Ctrl-C) becomes one line and an exit status, never a traceback.
+"""What the typer shell (pipeline.cli) needs besides its options: the training options (one typer option per
+TrainingConfig field, `training_knobs`), options of a fixed set of values, the engine checked, --quiet taken from
+anywhere on the command line, and the run of the app, where a PipelineError (or a full disk, or Ctrl-C) becomes one
+line and an exit status, never a traceback.
 """
 
+import functools
+import inspect
 import os
 import sys
+from typing import Optional
 
 import typer
 import typer.main
 
+from pipeline.core import config
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import Interrupted, PipelineError, write_error
+from pipeline.training import settings
 from pipeline.training.device import use_device
 from pipeline.training.engine import Engine
 
 
-def training_options(model, epochs, batch_size, learning_rate, seed, members, precision, deterministic, strategy,
-                     final_model, tta, pseudo_label=None, augmentation=None, dropout=None, width=None,
-                     elastic=None) -> dict:
-    """The training options as the preset's names; None: not given, the preset's value stays."""
-    return dict(architecture=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                members=members, precision=precision, deterministic=deterministic or None, strategy=strategy,
-                final_model=final_model, tta=tta, pseudo_label=pseudo_label, augmentation=augmentation,
-                dropout=dropout, width=width, elastic=elastic)
+def one_of(*choices: str):
+    """An option's callback refusing any value but choices (None: not given)."""
+    def check(value):
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def choice_option(default, choices, help: str, *names: str):
+    return typer.Option(default, *names, metavar="NAME", callback=one_of(*choices),
+                        help=f"{'|'.join(choices)}: {help}")
+
+
+def knob_option(spec: settings.KnobSpec):
+    """The typer option of one training option: None (not given) keeps the preset's value."""
+    value = config.PRESETS[config.DEFAULT_PRESET][spec.name]
+    shown = ("on" if value else "off") if spec.type is bool else f"{value:g}" if spec.type is float else value
+    help = f"{spec.knob.help} (default: the preset's; {shown} in the {config.DEFAULT_PRESET} preset)."
+    if spec.knob.choices:
+        return choice_option(None, spec.knob.choices, help, f"--{spec.option}")
+    if spec.type is bool:
+        return typer.Option(None, f"--{spec.option}/--no-{spec.option}", help=help)
+    return typer.Option(None, f"--{spec.option}", help=help)
+
+
+def training_knobs(for_tune: bool = False):
+    """A command's decorator: its parameter `knobs` becomes one typer option per training option
+    (pipeline.training.settings.TrainingConfig's fields; for_tune: those that apply to tune), in its place,
+    and the command receives them as one dict, field name -> value given (None: not given)."""
+    specs = [spec for spec in settings.knobs() if spec.knob.tune or not for_tune]
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        parameters = []
+        for parameter in signature.parameters.values():
+            if parameter.name != "knobs":
+                parameters.append(parameter)
+                continue
+            parameters += [inspect.Parameter(spec.parameter, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                             default=knob_option(spec), annotation=Optional[spec.type])
+                           for spec in specs]
+
+        @functools.wraps(command)
+        def with_knobs(*args, **kwargs):
+            knobs = {spec.name: kwargs.pop(spec.parameter) for spec in specs}
+            return command(*args, knobs=knobs, **kwargs)
+
+        with_knobs.__signature__ = signature.replace(parameters=parameters)
+        with_knobs.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return with_knobs
+    return decorate
 
 
 def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:

@@ -170,6 +170,7 @@ DEFAULT = dict(
     elastic=0.0,  # elastic distortion's alpha in pixels (Simard et al. 2003 used 34); 0 = none
     dropout=0.4,  # after each block of the CNNs (before the last layer of "small")
     width=1.0,  # multiplies every layer's filters or units
+    label_smoothing=0.0,  # the loss's targets: 1 - F on the digit plus F / 10 on each of the ten; 0 = none
     deterministic=False,
     strategy="default",  # or "mirrored": every local GPU (or logical CPU device)
     tta=False,

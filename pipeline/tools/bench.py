@@ -106,8 +106,9 @@ def format_bench_table(rows: list[dict]) -> str:
                         [[template.format(row[key]) for _, key, template in COLUMNS] for row in rows], align_right=True)
 
 
-def run_bench(console, source: str | None, presets: str, epochs: int | None) -> None:
-    """Run presets side by side from nothing to a submission; print and save one table."""
+def run_bench(console, source: str | None, presets: str, options: list[str]) -> None:
+    """Run presets side by side from nothing to a submission; print and save one table. options: the training
+    options given (--epochs 1 ...), passed to every preset's `all`."""
     paths = config.paths()
     source = source or default_source(paths)
     if source == "sample":
@@ -119,8 +120,7 @@ def run_bench(console, source: str | None, presets: str, epochs: int | None) -> 
         if preset not in config.PRESETS:
             raise PipelineError(f"--presets: unknown preset {preset!r} (expected {', '.join(config.PRESETS)})")
         console.say(f"bench: {preset} on {source}...")
-        row = run_preset(preset, source, paths.data / "bench" / stamp / preset,
-                         ["--epochs", str(epochs)] if epochs else [])
+        row = run_preset(preset, source, paths.data / "bench" / stamp / preset, options)
         import_tensorflow_quietly()
         from pipeline.training.model import load_models  # Keras at its top: only once a preset has run
 

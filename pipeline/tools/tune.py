@@ -23,7 +23,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import describe
 from pipeline.stages import train
 from pipeline.training.engine import STOPPING, cluster_plan, ray_session
-from pipeline.training.settings import training_config
+from pipeline.training.settings import knobs, training_config
 
 # The levers, each drawn around the preset's value.
 AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
@@ -32,18 +32,13 @@ WIDTHS = (0.75, 1.0, 1.5)
 EPOCH_FACTORS = (2 / 3, 1.0, 4 / 3)
 LEARNING_RATE_OCTAVES = (-1.5, 1.0)  # log2 range around the preset's peak learning rate
 
-# Option names, for the line that reproduces a trial: (the preset's name, the CLI's option, make's variable).
-OPTIONS = (("learning_rate", "--learning-rate", "LEARNING_RATE"), ("epochs", "--epochs", "EPOCHS"),
-           ("augmentation", "--augmentation", "AUGMENTATION"), ("dropout", "--dropout", "DROPOUT"),
-           ("width", "--width", "WIDTH"))
-
-
-# The other options tune takes: they set the recipe the trials draw around, so the line that
-# reproduces a trial repeats them.
-FIXED_OPTIONS = (("architecture", "--model", "MODEL"), ("batch_size", "--batch-size", "BATCH_SIZE"),
-                 ("members", "--members", "MEMBERS"), ("precision", "--precision", "PRECISION"),
-                 ("strategy", "--strategy", "STRATEGY"), ("folds", "--folds", "FOLDS"),
-                 ("val_fraction", "--val-fraction", "VAL_FRACTION"), ("seed", "--seed", "SEED"))
+# The levers (TrainingConfig's names), for the line that reproduces a trial: (the name, the CLI's option, make's
+# variable), as pipeline.training.settings.knobs names them.
+LEVERS = ("learning_rate", "epochs", "augmentation", "dropout", "width")
+OPTIONS = tuple((spec.name, f"--{spec.option}", spec.variable) for name in LEVERS for spec in knobs()
+                if spec.name == name)
+# The split's options tune takes besides the training options (which fixed_options names from their knobs).
+SPLIT_OPTIONS = (("folds", "--folds", "FOLDS"), ("val_fraction", "--val-fraction", "VAL_FRACTION"))
 
 
 def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
@@ -123,11 +118,14 @@ def format_results(results: list[dict]) -> str:
 
 
 def fixed_options(given: dict) -> tuple[str, str]:
-    """The options given to tune besides its levers, as (make variables, CLI options)."""
+    """The options given to tune besides its levers, as (make variables, CLI options): the training options in
+    TrainingConfig's order, then the split's, then the switches (--deterministic, DETERMINISTIC=1)."""
+    specs = [spec for spec in knobs() if spec.knob.tune and spec.name not in LEVERS]
+    valued = [(spec.name, f"--{spec.option}", spec.variable) for spec in specs if spec.type is not bool]
     pairs = [(f"{variable}={_value(given[name])}", f"{option} {_value(given[name])}")
-             for name, option, variable in FIXED_OPTIONS if given.get(name) is not None]
-    if given.get("deterministic"):
-        pairs.append(("DETERMINISTIC=1", "--deterministic"))
+             for name, option, variable in (*valued, *SPLIT_OPTIONS) if given.get(name) is not None]
+    pairs += [(f"{spec.variable}={int(given[spec.name])}", f"--{'' if given[spec.name] else 'no-'}{spec.option}")
+              for spec in specs if spec.type is bool and given.get(spec.name) is not None]
     return "".join(f" {make}" for make, _ in pairs), "".join(f" {cli}" for _, cli in pairs)
 
 

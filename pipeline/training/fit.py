@@ -82,7 +82,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate)
             model = model_library.build_model(
                 training.architecture, learning_rate=schedule, dtype_policy=training.precision,
-                dropout_rate=training.dropout, width=training.width,
+                dropout_rate=training.dropout, width=training.width, label_smoothing=training.label_smoothing,
             )
             state = {"completed_epochs": 0, "history": {}}
         else:

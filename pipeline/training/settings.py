@@ -3,32 +3,104 @@ TensorFlow set up for it (seeds, precision, distribution strategy).
 """
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from pipeline.core import config
 from pipeline.core.errors import PipelineError
+from pipeline.training.device import PRECISIONS
+
+KNOB = "knob"  # the key of a TrainingConfig field's metadata that holds its Knob
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A training option as the CLI and make show it: its help, its choices, its option's name (without the
+    dashes; the field's name with dashes unless given), and whether tune passes it on to its trials."""
+
+    help: str
+    choices: tuple[str, ...] = ()
+    option: str = ""
+    tune: bool = True
+
+
+def knob(help: str, *, choices: tuple[str, ...] = (), option: str = "", tune: bool = True):
+    """A TrainingConfig field that is an option of train, all, bench and (tune=True) tune, and a make variable.
+    No default: the value comes from the preset (pipeline.core.config.PRESETS) or the option given.
+    Declared as `    name: type = knob(...)`, from that line to the one that ends with its closing parenthesis:
+    the Makefile reads these declarations (KNOBS), and tests/test_knobs.py checks that it reads them right."""
+    return field(metadata={KNOB: Knob(help, tuple(choices), option, tune)})
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """One training option, resolved: the field's name and type, and the names the CLI and make give it."""
+
+    name: str  # the field's, the preset's and run.json's
+    type: type
+    option: str  # --option (bool: --option/--no-option)
+    variable: str  # make's
+    knob: Knob
+
+    @property
+    def parameter(self) -> str:
+        """The typer command's parameter name."""
+        return self.option.replace("-", "_")
+
+
+def knobs() -> list[KnobSpec]:
+    """Every training option, in TrainingConfig's order."""
+    specs = []
+    for item in fields(TrainingConfig):
+        spec = item.metadata[KNOB]
+        option = spec.option or item.name.replace("_", "-")
+        specs.append(KnobSpec(item.name, item.type, option, option.replace("-", "_").upper(), spec))
+    return specs
+
+
+def option_words(values: dict) -> list[str]:
+    """The CLI words of the training options given (not None), keyed by field name: --epochs 5, --no-tta."""
+    words = []
+    for spec in knobs():
+        value = values.get(spec.name)
+        if value is None:
+            continue
+        if spec.type is bool:
+            words.append(f"--{spec.option}" if value else f"--no-{spec.option}")
+        else:
+            words += [f"--{spec.option}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return words
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """What a training run is; every value comes from a preset (pipeline.core.config.PRESETS) or an option."""
+    """What a training run is; every value comes from a preset (pipeline.core.config.PRESETS) or an option.
+    Each field is a knob: the CLI's options of train, all, bench and tune, make's variables and run.json's
+    params derive from these lines."""
 
-    architecture: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    seed: int
-    precision: str
-    augmentation: float  # 0: none; 1: 10 degrees, 10 % zoom, 10 % shift
-    elastic: float  # 0: none; else the alpha of Simard's elastic distortion (pipeline.training.augment.random_elastic)
-    dropout: float
-    width: float
-    members: int
-    final_model: bool  # also train one model on all rows, averaged into the submission
-    pseudo_label: bool  # the all-rows model also learns the test images the other models are sure of
-    tta: bool  # test-time augmentation, for the estimate as for the submission
-    deterministic: bool
-    strategy: str
+    architecture: str = knob("the network's architecture", choices=config.ARCHITECTURES, option="model")
+    epochs: int = knob("Epochs")
+    batch_size: int = knob("Batch size")
+    learning_rate: float = knob("Peak learning rate of the schedule")
+    seed: int = knob("Random seed of training: the weights' initialisation, shuffling and augmentation; model k"
+                     " of a run gets seed + k (all and tune: also the split's seed)")
+    precision: str = knob("auto: bfloat16 where the hardware computes in it, float16 on older GPUs, else float32",
+                          choices=PRECISIONS)
+    augmentation: float = knob("Strength of the training images' random rotation, zoom and shift: 0 none, 1 = 10"
+                               " degrees, 10 %, 10 %")
+    elastic: float = knob("Elastic distortion of the training images (Simard et al. 2003): the size of the smooth"
+                          " random displacement, in pixels before smoothing; 0 none, Simard's 34")
+    dropout: float = knob("Dropout rate after each block of the network")
+    width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
+    label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
+                                  " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
+    members: int = knob("Models in the ensemble")
+    final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
+                             " submission", tune=False)
+    pseudo_label: bool = knob("The model on all rows also learns the test images the other models label with"
+                              " probability >= 0.995", tune=False)
+    tta: bool = knob("Test-time augmentation, for the estimate as for the submission", tune=False)
+    deterministic: bool = knob("Deterministic TensorFlow ops, for exact repeats (slower)")
+    strategy: str = knob("default, or mirrored: data-parallel over every local GPU", choices=config.STRATEGIES)
 
     def check(self) -> None:
         """The numbers and combinations; the CLI's parser checks the names (--model, --precision, --strategy)."""
@@ -45,6 +117,8 @@ class TrainingConfig:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
+        if not 0 <= self.label_smoothing < 1:
+            raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:
@@ -88,3 +162,17 @@ def configure_tensorflow(training: TrainingConfig):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
+
+
+def make_words(for_tune: bool = False) -> list[str]:
+    """make's variables of the training options as `make help` lists them: MODEL=cnn|small|..., EPOCHS=N."""
+    metavars = {int: "N", float: "F", str: "NAME", bool: "1|0"}
+    return [f"{spec.variable}={'|'.join(spec.knob.choices) or metavars[spec.type]}" for spec in knobs()
+            if spec.knob.tune or not for_tune]
+
+
+if __name__ == "__main__":  # `make help`: the training options' variables, wrapped
+    import textwrap
+
+    print(textwrap.fill(" ".join(make_words()), 116, initial_indent="    ", subsequent_indent="    ",
+                        break_long_words=False, break_on_hyphens=False))
