@@ -18,7 +18,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, run_in_process
 from pipeline import __version__, bench, config
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
@@ -180,16 +180,16 @@ def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, ar
 
 
 def test_version_and_choices_come_from_the_parser(tmp_path):
-    version = run_pipeline(tmp_path, "--version")
+    version = run_in_process(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"digit-recognizer {__version__}"
 
-    help_text = run_pipeline(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
+    help_text = run_in_process(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
     for choices in ("default|quick|best|baseline", "cnn|small|deotte|mlp", "auto|float32|mixed_bfloat16|mixed_float16",
                     "default|mirrored"):
         assert choices in help_text
     for option, typo in (("--preset", "quik"), ("--model", "resnet"), ("--precision", "bf16"),
                          ("--strategy", "mirorred")):
-        refused = run_pipeline(tmp_path, "all", option, typo, env={"COLUMNS": "200"})
+        refused = run_in_process(tmp_path, "all", option, typo, env={"COLUMNS": "200"})
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert f"'{typo}' is not one of" in refused.stderr
     assert not (tmp_path / "data" / "raw").exists()  # refused before anything ran
