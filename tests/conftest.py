@@ -113,7 +113,7 @@ def sample_split_master(tmp_path_factory):
     copied by split_sample_root for each test that trains on it."""
     root = tmp_path_factory.mktemp("sample-split")
     for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
-        assert_pipeline_ok(run_pipeline(root, *stage))
+        assert_pipeline_ok(run_in_process(root, *stage))
     return root
 
 
@@ -131,7 +131,7 @@ QUICK_RUN = ("all", "--preset", "quick", "--epochs", "1", "--no-report")
 def quick_run_master(tmp_path_factory):
     """`all --preset quick --epochs 1 --no-report` on the sample, run once for the session: never written to."""
     root = tmp_path_factory.mktemp("quick-run")
-    result = assert_pipeline_ok(run_pipeline(root, *QUICK_RUN))
+    result = assert_pipeline_ok(run_in_process(root, *QUICK_RUN))
     return root, result
 
 
