@@ -1,10 +1,13 @@
 """Shared fixtures: a private PIPELINE_ROOT per test, the CLI run as a user runs it, small CSVs."""
 
+import contextlib
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
+import traceback
 import zipfile
 from pathlib import Path
 
@@ -42,6 +45,100 @@ def run_pipeline(root: Path, *args: str, env: dict | None = None, timeout: float
     """`python -m pipeline ARGS` of the project (this one, or a copy) with its outputs under root, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=project, env=pipeline_environment(root, env),
                           capture_output=True, text=True, timeout=timeout, **run_options)
+
+
+def run_in_process(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` run inside the test process (TensorFlow is imported once for the session, not per
+    command), with the environment run_pipeline gives, its stdout and stderr captured, its exit status returned
+    as a CompletedProcess's; an exception the CLI lets through is a traceback on stderr and status 1, as a process
+    shows it. For tests about what a command computes and prints; tests about the process itself (signals, exit
+    on a kill, locks between processes, a terminal, what it imports) start a real one (run_pipeline)."""
+    from pipeline import cli
+
+    saved_environment, saved_argv, saved_directory = dict(os.environ), sys.argv, os.getcwd()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    returncode = 0
+    try:
+        os.environ.clear()
+        os.environ.update(pipeline_environment(root, env))
+        os.chdir(PROJECT_ROOT)
+        sys.argv = [str(PROJECT_ROOT / "pipeline" / "__main__.py"), *args]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.main()
+            except SystemExit as stop:
+                code = stop.code
+                returncode = code if isinstance(code, int) else 0 if code is None else 1
+                if code is not None and not isinstance(code, int):
+                    print(code, file=sys.stderr)
+            except Exception:  # what a process prints before it dies
+                traceback.print_exc()
+                returncode = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environment)
+        os.chdir(saved_directory)
+        sys.argv = saved_argv
+    return subprocess.CompletedProcess(["python", "-m", "pipeline", *args], returncode, stdout.getvalue(),
+                                       stderr.getvalue())
+
+
+def copy_project_root(source: Path, target: Path) -> Path:
+    """A copy of a pipeline's root as a user's `cp -a` makes it: files with their modes and times, symbolic links
+    as links, and files hard-linked to each other (an output and its run-cache object) still one file."""
+    copied = {}  # (device, inode) -> the first copy of that file
+
+    def copy(path, destination):
+        status = os.stat(path)
+        if status.st_nlink > 1:
+            first = copied.setdefault((status.st_dev, status.st_ino), destination)
+            if first != destination:
+                os.link(first, destination)
+                return destination
+        return shutil.copy2(path, destination)
+
+    shutil.copytree(source, target, symlinks=True, copy_function=copy)
+    return target
+
+
+def assert_pipeline_ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def sample_split_master(tmp_path_factory):
+    """One root where download (the bundled sample), prepare and split (the defaults) have run: set up once,
+    copied by split_sample_root for each test that trains on it."""
+    root = tmp_path_factory.mktemp("sample-split")
+    for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
+        assert_pipeline_ok(run_in_process(root, *stage))
+    return root
+
+
+@pytest.fixture
+def split_sample_root(sample_split_master, tmp_path):
+    """A private copy of a root where the sample is downloaded, prepared and split (as three commands leave it)."""
+    return copy_project_root(sample_split_master, tmp_path / "split-sample")
+
+
+# The quick run every test that starts from "one finished quick run on the sample" shares.
+QUICK_RUN = ("all", "--preset", "quick", "--epochs", "1", "--no-report")
+
+
+@pytest.fixture(scope="session")
+def quick_run_master(tmp_path_factory):
+    """`all --preset quick --epochs 1 --no-report` on the sample, run once for the session: never written to."""
+    root = tmp_path_factory.mktemp("quick-run")
+    result = assert_pipeline_ok(run_in_process(root, *QUICK_RUN))
+    return root, result
+
+
+@pytest.fixture
+def quick_run_root(quick_run_master, tmp_path):
+    """A private copy of the root of one finished QUICK_RUN on the sample (hard links into the run cache kept)."""
+    return copy_project_root(quick_run_master[0], tmp_path / "quick-run")
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_pipeline
+
+from conftest import QUICK_RUN, copy_project_root, run_in_process
 
 QUICK = ["--preset", "quick", "--epochs", "1"]
 
@@ -21,12 +22,13 @@ def run_ids(root):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """Two quick runs on the sample's one split: `all` (seed 42) and `train --seed 7` (the split's seed stays 42)."""
-    root = tmp_path_factory.mktemp("blend")
-    assert_ok(run_pipeline(root, "all", *QUICK, "--no-report"))
-    assert_ok(run_pipeline(root, "train", *QUICK, "--seed", "7"))
-    assert_ok(run_pipeline(root, "predict"))
+def two_runs(tmp_path_factory, quick_run_master):
+    """Two quick runs on the sample's one split: `all` (seed 42; QUICK_RUN, shared) and `train --seed 7` (the split's
+    seed stays 42)."""
+    assert list(QUICK_RUN[1:]) == [*QUICK, "--no-report"]
+    root = copy_project_root(quick_run_master[0], tmp_path_factory.mktemp("blend") / "project")
+    assert_ok(run_in_process(root, "train", *QUICK, "--seed", "7"))
+    assert_ok(run_in_process(root, "predict"))
     first, second = run_ids(root)
     return root, first, second
 
@@ -36,7 +38,7 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
     root, first, second = two_runs
     for run_id in (first, second):  # predict keeps each run's test probabilities for blending
         assert np.load(root / "data" / "models" / run_id / "test_probabilities.npy").shape == (600, 10)
-    result = assert_ok(run_pipeline(root, "blend", first, second, "--weights", "2,1"))
+    result = assert_ok(run_in_process(root, "blend", first, second, "--weights", "2,1"))
     assert "blend: out-of-fold estimate 0." in result.stdout and "holdout on 240 images" in result.stdout
     blend_id = next(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
     run = json.loads((root / "data" / "models" / blend_id / "run.json").read_text())
@@ -50,13 +52,13 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
     lines = (root / run["submission"]).read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert (root / "data" / "reports" / blend_id / "index.html").is_file()
-    assert blend_id in assert_ok(run_pipeline(root, "runs")).stdout
+    assert blend_id in assert_ok(run_in_process(root, "runs")).stdout
 
 
 @pytest.mark.slow
 def test_runs_diff_of_two_sample_runs_names_the_seed_and_the_estimate(two_runs):
     root, first, second = two_runs
-    result = assert_ok(run_pipeline(root, "runs", "diff", first, second))
+    result = assert_ok(run_in_process(root, "runs", "diff", first, second))
     fields = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert "params.seed" in fields and "estimate" in fields
     assert "params.epochs" not in fields and "source" not in fields  # the same in both
@@ -68,7 +70,7 @@ def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs):
     other_split = copy_run(root, second, "20000101-000000-othersplit")
     held_out = dict(np.load(other_split / "out_of_fold.npz"))
     np.savez(other_split / "out_of_fold.npz", rows=held_out["rows"][::-1] + 1, probabilities=held_out["probabilities"])
-    result = assert_ok(run_pipeline(root, "blend", first, other_split.name))
+    result = assert_ok(run_in_process(root, "blend", first, other_split.name))
     assert "blend: no estimate: the runs' held-out rows differ" in result.stdout
     blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
     assert "No estimate" in (root / "data" / "reports" / blend_id / "index.html").read_text()
@@ -81,7 +83,7 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
     run = json.loads((elsewhere / "run.json").read_text())
     run.update(source="/data/digit-recognizer.zip", data={name: "0" * 64 for name in run["data"]})
     (elsewhere / "run.json").write_text(json.dumps(run))
-    result = run_pipeline(root, "blend", first, elsewhere.name)
+    result = run_in_process(root, "blend", first, elsewhere.name)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "trained on different data" in result.stderr
 
@@ -93,7 +95,7 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
     (["../a", "b"], "not a run id"),
 ])
 def test_blend_bad_input_is_one_line(tmp_path, arguments, expected):
-    result = run_pipeline(tmp_path, "blend", *arguments)
+    result = run_in_process(tmp_path, "blend", *arguments)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and expected in result.stderr
 

@@ -135,12 +135,12 @@ def test_record_of_the_wrong_shape_means_not_up_to_date(files, text):
 
 
 def test_cli_with_a_record_of_the_wrong_shape_is_one_line(tmp_path):
-    from conftest import run_pipeline
+    from conftest import run_in_process
 
     records = tmp_path / "data" / ".cache"
     records.mkdir(parents=True)
     (records / "train.json").write_text('{"key": {"params": {}}, "outputs": {}, "extra": {}}')
-    result = run_pipeline(tmp_path, "predict")
+    result = run_in_process(tmp_path, "predict")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "no train output yet" in result.stderr
 

@@ -10,7 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
+
+from conftest import QUICK_RUN, PROJECT_ROOT, copy_project_root, run_in_process, run_pipeline, start_pipeline
 
 QUICK = ["--preset", "quick", "--epochs", "2"]
 STAGES = ("download", "prepare", "split", "train", "predict", "report")
@@ -43,7 +44,7 @@ def kill_once_checkpointed(root: Path, args: list[str], part: str, completed_epo
 def finished_root(tmp_path_factory):
     """One full quick run on the sample, shared by the tests that only read its results."""
     root = tmp_path_factory.mktemp("finished")
-    first = assert_ok(run_pipeline(root, "all", *QUICK))
+    first = assert_ok(run_in_process(root, "all", *QUICK))
     return root, first
 
 
@@ -91,15 +92,15 @@ def test_second_run_redoes_nothing_quickly(finished_root):
 @pytest.mark.slow
 def test_runs_lists_the_run_with_its_submission(finished_root):
     root, _ = finished_root
-    table = assert_ok(run_pipeline(root, "runs", "--wide")).stdout  # the submission is a column of the wide table
+    table = assert_ok(run_in_process(root, "runs", "--wide")).stdout  # the submission is a column of the wide table
     run_id = json.loads(next((root / "data" / "models").glob("*/run.json")).read_text())["id"]
     assert run_id in table and f"{run_id}.csv" in table
 
 
 @pytest.mark.slow
-def test_changed_parameter_reruns_that_stage_and_later_ones_only(tmp_path):
-    assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report"))
-    changed = assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report", "--seed", "7"))
+def test_changed_parameter_reruns_that_stage_and_later_ones_only(quick_run_root):
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
+    changed = assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--seed", "7"))
     lines = stage_lines(changed.stdout)
     for stage in ("download", "prepare"):
         assert "up to date" in lines[stage]
@@ -109,38 +110,38 @@ def test_changed_parameter_reruns_that_stage_and_later_ones_only(tmp_path):
     assert len(list((tmp_path / "submissions").glob("*.csv"))) == 2
     # a report of the latest run compares it with the earlier one; the earlier run gets its own report too
     first_id, second_id = sorted(path.name for path in (tmp_path / "data" / "models").glob("*-small"))
-    latest = assert_ok(run_pipeline(tmp_path, "report"))
+    latest = assert_ok(run_in_process(tmp_path, "report"))
     page = (tmp_path / "data" / "reports" / second_id / "index.html").read_text()
     assert "best earlier run" in page and first_id in page and 'class="banner"' in page
-    earlier = assert_ok(run_pipeline(tmp_path, "report", "--run", first_id))
+    earlier = assert_ok(run_in_process(tmp_path, "report", "--run", first_id))
     assert (tmp_path / "data" / "reports" / first_id / "index.html").is_file(), earlier.stdout
     assert latest.stdout != earlier.stdout
-    unknown = run_pipeline(tmp_path, "report", "--run", "20990101-000000-cnn")
+    unknown = run_in_process(tmp_path, "report", "--run", "20990101-000000-cnn")
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "no such run" in unknown.stderr
-    forced = assert_ok(run_pipeline(tmp_path, "prepare", "--force"))
+    forced = assert_ok(run_in_process(tmp_path, "prepare", "--force"))
     assert "up to date" not in forced.stdout
 
 
 @pytest.mark.slow
-def test_changed_input_reruns_from_prepare(tmp_path):
-    assert_ok(run_pipeline(tmp_path, "all", *QUICK, "--no-report"))
+def test_changed_input_reruns_from_prepare(quick_run_root):
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
     raw_train = tmp_path / "data" / "raw" / "train.csv"
     lines = raw_train.read_text().splitlines()
     raw_train.write_text("\n".join(lines[:-1]) + "\n")  # one image fewer
-    prepared = assert_ok(run_pipeline(tmp_path, "prepare"))
+    prepared = assert_ok(run_in_process(tmp_path, "prepare"))
     assert "2399 train" in prepared.stdout
     # the model was trained on the old data: predict on its own refuses and names the command that fixes it
-    stale = run_pipeline(tmp_path, "predict")
+    stale = run_in_process(tmp_path, "predict")
     assert stale.returncode == 1 and stale.stderr.count("\n") == 1, stale.stderr
     assert "out of date" in stale.stderr and "`python -m pipeline split`" in stale.stderr
     # the split's seed and the training seed are two things, and run.json keeps both
-    assert_ok(run_pipeline(tmp_path, "split", "--seed", "7"))
-    assert_ok(run_pipeline(tmp_path, "train", *QUICK))
+    assert_ok(run_in_process(tmp_path, "split", "--seed", "7"))
+    assert_ok(run_in_process(tmp_path, "train", *QUICK_RUN[1:5]))
     run = json.loads(max((tmp_path / "data" / "models").glob("*/run.json"), key=lambda path: path.stat().st_mtime)
                      .read_text())
     assert run["split"]["seed"] == 7 and run["params"]["seed"] == 42
     assert [part["seed"] for part in run["parts"]] == [42]
-    assert_ok(run_pipeline(tmp_path, "predict"))
+    assert_ok(run_in_process(tmp_path, "predict"))
 
 
 def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
@@ -153,7 +154,7 @@ def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
     cells[300] = "abc"
     train[5] = ",".join(cells)
     (folder / "train.csv").write_text("\n".join(train) + "\n")
-    result = run_pipeline(tmp_path, "all", "--source", str(folder), *QUICK)
+    result = run_in_process(tmp_path, "all", "--source", str(folder), *QUICK)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert result.stderr.startswith(f"error: {tmp_path}/data/raw/train.csv line 6, column pixel299:"
@@ -162,27 +163,24 @@ def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
 
 
 def test_unknown_option_value_is_a_clear_error(tmp_path):
-    result = run_pipeline(tmp_path, "train", "--preset", "fastest")
+    result = run_in_process(tmp_path, "train", "--preset", "fastest")
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    result = run_pipeline(tmp_path, "predict")
+    result = run_in_process(tmp_path, "predict")
     assert result.returncode == 1 and "run `python -m pipeline train` first" in result.stderr
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(sample_split_master, tmp_path):
     options = ["--preset", "quick", "--epochs", "4", "--deterministic"]
     reference_root, interrupted_root = tmp_path / "reference", tmp_path / "interrupted"
-    for root in (reference_root, interrupted_root):
-        root.mkdir()
-        assert_ok(run_pipeline(root, "download", "--source", "sample"))
-        assert_ok(run_pipeline(root, "prepare"))
-        assert_ok(run_pipeline(root, "split"))
-    reference = assert_ok(run_pipeline(reference_root, "train", *options))
+    for root in (reference_root, interrupted_root):  # download, prepare and split done
+        copy_project_root(sample_split_master, root)
+    reference = assert_ok(run_in_process(reference_root, "train", *options))  # deterministic: as in a process
 
     kill_once_checkpointed(interrupted_root, ["train", *options], "member-0", completed_epochs=2)
     assert not (interrupted_root / "data" / ".cache" / "train.json").exists()
 
-    resumed = assert_ok(run_pipeline(interrupted_root, "train", *options))
+    resumed = assert_ok(run_in_process(interrupted_root, "train", *options))
     assert "resuming from epoch 2 of 4" in resumed.stdout or "resuming from epoch 3 of 4" in resumed.stdout
 
     def final_accuracy(root):
@@ -197,34 +195,30 @@ def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_pa
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    assert_ok(run_pipeline(tmp_path, "download", "--source", "sample"))
-    assert_ok(run_pipeline(tmp_path, "prepare"))
-    assert_ok(run_pipeline(tmp_path, "split"))
+def test_mirrored_strategy_on_two_logical_cpus(split_sample_root):
+    tmp_path = split_sample_root  # download, prepare and split done; logical CPUs are set before TensorFlow starts
     result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--strategy", "mirrored",
                                     env={"PIPELINE_LOGICAL_CPUS": "2"}))
     assert "(2 replicas)" in result.stdout
 
 
 @pytest.mark.slow
-def test_tensorboard_logs_each_model_and_changes_no_result(tmp_path):
-    assert_ok(run_pipeline(tmp_path, "download", "--source", "sample"))
-    assert_ok(run_pipeline(tmp_path, "prepare"))
-    assert_ok(run_pipeline(tmp_path, "split"))
-    result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--tensorboard"))
+def test_tensorboard_logs_each_model_and_changes_no_result(split_sample_root):
+    tmp_path = split_sample_root  # download, prepare and split done
+    result = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--tensorboard"))
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     logs = tmp_path / run["tensorboard"]  # relative to the project root, as run.json's other paths
     assert logs.is_relative_to(tmp_path / "data" / "tensorboard") and str(logs) in result.stdout
     assert list((logs / "member-0" / "train").glob("events.out.tfevents.*"))
     assert list((logs / "member-0" / "validation").glob("events.out.tfevents.*"))
     # Logging is not part of the stage's key: the same run without it is up to date.
-    assert "up to date" in assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1")).stdout
+    assert "up to date" in assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1")).stdout
 
 
 @pytest.mark.slow
 def test_default_cnn_learns_on_the_sample(tmp_path):
     """Guards the default recipe against what small data breaks (Keras's BatchNorm momentum once did)."""
-    assert_ok(run_pipeline(tmp_path, "all", "--epochs", "4", "--no-final-model", "--no-report"))
+    assert_ok(run_in_process(tmp_path, "all", "--epochs", "4", "--no-final-model", "--no-report"))
     record = json.loads((tmp_path / "data" / ".cache" / "train.json").read_text())
     assert record["key"]["params"]["architecture"] == "cnn"
     assert record["extra"]["estimate"]["accuracy"] > 0.85
@@ -232,7 +226,7 @@ def test_default_cnn_learns_on_the_sample(tmp_path):
 
 @pytest.mark.slow
 def test_bench_prints_one_table_and_saves_it(tmp_path):
-    result = assert_ok(run_pipeline(tmp_path, "bench", "--source", "sample", "--presets", "baseline,quick",
+    result = assert_ok(run_in_process(tmp_path, "bench", "--source", "sample", "--presets", "baseline,quick",
                                     "--epochs", "1"))
     header = [line for line in result.stdout.splitlines() if "train img/s" in line]
     assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0] and "units" in header[0]
@@ -259,7 +253,7 @@ def test_quiet_prints_nothing_but_errors(finished_root):
 
 @pytest.mark.slow
 def test_ensemble_members_and_tta(tmp_path):
-    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
+    result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
                                     "--tta", "--no-report"))
     assert "model 2 of 2 (member-1, seed 43)" in result.stdout and "test-time augmentation" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
@@ -271,7 +265,7 @@ def test_ensemble_members_and_tta(tmp_path):
 
 @pytest.mark.slow
 def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_path):
-    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
+    result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
                                     "--final-model"))
     assert "3 stratified folds of 800-800 images" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
@@ -300,7 +294,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     # the curves of every model of the ensemble, not only the first
     history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
     assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}
-    table = assert_ok(run_pipeline(tmp_path, "runs", "--wide")).stdout  # the kind is among every column
+    table = assert_ok(run_in_process(tmp_path, "runs", "--wide")).stdout  # the kind is among every column
     assert f"{estimate['accuracy']:.4f}" in table and "3-fold CV" in table
 
 
@@ -308,7 +302,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
 def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
     options = ["--preset", "quick", "--epochs", "2", "--folds", "2", "--no-report"]
     kill_once_checkpointed(tmp_path, ["all", *options], "fold-1", completed_epochs=1)
-    resumed = assert_ok(run_pipeline(tmp_path, "all", *options))
+    resumed = assert_ok(run_in_process(tmp_path, "all", *options))
     epoch_lines = [line for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
     # fold-0 finished before the kill: loaded, not retrained; fold-1 goes on from its epoch 1
     assert "resuming from epoch 1 of 2" in resumed.stdout and len(epoch_lines) == 1, resumed.stdout
@@ -318,10 +312,10 @@ def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
 
 @pytest.mark.slow
 def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
-    refused = run_pipeline(tmp_path, "train", "--preset", "quick", "--pseudo-label")
+    refused = run_in_process(tmp_path, "train", "--preset", "quick", "--pseudo-label")
     assert refused.returncode == 1 and "add --final-model" in refused.stderr and "Traceback" not in refused.stderr
-    result = assert_ok(run_pipeline(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
-                                    "--final-model", "--pseudo-label", "--no-report"))
+    result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
+                                      "--final-model", "--pseudo-label", "--no-report"))
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     final = run["parts"][-1]
     assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
@@ -336,8 +330,8 @@ def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_traini
         archive.extractall(folder)
     sample = folder / "sample_submission.csv"
     sample.write_text("\n".join(sample.read_text().splitlines()[:-1]) + "\n")  # one row fewer than test.csv
-    assert_ok(run_pipeline(tmp_path, "download", "--source", str(folder)))
-    result = run_pipeline(tmp_path, "prepare")
+    assert_ok(run_in_process(tmp_path, "download", "--source", str(folder)))
+    result = run_in_process(tmp_path, "prepare")
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: {tmp_path}/data/raw/sample_submission.csv: 599 rows, expected 600")
     assert not (tmp_path / "data" / "prepared").exists()
@@ -390,7 +384,7 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root
     before, _ = finished_root
     after = tmp_path / "moved"
     shutil.copytree(before, after, symlinks=True)  # a copy: the other tests still read the original
-    again = assert_ok(run_pipeline(after, "all", *QUICK))
+    again = assert_ok(run_in_process(after, "all", *QUICK))
     lines = stage_lines(again.stdout)
     assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
     written = [path for path in after.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".html")]
@@ -400,10 +394,9 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_training_says_it_can_be_resumed(tmp_path):
+def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root):
     """Issue 9: Ctrl-C exited 130 with nothing printed."""
-    for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
-        assert_ok(run_pipeline(tmp_path, *stage))
+    tmp_path = split_sample_root  # download, prepare and split done
     process = start_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "4")
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -440,6 +433,6 @@ def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
 
 
 def test_split_seed_help_describes_only_the_split():
-    result = run_pipeline(PROJECT_ROOT / "unused", "split", "--help", env={"COLUMNS": "200"})
+    result = run_in_process(PROJECT_ROOT / "unused", "split", "--help", env={"COLUMNS": "200"})
     seed_help = next(line for line in result.stdout.splitlines() if "--seed" in line)
     assert "split" in seed_help and "initialisation" not in seed_help and "augmentation" not in seed_help

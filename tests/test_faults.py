@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import run_pipeline, start_pipeline
 
+from conftest import run_in_process, run_pipeline, start_pipeline
 from pipeline.core import cache
 
 OPTIONS = ["all", "--preset", "quick", "--epochs", "3", "--deterministic"]
@@ -29,7 +29,7 @@ def assert_records_match_files(root):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
-    result = run_pipeline(root, *OPTIONS)
+    result = run_in_process(root, *OPTIONS)  # --deterministic: the same result in this process as in another
     assert result.returncode == 0, result.stderr
     return submissions(root)
 
@@ -60,7 +60,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, reference, 
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    rerun = run_pipeline(tmp_path, *OPTIONS)
+    rerun = run_in_process(tmp_path, *OPTIONS)  # what follows the kill need not be a process of its own
     assert rerun.returncode == 0, rerun.stderr
     assert submissions(tmp_path) == reference
     assert_records_match_files(tmp_path)

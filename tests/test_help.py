@@ -4,8 +4,8 @@ import re
 import subprocess
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
 
+from conftest import PROJECT_ROOT, run_in_process
 from pipeline.core import config
 
 MAKE = ["make", "--no-print-directory", "-s"]
@@ -13,14 +13,14 @@ MAKE = ["make", "--no-print-directory", "-s"]
 
 def test_no_flag_shows_a_type_in_any_help(tmp_path):
     for command in ([], ["all"], ["runs"], ["runs", "diff"], ["submit"], ["blend"]):
-        result = run_pipeline(tmp_path, *command, "--help", env={"COLUMNS": "200"})
+        result = run_in_process(tmp_path, *command, "--help", env={"COLUMNS": "200"})
         assert result.returncode == 0 and "<bool>" not in result.stdout, (command, result.stdout)
 
 
 @pytest.mark.parametrize("command", ["all", "train", "tune"])
 def test_help_gives_each_presets_cost_and_no_bool_type(tmp_path, command):
     for columns in ("80", "200"):
-        result = run_pipeline(tmp_path, command, "--help", env={"COLUMNS": columns})
+        result = run_in_process(tmp_path, command, "--help", env={"COLUMNS": columns})
         text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stdout).split())  # the help's words, rewrapped
         assert "<bool>" not in text
         for cost in config.PRESET_COSTS.values():
@@ -40,7 +40,7 @@ def test_make_help_aligns_its_columns_and_gives_each_presets_cost():
 
 
 def test_a_wrong_preset_is_one_plain_sentence(tmp_path):
-    result = run_pipeline(tmp_path, "all", "--preset", "fast")
+    result = run_in_process(tmp_path, "all", "--preset", "fast")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stderr).split())
     assert "'fast' is not one of default, quick, best, baseline" in text and "Value error" not in text

@@ -38,18 +38,26 @@ def everything_written(root) -> str:
 
 
 @pytest.mark.slow
-def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archive):
+def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_in_runs(tmp_path,
+                                                                                        competition_sized_archive):
+    """One chain on the competition-sized data (it takes the longest of the Kaggle tests) serves what were two
+    tests: the run end to end and one submit, and a score that appears on the report page and in `runs` without
+    another command."""
     root = tmp_path / "project"
     with KaggleStub(mode="ok", archive=competition_sized_archive) as stub:
         env = stub.client_env(tmp_path)
-        result = run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report", env=env)
+        stub.pending_polls = 0  # scored by the first `submissions`
+        quick = ["--preset", "quick", "--epochs", "1"]
+        result = run_pipeline(root, "all", *quick, env=env)
         assert result.returncode == 0, result.stderr
         assert "Kaggle credentials found" in result.stdout
         assert stub.competition_names[:1] == ["digit-recognizer"]
         submission = next((root / "submissions").glob("*.csv"))
         assert len(submission.read_text().splitlines()) == COMPETITION_TEST_ROWS + 1
+        page = next((root / "data" / "reports").glob("*/index.html"))
+        assert "not submitted yet" in page.read_text()
 
-        sent = run_pipeline(root, "submit", env=env)
+        sent = run_pipeline(root, "submit", "--no-wait", env=env)
         assert sent.returncode == 0, sent.stderr
         assert stub.submitted_files == [submission.read_bytes()]
         run_id = submission.stem
@@ -57,35 +65,6 @@ def test_kaggle_run_end_to_end_and_submit_once(tmp_path, competition_sized_archi
         # the message names the run's estimate (main renamed val_acc to the estimate and its kind)
         description = stub.submission_descriptions[0]
         assert re.search(r"estimate [01]\.\d{4} \(holdout\)", description), description
-        assert "scored 0.99543 public" in sent.stdout.splitlines()[-1]
-
-        again = run_pipeline(root, "submit", env=env)
-        assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
-        assert len(stub.submitted_files) == 1
-        forced = run_pipeline(root, "submit", "--force", "--message", "second try", env=env)
-        assert forced.returncode == 0 and stub.submission_descriptions[-1] == "second try"
-
-        # a second `all` finds the data cached: no new download request reaches Kaggle
-        downloads = len(stub.competition_names)
-        assert run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report", env=env).returncode == 0
-        assert len(stub.competition_names) == downloads
-
-    for output in (result.stdout + result.stderr, sent.stdout + sent.stderr, again.stderr, everything_written(root)):
-        assert FAKE_KEY not in output
-
-
-@pytest.mark.slow
-def test_a_score_appears_on_the_report_page_and_in_runs_without_another_command(tmp_path, competition_sized_archive):
-    root = tmp_path / "project"
-    with KaggleStub(mode="ok", archive=competition_sized_archive) as stub:
-        env = stub.client_env(tmp_path)
-        stub.pending_polls = 0  # scored by the first `submissions`
-        quick = ["--preset", "quick", "--epochs", "1"]
-        assert run_pipeline(root, "all", *quick, env=env).returncode == 0
-        page = next((root / "data" / "reports").glob("*/index.html"))
-        assert "not submitted yet" in page.read_text()
-        sent = run_pipeline(root, "submit", "--no-wait", env=env)
-        assert sent.returncode == 0, sent.stderr
         # `submissions` fetches the score: the page and `runs` show it beside the estimate, with the gap
         listed = run_pipeline(root, "submissions", env=env)
         assert listed.returncode == 0, listed.stderr
@@ -93,21 +72,33 @@ def test_a_score_appears_on_the_report_page_and_in_runs_without_another_command(
         assert "0.99543 public" in text and "points from the estimate" in text and "95 % interval" in text
         table = run_pipeline(root, "runs").stdout
         assert "0.99543" in table and re.search(r"\+\d+\.\d\d (in|out)", table), table
-        # `all` after a scored submit says what came of it, not "send it with `make submit`"
-        again = run_pipeline(root, "all", *quick, env=env)
-        assert "sent and scored 0.99543 public" in again.stdout.splitlines()[-1]
-        assert "make submit`" not in again.stdout.splitlines()[-1]
-        # a scored `submit` (waiting) rewrites the page too
+        # `all` after a scored submit says what came of it, not "send it with `make submit`"; a second `all`
+        # finds the data cached: no new download request reaches Kaggle
+        downloads = len(stub.competition_names)
+        again_all = run_pipeline(root, "all", *quick, env=env)
+        assert again_all.returncode == 0, again_all.stderr
+        assert len(stub.competition_names) == downloads
+        assert "sent and scored 0.99543 public" in again_all.stdout.splitlines()[-1]
+        assert "make submit`" not in again_all.stdout.splitlines()[-1]
+
+        again = run_pipeline(root, "submit", env=env)
+        assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
+        assert len(stub.submitted_files) == 1
+        # a scored `submit` (waiting) says the score and rewrites the page too
         (root / "data" / "reports" / page.parent.name / "index.html").write_text("stale")
-        forced = run_pipeline(root, "submit", "--force", env=env)
-        assert forced.returncode == 0, forced.stderr
+        forced = run_pipeline(root, "submit", "--force", "--message", "second try", env=env)
+        assert forced.returncode == 0 and stub.submission_descriptions[-1] == "second try", forced.stderr
+        assert "scored 0.99543 public" in forced.stdout.splitlines()[-1]
         assert "score is on the report page" in forced.stdout and "0.99543 public" in page.read_text()
+
+    for output in (result.stdout + result.stderr, sent.stdout + sent.stderr, listed.stdout + listed.stderr,
+                   again.stderr, forced.stdout + forced.stderr, everything_written(root)):
+        assert FAKE_KEY not in output
 
 
 @pytest.mark.slow
-def test_submit_refuses_the_samples_predictions(tmp_path):
-    root = tmp_path / "project"
-    assert run_pipeline(root, "all", "--preset", "quick", "--epochs", "1", "--no-report").returncode == 0
+def test_submit_refuses_the_samples_predictions(quick_run_root, tmp_path):
+    root = quick_run_root  # where `all --preset quick --epochs 1 --no-report` has run on the sample
     with KaggleStub(mode="ok") as stub:
         result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
         assert result.returncode == 1

@@ -6,7 +6,8 @@ import stat
 import zipfile
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
+
+from conftest import PROJECT_ROOT, run_in_process
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def kaggle_mount(tmp_path):
 @pytest.mark.slow
 def test_a_kaggle_notebook_mount_works_as_source(kaggle_mount, tmp_path):
     working = tmp_path / "kaggle" / "working"  # a notebook's writable folder, where its outputs go
-    result = run_pipeline(working, "all", "--source", str(kaggle_mount), "--preset", "quick", "--epochs", "1",
-                          "--no-report")
+    result = run_in_process(working, "all", "--source", str(kaggle_mount), "--preset", "quick", "--epochs", "1",
+                            "--no-report")
     assert result.returncode == 0, result.stdout + result.stderr
     run = json.loads(next((working / "data" / "models").glob("*/run.json")).read_text())
     assert run["source"] == "folder"  # the mount's data, not the bundled sample

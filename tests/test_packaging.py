@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, run_in_process
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -163,18 +163,14 @@ def test_every_import_is_declared_in_the_group_it_belongs_to():
     assert required - imported == set(), required - imported
 
 
-HIDE_EXTRAS = ("import sys\nsys.modules.update(ray=None, tensorboard=None)  # as if not installed\n"
-               "sys.argv[0] = 'pipeline'\nfrom pipeline.cli import main\nmain()\n")
-
-
 @pytest.mark.parametrize("args, extra", [
     (["all", "--engine", "ray"], "ray"), (["train", "--engine", "ray"], "ray"), (["tune", "--trials", "2"], "ray"),
     (["all", "--tensorboard"], "tensorboard"), (["train", "--tensorboard"], "tensorboard"),
 ])
-def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, args, extra):
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle")}
-    result = subprocess.run([sys.executable, "-c", HIDE_EXTRAS, *args], cwd=PROJECT_ROOT, env=environment,
-                            capture_output=True, text=True, timeout=120)
+def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, monkeypatch, args, extra):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed, for this command only
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    result = run_in_process(tmp_path, *args)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
     assert f"needs {extra}" in result.stderr and f"pip install 'digit-recognizer-pipeline[{extra}]'" in result.stderr
@@ -182,16 +178,16 @@ def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, ar
 
 
 def test_version_and_choices_come_from_the_parser(tmp_path):
-    version = run_pipeline(tmp_path, "--version")
+    version = run_in_process(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"digit-recognizer {__version__}"
 
-    help_text = run_pipeline(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
+    help_text = run_in_process(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
     for choices in ("default|quick|best|baseline", "cnn|small|deotte|mlp", "auto|float32|mixed_bfloat16|mixed_float16",
                     "default|mirrored"):
         assert choices in help_text
     for option, typo in (("--preset", "quik"), ("--model", "resnet"), ("--precision", "bf16"),
                          ("--strategy", "mirorred")):
-        refused = run_pipeline(tmp_path, "all", option, typo, env={"COLUMNS": "200"})
+        refused = run_in_process(tmp_path, "all", option, typo, env={"COLUMNS": "200"})
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert f"'{typo}' is not one of" in refused.stderr
     assert not (tmp_path / "data" / "raw").exists()  # refused before anything ran

@@ -4,8 +4,8 @@ estimates."""
 import json
 
 import pytest
-from conftest import run_pipeline
 
+from conftest import run_in_process
 from pipeline.tools import runs_table
 
 # Values as wide as a tune trial's: the table must still fit.
@@ -44,7 +44,7 @@ def mixed_root(pipeline_root):
 
 
 def test_runs_fits_100_columns_and_hides_sample_runs_when_there_are_full_size_ones(mixed_root):
-    table = run_pipeline(mixed_root, "runs").stdout
+    table = run_in_process(mixed_root, "runs").stdout
     lines = table.splitlines()
     assert max(map(len, lines)) <= 100, table
     assert "20260104-100000-small" not in table and "1 runs on the bundled sample not shown (`runs --all`" in table
@@ -56,9 +56,9 @@ def test_runs_fits_100_columns_and_hides_sample_runs_when_there_are_full_size_on
     assert "0.9952" in first and "0.99543" in first and "+0.02 in" in first
     tuned = next(line for line in lines if line.startswith("20260102-100000-deotte-12"))
     assert "-0.20 out" in tuned
-    everything = run_pipeline(mixed_root, "runs", "--all").stdout
+    everything = run_in_process(mixed_root, "runs", "--all").stdout
     assert "20260104-100000-small" in everything and "not shown" not in everything
-    wide = run_pipeline(mixed_root, "runs", "--wide").stdout
+    wide = run_in_process(mixed_root, "runs", "--wide").stdout
     assert "95 % interval" in wide and "20260101-100000-deotte.csv" in wide
 
 
@@ -68,23 +68,23 @@ def test_runs_fits_100_columns_and_hides_sample_runs_when_there_are_full_size_on
     ("time", ["20260103-100000-cnn", "20260102-100000-deotte-12", "20260101-100000-deotte"]),
 ])
 def test_runs_sort(mixed_root, sort, order):
-    lines = run_pipeline(mixed_root, "runs", "--sort", sort).stdout.splitlines()
+    lines = run_in_process(mixed_root, "runs", "--sort", sort).stdout.splitlines()
     assert [line.split()[0] for line in lines[1:4]] == order
 
 
 def test_only_sample_runs_are_all_shown(pipeline_root):
     write_runs(pipeline_root, make_run("20260104-100000-small", source="sample"))
-    table = run_pipeline(pipeline_root, "runs").stdout
+    table = run_in_process(pipeline_root, "runs").stdout
     assert "20260104-100000-small" in table and "not shown" not in table
 
 
 def test_runs_diff_prints_only_what_differs(mixed_root):
-    result = run_pipeline(mixed_root, "runs", "diff", "20260101-100000-deotte", "20260102-100000-deotte-12")
+    result = run_in_process(mixed_root, "runs", "diff", "20260101-100000-deotte", "20260102-100000-deotte-12")
     assert result.returncode == 0, result.stderr
     fields = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert fields == ["preset", "estimate", "leaderboard", "gap"]
     assert "baseline t12" in result.stdout and "outside its 95 % interval" in result.stdout
-    data = run_pipeline(mixed_root, "runs", "diff", "20260101-100000-deotte", "20260104-100000-small").stdout
+    data = run_in_process(mixed_root, "runs", "diff", "20260101-100000-deotte", "20260104-100000-small").stdout
     assert "source" in data and "data.train_images.npy" in data
 
 
@@ -93,7 +93,7 @@ def test_runs_diff_prints_only_what_differs(mixed_root):
     (["runs", "--sort", "score"], "'score' is not one of"),
 ])
 def test_runs_bad_input_is_one_clear_error(mixed_root, arguments, expected):
-    result = run_pipeline(mixed_root, *arguments)
+    result = run_in_process(mixed_root, *arguments)
     assert result.returncode != 0 and "Traceback" not in result.stderr and expected in result.stderr
 
 

@@ -9,7 +9,8 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
+
+from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
@@ -52,7 +53,7 @@ def test_submit_waits_for_the_score_and_records_it_with_the_run(tmp_path):
         stub.pending_polls, stub.private_score = 2, "0.99500"
         env = stub.client_env(tmp_path)
         result = run_pipeline(root, "submit", env=env)
-        listed = run_pipeline(root, "runs")
+        listed = run_in_process(root, "runs")
     assert result.returncode == 0, result.stderr
     assert ("scored 0.99543 public, 0.99500 private (estimate 0.9952, 95 % 0.9945-0.9958)"
             in result.stdout.splitlines()[-1])
@@ -85,7 +86,7 @@ def test_still_pending_at_the_limit_is_no_error_and_submissions_picks_it_up(tmp_
         assert result.returncode == 0, result.stderr
         assert "not scored yet" in result.stdout and "make submissions" in result.stdout
         assert read_run(root)["leaderboard"]["status"] == "PENDING"
-        assert "pending" in run_pipeline(root, "runs").stdout.splitlines()[1]
+        assert "pending" in run_in_process(root, "runs").stdout.splitlines()[1]
 
         stub.outcome = "complete"
         listed = run_pipeline(root, "submissions", env=env)
@@ -300,7 +301,7 @@ def test_a_run_json_with_a_wrong_shaped_estimate_is_treated_as_without_one(tmp_p
     make_trained_run(root)
     run_file = root / "data" / "models" / RUN_ID / "run.json"
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "estimate": estimate}))
-    listed = run_pipeline(root, "runs")
+    listed = run_in_process(root, "runs")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     assert RUN_ID in listed.stdout and "none" in listed.stdout.splitlines()[1]
     with KaggleStub() as stub:
