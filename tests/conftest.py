@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -18,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from pipeline.core import config  # noqa: E402
+
+# A suite started in the background (`nohup make test &`) inherits Ctrl-C ignored, and so would every pipeline it
+# starts: the tests that press Ctrl-C need it as a terminal gives it (a handler here, so the children get the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pipeline_environment(root: Path, env: dict | None = None) -> dict:
