@@ -189,7 +189,7 @@ submissions: $(STAMP) ## The competition's submissions and their scores, matched
 bench: $(STAMP) ## Presets side by side (baseline, default) on the zip `download` cached, else the sample
 	$(PIPELINE) bench $(BENCH_OPTS)
 
-test: $(DEV_STAMP) ## The test suite (about 25 minutes on 2 cores)
+test: $(DEV_STAMP) ## The test suite (about 13 minutes on 2 cores)
 	$(PYTHON) -m pytest
 
 test-fast: $(DEV_STAMP) ## The tests not marked slow
