@@ -165,7 +165,7 @@ def blend_command(
     """Average runs' test probabilities into a new submission and run, with an out-of-fold estimate when they
     share a split."""
     blended = blend.blend(config.paths(), context.obj, run_ids, weights)
-    stage.run(report.define, context.obj, False, run_id=blended["id"])
+    stage.run(report.define, context.obj, False, run_id=blended.id)
 
 
 @app.command("submit")

@@ -137,11 +137,18 @@ def test_changed_input_reruns_from_prepare(quick_run_root):
     # the split's seed and the training seed are two things, and run.json keeps both
     assert_ok(run_in_process(tmp_path, "split", "--seed", "7"))
     assert_ok(run_in_process(tmp_path, "train", *QUICK_RUN[1:5]))
-    run = json.loads(max((tmp_path / "data" / "models").glob("*/run.json"), key=lambda path: path.stat().st_mtime)
-                     .read_text())
+    run_file = max((tmp_path / "data" / "models").glob("*/run.json"), key=lambda path: path.stat().st_mtime)
+    run, trained = json.loads(run_file.read_text()), run_file.read_bytes()
     assert run["split"]["seed"] == 7 and run["params"]["seed"] == 42
     assert [part["seed"] for part in run["parts"]] == [42]
     assert_ok(run_in_process(tmp_path, "predict"))
+    assert_ok(run_in_process(tmp_path, "report"))
+    # run.json is train's alone: predict and report write their own records beside it
+    assert run_file.read_bytes() == trained
+    predicted = json.loads((run_file.parent / "submission.json").read_text())
+    assert (tmp_path / predicted["submission"]).is_file() and predicted["submission"].endswith(f"{run['id']}.csv")
+    reported = json.loads((run_file.parent / "report.json").read_text())
+    assert (tmp_path / reported["index"]).is_file()
 
 
 def test_broken_csv_gives_one_line_error_and_no_outputs(tmp_path):
@@ -389,8 +396,9 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root
     assert all("up to date" in lines[stage] for stage in STAGES), again.stdout
     written = [path for path in after.rglob("*") if path.is_file() and path.suffix in (".json", ".jsonl", ".html")]
     assert written and not [path for path in written if str(before) in path.read_text(errors="replace")]
-    run = json.loads(next((after / "data" / "models").glob("*/run.json")).read_text())
-    assert (after / run["submission"]).is_file() and all((after / path).is_file() for path in run["models"])
+    run_file = next((after / "data" / "models").glob("*/run.json"))
+    run, predicted = json.loads(run_file.read_text()), json.loads((run_file.parent / "submission.json").read_text())
+    assert (after / predicted["submission"]).is_file() and all((after / path).is_file() for path in run["models"])
 
 
 @pytest.mark.slow

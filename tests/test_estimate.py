@@ -28,9 +28,11 @@ def test_make_estimate_counts_errors_and_keeps_its_kind():
     labels = np.array([0, 1, 2, 3])
     probabilities = np.eye(10)[[0, 1, 2, 9]]
     result = estimate.make_estimate(probabilities, labels, "holdout", folds=1)
-    assert result["accuracy"] == 0.75 and result["errors"] == 1 and result["images"] == 4
-    assert result["kind"] == "holdout" and result["folds"] == 1
-    assert result["low"] < 0.75 < result["high"]
+    assert result.accuracy == 0.75 and result.errors == 1 and result.images == 4
+    assert result.kind == "holdout" and result.folds == 1
+    assert result.low < 0.75 < result.high
+    assert result.to_json() == {"accuracy": 0.75, "low": result.low, "high": result.high, "kind": "holdout",
+                                "images": 4, "errors": 1, "folds": 1}
     assert "0.7500" in estimate.describe(result) and "holdout" in estimate.describe(result)
     with pytest.raises(ValueError):
         estimate.make_estimate(probabilities, labels[:3], "holdout")

@@ -1,5 +1,6 @@
 """download and submit through the CLI, with the real kaggle client against the local stand-in API."""
 
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -56,6 +57,13 @@ def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_
         assert len(submission.read_text().splitlines()) == COMPETITION_TEST_ROWS + 1
         page = next((root / "data" / "reports").glob("*/index.html"))
         assert "not submitted yet" in page.read_text()
+        # run.json is train's alone: what `all`'s predict and report did, and submit and the scores do below,
+        # goes to their own records (submission.json, report.json, the log of submissions sent)
+        run_file = root / "data" / "models" / page.parent.name / "run.json"
+        trained = run_file.read_bytes()
+        train_record = json.loads((root / "data" / ".cache" / "train.json").read_text())
+        assert json.loads(trained) == train_record["extra"]["run"]
+        assert not {"submission", "report", "leaderboard"} & set(json.loads(trained))
 
         sent = run_pipeline(root, "submit", "--no-wait", env=env)
         assert sent.returncode == 0, sent.stderr
@@ -90,6 +98,7 @@ def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_
         assert forced.returncode == 0 and stub.submission_descriptions[-1] == "second try", forced.stderr
         assert "scored 0.99543 public" in forced.stdout.splitlines()[-1]
         assert "score is on the report page" in forced.stdout and "0.99543 public" in page.read_text()
+        assert run_file.read_bytes() == trained
 
     for output in (result.stdout + result.stderr, sent.stdout + sent.stderr, listed.stdout + listed.stderr,
                    again.stderr, forced.stdout + forced.stderr, everything_written(root)):

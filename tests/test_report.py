@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.estimate import Estimate
 from pipeline.report import figures, metrics, writer
 from pipeline.report import page as html_page
 
@@ -351,7 +352,7 @@ def test_a_run_with_a_wrong_shaped_estimate_is_reported_as_without_one(inputs, t
         run = full_run(estimate=estimate)
         other = full_run(id="20260101-100000-cnn", date="2026-01-01 10:00:00", estimate=estimate)
         assert writer.compared_runs(run, [other, run]) == []  # a run without an estimate is not compared by one
-        assert html_page.describe(html_page.valid_estimate(estimate), missing="none") == "none"
+        assert Estimate.from_json(estimate) is None and html_page.describe(estimate, missing="none") == "none"
     page = written_page(inputs, tmp_path, full_run(estimate=without_low),
                         comparisons=[("best earlier run", full_run(id="20260101-100000-cnn", estimate="n/a"))])
     assert "Validation accuracy" in page and "Estimated accuracy" not in page

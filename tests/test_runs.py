@@ -6,6 +6,8 @@ import json
 import pytest
 
 from conftest import run_in_process
+from pipeline.core import config, runs
+from pipeline.core.records import Leaderboard, ReportRecord, Run, SubmissionRecord, TuneMark
 from pipeline.tools import runs_table
 
 # Values as wide as a tune trial's: the table must still fit.
@@ -98,5 +100,42 @@ def test_runs_bad_input_is_one_clear_error(mixed_root, arguments, expected):
 
 
 def test_tune_trials_are_marked():
-    assert runs_table.preset_cell({"preset": "quick", "tune": {"trial": 3}}) == "quick t3"
-    assert runs_table.preset_cell({"preset": "quick"}) == "quick"
+    assert runs_table.preset_cell(Run(id="r", preset="quick", tune=TuneMark(3, 16, 0))) == "quick t3"
+    assert runs_table.preset_cell(Run.from_json({"preset": "quick", "tune": {"trial": 3}})) == "quick t3"  # older
+    assert runs_table.preset_cell(Run(id="r", preset="quick")) == "quick"
+
+
+def test_a_run_json_of_the_previous_format_is_listed_with_its_submission_report_and_score(pipeline_root):
+    """Earlier versions wrote what predict, report, submit and tune learnt into run.json itself."""
+    old = make_run("20260101-100000-deotte", score="0.99543", report="data/reports/20260101-100000-deotte/index.html",
+                   tune={"trial": 2, "trials": 4, "search_seed": 0})
+    write_runs(pipeline_root, old)
+    run, = runs.list_runs(config.paths())
+    assert run.submission == "submissions/20260101-100000-deotte.csv"
+    assert run.report == "data/reports/20260101-100000-deotte/index.html"
+    assert run.leaderboard.status == "COMPLETE" and run.public_score == pytest.approx(0.99543)
+    assert run.tune == TuneMark(2, 4, 0) and runs.read_run(config.paths(), run.id) == run
+    wide = run_in_process(pipeline_root, "runs", "--wide").stdout
+    line = next(line for line in wide.splitlines() if line.startswith(run.id))
+    assert "0.99543" in line and "+0.02 in" in line and "20260101-100000-deotte.csv" in line and "default t2" in line
+
+
+def test_a_run_is_composed_of_its_folder_s_records_and_the_sent_log(pipeline_root):
+    """run.json is train's; predict, report and tune write their own files, and the scores live in the sent log.
+    Where an old run.json and a newer record both say something, the newer record wins."""
+    run_id = "20260101-100000-deotte"
+    write_runs(pipeline_root, make_run(run_id, score="0.99000"))  # an older score inside run.json
+    paths = config.paths()
+    runs.write_submission_record(paths, run_id, SubmissionRecord("submissions/other.csv", rows=28000, seconds=2.5))
+    runs.write_report_record(paths, run_id, ReportRecord("data/reports/x/index.html"))
+    runs.write_tune_mark(paths, run_id, TuneMark(5, 8, 1))
+    answer = {"message": "ok", "ref": 1001}
+    runs.record_sent_submission(paths, "d1", paths.root / "submissions/other.csv", "m", answer, run_id)
+    run = runs.read_run(paths, run_id)
+    assert run.submission == "submissions/other.csv" and run.report == "data/reports/x/index.html"
+    assert run.tune == TuneMark(5, 8, 1) and run.durations_s == {"train": 1234.5, "predict": 2.5}
+    assert run.leaderboard == Leaderboard(ref=1001, status="PENDING") and run.public_score is None
+    runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.99543",
+                                        "private_score": "", "error_description": "", "description": "m"})
+    assert runs.read_run(paths, run_id).public_score == pytest.approx(0.99543)
+    assert runs.run_for_submission(paths, paths.root / "submissions/other.csv").id == run_id

@@ -14,6 +14,7 @@ from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
+from pipeline.core import config, runs
 
 RUN_ID = "20260101-120000-cnn"
 ESTIMATE = {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "cross-validation", "images": 42000,
@@ -21,7 +22,8 @@ ESTIMATE = {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "cross-va
 
 
 def make_trained_run(root, source="kaggle:digit-recognizer", rows=28000):
-    """A run.json and its submission, as train and predict leave them (no training needed to send one)."""
+    """A run.json, its submission and predict's record of it, as train and predict leave them (no training needed
+    to send one)."""
     submission = root / "submissions" / f"{RUN_ID}.csv"
     submission.parent.mkdir(parents=True)
     submission.write_text("ImageId,Label\n" + "".join(f"{index},{index % 10}\n" for index in range(1, rows + 1)))
@@ -29,13 +31,19 @@ def make_trained_run(root, source="kaggle:digit-recognizer", rows=28000):
     run_dir.mkdir(parents=True)
     run = {"id": RUN_ID, "date": "2026-01-01 12:00:00", "source": source, "preset": "default",
            "params": {"architecture": "cnn", "epochs": 18, "seed": 42, "batch_size": 64}, "estimate": ESTIMATE,
-           "models": [], "submission": str(submission)}
+           "models": []}
     (run_dir / "run.json").write_text(json.dumps(run))
+    (run_dir / "submission.json").write_text(json.dumps({"submission": str(submission), "rows": rows}))
     return submission
 
 
 def read_run(root):
-    return json.loads((root / "data" / "models" / RUN_ID / "run.json").read_text())
+    """The run as `runs` composes it: run.json with predict's, report's records and the log of submissions sent."""
+    return runs.read_run(config.Paths(root), RUN_ID).to_json()
+
+
+def run_json_bytes(root) -> bytes:
+    return (root / "data" / "models" / RUN_ID / "run.json").read_bytes()
 
 
 def test_waits_grow_to_a_ceiling_and_stay_within_the_time_limit():
@@ -49,6 +57,7 @@ def test_waits_grow_to_a_ceiling_and_stay_within_the_time_limit():
 def test_submit_waits_for_the_score_and_records_it_with_the_run(tmp_path):
     root = tmp_path / "project"
     make_trained_run(root)
+    trained = run_json_bytes(root)
     with KaggleStub() as stub:
         stub.pending_polls, stub.private_score = 2, "0.99500"
         env = stub.client_env(tmp_path)
@@ -59,6 +68,7 @@ def test_submit_waits_for_the_score_and_records_it_with_the_run(tmp_path):
             in result.stdout.splitlines()[-1])
     assert [name for name, _ in stub.api_calls].count("ListSubmissions") == 3  # pending twice, then scored
     assert read_run(root)["leaderboard"]["public_score"] == "0.99543"
+    assert run_json_bytes(root) == trained  # the score lives in the sent log: run.json is train's alone
     header, row = listed.stdout.splitlines()[:2]
     assert "kaggle" in header and "0.99543" in row  # the public score's column
     assert FAKE_KEY not in result.stdout + result.stderr
@@ -96,6 +106,7 @@ def test_still_pending_at_the_limit_is_no_error_and_submissions_picks_it_up(tmp_
     assert read_run(root)["leaderboard"]["public_score"] == "0.99543"
     sent = json.loads((root / "data" / "submissions_sent.json").read_text())
     assert [entry["public_score"] for entry in sent.values()] == ["0.99543"]
+    assert [entry["run_id"] for entry in sent.values()] == [RUN_ID]
 
 
 def test_killed_while_waiting_loses_nothing(tmp_path):

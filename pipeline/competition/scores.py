@@ -13,8 +13,8 @@ from pipeline.competition import kaggle_api
 from pipeline.core import runs
 from pipeline.core.console import format_duration, format_table
 from pipeline.core.errors import Interrupted, PipelineError
-from pipeline.core.estimate import describe_gap, valid_estimate
-from pipeline.report.page import INDEX_HTML
+from pipeline.core.estimate import Estimate
+from pipeline.core.records import Run, describe_gap
 from pipeline.report.writer import refresh_page
 
 DEFAULT_TIMEOUT_S = 300
@@ -52,43 +52,35 @@ def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.slee
     return seen
 
 
-def describe_score(submission: dict, estimate: dict | None) -> str:
+def describe_score(submission: dict, estimate: Estimate | None) -> str:
     """'scored 0.99543 public, 0.99500 private (estimate 0.9952, 95 % 0.9945-0.9958)'."""
     scores = [f"{submission['public_score']} public"]
     if submission.get("private_score"):
         scores.append(f"{submission['private_score']} private")
     line = f"scored {', '.join(scores)}"
-    estimate = valid_estimate(estimate)
     if estimate:
-        line += f" (estimate {estimate['accuracy']:.4f}, 95 % {estimate['low']:.4f}-{estimate['high']:.4f})"
+        line += f" (estimate {estimate.accuracy:.4f}, 95 % {estimate.low:.4f}-{estimate.high:.4f})"
     return line
 
 
 def record(paths, submission: dict, console=None) -> str | None:
-    """Keep a listed submission's status and scores in the sent log and its run's run.json, and write the
-    run's report page again when its score is new (the page shows it beside the estimate); the run id."""
+    """Keep a listed submission's status and scores in the sent log (where `runs` finds its run's score), and write
+    the run's report page again when its score is new (the page shows it beside the estimate); the run id."""
     changed = False
     with runs.sent_log_lock(paths):
+        before = runs.sent_submissions(paths)
         entry = runs.update_sent_submission(paths, submission)
         run_id = (entry or {}).get("run_id")
         if run_id and runs.run_path(paths, run_id).is_file():
-            leaderboard = leaderboard_of(submission)
-            changed = runs.read_run(paths, run_id).get("leaderboard") != leaderboard
-            runs.update_run(paths, run_id, leaderboard=leaderboard)
+            changed = (runs.latest_leaderboard(before, run_id)
+                       != runs.latest_leaderboard(runs.sent_submissions(paths), run_id))
     if changed:
         if refresh_page(paths, run_id) and console is not None:
-            console.say(f"submit: the score is on the report page {paths.reports / run_id / INDEX_HTML}")
+            console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")
     return run_id
 
 
-def leaderboard_of(submission: dict) -> dict:
-    """What run.json keeps of a submission's scoring: scores as the text Kaggle gave ("" when none)."""
-    return {"ref": submission["ref"], "status": submission["status"], "date": submission.get("date", ""),
-            "public_score": submission.get("public_score", ""), "private_score": submission.get("private_score", ""),
-            "error": submission.get("error_description", "")}
-
-
-def wait_and_report(paths, console, competition: str, ref: int, run: dict | None, timeout_s: float) -> None:
+def wait_and_report(paths, console, competition: str, ref: int, run: Run | None, timeout_s: float) -> None:
     """After a submit: wait for the score, say it beside the run's estimate, and record it.
 
     The file is sent by now: a failure or Ctrl-C while waiting says so, and points to `submissions`
@@ -113,8 +105,8 @@ def wait_and_report(paths, console, competition: str, ref: int, run: dict | None
     if seen["status"] == "ERROR":
         reason = " ".join(seen["error_description"].split()) or "no reason given"  # Kaggle's reason can span lines
         raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
-    gap = describe_gap(runs.read_run(paths, run["id"])) if run else ""
-    console.say(f"submit: {describe_score(seen, (run or {}).get('estimate'))}{f': {gap}' if gap else ''}")
+    gap = describe_gap(runs.read_run(paths, run.id)) if run else ""
+    console.say(f"submit: {describe_score(seen, run.estimate if run else None)}{f': {gap}' if gap else ''}")
 
 
 def show_submissions(paths, competition: str) -> str:

@@ -11,6 +11,7 @@ from pipeline.competition import kaggle_api, scores
 from pipeline.competition.submission import check_submission, read_submission
 from pipeline.core import cache, runs
 from pipeline.core.errors import Interrupted, PipelineError
+from pipeline.core.records import Run
 
 # Rows of the competition's test.csv: a file with any other count cannot be scored.
 COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
@@ -45,11 +46,11 @@ def newest_submission(folder: Path) -> Path:
     return candidates[-1]
 
 
-def refuse_sample_run(run: dict | None, file: Path, competition: str) -> None:
+def refuse_sample_run(run: Run | None, file: Path, competition: str) -> None:
     """A model trained on the bundled sample predicted the sample's 600 test rows, not the competition's."""
-    if run is not None and run.get("source") == "sample" and competition in COMPETITION_TEST_ROWS:
+    if run is not None and run.source == "sample" and competition in COMPETITION_TEST_ROWS:
         raise PipelineError(
-            f"{file} comes from run {run['id']}, trained and predicted on the bundled sample (600 test rows), which"
+            f"{file} comes from run {run.id}, trained and predicted on the bundled sample (600 test rows), which"
             f" Kaggle cannot score for {competition}: get the competition's data first (Kaggle credentials, README"
             " 'Kaggle credentials', or make all SOURCE=path/to/digit-recognizer.zip), then `make all` and submit")
 
@@ -59,7 +60,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
     its score."""
     if file is None and run_id is not None:
-        submission = runs.read_run(paths, run_id).get("submission")
+        submission = runs.read_run(paths, run_id).submission
         if not submission:
             raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
         file = cache.absolute_path(submission)
@@ -83,10 +84,8 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         except KeyboardInterrupt:  # sending it again now could spend a second submission on the same file
             raise Interrupted(f"the upload of {file} was cut short and may have arrived: check with"
                               f" {scores.HOW_TO_LOOK_LATER} before sending it again") from None
-        run_id = run["id"] if run else None
-        runs.record_sent_submission(paths, digest, file, message, answer, run_id, competition)
-        if run_id:
-            runs.update_run(paths, run_id, leaderboard={"ref": answer["ref"], "status": "PENDING"})
+        # The log is where the run's leaderboard status lives from now on (pipeline.core.runs.latest_leaderboard).
+        runs.record_sent_submission(paths, digest, file, message, answer, run.id if run else None, competition)
     console.say(f"submit: Kaggle answered: {answer['message']}")
     if answer["ref"] is None:  # nothing tells it apart from another submission with the same message
         console.say("submit: Kaggle's answer carried no submission number, so its score cannot be matched to this"

@@ -9,6 +9,7 @@ device, `Engine`'s workers, tune's trials and search seed, train's thresholds (p
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from pipeline.core.errors import PipelineError
@@ -115,16 +116,67 @@ class Paths:
     def models(self) -> Path:
         return self.data / "models"
 
+    # A run's folder, data/models/<run>/: each file has one writer (docs/architecture.md, "The run folder").
+    RUN_JSON: ClassVar[str] = "run.json"  # train (or blend): the run's summary (pipeline.core.records.Run)
+    SUBMISSION_JSON: ClassVar[str] = "submission.json"  # predict (or blend): the submission file it wrote
+    REPORT_JSON: ClassVar[str] = "report.json"  # report: the page it wrote
+    TUNE_JSON: ClassVar[str] = "tune.json"  # tune: which trial of which search the run was
+    HISTORY_JSON: ClassVar[str] = "history.json"  # train (or blend): every model's per-epoch history
+    OUT_OF_FOLD_NPZ: ClassVar[str] = "out_of_fold.npz"  # train (or blend): the held-out rows' probabilities
+    TEST_PROBABILITIES_NPY: ClassVar[str] = "test_probabilities.npy"  # predict (or blend), for blend
+    INDEX_HTML: ClassVar[str] = "index.html"  # report: data/reports/<run>/index.html, beside a copy of run.json
+
     def run_dir(self, run_id: str) -> Path:
         return self.models / run_id
+
+    def run_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.RUN_JSON
+
+    def run_jsons(self) -> list[Path]:
+        """Every run.json under data/models/."""
+        return sorted(self.models.glob(f"*/{self.RUN_JSON}"))
+
+    def submission_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.SUBMISSION_JSON
+
+    def report_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.REPORT_JSON
+
+    def tune_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.TUNE_JSON
+
+    def history_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.HISTORY_JSON
+
+    def out_of_fold(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.OUT_OF_FOLD_NPZ
+
+    def test_probabilities(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.TEST_PROBABILITIES_NPY
+
+    def model_file(self, run_id: str, part_name: str) -> Path:
+        return self.run_dir(run_id) / f"{part_name}.keras"
 
     @property
     def checkpoints(self) -> Path:
         return self.models / ".checkpoints"
 
+    def run_checkpoints(self, key_id: str) -> Path:
+        """A train run's epoch checkpoints, named after its settings' key: the same settings resume them."""
+        return self.checkpoints / key_id
+
+    def tensorboard(self, key_id: str) -> Path:
+        return self.data / "tensorboard" / key_id
+
     @property
     def reports(self) -> Path:
         return self.data / "reports"
+
+    def report_dir(self, run_id: str) -> Path:
+        return self.reports / run_id
+
+    def report_index(self, run_id: str) -> Path:
+        return self.report_dir(run_id) / self.INDEX_HTML
 
     @property
     def cache(self) -> Path:

@@ -10,6 +10,7 @@ behaves at accuracies near 1, where the normal approximation does not.
 """
 
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -29,39 +30,86 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     return max(0.0, centre - half_width), min(1.0, centre + half_width)
 
 
-def make_estimate(probabilities: np.ndarray, labels: np.ndarray, kind: str, **details) -> dict:
-    """{"accuracy", "low", "high", "kind", "images", "errors", ...details} of the predicted labels."""
+@dataclass(frozen=True)
+class Estimate:
+    """An accuracy estimate as train (or blend) records it in run.json and its stage record; the optional fields
+    are the details make_estimate was given (None: not recorded)."""
+
+    accuracy: float
+    low: float
+    high: float
+    kind: str  # "cross-validation" or "holdout"
+    images: int
+    errors: int
+    folds: int | None = None
+    tta: bool | None = None
+    models_per_row: int | None = None
+    model_accuracy_mean: float | None = None  # the measured models' own accuracies: their mean and spread
+    model_accuracy_sd: float | None = None
+    blend_of: tuple[str, ...] | None = None  # a blend's runs
+
+    def to_json(self) -> dict:
+        """The dict run.json has always held: the six numbers and words, and the details that were recorded."""
+        value = {name: getattr(self, name) for name in REQUIRED}
+        value.update({item.name: getattr(self, item.name) for item in fields(self)[len(REQUIRED):]
+                      if getattr(self, item.name) is not None})
+        if self.blend_of is not None:
+            value["blend_of"] = list(self.blend_of)
+        return value
+
+    @classmethod
+    def from_json(cls, value) -> "Estimate | None":
+        """The estimate, or None when value has not the shape make_estimate gives it (a run.json edited by hand or
+        written by another version reads as a run without an estimate, never as a traceback). A detail of the
+        wrong type reads as not recorded."""
+        value = valid_estimate(value)
+        if value is None:
+            return None
+        details = {}
+        for name, kinds in DETAILS.items():
+            detail = value.get(name)
+            if isinstance(detail, kinds) and (bool in kinds or not isinstance(detail, bool)):
+                details[name] = detail
+        blend_of = value.get("blend_of")
+        if isinstance(blend_of, list) and all(isinstance(run_id, str) for run_id in blend_of):
+            details["blend_of"] = tuple(blend_of)
+        return cls(**{name: value[name] for name in REQUIRED}, **details)
+
+
+REQUIRED = ("accuracy", "low", "high", "kind", "images", "errors")
+DETAILS = {"folds": (int,), "tta": (bool,), "models_per_row": (int,), "model_accuracy_mean": (int, float),
+           "model_accuracy_sd": (int, float)}
+
+
+def make_estimate(probabilities: np.ndarray, labels: np.ndarray, kind: str, **details) -> Estimate:
+    """The Estimate of the predicted labels: accuracy, its interval, images and errors, and the details given."""
     predictions = np.asarray(probabilities).argmax(axis=1)
     labels = np.asarray(labels)
     if predictions.shape != labels.shape:
         raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels.")
     correct = int((predictions == labels).sum())
     low, high = wilson_interval(correct, len(labels))
-    return {"accuracy": correct / len(labels), "low": low, "high": high, "kind": kind,
-            "images": int(len(labels)), "errors": int(len(labels) - correct), **details}
+    if details.get("blend_of") is not None:
+        details["blend_of"] = tuple(details["blend_of"])
+    return Estimate(accuracy=correct / len(labels), low=low, high=high, kind=kind, images=int(len(labels)),
+                    errors=int(len(labels) - correct), **details)
 
 
-def describe(estimate: dict | None, missing: str = "no estimate", unit: str = "images") -> str:
+def describe(estimate: "Estimate | dict | None", missing: str = "no estimate", unit: str = "images") -> str:
     """One phrase for a terminal, a table or the report (which says "digits"):
-    '0.9952 (95 % interval 0.9945-0.9958, cross-validation on 42,000 images)'; missing when there is none."""
+    '0.9952 (95 % interval 0.9945-0.9958, cross-validation on 42,000 images)'; missing when there is none
+    (anything else is read as run.json holds it)."""
+    if not isinstance(estimate, Estimate):
+        estimate = Estimate.from_json(estimate)
     if not estimate:
         return missing
-    return (f"{estimate['accuracy']:.4f} (95 % interval {estimate['low']:.4f}-{estimate['high']:.4f},"
-            f" {estimate['kind']} on {estimate['images']:,} {unit})")
+    return (f"{estimate.accuracy:.4f} (95 % interval {estimate.low:.4f}-{estimate.high:.4f},"
+            f" {estimate.kind} on {estimate.images:,} {unit})")
 
 
-def short_kind(estimate: dict) -> str:
+def short_kind(estimate: Estimate) -> str:
     """The kind for a table column: 'holdout' or '5-fold CV'."""
-    return f"{estimate.get('folds')}-fold CV" if estimate["kind"] == "cross-validation" else "holdout"
-
-
-def public_score(run: dict) -> float | None:
-    """The run's public leaderboard score as a number; None when not scored (yet)."""
-    leaderboard = run.get("leaderboard") or {}
-    try:
-        return float(leaderboard["public_score"]) if leaderboard.get("status") == "COMPLETE" else None
-    except (KeyError, TypeError, ValueError):
-        return None
+    return f"{estimate.folds}-fold CV" if estimate.kind == "cross-validation" else "holdout"
 
 
 def _is_number(value, lowest: float, highest: float) -> bool:
@@ -78,23 +126,3 @@ def valid_estimate(value) -> dict | None:
     if not all(_is_number(value.get(name), 0, math.inf) for name in ("images", "errors")):
         return None
     return value
-
-
-def leaderboard_gap(run: dict) -> tuple[float, bool] | None:
-    """(score - estimate in percentage points, whether the score lies inside the estimate's 95 % interval),
-    None without both."""
-    score, estimate = public_score(run), valid_estimate(run.get("estimate"))
-    if score is None or not estimate:
-        return None
-    return (score - estimate["accuracy"]) * 100, estimate["low"] <= score <= estimate["high"]
-
-
-def describe_gap(run: dict, short: bool = False) -> str:
-    """'+0.12 points, inside the 95 % interval' ('+0.12 in' when short); '' without a score and an estimate."""
-    gap = leaderboard_gap(run)
-    if gap is None:
-        return ""
-    points, inside = gap
-    if short:
-        return f"{points:+.2f} {'in' if inside else 'out'}"
-    return f"{points:+.2f} points from the estimate, {'inside' if inside else 'outside'} its 95 % interval"

@@ -1,5 +1,6 @@
-"""Run history: one run.json beside each trained model, and the log of submissions sent to Kaggle.
-The `runs` command's table and diff are pipeline.tools.runs_table."""
+"""Run history: one run folder beside each trained model (its files, each with one writer, named by
+pipeline.core.config.Paths), composed into a `Run` (pipeline.core.records), and the log of submissions sent to
+Kaggle. The `runs` command's table and diff are pipeline.tools.runs_table."""
 
 import contextlib
 import json
@@ -11,7 +12,7 @@ from filelock import FileLock
 
 from pipeline.core import cache, config, run_cache
 from pipeline.core.errors import PipelineError
-from pipeline.core.estimate import public_score, valid_estimate
+from pipeline.core.records import Leaderboard, ReportRecord, Run, SubmissionRecord, TuneMark
 
 # A run id is a folder name under data/models/: never a path that could lead elsewhere.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -21,7 +22,7 @@ def run_path(paths: config.Paths, run_id: str) -> Path:
     if not RUN_ID.fullmatch(run_id or ""):
         raise PipelineError(f"--run {run_id}: not a run id (a name such as 20250101-120000-cnn; "
                             "see `python -m pipeline runs`)")
-    return paths.run_dir(run_id) / "run.json"
+    return paths.run_json(run_id)
 
 
 def model_paths(train_record: dict) -> list[Path]:
@@ -29,79 +30,119 @@ def model_paths(train_record: dict) -> list[Path]:
     return [path for path in cache.output_paths(train_record) if path.suffix == ".keras"]
 
 
-def write_run(paths: config.Paths, run: dict) -> None:
-    cache.write_json(run_path(paths, run["id"]), run)
+def write_run(paths: config.Paths, run: Run) -> None:
+    """run.json: written by train (or blend) alone, once; what later stages say of the run goes to their own files."""
+    cache.write_json(run_path(paths, run.id), run.run_json())
 
 
-def read_run(paths: config.Paths, run_id: str) -> dict:
+def write_submission_record(paths: config.Paths, run_id: str, record: SubmissionRecord) -> None:
+    """predict's (or blend's) own file in the run folder."""
+    cache.write_json(paths.submission_json(run_id), record.to_json())
+
+
+def write_report_record(paths: config.Paths, run_id: str, record: ReportRecord) -> None:
+    """report's own file in the run folder."""
+    cache.write_json(paths.report_json(run_id), record.to_json())
+
+
+def write_tune_mark(paths: config.Paths, run_id: str, mark: TuneMark) -> None:
+    """tune's own file in the run folder: which trial the run was."""
+    cache.write_json(paths.tune_json(run_id), mark.to_json())
+
+
+def _read_json(path: Path):
     try:
-        run = json.loads(run_path(paths, run_id).read_text())
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def read_run(paths: config.Paths, run_id: str) -> Run:
+    path = run_path(paths, run_id)
+    try:
+        value = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
-    if not isinstance(run, dict):
-        raise PipelineError(f"{run_path(paths, run_id)}: not a run record (a JSON object was expected)")
-    return run
+    run = Run.from_json(value, run_id)
+    if run is None:
+        raise PipelineError(f"{path}: not a run record (a JSON object was expected)")
+    return _composed(paths, run, sent_submissions(paths))
 
 
-def update_run(paths: config.Paths, run_id: str, durations_s: dict | None = None, **fields) -> None:
-    run = read_run(paths, run_id)
-    run.update(fields)
-    if durations_s:
-        run["durations_s"] = {**run.get("durations_s", {}), **durations_s}
-    cache.write_json(run_path(paths, run_id), run)
+def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
+    """The run with what predict, report, tune and the sent log say of it; what an earlier version wrote into
+    run.json itself stays where nothing newer says otherwise."""
+    if not RUN_ID.fullmatch(run.id or ""):
+        return run
+    predicted = SubmissionRecord.from_json(_read_json(paths.submission_json(run.id)))
+    durations = ({**run.durations_s, "predict": predicted.seconds} if predicted and predicted.seconds is not None
+                 else None)
+    return run.with_records(
+        submission=predicted.submission if predicted else None, durations_s=durations,
+        report=getattr(ReportRecord.from_json(_read_json(paths.report_json(run.id))), "index", None),
+        tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
+        leaderboard=latest_leaderboard(sent, run.id))
 
 
-def list_runs(paths: config.Paths) -> list[dict]:
+def latest_leaderboard(sent: dict, run_id: str) -> Leaderboard | None:
+    """What Kaggle said of the run's latest submission sent from this checkout; None when none was sent."""
+    entries = [entry for entry in sent.values() if entry.get("run_id") == run_id]
+    if not entries:
+        return None
+    entry = entries[-1]  # the log keeps sends in their order
+    return Leaderboard.from_json({name: entry.get(name) for name in
+                                  ("ref", "status", "public_score", "private_score", "error")})
+
+
+def list_runs(paths: config.Paths) -> list[Run]:
     """Every training run, best first: those in data/models/ and those only the run cache still keeps."""
     runs = {}
     for record in run_cache.kept_records(paths, "train"):
-        run = record.get("extra", {}).get("run")
-        if isinstance(run, dict) and "id" in run:
-            runs[run["id"]] = run
-    for path in paths.models.glob("*/run.json"):
-        try:
-            run = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # damaged, or being rewritten right now (it shows next time)
-        if isinstance(run, dict):
-            runs[run.get("id", path.parent.name)] = run
-    return sorted_runs(list(runs.values()))
+        run = Run.from_json(record.get("extra", {}).get("run"))
+        if run is not None and run.id:
+            runs[run.id] = run
+    for path in paths.run_jsons():
+        value = _read_json(path)  # None: damaged, or being rewritten right now (it shows next time)
+        run = Run.from_json(value, path.parent.name)
+        if run is not None:
+            runs[run.id] = run
+    sent = sent_submissions(paths)
+    return sorted_runs([_composed(paths, run, sent) for run in runs.values()])
 
 
-def estimated_accuracy(run: dict) -> float:
+def estimated_accuracy(run: Run) -> float:
     """The run's estimate (nothing chosen on it); 0 for runs made before estimates existed."""
-    return (valid_estimate(run.get("estimate")) or {}).get("accuracy", 0.0)
+    return run.accuracy
 
 
 SORT_KEYS = ("estimate", "leaderboard", "time")
 
 
-def sorted_runs(runs: list[dict], sort: str = "estimate") -> list[dict]:
+def sorted_runs(runs: list[Run], sort: str = "estimate") -> list[Run]:
     """Best estimate first, best public score first (unscored last), or newest first."""
     if sort == "leaderboard":
-        return sorted(runs, key=lambda run: (-(public_score(run) or -1.0), -estimated_accuracy(run), run.get("id", "")))
+        return sorted(runs, key=lambda run: (-(run.public_score or -1.0), -run.accuracy, run.id))
     if sort == "time":
-        return sorted(runs, key=lambda run: (run.get("date", ""), run.get("id", "")), reverse=True)
-    return sorted(runs, key=lambda run: (-estimated_accuracy(run), run.get("id", "")))
+        return sorted(runs, key=lambda run: (run.date, run.id), reverse=True)
+    return sorted(runs, key=lambda run: (-run.accuracy, run.id))
 
 
-def run_for_submission(paths: config.Paths, file: Path) -> dict | None:
+def run_for_submission(paths: config.Paths, file: Path) -> Run | None:
     resolved = Path(file).resolve()
     for run in list_runs(paths):
-        if run.get("submission") and cache.absolute_path(run["submission"]).resolve() == resolved:
+        if run.submission and cache.absolute_path(run.submission).resolve() == resolved:
             return run
     return None
 
 
-def submission_message(run: dict | None, file: Path) -> str:
+def submission_message(run: Run | None, file: Path) -> str:
     if run is None:
         return f"{Path(file).name} (digit-recognizer pipeline)"
-    params = run.get("params", {})
-    estimate = valid_estimate(run.get("estimate"))
-    estimate_words = f"{estimate['accuracy']:.4f} ({estimate['kind']})" if estimate else "none"
-    return (f"run {run['id']}: {params.get('architecture')} x{len(run.get('models', []))}, "
+    params, estimate = run.params, run.estimate
+    estimate_words = f"{estimate.accuracy:.4f} ({estimate.kind})" if estimate else "none"
+    return (f"run {run.id}: {params.get('architecture')} x{len(run.models)}, "
             f"estimate {estimate_words}, epochs {params.get('epochs')}, "
-            f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.get('source')}")
+            f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.source}")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.estimate import describe, describe_gap, valid_estimate
+from pipeline.core.config import Paths
+from pipeline.core.estimate import describe
+from pipeline.core.records import PartSummary, Run, describe_gap
 from pipeline.report.metrics import CLASSES, HISTORY_KEYS, predictions_from
 
 # File names inside the report folder; index.html refers to them by these relative names.
@@ -25,8 +27,8 @@ HISTORY_CSV = "history.csv"
 CONFUSION_MATRIX_CSV = "confusion_matrix.csv"
 PER_CLASS_CSV = "per_class_scores.csv"
 MOST_WRONG_CSV = "most_wrong.csv"
-RUN_JSON = "run.json"
-INDEX_HTML = "index.html"
+RUN_JSON = Paths.RUN_JSON  # a copy of the run's summary, as the report saw it
+INDEX_HTML = Paths.INDEX_HTML
 
 
 def _text(value) -> str:
@@ -150,10 +152,12 @@ def _csv_link(file_name: str) -> str:
     return f'<p class="note">Also as <a href="{html.escape(file_name)}">{html.escape(file_name)}</a>.</p>'
 
 
-def _run_id(run: dict) -> str:
-    for key in ("run_id", "id", "name"):
-        if run.get(key) is not None:
-            return _format_value(run[key])
+def _run_id(run: Run) -> str:
+    if run.id:
+        return run.id
+    for key in ("run_id", "name"):  # a run.json of another shape
+        if run.other.get(key) is not None:
+            return _format_value(run.other[key])
     return "unnamed run"
 
 
@@ -167,59 +171,58 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
 
 
-def leaderboard_text(run: dict) -> str:
+def leaderboard_text(run: Run | dict) -> str:
     """What Kaggle said of the run's latest submission, in words."""
-    leaderboard = run.get("leaderboard")
+    run = Run.of(run)
+    leaderboard = run.leaderboard
     if not leaderboard:
-        if run.get("source") == "sample":
+        if run.source == "sample":
             return "cannot be submitted (the sample)"
         return "not submitted yet (make submit)"
-    if leaderboard.get("status") == "COMPLETE":
-        scores = [f"{leaderboard['public_score']} public"]
-        if leaderboard.get("private_score"):
-            scores.append(f"{leaderboard['private_score']} private")
+    if leaderboard.status == "COMPLETE":
+        scores = [f"{leaderboard.public_score} public"]
+        if leaderboard.private_score:
+            scores.append(f"{leaderboard.private_score} private")
         gap = describe_gap(run)
-        return f"{', '.join(scores)} (submission {leaderboard['ref']}){f'; {gap}' if gap else ''}"
-    if leaderboard.get("status") == "ERROR":
-        return f"Kaggle could not score submission {leaderboard['ref']}: {leaderboard.get('error', '')}"
-    return f"submission {leaderboard.get('ref')} not scored yet (make submissions)"
+        return f"{', '.join(scores)} (submission {leaderboard.ref}){f'; {gap}' if gap else ''}"
+    if leaderboard.status == "ERROR":
+        return f"Kaggle could not score submission {leaderboard.ref}: {leaderboard.error}"
+    return f"submission {leaderboard.ref} not scored yet (make submissions)"
 
 
-def summary_rows(run: dict) -> list[list]:
+def summary_rows(run: Run) -> list[list]:
     """The run in a few lines of words: no raw lists, no absolute paths."""
-    parts = run.get("parts") or []
-    source = run.get("source")
+    parts, source = run.parts, run.source
     return [
         ["run", _run_id(run)],
-        ["date", run.get("date", "?")],
+        ["date", run.date or "?"],
         ["data", "the bundled sample" if source == "sample" else source or "?"],
-        ["preset", run.get("preset", "?")],
-        ["models", f"{len(parts)}: {', '.join(part['name'] for part in parts)}" if parts else "?"],
-        *([["blend of", (run.get("params") or {}).get("blend_of", "?")]] if run.get("blend") else []),
-        ["estimated accuracy", describe(valid_estimate(run.get("estimate")), missing="none", unit="digits")],
+        ["preset", run.preset or "?"],
+        ["models", f"{len(parts)}: {', '.join(part.name for part in parts)}" if parts else "?"],
+        *([["blend of", run.params.get("blend_of", "?")]] if run.blend else []),
+        ["estimated accuracy", describe(run.estimate, missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
-        ["submission", Path(run["submission"]).name if run.get("submission") else "none yet"],
+        ["submission", Path(run.submission).name if run.submission else "none yet"],
     ]
 
 
-def parts_rows(parts: list[dict]) -> list[list]:
-    return [[part["name"], part["seed"], part["train_images"], part.get("validation_images", "none (all rows)"),
-             f"{part['accuracy']:.4f}" if "accuracy" in part else "-"] for part in parts]
+def parts_rows(parts: tuple[PartSummary, ...]) -> list[list]:
+    return [[part.name, part.seed, part.train_images,
+             part.validation_images if part.validation_images is not None else "none (all rows)",
+             f"{part.accuracy:.4f}" if part.accuracy is not None else "-"] for part in parts]
 
 
 PARTS_HEADER = ["model", "seed", "train digits", "digits it never saw", "accuracy on those"]
 
 
-def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list]:
+def comparison_rows(run: Run, comparisons: list[tuple[str, Run]]) -> list[list]:
     """This run beside others on the same data: estimate, leaderboard, and the difference in estimate."""
-    own = (valid_estimate(run.get("estimate")) or {}).get("accuracy")
     rows = []
     for label, other in [("this run", run), *comparisons]:
-        estimate = valid_estimate(other.get("estimate")) or {}
-        accuracy = estimate.get("accuracy")
-        difference = f"{(own - accuracy) * 100:+.2f} points" if own is not None and accuracy is not None else "-"
-        rows.append([label, _run_id(other), other.get("preset", "?"), other.get("params", {}).get("architecture", "?"),
-                     describe(estimate or None, missing="none", unit="digits"), leaderboard_text(other),
+        difference = (f"{(run.estimate.accuracy - other.estimate.accuracy) * 100:+.2f} points"
+                      if run.estimate and other.estimate else "-")
+        rows.append([label, _run_id(other), other.preset or "?", other.params.get("architecture", "?"),
+                     describe(other.estimate, missing="none", unit="digits"), leaderboard_text(other),
                      "-" if other is run else difference])
     return rows
 
@@ -227,34 +230,36 @@ def comparison_rows(run: dict, comparisons: list[tuple[str, dict]]) -> list[list
 COMPARISON_HEADER = ["", "run", "preset", "model", "estimated accuracy", "leaderboard", "this run's estimate is"]
 
 
-def _run_sections(run: dict, comparisons: list[tuple[str, dict]] | None) -> str:
+def _run_sections(run: Run, comparisons: list[tuple[str, Run]] | None) -> str:
     """Summary, comparison, parameters, split, models and timings as readable tables."""
-    params = {key: value for key, value in (run.get("params") or {}).items() if not isinstance(value, (list, dict))}
+    params = {key: value for key, value in run.params.items() if not isinstance(value, (list, dict))}
     parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
     if comparisons is not None:
-        has_baseline = run.get("preset") == "baseline" or any(label == "baseline" for label, _ in comparisons)
+        has_baseline = run.preset == "baseline" or any(label == "baseline" for label, _ in comparisons)
         no_baseline = '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
         note = "" if has_baseline else no_baseline
 
         parts.append(f"<h3>Compared with earlier runs on the same data</h3>"
                      f"{html_table(COMPARISON_HEADER, comparison_rows(run, comparisons))}{note}")
     parts.append(f"<h3>Training parameters</h3>{key_value_table(params)}")
-    if run.get("split"):
-        parts.append(f"<h3>Split</h3>{key_value_table(run['split'])}")
-    if run.get("parts"):
-        parts.append(f"<h3>Models</h3>{html_table(PARTS_HEADER, parts_rows(run['parts']))}")
-    if run.get("durations_s"):
-        parts.append(f"<h3>Timings</h3>{durations_table(run['durations_s'])}")
+    if run.split:
+        parts.append(f"<h3>Split</h3>{key_value_table(run.split)}")
+    if run.parts:
+        parts.append(f"<h3>Models</h3>{html_table(PARTS_HEADER, parts_rows(run.parts))}")
+    if run.durations_s:
+        parts.append(f"<h3>Timings</h3>{durations_table(run.durations_s)}")
     return f'<div class="columns">{"".join(f"<div>{part}</div>" for part in parts)}</div>'
 
 
 def render_index(
-    run: dict, *, train_size: int, val_size: int, val_accuracy: float, matrix: np.ndarray,
+    run: Run | dict, *, train_size: int, val_size: int, val_accuracy: float, matrix: np.ndarray,
     scores: dict, history: dict, wrong_rows: list[list], train_counts: np.ndarray, val_counts: np.ndarray,
     histories: list[dict] | None = None, model_names: list[str] | None = None,
-    comparisons: list[tuple[str, dict]] | None = None,
+    comparisons: list[tuple[str, Run | dict]] | None = None,
 ) -> str:
     """The whole index.html as a string; images and CSVs are referenced by relative file name."""
+    run = Run.of(run)
+    comparisons = None if comparisons is None else [(label, Run.of(other)) for label, other in comparisons]
     title = f"Training run {_run_id(run)}"
     history_header, history_table_rows = history_rows(*(histories or [history]), names=model_names)
     wrong = int(matrix.sum() - np.trace(matrix))
@@ -308,22 +313,22 @@ def render_index(
     ])
 
 
-def _headline(run: dict, val_accuracy: float, val_size: int, wrong: int, train_size: int) -> str:
+def _headline(run: Run, val_accuracy: float, val_size: int, wrong: int, train_size: int) -> str:
     """The estimate nothing was chosen on, with its interval and kind; the page's figures are on the same rows."""
-    estimate = valid_estimate(run.get("estimate"))
+    estimate = run.estimate
     if not estimate:
         return (f'<p class="headline">Validation accuracy <strong>{val_accuracy:.2%}</strong> '
                 f"({val_size - wrong:,} of {val_size:,} correct) &middot; {train_size:,} train digits</p>")
     kind = ("cross-validation: every train digit predicted by the fold model that never saw it"
-            if estimate["kind"] == "cross-validation" else
+            if estimate.kind == "cross-validation" else
             "holdout: digits kept aside from training, last epoch's weights, nothing chosen on them")
-    return (f'<p class="headline">Estimated accuracy <strong>{estimate["accuracy"]:.2%}</strong> '
-            f'(95 % interval {estimate["low"]:.2%} to {estimate["high"]:.2%}; '
-            f'{estimate["images"] - estimate["errors"]:,} of {estimate["images"]:,} correct) &middot; '
+    return (f'<p class="headline">Estimated accuracy <strong>{estimate.accuracy:.2%}</strong> '
+            f'(95 % interval {estimate.low:.2%} to {estimate.high:.2%}; '
+            f'{estimate.images - estimate.errors:,} of {estimate.images:,} correct) &middot; '
             f"{html.escape(kind)}<br>Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>")
 
 
-def _page_head(title: str, run: dict) -> list[str]:
+def _page_head(title: str, run: Run) -> list[str]:
     """The lines every page starts with: the HTML head, the title and the sample's banner."""
     return [
         "<!DOCTYPE html>",
@@ -331,16 +336,17 @@ def _page_head(title: str, run: dict) -> list[str]:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.get("source") == "sample" else "",
+        f'<p class="banner">{html.escape(SAMPLE_BANNER)}</p>' if run.source == "sample" else "",
     ]
 
 
-def render_summary_page(run: dict) -> str:
+def render_summary_page(run: Run | dict) -> str:
     """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
+    run = Run.of(run)
     title = f"Training run {_run_id(run)}"
     return "\n".join([
         *_page_head(title, run),
-        f'<p class="headline">No estimate: {_text(run.get("no_estimate") or "none recorded")}.<br>'
+        f'<p class="headline">No estimate: {_text(run.no_estimate or "none recorded")}.<br>'
         f"Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>",
         _section("run", "Run", _run_sections(run, None)),
         "</body></html>\n",

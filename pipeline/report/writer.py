@@ -20,7 +20,7 @@ from pipeline.core.cache import atomic_path, path_digest
 from pipeline.core.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError
-from pipeline.core.estimate import valid_estimate
+from pipeline.core.records import Run
 from pipeline.report.figures import (
     _save,
     class_counts_figure,
@@ -137,7 +137,7 @@ def _write_contents(folder: Path, run, train_images, train_labels, val_images, v
                [[digit, *matrix[digit]] for digit in CLASSES])
     _write_csv(folder / PER_CLASS_CSV, PER_CLASS_HEADER, per_class_rows(scores))
     _write_csv(folder / MOST_WRONG_CSV, MOST_WRONG_HEADER, data["wrong_rows"])
-    (folder / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
+    (folder / RUN_JSON).write_text(json.dumps(run.to_json(), indent=2, sort_keys=True, default=_json_value) + "\n")
     (folder / INDEX_HTML).write_text(_page(data), encoding="utf-8")
 
 
@@ -149,11 +149,11 @@ def _json_value(value):
 
 
 def write_report(
-    out_dir: Path, *, run: dict, train_images: np.ndarray, train_labels: np.ndarray,
+    out_dir: Path, *, run: Run | dict, train_images: np.ndarray, train_labels: np.ndarray,
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
     history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
     model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
-    comparisons: list[tuple[str, dict]] | None = None, log=None,
+    comparisons: list[tuple[str, Run | dict]] | None = None, log=None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
@@ -171,39 +171,42 @@ def write_report(
 
     with atomic_path(out_dir) as staging:
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
-        _write_contents(staging, dict(run), train_images, train_labels, val_images, val_labels,
+        _write_contents(staging, Run.of(run), train_images, train_labels, val_images, val_labels,
                         val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log)
     return out_dir / INDEX_HTML
 
 
-def compared_runs(run: dict, all_runs: list[dict]) -> list[tuple[str, dict]]:
-    """The best earlier run and the best baseline run on the same data (all_runs: best estimate first)."""
-    earlier = [other for other in all_runs
-               if other.get("id") != run.get("id") and other.get("source") == run.get("source")
-               and valid_estimate(other.get("estimate")) and other.get("date", "") <= run.get("date", "")]
+def compared_runs(run: Run | dict, all_runs: list[Run | dict]) -> list[tuple[str, Run | dict]]:
+    """The best earlier run and the best baseline run on the same data (all_runs: best estimate first), as given."""
+    this = Run.of(run)
+
+    def comparable(other: Run) -> bool:
+        return (other.id != this.id and other.source == this.source and other.estimate is not None
+                and other.date <= this.date)
+
+    earlier = [other for other in all_runs if comparable(Run.of(other))]
     compared = [("best earlier run", earlier[0])] if earlier else []
-    baselines = [other for other in earlier if other.get("preset") == "baseline"]
-    if baselines and run.get("preset") != "baseline":
+    baselines = [other for other in earlier if Run.of(other).preset == "baseline"]
+    if baselines and this.preset != "baseline":
         compared.append(("baseline", baselines[0]))
     return compared
 
 
-def training_data_matches(paths, run: dict) -> bool:
+def training_data_matches(paths, run: Run) -> bool:
     """Whether data/prepared holds the digits the run was trained on (their hashes, as train recorded them)."""
-    recorded = run.get("data") or {}
+    recorded = run.data
     return bool(recorded) and all(path_digest(paths.prepared / name) == digest for name, digest in recorded.items())
 
 
-def _stored_inputs(paths, run: dict) -> dict:
+def _stored_inputs(paths, run: Run) -> dict:
     """The run's out-of-fold predictions and histories, as write_report takes them: each measured digit
     predicted only by models that never saw it (predicting them again with every model would let the
     all-rows model mark its own homework)."""
-    run_dir = paths.run_dir(run["id"])
     labels = np.load(paths.train_labels)
-    with np.load(run_dir / "out_of_fold.npz") as out_of_fold:
+    with np.load(paths.out_of_fold(run.id)) as out_of_fold:
         rows, probabilities = out_of_fold["rows"], out_of_fold["probabilities"]
-    histories = json.loads((run_dir / "history.json").read_text())
-    names = [part["name"] for part in run.get("parts", [])]
+    histories = json.loads(paths.history_json(run.id).read_text())
+    names = [part.name for part in run.parts]
     return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
                 model_names=names if len(names) == len(histories) else None, val_rows=rows)
 
@@ -212,10 +215,10 @@ def refresh_page(paths, run_id: str) -> bool:
     """Write the run's report page again (its pictures stay: no score changes them), after a new score;
     False when the run has no report, or its data is no longer in data/prepared."""
     run = runs.read_run(paths, run_id)
-    index = paths.reports / run_id / INDEX_HTML
+    index = paths.report_index(run_id)
     if not index.is_file():
         return False
-    if run.get("blend") and not run.get("estimate"):
+    if run.blend and not run.estimate:
         page = render_summary_page(run)
     else:
         if not training_data_matches(paths, run):
@@ -228,5 +231,5 @@ def refresh_page(paths, run_id: str) -> bool:
     with atomic_path(index) as temporary:
         temporary.write_text(page, encoding="utf-8")
     with atomic_path(index.with_name(RUN_JSON)) as temporary:
-        temporary.write_text(json.dumps(run, indent=2, sort_keys=True, default=_json_value) + "\n")
+        temporary.write_text(json.dumps(run.to_json(), indent=2, sort_keys=True, default=_json_value) + "\n")
     return True

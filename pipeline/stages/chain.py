@@ -7,7 +7,7 @@ import time
 
 from pipeline.core import cache, config, runs
 from pipeline.core.console import Console, format_duration
-from pipeline.core.estimate import describe_gap
+from pipeline.core.records import describe_gap
 from pipeline.core.stage import run
 from pipeline.stages import download, predict, prepare, split, train
 from pipeline.stages import report as report_stage
@@ -25,13 +25,13 @@ def run_data_stages(console: Console, source: str, competition: str, values: dic
 def _what_kaggle_said(run_id: str) -> str:
     """The end of `all`'s last line: how to send the submission, or what came of sending it."""
     run = runs.read_run(config.paths(), run_id)
-    leaderboard = run.get("leaderboard") or {}
-    if leaderboard.get("status") == "COMPLETE":
+    status = run.leaderboard.status if run.leaderboard else None
+    if status == "COMPLETE":
         gap = describe_gap(run)
-        return f"sent and scored {leaderboard.get('public_score')} public{f', {gap}' if gap else ''}"
-    if leaderboard.get("status") == "PENDING":
+        return f"sent and scored {run.leaderboard.public_score} public{f', {gap}' if gap else ''}"
+    if status == "PENDING":
         return "sent, not scored yet: `make submissions` shows the score"
-    if leaderboard.get("status") == "ERROR":
+    if status == "ERROR":
         return "sent, but Kaggle could not score it: `make submissions` says why"
     return "send it with `make submit`"
 

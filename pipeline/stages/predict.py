@@ -12,12 +12,9 @@ from pipeline.competition.submission import check_submission, read_submission, s
 from pipeline.core import config, runs
 from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.records import SubmissionRecord
 from pipeline.core.stage import Definition, require
 from pipeline.training.prediction import predict_probabilities
-
-# What predict keeps beside a run's models: every test image's averaged probabilities, for `blend`.
-TEST_PROBABILITIES = "test_probabilities.npy"
-
 
 def unused_submission_path(folder: Path, name: str) -> Path:
     """submissions/<name>.csv, or <name>-2.csv, ... so an earlier submission is never overwritten."""
@@ -62,17 +59,21 @@ def define(paths, console, tta: bool | None = None):
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
-        probabilities_path = paths.run_dir(run_id) / TEST_PROBABILITIES
+        # Every test image's averaged probabilities, kept beside the run's models for `blend`.
+        probabilities_path = paths.test_probabilities(run_id)
         with atomic_path(probabilities_path) as temporary:
             with open(temporary, "wb") as stream:
                 np.save(stream, probabilities)
-        runs.update_run(paths, run_id, submission=relative_name(path),
-                        durations_s={"predict": round(time.perf_counter() - started, 1)})
+        # predict's own record in the run folder (run.json is train's alone).
+        runs.write_submission_record(paths, run_id, SubmissionRecord(
+            relative_name(path), rows=len(labels), tta=tta, seconds=round(time.perf_counter() - started, 1)))
         return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):
-        runs.update_run(paths, run_id, submission=record["extra"]["submission"])
+        """The submission came back from the run cache: the run folder says so again."""
+        runs.write_submission_record(paths, run_id, SubmissionRecord(record["extra"]["submission"],
+                                                                     rows=record["extra"].get("rows"), tta=tta))
 
     return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
                       lambda record: (f"{record['extra']['rows']} predictions in"

@@ -1,4 +1,5 @@
-"""The report stage: the report of a trained run (pipeline.report), written to data/reports/<run>/index.html."""
+"""The report stage: the report of a trained run (pipeline.report), written to data/reports/<run>/index.html,
+and report.json in the run's folder naming it (the stage's own record; run.json is train's)."""
 
 import json
 
@@ -6,11 +7,17 @@ import numpy as np
 
 from pipeline.core import runs
 from pipeline.core.cache import absolute_path, atomic_path, load_record, relative_name
+from pipeline.core.config import Paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.progress import on_terminal
+from pipeline.core.records import ReportRecord, Run
 from pipeline.core.stage import Definition, require
-from pipeline.report.page import INDEX_HTML, RUN_JSON, render_summary_page
+from pipeline.report.page import render_summary_page
 from pipeline.report.writer import _stored_inputs, compared_runs, training_data_matches, write_report
+
+
+def _leaderboard(run: Run) -> dict | None:
+    return run.leaderboard.to_json() if run.leaderboard else None
 
 
 def define(paths, console, run_id: str | None = None):
@@ -19,23 +26,22 @@ def define(paths, console, run_id: str | None = None):
     if run_id is None or run_id == latest:
         run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
     run = runs.read_run(paths, run_id)
-    run_dir = paths.run_dir(run_id)
-    if run.get("blend") and not run.get("estimate"):
+    if run.blend and not run.estimate:
         return _summary_only_definition(paths, run)
-    needed = [run_dir / "out_of_fold.npz", run_dir / "history.json"]
+    needed = [paths.out_of_fold(run_id), paths.history_json(run_id)]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
-        raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(run_dir)};"
+        raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(paths.run_dir(run_id))};"
                             " retrain it to report on it")
     if run_id != latest and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
-                            f" {run.get('source')}); prepare that data again (make download prepare SOURCE=...)")
+                            f" {run.source}); prepare that data again (make download prepare SOURCE=...)")
     comparisons = compared_runs(run, runs.list_runs(paths))
-    out_dir = paths.reports / run_id
+    out_dir = paths.report_dir(run_id)
     inputs = [*needed, paths.train_images, paths.train_labels]
     # What the page shows besides the files: a new score or a better run elsewhere redoes the report.
-    params = {"run_id": run_id, "leaderboard": run.get("leaderboard"),
-              "compared": [(label, other.get("id"), other.get("leaderboard")) for label, other in comparisons]}
+    params = {"run_id": run_id, "leaderboard": _leaderboard(run),
+              "compared": [(label, other.id, _leaderboard(other)) for label, other in comparisons]}
 
     def work():
         images = np.load(paths.train_images, mmap_mode="r")
@@ -43,31 +49,31 @@ def define(paths, console, run_id: str | None = None):
         rows = inputs["val_rows"]
         index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
                              comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
-        runs.update_run(paths, run_id, report=relative_name(index))
+        runs.write_report_record(paths, run_id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
-        runs.update_run(paths, run_id, report=record["extra"]["index"])
+        runs.write_report_record(paths, run_id, ReportRecord(record["extra"]["index"]))
 
     return Definition("report", params, inputs, work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
 
 
-def _summary_only_definition(paths, run: dict):
-    out_dir = paths.reports / run["id"]
+def _summary_only_definition(paths, run: Run):
+    out_dir = paths.report_dir(run.id)
 
     def work():
         with atomic_path(out_dir) as staging:
             staging.mkdir()
-            (staging / INDEX_HTML).write_text(render_summary_page(run), encoding="utf-8")
-            (staging / RUN_JSON).write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-        index = out_dir / INDEX_HTML
-        runs.update_run(paths, run["id"], report=relative_name(index))
+            (staging / Paths.INDEX_HTML).write_text(render_summary_page(run), encoding="utf-8")
+            (staging / Paths.RUN_JSON).write_text(json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n")
+        index = paths.report_index(run.id)
+        runs.write_report_record(paths, run.id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
-        runs.update_run(paths, run["id"], report=record["extra"]["index"])
+        runs.write_report_record(paths, run.id, ReportRecord(record["extra"]["index"]))
 
-    params = {"run_id": run["id"], "leaderboard": run.get("leaderboard")}
+    params = {"run_id": run.id, "leaderboard": _leaderboard(run)}
     return Definition("report", params, [], work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)

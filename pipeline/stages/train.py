@@ -23,6 +23,7 @@ from pipeline.core import estimate, runs
 from pipeline.core.cache import atomic_path, load_record, path_digest, relative_name, write_json
 from pipeline.core.console import count, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
+from pipeline.core.records import Run
 from pipeline.core.stage import Definition, require
 from pipeline.training.device import describe_devices, resolve_precision, use_device
 from pipeline.training.engine import cluster_devices, ray_session
@@ -108,8 +109,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
         created_run_dirs.append(run_dir)
-        checkpoints = paths.checkpoints / definition.key_id  # the same settings resume the same folder
-        tensorboard_dir = paths.data / "tensorboard" / definition.key_id if tensorboard else None
+        checkpoints = paths.run_checkpoints(definition.key_id)  # the same settings resume the same folder
+        tensorboard_dir = paths.tensorboard(definition.key_id) if tensorboard else None
         if tensorboard_dir:
             console.say(f"train: TensorBoard logs in {tensorboard_dir}"
                         f" (view them: tensorboard --logdir {tensorboard_dir})")
@@ -129,49 +130,49 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             final_paths, final_histories, final_summaries, _, _ = train_parts(
                 final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
                 (len(parts), len(parts)), tensorboard_dir, engine)
-            final_summaries[0]["pseudo_labelled_images"] = pseudo_labelled
+            final_summaries[0] = replace(final_summaries[0], pseudo_labelled_images=pseudo_labelled)
             model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
                                                  summaries + final_summaries)
         rows = np.flatnonzero(predicted)
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
         # The spread of the measured models' own accuracies: the "mean +- sd over folds" of a CV table.
-        model_accuracies = [summary["accuracy"] for summary in summaries if "accuracy" in summary]
+        model_accuracies = [summary.accuracy for summary in summaries if summary.accuracy is not None]
         run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
                                               tta=training.tta, models_per_row=training.members,
                                               model_accuracy_mean=float(np.mean(model_accuracies)),
                                               model_accuracy_sd=float(np.std(model_accuracies, ddof=1))
                                               if len(model_accuracies) > 1 else None)
-        history_path = run_dir / "history.json"
+        history_path = paths.history_json(run_id)
         write_json(history_path, histories)
-        out_of_fold_path = run_dir / "out_of_fold.npz"
+        out_of_fold_path = paths.out_of_fold(run_id)
         with atomic_path(out_of_fold_path) as temporary:
             with open(temporary, "wb") as stream:
                 np.savez(stream, rows=rows, probabilities=probabilities)
         upstream = _upstream_summary()
         views = len(TTA_SHIFTS) if training.tta else 1
-        work = work_units(summaries, training.epochs, len(np.load(paths.test_images, mmap_mode="r")), views,
+        test_rows = len(np.load(paths.test_images, mmap_mode="r"))
+        work = work_units([summary.to_json() for summary in summaries], training.epochs, test_rows, views,
                           training.pseudo_label)
         console.say(f"train: the run's work is {work['units']} units ({work['training_units']} of training,"
                     f" {work['prediction_units']} of prediction; a unit is 42,000 images through one epoch of the"
                     " default CNN)")
-        run = {
-            "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": upstream["source"], "preset": preset,
+        run = Run(
+            id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=upstream["source"], preset=preset,
             # The split's own seed apart: params["seed"] is the one the models were trained with.
-            "params": training.as_dict(), "split": upstream["split"],
-            "estimate": run_estimate, "parts": summaries, "work": work,
+            params=training.as_dict(), split=upstream["split"],
+            estimate=run_estimate, parts=tuple(summaries), work=work,
             # What it was trained on, so that a report of this run later can tell whether data/prepared still is.
-            "data": {path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
-            "durations_s": {**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
-            "models": [relative_name(path) for path in model_paths],  # relative: a moved checkout still finds them
-            "engine": engine.name if engine else "local", "devices": devices,
-        }
-        if tensorboard_dir:
-            run["tensorboard"] = relative_name(tensorboard_dir)
-        runs.write_run(paths, run)
+            data={path.name: path_digest(path) for path in (paths.train_images, paths.train_labels)},
+            durations_s={**upstream["durations_s"], "train": round(time.perf_counter() - started, 1)},
+            models=tuple(relative_name(path) for path in model_paths),  # relative: a moved checkout still finds them
+            engine=engine.name if engine else "local", devices=devices,
+            tensorboard=relative_name(tensorboard_dir) if tensorboard_dir else None)
+        runs.write_run(paths, run)  # run.json: this stage alone writes it
         shutil.rmtree(checkpoints, ignore_errors=True)
         return [*model_paths, history_path, out_of_fold_path], {
-            "run_id": run_id, "estimate": run_estimate, "train_size": len(labels), "preset": preset, "run": run}
+            "run_id": run_id, "estimate": run_estimate.to_json(), "train_size": len(labels), "preset": preset,
+            "run": run.run_json()}
 
     def _with_pseudo_labels(images, labels, model_paths):
         """The train rows plus the test images the measured models agree on, labelled as they say."""
@@ -192,8 +193,10 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                 f" models in {paths.run_dir(extra['run_id'])}")
 
     def after_restore(record):
-        if not runs.run_path(paths, record["extra"]["run_id"]).is_file():
-            runs.write_run(paths, record["extra"]["run"])
+        """The run's models came back from the run cache: its run.json too, when it is gone."""
+        run = Run.from_json(record["extra"]["run"])
+        if run is not None and not runs.run_path(paths, run.id).is_file():
+            runs.write_run(paths, run)
 
     inputs = [paths.train_images, paths.train_labels, paths.split_file]
     if training.pseudo_label:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.core import config, estimate
+from pipeline.core import config, estimate, runs
 from pipeline.core.cache import write_json
 from pipeline.core.console import format_table, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
@@ -61,28 +61,27 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
         raise PipelineError(f"bench: preset {preset} failed: {last_line[0]} (log: {work_dir / 'log.txt'})")
     paths = config.Paths(work_dir)
     train_record = json.loads(paths.record("train").read_text())
-    run_dir = paths.run_dir(train_record["extra"]["run_id"])
-    run = json.loads((run_dir / "run.json").read_text())
-    histories = json.loads((run_dir / "history.json").read_text())
+    run = runs.read_run(paths, train_record["extra"]["run_id"])
+    histories = json.loads(paths.history_json(run.id).read_text())
     epochs_run = sum(len(history["loss"]) for history in histories)
-    images_trained = sum(part["train_images"] * len(history["loss"]) for part, history in zip(run["parts"], histories))
-    train_seconds = run["durations_s"]["train"]
-    estimate = run["estimate"]
+    images_trained = sum(part.train_images * len(history["loss"]) for part, history in zip(run.parts, histories))
+    train_seconds = run.durations_s["train"]
+    estimate = run.estimate
     return {
         "preset": preset,
         "architecture": train_record["key"]["params"]["architecture"],
         "models_trained": len(histories),
         "epochs_run": epochs_run,
-        "work_units": run["work"]["units"],
+        "work_units": run.work["units"],
         "wall_s": wall,
         "train_s": train_seconds,
         "train_images_per_s": images_trained / train_seconds,
-        "estimate": estimate,
-        "estimate_accuracy": estimate["accuracy"],
-        "estimate_interval": f"{estimate['low']:.4f}-{estimate['high']:.4f}",
+        "estimate": estimate.to_json(),
+        "estimate_accuracy": estimate.accuracy,
+        "estimate_interval": f"{estimate.low:.4f}-{estimate.high:.4f}",
         "estimate_kind": short_kind(estimate),
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kilobytes
-        "models": [str(paths.root / name) for name in run["models"]],  # run.json's are relative to its root
+        "models": [str(paths.root / name) for name in run.models],  # run.json's are relative to its root
         "test_images": str(paths.test_images),
     }
 

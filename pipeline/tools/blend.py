@@ -1,14 +1,15 @@
 """blend: average the test probabilities of finished runs into one submission, a run of its own.
 
-Every run's predict stage keeps its test probabilities (pipeline.stages.predict.TEST_PROBABILITIES). A blend
-takes their weighted mean, writes submissions/<blend>.csv and a run entry (data/models/<blend>/run.json)
-that `runs`, `submit` and `report` treat like any other. Its estimate is honest or absent: the runs'
+Every run's predict stage keeps its test probabilities (Paths.test_probabilities). A blend takes their
+weighted mean, writes submissions/<blend>.csv and a run folder (its run.json and submission.json, as train and
+predict would) that `runs`, `submit` and `report` treat like any other. Its estimate is honest or absent: the runs'
 out-of-fold predictions are blended the same way only when they cover the same rows (the same split),
 so every blended row is still predicted by models that never saw it; otherwise the blend has none.
 """
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -16,8 +17,9 @@ from pipeline.competition.submission import check_submission, submission_text
 from pipeline.core import cache, config, estimate, runs
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
+from pipeline.core.records import Run, SubmissionRecord
 from pipeline.report.writer import training_data_matches
-from pipeline.stages.predict import TEST_PROBABILITIES, unused_submission_path
+from pipeline.stages.predict import unused_submission_path
 from pipeline.stages.train import new_run_id
 from pipeline.training.prediction import predict_probabilities
 
@@ -37,56 +39,56 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     return [weight / sum(weights) for weight in weights]
 
 
-def check_same_data(chosen: list[dict]) -> None:
+def check_same_data(chosen: list[Run]) -> None:
     """Refuse runs trained on different train digits: their recorded hashes (the same data may come from
     Kaggle, a zip or a folder)."""
     first = chosen[0]
     for other in chosen[1:]:
-        if not first.get("data") or other.get("data") != first.get("data"):
-            raise PipelineError(f"runs {first['id']} ({first.get('source')}) and {other['id']} ({other.get('source')})"
+        if not first.data or other.data != first.data:
+            raise PipelineError(f"runs {first.id} ({first.source}) and {other.id} ({other.source})"
                                 " were trained on different data: blend runs of one data set")
 
 
-def test_probabilities(paths: config.Paths, run: dict, console) -> np.ndarray:
+def test_probabilities(paths: config.Paths, run: Run, console) -> np.ndarray:
     """The run's stored test probabilities. Runs predicted before they were stored: predict again with
     the run's models, as predict would (with its TTA), when data/prepared still holds the run's data."""
-    stored = paths.run_dir(run["id"]) / TEST_PROBABILITIES
+    stored = paths.test_probabilities(run.id)
     if stored.is_file():
         return np.load(stored)
-    model_paths = [cache.absolute_path(name) for name in run.get("models", [])]
+    model_paths = [cache.absolute_path(name) for name in run.models]
     if not model_paths or not all(path.is_file() for path in model_paths):
-        raise PipelineError(f"run {run['id']}: no test probabilities and no models to predict them with"
+        raise PipelineError(f"run {run.id}: no test probabilities and no models to predict them with"
                             " (retrain it, or leave it out)")
     if not training_data_matches(paths, run):
-        raise PipelineError(f"run {run['id']}: no stored test probabilities, and data/prepared no longer holds its"
-                            f" data (source {run.get('source')}) to predict them again")
+        raise PipelineError(f"run {run.id}: no stored test probabilities, and data/prepared no longer holds its"
+                            f" data (source {run.source}) to predict them again")
 
-    console.say(f"blend: run {run['id']} predicted before test probabilities were kept: predicting them again")
+    console.say(f"blend: run {run.id} predicted before test probabilities were kept: predicting them again")
     import_tensorflow_quietly()  # before pipeline.training.model imports it, with its start-up chatter
     from pipeline.training.model import load_models  # Keras at its top: only to predict again
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
-                                          tta=run.get("params", {}).get("tta", False), log=console.say)
+                                          tta=run.params.get("tta", False), log=console.say)
     with cache.atomic_path(stored) as temporary:
         with open(temporary, "wb") as stream:
             np.save(stream, probabilities)
     return probabilities
 
 
-def out_of_fold(paths: config.Paths, run: dict) -> dict | None:
+def out_of_fold(paths: config.Paths, run: Run) -> dict | None:
     """{"rows", "probabilities"} the run's models predicted without having seen them; None when not kept."""
-    path = paths.run_dir(run["id"]) / "out_of_fold.npz"
+    path = paths.out_of_fold(run.id)
     if not path.is_file():
         return None
     with np.load(path) as stored:
         return {"rows": stored["rows"], "probabilities": stored["probabilities"]}
 
 
-def blended_estimate(paths: config.Paths, chosen: list[dict], weights: list[float]):
+def blended_estimate(paths: config.Paths, chosen: list[Run], weights: list[float]):
     """(estimate, rows, probabilities) of the blended out-of-fold predictions, or (None, reason, None)."""
     predictions = [out_of_fold(paths, run) for run in chosen]
     if any(prediction is None for prediction in predictions):
-        missing = next(run["id"] for run, prediction in zip(chosen, predictions) if prediction is None)
+        missing = next(run.id for run, prediction in zip(chosen, predictions) if prediction is None)
         return None, f"run {missing} keeps no out-of-fold predictions", None
     rows = predictions[0]["rows"]
     if not all(np.array_equal(prediction["rows"], rows) for prediction in predictions[1:]):
@@ -94,14 +96,15 @@ def blended_estimate(paths: config.Paths, chosen: list[dict], weights: list[floa
     probabilities = sum(weight * prediction["probabilities"].astype(np.float64)
                         for weight, prediction in zip(weights, predictions)).astype(np.float32)
     labels = np.load(paths.train_labels)
-    first = chosen[0].get("estimate") or {}
-    kind = first.get("kind", "holdout")
-    blend_estimate = estimate.make_estimate(probabilities, labels[rows], kind, folds=first.get("folds", 1),
-                                            blend_of=[run["id"] for run in chosen])
+    first = chosen[0].estimate
+    kind = first.kind if first else "holdout"
+    folds = first.folds if first and first.folds is not None else 1
+    blend_estimate = estimate.make_estimate(probabilities, labels[rows], kind, folds=folds,
+                                            blend_of=[run.id for run in chosen])
     return blend_estimate, None, (rows, probabilities)
 
 
-def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> dict:
+def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> Run:
     """Blend the runs into a new run with its submission; the new run's record."""
     if len(run_ids) < 2:
         raise PipelineError("blend: name at least two runs (see `python -m pipeline runs`)")
@@ -113,7 +116,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         check_same_data(chosen)
         if not training_data_matches(paths, chosen[0]):
             raise PipelineError(f"blend: data/prepared no longer holds the data of runs {', '.join(run_ids)} (source"
-                                f" {chosen[0].get('source')}); prepare it again (make download prepare SOURCE=...)")
+                                f" {chosen[0].source}); prepare it again (make download prepare SOURCE=...)")
         all_probabilities = [test_probabilities(paths, run, console) for run in chosen]
         shapes = {probabilities.shape for probabilities in all_probabilities}
         if len(shapes) != 1:
@@ -125,39 +128,37 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         blend_estimate, no_estimate_reason, held_out = blended_estimate(paths, chosen, weights)
 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
-        run_dir = paths.run_dir(run_id)
         submission = unused_submission_path(paths.submissions, run_id)
         with cache.atomic_path(submission) as temporary:
             temporary.write_text(submission_text(labels))
-        with cache.atomic_path(run_dir / TEST_PROBABILITIES) as temporary:
+        with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
             with open(temporary, "wb") as stream:
                 np.save(stream, blended)
         if held_out is not None:  # so that `report --run` and a later blend find them as for any run
-            with cache.atomic_path(run_dir / "out_of_fold.npz") as temporary:
+            with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
                 with open(temporary, "wb") as stream:
                     np.savez(stream, rows=held_out[0], probabilities=held_out[1])
         histories = []
         for run in chosen:
-            history_path = paths.run_dir(run["id"]) / "history.json"
+            history_path = paths.history_json(run.id)
             histories += json.loads(history_path.read_text()) if history_path.is_file() else []
-        cache.write_json(run_dir / "history.json", histories)
-        run = {
-            "id": run_id, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "source": chosen[0].get("source"),
-            "preset": "blend", "blend": {"runs": run_ids, "weights": [round(weight, 6) for weight in weights]},
-            "params": {"blend_of": " + ".join(f"{weight:.3g} x {run_id}" for weight, run_id in zip(weights, run_ids))},
-            "split": (chosen[0].get("split") if all(run.get("split") == chosen[0].get("split") for run in chosen)
-                      else {}),
-            "estimate": blend_estimate, "no_estimate": no_estimate_reason,
-            "parts": [dict(part, name=f"{run['id']}/{part['name']}")
-                      for run in chosen for part in run.get("parts", [])],
-            "data": chosen[0].get("data"), "models": [name for run in chosen for name in run.get("models", [])],
-            "submission": cache.relative_name(submission), "durations_s": {},
-        }
-        runs.write_run(paths, run)
+        cache.write_json(paths.history_json(run_id), histories)
+        run = Run(
+            id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=chosen[0].source,
+            preset="blend", blend={"runs": run_ids, "weights": [round(weight, 6) for weight in weights]},
+            params={"blend_of": " + ".join(f"{weight:.3g} x {run_id}" for weight, run_id in zip(weights, run_ids))},
+            split=chosen[0].split if all(run.split == chosen[0].split for run in chosen) else {},
+            estimate=blend_estimate, no_estimate=no_estimate_reason,
+            parts=tuple(replace(part, name=f"{run.id}/{part.name}") for run in chosen for part in run.parts),
+            data=chosen[0].data, models=tuple(name for run in chosen for name in run.models))
+        runs.write_run(paths, run)  # the blend's run.json, and its submission.json as predict would write it
+        runs.write_submission_record(paths, run_id, SubmissionRecord(cache.relative_name(submission),
+                                                                     rows=len(labels)))
+        run = replace(run, submission=cache.relative_name(submission))
     console.say(f"blend: {' + '.join(f'{weight:.2f} x {run_id}' for weight, run_id in zip(weights, run_ids))}"
                 f" -> run {run_id}, {len(labels)} predictions in {submission}")
     if blend_estimate:
-        alone = ", ".join(f"{runs.estimated_accuracy(other):.4f}" for other in chosen)
+        alone = ", ".join(f"{other.accuracy:.4f}" for other in chosen)
         console.say(f"blend: out-of-fold estimate {estimate.describe(blend_estimate)}; the runs alone: {alone}")
     else:
         console.say(f"blend: no estimate: {no_estimate_reason}")

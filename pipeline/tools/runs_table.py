@@ -7,19 +7,20 @@ from pathlib import Path
 from pipeline.core import cache, config, run_cache
 from pipeline.core.console import format_table
 from pipeline.core.errors import PipelineError
-from pipeline.core.estimate import describe, describe_gap, short_kind, valid_estimate
+from pipeline.core.estimate import Estimate, describe, short_kind
+from pipeline.core.records import Leaderboard, Run, describe_gap
 from pipeline.core.runs import SORT_KEYS, list_runs, read_run, sorted_runs
 
 
-def is_full_size(run: dict) -> bool:
+def is_full_size(run: Run) -> bool:
     """Trained on the competition's data (or a copy of it), not on the bundled sample."""
-    return run.get("source") != "sample"
+    return run.source != "sample"
 
 
-def preset_cell(run: dict) -> str:
+def preset_cell(run: Run) -> str:
     """The preset, and which trial of a `tune` search the run was ('quick t3')."""
-    trial = run.get("tune") or {}
-    return f"{run.get('preset', '?')} t{trial['trial']}" if trial.get("trial") else run.get("preset", "?")
+    preset = run.preset or "?"
+    return f"{preset} t{run.tune.trial}" if run.tune and run.tune.trial else preset
 
 
 def _number(value) -> str:
@@ -27,7 +28,7 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else "-" if value is None else str(value)
 
 
-def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
+def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
     """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
     `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
     in the run cache, so its settings come back in seconds."""
@@ -39,39 +40,41 @@ def format_runs_table(runs: list[dict], kept_ids: set[str] = frozenset(), wide: 
         header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
                   "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission")
     rows = []
-    for run in runs:
-        params = run.get("params", {})
-        estimate = valid_estimate(run.get("estimate"))  # a wrong-shaped one reads as none
-        cells = [run.get("id", "?"), preset_cell(run), *([params.get("architecture", "-")] if wide else []),
+    for run in map(Run.of, runs):
+        params, estimate = run.params, run.estimate  # a wrong-shaped estimate reads as none
+        cells = [run.id or "?", preset_cell(run), *([params.get("architecture", "-")] if wide else []),
                  _number(params.get("epochs")),
                  _number(params.get("learning_rate")), _number(params.get("augmentation")),
                  _number(params.get("dropout")), _number(params.get("width"))]
-        scored = [f"{estimate['accuracy']:.4f}" if estimate else "none", leaderboard_cell(run.get("leaderboard")),
+        scored = [f"{estimate.accuracy:.4f}" if estimate else "none", leaderboard_cell(run.leaderboard),
                   describe_gap(run, short=True) or "-"]
         if wide:
-            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.get("models", [])),
-                      run.get("source", "?"), run.get("date", "?"), scored[0],
+            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.models),
+                      run.source or "?", run.date or "?", scored[0],
                       *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
-                      f"{run.get('durations_s', {}).get('train', 0) or 0:.0f}",
-                      "yes" if run.get("id") in kept_ids else "no", Path(run.get("submission") or "-").name]
+                      f"{_seconds(run.durations_s.get('train')):.0f}",
+                      "yes" if run.id in kept_ids else "no", Path(run.submission or "-").name]
         else:
             cells += scored
         rows.append(tuple(cells))
     return format_table(header, rows)
 
 
-def _estimate_cells(estimate) -> tuple[str, str, str]:
-    estimate = valid_estimate(estimate)
+def _seconds(value) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _estimate_cells(estimate: Estimate | None) -> tuple[str, str, str]:
     if not estimate:
         return "-", "-", "none"
-    return f"{estimate['accuracy']:.4f}", f"{estimate['low']:.4f}-{estimate['high']:.4f}", short_kind(estimate)
+    return f"{estimate.accuracy:.4f}", f"{estimate.low:.4f}-{estimate.high:.4f}", short_kind(estimate)
 
 
-def leaderboard_cell(leaderboard: dict | None) -> str:
+def leaderboard_cell(leaderboard: Leaderboard | None) -> str:
     """The public score Kaggle gave the run's latest scored submission; pending, error, or - (not sent)."""
     if not leaderboard:
         return "-"
-    return {"COMPLETE": leaderboard.get("public_score") or "-", "ERROR": "error"}.get(leaderboard["status"], "pending")
+    return {"COMPLETE": leaderboard.public_score or "-", "ERROR": "error"}.get(leaderboard.status, "pending")
 
 
 def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate") -> str:
@@ -89,18 +92,17 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
             " shared with current outputs\n(`make clean-cache` empties it)")
 
 
-def differences(first: dict, second: dict) -> list[tuple[str, str, str]]:
+def differences(first: Run, second: Run) -> list[tuple[str, str, str]]:
     """(field, first's value, second's) of every parameter, data fact, estimate and score that differs."""
-    def facts(run: dict) -> dict:
-        estimate = run.get("estimate") or {}
+    def facts(run: Run) -> dict:
         return {
-            **{f"params.{name}": value for name, value in (run.get("params") or {}).items()},
-            "preset": preset_cell(run), "source": run.get("source"),
-            **{f"split.{name}": value for name, value in (run.get("split") or {}).items()},
-            **{f"data.{name}": (digest or "")[:12] for name, digest in (run.get("data") or {}).items()},
-            "models": len(run.get("models", [])),
-            "estimate": describe(estimate) if estimate else "none",
-            "leaderboard": leaderboard_cell(run.get("leaderboard")),
+            **{f"params.{name}": value for name, value in run.params.items()},
+            "preset": preset_cell(run), "source": run.source,
+            **{f"split.{name}": value for name, value in run.split.items()},
+            **{f"data.{name}": str(digest or "")[:12] for name, digest in run.data.items()},
+            "models": len(run.models),
+            "estimate": describe(run.estimate, missing="none"),
+            "leaderboard": leaderboard_cell(run.leaderboard),
             "gap": describe_gap(run) or "-",
         }
     ours, theirs = facts(first), facts(second)

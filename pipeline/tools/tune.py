@@ -20,7 +20,8 @@ import numpy as np
 from pipeline.core import runs, stage
 from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
-from pipeline.core.estimate import describe
+from pipeline.core.estimate import Estimate, describe
+from pipeline.core.records import TuneMark
 from pipeline.stages import train
 from pipeline.training.engine import STOPPING, cluster_plan, ray_session
 from pipeline.training.settings import knobs, training_config
@@ -94,8 +95,7 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             definition = train.define(paths, console, training=training, preset=preset, engine=engine)
             record = stage.run_detached(definition, console)
             if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
-                runs.update_run(paths, record["extra"]["run_id"],
-                                tune={"trial": number + 1, "trials": len(settings), "search_seed": seed})
+                runs.write_tune_mark(paths, record["extra"]["run_id"], TuneMark(number + 1, len(settings), seed))
             return {"trial": number + 1, "settings": settings[number], "record": record}
 
         STOPPING.clear()
@@ -108,11 +108,21 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return sorted(results, key=lambda result: (-result["record"]["extra"]["estimate"]["accuracy"], result["trial"]))
+    return sorted(results, key=lambda result: (-accuracy_of(result), result["trial"]))
+
+
+def estimate_of(result: dict) -> Estimate | None:
+    """A trial's estimate, as train recorded it in its stage record."""
+    return Estimate.from_json(result["record"]["extra"].get("estimate"))
+
+
+def accuracy_of(result: dict) -> float:
+    estimate = estimate_of(result)
+    return estimate.accuracy if estimate else 0.0
 
 
 def format_results(results: list[dict]) -> str:
-    rows = [[str(result["trial"]), describe(result["record"]["extra"]["estimate"]), result["record"]["extra"]["run_id"],
+    rows = [[str(result["trial"]), describe(estimate_of(result)), result["record"]["extra"]["run_id"],
              cli_options(result["settings"])] for result in results]
     return format_table(["trial", "estimate", "run", "options"], rows)
 
@@ -133,9 +143,9 @@ def summary_lines(results: list[dict], preset: str, given: dict | None = None) -
     best = results[0]
     make_fixed, cli_fixed = fixed_options(given or {})
     reference = next(result for result in results if result["trial"] == 1)
-    accuracy = best["record"]["extra"]["estimate"]["accuracy"]
-    gain = accuracy - reference["record"]["extra"]["estimate"]["accuracy"]
-    images = best["record"]["extra"]["estimate"].get("images", 0)
+    accuracy = accuracy_of(best)
+    gain = accuracy - accuracy_of(reference)
+    images = estimate_of(best).images if estimate_of(best) else 0
     lines = [f"tune: best trial {best['trial']}: {cli_options(best['settings'])}"
              + (f" ({gain * 100:+.2f} points over the preset's own settings)" if best is not reference
                 else " (the preset's own settings)"),

@@ -6,7 +6,7 @@ Each part's predictions of the rows it never saw are the run's out-of-fold predi
 import os
 import socket
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from pipeline.core import config, stage
 from pipeline.core.cache import atomic_path, require_free_space
 from pipeline.core.console import Console, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
+from pipeline.core.records import PartSummary
 from pipeline.training.device import use_device
 from pipeline.training.engine import Engine, ray_session, run_tasks
 from pipeline.training.fit import fit_one_model, save_model
@@ -23,10 +24,33 @@ from pipeline.training.prediction import predict_probabilities
 from pipeline.training.settings import TrainingConfig, configure_tensorflow
 
 
+@dataclass(frozen=True)
+class PartResult:
+    """What training one part gives back, here or from a Ray worker (pickled): the model (a Keras model here,
+    the saved file's bytes from a worker), its history, its summary (run.json's "parts") and its probabilities of
+    the rows it never saw (None for the model on all rows)."""
+
+    model: object
+    history: dict
+    summary: PartSummary
+    probabilities: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        """The part's JSON facts (the model and the probabilities are files of their own)."""
+        return {"history": self.history, "summary": self.summary.to_json()}
+
+    @classmethod
+    def from_json(cls, value, model=None, probabilities=None) -> "PartResult | None":
+        summary = PartSummary.from_json(value.get("summary")) if isinstance(value, dict) else None
+        if summary is None or not isinstance(value.get("history"), dict):
+            return None
+        return cls(model, value["history"], summary, probabilities)
+
+
 def train_one_part(images, labels, part: Part, training: TrainingConfig, strategy, checkpoints: Path, console,
                    number: int, total: int, epochs_after: int = 0, tensorboard_dir: Path | None = None):
-    """Train one part (resuming from checkpoints/<part>/): (model, history, summary, probabilities of the
-    rows it never saw or None). The same here and in an engine's worker (pipeline.training.parts.train_part)."""
+    """Train one part (resuming from checkpoints/<part>/): its PartResult. The same here and in an engine's
+    worker (pipeline.training.parts.train_part)."""
     from pipeline.training import model as model_library  # Keras at its top: loaded only to train
 
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
@@ -40,16 +64,16 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
         checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
         tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
-    summary = {"name": part.name, "seed": part.seed, "train_images": int(len(part.train_rows)),
-               "multiply_adds": model_library.multiply_adds(model)}
+    summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
+                          multiply_adds=model_library.multiply_adds(model))
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
         curve = state["history"].get("val_accuracy", [])
-        summary.update(validation_images=int(len(part.validation_rows)),
-                       accuracy=float((probabilities.argmax(axis=1) == validation[1]).mean()),
-                       best_epoch=int(np.argmax(curve)) + 1, best_epoch_accuracy=float(max(curve)))
-    return model, state["history"], summary, probabilities
+        summary = replace(summary, validation_images=int(len(part.validation_rows)),
+                          accuracy=float((probabilities.argmax(axis=1) == validation[1]).mean()),
+                          best_epoch=int(np.argmax(curve)) + 1, best_epoch_accuracy=float(max(curve)))
+    return PartResult(model, state["history"], summary, probabilities)
 
 
 def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
@@ -58,7 +82,7 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
     """Train every part and save each as run_dir/<part>.keras: one after another here, or as tasks of
     engine (pipeline.training.engine) when it is "ray".
 
-    Returns (model paths, histories, part summaries, out-of-fold probabilities (N, 10) summed over
+    Returns (model paths, histories, part summaries (PartSummary), out-of-fold probabilities (N, 10) summed over
     the models that predicted each row, and how many did). Each part resumes from its own
     checkpoint folder, so a killed run redoes only the epochs it had not finished.
     """
@@ -74,26 +98,24 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
                                total, tensorboard_dir) for index, part in enumerate(parts))
     for part, result in zip(parts, results):
         path = run_dir / f"{part.name}.keras"
-        if isinstance(result["model"], bytes):  # from an engine's worker: the saved file itself
-            require_free_space(run_dir, len(result["model"]), path.name)
+        if isinstance(result.model, bytes):  # from an engine's worker: the saved file itself
+            require_free_space(run_dir, len(result.model), path.name)
             with atomic_path(path) as temporary:
-                temporary.write_bytes(result["model"])
+                temporary.write_bytes(result.model)
         else:
-            save_model(result["model"], path)
-        if result["probabilities"] is not None:
-            out_of_fold[part.validation_rows] += result["probabilities"]
+            save_model(result.model, path)
+        if result.probabilities is not None:
+            out_of_fold[part.validation_rows] += result.probabilities
             predicted[part.validation_rows] += 1
         model_paths.append(path)
-        histories.append(result["history"])
-        summaries.append(result["summary"])
+        histories.append(result.history)
+        summaries.append(result.summary)
     return model_paths, histories, summaries, out_of_fold, predicted
 
 
 def _train_here(images, labels, part, training, strategy, checkpoints, console, number, total, tensorboard_dir):
-    model, history, summary, probabilities = train_one_part(
-        images, labels, part, training, strategy, checkpoints, console, number, total,
-        epochs_after=(total - number) * training.epochs, tensorboard_dir=tensorboard_dir)
-    return {"model": model, "history": history, "summary": summary, "probabilities": probabilities}
+    return train_one_part(images, labels, part, training, strategy, checkpoints, console, number, total,
+                          epochs_after=(total - number) * training.epochs, tensorboard_dir=tensorboard_dir)
 
 
 
@@ -106,9 +128,9 @@ def _worker_threads() -> int:
     return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
 
-def train_part(job: dict, images, labels) -> dict:
-    """One model of a run, in a Ray worker process (a fresh one: max_calls=1): the model file's bytes,
-    its history, summary and out-of-fold probabilities."""
+def train_part(job: dict, images, labels) -> PartResult:
+    """One model of a run, in a Ray worker process (a fresh one: max_calls=1): its PartResult, the model as the
+    saved file's bytes."""
     if stage.code_digest("train") != job["code"]:
         raise PipelineError(f"the worker on {socket.gethostname()} runs other pipeline code than the driver (train"
                             f" code {stage.code_digest('train')}, expected {job['code']}): check out the same"
@@ -121,15 +143,15 @@ def train_part(job: dict, images, labels) -> dict:
     training = TrainingConfig(**job["training"])
     strategy = configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
-    model, history, summary, probabilities = train_one_part(
+    result = train_one_part(
         images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
         job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
-        model.save(path)
+        result.model.save(path)
         model_bytes = path.read_bytes()
-    summary["worker"] = f"{socket.gethostname()} pid {os.getpid()}"
-    return {"model": model_bytes, "history": history, "summary": summary, "probabilities": probabilities}
+    return replace(result, model=model_bytes,
+                   summary=replace(result.summary, worker=f"{socket.gethostname()} pid {os.getpid()}"))
 
 
 def _reachable_folder(folder: Path) -> Path:
@@ -146,8 +168,8 @@ def _reachable_folder(folder: Path) -> Path:
 
 
 def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbering: tuple[int, int],
-                       tensorboard_dir: Path | None, engine: Engine, console) -> list[dict]:
-    """Every part as a Ray task: [{"model": bytes, "history", "summary", "probabilities"}] in part order."""
+                       tensorboard_dir: Path | None, engine: Engine, console) -> list[PartResult]:
+    """Every part as a Ray task: their PartResults (each model as its file's bytes) in part order."""
     first, total = numbering
     jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,
              "training": asdict(training), "code": stage.code_digest("train"), "checkpoints": str(checkpoints),
