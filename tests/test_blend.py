@@ -49,7 +49,10 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
     blended = 2 / 3 * held_out[0]["probabilities"] + 1 / 3 * held_out[1]["probabilities"]
     expected = (blended.argmax(axis=1) == labels[held_out[0]["rows"]]).mean()
     assert run["estimate"]["accuracy"] == pytest.approx(expected)
-    lines = (root / run["submission"]).read_text().splitlines()
+    # like any run: run.json, and the submission named in submission.json (as predict writes it)
+    submission = json.loads((root / "data" / "models" / blend_id / "submission.json").read_text())["submission"]
+    assert "submission" not in run and submission == f"submissions/{blend_id}.csv"
+    lines = (root / submission).read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert (root / "data" / "reports" / blend_id / "index.html").is_file()
     assert blend_id in assert_ok(run_in_process(root, "runs")).stdout
