@@ -33,7 +33,8 @@ class Definition:
 
     work() -> (outputs, extra): writes the outputs (atomically) and returns their paths and a dict of
     facts for the record. describe(record) -> the one line saying what the stage produced.
-    after_restore(record): what work does besides writing its outputs (run.json), for a restored result.
+    after_restore(record): what work writes besides its outputs (the stage's own record in the run folder,
+    pipeline.core.records), for a restored result.
     """
 
     name: str
