@@ -137,6 +137,9 @@ def test_tune_runs_trials_in_parallel_and_prints_options_that_restore_the_best(t
     assert len(table) == 3
     runs = run_pipeline(tmp_path, "runs")
     assert runs.stdout.count("quick") >= 3  # every trial is a run
+    assert all(f"quick t{trial}" in runs.stdout for trial in (1, 2, 3)), runs.stdout  # marked as trials
+    for run_file in (tmp_path / "data" / "models").glob("*/run.json"):  # by tune.json, beside train's run.json
+        assert "tune" not in json.loads(run_file.read_text()) and (run_file.parent / "tune.json").is_file()
     options = best.split(": ", 2)[2].split(" (")[0].split()
     again = run_pipeline(tmp_path, "all", "--preset", "quick", *options, "--no-final-model", "--no-report")
     assert again.returncode == 0, again.stderr
