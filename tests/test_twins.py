@@ -45,8 +45,10 @@ def test_class_counts_is_one_array_of_ten_for_prepare_and_report():
 def test_one_estimate_phrase_in_the_terminal_and_in_the_report():
     from pipeline.report import page
 
-    result = {"accuracy": 0.99525, "low": 0.9945, "high": 0.9958, "kind": "holdout", "images": 4200}
+    result = estimate.Estimate(accuracy=0.99525, low=0.9945, high=0.9958, kind="holdout", images=4200, errors=20)
     assert estimate.describe(result) == "0.9952 (95 % interval 0.9945-0.9958, holdout on 4,200 images)"
+    assert estimate.describe(result.to_json()) == estimate.describe(result)  # as run.json holds it
+    assert estimate.describe({**result.to_json(), "errors": None}) == "no estimate"  # a malformed one: none
     assert estimate.describe(None) == "no estimate"
     assert estimate.describe(result, missing="none", unit="digits").endswith("holdout on 4,200 digits)")
     assert estimate.describe({}, missing="none", unit="digits") == "none"
