@@ -251,7 +251,8 @@ class Run:
         return cls.from_json(value) or cls(id="")
 
     def with_records(self, **records) -> "Run":
-        """The run with the composed fields (submission, report, leaderboard, tune) given; None keeps its own."""
+        """The run with what other records say of it (submission, report, leaderboard, tune, durations_s with
+        predict's seconds); a None keeps the run's own value (an earlier version's run.json held them)."""
         return replace(self, **{name: value for name, value in records.items() if value is not None})
 
 

@@ -110,11 +110,6 @@ def list_runs(paths: config.Paths) -> list[Run]:
     return sorted_runs([_composed(paths, run, sent) for run in runs.values()])
 
 
-def estimated_accuracy(run: Run) -> float:
-    """The run's estimate (nothing chosen on it); 0 for runs made before estimates existed."""
-    return run.accuracy
-
-
 SORT_KEYS = ("estimate", "leaderboard", "time")
 
 
