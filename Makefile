@@ -189,11 +189,15 @@ submissions: $(STAMP) ## The competition's submissions and their scores, matched
 bench: $(STAMP) ## Presets side by side (baseline, default) on the zip `download` cached, else the sample
 	$(PIPELINE) bench $(BENCH_OPTS)
 
-test: $(DEV_STAMP) ## The test suite (about 13 minutes on 2 cores)
-	$(PYTHON) -m pytest
+# Two pytest-xdist workers, each test file on one of them: half the suite waits on processes, servers and timeouts,
+# so two files at once finish sooner even on 2 cores; a file's tests stay in order, in one process.
+TEST_WORKERS = -n 2 --dist loadfile
+
+test: $(DEV_STAMP) ## The test suite (about 8 minutes on 2 cores, two workers)
+	$(PYTHON) -m pytest $(TEST_WORKERS)
 
 test-fast: $(DEV_STAMP) ## The tests not marked slow
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTHON) -m pytest $(TEST_WORKERS) -m "not slow"
 
 lint: $(DEV_STAMP) ## ruff's checks of the code (CI runs them too)
 	$(VENV)/bin/ruff check pipeline tests

@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -113,14 +115,32 @@ def assert_pipeline_ok(result: subprocess.CompletedProcess) -> subprocess.Comple
     return result
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that build(folder) fills once for the whole test run: under pytest-xdist every worker is a session
+    of its own, so the first worker builds it under a lock in the run's shared temporary folder and the others wait
+    for it and read it. Never written to afterwards (tests copy it)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' folders (popen-gw0, ...) sit side by side in it
+    root = base / name
+    with FileLock(f"{root}.lock"):
+        if not (base / f"{name}.built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build(root)
+            (base / f"{name}.built").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def sample_split_master(tmp_path_factory):
     """One root where download (the bundled sample), prepare and split (the defaults) have run: set up once,
     copied by split_sample_root for each test that trains on it."""
-    root = tmp_path_factory.mktemp("sample-split")
-    for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
-        assert_pipeline_ok(run_in_process(root, *stage))
-    return root
+    def build(root):
+        for stage in (["download", "--source", "sample"], ["prepare"], ["split"]):
+            assert_pipeline_ok(run_in_process(root, *stage))
+
+    return built_once(tmp_path_factory, "sample-split", build)
 
 
 @pytest.fixture
@@ -136,9 +156,13 @@ QUICK_RUN = ("all", "--preset", "quick", "--epochs", "1", "--no-report")
 @pytest.fixture(scope="session")
 def quick_run_master(tmp_path_factory):
     """`all --preset quick --epochs 1 --no-report` on the sample, run once for the session: never written to."""
-    root = tmp_path_factory.mktemp("quick-run")
-    result = assert_pipeline_ok(run_in_process(root, *QUICK_RUN))
-    return root, result
+    def build(root):
+        result = assert_pipeline_ok(run_in_process(root, *QUICK_RUN))
+        root.with_suffix(".json").write_text(json.dumps([result.returncode, result.stdout, result.stderr]))
+
+    root = built_once(tmp_path_factory, "quick-run", build)
+    returncode, stdout, stderr = json.loads(root.with_suffix(".json").read_text())
+    return root, subprocess.CompletedProcess(["python", "-m", "pipeline", *QUICK_RUN], returncode, stdout, stderr)
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_bench_passes_its_presets_epochs_and_source():
 
 def test_the_test_target_states_the_measured_time():
     help_text = run_make("-s", "help", dry_run=False).stdout
-    assert "about 7 minutes" not in help_text and "about 13 minutes" in help_text  # 12 min 31 s measured on 2 cores
+    assert "about 7 minutes" not in help_text and "about 8 minutes" in help_text  # 7 min 16 s measured on 2 cores
 
 
 def test_quiet_is_moved_to_the_front_from_anywhere_but_an_option_value():
