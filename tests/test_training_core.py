@@ -141,3 +141,39 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     assert any(line.startswith("resuming from epoch 1 of 2") for line in lines)
     for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp_path):
+    images, labels = digit_like_images(64, seed=2), np.arange(64) % NUM_CLASSES
+    training = settings.training_config(settings.resolve_preset("quick", epochs=2, ema=0.9))
+    plain_training = settings.training_config(settings.resolve_preset("quick", epochs=2))
+    strategy = settings.configure_tensorflow(training)
+    plain, _ = fit.fit_one_model(images, labels, None, None, plain_training, 5, tmp_path / "plain", strategy,
+                                 log=lambda line: None)
+    straight, state = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "straight", strategy,
+                                        log=lambda line: None)
+    # Same seed and batches: only the swap of the averaged weights at the end tells the two apart.
+    assert max(np.abs(a - b).max() for a, b in zip(plain.get_weights(), straight.get_weights())) > 1e-4
+    assert "average_file" not in state  # the last checkpoint's model holds the average itself
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_the_first_epoch(line):
+        if line.startswith("epoch 1/2"):
+            assert sorted(path.name for path in (tmp_path / "resumed").iterdir()) == [
+                "average-1.npz", "epoch-1.keras", "state.json"]
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "resumed", strategy,
+                          log=stop_after_the_first_epoch)
+    resumed, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "resumed", strategy,
+                                   log=lambda line: None)
+    for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+    # A finished fit loads as it ended: the averaged weights.
+    again, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "resumed", strategy,
+                                 log=lambda line: None)
+    for expected, actual in zip(straight.get_weights(), again.get_weights()):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)

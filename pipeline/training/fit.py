@@ -39,18 +39,26 @@ class _Checkpoint:
             state = json.loads(self.state_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return state if (self.folder / state.get("model_file", "")).is_file() else None
+        files = [state.get("model_file", "")] + ([state["average_file"]] if state.get("average_file") else [])
+        return state if all((self.folder / name).is_file() for name in files) else None
 
-    def save(self, model, state: dict) -> dict:
+    def save(self, model, state: dict, average=None) -> dict:
+        """average: the run's WeightAverage (pipeline.training.averaging), saved beside the model."""
         # Who wrote it, too: with --engine ray, the worker process that trains this model.
         state = dict(state, model_file=f"epoch-{state['completed_epochs']}.keras", host=socket.gethostname(),
                      pid=os.getpid())
-        require_free_space(self.folder, 2 * model_file_bytes(model), "a training checkpoint")
+        require_free_space(self.folder, 3 * model_file_bytes(model), "a training checkpoint")
         with atomic_path(self.folder / state["model_file"]) as temporary:
             model.save(temporary)
+        state.pop("average_file", None)
+        if average is not None:
+            state["average_file"] = f"average-{state['completed_epochs']}.npz"
+            with atomic_path(self.folder / state["average_file"]) as temporary:
+                average.save(temporary)
         write_json(self.state_path, state)
         for path in self.folder.iterdir():
-            if path.name not in (state["model_file"], "state.json") and not path.name.startswith(".tmp-"):
+            if path.name not in (state["model_file"], state.get("average_file"), "state.json") \
+                    and not path.name.startswith(".tmp-"):
                 path.unlink()
         return state
 
@@ -89,13 +97,20 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             if state["completed_epochs"] < training.epochs:
                 log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
             model = model_library.load_model(checkpoint_folder / state["model_file"])
+    average = None  # the weights' moving average (--ema), continued from the checkpoint when resuming
+    if training.ema > 0 and state["completed_epochs"] < training.epochs:
+        from pipeline.training.averaging import WeightAverage
+
+        average = WeightAverage(model, training.ema)
+        if state.get("average_file"):
+            average.load(checkpoint_folder / state["average_file"])
     validation = None
     if val_images is not None:
         validation = augment.make_evaluation_dataset(val_images, val_labels, batch_size=512)
     # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s
     # (from a thread, so the seconds spent building graphs are not silent either).
     ticker = batch_ticker(log, "epoch", steps_per_epoch)
-    callbacks = [ticker]
+    callbacks = [ticker] + ([average] if average else [])
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
@@ -118,7 +133,10 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))
         history.setdefault("learning_rate", []).append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-        state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1))
+        if average is not None and epoch + 1 == training.epochs:
+            average.swap_in()  # the last checkpoint holds the averaged weights: the model this fit returns
+            average = None
+        state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1), average)
         epoch_seconds.append(time.perf_counter() - started)
         # The time left from representative epochs: the first here builds the graph, so it counts without
         # its first batch's extra time until later epochs exist, and not at all once they do.

@@ -93,6 +93,8 @@ class TrainingConfig:
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
+    ema: float = knob("Weight averaging: each model ends with an exponential moving average of its weights over"
+                      " the training steps, of this momentum per step; 0 none, e.g. 0.999")
     members: int = knob("Models in the ensemble")
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
@@ -119,6 +121,8 @@ class TrainingConfig:
         config.check_width(self.width)
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
+        if not 0 <= self.ema < 1:
+            raise PipelineError(f"--ema {self.ema}: expected 0 (none) to below 1, e.g. 0.999")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.pseudo_label and not self.final_model:
