@@ -1,12 +1,15 @@
 """The training core in process, on small arrays: augmentation, the cost of a network, the work of a run,
 the plan of parts and pseudo-labels, and one model's fit with checkpoint and exact resume."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
+from pipeline.core.records import PartSummary
 from pipeline.training import augment, fit, model, plan, settings
 
 
@@ -83,14 +86,14 @@ def test_multiply_adds_count_convolutions_and_dense_layers():
 
 def test_the_default_runs_work_in_units():
     cost = config.REFERENCE_MULTIPLY_ADDS
-    holdout = {"train_images": 37_800, "validation_images": 4_200, "multiply_adds": cost}
-    all_rows = {"train_images": 42_000, "multiply_adds": cost}
+    holdout = PartSummary("holdout", train_images=37_800, validation_images=4_200, multiply_adds=cost)
+    all_rows = PartSummary("all-rows", train_images=42_000, multiply_adds=cost)
     work = plan.work_units([holdout, all_rows], epochs=18, test_images=28_000, views=1, pseudo_label=False)
     assert work["training_units"] == pytest.approx(18 * (37_800 + 42_000) / 42_000, rel=1e-3)  # 34.2
     expected_forward = (4_200 * 19 + 2 * 28_000) / 3 / 42_000
     assert work["prediction_units"] == pytest.approx(expected_forward, rel=1e-2)
     assert work["units"] == pytest.approx(work["training_units"] + work["prediction_units"], rel=1e-2)
-    twice_as_costly = [dict(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
+    twice_as_costly = [replace(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
     assert plan.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
         2 * work["training_units"], rel=1e-2)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.records import PartSummary
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,17 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
     return parts
 
 
-def work_units(summaries: list[dict], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
+def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
     """The run's work in units (pipeline.core.config.UNIT_IMAGES images through one training epoch of the default
     CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
     out-of-fold and test predictions, the pseudo-labelling pass), each scaled by its network's cost."""
 
     def units(images, summary):
-        return images * summary["multiply_adds"] / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
+        return images * summary.multiply_adds / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
 
-    training = sum(units(summary["train_images"] * epochs, summary) for summary in summaries)
-    measured = [summary for summary in summaries if "validation_images" in summary]
-    forward = sum(units(summary["validation_images"] * (epochs + views), summary) for summary in measured)
+    training = sum(units(summary.train_images * epochs, summary) for summary in summaries)
+    measured = [summary for summary in summaries if summary.validation_images is not None]
+    forward = sum(units(summary.validation_images * (epochs + views), summary) for summary in measured)
     forward += sum(units(test_images * views, summary) for summary in summaries)
     if pseudo_label:
         forward += sum(units(test_images * views, summary) for summary in measured)
