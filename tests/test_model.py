@@ -26,6 +26,19 @@ def test_schedule_is_the_old_curve(steps_per_epoch, epochs, peak):
     assert new_rates.max() == pytest.approx(peak) and new_rates[-1] == 0.0
 
 
+def test_a_floor_ends_the_cosine_at_that_share_of_the_peak():
+    """--learning-rate-floor F: the same warm-up, then a cosine from the peak down to F * peak, held after it."""
+    steps_per_epoch, epochs, peak, floor = 20, 5, 2e-3, 0.2
+    schedule = recommended_schedule(steps_per_epoch, epochs, peak, floor=floor)
+    old = WarmupCosineSchedule(peak, 100, 40, final_learning_rate=floor * peak)
+    steps = [0, 20, 39, 40, 41, 70, 99, 100, 150]
+    np.testing.assert_allclose([float(schedule(step)) for step in steps], [float(old(step)) for step in steps],
+                               rtol=0, atol=peak * 1e-6)
+    assert float(schedule(100)) == pytest.approx(floor * peak) and float(schedule(150)) == pytest.approx(floor * peak)
+    with pytest.raises(ValueError, match="floor"):
+        recommended_schedule(steps_per_epoch, epochs, peak, floor=1.0)
+
+
 def test_a_model_saved_with_the_old_schedule_still_loads(tmp_path):
     old = WarmupCosineSchedule(2e-3, 100, 10)
     model = build_model("mlp", learning_rate=old)

@@ -223,6 +223,7 @@ DEFAULT = dict(
     dropout=0.4,  # after each block of the CNNs (before the last layer of "small")
     width=1.0,  # multiplies every layer's filters or units
     label_smoothing=0.0,  # the loss's targets: 1 - F on the digit plus F / 10 on each of the ten; 0 = none
+    learning_rate_floor=0.0,  # the schedule's last learning rate, a fraction of the peak; 0 = cosine to zero
     ema=0.0,  # weight averaging: the moving average's momentum per training step (e.g. 0.999); 0 = none
     deterministic=False,
     strategy="default",  # or "mirrored": every local GPU (or logical CPU device)

@@ -87,7 +87,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     with strategy.scope():
         if state is None:
             keras.utils.set_random_seed(seed)
-            schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate)
+            schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate,
+                                                            floor=training.learning_rate_floor)
             model = model_library.build_model(
                 training.architecture, learning_rate=schedule, dtype_policy=training.precision,
                 dropout_rate=training.dropout, width=training.width, label_smoothing=training.label_smoothing,

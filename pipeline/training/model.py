@@ -78,18 +78,22 @@ class WarmupCosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmup_epochs=2, warmup_divisor=10.0):
+def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmup_epochs=2, warmup_divisor=10.0,
+                         floor=0.0):
     """The default: a linear warm-up from peak/warmup_divisor to the peak over warmup_epochs, then a
-    cosine decay to 0 at the end of the last epoch. A one-cycle-like schedule: it converges in far
-    fewer epochs than the reference's 1e-3 * 0.95**epoch."""
+    cosine decay to floor * peak (0 by default) at the end of the last epoch. A one-cycle-like schedule:
+    it converges in far fewer epochs than the reference's 1e-3 * 0.95**epoch. A floor keeps the last
+    steps moving, which weight averaging needs: a cosine to 0 leaves nothing to average."""
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"steps_per_epoch and epochs must be at least 1, got {steps_per_epoch} and {epochs}.")
     if peak_learning_rate <= 0:
         raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}.")
+    if not 0 <= floor < 1:
+        raise ValueError(f"floor must be in [0, 1), got {floor}.")
     total_steps = steps_per_epoch * epochs
     warmup_steps = min(steps_per_epoch * warmup_epochs, total_steps - 1)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak_learning_rate / warmup_divisor, decay_steps=total_steps - warmup_steps, alpha=0.0,
+        initial_learning_rate=peak_learning_rate / warmup_divisor, decay_steps=total_steps - warmup_steps, alpha=floor,
         warmup_target=peak_learning_rate, warmup_steps=warmup_steps,
     )
 

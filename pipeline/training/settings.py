@@ -93,6 +93,8 @@ class TrainingConfig:
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
+    learning_rate_floor: float = knob("The schedule's last learning rate, as a fraction of its peak: 0 cosine to"
+                                      " zero; e.g. 0.2 ends higher, for --ema to average over")
     ema: float = knob("Weight averaging: each model ends with an exponential moving average of its weights over"
                       " the training steps, of this momentum per step; 0 none, e.g. 0.999")
     members: int = knob("Models in the ensemble")
@@ -121,6 +123,9 @@ class TrainingConfig:
         config.check_width(self.width)
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
+        if not 0 <= self.learning_rate_floor < 1:
+            raise PipelineError(f"--learning-rate-floor {self.learning_rate_floor}: expected 0 (cosine to zero) to"
+                                " below 1, e.g. 0.2")
         if not 0 <= self.ema < 1:
             raise PipelineError(f"--ema {self.ema}: expected 0 (none) to below 1, e.g. 0.999")
         if self.members < 1:
