@@ -97,7 +97,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  presets (PRESET=), what each trains and about how long on a laptop CPU:"
 	@echo "    default: 2 models (holdout + all rows), about 15-20 min on a 2-core CPU with bfloat16, 40 min AVX2-only"
-	@echo "    best: 6 models (5 folds + all rows) with test-time augmentation, about 70 min (105 min AVX2-only)"
+	@echo "    best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h (3 h AVX2-only)"
 	@echo "    quick: 1 small model, seconds (the sample, tests)    baseline: 1 MLP, about a minute"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline VAL_FRACTION=F FOLDS=K"

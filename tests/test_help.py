@@ -34,7 +34,7 @@ def test_make_help_aligns_its_columns_and_gives_each_presets_cost():
     assert len({len(re.match(r"  make \S+ +", line).group()) for line in targets}) == 1, targets
     text = " ".join(lines)
     for words in ("default: 2 models", "15-20 min on a 2-core CPU with bfloat16", "40 min AVX2-only",
-                  "best: 6 models", "test-time augmentation, about 70 min (105 min AVX2-only)",
+                  "best: 6 wider models", "test-time augmentation, about 2 h (3 h AVX2-only)",
                   "quick: 1 small model, seconds", "baseline: 1 MLP, about a minute"):
         assert words in text, words
 
