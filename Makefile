@@ -96,9 +96,7 @@ PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  presets (PRESET=), what each trains and about how long on a laptop CPU:"
-	@echo "    default: 2 models (holdout + all rows), about 15-20 min on a 2-core CPU with bfloat16, 40 min AVX2-only"
-	@echo "    best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h (3 h AVX2-only)"
-	@echo "    quick: 1 small model, seconds (the sample, tests)    baseline: 1 MLP, about a minute"
+	@python3 -m pipeline.core.config 2>/dev/null || echo "    default, best, quick, baseline: see README.md"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline VAL_FRACTION=F FOLDS=K"
 	@echo "    TENSORBOARD=1 REPORT=1|0 DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"

@@ -253,3 +253,10 @@ PRESET_COSTS = {
     "best": "best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h (3 h AVX2-only)",
     "baseline": "baseline: 1 MLP, about a minute",
 }
+
+
+if __name__ == "__main__":  # `make help`: each preset's cost, from the one place --help also reads
+    import textwrap
+
+    for cost in PRESET_COSTS.values():
+        print(textwrap.fill(cost, 116, initial_indent="    ", subsequent_indent="      "))
