@@ -245,12 +245,12 @@ PRESETS = {
                  "augmentation": 0.0, "final_model": False},
 }
 DEFAULT_PRESET = "default"
-# What each preset costs, for --help and `make help` (the README's bench figures, on a laptop CPU).
+# What each preset costs, for --help and `make help`: the README's measured figures, on a 2-core CPU whose
+# bfloat16 runs on AMX or not (AVX-512 BF16 without AMX trains at about AVX2-only float32's speed).
 PRESET_COSTS = {
-    "default": "default: 2 models (holdout + all rows), about 15-20 min on a 2-core laptop CPU with bfloat16,"
-               " about 40 min on an AVX2-only one",
+    "default": "default: 2 models (holdout + all rows), about 20 min on a 2-core CPU with AMX, 40 min without",
     "quick": "quick: 1 small model, seconds (the sample, tests)",
-    "best": "best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h (3 h AVX2-only)",
+    "best": "best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h with AMX, 3 h without",
     "baseline": "baseline: 1 MLP, about a minute",
 }
 
