@@ -53,8 +53,10 @@ def test_a_terminal_sees_lines_within_an_epoch_and_a_pipe_one_line_per_epoch(tmp
     assert "predict: pass 5 of 5 done" in seen
     assert "report: picture 6 of 6" in seen  # the report's drawing too
 
-    piped = run_pipeline(root, "train", "--preset", "quick", "--epochs", "2", "--seed", "7", env=often)
+    piped = run_pipeline(root, "train", "--preset", "quick", "--epochs", "2", "--seed", "7", "--width", "1.5",
+                         env=often)
     assert piped.returncode == 0, piped.stderr
+    assert "train: 1 x small at 1.5x width, 2 epochs" in piped.stdout  # a wider network says so
     epoch_lines = [line for line in piped.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epoch_lines) == 2 and all("loss" in line for line in epoch_lines), piped.stdout
     assert ": batch " not in piped.stdout  # no within-epoch lines into a pipe

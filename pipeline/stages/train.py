@@ -116,7 +116,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                         f" (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        console.say(f"train: {len(parts)} x {training.architecture}, {count(training.epochs, 'epoch')}, batch "
+        width = f" at {training.width:g}x width" if training.width != 1 else ""
+        console.say(f"train: {len(parts)} x {training.architecture}{width}, {count(training.epochs, 'epoch')}, batch "
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         # The model on all rows waits for the others only when it learns their pseudo-labels.
