@@ -95,7 +95,7 @@ PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  presets (PRESET=), what each trains and about how long on a laptop CPU:"
+	@echo "  presets (PRESET=), what each trains and about how long on a 2-core CPU:"
 	@python3 -m pipeline.core.config 2>/dev/null || echo "    default, best, quick, baseline: see README.md"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline VAL_FRACTION=F FOLDS=K"
