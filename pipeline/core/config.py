@@ -33,7 +33,7 @@ IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
-ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool")  # built by pipeline.training.model
+ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool", "resnet")  # built by pipeline.training.model
 # The unit of training work (issue 17's budget): 42,000 images through one training epoch of a network
 # that costs what the default CNN costs per image (pipeline.training.model.multiply_adds of "cnn" at width 1).
 # Here, not in pipeline.training.model, so that counting a run's work (also in a Ray driver) imports no Keras.
