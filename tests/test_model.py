@@ -96,3 +96,17 @@ def test_keras_is_pinned_to_the_minor_release_whose_internals_training_relies_on
     assert any((keras.ops.convert_to_numpy(variable) != value).any() for variable, value in zip(generators, first))
     reseed_layers(model, seed=3, epoch=1)
     assert all((keras.ops.convert_to_numpy(variable) == value).all() for variable, value in zip(generators, first))
+
+
+@pytest.mark.parametrize("architecture, work", [("cnn", 1.0), ("nopool", 2.27), ("resnet", 2.40)])
+def test_each_ensemble_family_maps_images_to_probabilities_at_its_stated_work(architecture, work):
+    """The families the docs compare: 10 probabilities an image, in bfloat16 too, and the work the docs state."""
+    import numpy as np
+
+    from pipeline.core.config import REFERENCE_MULTIPLY_ADDS
+    from pipeline.training.model import build_network, multiply_adds
+
+    network = build_network(architecture, dtype_policy="mixed_bfloat16")
+    probabilities = np.asarray(network(np.random.default_rng(0).random((3, 28, 28, 1), dtype="float32")))
+    assert probabilities.shape == (3, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert multiply_adds(network) / REFERENCE_MULTIPLY_ADDS == pytest.approx(work, abs=0.01)
