@@ -182,10 +182,10 @@ def test_version_and_choices_come_from_the_parser(tmp_path):
     assert version.returncode == 0 and version.stdout.strip() == f"digit-recognizer {__version__}"
 
     help_text = run_in_process(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
-    for choices in ("default|quick|best|baseline", "cnn|small|deotte|mlp", "auto|float32|mixed_bfloat16|mixed_float16",
-                    "default|mirrored"):
+    for choices in ("default|quick|best|baseline", "cnn|small|deotte|mlp|nopool|resnet",
+                    "auto|float32|mixed_bfloat16|mixed_float16", "default|mirrored"):
         assert choices in help_text
-    for option, typo in (("--preset", "quik"), ("--model", "resnet"), ("--precision", "bf16"),
+    for option, typo in (("--preset", "quik"), ("--model", "vgg"), ("--precision", "bf16"),
                          ("--strategy", "mirorred")):
         refused = run_in_process(tmp_path, "all", option, typo, env={"COLUMNS": "200"})
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
