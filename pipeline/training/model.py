@@ -121,9 +121,9 @@ def _small(inputs, policy, dropout_rate, width):
     return layers.Dense(_scaled(64, width), activation="relu", dtype=policy, name="dense_64")(hidden)
 
 
-def _conv_block(hidden, filters, kernel_size, policy, name, strides=1, padding=None):
+def _conv_block(hidden, filters, kernel_size, policy, name, strides=1, padding=None, activation="relu"):
     padding = padding or ("same" if strides > 1 else "valid")
-    hidden = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation="relu",
+    hidden = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, activation=activation,
                            dtype=policy, name=f"{name}_conv")(hidden)
     return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, dtype=policy, name=f"{name}_norm")(hidden)
 
@@ -156,8 +156,7 @@ def _nopool(inputs, policy, dropout_rate, width):
 def _residual_block(hidden, filters, policy, name):
     """Two 3x3 convolutions (same padding) whose output is added to the block's input, then relu."""
     branch = _conv_block(hidden, filters, 3, policy, f"{name}a", padding="same")
-    branch = layers.Conv2D(filters, 3, padding="same", dtype=policy, name=f"{name}b_conv")(branch)
-    branch = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, dtype=policy, name=f"{name}b_norm")(branch)
+    branch = _conv_block(branch, filters, 3, policy, f"{name}b", padding="same", activation=None)
     return layers.Activation("relu", dtype=policy, name=f"{name}_relu")(layers.Add(dtype=policy, name=f"{name}_add")(
         [hidden, branch]))
 
