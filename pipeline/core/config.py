@@ -250,7 +250,7 @@ DEFAULT_PRESET = "default"
 PRESET_COSTS = {
     "default": "default: 2 models (holdout + all rows), about 20 min on a 2-core CPU with AMX, 40 min without",
     "quick": "quick: 1 small model, seconds (the sample, tests)",
-    "best": "best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h with AMX, 3 h without",
+    "best": "best: 6 wider models (5 folds + all rows) with test-time augmentation, about 2 h with AMX, 3.5 h without",
     "baseline": "baseline: 1 MLP, about a minute",
 }
 
