@@ -259,12 +259,16 @@ def test_quiet_prints_nothing_but_errors(finished_root):
 
 
 @pytest.mark.slow
-def test_ensemble_members_and_tta(tmp_path):
+def test_ensemble_members_of_two_networks_and_tta(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
-                                    "--tta", "--no-report"))
-    assert "model 2 of 2 (member-1, seed 43)" in result.stdout and "test-time augmentation" in result.stdout
+                                      "--alternate", "mlp", "--alternate-width", "0.5", "--tta", "--no-report"))
+    assert "model 2 of 2 (member-1, seed 43, mlp)" in result.stdout and "test-time augmentation" in result.stdout
+    assert "train: 1 x small and 1 x mlp at 0.5x width" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert len(run["models"]) == 2 and [part["name"] for part in run["parts"]] == ["member-0", "member-1"]
+    assert [(part["architecture"], part["width"]) for part in run["parts"]] == [("small", 1.0), ("mlp", 0.5)]
+    # the MLP at half width: 784 x 64 + 64 x 32 + 32 x 10 multiply-adds, counted in the run's work as such
+    assert run["parts"][1]["multiply_adds"] == 784 * 64 + 64 * 32 + 32 * 10 < run["parts"][0]["multiply_adds"]
     assert all((tmp_path / path).is_file() for path in run["models"])
     # both members predict the same 240 held-out rows; the estimate is of their average, with TTA
     assert run["estimate"]["images"] == 240 and run["estimate"]["models_per_row"] == 2 and run["estimate"]["tta"]
@@ -273,10 +277,12 @@ def test_ensemble_members_and_tta(tmp_path):
 @pytest.mark.slow
 def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
-                                    "--final-model"))
+                                      "--final-model", "--alternate", "mlp"))
     assert "3 stratified folds of 800-800 images" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert [part["name"] for part in run["parts"]] == ["fold-0", "fold-1", "fold-2", "all-rows"]
+    # the second fold's model is the alternate network; the model on all rows is --model's
+    assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small", "small"]
     assert [part["train_images"] for part in run["parts"]] == [1600, 1600, 1600, 2400]
     assert "validation_images" not in run["parts"][-1] and len(run["models"]) == 4
     estimate = run["estimate"]
@@ -298,6 +304,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     report_dir = next((tmp_path / "data" / "reports").glob("*/index.html")).parent
     page = (report_dir / "index.html").read_text()
     assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
+    assert "<td>fold-1</td><td>mlp</td>" in page and "<td>fold-2</td><td>small</td>" in page
     # the curves of every model of the ensemble, not only the first
     history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
     assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 from pipeline.training import augment, fit, model, plan, settings
 
@@ -107,6 +108,19 @@ def test_plan_of_parts_gives_each_model_its_rows_and_seed():
         assert set(part.validation_rows) == set(np.flatnonzero(fold_of_row == fold))
         assert not set(part.train_rows) & set(part.validation_rows)
     assert parts[3].validation_rows is None and len(parts[3].train_rows) == 12
+
+
+def test_alternate_network_trains_every_other_model_of_the_folds_not_the_one_on_all_rows():
+    fold_of_row = np.array([0, 1, 2, 3, 4] * 3)
+    parts = plan.plan_parts({"fold": fold_of_row}, 15, members=1, seed=10, final_model=True,
+                            alternate=("resnet", 1.0))
+    assert [part.network for part in parts] == [None, ("resnet", 1.0), None, ("resnet", 1.0), None, None]
+    members = plan.plan_parts({"train": np.arange(10), "validation": np.arange(10, 15)}, 15, members=2, seed=0,
+                              final_model=False, alternate=("mlp", 0.5))
+    assert [part.network for part in members] == [None, ("mlp", 0.5)]
+    with pytest.raises(PipelineError, match="--alternate resnet: a run of one fold and one member"):
+        plan.plan_parts({"train": np.arange(10), "validation": np.arange(10, 15)}, 15, members=1, seed=0,
+                        final_model=True, alternate=("resnet", 1.0))
 
 
 def test_confident_labels_keep_only_sure_predictions():

@@ -81,6 +81,8 @@ class PartSummary:
     seed: int | None = None
     train_images: int = 0
     multiply_adds: int | None = None
+    architecture: str | None = None  # with --alternate, the models of a run differ
+    width: float | None = None
     validation_images: int | None = None  # None: the model on all rows, measured on nothing
     accuracy: float | None = None  # on its validation images
     best_epoch: int | None = None
@@ -97,7 +99,8 @@ class PartSummary:
             return None
         return cls(name=value["name"], seed=_count(value.get("seed")),
                    train_images=_count(value.get("train_images")) or 0,
-                   multiply_adds=_count(value.get("multiply_adds")),
+                   multiply_adds=_count(value.get("multiply_adds")), architecture=_text(value.get("architecture")),
+                   width=_number(value.get("width")),
                    validation_images=_count(value.get("validation_images")),
                    accuracy=_number(value.get("accuracy")), best_epoch=_count(value.get("best_epoch")),
                    best_epoch_accuracy=_number(value.get("best_epoch_accuracy")),

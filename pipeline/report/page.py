@@ -207,12 +207,19 @@ def summary_rows(run: Run) -> list[list]:
 
 
 def parts_rows(parts: tuple[PartSummary, ...]) -> list[list]:
-    return [[part.name, part.seed, part.train_images,
+    return [[part.name, _network(part), part.seed, part.train_images,
              part.validation_images if part.validation_images is not None else "none (all rows)",
              f"{part.accuracy:.4f}" if part.accuracy is not None else "-"] for part in parts]
 
 
-PARTS_HEADER = ["model", "seed", "train digits", "digits it never saw", "accuracy on those"]
+def _network(part: PartSummary) -> str:
+    """The part's network, as `--model` and `--width` name it ("-" in runs recorded before parts named it)."""
+    if part.architecture is None:
+        return "-"
+    return part.architecture + (f" at {part.width:g}x width" if part.width not in (None, 1) else "")
+
+
+PARTS_HEADER = ["model", "network", "seed", "train digits", "digits it never saw", "accuracy on those"]
 
 
 def comparison_rows(run: Run, comparisons: list[tuple[str, Run]]) -> list[list]:

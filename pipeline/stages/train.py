@@ -62,6 +62,16 @@ def new_run_id(paths, stem: str) -> str:
     raise PipelineError(f"{paths.models}: too many runs named {stem}-*")
 
 
+def _networks(parts: list[Part], training: TrainingConfig) -> str:
+    """What the run trains: "6 x cnn at 1.5x width", or with --alternate "4 x cnn at 1.5x width and 2 x resnet"."""
+    def network(architecture, width):
+        return architecture + (f" at {width:g}x width" if width != 1 else "")
+
+    alternates = sum(part.network is not None for part in parts)
+    own = f"{len(parts) - alternates} x {network(training.architecture, training.width)}"
+    return own + (f" and {alternates} x {network(*training.alternate_network())}" if alternates else "")
+
+
 def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False, engine=None):
     """The train stage: the prepared arrays and the split in; data/models/<run>/ out: the models,
     their histories, the out-of-fold predictions and run.json with the estimate.
@@ -105,7 +115,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         images = np.load(paths.train_images, mmap_mode="r")
         labels = np.load(paths.train_labels)
         split = dict(np.load(paths.split_file))
-        parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model)
+        parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model,
+                           training.alternate_network())
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
         created_run_dirs.append(run_dir)
@@ -116,8 +127,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                         f" (view them: tensorboard --logdir {tensorboard_dir})")
         strategy = None if on_ray else configure_tensorflow(training)
         replicas = strategy.num_replicas_in_sync if strategy else 1
-        width = f" at {training.width:g}x width" if training.width != 1 else ""
-        console.say(f"train: {len(parts)} x {training.architecture}{width}, {count(training.epochs, 'epoch')}, batch "
+        console.say(f"train: {_networks(parts, training)}, {count(training.epochs, 'epoch')}, batch "
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         # The model on all rows waits for the others only when it learns their pseudo-labels.

@@ -53,9 +53,12 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
     worker (pipeline.training.parts.train_part)."""
     from pipeline.training import model as model_library  # Keras at its top: loaded only to train
 
+    if part.network is not None:  # --alternate's network for this model
+        training = replace(training, architecture=part.network[0], width=part.network[1])
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                   if part.validation_rows is not None else ", all rows")
-    console.say(f"train: model {number} of {total} ({part.name}, seed {part.seed}):"
+    network = f", {training.architecture}" if part.network is not None else ""
+    console.say(f"train: model {number} of {total} ({part.name}, seed {part.seed}{network}):"
                 f" {len(part.train_rows)} images{checked_on}")
     validation = (None, None)
     if part.validation_rows is not None:
@@ -65,7 +68,8 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
         tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
     summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
-                          multiply_adds=model_library.multiply_adds(model))
+                          multiply_adds=model_library.multiply_adds(model), architecture=training.architecture,
+                          width=training.width)
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)

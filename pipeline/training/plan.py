@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 
 
@@ -19,13 +20,18 @@ class Part:
     seed: int
     train_rows: np.ndarray
     validation_rows: np.ndarray | None
+    network: tuple[str, float] | None = None  # (architecture, width) when not the run's own: --alternate
 
 
-def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool) -> list[Part]:
+def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool,
+               alternate: tuple[str, float] | None = None) -> list[Part]:
     """The models a run trains, in order, each with its own seed (seed, seed + 1, ...).
 
     split: a holdout split ({"train", "validation"} row indices) or folds ({"fold"}: the fold of
     every row). Every group of rows gets `members` models; final_model adds one on all rows.
+    alternate: (architecture, width) of every other model of the folds or members (the 2nd, 4th, ...),
+    for an ensemble of two networks, whose errors differ more than two copies of one; the model on all
+    rows stays the run's own network.
     """
     if "fold" in split:
         fold_of_row = np.asarray(split["fold"])
@@ -38,8 +44,12 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
     parts = []
     for group, train_rows, validation_rows in groups:
         for member in range(members):
+            network = alternate if len(parts) % 2 == 1 else None
             parts.append(Part(naming.format(group=group, member=member), seed + len(parts), train_rows,
-                              validation_rows))
+                              validation_rows, network))
+    if alternate and len(parts) < 2:
+        raise PipelineError(f"--alternate {alternate[0]}: a run of one fold and one member has no second model to"
+                            " alternate; add --folds 2 or more, or --members 2 or more")
     if final_model:
         parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
     config.check_seed(seed, models=len(parts))

@@ -91,6 +91,10 @@ class TrainingConfig:
                           " random displacement, in pixels before smoothing; 0 none, Simard's 34")
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
+    alternate: str = knob("A second network for the ensemble: every other model of the folds or members (the 2nd,"
+                          " 4th, ...) is this one, at --alternate-width; the model on all rows stays --model. none:"
+                          " one network", choices=("none", *config.ARCHITECTURES))
+    alternate_width: float = knob("The width multiplier of the --alternate network")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
     learning_rate_floor: float = knob("The schedule's last learning rate, as a fraction of its peak: 0 cosine to"
@@ -121,6 +125,7 @@ class TrainingConfig:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
+        config.check_width(self.alternate_width, "--alternate-width")
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
         if not 0 <= self.learning_rate_floor < 1:
@@ -135,6 +140,10 @@ class TrainingConfig:
                                 " add --final-model")
         # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
         config.check_seed(self.seed, models=self.members + int(self.final_model))
+
+    def alternate_network(self) -> tuple[str, float] | None:
+        """(architecture, width) of the models that alternate with --model's, or None."""
+        return None if self.alternate == "none" else (self.alternate, self.alternate_width)
 
     def as_dict(self) -> dict:
         return asdict(self)
