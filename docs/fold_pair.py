@@ -16,7 +16,7 @@ first, second, folds = sys.argv[1], sys.argv[2], [int(fold) for fold in sys.argv
 
 def mcnemar(fixed: int, broken: int) -> float:
     """Exact two-sided McNemar p: the chance of a split at least this uneven among fixed + broken coin flips."""
-    n = fixed + broken
+    n = int(fixed + broken)
     tail = sum(comb(n, k) for k in range(min(fixed, broken) + 1)) / 2 ** n if n else 1.0
     return min(1.0, 2 * tail)
 

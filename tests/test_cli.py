@@ -281,8 +281,8 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     assert "3 stratified folds of 800-800 images" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert [part["name"] for part in run["parts"]] == ["fold-0", "fold-1", "fold-2", "all-rows"]
-    # the second fold's model is the alternate network; the model on all rows is --model's
-    assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small", "small"]
+    # every other model is the alternate network, the model on all rows too
+    assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small", "mlp"]
     assert [part["train_images"] for part in run["parts"]] == [1600, 1600, 1600, 2400]
     assert "validation_images" not in run["parts"][-1] and len(run["models"]) == 4
     estimate = run["estimate"]
@@ -329,10 +329,11 @@ def test_pseudo_labels_join_only_the_model_on_all_rows(tmp_path):
     refused = run_in_process(tmp_path, "train", "--preset", "quick", "--pseudo-label")
     assert refused.returncode == 1 and "add --final-model" in refused.stderr and "Traceback" not in refused.stderr
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
-                                      "--final-model", "--pseudo-label", "--no-report"))
+                                      "--final-model", "--pseudo-label", "--alternate", "mlp", "--no-report"))
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     final = run["parts"][-1]
     assert final["name"] == "all-rows" and final["train_images"] == 2400 + final["pseudo_labelled_images"]
+    assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small"]  # the third: --model's
     assert f"{final['pseudo_labelled_images']} of 600 test images pseudo-labelled" in result.stdout
     assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
 

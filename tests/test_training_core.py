@@ -110,17 +110,17 @@ def test_plan_of_parts_gives_each_model_its_rows_and_seed():
     assert parts[3].validation_rows is None and len(parts[3].train_rows) == 12
 
 
-def test_alternate_network_trains_every_other_model_of_the_folds_not_the_one_on_all_rows():
+def test_alternate_network_trains_every_other_model_of_the_run():
     fold_of_row = np.array([0, 1, 2, 3, 4] * 3)
     parts = plan.plan_parts({"fold": fold_of_row}, 15, members=1, seed=10, final_model=True,
-                            alternate=("resnet", 1.0))
-    assert [part.network for part in parts] == [None, ("resnet", 1.0), None, ("resnet", 1.0), None, None]
-    members = plan.plan_parts({"train": np.arange(10), "validation": np.arange(10, 15)}, 15, members=2, seed=0,
-                              final_model=False, alternate=("mlp", 0.5))
-    assert [part.network for part in members] == [None, ("mlp", 0.5)]
-    with pytest.raises(PipelineError, match="--alternate resnet: a run of one fold and one member"):
-        plan.plan_parts({"train": np.arange(10), "validation": np.arange(10, 15)}, 15, members=1, seed=0,
-                        final_model=True, alternate=("resnet", 1.0))
+                            alternate=("resnet", 0.9))
+    assert [part.network for part in parts] == [None, ("resnet", 0.9), None, ("resnet", 0.9), None, ("resnet", 0.9)]
+    assert [part.seed for part in parts] == list(range(10, 16))
+    holdout = {"train": np.arange(10), "validation": np.arange(10, 15)}
+    default = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=True, alternate=("mlp", 0.5))
+    assert [(part.name, part.network) for part in default] == [("member-0", None), ("all-rows", ("mlp", 0.5))]
+    with pytest.raises(PipelineError, match="--alternate resnet: a run of one model has no second one"):
+        plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0))
 
 
 def test_confident_labels_keep_only_sure_predictions():

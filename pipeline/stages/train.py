@@ -137,7 +137,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             engine)
         for final_part in parts[len(first):]:  # the model on all rows and the test images the others are sure of
             final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
-            final_part = Part(final_part.name, final_part.seed, np.arange(len(final_labels)), None)
+            final_part = replace(final_part, train_rows=np.arange(len(final_labels)))
             final_paths, final_histories, final_summaries, _, _ = train_parts(
                 final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
                 (len(parts), len(parts)), tensorboard_dir, engine)

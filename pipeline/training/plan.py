@@ -3,7 +3,7 @@ cross-validation fold, plus optionally a model on all rows), the test images pse
 model on all rows, and the run's work counted in units.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,9 +29,8 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
 
     split: a holdout split ({"train", "validation"} row indices) or folds ({"fold"}: the fold of
     every row). Every group of rows gets `members` models; final_model adds one on all rows.
-    alternate: (architecture, width) of every other model of the folds or members (the 2nd, 4th, ...),
-    for an ensemble of two networks, whose errors differ more than two copies of one; the model on all
-    rows stays the run's own network.
+    alternate: (architecture, width) of every other model in this order (the 2nd, 4th, ...; the model on
+    all rows too), for an ensemble of two networks, whose errors differ more than two copies of one.
     """
     if "fold" in split:
         fold_of_row = np.asarray(split["fold"])
@@ -44,16 +43,17 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
     parts = []
     for group, train_rows, validation_rows in groups:
         for member in range(members):
-            network = alternate if len(parts) % 2 == 1 else None
             parts.append(Part(naming.format(group=group, member=member), seed + len(parts), train_rows,
-                              validation_rows, network))
-    if alternate and len(parts) < 2:
-        raise PipelineError(f"--alternate {alternate[0]}: a run of one fold and one member has no second model to"
-                            " alternate; add --folds 2 or more, or --members 2 or more")
+                              validation_rows))
     if final_model:
         parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
     config.check_seed(seed, models=len(parts))
-    return parts
+    if alternate is None:
+        return parts
+    if len(parts) < 2:
+        raise PipelineError(f"--alternate {alternate[0]}: a run of one model has no second one to alternate; add"
+                            " --final-model, --members 2 or --folds 2")
+    return [replace(part, network=alternate) if index % 2 == 1 else part for index, part in enumerate(parts)]
 
 
 def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
