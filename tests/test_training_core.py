@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
-from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 from pipeline.training import augment, fit, model, plan, settings
 
@@ -119,8 +118,8 @@ def test_alternate_network_trains_every_other_model_of_the_run():
     holdout = {"train": np.arange(10), "validation": np.arange(10, 15)}
     default = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=True, alternate=("mlp", 0.5))
     assert [(part.name, part.network) for part in default] == [("member-0", None), ("all-rows", ("mlp", 0.5))]
-    with pytest.raises(PipelineError, match="--alternate resnet: a run of one model has no second one"):
-        plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0))
+    alone = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0))
+    assert [part.network for part in alone] == [None]  # one model: nothing to alternate
 
 
 def test_confident_labels_keep_only_sure_predictions():

@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.core import config
-from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 
 
@@ -48,12 +47,9 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
     if final_model:
         parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
     config.check_seed(seed, models=len(parts))
-    if alternate is None:
-        return parts
-    if len(parts) < 2:
-        raise PipelineError(f"--alternate {alternate[0]}: a run of one model has no second one to alternate; add"
-                            " --final-model, --members 2 or --folds 2")
-    return [replace(part, network=alternate) if index % 2 == 1 else part for index, part in enumerate(parts)]
+    # A run of one model (e.g. `default` with --no-final-model) has no second model to alternate.
+    return [replace(part, network=alternate) if alternate and index % 2 == 1 else part
+            for index, part in enumerate(parts)]
 
 
 def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:

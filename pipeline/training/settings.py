@@ -92,8 +92,8 @@ class TrainingConfig:
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     alternate: str = knob("A second network for the ensemble: every other model of the run (the 2nd, 4th, ...; the"
-                          " model on all rows comes last) is this one, at --alternate-width. none: one network",
-                          choices=("none", *config.ARCHITECTURES))
+                          " model on all rows comes last; a run of one model has none) is this one, at"
+                          " --alternate-width. none: one network", choices=("none", *config.ARCHITECTURES))
     alternate_width: float = knob("The width multiplier of the --alternate network")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
