@@ -60,6 +60,11 @@ def check_dropout(rate: float, option: str = "--dropout") -> None:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
+def network_name(architecture: str, width: float) -> str:
+    """A network as the CLI and the report name it: "resnet", "cnn at 1.5x width"."""
+    return architecture + (f" at {width:g}x width" if width != 1 else "")
+
+
 def check_width(width: float, option: str = "--width") -> None:
     """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
     if not 0 < width <= 4:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.config import Paths
+from pipeline.core.config import Paths, network_name
 from pipeline.core.estimate import describe
 from pipeline.core.records import PartSummary, Run, describe_gap
 from pipeline.report.metrics import CLASSES, HISTORY_KEYS, predictions_from
@@ -216,7 +216,7 @@ def _network(part: PartSummary) -> str:
     """The part's network, as `--model` and `--width` name it ("-" in runs recorded before parts named it)."""
     if part.architecture is None:
         return "-"
-    return part.architecture + (f" at {part.width:g}x width" if part.width not in (None, 1) else "")
+    return network_name(part.architecture, part.width if part.width is not None else 1)
 
 
 PARTS_HEADER = ["model", "network", "seed", "train digits", "digits it never saw", "accuracy on those"]

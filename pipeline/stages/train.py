@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from pipeline.core import estimate, runs
+from pipeline.core.config import network_name
 from pipeline.core.cache import atomic_path, load_record, path_digest, relative_name, write_json
 from pipeline.core.console import count, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
@@ -63,13 +64,10 @@ def new_run_id(paths, stem: str) -> str:
 
 
 def _networks(parts: list[Part], training: TrainingConfig) -> str:
-    """What the run trains: "6 x cnn at 1.5x width", or with --alternate "4 x cnn at 1.5x width and 2 x resnet"."""
-    def network(architecture, width):
-        return architecture + (f" at {width:g}x width" if width != 1 else "")
-
+    """What the run trains: "2 x cnn", or with --alternate "3 x cnn at 1.5x width and 3 x resnet at 0.9x width"."""
     alternates = sum(part.network is not None for part in parts)
-    own = f"{len(parts) - alternates} x {network(training.architecture, training.width)}"
-    return own + (f" and {alternates} x {network(*training.alternate_network())}" if alternates else "")
+    own = f"{len(parts) - alternates} x {network_name(training.architecture, training.width)}"
+    return own + (f" and {alternates} x {network_name(*training.alternate_network())}" if alternates else "")
 
 
 def define(paths, console, training: TrainingConfig, preset: str, tensorboard: bool = False, engine=None):
