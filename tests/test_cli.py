@@ -262,7 +262,8 @@ def test_quiet_prints_nothing_but_errors(finished_root):
 def test_ensemble_members_of_two_networks_and_tta(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
                                       "--alternate", "mlp", "--alternate-width", "0.5", "--tta", "--no-report"))
-    assert "model 2 of 2 (member-1, seed 43, mlp)" in result.stdout and "test-time augmentation" in result.stdout
+    assert "model 2 of 2 (member-1, seed 43, mlp at 0.5x width)" in result.stdout
+    assert "test-time augmentation" in result.stdout
     assert "train: 1 x small and 1 x mlp at 0.5x width" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert len(run["models"]) == 2 and [part["name"] for part in run["parts"]] == ["member-0", "member-1"]

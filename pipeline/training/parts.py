@@ -57,7 +57,7 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         training = replace(training, architecture=part.network[0], width=part.network[1])
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                   if part.validation_rows is not None else ", all rows")
-    network = f", {training.architecture}" if part.network is not None else ""
+    network = f", {config.network_name(training.architecture, training.width)}" if part.network is not None else ""
     console.say(f"train: model {number} of {total} ({part.name}, seed {part.seed}{network}):"
                 f" {len(part.train_rows)} images{checked_on}")
     validation = (None, None)
