@@ -52,6 +52,19 @@ def test_the_affine_map_is_kerass_public_op_on_the_same_transform():
     assert np.array_equal(rotated, augment.random_affine(images, seed).numpy()) and not np.allclose(rotated, images)
 
 
+def test_elastic_and_affine_compose_into_one_resampling():
+    images = digit_like_images()
+    affine_seed, elastic_seed = tf.constant([1, 2], tf.int64), tf.constant([3, 4], tf.int64)
+    # With no displacement, the composed map is the affine map itself: the same draws, the same convention.
+    no_field = augment.random_affine_elastic(images, affine_seed, elastic_seed, alpha=0.0).numpy()
+    np.testing.assert_allclose(no_field, augment.random_affine(images, affine_seed).numpy(), atol=1e-5)
+    composed = augment.random_affine_elastic(images, affine_seed, elastic_seed, alpha=20.0).numpy()
+    assert not np.allclose(composed, no_field, atol=0.05)
+    # One resampling blurs less than two in turn: more of the strokes' pixels stay nearly full.
+    in_turn = augment.random_affine(augment.random_elastic(images, elastic_seed, alpha=20.0), affine_seed).numpy()
+    assert (composed > 0.9).sum() > 1.2 * (in_turn > 0.9).sum()
+
+
 def test_an_epoch_of_data_depends_on_seed_and_epoch_and_elastic_leaves_the_affine_draws_alone():
     images, labels = digit_like_images(40), np.arange(40) % NUM_CLASSES
 
