@@ -2,8 +2,9 @@
 (`download --source <zip>` and `prepare` there first). Results and checkpoints go to SCREEN_OUT (default
 data/screen); a killed screen resumes from its checkpoints. docs/experiments.md has what it measured.
 Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
-Arms: plain (seed 42+fold), plain2 (seed 142+fold), pseudo (learns the confident labels that plain gives
-its held-out fold and the test rows), any other name = plain with the overrides given (key=value).
+Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo (learns the
+confident labels that plain gives its held-out fold and the test rows), any other name = plain with the
+overrides given (key=value).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -58,7 +59,7 @@ for fold in folds:
             extra = {"pseudo": int(len(rows)), "pseudo_wrong_in_fold": wrong}
             training = replace(training, epochs=int(overrides.get("epochs", 14)))
             log(f"{arm} fold {fold}: {len(rows)} pseudo-labels ({wrong} wrong among the fold's)")
-        else:
+        elif arm != "plain":  # plain is the reference: the overrides are the other arms' (plain,x K a=b)
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
         strategy = settings.configure_tensorflow(training)
