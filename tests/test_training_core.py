@@ -43,6 +43,30 @@ def test_elastic_distortion_repeats_with_its_seed_and_moves_pixels_only_locally(
     assert np.abs(centres(distorted) - centres(images)).max() < 2.0
 
 
+def test_cutout_blanks_one_square_per_image_and_repeats_with_its_seed():
+    images = np.ones((64, 28, 28, 1), np.float32)
+    seed = tf.constant([5, 6], tf.int64)
+    cut = augment.random_cutout(images, seed, 8).numpy()
+    assert np.array_equal(cut, augment.random_cutout(images, seed, 8).numpy())
+    assert not np.array_equal(cut, augment.random_cutout(images, tf.constant([5, 7], tf.int64), 8).numpy())
+    blanked = (cut[..., 0] == 0)
+    # One square each: at most 8 x 8 pixels, fewer where it meets an edge, and its rows and columns contiguous.
+    counts = blanked.sum(axis=(1, 2))
+    assert counts.max() == 64 and 16 <= counts.min() and (counts < 64).any()
+    for mask in blanked:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask.sum() == len(rows) * len(columns) and np.all(np.diff(rows) == 1) and np.all(np.diff(columns) == 1)
+    assert np.array_equal(cut[~blanked], images[~blanked])
+    # In an epoch it comes after the affine map, on its own stream: the maps' draws stay as they were.
+    labels = np.arange(64) % 10
+    plain = next(iter(augment.make_training_dataset(images, labels, 64, 1, 0)))[0].numpy()
+    with_cutout = next(iter(augment.make_training_dataset(images, labels, 64, 1, 0, cutout=8)))[0].numpy()
+    kept = with_cutout != 0
+    assert np.array_equal(with_cutout[kept], plain[kept]) and (plain[~kept] > 0).any()
+    with pytest.raises(ValueError, match="cutout"):
+        augment.make_training_dataset(images, labels, 16, 1, 0, cutout=29)
+
+
 def test_the_affine_map_is_kerass_public_op_on_the_same_transform():
     images = digit_like_images()
     seed = tf.constant([1, 2], tf.int64)

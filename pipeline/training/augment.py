@@ -8,6 +8,8 @@ so a training run resumed at epoch k sees exactly the images that an uninterrupt
 - `random_elastic`: Simard, Steinkraus and Platt's (2003) elastic distortion: a random displacement
   field smoothed by a Gaussian, as different hands bend the same stroke; `random_affine_elastic`
   composes it with the affine map in one resampling.
+- `random_cutout`: DeVries and Taylor's (2017) Cutout: a square of each image set to 0, as a stroke
+  missing or faint, after the other maps.
 - `make_training_dataset`: one epoch of shuffled, augmented, batched (images, one-hot labels).
 - `make_evaluation_dataset`: batched images (and one-hot labels when given), in order.
 
@@ -137,6 +139,19 @@ def _elastic_field(images, seed, alpha, sigma):
     return alpha * tf.nn.depthwise_conv2d(field, along_y, strides=[1, 1, 1, 1], padding="SAME")
 
 
+def random_cutout(images, seed, size):
+    """Set a size x size square of each image to 0, centred at a uniform random pixel (clipped at the edges,
+    as DeVries and Taylor's Cutout, so a square near an edge covers less). images: (B, H, W, 1) float32."""
+    images = tf.convert_to_tensor(images, dtype=tf.float32)
+    batch_size, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    centres = tf.random.stateless_uniform([batch_size, 2], seed=seed, minval=0, maxval=2**30, dtype=tf.int32)
+    top = (centres[:, 0] % height - size // 2)[:, None, None]
+    left = (centres[:, 1] % width - size // 2)[:, None, None]
+    rows, columns = tf.range(height)[None, :, None], tf.range(width)[None, None, :]
+    inside = (rows >= top) & (rows < top + size) & (columns >= left) & (columns < left + size)
+    return tf.where(inside[..., None], 0.0, images)
+
+
 def _bilinear_sample(images, rows, columns):
     """images (B, H, W, 1) read at real-valued (rows, columns) of shape (B, H, W); 0 outside the image."""
     batch_size, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
@@ -179,7 +194,8 @@ _NO_AUTOTUNE.autotune.enabled = False
 
 
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
-                          max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0):
+                          max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0,
+                          cutout=0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
 
     images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
@@ -189,6 +205,7 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
     strength scales the three ranges (the `--augmentation` option); 0 is the same as augment=False.
     elastic: alpha of random_elastic (the `--elastic` option), composed with the affine map in one
     resampling (random_affine_elastic); 0: none.
+    cutout: the side in pixels of random_cutout's square, after the maps (the `--cutout` option); 0: none.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -202,7 +219,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
         raise ValueError(f"strength must be 0 or more, got {strength}.")
     if elastic < 0:
         raise ValueError(f"elastic must be 0 or more, got {elastic}.")
-    if augment and (strength > 0 or elastic > 0):
+    if not 0 <= cutout <= IMAGE_SHAPE[0]:
+        raise ValueError(f"cutout must be 0 to {IMAGE_SHAPE[0]} pixels, got {cutout}.")
+    if augment and (strength > 0 or elastic > 0 or cutout > 0):
         max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
                                                      strength * max_shift)
         epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
@@ -217,8 +236,11 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                                                      max_rotation_degrees, max_zoom, max_shift)
             elif elastic > 0:
                 batch_images = random_elastic(batch_images, elastic_seed, alpha=elastic)
-            else:
+            elif strength > 0:
                 batch_images = random_affine(batch_images, batch_seed, max_rotation_degrees, max_zoom, max_shift)
+            if cutout > 0:
+                batch_images = random_cutout(batch_images, tf.random.experimental.stateless_fold_in(batch_seed, 2),
+                                             cutout)
             return batch_images, batch_labels
 
         dataset = dataset.enumerate().map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -89,6 +89,8 @@ class TrainingConfig:
                                " degrees, 10 %, 10 %")
     elastic: float = knob("Elastic distortion of the training images (Simard et al. 2003): the size of the smooth"
                           " random displacement, in pixels before smoothing; 0 none, Simard's 34")
+    cutout: int = knob("Cutout (DeVries and Taylor 2017): a square of this many pixels a side, at a random place"
+                       " in each training image, set to 0; 0 none, e.g. 8")
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     alternate: str = knob("A second network for the ensemble: every other model of the run (the 2nd, 4th, ...; the"
@@ -123,6 +125,8 @@ class TrainingConfig:
                                 " 10 % zoom and shift)")
         if not 0 <= self.elastic <= 60:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
+        if not 0 <= self.cutout <= 28:
+            raise PipelineError(f"--cutout {self.cutout}: expected 0 (none) to 28 pixels, e.g. 8")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
         config.check_width(self.alternate_width, "--alternate-width")
