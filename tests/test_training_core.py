@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 from pipeline.training import augment, fit, model, plan, settings
 
@@ -168,9 +169,14 @@ def test_confident_labels_keep_only_sure_predictions():
     assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
 
 
+def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--cutout 29: expected 0 .none. to 28 pixels"):
+        settings.training_config(settings.resolve_preset("quick", cutout=29))
+
+
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    values = settings.resolve_preset("quick", epochs=2, elastic=10.0)
+    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4)
     training = settings.training_config(values)
     strategy = settings.configure_tensorflow(training)
     lines = []
