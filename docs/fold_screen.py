@@ -3,8 +3,8 @@
 data/screen); a killed screen resumes from its checkpoints. docs/experiments.md has what it measured.
 Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
 Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo (learns the
-confident labels that plain gives its held-out fold and the test rows), any other name = plain with the
-overrides given (key=value).
+confident labels that plain, or the arms of source=a+b averaged, give its held-out fold and the test rows),
+any other name = plain with the overrides given (key=value).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -48,9 +48,10 @@ for fold in folds:
         if arm == "plain2":
             seed = 142 + fold
         elif arm.startswith("pseudo"):
-            source = np.load(OUT / f"plain-fold{fold}.npz")
+            # source=plain+batch32: the arms (of this fold, so none saw its labels) whose averaged probabilities label
+            sources = [np.load(OUT / f"{name}-fold{fold}.npz") for name in overrides.get("source", "plain").split("+")]
             pool = np.concatenate([images[held], test])
-            probs = np.concatenate([source["fold"], source["test"]])
+            probs = np.mean([np.concatenate([source["fold"], source["test"]]) for source in sources], axis=0)
             threshold = float(overrides.get("threshold", 0.995))
             rows = np.flatnonzero(probs.max(axis=1) >= threshold)
             x = np.concatenate([x, pool[rows]])
