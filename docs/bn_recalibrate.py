@@ -1,0 +1,62 @@
+"""Batch-norm recalibration of docs/fold_screen.py's fold models (issue 17; docs/experiments.md, 2026-12-04):
+every BatchNormalization layer's moving mean and variance replaced by the exact statistics of its input over
+the model's own clean training rows, in inference mode (dropout off; layer by layer, upstream layers already
+recomputed); the fold is then scored again, without and with TTA.
+Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD]
+Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes SCREEN_OUT/bn/<arm>-fold<k>.npz (fold, fold_tta, rows)."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+import keras  # noqa: E402
+
+from pipeline.stages import split as split_module  # noqa: E402
+from pipeline.training.model import load_model  # noqa: E402
+from pipeline.training.prediction import predict_probabilities  # noqa: E402
+
+OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
+ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"
+images, labels = np.load(ROOT / "train_images.npy"), np.load(ROOT / "train_labels.npy")
+fold_of_row = split_module.stratified_folds(labels, 5, 0)
+arm, folds = sys.argv[1], [int(fold) for fold in sys.argv[2].split(",")]
+(OUT / "bn").mkdir(exist_ok=True)
+
+
+def recalibrate(model, train_images, batch_size=2048):
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        probe = keras.Model(model.inputs, layer.input)
+        total = squares = 0.0
+        count = 0
+        for start in range(0, len(train_images), batch_size):
+            values = np.asarray(probe(train_images[start:start + batch_size], training=False), dtype=np.float64)
+            values = values.reshape(-1, values.shape[-1])
+            total, squares, count = total + values.sum(0), squares + (values ** 2).sum(0), count + len(values)
+        mean = total / count
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(squares / count - mean ** 2, 0).astype(np.float32))
+
+
+for fold in folds:
+    train_rows, held = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+    checkpoint = max((OUT / "ckpt" / f"{arm}-{fold}").glob("epoch-*.keras"), key=lambda path: int(path.stem[6:]))
+    model = load_model(checkpoint)
+    truth = labels[held]
+    record = {"arm": arm, "fold": fold}
+    for when in ("before", "after"):
+        if when == "after":
+            recalibrate(model, images[train_rows])
+        probabilities = predict_probabilities([model], images[held])
+        with_tta = predict_probabilities([model], images[held], tta=True)
+        record[when] = int((probabilities.argmax(1) != truth).sum())
+        record[f"{when}_tta"] = int((with_tta.argmax(1) != truth).sum())
+    np.savez(OUT / "bn" / f"{arm}-fold{fold}.npz", fold=probabilities, fold_tta=with_tta, rows=held)
+    print(json.dumps(record), flush=True)
