@@ -125,8 +125,8 @@ class TrainingConfig:
                                 " 10 % zoom and shift)")
         if not 0 <= self.elastic <= 60:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
-        if not 0 <= self.cutout <= 28:
-            raise PipelineError(f"--cutout {self.cutout}: expected 0 (none) to 28 pixels, e.g. 8")
+        if not 0 <= self.cutout <= config.IMAGE_SHAPE[0]:
+            raise PipelineError(f"--cutout {self.cutout}: expected 0 (none) to {config.IMAGE_SHAPE[0]} pixels, e.g. 8")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
         config.check_width(self.alternate_width, "--alternate-width")
