@@ -120,7 +120,6 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         reseed_layers(model, seed, epoch)
         dataset = augment.make_training_dataset(
             train_images, train_labels, training.batch_size, seed, epoch,
-            augment=training.augmentation > 0 or training.elastic > 0 or training.cutout > 0,
             strength=training.augmentation, elastic=training.elastic, cutout=training.cutout,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
