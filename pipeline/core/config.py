@@ -231,6 +231,7 @@ DEFAULT = dict(
     alternate="none",  # or an architecture: every other model of the run (2nd, 4th, ...) is that network instead
     alternate_width=1.0,  # the alternate network's width multiplier
     label_smoothing=0.0,  # the loss's targets: 1 - F on the digit plus F / 10 on each of the ten; 0 = none
+    weight_decay=0.0,  # decoupled (AdamW): each step shrinks every weight by learning rate x this; 0 = none
     learning_rate_floor=0.0,  # the schedule's last learning rate, a fraction of the peak; 0 = cosine to zero
     ema=0.0,  # weight averaging: the moving average's momentum per training step (e.g. 0.999); 0 = none
     deterministic=False,

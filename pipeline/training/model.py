@@ -192,14 +192,17 @@ def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, wid
     return keras.Model(inputs, outputs, name=architecture)
 
 
-def compile_model(model, *, learning_rate=1e-3, label_smoothing=0.0):
+def compile_model(model, *, learning_rate=1e-3, label_smoothing=0.0, weight_decay=0.0):
     """Adam, categorical cross-entropy on one-hot labels (with optional smoothing), accuracy.
+
+    weight_decay > 0: Keras applies it decoupled from the gradient (AdamW), to every trainable variable, so
+    the optimizer's own config holds all of it and a checkpoint resumes it exactly.
 
     learning_rate: a float or a LearningRateSchedule such as `recommended_schedule(...)`.
     No XLA (jit_compile): it was 4-5x slower on the CPU this was tuned on (docs/experiments.md).
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=weight_decay or None),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
         jit_compile=False,
@@ -208,10 +211,11 @@ def compile_model(model, *, learning_rate=1e-3, label_smoothing=0.0):
 
 
 def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dropout_rate=0.4, width=1.0,
-                label_smoothing=0.0):
+                label_smoothing=0.0, weight_decay=0.0):
     """build_network + compile_model: a compiled model ready for fit on one-hot labels."""
     model = build_network(architecture, dtype_policy=dtype_policy, dropout_rate=dropout_rate, width=width)
-    return compile_model(model, learning_rate=learning_rate, label_smoothing=label_smoothing)
+    return compile_model(model, learning_rate=learning_rate, label_smoothing=label_smoothing,
+                         weight_decay=weight_decay)
 
 
 def multiply_adds(network) -> int:

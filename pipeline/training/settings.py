@@ -99,6 +99,8 @@ class TrainingConfig:
     alternate_width: float = knob("The width multiplier of the --alternate network")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
+    weight_decay: float = knob("Decoupled weight decay (AdamW, Loshchilov and Hutter 2019): each step shrinks every"
+                               " weight by the learning rate times this; 0 none, e.g. 0.05")
     learning_rate_floor: float = knob("The schedule's last learning rate, as a fraction of its peak: 0 cosine to"
                                       " zero; e.g. 0.2 ends higher, for --ema to average over")
     ema: float = knob("Weight averaging: each model ends with an exponential moving average of its weights over"
@@ -132,6 +134,8 @@ class TrainingConfig:
         config.check_width(self.alternate_width, "--alternate-width")
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
+        if not 0 <= self.weight_decay < 1:
+            raise PipelineError(f"--weight-decay {self.weight_decay}: expected 0 (none) to below 1, e.g. 0.05")
         if not 0 <= self.learning_rate_floor < 1:
             raise PipelineError(f"--learning-rate-floor {self.learning_rate_floor}: expected 0 (cosine to zero) to"
                                 " below 1, e.g. 0.2")
