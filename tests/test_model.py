@@ -48,6 +48,26 @@ def test_a_model_saved_with_the_old_schedule_still_loads(tmp_path):
     assert isinstance(schedule, WarmupCosineSchedule) and schedule.get_config() == old.get_config()
 
 
+def test_weight_decay_is_decoupled_from_the_gradient_and_saved_with_the_model(tmp_path):
+    """--weight-decay W: one step moves each weight by Adam's step plus -lr * W * the weight (AdamW), the same
+    Adam step as without it; the optimizer's saved config keeps W, so a checkpoint resumes with it."""
+    rates = np.random.default_rng(0)
+    images = rates.random((32, 28, 28, 1), dtype=np.float32)
+    targets = keras.utils.to_categorical(np.arange(32) % 10, 10)
+    after = {}
+    for decay in (0.0, 0.25):
+        keras.utils.set_random_seed(3)
+        model = build_model("mlp", learning_rate=0.01, weight_decay=decay)
+        before = [weight.copy() for weight in model.get_weights()]
+        model.train_on_batch(images, targets)
+        after[decay] = model.get_weights()
+    for start, plain, decayed in zip(before, after[0.0], after[0.25]):
+        np.testing.assert_allclose(decayed, plain - 0.01 * 0.25 * start, rtol=0, atol=1e-6)
+    assert any(np.abs(start).max() > 0.01 for start in before)  # the decay moved weights by more than atol
+    model.save(tmp_path / "decayed.keras")
+    assert load_model(tmp_path / "decayed.keras").optimizer.weight_decay == pytest.approx(0.25)
+
+
 def test_xla_is_off_and_not_a_knob():
     """Issue 18: jit_compile was an option nothing set; XLA stays off (4-5x slower on the CPU)."""
     import inspect

@@ -174,9 +174,14 @@ def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
         settings.training_config(settings.resolve_preset("quick", cutout=29))
 
 
+def test_a_weight_decay_of_one_or_more_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--weight-decay 1: expected 0 .none. to below 1"):
+        settings.training_config(settings.resolve_preset("quick", weight_decay=1.0))
+
+
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4)
+    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, weight_decay=0.05)
     training = settings.training_config(values)
     strategy = settings.configure_tensorflow(training)
     lines = []

@@ -135,7 +135,7 @@ class TrainingConfig:
         if not 0 <= self.label_smoothing < 1:
             raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
         if not 0 <= self.weight_decay < 1:
-            raise PipelineError(f"--weight-decay {self.weight_decay}: expected 0 (none) to below 1, e.g. 0.05")
+            raise PipelineError(f"--weight-decay {self.weight_decay:g}: expected 0 (none) to below 1, e.g. 0.05")
         if not 0 <= self.learning_rate_floor < 1:
             raise PipelineError(f"--learning-rate-floor {self.learning_rate_floor}: expected 0 (cosine to zero) to"
                                 " below 1, e.g. 0.2")
