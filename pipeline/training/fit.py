@@ -92,7 +92,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             model = model_library.build_model(
                 training.architecture, learning_rate=schedule, dtype_policy=training.precision,
                 dropout_rate=training.dropout, width=training.width, label_smoothing=training.label_smoothing,
-                weight_decay=training.weight_decay,
+                weight_decay=training.weight_decay, deskew=training.deskew,
             )
             state = {"completed_epochs": 0, "history": {}}
         else:

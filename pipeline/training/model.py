@@ -100,6 +100,37 @@ def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmu
     )
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
+class Deskew(layers.Layer):
+    """Each image sheared so that its strokes stand upright and moved so that its ink's centre of mass is
+    the image's centre: the classic MNIST deskewing (LeCun et al. 1998's "deslanted" inputs), here a layer
+    so that training, prediction and saved models all see the same input. No weights; float32."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **{key: value for key, value in kwargs.items() if key != "dtype"})
+
+    def call(self, images):
+        ops = keras.ops
+        rows, columns = images.shape[1], images.shape[2]
+        ink = images[..., 0]
+        total = ops.maximum(ops.sum(ink, axis=(1, 2)), 1e-6)
+        row_index = ops.reshape(ops.arange(rows, dtype="float32"), (1, rows, 1))
+        column_index = ops.reshape(ops.arange(columns, dtype="float32"), (1, 1, columns))
+        row_mean = ops.sum(ink * row_index, axis=(1, 2)) / total
+        column_mean = ops.sum(ink * column_index, axis=(1, 2)) / total
+        row_offset = row_index - row_mean[:, None, None]
+        row_variance = ops.sum(ink * row_offset**2, axis=(1, 2)) / total
+        covariance = ops.sum(ink * row_offset * (column_index - column_mean[:, None, None]), axis=(1, 2)) / total
+        slant = covariance / ops.maximum(row_variance, 1e-6)
+        centre_row, centre_column = (rows - 1) / 2, (columns - 1) / 2
+        # Output pixel (x, y) reads input (x + slant * (y - centre_row) + column_mean - centre_column,
+        # y + row_mean - centre_row): Keras's projective transform [a0, a1, a2, b0, b1, b2, c0, c1].
+        ones, zeros = ops.ones_like(slant), ops.zeros_like(slant)
+        transform = ops.stack([ones, slant, column_mean - centre_column - slant * centre_row,
+                               zeros, ones, row_mean - centre_row, zeros, zeros], axis=1)
+        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="constant")
+
+
 def _scaled(units, width):
     """A layer's filters or units times the network's width multiplier, at least 1."""
     return max(1, round(units * width))
@@ -177,8 +208,9 @@ _BODIES = {"mlp": _mlp, "small": _small, "deotte": _deotte, "cnn": _deotte, "nop
 assert set(_BODIES) == set(ARCHITECTURES), "pipeline.core.config.ARCHITECTURES names the networks built here"
 
 
-def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, width=1.0):
-    """The uncompiled Functional model for one of ARCHITECTURES; width multiplies every layer's filters or units."""
+def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, width=1.0, deskew=False):
+    """The uncompiled Functional model for one of ARCHITECTURES; width multiplies every layer's filters or units;
+    deskew puts a Deskew layer before the first."""
     if architecture not in _BODIES:
         raise ValueError(f"Unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
     if dtype_policy not in DTYPE_POLICIES:
@@ -186,7 +218,8 @@ def build_network(architecture, *, dtype_policy="float32", dropout_rate=0.4, wid
     check_dropout(dropout_rate, "dropout_rate")
     check_width(width, "width")
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
-    hidden = _BODIES[architecture](inputs, dtype_policy, dropout_rate, width)
+    first = Deskew(name="deskew")(inputs) if deskew else inputs
+    hidden = _BODIES[architecture](first, dtype_policy, dropout_rate, width)
     # Always float32: a softmax in bfloat16 would round the probabilities.
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(hidden)
     return keras.Model(inputs, outputs, name=architecture)
@@ -211,9 +244,10 @@ def compile_model(model, *, learning_rate=1e-3, label_smoothing=0.0, weight_deca
 
 
 def build_model(architecture, *, learning_rate=1e-3, dtype_policy="float32", dropout_rate=0.4, width=1.0,
-                label_smoothing=0.0, weight_decay=0.0):
+                label_smoothing=0.0, weight_decay=0.0, deskew=False):
     """build_network + compile_model: a compiled model ready for fit on one-hot labels."""
-    model = build_network(architecture, dtype_policy=dtype_policy, dropout_rate=dropout_rate, width=width)
+    model = build_network(architecture, dtype_policy=dtype_policy, dropout_rate=dropout_rate, width=width,
+                          deskew=deskew)
     return compile_model(model, learning_rate=learning_rate, label_smoothing=label_smoothing,
                          weight_decay=weight_decay)
 

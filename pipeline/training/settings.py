@@ -91,6 +91,8 @@ class TrainingConfig:
                           " random displacement, in pixels before smoothing; 0 none, Simard's 34")
     cutout: int = knob("Cutout (DeVries and Taylor 2017): a square of this many pixels a side, at a random place"
                        " in each training image, set to 0; 0 none, e.g. 8")
+    deskew: bool = knob("Deskew every image inside the network (for training and prediction alike): sheared so"
+                        " that its strokes stand upright and centred on its ink")
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     alternate: str = knob("A second network for the ensemble: every other model of the run (the 2nd, 4th, ...; the"
