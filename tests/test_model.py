@@ -68,6 +68,38 @@ def test_weight_decay_is_decoupled_from_the_gradient_and_saved_with_the_model(tm
     assert load_model(tmp_path / "decayed.keras").optimizer.weight_decay == pytest.approx(0.25)
 
 
+def ink_moments(image):
+    """(row mean, column mean, slant = covariance / row variance) of a 28x28 image's ink."""
+    rows, columns = np.mgrid[:28, :28]
+    total = image.sum()
+    row_mean, column_mean = (image * rows).sum() / total, (image * columns).sum() / total
+    covariance = (image * (rows - row_mean) * (columns - column_mean)).sum() / total
+    return row_mean, column_mean, covariance / ((image * (rows - row_mean) ** 2).sum() / total)
+
+
+def test_deskew_stands_a_slanted_stroke_upright_and_centres_it(tmp_path):
+    """--deskew: a slanted stroke, off centre, comes out upright on the image's centre; a blank image
+    stays blank (no division by zero), and a model with the layer saves and loads in safe mode."""
+    from pipeline.training.model import Deskew
+
+    images = np.zeros((2, 28, 28, 1), np.float32)
+    for row in range(5, 22):  # a 3-pixel-wide stroke, one column right every second row, left of centre
+        start = 4 + (row - 5) // 2
+        images[0, row, start:start + 3, 0] = 1.0
+    row_mean, column_mean, slant = ink_moments(images[0, ..., 0])
+    assert slant > 0.4 and abs(column_mean - 13.5) > 2  # slanted and off centre before
+    upright = np.asarray(Deskew()(images))
+    row_mean, column_mean, slant = ink_moments(upright[0, ..., 0])
+    assert abs(slant) < 0.05 and abs(row_mean - 13.5) < 0.3 and abs(column_mean - 13.5) < 0.3
+    assert upright[0].sum() == pytest.approx(images[0].sum(), rel=0.05)  # moved, not lost
+    assert np.all(upright[1] == 0)
+    model = build_model("small", deskew=True)
+    assert model.get_layer("deskew") is not None
+    model.save(tmp_path / "deskew.keras")
+    loaded = load_model(tmp_path / "deskew.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
 def test_xla_is_off_and_not_a_knob():
     """Issue 18: jit_compile was an option nothing set; XLA stays off (4-5x slower on the CPU)."""
     import inspect
