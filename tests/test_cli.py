@@ -278,12 +278,14 @@ def test_ensemble_members_of_two_networks_and_tta(tmp_path):
 @pytest.mark.slow
 def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
-                                      "--final-model", "--alternate", "mlp"))
+                                      "--final-model", "--alternate", "mlp", "--alternate-deskew"))
     assert "3 stratified folds of 800-800 images" in result.stdout
+    assert "train: 2 x small and 2 x mlp, deskewed" in result.stdout
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     assert [part["name"] for part in run["parts"]] == ["fold-0", "fold-1", "fold-2", "all-rows"]
     # every other model is the alternate network, the model on all rows too
     assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small", "mlp"]
+    assert [part.get("deskew") for part in run["parts"]] == [None, True, None, True]
     assert [part["train_images"] for part in run["parts"]] == [1600, 1600, 1600, 2400]
     assert "validation_images" not in run["parts"][-1] and len(run["models"]) == 4
     estimate = run["estimate"]
@@ -305,7 +307,7 @@ def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_pat
     report_dir = next((tmp_path / "data" / "reports").glob("*/index.html")).parent
     page = (report_dir / "index.html").read_text()
     assert f"Estimated accuracy <strong>{estimate['accuracy']:.2%}</strong>" in page and "cross-validation" in page
-    assert "<td>fold-1</td><td>mlp</td>" in page and "<td>fold-2</td><td>small</td>" in page
+    assert "<td>fold-1</td><td>mlp, deskewed</td>" in page and "<td>fold-2</td><td>small</td>" in page
     # the curves of every model of the ensemble, not only the first
     history_models = {line.split(",")[0] for line in (report_dir / "history.csv").read_text().splitlines()[1:]}
     assert history_models == {"fold-0", "fold-1", "fold-2", "all-rows"}

@@ -150,13 +150,14 @@ def test_plan_of_parts_gives_each_model_its_rows_and_seed():
 def test_alternate_network_trains_every_other_model_of_the_run():
     fold_of_row = np.array([0, 1, 2, 3, 4] * 3)
     parts = plan.plan_parts({"fold": fold_of_row}, 15, members=1, seed=10, final_model=True,
-                            alternate=("resnet", 0.9))
-    assert [part.network for part in parts] == [None, ("resnet", 0.9), None, ("resnet", 0.9), None, ("resnet", 0.9)]
+                            alternate=("resnet", 0.9, False))
+    resnet = ("resnet", 0.9, False)
+    assert [part.network for part in parts] == [None, resnet, None, resnet, None, resnet]
     assert [part.seed for part in parts] == list(range(10, 16))
     holdout = {"train": np.arange(10), "validation": np.arange(10, 15)}
-    default = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=True, alternate=("mlp", 0.5))
-    assert [(part.name, part.network) for part in default] == [("member-0", None), ("all-rows", ("mlp", 0.5))]
-    alone = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0))
+    default = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=True, alternate=("cnn", 1.0, True))
+    assert [(part.name, part.network) for part in default] == [("member-0", None), ("all-rows", ("cnn", 1.0, True))]
+    alone = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0, False))
     assert [part.network for part in alone] == [None]  # one model: nothing to alternate
 
 
@@ -172,6 +173,11 @@ def test_confident_labels_keep_only_sure_predictions():
 def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
     with pytest.raises(PipelineError, match="--cutout 29: expected 0 .none. to 28 pixels"):
         settings.training_config(settings.resolve_preset("quick", cutout=29))
+
+
+def test_alternate_deskew_without_an_alternate_network_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--alternate-deskew: deskews the --alternate network's images; name"):
+        settings.training_config(settings.resolve_preset("quick", alternate_deskew=True))
 
 
 def test_a_weight_decay_of_one_or_more_is_refused_in_one_sentence():

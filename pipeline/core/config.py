@@ -60,9 +60,9 @@ def check_dropout(rate: float, option: str = "--dropout") -> None:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
-def network_name(architecture: str, width: float) -> str:
-    """A network as the CLI and the report name it: "resnet", "cnn at 1.5x width"."""
-    return architecture + (f" at {width:g}x width" if width != 1 else "")
+def network_name(architecture: str, width: float, deskew: bool = False) -> str:
+    """A network as the CLI and the report name it: "resnet", "cnn at 1.5x width", "cnn, deskewed"."""
+    return architecture + (f" at {width:g}x width" if width != 1 else "") + (", deskewed" if deskew else "")
 
 
 def check_width(width: float, option: str = "--width") -> None:
@@ -231,6 +231,7 @@ DEFAULT = dict(
     width=1.0,  # multiplies every layer's filters or units
     alternate="none",  # or an architecture: every other model of the run (2nd, 4th, ...) is that network instead
     alternate_width=1.0,  # the alternate network's width multiplier
+    alternate_deskew=False,  # the alternate network deskews its images (--deskew's layer)
     label_smoothing=0.0,  # the loss's targets: 1 - F on the digit plus F / 10 on each of the ten; 0 = none
     weight_decay=0.0,  # decoupled (AdamW): each step shrinks every weight by learning rate x this; 0 = none
     learning_rate_floor=0.0,  # the schedule's last learning rate, a fraction of the peak; 0 = cosine to zero

@@ -83,6 +83,7 @@ class PartSummary:
     multiply_adds: int | None = None
     architecture: str | None = None  # with --alternate, the models of a run differ
     width: float | None = None
+    deskew: bool | None = None  # True when its network deskews its images; None otherwise and in older runs
     validation_images: int | None = None  # None: the model on all rows, measured on nothing
     accuracy: float | None = None  # on its validation images
     best_epoch: int | None = None
@@ -100,7 +101,7 @@ class PartSummary:
         return cls(name=value["name"], seed=_count(value.get("seed")),
                    train_images=_count(value.get("train_images")) or 0,
                    multiply_adds=_count(value.get("multiply_adds")), architecture=_text(value.get("architecture")),
-                   width=_number(value.get("width")),
+                   width=_number(value.get("width")), deskew=True if value.get("deskew") is True else None,
                    validation_images=_count(value.get("validation_images")),
                    accuracy=_number(value.get("accuracy")), best_epoch=_count(value.get("best_epoch")),
                    best_epoch_accuracy=_number(value.get("best_epoch_accuracy")),

@@ -216,7 +216,7 @@ def _network(part: PartSummary) -> str:
     """The part's network, as `--model` and `--width` name it ("-" in runs recorded before parts named it)."""
     if part.architecture is None:
         return "-"
-    return network_name(part.architecture, part.width if part.width is not None else 1)
+    return network_name(part.architecture, part.width if part.width is not None else 1, bool(part.deskew))
 
 
 PARTS_HEADER = ["model", "network", "seed", "train digits", "digits it never saw", "accuracy on those"]

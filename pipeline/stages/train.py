@@ -66,7 +66,7 @@ def new_run_id(paths, stem: str) -> str:
 def _networks(parts: list[Part], training: TrainingConfig) -> str:
     """What the run trains: "2 x cnn", or with --alternate "3 x cnn at 1.5x width and 3 x resnet at 0.9x width"."""
     alternates = sum(part.network is not None for part in parts)
-    own = f"{len(parts) - alternates} x {network_name(training.architecture, training.width)}"
+    own = f"{len(parts) - alternates} x {network_name(training.architecture, training.width, training.deskew)}"
     return own + (f" and {alternates} x {network_name(*training.alternate_network())}" if alternates else "")
 
 

@@ -54,10 +54,11 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
     from pipeline.training import model as model_library  # Keras at its top: loaded only to train
 
     if part.network is not None:  # --alternate's network for this model
-        training = replace(training, architecture=part.network[0], width=part.network[1])
+        training = replace(training, architecture=part.network[0], width=part.network[1], deskew=part.network[2])
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                   if part.validation_rows is not None else ", all rows")
-    network = f", {config.network_name(training.architecture, training.width)}" if part.network is not None else ""
+    network = (f", {config.network_name(training.architecture, training.width, training.deskew)}"
+               if part.network is not None else "")
     console.say(f"train: model {number} of {total} ({part.name}, seed {part.seed}{network}):"
                 f" {len(part.train_rows)} images{checked_on}")
     validation = (None, None)
@@ -69,7 +70,7 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
     summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
                           multiply_adds=model_library.multiply_adds(model), architecture=training.architecture,
-                          width=training.width)
+                          width=training.width, deskew=training.deskew or None)
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)

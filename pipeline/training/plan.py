@@ -19,16 +19,16 @@ class Part:
     seed: int
     train_rows: np.ndarray
     validation_rows: np.ndarray | None
-    network: tuple[str, float] | None = None  # (architecture, width) when not the run's own: --alternate
+    network: tuple[str, float, bool] | None = None  # (architecture, width, deskew) when not the run's own: --alternate
 
 
 def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool,
-               alternate: tuple[str, float] | None = None) -> list[Part]:
+               alternate: tuple[str, float, bool] | None = None) -> list[Part]:
     """The models a run trains, in order, each with its own seed (seed, seed + 1, ...).
 
     split: a holdout split ({"train", "validation"} row indices) or folds ({"fold"}: the fold of
     every row). Every group of rows gets `members` models; final_model adds one on all rows.
-    alternate: (architecture, width) of every other model in this order (the 2nd, 4th, ...; the model on
+    alternate: (architecture, width, deskew) of every other model in this order (the 2nd, 4th, ...; the model on
     all rows too), for an ensemble of two networks, whose errors differ more than two copies of one.
     """
     if "fold" in split:

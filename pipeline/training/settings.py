@@ -99,6 +99,7 @@ class TrainingConfig:
                           " model on all rows comes last; a run of one model has none) is this one, at"
                           " --alternate-width. none: one network", choices=("none", *config.ARCHITECTURES))
     alternate_width: float = knob("The width multiplier of the --alternate network")
+    alternate_deskew: bool = knob("The --alternate network deskews its images (see --deskew)")
     label_smoothing: float = knob("Label smoothing of the loss: each target is 1 - F on its digit and F / 10 spread"
                                   " over all ten (Keras's CategoricalCrossentropy); 0 none, e.g. 0.1")
     weight_decay: float = knob("Decoupled weight decay (AdamW, Loshchilov and Hutter 2019): each step shrinks every"
@@ -145,15 +146,18 @@ class TrainingConfig:
             raise PipelineError(f"--ema {self.ema}: expected 0 (none) to below 1, e.g. 0.999")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
+        if self.alternate_deskew and self.alternate == "none":
+            raise PipelineError("--alternate-deskew: deskews the --alternate network's images; name that network,"
+                                " e.g. --alternate cnn")
         if self.pseudo_label and not self.final_model:
             raise PipelineError("--pseudo-label: the pseudo-labelled test images are learnt by the model on all rows;"
                                 " add --final-model")
         # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
         config.check_seed(self.seed, models=self.members + int(self.final_model))
 
-    def alternate_network(self) -> tuple[str, float] | None:
-        """(architecture, width) of the models that alternate with --model's, or None."""
-        return None if self.alternate == "none" else (self.alternate, self.alternate_width)
+    def alternate_network(self) -> tuple[str, float, bool] | None:
+        """(architecture, width, deskew) of the models that alternate with --model's, or None."""
+        return None if self.alternate == "none" else (self.alternate, self.alternate_width, self.alternate_deskew)
 
     def as_dict(self) -> dict:
         return asdict(self)
