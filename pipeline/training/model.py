@@ -20,6 +20,9 @@ Architectures (`ARCHITECTURES`), all Functional, input (28, 28, 1) float32 in [0
 - "resnet": a small residual network (a 3x3 stem, a strided convolution and one residual block at 14x14
   and at 7x7, global average pooling), another family for ensembles (about 2.4x the work of "cnn").
 
+Any of them can start with a `Deskew` layer (`deskew=True`): the same network seeing the digits upright,
+whose errors differ from the plain network's, so that the two averaged make fewer (docs/experiments.md).
+
 The schedule is Keras's `CosineDecay` with its linear warm-up, keyed on the optimizer step, so a
 checkpoint that holds the optimizer state resumes it exactly.
 """
