@@ -4,7 +4,7 @@ data/screen); a killed screen resumes from its checkpoints. docs/experiments.md 
 Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
 Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo (learns the
 confident labels that plain, or the arms of source=a+b averaged, give its held-out fold and the test rows),
-any other name = plain with the overrides given (key=value).
+any other name = plain with the overrides given (key=value; seed_offset=N trains seed 42+fold+N).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -42,7 +42,7 @@ for fold in folds:
         out = OUT / f"{arm}-fold{fold}.npz"
         if out.exists():
             continue
-        training, seed = base, 42 + fold
+        training, seed = base, 42 + fold + int(overrides.get("seed_offset", 0))  # seed_offset=100: another seed
         x, y = images[train_rows], labels[train_rows]
         extra = {}
         if arm == "plain2":
