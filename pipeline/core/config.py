@@ -243,10 +243,7 @@ DEFAULT = dict(
 
 # Training presets: plain values, overridden by any option given on the command line.
 PRESETS = {
-    # The holdout model (the estimate) and the model on all rows, the second deskewed: its errors differ from
-    # the first's, so the two averaged made 83 errors on three paired folds where two CNNs made 96
-    # (docs/experiments.md, 2026-12-04 evening), at the same work.
-    "default": {**DEFAULT, "alternate": "cnn", "alternate_deskew": True},
+    "default": DEFAULT,
     # Seconds on the bundled sample: for tests and a first look.
     "quick": {**DEFAULT, "architecture": "small", "epochs": 3, "precision": "float32", "final_model": False},
     # Five-fold cross-validation (an estimate over every row) and a model on all rows: six models,
@@ -264,8 +261,7 @@ DEFAULT_PRESET = "default"
 # What each preset costs, for --help and `make help`: the README's figures, on a 2-core CPU with bfloat16
 # (AVX-512 BF16 or AMX: 1,500-2,300 images/s of the default CNN) or without (AVX2-only float32: about 600).
 PRESET_COSTS = {
-    "default": "default: 2 models (holdout + all rows, deskewed), about 20 min on a 2-core CPU with bfloat16,"
-               " 40 min without",
+    "default": "default: 2 models (holdout + all rows), about 20 min on a 2-core CPU with bfloat16, 40 min without",
     "quick": "quick: 1 small model, seconds (the sample, tests)",
     "best": "best: 6 models (5 folds + all rows: 3 wide CNNs, 3 resnets) with TTA, about 1 h 45 min with"
             " bfloat16, 4 h without",
