@@ -54,7 +54,8 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
     from pipeline.training import model as model_library  # Keras at its top: loaded only to train
 
     if part.network is not None:  # --alternate's network for this model
-        training = replace(training, architecture=part.network[0], width=part.network[1], deskew=part.network[2])
+        architecture, width, deskew = part.network
+        training = replace(training, architecture=architecture, width=width, deskew=deskew)
     checked_on = (f", checked on {len(part.validation_rows)} it never sees"
                   if part.validation_rows is not None else ", all rows")
     network = (f", {config.network_name(training.architecture, training.width, training.deskew)}"
