@@ -170,9 +170,58 @@ def test_confident_labels_keep_only_sure_predictions():
     assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
 
 
+def _plus_max_min(images):
+    """Each pixel's max and min over itself and its four neighbours (0 outside), in numpy."""
+    padded = np.pad(images[..., 0], ((0, 0), (1, 1), (1, 1)))
+    around = np.stack([images[..., 0], padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2],
+                       padded[:, 1:-1, 2:]])
+    return around.max(axis=0)[..., None], around.min(axis=0)[..., None]
+
+
+def test_thickness_blends_each_digit_towards_its_dilation_or_erosion_and_repeats_with_its_seed():
+    images = digit_like_images(64, seed=3)
+    seed = tf.constant([5, 6], tf.int64)
+    changed = augment.random_thickness(images, seed, 0.5).numpy()
+    assert np.array_equal(changed, augment.random_thickness(images, seed, 0.5).numpy())
+    assert not np.array_equal(changed, augment.random_thickness(images, tf.constant([5, 7], tf.int64), 0.5).numpy())
+    thick, thin = _plus_max_min(images)
+    # Every image lies a fraction of at most 0.5 of the way to one of the two, the same fraction at every pixel.
+    towards_thick = np.where(thick > images, (changed - images) / np.maximum(thick - images, 1e-9), np.nan)
+    towards_thin = np.where(thin < images, (images - changed) / np.maximum(images - thin, 1e-9), np.nan)
+    thickened = 0
+    for image in range(len(images)):
+        up = towards_thick[image][~np.isnan(towards_thick[image])]
+        down = towards_thin[image][~np.isnan(towards_thin[image])]
+        if (up > 1e-6).any():
+            thickened += 1
+            assert np.allclose(up, up[0], atol=1e-4) and 0 < up[0] <= 0.5 and np.allclose(down, 0, atol=1e-6)
+        else:
+            assert np.allclose(down, down[0], atol=1e-4) and 0 <= down[0] <= 0.5
+    assert 10 < thickened < 54  # both ways, about half each
+    ink, changed_ink = images.sum(axis=(1, 2, 3)), changed.sum(axis=(1, 2, 3))
+    assert (changed_ink > ink * 1.05).any() and (changed_ink < ink * 0.95).any()
+    blank = np.zeros((4, 28, 28, 1), np.float32)
+    assert not augment.random_thickness(blank, seed, 1.0).numpy().any()
+    # In an epoch it comes after the affine map, on its own stream: each image between the plain epoch's
+    # image's erosion and dilation.
+    labels = np.arange(64) % 10
+    plain = next(iter(augment.make_training_dataset(images, labels, 64, 1, 0)))[0].numpy()
+    with_thickness = next(iter(augment.make_training_dataset(images, labels, 64, 1, 0, thickness=0.5)))[0].numpy()
+    thick, thin = _plus_max_min(plain)
+    assert not np.array_equal(with_thickness, plain)
+    assert (with_thickness <= thick + 1e-6).all() and (with_thickness >= thin - 1e-6).all()
+    with pytest.raises(ValueError, match="thickness"):
+        augment.make_training_dataset(images, labels, 16, 1, 0, thickness=1.5)
+
+
 def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
     with pytest.raises(PipelineError, match="--cutout 29: expected 0 .none. to 28 pixels"):
         settings.training_config(settings.resolve_preset("quick", cutout=29))
+
+
+def test_a_thickness_above_one_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--thickness 1.5: expected 0 .none. to 1 "):
+        settings.training_config(settings.resolve_preset("quick", thickness=1.5))
 
 
 def test_alternate_deskew_without_an_alternate_network_is_refused_in_one_sentence():
@@ -187,7 +236,8 @@ def test_a_weight_decay_of_one_or_more_is_refused_in_one_sentence():
 
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, weight_decay=0.05)
+    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, thickness=0.5,
+                                     weight_decay=0.05)
     training = settings.training_config(values)
     strategy = settings.configure_tensorflow(training)
     lines = []

@@ -10,6 +10,8 @@ so a training run resumed at epoch k sees exactly the images that an uninterrupt
   composes it with the affine map in one resampling.
 - `random_cutout`: DeVries and Taylor's (2017) Cutout: a square of each image set to 0, as a stroke
   missing or faint, after the other maps.
+- `random_thickness`: each image's strokes made thicker or thinner by a random amount, as different pens
+  and hands press: a blend towards a one-pixel grey dilation or erosion, after the maps.
 - `make_training_dataset`: one epoch of shuffled, augmented, batched (images, one-hot labels).
 - `make_evaluation_dataset`: batched images (and one-hot labels when given), in order.
 
@@ -152,6 +154,22 @@ def random_cutout(images, seed, size):
     return tf.where(inside[..., None], 0.0, images)
 
 
+def random_thickness(images, seed, amount):
+    """Thicken or thin the strokes of each image: with t uniform in +-amount per image, the image moves a
+    fraction t of the way to its one-pixel dilation (t > 0) or |t| of the way to its erosion (t < 0), both
+    over the pixel and its four neighbours (a plus sign, grey levels: max and min). A full erosion leaves a
+    typical digit about a third of its ink and a full dilation adds three quarters, so amount is at most 1
+    and about 0.5 keeps every digit legible. images: (B, H, W, 1) float32; seed: shape-[2] integers."""
+    images = tf.convert_to_tensor(images, dtype=tf.float32)
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    neighbourhood = tf.stack([images] + [padded[:, 1 + down:1 + down + height, 1 + right:1 + right + width]
+                                         for down, right in ((-1, 0), (1, 0), (0, -1), (0, 1))])
+    thick, thin = tf.reduce_max(neighbourhood, axis=0), tf.reduce_min(neighbourhood, axis=0)
+    fraction = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed, minval=-amount, maxval=amount)
+    return tf.where(fraction > 0, images + fraction * (thick - images), images - fraction * (thin - images))
+
+
 def _bilinear_sample(images, rows, columns):
     """images (B, H, W, 1) read at real-valued (rows, columns) of shape (B, H, W); 0 outside the image."""
     batch_size, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
@@ -195,7 +213,7 @@ _NO_AUTOTUNE.autotune.enabled = False
 
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                           max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0,
-                          cutout=0):
+                          cutout=0, thickness=0.0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
 
     images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
@@ -206,6 +224,7 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
     elastic: alpha of random_elastic (the `--elastic` option), composed with the affine map in one
     resampling (random_affine_elastic); 0: none.
     cutout: the side in pixels of random_cutout's square, after the maps (the `--cutout` option); 0: none.
+    thickness: random_thickness's amount, after the maps and before cutout (the `--thickness` option); 0: none.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -221,7 +240,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
         raise ValueError(f"elastic must be 0 or more, got {elastic}.")
     if not 0 <= cutout <= IMAGE_SHAPE[0]:
         raise ValueError(f"cutout must be 0 to {IMAGE_SHAPE[0]} pixels, got {cutout}.")
-    if augment and (strength > 0 or elastic > 0 or cutout > 0):
+    if not 0 <= thickness <= 1:
+        raise ValueError(f"thickness must be 0 to 1, got {thickness}.")
+    if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0):
         max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
                                                      strength * max_shift)
         epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
@@ -238,6 +259,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                 batch_images = random_elastic(batch_images, elastic_seed, alpha=elastic)
             elif strength > 0:
                 batch_images = random_affine(batch_images, batch_seed, max_rotation_degrees, max_zoom, max_shift)
+            if thickness > 0:
+                batch_images = random_thickness(batch_images, tf.random.experimental.stateless_fold_in(batch_seed, 3),
+                                                thickness)
             if cutout > 0:
                 batch_images = random_cutout(batch_images, tf.random.experimental.stateless_fold_in(batch_seed, 2),
                                              cutout)

@@ -91,6 +91,8 @@ class TrainingConfig:
                           " random displacement, in pixels before smoothing; 0 none, Simard's 34")
     cutout: int = knob("Cutout (DeVries and Taylor 2017): a square of this many pixels a side, at a random place"
                        " in each training image, set to 0; 0 none, e.g. 8")
+    thickness: float = knob("Stroke thickness: each training image's strokes thickened or thinned by a random"
+                            " fraction, up to this, of a one-pixel dilation or erosion; 0 none, at most 1, e.g. 0.5")
     deskew: bool = knob("Deskew every image inside the network (for training and prediction alike): sheared so"
                         " that its strokes stand upright and centred on its ink")
     dropout: float = knob("Dropout rate after each block of the network")
@@ -132,6 +134,9 @@ class TrainingConfig:
             raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         if not 0 <= self.cutout <= config.IMAGE_SHAPE[0]:
             raise PipelineError(f"--cutout {self.cutout}: expected 0 (none) to {config.IMAGE_SHAPE[0]} pixels, e.g. 8")
+        if not 0 <= self.thickness <= 1:
+            raise PipelineError(f"--thickness {self.thickness}: expected 0 (none) to 1 (a full one-pixel dilation"
+                                " or erosion), e.g. 0.5")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
         config.check_width(self.alternate_width, "--alternate-width")
