@@ -214,6 +214,38 @@ def test_thickness_blends_each_digit_towards_its_dilation_or_erosion_and_repeats
         augment.make_training_dataset(images, labels, 16, 1, 0, thickness=1.5)
 
 
+def test_mixup_blends_each_image_and_its_label_with_the_one_before_by_one_weight_of_at_least_half():
+    images = digit_like_images(64, seed=4)
+    labels = np.eye(NUM_CLASSES, dtype=np.float32)[np.arange(64) % NUM_CLASSES]
+    seed = tf.constant([8, 9], tf.int64)
+    mixed, mixed_labels = (t.numpy() for t in augment.random_mixup(images, labels, seed, 0.2))
+    again = augment.random_mixup(images, labels, seed, 0.2)[0].numpy()
+    assert np.array_equal(mixed, again)
+    assert not np.array_equal(mixed, augment.random_mixup(images, labels, tf.constant([8, 10], tf.int64), 0.2)[0])
+    # Each label's own digit carries the weight w, the digit before it 1 - w; the image is blended alike.
+    weight = mixed_labels[np.arange(64), np.arange(64) % NUM_CLASSES]
+    assert (weight >= 0.5).all() and (weight <= 1).all() and (weight < 0.99).any()
+    assert np.allclose(mixed_labels.sum(axis=1), 1, atol=1e-6)
+    assert (mixed_labels.argmax(axis=1) == np.arange(64) % NUM_CLASSES)[weight > 0.5 + 1e-6].all()
+    before = np.roll(images, 1, axis=0)
+    assert np.allclose(mixed, weight[:, None, None, None] * images + (1 - weight[:, None, None, None]) * before,
+                       atol=1e-5)
+    # In an epoch it comes last, on its own stream: the plain epoch's images, blended in pairs.
+    digits = np.arange(64) % NUM_CLASSES
+    plain_images, plain_labels = (t.numpy() for t in
+                                  next(iter(augment.make_training_dataset(images, digits, 64, 1, 0))))
+    with_mixup, with_labels = (t.numpy() for t in
+                               next(iter(augment.make_training_dataset(images, digits, 64, 1, 0, mixup=0.2))))
+    own = (with_labels * plain_labels).sum(axis=1)
+    assert (own >= 0.5).all() and (own < 0.99).any()
+    # (where the two digits are the same the label cannot tell the weight)
+    two_digits = plain_labels.argmax(axis=1) != np.roll(plain_labels, 1, axis=0).argmax(axis=1)
+    expected = own[:, None, None, None] * plain_images + (1 - own[:, None, None, None]) * np.roll(plain_images, 1, 0)
+    assert two_digits.sum() > 40 and np.allclose(with_mixup[two_digits], expected[two_digits], atol=1e-5)
+    with pytest.raises(ValueError, match="mixup"):
+        augment.make_training_dataset(images, digits, 16, 1, 0, mixup=1.5)
+
+
 def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
     with pytest.raises(PipelineError, match="--cutout 29: expected 0 .none. to 28 pixels"):
         settings.training_config(settings.resolve_preset("quick", cutout=29))
@@ -222,6 +254,11 @@ def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
 def test_a_thickness_above_one_is_refused_in_one_sentence():
     with pytest.raises(PipelineError, match="--thickness 1.5: expected 0 .none. to 1 "):
         settings.training_config(settings.resolve_preset("quick", thickness=1.5))
+
+
+def test_a_mixup_above_one_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--mixup 2.0: expected 0 .none. to 1 "):
+        settings.training_config(settings.resolve_preset("quick", mixup=2.0))
 
 
 def test_alternate_deskew_without_an_alternate_network_is_refused_in_one_sentence():
@@ -236,7 +273,7 @@ def test_a_weight_decay_of_one_or_more_is_refused_in_one_sentence():
 
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, thickness=0.5,
+    values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, thickness=0.5, mixup=0.2,
                                      weight_decay=0.05)
     training = settings.training_config(values)
     strategy = settings.configure_tensorflow(training)

@@ -12,6 +12,8 @@ so a training run resumed at epoch k sees exactly the images that an uninterrupt
   missing or faint, after the other maps.
 - `random_thickness`: each image's strokes made thicker or thinner by a random amount, as different pens
   and hands press: a blend towards a one-pixel grey dilation or erosion, after the maps.
+- `random_mixup`: Zhang et al.'s (2018) mixup: each image and its one-hot label blended with another
+  image of the batch and its label, last of all.
 - `make_training_dataset`: one epoch of shuffled, augmented, batched (images, one-hot labels).
 - `make_evaluation_dataset`: batched images (and one-hot labels when given), in order.
 
@@ -170,6 +172,27 @@ def random_thickness(images, seed, amount):
     return tf.where(fraction > 0, images + fraction * (thick - images), images - fraction * (thin - images))
 
 
+def random_mixup(images, labels, seed, alpha):
+    """Blend each image with the one before it in the batch (the first with the last; the batch's order is
+    already a random permutation), and its one-hot label likewise, by a weight w ~ Beta(alpha, alpha) folded to
+    w >= 0.5: each image stays mostly itself, so its label keeps its argmax (and accuracy its meaning).
+    images: (B, H, W, 1) float32; labels: (B, 10) float32; seed: shape-[2] integers. Returns both."""
+    images = tf.convert_to_tensor(images, dtype=tf.float32)
+    labels = tf.convert_to_tensor(labels, dtype=tf.float32)
+    shape = [tf.shape(images)[0]]
+    # Beta from two Gammas, in float64: at small alpha a float32 Gamma draw can underflow to 0.
+    first = tf.random.stateless_gamma(shape, tf.random.experimental.stateless_fold_in(seed, 0), alpha=alpha,
+                                      dtype=tf.float64)
+    second = tf.random.stateless_gamma(shape, tf.random.experimental.stateless_fold_in(seed, 1), alpha=alpha,
+                                       dtype=tf.float64)
+    total = first + second
+    weight = tf.where(total > 0, first / tf.where(total > 0, total, 1.0), 1.0)
+    weight = tf.cast(tf.maximum(weight, 1.0 - weight), tf.float32)
+    mixed_images = weight[:, None, None, None] * images + (1.0 - weight[:, None, None, None]) * tf.roll(images, 1, 0)
+    mixed_labels = weight[:, None] * labels + (1.0 - weight[:, None]) * tf.roll(labels, 1, 0)
+    return mixed_images, mixed_labels
+
+
 def _bilinear_sample(images, rows, columns):
     """images (B, H, W, 1) read at real-valued (rows, columns) of shape (B, H, W); 0 outside the image."""
     batch_size, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
@@ -213,7 +236,7 @@ _NO_AUTOTUNE.autotune.enabled = False
 
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                           max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0,
-                          cutout=0, thickness=0.0):
+                          cutout=0, thickness=0.0, mixup=0.0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
 
     images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
@@ -225,6 +248,7 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
     resampling (random_affine_elastic); 0: none.
     cutout: the side in pixels of random_cutout's square, after the maps (the `--cutout` option); 0: none.
     thickness: random_thickness's amount, after the maps and before cutout (the `--thickness` option); 0: none.
+    mixup: random_mixup's alpha, last of all, so labels may be blends of two (the `--mixup` option); 0: none.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -242,7 +266,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
         raise ValueError(f"cutout must be 0 to {IMAGE_SHAPE[0]} pixels, got {cutout}.")
     if not 0 <= thickness <= 1:
         raise ValueError(f"thickness must be 0 to 1, got {thickness}.")
-    if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0):
+    if not 0 <= mixup <= 1:
+        raise ValueError(f"mixup must be 0 to 1, got {mixup}.")
+    if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0 or mixup > 0):
         max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
                                                      strength * max_shift)
         epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
@@ -265,6 +291,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
             if cutout > 0:
                 batch_images = random_cutout(batch_images, tf.random.experimental.stateless_fold_in(batch_seed, 2),
                                              cutout)
+            if mixup > 0:
+                batch_images, batch_labels = random_mixup(
+                    batch_images, batch_labels, tf.random.experimental.stateless_fold_in(batch_seed, 4), mixup)
             return batch_images, batch_labels
 
         dataset = dataset.enumerate().map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
