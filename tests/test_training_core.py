@@ -246,6 +246,43 @@ def test_mixup_blends_each_image_and_its_label_with_the_one_before_by_one_weight
         augment.make_training_dataset(images, digits, 16, 1, 0, mixup=1.5)
 
 
+def test_shear_slants_each_image_by_its_own_factor_and_leaves_the_other_draws_alone():
+    bars = np.zeros((64, 28, 28, 1), np.float32)
+    bars[:, 4:24, 13:15] = 1.0  # an upright stroke, two pixels wide
+    seed = tf.constant([3, 4], tf.int64)
+    slanted = augment.random_affine(bars, seed, 0.0, 0.0, 0.0, max_shear=0.3).numpy()[..., 0]
+    assert np.array_equal(slanted, augment.random_affine(bars, seed, 0.0, 0.0, 0.0, max_shear=0.3).numpy()[..., 0])
+    # Each row's ink centre moves in proportion to the row's height: one slope an image, within +-0.3.
+    rows = np.arange(6, 22)
+    columns = np.arange(28)
+    slopes = []
+    for image in slanted:
+        centres = (image[rows] * columns).sum(axis=1) / image[rows].sum(axis=1)
+        slope, intercept = np.polyfit(rows, centres, 1)
+        assert np.abs(centres - (slope * rows + intercept)).max() < 0.05
+        assert abs(intercept + slope * 13.5 - 13.5) < 0.05  # about the centre
+        slopes.append(slope)
+    slopes = np.array(slopes)
+    assert (np.abs(slopes) <= 0.3 + 1e-3).all() and (slopes < -0.1).any() and (slopes > 0.1).any()
+    # Its own stream: with rotation, zoom and shift as well, an image without ink above and below the
+    # centre row is as without shear, which a shared draw would not leave.
+    flat = np.zeros((64, 28, 28, 1), np.float32)
+    flat[:, 13:15, 6:22] = 1.0
+    with_shear = augment.random_affine(flat, seed, max_shear=0.3).numpy()
+    without = augment.random_affine(flat, seed).numpy()
+    assert np.abs(with_shear - without).max() < 0.35 and not np.allclose(with_shear, without)
+    images, labels = digit_like_images(16, seed=2), np.arange(16) % NUM_CLASSES
+    plain = next(iter(augment.make_training_dataset(images, labels, 16, 1, 0)))[0].numpy()
+    assert not np.allclose(plain, next(iter(augment.make_training_dataset(images, labels, 16, 1, 0, shear=0.2)))[0])
+    with pytest.raises(ValueError, match="shear"):
+        augment.make_training_dataset(images, labels, 16, 1, 0, shear=1.5)
+
+
+def test_a_shear_above_one_is_refused_in_one_sentence():
+    with pytest.raises(PipelineError, match="--shear 1.5: expected 0 .none. to 1 "):
+        settings.training_config(settings.resolve_preset("quick", shear=1.5))
+
+
 def test_a_cutout_larger_than_the_image_is_refused_in_one_sentence():
     with pytest.raises(PipelineError, match="--cutout 29: expected 0 .none. to 28 pixels"):
         settings.training_config(settings.resolve_preset("quick", cutout=29))
@@ -274,7 +311,7 @@ def test_a_weight_decay_of_one_or_more_is_refused_in_one_sentence():
 def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
     values = settings.resolve_preset("quick", epochs=2, elastic=10.0, cutout=4, thickness=0.5, mixup=0.2,
-                                     weight_decay=0.05)
+                                     shear=0.2, weight_decay=0.05)
     training = settings.training_config(values)
     strategy = settings.configure_tensorflow(training)
     lines = []

@@ -227,6 +227,7 @@ DEFAULT = dict(
     elastic=0.0,  # elastic distortion's alpha in pixels (Simard et al. 2003 used 34); 0 = none
     cutout=0,  # Cutout's square side in pixels (DeVries and Taylor 2017); 0 = none
     thickness=0.0,  # strokes thickened or thinned by up to this fraction of a one-pixel dilation or erosion
+    shear=0.0,  # a random slant: x moves by up to +-shear * (y - centre), composed with the affine map; 0 = none
     mixup=0.0,  # mixup's Beta(alpha, alpha) (Zhang et al. 2018): images and labels blended in pairs; 0 = none
     deskew=False,  # every image sheared upright and centred inside the network, for training and prediction
     dropout=0.4,  # after each block of the CNNs (before the last layer of "small")

@@ -3,7 +3,7 @@
 Everything random here is drawn from stateless generators keyed on (seed, epoch, batch index),
 so a training run resumed at epoch k sees exactly the images that an uninterrupted run would.
 
-- `random_affine`: one composed rotation + zoom + shift per image, applied in a single
+- `random_affine`: one composed rotation + zoom + shift (+ shear, a slant) per image, applied in a single
   bilinear resampling (`keras.ops.image.affine_transform`, fill 0). No flips: a flipped 2 is not a 2.
 - `random_elastic`: Simard, Steinkraus and Platt's (2003) elastic distortion: a random displacement
   field smoothed by a Gaussian, as different hands bend the same stroke; `random_affine_elastic`
@@ -30,29 +30,31 @@ import tensorflow as tf
 from pipeline.core.config import IMAGE_SHAPE, NUM_CLASSES
 
 
-def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1):
+def random_affine(images, seed, max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, max_shear=0.0):
     """Rotate, zoom and shift each image of a batch by its own random amounts.
 
     images: float32 tensor (batch, height, width, channels).
     seed: shape-[2] integer tensor; the same seed and images give the same output.
     Per image: an angle uniform in +-max_rotation_degrees, a zoom factor uniform in
     [1 - max_zoom, 1 + max_zoom] drawn separately for x and y (as Keras' ImageDataGenerator
-    zoom_range does), and a shift uniform in +-max_shift of the width (x) and height (y).
-    The four are composed into one affine map about the image centre, resampled bilinearly,
+    zoom_range does), a shift uniform in +-max_shift of the width (x) and height (y), and when max_shear > 0
+    a horizontal shear uniform in +-max_shear (x moves by shear * (y - centre): a slant; drawn on its own
+    stream, fold_in(seed, 5), so the other draws stay as they were without it).
+    All are composed into one affine map about the image centre, resampled bilinearly,
     with 0 where the source lies outside the image.
     """
     images = tf.convert_to_tensor(images, dtype=tf.float32)
     if images.shape.rank != 4:
         raise ValueError(f"images must have shape (batch, height, width, channels), got {images.shape}.")
     m00, m01, offset_x, m10, m11, offset_y = _random_inverse_maps(images, seed, max_rotation_degrees, max_zoom,
-                                                                  max_shift)
+                                                                  max_shift, max_shear)
     zeros = tf.zeros_like(m00)
     transforms = tf.stack([m00, m01, offset_x, m10, m11, offset_y, zeros, zeros], axis=1)
     return keras.ops.image.affine_transform(images, transforms, interpolation="bilinear", fill_mode="constant",
                                             fill_value=0, data_format="channels_last")
 
 
-def _random_inverse_maps(images, seed, max_rotation_degrees, max_zoom, max_shift):
+def _random_inverse_maps(images, seed, max_rotation_degrees, max_zoom, max_shift, max_shear=0.0):
     """random_affine's draws as the inverse map of each image (output pixel -> input pixel):
     x_in = m00 x + m01 y + offset_x, y_in = m10 x + m11 y + offset_y (x the column, y the row)."""
     batch_size = tf.shape(images)[0]
@@ -73,6 +75,11 @@ def _random_inverse_maps(images, seed, max_rotation_degrees, max_zoom, max_shift
     cos, sin = tf.cos(angle), tf.sin(angle)
     m00, m01 = cos / zoom_x, sin / zoom_x
     m10, m11 = -sin / zoom_y, cos / zoom_y
+    if max_shear > 0:
+        # The forward map shears first (x += shear * (y - centre)), so its inverse S^-1 comes last: M = S^-1 M.
+        shear = tf.random.stateless_uniform([batch_size], seed=tf.random.experimental.stateless_fold_in(seed, 5),
+                                            minval=-max_shear, maxval=max_shear)
+        m00, m01 = m00 - shear * m10, m01 - shear * m11
     centre_x = (width - 1.0) / 2.0
     centre_y = (height - 1.0) / 2.0
     moved_x = centre_x + shift_x
@@ -110,7 +117,7 @@ def random_elastic(images, seed, alpha=34.0, sigma=ELASTIC_SIGMA):
 
 
 def random_affine_elastic(images, affine_seed, elastic_seed, alpha, max_rotation_degrees=10.0, max_zoom=0.1,
-                          max_shift=0.1, sigma=ELASTIC_SIGMA):
+                          max_shift=0.1, sigma=ELASTIC_SIGMA, max_shear=0.0):
     """random_elastic then random_affine with the same draws, in ONE bilinear resampling.
 
     Each resampling blurs: the two in turn leave a digit about a third fewer pixels above 0.9 than
@@ -120,7 +127,7 @@ def random_affine_elastic(images, affine_seed, elastic_seed, alpha, max_rotation
     """
     images = tf.convert_to_tensor(images, dtype=tf.float32)
     m00, m01, offset_x, m10, m11, offset_y = (value[:, None, None] for value in _random_inverse_maps(
-        images, affine_seed, max_rotation_degrees, max_zoom, max_shift))
+        images, affine_seed, max_rotation_degrees, max_zoom, max_shift, max_shear))
     field = _elastic_field(images, elastic_seed, alpha, sigma)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     y = tf.cast(tf.range(height), tf.float32)[None, :, None]
@@ -236,7 +243,7 @@ _NO_AUTOTUNE.autotune.enabled = False
 
 def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
                           max_rotation_degrees=10.0, max_zoom=0.1, max_shift=0.1, strength=1.0, elastic=0.0,
-                          cutout=0, thickness=0.0, mixup=0.0):
+                          cutout=0, thickness=0.0, mixup=0.0, shear=0.0):
     """One epoch of training data: (images float32 (B, 28, 28, 1), one-hot labels float32 (B, 10)).
 
     images: (N, 28, 28, 1), float32 in [0, 1] (uint8 0-255 is scaled). labels: (N,) ints 0-9.
@@ -248,6 +255,8 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
     resampling (random_affine_elastic); 0: none.
     cutout: the side in pixels of random_cutout's square, after the maps (the `--cutout` option); 0: none.
     thickness: random_thickness's amount, after the maps and before cutout (the `--thickness` option); 0: none.
+    shear: random_affine's max_shear, composed with the other maps (the `--shear` option; not scaled by
+    strength); 0: none.
     mixup: random_mixup's alpha, last of all, so labels may be blends of two (the `--mixup` option); 0: none.
     """
     if batch_size < 1:
@@ -268,7 +277,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
         raise ValueError(f"thickness must be 0 to 1, got {thickness}.")
     if not 0 <= mixup <= 1:
         raise ValueError(f"mixup must be 0 to 1, got {mixup}.")
-    if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0 or mixup > 0):
+    if not 0 <= shear <= 1:
+        raise ValueError(f"shear must be 0 to 1, got {shear}.")
+    if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0 or mixup > 0 or shear > 0):
         max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
                                                      strength * max_shift)
         epoch_seed = tf.constant([seed, epoch], dtype=tf.int64)
@@ -278,13 +289,14 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
             batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, batch_index)
             # The elastic field has its own stream, so adding it leaves the affine draws as they were.
             elastic_seed = tf.random.experimental.stateless_fold_in(batch_seed, 1)
-            if elastic > 0 and strength > 0:
+            if elastic > 0 and (strength > 0 or shear > 0):
                 batch_images = random_affine_elastic(batch_images, batch_seed, elastic_seed, elastic,
-                                                     max_rotation_degrees, max_zoom, max_shift)
+                                                     max_rotation_degrees, max_zoom, max_shift, max_shear=shear)
             elif elastic > 0:
                 batch_images = random_elastic(batch_images, elastic_seed, alpha=elastic)
-            elif strength > 0:
-                batch_images = random_affine(batch_images, batch_seed, max_rotation_degrees, max_zoom, max_shift)
+            elif strength > 0 or shear > 0:
+                batch_images = random_affine(batch_images, batch_seed, max_rotation_degrees, max_zoom, max_shift,
+                                             shear)
             if thickness > 0:
                 batch_images = random_thickness(batch_images, tf.random.experimental.stateless_fold_in(batch_seed, 3),
                                                 thickness)

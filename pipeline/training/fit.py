@@ -122,7 +122,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         dataset = augment.make_training_dataset(
             train_images, train_labels, training.batch_size, seed, epoch,
             strength=training.augmentation, elastic=training.elastic, cutout=training.cutout,
-            thickness=training.thickness, mixup=training.mixup,
+            thickness=training.thickness, mixup=training.mixup, shear=training.shear,
         )
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         ticker.label = f"epoch {epoch + 1}/{training.epochs}"

@@ -93,6 +93,8 @@ class TrainingConfig:
                        " in each training image, set to 0; 0 none, e.g. 8")
     thickness: float = knob("Stroke thickness: each training image's strokes thickened or thinned by a random"
                             " fraction, up to this, of a one-pixel dilation or erosion; 0 none, at most 1, e.g. 0.5")
+    shear: float = knob("Shear: each training image slanted by a random factor in +-S (rows shifted in proportion"
+                        " to their height), composed with the rotation, zoom and shift; 0 none, at most 1, e.g. 0.2")
     mixup: float = knob("Mixup (Zhang et al. 2018): each training image and its label blended with another's by a"
                         " weight from Beta(A, A), the image's own at least half; 0 none, at most 1, e.g. 0.2")
     deskew: bool = knob("Deskew every image inside the network (for training and prediction alike): sheared so"
@@ -139,6 +141,8 @@ class TrainingConfig:
         if not 0 <= self.thickness <= 1:
             raise PipelineError(f"--thickness {self.thickness}: expected 0 (none) to 1 (a full one-pixel dilation"
                                 " or erosion), e.g. 0.5")
+        if not 0 <= self.shear <= 1:
+            raise PipelineError(f"--shear {self.shear}: expected 0 (none) to 1 (a 45-degree slant), e.g. 0.2")
         if not 0 <= self.mixup <= 1:
             raise PipelineError(f"--mixup {self.mixup}: expected 0 (none) to 1 (Beta(A, A)'s A), e.g. 0.2")
         config.check_dropout(self.dropout)
