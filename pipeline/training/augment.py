@@ -273,12 +273,9 @@ def make_training_dataset(images, labels, batch_size, seed, epoch, augment=True,
         raise ValueError(f"elastic must be 0 or more, got {elastic}.")
     if not 0 <= cutout <= IMAGE_SHAPE[0]:
         raise ValueError(f"cutout must be 0 to {IMAGE_SHAPE[0]} pixels, got {cutout}.")
-    if not 0 <= thickness <= 1:
-        raise ValueError(f"thickness must be 0 to 1, got {thickness}.")
-    if not 0 <= mixup <= 1:
-        raise ValueError(f"mixup must be 0 to 1, got {mixup}.")
-    if not 0 <= shear <= 1:
-        raise ValueError(f"shear must be 0 to 1, got {shear}.")
+    for name, value in (("thickness", thickness), ("mixup", mixup), ("shear", shear)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} must be 0 to 1, got {value}.")
     if augment and (strength > 0 or elastic > 0 or cutout > 0 or thickness > 0 or mixup > 0 or shear > 0):
         max_rotation_degrees, max_zoom, max_shift = (strength * max_rotation_degrees, strength * max_zoom,
                                                      strength * max_shift)
