@@ -5,6 +5,8 @@ Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
 Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo (learns the
 confident labels that plain, or the arms of source=a+b averaged, give its held-out fold and the test rows),
 any other name = plain with the overrides given (key=value; seed_offset=N trains seed 42+fold+N).
+partition=N (every arm): the folds of another 5-fold partition (stratified_folds' seed N; 0 by default), to
+see whether a lead holds on rows that other folds grouped differently; name its arms apart (p1plain...).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -31,7 +33,7 @@ import_tensorflow_quietly()
 images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
-fold_of_row = split_module.stratified_folds(labels, 5, 0)
+fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
 base = settings.training_config(settings.resolve_preset("default"))
 base = replace(base, precision=resolve_precision(base.precision))
 def log(text):
