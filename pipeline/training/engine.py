@@ -294,11 +294,11 @@ def run_tasks(function, jobs: list[dict], engine: Engine, console, shared: dict)
         # Ctrl-C: ray_session's ray.shutdown ends the running tasks (their checkpoints stay). Cancelling them here
         # too could race a task's own reply inside Ray's core worker (a failed internal check, exit 1 instead of
         # "interrupted", about 1 Ctrl-C in 15 in tests/test_engine.py), so it is left to the shutdown.
-        pending.clear()
         raise
-    finally:
+    except BaseException:
         for ref in pending:  # a task failed: the others stop too (their checkpoints stay)
             ray.cancel(ref, force=True)
+        raise
     return [results[index] for index in range(len(jobs))]
 
 
