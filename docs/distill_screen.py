@@ -10,9 +10,12 @@ import runpy
 import sys
 from pathlib import Path
 
-import tensorflow as tf
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # as fold_screen.py does: TensorFlow's start-up chatter off the terminal
+import tensorflow as tf  # noqa: E402
+
 from pipeline.training import augment, fit  # noqa: E402
 from pipeline.training import model as model_library  # noqa: E402
 
