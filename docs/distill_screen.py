@@ -31,10 +31,12 @@ def fit_with_teachers(*args, **kwargs):
     fold = folder.name.rsplit("-", 1)[1]
     teachers.clear()
     for name in TEACHERS:
-        checkpoints = sorted((OUT / "ckpt" / f"{name}-{fold}").glob("epoch-*.keras"),
-                             key=lambda path: int(path.stem.split("-")[1]))
-        teachers.append(model_library.load_model(checkpoints[-1]))
-        print("teacher", checkpoints[-1], flush=True)
+        checkpoint = fit._Checkpoint(OUT / "ckpt" / f"{name}-{fold}")
+        state = checkpoint.load_state()  # state.json names the current model file (written last)
+        if state is None:
+            sys.exit(f"{checkpoint.folder}: no finished checkpoint of teacher {name}; screen it first")
+        teachers.append(model_library.load_model(checkpoint.folder / state["model_file"]))
+        print("teacher", checkpoint.folder / state["model_file"], flush=True)
     return fit_one_model(*args, **kwargs)
 
 
