@@ -7,6 +7,9 @@ confident labels that plain, or the arms of source=a+b averaged, give its held-o
 any other name = plain with the overrides given (key=value; seed_offset=N trains seed 42+fold+N).
 partition=N (every arm): the folds of another 5-fold partition (stratified_folds' seed N; 0 by default), to
 see whether a lead holds on rows that other folds grouped differently; name its arms apart (p1plain...).
+partition=style: folds that hold out whole clusters of look-alike digits (k-means on the pixels' first 50
+principal components, 100 clusters a digit, StratifiedGroupKFold): a fold's digits have no near twins among the
+training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy; name its arms apart: splain...).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -33,7 +36,33 @@ import_tensorflow_quietly()
 images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
-fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
+
+
+def style_folds(images, labels, clusters_per_digit=100, seed=0):
+    """The fold of every row when whole clusters of look-alike digits are held out together."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    features = PCA(50, random_state=seed).fit_transform(images.reshape(len(images), -1))
+    groups = np.empty(len(labels), dtype=np.int64)
+    for digit in range(10):
+        rows = np.flatnonzero(labels == digit)
+        clusters = KMeans(clusters_per_digit, n_init=1, random_state=seed).fit_predict(features[rows])
+        groups[rows] = digit * clusters_per_digit + clusters
+    assignment = np.empty(len(labels), dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    for fold, (_, held) in enumerate(splitter.split(features, labels, groups)):
+        assignment[held] = fold
+    return assignment
+
+
+if overrides.get("partition") == "style":
+    if not (OUT / "style_folds.npy").exists():
+        np.save(OUT / "style_folds.npy", style_folds(images, labels))
+    fold_of_row = np.load(OUT / "style_folds.npy")
+else:
+    fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
 base = settings.training_config(settings.resolve_preset("default"))
 base = replace(base, precision=resolve_precision(base.precision))
 def log(text):
