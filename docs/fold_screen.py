@@ -61,6 +61,8 @@ if overrides.get("partition") == "style":
     if not (OUT / "style_folds.npy").exists():
         np.save(OUT / "style_folds.npy", style_folds(images, labels))
     fold_of_row = np.load(OUT / "style_folds.npy")
+    if len(fold_of_row) != len(labels):  # made for other prepared arrays
+        sys.exit(f"{OUT / 'style_folds.npy'}: {len(fold_of_row)} rows, the train rows are {len(labels)}; delete it")
 else:
     fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
 base = settings.training_config(settings.resolve_preset("default"))
