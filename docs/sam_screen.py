@@ -36,6 +36,7 @@ class SAMModel(keras.Model):
         steps = [gradient * scale for gradient in gradients]
         for weight, step in zip(weights, steps):
             weight.assign_add(step)
+        # Batch norm's moving statistics take this second pass too (as in simple SAM ports): measured so.
         with tf.GradientTape() as tape:
             sharp_loss = self._compute_loss(x=x, y=y, y_pred=self(x, training=True), training=True)
         sharp_gradients = tape.gradient(sharp_loss, weights)
