@@ -10,6 +10,8 @@ see whether a lead holds on rows that other folds grouped differently; name its 
 partition=style: folds that hold out whole clusters of look-alike digits (k-means on the pixels' first 50
 principal components, 100 clusters a digit, StratifiedGroupKFold): a fold's digits have no near twins among the
 training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy; name its arms apart: splain...).
+rare=K (the arms that take overrides): rows of rare looks (look-alike clusters of the training rows smaller than the median
+row's) learnt up to K more times an epoch, the epochs cut so that the images seen stay the same.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -38,11 +40,11 @@ labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
 
 
-def style_folds(images, labels, clusters_per_digit=100, seed=0):
-    """The fold of every row when whole clusters of look-alike digits are held out together."""
+def look_clusters(images, labels, clusters_per_digit=100, seed=0):
+    """The pixels' first 50 principal components, then k-means within each digit: rows of one cluster are
+    look-alike digits. Returns the PCA features and each row's cluster (digit * clusters_per_digit + k)."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
-    from sklearn.model_selection import StratifiedGroupKFold
 
     features = PCA(50, random_state=seed).fit_transform(images.reshape(len(images), -1))
     groups = np.empty(len(labels), dtype=np.int64)
@@ -50,6 +52,14 @@ def style_folds(images, labels, clusters_per_digit=100, seed=0):
         rows = np.flatnonzero(labels == digit)
         clusters = KMeans(clusters_per_digit, n_init=1, random_state=seed).fit_predict(features[rows])
         groups[rows] = digit * clusters_per_digit + clusters
+    return features, groups
+
+
+def style_folds(images, labels, clusters_per_digit=100, seed=0):
+    """The fold of every row when whole clusters of look-alike digits are held out together."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    features, groups = look_clusters(images, labels, clusters_per_digit, seed)
     assignment = np.empty(len(labels), dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     for fold, (_, held) in enumerate(splitter.split(features, labels, groups)):
@@ -96,6 +106,15 @@ for fold in folds:
         elif arm != "plain":  # plain is the reference: the overrides are the other arms' (plain,x K a=b)
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
+            if "rare" in overrides:  # rare=K: rare looks learnt more often, at the same images seen
+                _, groups = look_clusters(x, y)  # the training rows' own clusters: nothing of the fold's
+                sizes = np.bincount(groups)[groups]
+                copies = np.minimum(int(overrides["rare"]), np.round(np.median(sizes) / sizes - 1)).clip(0)
+                repeat = np.concatenate([np.arange(len(y)), np.repeat(np.arange(len(y)), copies.astype(int))])
+                x, y = x[repeat], y[repeat]
+                training = replace(training, epochs=max(1, round(training.epochs * len(train_rows) / len(y))))
+                extra = {"rare_copies": int(copies.sum())}
+                log(f"{arm} fold {fold}: {int(copies.sum())} extra copies of rare looks, {training.epochs} epochs")
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
