@@ -2,8 +2,11 @@
 every BatchNormalization layer's moving mean and variance replaced by the exact statistics of its input over
 the model's own clean training rows, in inference mode (dropout off; layer by layer, upstream layers already
 recomputed); the fold is then scored again, without and with TTA.
-Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD]
-Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes SCREEN_OUT/bn/<arm>-fold<k>.npz (fold, fold_tta, rows)."""
+Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD] [partition=style] [on=fold]
+partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of the
+held-out fold's own images instead (unlabelled, as the test images would be: AdaBN, Li et al. 2016).
+Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes SCREEN_OUT/bn/<arm>-fold<k>[-on-fold].npz
+(fold, fold_tta, rows)."""
 import json
 import os
 import sys
@@ -24,8 +27,13 @@ from pipeline.training.prediction import predict_probabilities  # noqa: E402
 OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
 ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"
 images, labels = np.load(ROOT / "train_images.npy"), np.load(ROOT / "train_labels.npy")
-fold_of_row = split_module.stratified_folds(labels, 5, 0)
 arm, folds = sys.argv[1], [int(fold) for fold in sys.argv[2].split(",")]
+options = dict(item.split("=", 1) for item in sys.argv[3:])
+if options.get("partition") == "style":
+    fold_of_row = np.load(OUT / "style_folds.npy")
+else:
+    fold_of_row = split_module.stratified_folds(labels, 5, 0)
+on_fold = options.get("on", "train") == "fold"
 (OUT / "bn").mkdir(exist_ok=True)
 
 
@@ -50,13 +58,14 @@ for fold in folds:
     checkpoint = max((OUT / "ckpt" / f"{arm}-{fold}").glob("epoch-*.keras"), key=lambda path: int(path.stem[6:]))
     model = load_model(checkpoint)
     truth = labels[held]
-    record = {"arm": arm, "fold": fold}
+    record = {"arm": arm, "fold": fold, "on": "fold" if on_fold else "train"}
     for when in ("before", "after"):
         if when == "after":
-            recalibrate(model, images[train_rows])
+            recalibrate(model, images[held] if on_fold else images[train_rows])
         probabilities = predict_probabilities([model], images[held])
         with_tta = predict_probabilities([model], images[held], tta=True)
         record[when] = int((probabilities.argmax(1) != truth).sum())
         record[f"{when}_tta"] = int((with_tta.argmax(1) != truth).sum())
-    np.savez(OUT / "bn" / f"{arm}-fold{fold}.npz", fold=probabilities, fold_tta=with_tta, rows=held)
+    name = f"{arm}-fold{fold}" + ("-on-fold" if on_fold else "")
+    np.savez(OUT / "bn" / f"{name}.npz", fold=probabilities, fold_tta=with_tta, rows=held)
     print(json.dumps(record), flush=True)
