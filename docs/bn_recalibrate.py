@@ -3,7 +3,7 @@ every BatchNormalization layer's moving mean and variance replaced by the exact 
 the model's own clean training rows, in inference mode (dropout off; layer by layer, upstream layers already
 recomputed); the fold is then scored again, without and with TTA.
 Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD] [partition=style] [on=fold]
-partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of the
+rows=N: N of those rows, evenly spaced. partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of the
 held-out fold's own images instead (unlabelled, as the test images would be: AdaBN, Li et al. 2016).
 Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes SCREEN_OUT/bn/<arm>-fold<k>[-on-fold].npz
 (fold, fold_tta, rows)."""
@@ -34,6 +34,7 @@ if options.get("partition") == "style":
 else:
     fold_of_row = split_module.stratified_folds(labels, 5, 0)
 on_fold = options.get("on", "train") == "fold"
+most_rows = int(options.get("rows", 0))  # rows=N: N of the rows, evenly spaced, instead of all
 (OUT / "bn").mkdir(exist_ok=True)
 
 
@@ -61,11 +62,14 @@ for fold in folds:
     record = {"arm": arm, "fold": fold, "on": "fold" if on_fold else "train"}
     for when in ("before", "after"):
         if when == "after":
-            recalibrate(model, images[held] if on_fold else images[train_rows])
+            rows = held if on_fold else train_rows
+            if most_rows:
+                rows = rows[np.linspace(0, len(rows) - 1, min(most_rows, len(rows))).astype(int)]
+            recalibrate(model, images[rows])
         probabilities = predict_probabilities([model], images[held])
         with_tta = predict_probabilities([model], images[held], tta=True)
         record[when] = int((probabilities.argmax(1) != truth).sum())
         record[f"{when}_tta"] = int((with_tta.argmax(1) != truth).sum())
-    name = f"{arm}-fold{fold}" + ("-on-fold" if on_fold else "")
+    name = f"{arm}-fold{fold}" + ("-on-fold" if on_fold else "") + (f"-rows{most_rows}" if most_rows else "")
     np.savez(OUT / "bn" / f"{name}.npz", fold=probabilities, fold_tta=with_tta, rows=held)
     print(json.dumps(record), flush=True)
