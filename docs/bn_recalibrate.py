@@ -3,10 +3,10 @@ every BatchNormalization layer's moving mean and variance replaced by the exact 
 the model's own clean training rows, in inference mode (dropout off; layer by layer, upstream layers already
 recomputed); the fold is then scored again, without and with TTA.
 Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD] [partition=style] [on=fold]
-rows=N: N of those rows, evenly spaced. partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of the
-held-out fold's own images instead (unlabelled, as the test images would be: AdaBN, Li et al. 2016).
-Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes SCREEN_OUT/bn/<arm>-fold<k>[-on-fold].npz
-(fold, fold_tta, rows)."""
+[rows=N]. partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of
+the held-out fold's own images instead (unlabelled, as the test images would be: AdaBN, Li et al. 2016). rows=N:
+only N of the rows, evenly spaced. Reads SCREEN_OUT/ckpt/<arm>-<fold>/epoch-<last>.keras; writes
+SCREEN_OUT/bn/<arm>-fold<k>[-on-fold][-rowsN].npz (fold, fold_tta, rows)."""
 import json
 import os
 import sys
