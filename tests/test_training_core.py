@@ -371,3 +371,74 @@ def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp
                                  log=lambda line: None)
     for expected, actual in zip(straight.get_weights(), again.get_weights()):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def batch_norm_layers(network):
+    return [layer for layer in network.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+
+
+def test_no_network_has_more_batch_norm_layers_than_the_work_counts():
+    for architecture in config.ARCHITECTURES:
+        assert len(batch_norm_layers(model.build_network(architecture))) <= config.BATCH_NORM_LAYERS_AT_MOST
+    assert len(batch_norm_layers(model.build_network("cnn"))) == config.BATCH_NORM_LAYERS_AT_MOST  # the bound is tight
+
+
+def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly(monkeypatch):
+    import keras
+
+    images = digit_like_images(48, seed=3)
+    network = model.build_network("cnn", dtype_policy="float32")
+    model.recalibrate_batch_norm(network, images, batch_size=20)  # batches of 20, 20 and 8
+    # Fresh layers scale by 1 and shift by 0, so with the exact statistics every channel of every batch-norm
+    # layer's output over these images has mean 0 and variance var / (var + epsilon): nearly 1.
+    for layer in batch_norm_layers(network):
+        outputs = keras.ops.convert_to_numpy(keras.Model(network.inputs, layer.output)([images], training=False))
+        outputs = outputs.astype(np.float64).reshape(-1, outputs.shape[-1])
+        variance = layer.moving_variance.numpy()
+        assert np.abs(outputs.mean(axis=0)).max() < 1e-3, layer.name
+        np.testing.assert_allclose(outputs.var(axis=0), variance / (variance + layer.epsilon), rtol=1e-3)
+    # Beyond RECALIBRATION_IMAGES it reads that many images, evenly spaced.
+    monkeypatch.setattr(model, "RECALIBRATION_IMAGES", 12)
+    subsampled, spaced = (model.build_network("cnn", dtype_policy="float32") for _ in range(2))
+    spaced.set_weights(subsampled.get_weights())
+    model.recalibrate_batch_norm(subsampled, images)
+    model.recalibrate_batch_norm(spaced, images[np.linspace(0, 47, 12).astype(int)])
+    for expected, actual in zip(spaced.get_weights(), subsampled.get_weights()):
+        np.testing.assert_array_equal(actual, expected)
+    assert not np.allclose(batch_norm_layers(subsampled)[0].moving_mean.numpy(),
+                           batch_norm_layers(network)[0].moving_mean.numpy())
+
+
+def test_recalibrate_ends_the_fit_with_new_batch_norm_statistics_only_and_keeps_them_in_its_checkpoint(tmp_path):
+    images, labels = digit_like_images(64, seed=4), np.arange(64) % NUM_CLASSES
+    values = settings.resolve_preset("quick", architecture="cnn", epochs=1)
+    plain_training = settings.training_config(values)
+    training = settings.training_config({**values, "recalibrate": True})
+    strategy = settings.configure_tensorflow(training)
+    plain, _ = fit.fit_one_model(images, labels, None, None, plain_training, 5, tmp_path / "plain", strategy,
+                                 log=lambda line: None)
+    lines = []
+    recalibrated, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "recalibrated", strategy,
+                                        log=lines.append)
+    assert lines[0].startswith("recalibrated the batch-norm statistics on 64 training images") and len(lines) == 2
+    statistics = {id(variable) for layer in batch_norm_layers(recalibrated)
+                  for variable in (layer.moving_mean, layer.moving_variance)}
+    for variable, plain_variable in zip(recalibrated.weights, plain.weights):
+        differs = not np.allclose(variable.numpy(), plain_variable.numpy(), atol=1e-6)
+        assert differs == (id(variable) in statistics), variable.path  # same seed, same batches: only those move
+    # A finished fit loads as it ended: with the recalibrated statistics.
+    again, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "recalibrated", strategy,
+                                 log=lambda line: None)
+    for expected, actual in zip(recalibrated.get_weights(), again.get_weights()):
+        np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_recalibration_counts_a_forward_pass_per_batch_norm_layer_of_at_most_8192_images():
+    cost = config.REFERENCE_MULTIPLY_ADDS
+    parts = [PartSummary("holdout", train_images=37_800, validation_images=4_200, multiply_adds=cost),
+             PartSummary("all-rows", train_images=5_000, multiply_adds=2 * cost)]
+    plain = plan.work_units(parts, epochs=18, test_images=28_000, views=1, pseudo_label=False)
+    recalibrated = plan.work_units(parts, epochs=18, test_images=28_000, views=1, pseudo_label=False, recalibrate=True)
+    extra = config.BATCH_NORM_LAYERS_AT_MOST * (8_192 + 2 * 5_000) / 3 / 42_000  # about 1 unit
+    assert recalibrated["prediction_units"] - plain["prediction_units"] == pytest.approx(extra, abs=0.01)
+    assert recalibrated["training_units"] == plain["training_units"]

@@ -39,6 +39,12 @@ ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool", "resnet")  # built b
 # Here, not in pipeline.training.model, so that counting a run's work (also in a Ray driver) imports no Keras.
 UNIT_IMAGES = 42_000
 REFERENCE_MULTIPLY_ADDS = 15_162_752
+# Batch-norm recalibration (--recalibrate) reads at most this many training images, evenly spaced: a channel's
+# mean and variance over 8,192 images' pixels are as good as over all of them, at a fifth of the work.
+RECALIBRATION_IMAGES = 8192
+# Recalibrating a batch-norm layer runs the network up to it: counted as a whole forward pass, a bound on the
+# work. No network of ARCHITECTURES has more batch-norm layers than this (a test checks).
+BATCH_NORM_LAYERS_AT_MOST = 7
 STRATEGIES = ("default", "mirrored")  # mirrored: every local GPU (or logical CPU device)
 
 
@@ -239,6 +245,7 @@ DEFAULT = dict(
     weight_decay=0.0,  # decoupled (AdamW): each step shrinks every weight by learning rate x this; 0 = none
     learning_rate_floor=0.0,  # the schedule's last learning rate, a fraction of the peak; 0 = cosine to zero
     ema=0.0,  # weight averaging: the moving average's momentum per training step (e.g. 0.999); 0 = none
+    recalibrate=False,  # batch-norm statistics recomputed on clean training images after the last epoch
     deterministic=False,
     strategy="default",  # or "mirrored": every local GPU (or logical CPU device)
     tta=False,

@@ -162,7 +162,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         views = len(TTA_SHIFTS) if training.tta else 1
         test_rows = len(np.load(paths.test_images, mmap_mode="r"))
         work = work_units(summaries, training.epochs, test_rows, views,
-                          training.pseudo_label)
+                          training.pseudo_label, training.recalibrate)
         console.say(f"train: the run's work is {work['units']} units ({work['training_units']} of training,"
                     f" {work['prediction_units']} of prediction; a unit is 42,000 images through one epoch of the"
                     " default CNN)")

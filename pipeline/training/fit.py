@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
 from pipeline.core.console import format_duration
 from pipeline.core.progress import batch_ticker
@@ -138,6 +139,11 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         if average is not None and epoch + 1 == training.epochs:
             average.swap_in()  # the last checkpoint holds the averaged weights: the model this fit returns
             average = None
+        if training.recalibrate and epoch + 1 == training.epochs:  # after the average, so that it is the one measured
+            started_recalibration = time.perf_counter()
+            model_library.recalibrate_batch_norm(model, train_images)  # before the last checkpoint: resumes load it
+            log(f"recalibrated the batch-norm statistics on {min(len(train_images), config.RECALIBRATION_IMAGES)}"
+                f" training images, {time.perf_counter() - started_recalibration:.0f} s")
         state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1), average)
         epoch_seconds.append(time.perf_counter() - started)
         # The time left from representative epochs: the first here builds the graph, so it counts without

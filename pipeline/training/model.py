@@ -31,9 +31,11 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
-from pipeline.core.config import ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES, check_dropout, check_width
+from pipeline.core.config import (ARCHITECTURES, IMAGE_SHAPE, NUM_CLASSES, RECALIBRATION_IMAGES, check_dropout,
+                                  check_width)
 from pipeline.core.errors import PipelineError, one_line
 from pipeline.training.device import DTYPE_POLICIES
 
@@ -265,6 +267,28 @@ def multiply_adds(network) -> int:
         elif isinstance(layer, layers.Dense):
             total += layer.input.shape[-1] * layer.units
     return int(total)
+
+
+def recalibrate_batch_norm(network, images, batch_size=1024) -> None:
+    """Every BatchNormalization layer's moving mean and variance set to the exact statistics of its input over
+    (up to RECALIBRATION_IMAGES of) `images`, in inference mode, layer by layer in the network's order so that each
+    layer sees its upstream layers' new statistics. Training's moving averages follow augmented images with
+    dropout on; the images predicted are clean, with dropout off (docs/experiments.md, 2026-12-05)."""
+    if len(images) > RECALIBRATION_IMAGES:
+        images = images[np.linspace(0, len(images) - 1, RECALIBRATION_IMAGES).astype(int)]
+    for layer in network.layers:  # a Functional model lists its layers upstream first
+        if not isinstance(layer, layers.BatchNormalization):
+            continue
+        probe = keras.Model(network.inputs, layer.input)
+        total = squares = 0.0
+        for start in range(0, len(images), batch_size):
+            values = keras.ops.convert_to_numpy(probe([images[start:start + batch_size]], training=False))
+            values = values.astype(np.float64).reshape(-1, values.shape[-1])
+            total, squares = total + values.sum(axis=0), squares + (values ** 2).sum(axis=0)
+        count = len(images) * math.prod(layer.input.shape[1:-1])
+        mean = total / count
+        layer.moving_mean.assign(mean.astype(np.float32))
+        layer.moving_variance.assign(np.maximum(squares / count - mean ** 2, 0).astype(np.float32))
 
 
 def load_model(path: Path):

@@ -52,10 +52,12 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
             for index, part in enumerate(parts)]
 
 
-def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool) -> dict:
+def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool,
+               recalibrate: bool = False) -> dict:
     """The run's work in units (pipeline.core.config.UNIT_IMAGES images through one training epoch of the default
     CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
-    out-of-fold and test predictions, the pseudo-labelling pass), each scaled by its network's cost."""
+    out-of-fold and test predictions, the pseudo-labelling pass, --recalibrate's passes, counted at their bound),
+    each scaled by its network's cost."""
 
     def units(images, summary):
         return images * summary.multiply_adds / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
@@ -66,6 +68,10 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     forward += sum(units(test_images * views, summary) for summary in summaries)
     if pseudo_label:
         forward += sum(units(test_images * views, summary) for summary in measured)
+    if recalibrate:
+        probes = config.BATCH_NORM_LAYERS_AT_MOST
+        forward += sum(units(min(summary.train_images, config.RECALIBRATION_IMAGES) * probes, summary)
+                       for summary in summaries)
     return {"units": float(f"{training + forward / 3:.3g}"), "training_units": float(f"{training:.3g}"),
             "prediction_units": float(f"{forward / 3:.3g}")}
 
