@@ -388,7 +388,8 @@ def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly(monkeypat
 
     images = digit_like_images(48, seed=3)
     network = model.build_network("cnn", dtype_policy="float32")
-    model.recalibrate_batch_norm(network, images, batch_size=20)  # batches of 20, 20 and 8
+    assert model.recalibrate_batch_norm(network, images, batch_size=20) == 7  # batches of 20, 20 and 8
+    assert model.recalibrate_batch_norm(model.build_network("small"), images) == 0  # no batch norm: nothing to do
     # Fresh layers scale by 1 and shift by 0, so with the exact statistics every channel of every batch-norm
     # layer's output over these images has mean 0 and variance var / (var + epsilon): nearly 1.
     for layer in batch_norm_layers(network):
@@ -420,7 +421,7 @@ def test_recalibrate_ends_the_fit_with_new_batch_norm_statistics_only_and_keeps_
     lines = []
     recalibrated, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "recalibrated", strategy,
                                         log=lines.append)
-    assert lines[0].startswith("recalibrated the batch-norm statistics on 64 training images") and len(lines) == 2
+    assert lines[1].startswith("recalibrated 7 batch-norm layers' statistics on 64 training images") and len(lines) == 2
     statistics = {id(variable) for layer in batch_norm_layers(recalibrated)
                   for variable in (layer.moving_mean, layer.moving_variance)}
     for variable, plain_variable in zip(recalibrated.weights, plain.weights):

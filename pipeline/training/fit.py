@@ -117,6 +117,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
+    recalibrated = None  # --recalibrate's line, once it has run
     for epoch in range(state["completed_epochs"], training.epochs):
         started = time.perf_counter()
         reseed_layers(model, seed, epoch)
@@ -141,9 +142,11 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             average = None
         if training.recalibrate and epoch + 1 == training.epochs:  # after the average, so that it is the one measured
             started_recalibration = time.perf_counter()
-            model_library.recalibrate_batch_norm(model, train_images)  # before the last checkpoint: resumes load it
-            log(f"recalibrated the batch-norm statistics on {min(len(train_images), config.RECALIBRATION_IMAGES)}"
-                f" training images, {time.perf_counter() - started_recalibration:.0f} s")
+            layer_count = model_library.recalibrate_batch_norm(model, train_images)  # before the last checkpoint
+            if layer_count:  # said after the epoch's line, whose validation accuracy is from before
+                recalibrated = (f"recalibrated {layer_count} batch-norm layers' statistics on"
+                                f" {min(len(train_images), config.RECALIBRATION_IMAGES)} training images,"
+                                f" {time.perf_counter() - started_recalibration:.0f} s")
         state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1), average)
         epoch_seconds.append(time.perf_counter() - started)
         # The time left from representative epochs: the first here builds the graph, so it counts without
@@ -153,6 +156,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
+        if recalibrated:
+            log(recalibrated)
     return model, state
 
 

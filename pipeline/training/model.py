@@ -269,16 +269,16 @@ def multiply_adds(network) -> int:
     return int(total)
 
 
-def recalibrate_batch_norm(network, images, batch_size=1024) -> None:
+def recalibrate_batch_norm(network, images, batch_size=1024) -> int:
     """Every BatchNormalization layer's moving mean and variance set to the exact statistics of its input over
     (up to RECALIBRATION_IMAGES of) `images`, in inference mode, layer by layer in the network's order so that each
     layer sees its upstream layers' new statistics. Training's moving averages follow augmented images with
-    dropout on; the images predicted are clean, with dropout off (docs/experiments.md, 2026-12-05)."""
+    dropout on; the images predicted are clean, with dropout off (docs/experiments.md, 2026-12-05). Returns how
+    many layers it recalibrated."""
     if len(images) > RECALIBRATION_IMAGES:
         images = images[np.linspace(0, len(images) - 1, RECALIBRATION_IMAGES).astype(int)]
-    for layer in network.layers:  # a Functional model lists its layers upstream first
-        if not isinstance(layer, layers.BatchNormalization):
-            continue
+    normalisations = [layer for layer in network.layers if isinstance(layer, layers.BatchNormalization)]
+    for layer in normalisations:  # a Functional model lists its layers upstream first
         probe = keras.Model(network.inputs, layer.input)
         total = squares = 0.0
         for start in range(0, len(images), batch_size):
@@ -289,6 +289,7 @@ def recalibrate_batch_norm(network, images, batch_size=1024) -> None:
         mean = total / count
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(np.maximum(squares / count - mean ** 2, 0).astype(np.float32))
+    return len(normalisations)
 
 
 def load_model(path: Path):
