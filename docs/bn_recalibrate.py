@@ -1,7 +1,8 @@
 """Batch-norm recalibration of docs/fold_screen.py's fold models (issue 17; docs/experiments.md, 2026-12-04):
 every BatchNormalization layer's moving mean and variance replaced by the exact statistics of its input over
 the model's own clean training rows, in inference mode (dropout off; layer by layer, upstream layers already
-recomputed); the fold is then scored again, without and with TTA.
+recomputed; the pipeline's own `--recalibrate`, model.recalibrate_batch_norm); the fold is then scored again,
+without and with TTA.
 Usage: SCREEN_OUT=... PIPELINE_ROOT=... python docs/bn_recalibrate.py ARM FOLD[,FOLD] [partition=style] [on=fold]
 [rows=N]. partition=style: fold_screen.py's style folds (SCREEN_OUT/style_folds.npy). on=fold: the statistics of
 the held-out fold's own images instead (unlabelled, as the test images would be: AdaBN, Li et al. 2016). rows=N:
@@ -18,10 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
-import keras  # noqa: E402
 
 from pipeline.stages import split as split_module  # noqa: E402
-from pipeline.training.model import load_model  # noqa: E402
+from pipeline.training.model import load_model, recalibrate_batch_norm  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
 
 OUT = Path(os.environ.get("SCREEN_OUT", "data/screen"))
@@ -38,22 +38,6 @@ most_rows = int(options.get("rows", 0))  # rows=N: N of the rows, evenly spaced,
 (OUT / "bn").mkdir(exist_ok=True)
 
 
-def recalibrate(model, train_images, batch_size=2048):
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
-        probe = keras.Model(model.inputs, layer.input)
-        total = squares = 0.0
-        count = 0
-        for start in range(0, len(train_images), batch_size):
-            values = np.asarray(probe(train_images[start:start + batch_size], training=False), dtype=np.float64)
-            values = values.reshape(-1, values.shape[-1])
-            total, squares, count = total + values.sum(0), squares + (values ** 2).sum(0), count + len(values)
-        mean = total / count
-        layer.moving_mean.assign(mean.astype(np.float32))
-        layer.moving_variance.assign(np.maximum(squares / count - mean ** 2, 0).astype(np.float32))
-
-
 for fold in folds:
     train_rows, held = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
     checkpoint = max((OUT / "ckpt" / f"{arm}-{fold}").glob("epoch-*.keras"), key=lambda path: int(path.stem[6:]))
@@ -63,9 +47,7 @@ for fold in folds:
     for when in ("before", "after"):
         if when == "after":
             rows = held if on_fold else train_rows
-            if most_rows:
-                rows = rows[np.linspace(0, len(rows) - 1, min(most_rows, len(rows))).astype(int)]
-            recalibrate(model, images[rows])
+            recalibrate_batch_norm(model, images[rows], batch_size=2048, most_images=most_rows or len(rows))
         probabilities = predict_probabilities([model], images[held])
         with_tta = predict_probabilities([model], images[held], tta=True)
         record[when] = int((probabilities.argmax(1) != truth).sum())

@@ -10,8 +10,8 @@ see whether a lead holds on rows that other folds grouped differently; name its 
 partition=style: folds that hold out whole clusters of look-alike digits (k-means on the pixels' first 50
 principal components, 100 clusters a digit, StratifiedGroupKFold): a fold's digits have no near twins among the
 training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy; name its arms apart: splain...).
-rare=K (the arms that take overrides): rows of rare looks (look-alike clusters of the training rows smaller than the median
-row's) learnt up to K more times an epoch, the epochs cut so that the images seen stay the same.
+rare=K (the arms that take overrides): rows of rare looks (look-alike clusters of the training rows smaller
+than the median row's) learnt up to K more times an epoch, the epochs cut so that the images seen stay the same.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os

@@ -383,7 +383,7 @@ def test_no_network_has_more_batch_norm_layers_than_the_work_counts():
     assert len(batch_norm_layers(model.build_network("cnn"))) == config.BATCH_NORM_LAYERS_AT_MOST  # the bound is tight
 
 
-def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly(monkeypatch):
+def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly():
     import keras
 
     images = digit_like_images(48, seed=3)
@@ -398,11 +398,10 @@ def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly(monkeypat
         variance = layer.moving_variance.numpy()
         assert np.abs(outputs.mean(axis=0)).max() < 1e-3, layer.name
         np.testing.assert_allclose(outputs.var(axis=0), variance / (variance + layer.epsilon), rtol=1e-3)
-    # Beyond RECALIBRATION_IMAGES it reads that many images, evenly spaced.
-    monkeypatch.setattr(model, "RECALIBRATION_IMAGES", 12)
+    # Beyond most_images (RECALIBRATION_IMAGES unless given) it reads that many images, evenly spaced.
     subsampled, spaced = (model.build_network("cnn", dtype_policy="float32") for _ in range(2))
     spaced.set_weights(subsampled.get_weights())
-    model.recalibrate_batch_norm(subsampled, images)
+    model.recalibrate_batch_norm(subsampled, images, most_images=12)
     model.recalibrate_batch_norm(spaced, images[np.linspace(0, 47, 12).astype(int)])
     for expected, actual in zip(spaced.get_weights(), subsampled.get_weights()):
         np.testing.assert_array_equal(actual, expected)

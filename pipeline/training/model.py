@@ -269,14 +269,14 @@ def multiply_adds(network) -> int:
     return int(total)
 
 
-def recalibrate_batch_norm(network, images, batch_size=1024) -> int:
+def recalibrate_batch_norm(network, images, batch_size=1024, most_images=RECALIBRATION_IMAGES) -> int:
     """Every BatchNormalization layer's moving mean and variance set to the exact statistics of its input over
-    (up to RECALIBRATION_IMAGES of) `images`, in inference mode, layer by layer in the network's order so that each
-    layer sees its upstream layers' new statistics. Training's moving averages follow augmented images with
-    dropout on; the images predicted are clean, with dropout off (docs/experiments.md, 2026-12-05). Returns how
-    many layers it recalibrated."""
-    if len(images) > RECALIBRATION_IMAGES:
-        images = images[np.linspace(0, len(images) - 1, RECALIBRATION_IMAGES).astype(int)]
+    (up to most_images, evenly spaced, of) `images`, in inference mode, layer by layer in the network's order so
+    that each layer sees its upstream layers' new statistics. Training's moving averages follow augmented images
+    with dropout on; the images predicted are clean, with dropout off (docs/experiments.md, 2026-12-05). Returns
+    how many layers it recalibrated."""
+    if len(images) > most_images:
+        images = images[np.linspace(0, len(images) - 1, most_images).astype(int)]
     normalisations = [layer for layer in network.layers if isinstance(layer, layers.BatchNormalization)]
     for layer in normalisations:  # a Functional model lists its layers upstream first
         probe = keras.Model(network.inputs, layer.input)

@@ -114,8 +114,9 @@ class TrainingConfig:
                                       " zero; e.g. 0.2 ends higher, for --ema to average over")
     ema: float = knob("Weight averaging: each model ends with an exponential moving average of its weights over"
                       " the training steps, of this momentum per step; 0 none, e.g. 0.999")
-    recalibrate: bool = knob("After the last epoch, every batch-norm layer's statistics recomputed on (up to 8,192 of)"
-                             " the model's training images as predictions see them: clean, dropout off")
+    recalibrate: bool = knob("After the last epoch, every batch-norm layer's statistics recomputed on (up to"
+                             f" {config.RECALIBRATION_IMAGES:,} of) the model's training images as predictions see"
+                             " them: clean, dropout off")
     members: int = knob("Models in the ensemble")
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
