@@ -399,14 +399,16 @@ def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly():
         assert np.abs(outputs.mean(axis=0)).max() < 1e-3, layer.name
         np.testing.assert_allclose(outputs.var(axis=0), variance / (variance + layer.epsilon), rtol=1e-3)
     # Beyond most_images (RECALIBRATION_IMAGES unless given) it reads that many images, evenly spaced.
-    subsampled, spaced = (model.build_network("cnn", dtype_policy="float32") for _ in range(2))
+    subsampled, spaced, whole = (model.build_network("cnn", dtype_policy="float32") for _ in range(3))
     spaced.set_weights(subsampled.get_weights())
+    whole.set_weights(subsampled.get_weights())  # the same weights: only the images read tell the three apart
     model.recalibrate_batch_norm(subsampled, images, most_images=12)
     model.recalibrate_batch_norm(spaced, images[np.linspace(0, 47, 12).astype(int)])
+    model.recalibrate_batch_norm(whole, images)
     for expected, actual in zip(spaced.get_weights(), subsampled.get_weights()):
         np.testing.assert_array_equal(actual, expected)
     assert not np.allclose(batch_norm_layers(subsampled)[0].moving_mean.numpy(),
-                           batch_norm_layers(network)[0].moving_mean.numpy())
+                           batch_norm_layers(whole)[0].moving_mean.numpy())
 
 
 def test_recalibrate_ends_the_fit_with_new_batch_norm_statistics_only_and_keeps_them_in_its_checkpoint(tmp_path):
