@@ -11,7 +11,7 @@ from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
-from pipeline.training import augment, fit, model, plan, settings
+from pipeline.training import augment, fit, model, plan, prediction, settings
 
 
 def digit_like_images(count=8, seed=0):
@@ -134,6 +134,32 @@ def test_the_default_runs_work_in_units():
     twice_as_costly = [replace(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
     assert plan.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
         2 * work["training_units"], rel=1e-2)
+
+
+# Issue 17's budgets at full size (42,000 train rows, 28,000 test rows), in units of work.
+WORK_BUDGETS = {"default": 40, "best": 240}
+
+
+@pytest.mark.parametrize("preset", sorted(WORK_BUDGETS))
+def test_each_preset_stays_within_its_work_budget_at_full_size(preset):
+    values = config.PRESETS[preset]
+    rows = np.arange(42_000)
+    if values.get("folds", 1) > 1:
+        split = {"fold": rows % values["folds"]}
+    else:
+        split = {"train": rows[:37_800], "validation": rows[37_800:]}
+    alternate = ((values["alternate"], values["alternate_width"], values["alternate_deskew"])
+                 if values["alternate"] != "none" else None)
+    parts = plan.plan_parts(split, len(rows), values["members"], values["seed"], values["final_model"], alternate)
+    summaries = []
+    for part in parts:  # each network's real cost, from the network the run would build
+        architecture, width, deskew = part.network or (values["architecture"], values["width"], values["deskew"])
+        network = model.build_network(architecture, width=width, deskew=deskew)
+        summaries.append(PartSummary(part.name, train_images=len(part.train_rows), multiply_adds=model.multiply_adds(
+            network), validation_images=None if part.validation_rows is None else len(part.validation_rows)))
+    views = len(prediction.TTA_SHIFTS) if values["tta"] else 1
+    work = plan.work_units(summaries, values["epochs"], 28_000, views, values["pseudo_label"], values["recalibrate"])
+    assert 0.8 * WORK_BUDGETS[preset] < work["units"] <= WORK_BUDGETS[preset]
 
 
 def test_plan_of_parts_gives_each_model_its_rows_and_seed():

@@ -269,7 +269,7 @@ def multiply_adds(network) -> int:
     return int(total)
 
 
-def recalibrate_batch_norm(network, images, batch_size=1024, most_images=RECALIBRATION_IMAGES) -> int:
+def recalibrate_batch_norm(network, images, batch_size=256, most_images=RECALIBRATION_IMAGES) -> int:
     """Every BatchNormalization layer's moving mean and variance set to the exact statistics of its input over
     (up to most_images, evenly spaced, of) `images`, in inference mode, layer by layer in the network's order so
     that each layer sees its upstream layers' new statistics. Training's moving averages follow augmented images
@@ -283,8 +283,9 @@ def recalibrate_batch_norm(network, images, batch_size=1024, most_images=RECALIB
         total = squares = 0.0
         for start in range(0, len(images), batch_size):
             values = keras.ops.convert_to_numpy(probe([images[start:start + batch_size]], training=False))
-            values = values.astype(np.float64).reshape(-1, values.shape[-1])
-            total, squares = total + values.sum(axis=0), squares + (values ** 2).sum(axis=0)
+            values = values.reshape(-1, values.shape[-1])  # sums in float64 without a float64 copy: memory
+            total = total + values.sum(axis=0, dtype=np.float64)
+            squares = squares + np.square(values, dtype=np.float64).sum(axis=0)
         count = len(images) * math.prod(layer.input.shape[1:-1])
         mean = total / count
         layer.moving_mean.assign(mean.astype(np.float32))
