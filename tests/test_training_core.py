@@ -142,22 +142,22 @@ WORK_BUDGETS = {"default": 40, "best": 240}
 
 @pytest.mark.parametrize("preset", sorted(WORK_BUDGETS))
 def test_each_preset_stays_within_its_work_budget_at_full_size(preset):
-    values = config.PRESETS[preset]
+    values = settings.resolve_preset(preset)
+    training = settings.training_config(values)
     rows = np.arange(42_000)
     kept_aside = round(len(rows) * values["val_fraction"])
     split = ({"fold": rows % values["folds"]} if values["folds"] > 1
              else {"train": rows[kept_aside:], "validation": rows[:kept_aside]})
-    alternate = ((values["alternate"], values["alternate_width"], values["alternate_deskew"])
-                 if values["alternate"] != "none" else None)
-    parts = plan.plan_parts(split, len(rows), values["members"], values["seed"], values["final_model"], alternate)
+    parts = plan.plan_parts(split, len(rows), training.members, training.seed, training.final_model,
+                            training.alternate_network())
     summaries = []
     for part in parts:  # each network's real cost, from the network the run would build
-        architecture, width, deskew = part.network or (values["architecture"], values["width"], values["deskew"])
+        architecture, width, deskew = part.network or (training.architecture, training.width, training.deskew)
         network = model.build_network(architecture, width=width, deskew=deskew)
         summaries.append(PartSummary(part.name, train_images=len(part.train_rows), multiply_adds=model.multiply_adds(
             network), validation_images=None if part.validation_rows is None else len(part.validation_rows)))
-    views = len(prediction.TTA_SHIFTS) if values["tta"] else 1
-    work = plan.work_units(summaries, values["epochs"], 28_000, views, values["pseudo_label"], values["recalibrate"])
+    views = len(prediction.TTA_SHIFTS) if training.tta else 1
+    work = plan.work_units(summaries, training.epochs, 28_000, views, training.pseudo_label, training.recalibrate)
     # the lower bound: a count that lost a network's cost or a pass would pass the upper one alone
     assert 0.8 * WORK_BUDGETS[preset] < work["units"] <= WORK_BUDGETS[preset]
 
