@@ -10,8 +10,9 @@ see whether a lead holds on rows that other folds grouped differently; name its 
 partition=style: folds that hold out whole clusters of look-alike digits (k-means on the pixels' first 50
 principal components, 100 clusters a digit, StratifiedGroupKFold): a fold's digits have no near twins among the
 training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy; name its arms apart: splain...).
-rare=K (the arms that take overrides): rows of rare looks (look-alike clusters of the training rows smaller
-than the median row's) learnt up to K more times an epoch, the epochs cut so that the images seen stay the same.
+rare_looks=K (or rare=K; the arms that take overrides): the pipeline's --rare-looks, rows of rare looks (look-alike
+clusters of the training rows smaller than the median row's) learnt up to K more times an epoch, the epochs cut so
+that the images seen stay the same.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 from pipeline.stages import split as split_module  # noqa: E402
 from pipeline.training import fit, settings  # noqa: E402
+from pipeline.training.looks import look_clusters  # noqa: E402
 from pipeline.training.device import resolve_precision  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
 
@@ -34,25 +36,12 @@ ROOT = Path(os.environ.get("PIPELINE_ROOT", ".")) / "data" / "prepared"
 OUT.mkdir(parents=True, exist_ok=True)
 arms, folds = sys.argv[1].split(","), [int(f) for f in sys.argv[2].split(",")]
 overrides = dict(item.split("=", 1) for item in sys.argv[3:])
+if "rare" in overrides:  # the earlier name of rare_looks=K (the pipeline's --rare-looks)
+    overrides["rare_looks"] = overrides.pop("rare")
 import_tensorflow_quietly()
 images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
-
-
-def look_clusters(images, labels, clusters_per_digit=100, seed=0):
-    """The pixels' first 50 principal components, then k-means within each digit: rows of one cluster are
-    look-alike digits. Returns the PCA features and each row's cluster (digit * clusters_per_digit + k)."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
-    features = PCA(50, random_state=seed).fit_transform(images.reshape(len(images), -1))
-    groups = np.empty(len(labels), dtype=np.int64)
-    for digit in range(10):
-        rows = np.flatnonzero(labels == digit)
-        clusters = KMeans(clusters_per_digit, n_init=1, random_state=seed).fit_predict(features[rows])
-        groups[rows] = digit * clusters_per_digit + clusters
-    return features, groups
 
 
 def style_folds(images, labels, clusters_per_digit=100, seed=0):
@@ -106,15 +95,6 @@ for fold in folds:
         elif arm != "plain":  # plain is the reference: the overrides are the other arms' (plain,x K a=b)
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
-            if "rare" in overrides:  # rare=K: rare looks learnt more often, at the same images seen
-                _, groups = look_clusters(x, y)  # the training rows' own clusters: nothing of the fold's
-                sizes = np.bincount(groups)[groups]
-                copies = np.minimum(int(overrides["rare"]), np.round(np.median(sizes) / sizes - 1)).clip(0)
-                repeat = np.concatenate([np.arange(len(y)), np.repeat(np.arange(len(y)), copies.astype(int))])
-                x, y = x[repeat], y[repeat]
-                training = replace(training, epochs=max(1, round(training.epochs * len(train_rows) / len(y))))
-                extra = {"rare_copies": int(copies.sum())}
-                log(f"{arm} fold {fold}: {int(copies.sum())} extra copies of rare looks, {training.epochs} epochs")
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
@@ -125,8 +105,10 @@ for fold in folds:
         fold_tta = predict_probabilities([model], images[held], tta=True)
         errors = int((fold_probs.argmax(1) != labels[held]).sum())
         np.savez(out, fold=fold_probs, test=test_probs, fold_tta=fold_tta, rows=held)
-        record = dict(arm=arm, fold=fold, errors=errors, images=len(held), train_images=len(y),
-                      epochs=training.epochs, seconds=round(seconds), precision=training.precision,
+        if state["images_an_epoch"] != len(y):  # rare_looks=K: more images an epoch, fewer epochs
+            extra = {"rare_copies": state["images_an_epoch"] - len(y)}
+        record = dict(arm=arm, fold=fold, errors=errors, images=len(held), train_images=state["images_an_epoch"],
+                      epochs=state["epochs"], seconds=round(seconds), precision=training.precision,
                       tta_errors=int((fold_tta.argmax(1) != labels[held]).sum()), **extra)
         log(json.dumps(record))
         with open(OUT / "results.jsonl", "a") as stream:

@@ -11,7 +11,7 @@ from pipeline.core import config
 from pipeline.core.config import NUM_CLASSES
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
-from pipeline.training import augment, fit, model, plan, prediction, settings
+from pipeline.training import augment, fit, looks, model, plan, prediction, settings
 
 
 def digit_like_images(count=8, seed=0):
@@ -154,8 +154,13 @@ def test_each_preset_stays_within_its_work_budget_at_full_size(preset):
     for part in parts:  # each network's real cost, from the network the run would build
         architecture, width, deskew = part.network or (training.architecture, training.width, training.deskew)
         network = model.build_network(architecture, width=width, deskew=deskew)
-        summaries.append(PartSummary(part.name, train_images=len(part.train_rows), multiply_adds=model.multiply_adds(
-            network), validation_images=None if part.validation_rows is None else len(part.validation_rows)))
+        summary = PartSummary(part.name, train_images=len(part.train_rows), multiply_adds=model.multiply_adds(
+            network), validation_images=None if part.validation_rows is None else len(part.validation_rows))
+        if training.rare_looks:  # the copies depend on the rows' clusters: the most any clusters can give
+            images_an_epoch, epochs = looks.most_images_seen(training.epochs, len(part.train_rows),
+                                                             training.rare_looks)
+            summary = replace(summary, repeated_images=images_an_epoch - len(part.train_rows), epochs=epochs)
+        summaries.append(summary)
     views = len(prediction.TTA_SHIFTS) if training.tta else 1
     work = plan.work_units(summaries, training.epochs, 28_000, views, training.pseudo_label, training.recalibrate)
     # the lower bound: a count that lost a network's cost or a pass would pass the upper one alone

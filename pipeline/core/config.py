@@ -246,6 +246,7 @@ DEFAULT = dict(
     learning_rate_floor=0.0,  # the schedule's last learning rate, a fraction of the peak; 0 = cosine to zero
     ema=0.0,  # weight averaging: the moving average's momentum per training step (e.g. 0.999); 0 = none
     recalibrate=False,  # batch-norm statistics recomputed on clean training images after the last epoch
+    rare_looks=0,  # rows of small look-alike clusters repeated up to this many more times an epoch; 0 = none
     deterministic=False,
     strategy="default",  # or "mirrored": every local GPU (or logical CPU device)
     tta=False,

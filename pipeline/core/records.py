@@ -89,7 +89,13 @@ class PartSummary:
     best_epoch: int | None = None
     best_epoch_accuracy: float | None = None
     pseudo_labelled_images: int | None = None
+    repeated_images: int | None = None  # --rare-looks: images an epoch beyond its rows, rare looks again
+    epochs: int | None = None  # its own, when not the run's (--rare-looks cuts them)
     worker: str | None = None  # the Ray worker that trained it
+
+    @property
+    def images_an_epoch(self) -> int:
+        return self.train_images + (self.repeated_images or 0)
 
     def to_json(self) -> dict:
         return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
@@ -106,6 +112,7 @@ class PartSummary:
                    accuracy=_number(value.get("accuracy")), best_epoch=_count(value.get("best_epoch")),
                    best_epoch_accuracy=_number(value.get("best_epoch_accuracy")),
                    pseudo_labelled_images=_count(value.get("pseudo_labelled_images")),
+                   repeated_images=_count(value.get("repeated_images")), epochs=_count(value.get("epochs")),
                    worker=_text(value.get("worker")))
 
 

@@ -64,7 +64,7 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
     run = runs.read_run(paths, train_record["extra"]["run_id"])
     histories = json.loads(paths.history_json(run.id).read_text())
     epochs_run = sum(len(history["loss"]) for history in histories)
-    images_trained = sum(part.train_images * len(history["loss"]) for part, history in zip(run.parts, histories))
+    images_trained = sum(part.images_an_epoch * len(history["loss"]) for part, history in zip(run.parts, histories))
     train_seconds = run.durations_s["train"]
     estimate = run.estimate
     return {

@@ -13,6 +13,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,11 @@ from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
 from pipeline.core.console import format_duration
 from pipeline.core.progress import batch_ticker
+from pipeline.training import looks
 from pipeline.training.settings import TrainingConfig
+
+
+RARE_LOOK_ROWS = "rare-look-rows.npy"
 
 
 class _Checkpoint:
@@ -43,6 +48,18 @@ class _Checkpoint:
         files = [state.get("model_file", "")] + ([state["average_file"]] if state.get("average_file") else [])
         return state if all((self.folder / name).is_file() for name in files) else None
 
+    def rare_look_rows(self, images, labels, extra_at_most: int, fresh: bool) -> np.ndarray:
+        """--rare-looks' rows (pipeline.training.looks), found once and kept here: a resumed fit, on another
+        worker too, learns the very rows it started with."""
+        path = self.folder / RARE_LOOK_ROWS
+        if not fresh and path.is_file():
+            return np.load(path)
+        rows = looks.rare_look_rows(images, labels, extra_at_most)
+        with atomic_path(path) as temporary:
+            with open(temporary, "wb") as stream:
+                np.save(stream, rows)
+        return rows
+
     def save(self, model, state: dict, average=None) -> dict:
         """average: the run's WeightAverage (pipeline.training.averaging), saved beside the model."""
         # Who wrote it, too: with --engine ray, the worker process that trains this model.
@@ -58,7 +75,7 @@ class _Checkpoint:
                 average.save(temporary)
         write_json(self.state_path, state)
         for path in self.folder.iterdir():
-            if path.name not in (state["model_file"], state.get("average_file"), "state.json") \
+            if path.name not in (state["model_file"], state.get("average_file"), "state.json", RARE_LOOK_ROWS) \
                     and not path.name.startswith(".tmp-"):
                 path.unlink()
         return state
@@ -81,10 +98,18 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     from pipeline.training import augment
     from pipeline.training import model as model_library
 
-    steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
     checkpoint = _Checkpoint(checkpoint_folder)
     checkpoint_folder.mkdir(parents=True, exist_ok=True)
     state = checkpoint.load_state()
+    own_images = train_images  # what --recalibrate measures: each row once
+    if training.rare_looks:
+        rows = checkpoint.rare_look_rows(train_images, train_labels, training.rare_looks, fresh=state is None)
+        epochs = looks.epochs_for_same_images(training.epochs, len(train_labels), len(rows))
+        if state is None:
+            log(f"rare looks: {len(rows) - len(train_labels)} more images an epoch (rows of small look-alike"
+                f" clusters repeated up to {training.rare_looks} times), {epochs} epochs instead of {training.epochs}")
+        train_images, train_labels, training = train_images[rows], train_labels[rows], replace(training, epochs=epochs)
+    steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
     with strategy.scope():
         if state is None:
             keras.utils.set_random_seed(seed)
@@ -100,6 +125,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             if state["completed_epochs"] < training.epochs:
                 log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
             model = model_library.load_model(checkpoint_folder / state["model_file"])
+    state = dict(state, images_an_epoch=len(train_images), epochs=training.epochs)  # --rare-looks changes both
     average = None  # the weights' moving average (--ema), continued from the checkpoint when resuming
     if training.ema > 0 and state["completed_epochs"] < training.epochs:
         from pipeline.training.averaging import WeightAverage
@@ -142,10 +168,10 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
             average = None
         if training.recalibrate and epoch + 1 == training.epochs:  # after the average, so that it is the one measured
             started_recalibration = time.perf_counter()
-            layer_count = model_library.recalibrate_batch_norm(model, train_images)  # before the last checkpoint
+            layer_count = model_library.recalibrate_batch_norm(model, own_images)  # before the last checkpoint
             if layer_count:  # said after the epoch's line, whose validation accuracy is from before
                 recalibrated = (f"recalibrated {layer_count} batch-norm layers' statistics on"
-                                f" {min(len(train_images), config.RECALIBRATION_IMAGES)} training images,"
+                                f" {min(len(own_images), config.RECALIBRATION_IMAGES)} training images,"
                                 f" {time.perf_counter() - started_recalibration:.0f} s")
         state = checkpoint.save(model, dict(state, completed_epochs=epoch + 1), average)
         epoch_seconds.append(time.perf_counter() - started)

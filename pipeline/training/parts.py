@@ -72,6 +72,9 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
     summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
                           multiply_adds=model_library.multiply_adds(model), architecture=training.architecture,
                           width=training.width, deskew=training.deskew or None)
+    if state["images_an_epoch"] != len(part.train_rows) or state["epochs"] != training.epochs:  # --rare-looks
+        summary = replace(summary, repeated_images=state["images_an_epoch"] - len(part.train_rows),
+                          epochs=state["epochs"])
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)

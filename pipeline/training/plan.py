@@ -55,16 +55,17 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
 def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool,
                recalibrate: bool = False) -> dict:
     """The run's work in units (pipeline.core.config.UNIT_IMAGES images through one training epoch of the default
-    CNN): training, plus forward passes at a third of a training pass each (every epoch's validation, the
-    out-of-fold and test predictions, the pseudo-labelling pass, --recalibrate's passes, counted at their bound),
-    each scaled by its network's cost."""
+    CNN): training (each part's own epochs and images an epoch, when --rare-looks changed them), plus forward
+    passes at a third of a training pass each (every epoch's validation, the out-of-fold and test predictions, the
+    pseudo-labelling pass, --recalibrate's passes, counted at their bound), each scaled by its network's cost."""
 
     def units(images, summary):
         return images * summary.multiply_adds / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
 
-    training = sum(units(summary.train_images * epochs, summary) for summary in summaries)
+    training = sum(units(summary.images_an_epoch * (summary.epochs or epochs), summary) for summary in summaries)
     measured = [summary for summary in summaries if summary.validation_images is not None]
-    forward = sum(units(summary.validation_images * (epochs + views), summary) for summary in measured)
+    forward = sum(units(summary.validation_images * ((summary.epochs or epochs) + views), summary)
+                  for summary in measured)
     forward += sum(units(test_images * views, summary) for summary in summaries)
     if pseudo_label:
         forward += sum(units(test_images * views, summary) for summary in measured)

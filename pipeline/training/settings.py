@@ -117,6 +117,9 @@ class TrainingConfig:
     recalibrate: bool = knob("After the last epoch, every batch-norm layer's statistics recomputed on (up to"
                              f" {config.RECALIBRATION_IMAGES:,} of) the model's training images as predictions see"
                              " them: clean, dropout off")
+    rare_looks: int = knob("Rare looks learnt more often: a training row whose cluster of look-alike digits is"
+                           " smaller than the median row's is repeated up to this many more times an epoch, and"
+                           " the epochs cut so that the images seen stay the same; 0 none, e.g. 2")
     members: int = knob("Models in the ensemble")
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
@@ -160,6 +163,8 @@ class TrainingConfig:
                                 " below 1, e.g. 0.2")
         if not 0 <= self.ema < 1:
             raise PipelineError(f"--ema {self.ema}: expected 0 (none) to below 1, e.g. 0.999")
+        if not 0 <= self.rare_looks <= 5:
+            raise PipelineError(f"--rare-looks {self.rare_looks}: expected 0 (none) to 5 more times an epoch, e.g. 2")
         if self.members < 1:
             raise PipelineError(f"--members {self.members}: expected at least 1")
         if self.alternate_deskew and self.alternate == "none":
