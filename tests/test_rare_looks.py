@@ -8,6 +8,7 @@ from pipeline.core import config
 from pipeline.core.console import Console
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
+from pipeline.report import page
 from pipeline.training import fit, looks, parts, plan, settings
 
 # Two digits, each in three looks: two common ones of 20 rows and a rare one of 8.
@@ -91,6 +92,7 @@ def test_a_part_learns_its_rare_looks_in_fewer_epochs_and_resumes_on_the_same_ro
     assert straight.summary.repeated_images == 32 and straight.summary.epochs == 3
     assert straight.summary.images_an_epoch == 128 and len(straight.history["loss"]) == 3
     assert PartSummary.from_json(straight.summary.to_json()) == straight.summary  # run.json keeps both
+    assert page.parts_rows((straight.summary,))[0][3] == "96 (+32 rare looks again an epoch, 3 epochs)"  # its report
 
     class Stopped(Exception):
         pass

@@ -207,9 +207,15 @@ def summary_rows(run: Run) -> list[list]:
 
 
 def parts_rows(parts: tuple[PartSummary, ...]) -> list[list]:
-    return [[part.name, _network(part), part.seed, part.train_images,
+    return [[part.name, _network(part), part.seed, _train_digits(part),
              part.validation_images if part.validation_images is not None else "none (all rows)",
              f"{part.accuracy:.4f}" if part.accuracy is not None else "-"] for part in parts]
+
+
+def _train_digits(part: PartSummary):
+    if not part.repeated_images:
+        return part.train_images
+    return f"{part.train_images} (+{part.repeated_images} rare looks again an epoch, {part.epochs} epochs)"
 
 
 def _network(part: PartSummary) -> str:
