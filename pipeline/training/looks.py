@@ -52,7 +52,6 @@ def epochs_for_same_images(epochs: int, rows: int, images_an_epoch: int) -> int:
 def most_images_seen(epochs: int, rows: int, extra_at_most: int) -> tuple[int, int]:
     """(images an epoch, epochs) of the model of `rows` rows that sees the most images in its scaled epochs, whatever
     its clusters: the work a preset may take before it has seen its data (tests/test_training_core.py's budget)."""
-    images_an_epoch = np.arange(rows, rows * (1 + extra_at_most) + 1)
-    scaled = np.maximum(1, np.round(epochs * rows / images_an_epoch))
-    worst = int(np.argmax(images_an_epoch * scaled))
-    return int(images_an_epoch[worst]), int(scaled[worst])
+    worst = max(range(rows, rows * (1 + extra_at_most) + 1),  # every count of copies the limit allows
+                key=lambda images_an_epoch: images_an_epoch * epochs_for_same_images(epochs, rows, images_an_epoch))
+    return worst, epochs_for_same_images(epochs, rows, worst)
