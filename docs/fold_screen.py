@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 from pipeline.stages import split as split_module  # noqa: E402
 from pipeline.training import fit, settings  # noqa: E402
-from pipeline.training.looks import look_clusters  # noqa: E402
+from pipeline.training.looks import CLUSTERS_PER_DIGIT, look_clusters  # noqa: E402
 from pipeline.training.device import resolve_precision  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
 
@@ -44,7 +44,7 @@ labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
 
 
-def style_folds(images, labels, clusters_per_digit=100, seed=0):
+def style_folds(images, labels, clusters_per_digit=CLUSTERS_PER_DIGIT, seed=0):
     """The fold of every row when whole clusters of look-alike digits are held out together."""
     from sklearn.model_selection import StratifiedGroupKFold
 

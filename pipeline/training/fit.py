@@ -89,8 +89,9 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     val_images None: a model on all rows, checked on nothing. The validation accuracy of every
     epoch is kept in the history as a curve; no epoch is chosen by it. A checkpoint_folder holding
     a state resumes from it (a finished model just loads). epochs_after: epochs still to come in
-    later models of the run, for the estimate of the time left. tensorboard_dir: where Keras's
-    TensorBoard callback writes the curves of the epochs run here (a resumed run adds to them).
+    later models of the run, at the run's epochs and without rare looks, for the estimate of the time left.
+    tensorboard_dir: where Keras's TensorBoard callback writes the curves of the epochs run here (a resumed
+    run adds to them).
     """
     # Keras, and the modules that import it at their top, load only when a model is fitted.
     import keras
@@ -178,7 +179,10 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         # The time left from representative epochs: the first here builds the graph, so it counts without
         # its first batch's extra time until later epochs exist, and not at all once they do.
         representative = epoch_seconds[1:] or [epoch_seconds[0] - ticker.first_batch_extra_s()]
-        left = (training.epochs - epoch - 1 + epochs_after) * float(np.median(representative))
+        # Later models are counted at this one's images an epoch: with --rare-looks their epochs are longer and
+        # fewer, the images about the same.
+        epochs_to_come = training.epochs - epoch - 1 + epochs_after * len(own_images) / len(train_images)
+        left = epochs_to_come * float(np.median(representative))
         checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"
             f" {history['accuracy'][-1]:.4f}{checked}, {epoch_seconds[-1]:.0f} s, about {format_duration(left)} left")
