@@ -12,7 +12,7 @@ principal components, 100 clusters a digit, StratifiedGroupKFold): a fold's digi
 training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy; name its arms apart: splain...).
 rare_looks=K (or rare=K; the arms that take overrides): the pipeline's --rare-looks, rows of rare looks (look-alike
 clusters of the training rows smaller than the median row's) learnt up to K more times an epoch, the epochs cut so
-that the images seen stay the same.
+that the images seen stay the same. look_clusters=C: those clusters C a digit instead of the pipeline's 100.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 from pipeline.stages import split as split_module  # noqa: E402
-from pipeline.training import fit, settings  # noqa: E402
+from pipeline.training import fit, looks, settings  # noqa: E402
 from pipeline.training.looks import CLUSTERS_PER_DIGIT, look_clusters  # noqa: E402
 from pipeline.training.device import resolve_precision  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
@@ -38,6 +38,8 @@ arms, folds = sys.argv[1].split(","), [int(f) for f in sys.argv[2].split(",")]
 overrides = dict(item.split("=", 1) for item in sys.argv[3:])
 if "rare" in overrides:  # the earlier name of rare_looks=K (the pipeline's --rare-looks)
     overrides["rare_looks"] = overrides.pop("rare")
+if "look_clusters" in overrides:  # rare looks among finer or coarser clusters (style_folds keeps its 100)
+    looks.CLUSTERS_PER_DIGIT = int(overrides.pop("look_clusters"))
 import_tensorflow_quietly()
 images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
