@@ -67,7 +67,8 @@ if overrides.get("partition") == "style":
 else:
     fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
 base = settings.training_config(settings.resolve_preset("default"))
-base = replace(base, precision=resolve_precision(base.precision))
+# plain stays the recipe every earlier screen paired with: `default` without its rare looks (stop 43 added them)
+base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
 def log(text):
     print(time.strftime("%H:%M:%S"), text, flush=True)
 for fold in folds:
