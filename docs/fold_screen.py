@@ -2,9 +2,10 @@
 (`download --source <zip>` and `prepare` there first). Results and checkpoints go to SCREEN_OUT (default
 data/screen); a killed screen resumes from its checkpoints. docs/experiments.md has what it measured.
 Usage: python docs/fold_screen.py ARM[,ARM] FOLD[,FOLD] [key=value ...]
-Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo (learns the
-confident labels that plain, or the arms of source=a+b averaged, give its held-out fold and the test rows),
-any other name = plain with the overrides given (key=value; seed_offset=N trains seed 42+fold+N).
+Arms: plain (seed 42+fold) and plain2 (seed 142+fold), which never take the overrides, pseudo... (learns the
+confident labels that plain, or the arms of source=a+b averaged, give its held-out fold and the test rows,
+14 epochs unless epochs=N; it takes the other overrides too, e.g. rare=2), any other name = plain with the
+overrides given (key=value; seed_offset=N trains seed 42+fold+N).
 partition=N (every arm): the folds of another 5-fold partition (stratified_folds' seed N; 0 by default), to
 see whether a lead holds on rows that other folds grouped differently; name its arms apart (p1plain...).
 partition=style: folds that hold out whole clusters of look-alike digits (k-means on the pixels' first 50
@@ -93,9 +94,9 @@ for fold in folds:
             y = np.concatenate([y, probs[rows].argmax(axis=1)])
             wrong = int((probs[rows[rows < len(held)]].argmax(axis=1) != labels[held][rows[rows < len(held)]]).sum())
             extra = {"pseudo": int(len(rows)), "pseudo_wrong_in_fold": wrong}
-            training = replace(training, epochs=int(overrides.get("epochs", 14)))
+            training = replace(training, epochs=14)  # the first pseudo screens' epochs; epochs=N overrides
             log(f"{arm} fold {fold}: {len(rows)} pseudo-labels ({wrong} wrong among the fold's)")
-        elif arm != "plain":  # plain is the reference: the overrides are the other arms' (plain,x K a=b)
+        if arm not in ("plain", "plain2"):  # the references: the overrides are the other arms' (plain,x K a=b)
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
         strategy = settings.configure_tensorflow(training)
@@ -109,7 +110,7 @@ for fold in folds:
         errors = int((fold_probs.argmax(1) != labels[held]).sum())
         np.savez(out, fold=fold_probs, test=test_probs, fold_tta=fold_tta, rows=held)
         if state["images_an_epoch"] != len(y):  # rare_looks=K: more images an epoch, fewer epochs
-            extra = {"rare_copies": state["images_an_epoch"] - len(y)}
+            extra = {**extra, "rare_copies": state["images_an_epoch"] - len(y)}
         record = dict(arm=arm, fold=fold, errors=errors, images=len(held), train_images=state["images_an_epoch"],
                       epochs=state["epochs"], seconds=round(seconds), precision=training.precision,
                       tta_errors=int((fold_tta.argmax(1) != labels[held]).sum()), **extra)
