@@ -14,6 +14,8 @@ training rows, as a new writer's would not (saved as SCREEN_OUT/style_folds.npy;
 rare_looks=K (or rare=K; the arms that take overrides): the pipeline's --rare-looks, rows of rare looks (look-alike
 clusters of the training rows smaller than the median row's) learnt up to K more times an epoch, the epochs cut so
 that the images seen stay the same. look_clusters=C: those clusters C a digit instead of the pipeline's 100.
+hard=K: the training rows that the out-of-fold models of hard_source=a+b (default splain+srare2, arms of the same
+partition on all five folds) give less than hard_below (0.999) for their label learnt K more times, epochs cut alike.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -67,6 +69,18 @@ if overrides.get("partition") == "style":
         sys.exit(f"{OUT / 'style_folds.npy'}: {len(fold_of_row)} rows, the train rows are {len(labels)}; delete it")
 else:
     fold_of_row = split_module.stratified_folds(labels, 5, int(overrides.get("partition", 0)))
+
+
+def out_of_fold_truth(source_arms):
+    """Every row's probability of its own label, TTA, averaged over the arms whose fold models never saw it."""
+    truth = np.zeros(len(labels))
+    for name in source_arms.split("+"):
+        for source_fold in range(5):
+            result = np.load(OUT / f"{name}-fold{source_fold}.npz")
+            truth[result["rows"]] += result["fold_tta"][np.arange(len(result["rows"])), labels[result["rows"]]]
+    return truth / len(source_arms.split("+"))
+
+
 base = settings.training_config(settings.resolve_preset("default"))
 # plain stays the recipe every earlier screen paired with: `default` without its rare looks (stop 43 added them)
 base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
@@ -99,6 +113,16 @@ for fold in folds:
         if arm not in ("plain", "plain2"):  # the references: the overrides are the other arms' (plain,x K a=b)
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
+            if "hard" in overrides:
+                hard = np.flatnonzero(out_of_fold_truth(overrides.get("hard_source", "splain+srare2"))[train_rows]
+                                      < float(overrides.get("hard_below", 0.999)))
+                order = np.concatenate([np.arange(len(y))] + [hard] * int(overrides["hard"]))
+                x, y = x[order], y[order]
+                training = replace(training, epochs=looks.epochs_for_same_images(training.epochs, len(train_rows),
+                                                                                len(order)))
+                extra = {**extra, "hard_rows": int(len(hard)), "hard_copies": int(len(order) - len(train_rows))}
+                log(f"{arm} fold {fold}: {len(hard)} hard rows repeated {overrides['hard']} more times,"
+                    f" {training.epochs} epochs")
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
