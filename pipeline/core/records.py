@@ -90,7 +90,7 @@ class PartSummary:
     best_epoch_accuracy: float | None = None
     pseudo_labelled_images: int | None = None
     repeated_images: int | None = None  # --rare-looks: images an epoch beyond its rows, rare looks again
-    epochs: int | None = None  # its own, when not the run's (--rare-looks cuts them)
+    epochs: int | None = None  # its own, when not the run's (--rare-looks and --pseudo-label cut them)
     worker: str | None = None  # the Ray worker that trained it
 
     @property

@@ -213,9 +213,15 @@ def parts_rows(parts: tuple[PartSummary, ...]) -> list[list]:
 
 
 def _train_digits(part: PartSummary):
-    if not part.repeated_images:
-        return part.train_images
-    return f"{part.train_images} (+{part.repeated_images} rare looks again an epoch, {part.epochs} epochs)"
+    """Its training images, and what --pseudo-label and --rare-looks made of them."""
+    notes = []
+    if part.pseudo_labelled_images:
+        notes.append(f"{part.pseudo_labelled_images} of them pseudo-labelled test images")
+    if part.repeated_images:
+        notes.append(f"+{part.repeated_images} rare looks again an epoch")
+    if part.epochs is not None:
+        notes.append(f"{part.epochs} epochs")
+    return f"{part.train_images} ({', '.join(notes)})" if notes else part.train_images
 
 
 def _network(part: PartSummary) -> str:

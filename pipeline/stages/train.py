@@ -28,6 +28,7 @@ from pipeline.core.records import Run
 from pipeline.core.stage import Definition, require
 from pipeline.training.device import describe_devices, resolve_precision, use_device
 from pipeline.training.engine import cluster_devices, ray_session
+from pipeline.training.looks import epochs_for_same_images
 from pipeline.training.parts import train_parts
 from pipeline.training.plan import (
     PSEUDO_LABEL_CONFIDENCE,
@@ -136,10 +137,15 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         for final_part in parts[len(first):]:  # the model on all rows and the test images the others are sure of
             final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             final_part = replace(final_part, train_rows=np.arange(len(final_labels)))
+            # The test images come instead of epochs, not on top of them: the model sees as many images as it
+            # would without them, so --pseudo-label costs no more training than the model it replaces.
+            final_training = replace(training, epochs=epochs_for_same_images(training.epochs, len(labels),
+                                                                             len(final_labels)))
             final_paths, final_histories, final_summaries, _, _ = train_parts(
-                final_images, final_labels, [final_part], training, strategy, checkpoints, run_dir, console,
+                final_images, final_labels, [final_part], final_training, strategy, checkpoints, run_dir, console,
                 (len(parts), len(parts)), tensorboard_dir, engine)
-            final_summaries[0] = replace(final_summaries[0], pseudo_labelled_images=pseudo_labelled)
+            final_summaries[0] = replace(final_summaries[0], pseudo_labelled_images=pseudo_labelled,
+                                         epochs=final_summaries[0].epochs or final_training.epochs)
             model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
                                                  summaries + final_summaries)
         rows = np.flatnonzero(predicted)
@@ -190,7 +196,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         test_images = np.load(paths.test_images)
         probabilities = predict_probabilities(load_models(model_paths), test_images, tta=training.tta, verbose=0,
                                               log=console.say)
-        rows, pseudo_labels = confident_labels(probabilities)
+        rows, pseudo_labels = confident_labels(probabilities, PSEUDO_LABEL_CONFIDENCE)
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
         return (np.concatenate([images, test_images[rows]]),
