@@ -343,7 +343,7 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     final = run["parts"][-1]
     assert final["name"] == "all-rows" and final["pseudo_labelled_images"] == 600 and final["train_images"] == 3000
     assert "600 of 600 test images pseudo-labelled" in result.stdout
-    # 3 epochs of 2,400 rows are 7,200 images; 2 epochs of 3,000 rows (6,000) come nearest without the test images.
+    # 3 epochs of the 2,400 rows are 7,200 images; with the 600 test images, 2 epochs (6,000) come nearest.
     assert final["epochs"] == 2 and "epochs" not in run["parts"][0]
     assert page.parts_rows((PartSummary.from_json(final),))[0][3] == (  # the report's row
         "3000 (600 of them pseudo-labelled test images, 2 epochs)")

@@ -144,8 +144,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             final_paths, final_histories, final_summaries, _, _ = train_parts(
                 final_images, final_labels, [final_part], final_training, strategy, checkpoints, run_dir, console,
                 (len(parts), len(parts)), tensorboard_dir, engine)
+            own_epochs = final_training.epochs if final_training.epochs != training.epochs else None
             final_summaries[0] = replace(final_summaries[0], pseudo_labelled_images=pseudo_labelled,
-                                         epochs=final_summaries[0].epochs or final_training.epochs)
+                                         epochs=final_summaries[0].epochs or own_epochs)
             model_paths, histories, summaries = (model_paths + final_paths, histories + final_histories,
                                                  summaries + final_summaries)
         rows = np.flatnonzero(predicted)
