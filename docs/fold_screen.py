@@ -84,6 +84,8 @@ def out_of_fold_truth(source_arms):
 base = settings.training_config(settings.resolve_preset("default"))
 # plain stays the recipe every earlier screen paired with: `default` without its rare looks (stop 43 added them)
 base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
+# hard=K: every row's difficulty, read once for all the screen's folds
+truth_out_of_fold = out_of_fold_truth(overrides.get("hard_source", "splain+srare2")) if "hard" in overrides else None
 def log(text):
     print(time.strftime("%H:%M:%S"), text, flush=True)
 for fold in folds:
@@ -114,8 +116,7 @@ for fold in folds:
             values = {k: type(getattr(base, k))(v) for k, v in overrides.items() if hasattr(base, k)}
             training = replace(training, **values)
             if "hard" in overrides:
-                hard = np.flatnonzero(out_of_fold_truth(overrides.get("hard_source", "splain+srare2"))[train_rows]
-                                      < float(overrides.get("hard_below", 0.999)))
+                hard = np.flatnonzero(truth_out_of_fold[train_rows] < float(overrides.get("hard_below", 0.999)))
                 order = np.concatenate([np.arange(len(y))] + [hard] * int(overrides["hard"]))
                 x, y = x[order], y[order]
                 training = replace(training, epochs=looks.epochs_for_same_images(training.epochs, len(train_rows),
