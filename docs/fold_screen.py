@@ -16,6 +16,8 @@ clusters of the training rows smaller than the median row's) learnt up to K more
 that the images seen stay the same. look_clusters=C: those clusters C a digit instead of the pipeline's 100.
 hard=K: the training rows that the out-of-fold models of hard_source=a+b (default splain+srare2, arms of the same
 partition on all five folds) give less than hard_below (0.999) for their label learnt K more times, epochs cut alike.
+calm=K: the model's last K epochs learn the training images without augmentation (calm_strength=S: at S of
+the recipe's strength instead of 0), as the predictions see them.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -86,6 +88,25 @@ base = settings.training_config(settings.resolve_preset("default"))
 base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
 # hard=K: every row's difficulty, read once for all the screen's folds
 truth_out_of_fold = out_of_fold_truth(overrides.get("hard_source", "splain+srare2")) if "hard" in overrides else None
+def calm_datasets(folder, training, rows, calm_epochs, calm_strength):
+    """Make fit's epochs from the model's last calm_epochs on at calm_strength (the model's epochs: the run's,
+    or with rare looks those fit cuts them to, from the rows it saved in the checkpoint folder)."""
+    from pipeline.training import augment
+
+    augmented_dataset = getattr(augment.make_training_dataset, "augmented_dataset", augment.make_training_dataset)
+
+    def epoch_dataset(*args, **kwargs):
+        epochs = training.epochs
+        if training.rare_looks:
+            repeated = len(np.load(folder / fit.RARE_LOOK_ROWS))
+            epochs = looks.epochs_for_same_images(training.epochs, rows, repeated)
+        if args[4] >= epochs - calm_epochs:  # args: images, labels, batch_size, seed, epoch
+            kwargs = dict(kwargs, strength=kwargs.get("strength", 1.0) * calm_strength)
+        return augmented_dataset(*args, **kwargs)
+    epoch_dataset.augmented_dataset = augmented_dataset  # the next fold's wrapper wraps the original
+    augment.make_training_dataset = epoch_dataset
+
+
 def log(text):
     print(time.strftime("%H:%M:%S"), text, flush=True)
 for fold in folds:
@@ -124,6 +145,10 @@ for fold in folds:
                 extra = {**extra, "hard_rows": int(len(hard)), "hard_copies": int(len(order) - len(train_rows))}
                 log(f"{arm} fold {fold}: {len(hard)} hard rows repeated {overrides['hard']} more times,"
                     f" {training.epochs} epochs")
+        calm_epochs = int(overrides.get("calm", 0))
+        if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
+            folder = OUT / "ckpt" / f"{arm}-{fold}"
+            calm_datasets(folder, training, len(y), calm_epochs, float(overrides.get("calm_strength", 0)))
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
