@@ -335,7 +335,8 @@ def test_a_killed_fold_run_redoes_only_the_unfinished_fold(tmp_path):
 def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path, monkeypatch):
     refused = run_in_process(tmp_path, "train", "--preset", "quick", "--pseudo-label")
     assert refused.returncode == 1 and "add --final-model" in refused.stderr and "Traceback" not in refused.stderr
-    # Every test image pseudo-labelled: a few epochs of the quick models are rarely sure of one at 0.995.
+    # Every test image pseudo-labelled, so that the counts below are known: a few epochs of the quick models are
+    # sure of only some of them at the pipeline's threshold.
     monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 0.0)
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "3", "--folds", "2",
                                       "--final-model", "--pseudo-label", "--alternate", "mlp", "--no-report"))

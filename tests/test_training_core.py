@@ -196,9 +196,11 @@ def test_confident_labels_keep_only_sure_predictions():
     probabilities = np.full((3, NUM_CLASSES), 0.0, dtype=np.float32)
     probabilities[0, 4] = 0.999
     probabilities[1, 2], probabilities[1, 3] = 0.6, 0.4
-    probabilities[2, 7] = 0.995
+    probabilities[2, 7] = plan.PSEUDO_LABEL_CONFIDENCE  # at the threshold: kept
     rows, labels = plan.confident_labels(probabilities)
     assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
+    probabilities[2, 7] = plan.PSEUDO_LABEL_CONFIDENCE - 0.01  # just under it: left out
+    assert plan.confident_labels(probabilities)[0].tolist() == [0]
 
 
 def _plus_max_min(images):

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pipeline.core import config
 from pipeline.core.errors import PipelineError
 from pipeline.training.device import PRECISIONS
+from pipeline.training.plan import PSEUDO_LABEL_CONFIDENCE
 
 KNOB = "knob"  # the key of a TrainingConfig field's metadata that holds its Knob
 
@@ -124,8 +125,8 @@ class TrainingConfig:
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
     pseudo_label: bool = knob("The model on all rows also learns the test images the other models label with"
-                              " probability >= 0.995, in fewer epochs: it sees as many images as without them",
-                              tune=False)
+                              f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs: it sees as many"
+                              " images as without them", tune=False)
     tta: bool = knob("Test-time augmentation, for the estimate as for the submission", tune=False)
     deterministic: bool = knob("Deterministic TensorFlow ops, for exact repeats (slower)")
     strategy: str = knob("default, or mirrored: data-parallel over every local GPU", choices=config.STRATEGIES)
