@@ -82,7 +82,7 @@ def estimate_kind(split: dict) -> str:
 
 
 # --pseudo-label: a test image joins the all-rows model's training data, with the label the other models gave it,
-# when their averaged probability for it is at least this. 0.9 labels about 99 % of the test images, about one in a
+# when their averaged probability for it is at least this. 0.9 labels about 99 % of the test images, one or two in a
 # thousand wrongly; on five folds of new hands its learner made 182 errors of 42,000 where 0.995's made 196. Here,
 # in a module of the train stage's code, so that a change of it reruns the stage instead of restoring a cached result.
 PSEUDO_LABEL_CONFIDENCE = 0.9
