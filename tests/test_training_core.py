@@ -1,6 +1,7 @@
 """The training core in process, on small arrays: augmentation, the cost of a network, the work of a run,
 the plan of parts and pseudo-labels, and one model's fit with checkpoint and exact resume."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -368,6 +369,43 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     assert any(line.startswith("resuming from epoch 1 of 2") for line in lines)
     for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_a_fit_stops_it_after_the_batch_and_keeps_only_completed_epochs(tmp_path, monkeypatch, presses):
+    """One Ctrl-C lets Keras end fit after the running batch (on_train_end runs), then KeyboardInterrupt;
+    a second one raises at once. Either way the half epoch is not checkpointed and Python's handler is back."""
+    import os
+    import signal
+
+    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
+    training = replace(settings.training_config(settings.resolve_preset("quick", epochs=3)), batch_size=16)
+    strategy = settings.configure_tensorflow(training)
+    events = []
+
+    def ticker_that_presses_ctrl_c(*args, **kwargs):
+        ticker = real_ticker(*args, **kwargs)
+        batch_end, train_end = ticker.on_train_batch_end, ticker.on_train_end
+
+        def on_train_batch_end(batch, logs=None):
+            batch_end(batch, logs)
+            events.append(f"{ticker.label.split('/')[0]} batch {batch}")
+            if ticker.label.startswith("epoch 2/") and batch == 1:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        ticker.on_train_batch_end = on_train_batch_end
+        ticker.on_train_end = lambda logs=None: (events.append("fit ended"), train_end(logs))
+        return ticker
+
+    real_ticker = fit.batch_ticker
+    monkeypatch.setattr(fit, "batch_ticker", ticker_that_presses_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        fit.fit_one_model(images, labels, None, None, training, 5, tmp_path, strategy, log=lambda line: None)
+    second_fit = events[events.index("fit ended") + 1:]  # fit runs an epoch at a time
+    assert second_fit == ["epoch 2 batch 0", "epoch 2 batch 1"] + (["fit ended"] if presses == 1 else [])
+    assert json.loads((tmp_path / "state.json").read_text())["completed_epochs"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp_path):
