@@ -56,11 +56,3 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert device.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
     assert device.cpu_flags(tmp_path / "missing") == set()
     assert device.resolve_precision("float32") == "float32"
-
-
-def test_only_confident_predictions_become_pseudo_labels():
-    from pipeline.training.plan import confident_labels
-
-    probabilities = np.array([[0.999, 0.001] + [0] * 8, [0.5, 0.5] + [0] * 8, [0.002, 0.0, 0.998] + [0] * 7])
-    rows, labels = confident_labels(probabilities, confidence=0.995)
-    assert rows.tolist() == [0, 2] and labels.tolist() == [0, 2]

@@ -202,6 +202,7 @@ def test_confident_labels_keep_only_sure_predictions():
     assert rows.tolist() == [0, 2] and labels.tolist() == [4, 7]
     probabilities[2, 7] = plan.PSEUDO_LABEL_CONFIDENCE - 0.01  # just under it: left out
     assert plan.confident_labels(probabilities)[0].tolist() == [0]
+    assert plan.confident_labels(probabilities, confidence=0.9995)[0].tolist() == []  # a stricter one asked for
 
 
 def _plus_max_min(images):
