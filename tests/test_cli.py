@@ -339,7 +339,8 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     # sure of only some of them at the pipeline's threshold.
     monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 0.0)
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "3", "--folds", "2",
-                                      "--final-model", "--pseudo-label", "--alternate", "mlp", "--no-report"))
+                                      "--final-model", "--pseudo-label", "--alternate", "mlp", "--rare-looks", "2",
+                                      "--no-report"))
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     final = run["parts"][-1]
     assert final["name"] == "all-rows" and final["pseudo_labelled_images"] == 600 and final["train_images"] == 3000
@@ -350,6 +351,9 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
         "3000 (600 of them pseudo-labelled test images, 2 epochs)")
     assert [part["architecture"] for part in run["parts"]] == ["small", "mlp", "small"]  # the third: --model's
     assert [part["train_images"] for part in run["parts"][:2]] == [1200, 1200]  # the measured models never see them
+    # Rare looks for the measured models, not for the one that learns pseudo-labels (they did not add up)
+    measured, _, pseudo_labelled = result.stdout.partition("model 3 of 3 (all-rows")
+    assert measured.count("rare looks: ") == 2 and "rare looks" not in pseudo_labelled
 
 
 def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_training(tmp_path):

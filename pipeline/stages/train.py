@@ -138,9 +138,11 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             final_part = replace(final_part, train_rows=np.arange(len(final_labels)))
             # The test images come instead of epochs, not on top of them: the model sees as many images as it
-            # would without them, so --pseudo-label costs no more training than the model it replaces.
-            final_training = replace(training, epochs=epochs_for_same_images(training.epochs, len(labels),
-                                                                             len(final_labels)))
+            # would without them, so --pseudo-label costs no more training than the model it replaces. And
+            # instead of rare looks: beside pseudo-labels they gained nothing on the folds of new hands
+            # (docs/experiments.md, 2026-12-06: 203 errors of 42,000 with them, 196 without).
+            final_training = replace(training, rare_looks=0, epochs=epochs_for_same_images(
+                training.epochs, len(labels), len(final_labels)))
             final_paths, final_histories, final_summaries, _, _ = train_parts(
                 final_images, final_labels, [final_part], final_training, strategy, checkpoints, run_dir, console,
                 (len(parts), len(parts)), tensorboard_dir, engine)

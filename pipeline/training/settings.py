@@ -125,8 +125,8 @@ class TrainingConfig:
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
     pseudo_label: bool = knob("The model on all rows also learns the test images the other models label with"
-                              f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs: it sees as many"
-                              " images as without them", tune=False)
+                              f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs (it sees as many"
+                              " images as without them) and without rare looks", tune=False)
     tta: bool = knob("Test-time augmentation, for the estimate as for the submission", tune=False)
     deterministic: bool = knob("Deterministic TensorFlow ops, for exact repeats (slower)")
     strategy: str = knob("default, or mirrored: data-parallel over every local GPU", choices=config.STRATEGIES)
