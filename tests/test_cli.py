@@ -340,11 +340,13 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 0.0)
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "3", "--folds", "2",
                                       "--final-model", "--pseudo-label", "--alternate", "mlp", "--rare-looks", "2",
-                                      "--no-report"))
+                                      "--tta", "--no-report"))
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     final = run["parts"][-1]
     assert final["name"] == "all-rows" and final["pseudo_labelled_images"] == 600 and final["train_images"] == 3000
     assert "600 of 600 test images pseudo-labelled" in result.stdout
+    labelling = result.stdout.split("fold-1, seed 43")[1].split("pseudo-labelled")[0]
+    assert "pass 2 of 2 done (model 2 of 2, view 1 of 1)" in labelling  # no TTA for the labels, a fifth of the work
     # 3 epochs of the 2,400 rows are 7,200 images; with the 600 test images, 2 epochs (6,000) come nearest.
     assert final["epochs"] == 2 and "epochs" not in run["parts"][0]
     assert page.parts_rows((PartSummary.from_json(final),))[0][3] == (  # the report's row

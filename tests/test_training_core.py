@@ -132,6 +132,11 @@ def test_the_default_runs_work_in_units():
     expected_forward = (4_200 * 19 + 2 * 28_000) / 3 / 42_000
     assert work["prediction_units"] == pytest.approx(expected_forward, rel=1e-2)
     assert work["units"] == pytest.approx(work["training_units"] + work["prediction_units"], rel=1e-2)
+    # --pseudo-label: the measured model predicts the test images once more, without TTA's views
+    with_tta = plan.work_units([holdout, all_rows], 18, 28_000, views=5, pseudo_label=False)
+    pseudo_labelled = plan.work_units([holdout, all_rows], 18, 28_000, views=5, pseudo_label=True)
+    assert pseudo_labelled["prediction_units"] - with_tta["prediction_units"] == pytest.approx(  # 3 digits kept
+        28_000 / 3 / 42_000, abs=0.005)
     twice_as_costly = [replace(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
     assert plan.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
         2 * work["training_units"], rel=1e-2)

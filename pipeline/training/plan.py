@@ -67,8 +67,8 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     forward = sum(units(summary.validation_images * ((summary.epochs or epochs) + views), summary)
                   for summary in measured)
     forward += sum(units(test_images * views, summary) for summary in summaries)
-    if pseudo_label:
-        forward += sum(units(test_images * views, summary) for summary in measured)
+    if pseudo_label:  # without test-time augmentation (pipeline.stages.train)
+        forward += sum(units(test_images, summary) for summary in measured)
     if recalibrate:
         probes = config.BATCH_NORM_LAYERS_AT_MOST
         forward += sum(units(min(summary.train_images, config.RECALIBRATION_IMAGES) * probes, summary)
