@@ -284,7 +284,7 @@ DEFAULT_PRESET = "default"
 # What each preset costs, for --help and `make help`: the README's figures, on a 2-core CPU with bfloat16
 # (AVX-512 BF16 or AMX: 1,500-2,300 images/s of the default CNN) or without (AVX2-only float32: about 600).
 PRESET_COSTS = {
-    "default": "default: 2 models (holdout + all rows), 11-21 min on a 2-core CPU with bfloat16, 40 min without",
+    "default": "default: 2 models (holdout + all rows), 11-22 min on a 2-core CPU with bfloat16, 40 min without",
     "quick": "quick: 1 small model, seconds (the sample, tests)",
     "best": "best: 6 models (5 folds + all rows: 3 wide CNNs, 3 resnets) with TTA, 50 min-1 h 46 min with"
             " bfloat16, 4 h without",
