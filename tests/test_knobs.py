@@ -179,3 +179,13 @@ def test_a_switch_with_another_value_than_1_or_0_is_refused_in_one_line():
     assert result.stderr.count("\n") == 1 and "TTA=on: expected 1 or 0" in result.stderr, result.stderr
     words = pipeline_words(make("-n", "all", "TTA=yes", "DETERMINISTIC=false"))
     assert "--tta" in words and "--no-deterministic" in words
+
+
+def test_no_final_model_turns_off_the_presets_pseudo_labels_but_not_an_explicit_one():
+    from pipeline.core.errors import PipelineError
+
+    assert settings.resolve_preset("default")["pseudo_label"] is True
+    without_final = settings.resolve_preset("default", final_model=False)
+    assert without_final["pseudo_label"] is False and settings.training_config(without_final).final_model is False
+    with pytest.raises(PipelineError, match="add --final-model"):
+        settings.training_config(settings.resolve_preset("default", final_model=False, pseudo_label=True))

@@ -187,8 +187,14 @@ class TrainingConfig:
 
 
 def resolve_preset(preset: str, **overrides) -> dict:
-    """The preset's values with every option that was given (not None) in their place."""
-    return {**config.PRESETS[preset], **{name: value for name, value in overrides.items() if value is not None}}
+    """The preset's values with every option that was given (not None) in their place.
+
+    --no-final-model also turns off the preset's pseudo-labels, which only the model on all rows learns; an
+    explicit --pseudo-label beside it is refused (TrainingConfig.check)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if given.get("final_model") is False and "pseudo_label" not in given:
+        given["pseudo_label"] = False
+    return {**config.PRESETS[preset], **given}
 
 
 def training_config(values: dict) -> TrainingConfig:
