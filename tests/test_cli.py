@@ -356,6 +356,7 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     # Rare looks for the measured models, not for the one that learns pseudo-labels (they did not add up)
     measured, _, pseudo_labelled = result.stdout.partition("model 3 of 3 (all-rows")
     assert measured.count("rare looks: ") == 2 and "rare looks" not in pseudo_labelled
+    assert "), 3 epochs\n" in measured  # no copies in these small folds: the epochs stay, said once
 
 
 def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_training(tmp_path):

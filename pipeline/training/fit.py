@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
-from pipeline.core.console import format_duration
+from pipeline.core.console import count, format_duration
 from pipeline.core.progress import batch_ticker
 from pipeline.training import looks
 from pipeline.training.settings import TrainingConfig
@@ -111,7 +111,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         epochs = looks.epochs_for_same_images(training.epochs, len(train_labels), len(rows))
         if state is None:
             log(f"rare looks: {len(rows) - len(train_labels)} more images an epoch (rows of small look-alike"
-                f" clusters repeated up to {training.rare_looks} times), {epochs} epochs instead of {training.epochs}")
+                f" clusters repeated up to {training.rare_looks} times), {count(epochs, 'epoch')}"
+                f"{f' instead of {training.epochs}' if epochs != training.epochs else ''}")
         train_images, train_labels, training = train_images[rows], train_labels[rows], replace(training, epochs=epochs)
     steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
     with strategy.scope():
