@@ -273,7 +273,7 @@ PRESETS = {
     # errors; on the stratified folds no change (156 -> 156 at full size): 5 units for the test rows' new hands.
     # Rare looks as in `default`: at full size the five fold models made 150 errors of 42,000 (156 without).
     # Pseudo-labels as in `default`, the five fold models labelling: on the style folds a pseudo-labelled fifth
-    # member made 176 errors where a rare-looks one made 182 (3 of 5 folds fewer, none more); 2.4 units more.
+    # member made 176 errors where a rare-looks one made 182 (3 of 5 folds fewer, none more); 226 units, not 223.
     "best": {**DEFAULT, "folds": 5, "tta": True, "width": 1.5, "alternate": "resnet", "alternate_width": 0.9,
              "recalibrate": True, "rare_looks": 2, "pseudo_label": True},
     # The seeds' MLP (Flatten, Dense 128, Dense 64, Dense 10): the baseline every comparison is made against.
