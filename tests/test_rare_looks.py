@@ -59,7 +59,7 @@ def test_the_epochs_are_cut_so_that_the_images_seen_stay_about_the_same():
     # fold 0 of the style folds at full size: 33,601 rows and 4,932 copies ran 16 epochs instead of 18
     assert looks.epochs_for_same_images(18, 33_601, 38_533) == 16
     assert looks.epochs_for_same_images(18, 100, 100) == 18 and looks.epochs_for_same_images(1, 100, 300) == 1
-    images_an_epoch, epochs = looks.most_images_seen(18, 37_800, 2)
+    images_an_epoch, epochs = looks.most_images_seen(18, 37_800, 2 * 37_800)
     bound = images_an_epoch * epochs
     assert epochs == looks.epochs_for_same_images(18, 37_800, images_an_epoch)
     seen = [(37_800 + copies) * looks.epochs_for_same_images(18, 37_800, 37_800 + copies)

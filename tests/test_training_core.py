@@ -163,13 +163,11 @@ def test_each_preset_stays_within_its_work_budget_at_full_size(preset):
         summary = PartSummary(part.name, train_images=len(part.train_rows), multiply_adds=model.multiply_adds(
             network), validation_images=None if part.validation_rows is None else len(part.validation_rows))
         if training.pseudo_label and part.validation_rows is None:  # up to every test image, no rare looks
-            images_an_epoch = max(range(len(rows), len(rows) + 28_001), key=lambda images: images * (
-                looks.epochs_for_same_images(training.epochs, len(rows), images)))
-            summary = replace(summary, train_images=images_an_epoch, epochs=looks.epochs_for_same_images(
-                training.epochs, len(rows), images_an_epoch))
+            images_an_epoch, epochs = looks.most_images_seen(training.epochs, len(rows), 28_000)
+            summary = replace(summary, train_images=images_an_epoch, epochs=epochs)
         elif training.rare_looks:  # the copies depend on the rows' clusters: the most any clusters can give
             images_an_epoch, epochs = looks.most_images_seen(training.epochs, len(part.train_rows),
-                                                             training.rare_looks)
+                                                             len(part.train_rows) * training.rare_looks)
             summary = replace(summary, repeated_images=images_an_epoch - len(part.train_rows), epochs=epochs)
         summaries.append(summary)
     views = len(prediction.TTA_SHIFTS) if training.tta else 1

@@ -49,9 +49,10 @@ def epochs_for_same_images(epochs: int, rows: int, images_an_epoch: int) -> int:
     return max(1, round(epochs * rows / images_an_epoch))
 
 
-def most_images_seen(epochs: int, rows: int, extra_at_most: int) -> tuple[int, int]:
-    """(images an epoch, epochs) of the model of `rows` rows that sees the most images in its scaled epochs, whatever
-    its clusters: the work a preset may take before it has seen its data (tests/test_training_core.py's budget)."""
-    worst = max(range(rows, rows * (1 + extra_at_most) + 1),  # every count of copies the limit allows
+def most_images_seen(epochs: int, rows: int, extra_images_at_most: int) -> tuple[int, int]:
+    """(images an epoch, epochs) of the model of `rows` rows plus up to extra_images_at_most more an epoch (rare
+    looks' copies: rows x K; pseudo-labelled test images: their count) that sees the most images in its scaled
+    epochs: the work a preset may take before it has seen its data (tests/test_training_core.py's budget)."""
+    worst = max(range(rows, rows + extra_images_at_most + 1),  # every count of extra images the limit allows
                 key=lambda images_an_epoch: images_an_epoch * epochs_for_same_images(epochs, rows, images_an_epoch))
     return worst, epochs_for_same_images(epochs, rows, worst)
