@@ -417,6 +417,39 @@ def test_ctrl_c_in_a_fit_stops_it_after_the_batch_and_keeps_only_completed_epoch
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_in_a_prediction_stops_it_after_the_batch_and_uses_no_partial_output(monkeypatch, presses):
+    """One Ctrl-C lets Keras end predict after the running batch (on_predict_end runs), then KeyboardInterrupt
+    before its partial output is added up or the next view starts; a second one raises at once."""
+    import os
+    import signal
+
+    events = []
+
+    def ticker_that_presses_ctrl_c(*args, **kwargs):
+        ticker = real_ticker(*args, **kwargs)
+        batch_end, predict_end = ticker.on_predict_batch_end, ticker.on_predict_end
+
+        def on_predict_batch_end(batch, logs=None):
+            batch_end(batch, logs)
+            events.append(f"batch {batch}")
+            if batch == 1:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        ticker.on_predict_batch_end = on_predict_batch_end
+        ticker.on_predict_end = lambda logs=None: (events.append("predict ended"), predict_end(logs))
+        return ticker
+
+    real_ticker = prediction.batch_ticker
+    monkeypatch.setattr(prediction, "batch_ticker", ticker_that_presses_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        prediction.predict_probabilities([model.build_network("cnn")], digit_like_images(64, seed=3), batch_size=8,
+                                         tta=True, log=lambda line: None)
+    assert events == ["batch 0", "batch 1"] + (["predict ended"] if presses == 1 else [])  # of 8 batches, 1 view
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp_path):
     images, labels = digit_like_images(64, seed=2), np.arange(64) % NUM_CLASSES
     training = settings.training_config(settings.resolve_preset("quick", epochs=2, ema=0.9))

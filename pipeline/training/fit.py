@@ -8,13 +8,10 @@ from (seed, epoch) too, so the resumed run sees exactly the batches the uninterr
 seen and ends at the same place.
 """
 
-import contextlib
 import json
 import math
 import os
-import signal
 import socket
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
 from pipeline.core.console import count, format_duration
+from pipeline.core.ctrl_c import ctrl_c_stops_after_its_batch
 from pipeline.core.progress import batch_ticker
 from pipeline.training import looks
 from pipeline.training.settings import TrainingConfig
@@ -160,7 +158,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         # verbose=0: the line below is the epoch's one line, with Keras's numbers in it.
         ticker.label = f"epoch {epoch + 1}/{training.epochs}"
         try:
-            with ctrl_c_stops_fit_after_its_batch(model):  # raises KeyboardInterrupt before the checkpoint below
+            # A Ctrl-C raises KeyboardInterrupt after fit's running batch: before the checkpoint below.
+            with ctrl_c_stops_after_its_batch(model, "stop_training"):
                 result = model.fit(dataset, validation_data=validation, epochs=epoch + 1, initial_epoch=epoch,
                                    shuffle=False, verbose=0, callbacks=callbacks)
         finally:
@@ -194,37 +193,6 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         if recalibrated:
             log(recalibrated)
     return model, state
-
-
-@contextlib.contextmanager
-def ctrl_c_stops_fit_after_its_batch(model):
-    """A Ctrl-C (SIGINT) inside the block asks Keras to stop model.fit after its running batch, and raises
-    KeyboardInterrupt once fit has returned; a second Ctrl-C raises at once.
-
-    Why: a KeyboardInterrupt raised inside fit unwinds while TensorFlow's own threads still work on the
-    epoch, and under load that once ended the process with glibc's "free(): invalid next size" abort instead of
-    the resumable exit. Only in the main thread with Python's own handler in place (a Ray worker or a caller
-    with its own handler keeps it).
-    """
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    pressed = []
-
-    def on_ctrl_c(signal_number, frame):
-        if pressed:
-            raise KeyboardInterrupt
-        pressed.append(signal_number)
-        model.stop_training = True  # Keras checks it after every batch
-
-    signal.signal(signal.SIGINT, on_ctrl_c)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if pressed:
-        raise KeyboardInterrupt
 
 
 def reseed_layers(model, seed: int, epoch: int) -> None:

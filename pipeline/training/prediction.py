@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.ctrl_c import ctrl_c_stops_after_its_batch
 from pipeline.core.progress import batch_ticker
 
 # Test-time augmentation: the image itself and shifted by one pixel each way (zeros fill in).
@@ -46,8 +47,11 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
                 callbacks.append(batch_ticker(log, f"predict: pass {done + 1} of {passes}",
                                               -(-len(view) // batch_size), phase="predict"))
             try:  # a dataset of ours, not the array: Keras's own has the autotuning that stalls (training.augment)
-                total += model.predict(make_evaluation_dataset(view, batch_size=batch_size), verbose=verbose,
-                                       callbacks=callbacks).astype(np.float64)
+                # A Ctrl-C raises KeyboardInterrupt after predict's running batch, before its partial output is used.
+                with ctrl_c_stops_after_its_batch(model, "stop_predicting"):
+                    probabilities = model.predict(make_evaluation_dataset(view, batch_size=batch_size),
+                                                  verbose=verbose, callbacks=callbacks)
+                total += probabilities
             finally:
                 for ticker in callbacks:
                     ticker.stop()
