@@ -380,39 +380,47 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 
+def ticker_that_presses_ctrl_c(module, phase: str, label_and_batch: tuple, presses: int, events: list):
+    """A stand-in for module.batch_ticker that notes each batch ('LABEL batch B') and the run's end ('PHASE
+    ended') in events, and sends this process `presses` SIGINTs after the batch label_and_batch names."""
+    import os
+    import signal
+
+    real_ticker = module.batch_ticker
+
+    def make(*args, **kwargs):
+        ticker = real_ticker(*args, **kwargs)
+        batch_end, run_end = getattr(ticker, f"on_{phase}_batch_end"), getattr(ticker, f"on_{phase}_end")
+
+        def on_batch_end(batch, logs=None):
+            batch_end(batch, logs)
+            events.append(f"{ticker.label.split('/')[0]} batch {batch}")
+            if (ticker.label, batch) == label_and_batch:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        setattr(ticker, f"on_{phase}_batch_end", on_batch_end)
+        setattr(ticker, f"on_{phase}_end", lambda logs=None: (events.append(f"{phase} ended"), run_end(logs)))
+        return ticker
+    return make
+
+
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_in_a_fit_stops_it_after_the_batch_and_keeps_only_completed_epochs(tmp_path, monkeypatch, presses):
     """One Ctrl-C lets Keras end fit after the running batch (on_train_end runs), then KeyboardInterrupt;
     a second one raises at once. Either way the half epoch is not checkpointed and Python's handler is back."""
-    import os
     import signal
 
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
     training = replace(settings.training_config(settings.resolve_preset("quick", epochs=3)), batch_size=16)
     strategy = settings.configure_tensorflow(training)
     events = []
-
-    def ticker_that_presses_ctrl_c(*args, **kwargs):
-        ticker = real_ticker(*args, **kwargs)
-        batch_end, train_end = ticker.on_train_batch_end, ticker.on_train_end
-
-        def on_train_batch_end(batch, logs=None):
-            batch_end(batch, logs)
-            events.append(f"{ticker.label.split('/')[0]} batch {batch}")
-            if ticker.label.startswith("epoch 2/") and batch == 1:
-                for _ in range(presses):
-                    os.kill(os.getpid(), signal.SIGINT)
-
-        ticker.on_train_batch_end = on_train_batch_end
-        ticker.on_train_end = lambda logs=None: (events.append("fit ended"), train_end(logs))
-        return ticker
-
-    real_ticker = fit.batch_ticker
-    monkeypatch.setattr(fit, "batch_ticker", ticker_that_presses_ctrl_c)
+    monkeypatch.setattr(fit, "batch_ticker", ticker_that_presses_ctrl_c(fit, "train", ("epoch 2/3", 1), presses,
+                                                                         events))
     with pytest.raises(KeyboardInterrupt):
         fit.fit_one_model(images, labels, None, None, training, 5, tmp_path, strategy, log=lambda line: None)
-    second_fit = events[events.index("fit ended") + 1:]  # fit runs an epoch at a time
-    assert second_fit == ["epoch 2 batch 0", "epoch 2 batch 1"] + (["fit ended"] if presses == 1 else [])
+    second_fit = events[events.index("train ended") + 1:]  # fit runs an epoch at a time
+    assert second_fit == ["epoch 2 batch 0", "epoch 2 batch 1"] + (["train ended"] if presses == 1 else [])
     assert json.loads((tmp_path / "state.json").read_text())["completed_epochs"] == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -421,34 +429,18 @@ def test_ctrl_c_in_a_fit_stops_it_after_the_batch_and_keeps_only_completed_epoch
 def test_ctrl_c_in_a_prediction_stops_it_after_the_batch_and_uses_no_partial_output(monkeypatch, presses):
     """One Ctrl-C lets Keras end predict after the running batch (on_predict_end runs), then KeyboardInterrupt
     before its partial output is added up or the next view starts; a second one raises at once."""
-    import os
     import signal
 
     events = []
-
-    def ticker_that_presses_ctrl_c(*args, **kwargs):
-        ticker = real_ticker(*args, **kwargs)
-        batch_end, predict_end = ticker.on_predict_batch_end, ticker.on_predict_end
-
-        def on_predict_batch_end(batch, logs=None):
-            batch_end(batch, logs)
-            events.append(f"batch {batch}")
-            if batch == 1:
-                for _ in range(presses):
-                    os.kill(os.getpid(), signal.SIGINT)
-
-        ticker.on_predict_batch_end = on_predict_batch_end
-        ticker.on_predict_end = lambda logs=None: (events.append("predict ended"), predict_end(logs))
-        return ticker
-
-    real_ticker = prediction.batch_ticker
-    monkeypatch.setattr(prediction, "batch_ticker", ticker_that_presses_ctrl_c)
+    first_pass = "predict: pass 1 of 5"
+    monkeypatch.setattr(prediction, "batch_ticker", ticker_that_presses_ctrl_c(prediction, "predict", (first_pass, 1),
+                                                                                presses, events))
     with pytest.raises(KeyboardInterrupt):
         prediction.predict_probabilities([model.build_network("cnn")], digit_like_images(64, seed=3), batch_size=8,
                                          tta=True, log=lambda line: None)
-    assert events == ["batch 0", "batch 1"] + (["predict ended"] if presses == 1 else [])  # of 8 batches, 1 view
+    # 2 of the pass's 8 batches, and no second view
+    assert events == [f"{first_pass} batch 0", f"{first_pass} batch 1"] + (["predict ended"] if presses == 1 else [])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
 
 def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp_path):
     images, labels = digit_like_images(64, seed=2), np.arange(64) % NUM_CLASSES
