@@ -442,6 +442,7 @@ def test_ctrl_c_in_a_prediction_stops_it_after_the_batch_and_uses_no_partial_out
     assert events == [f"{first_pass} batch 0", f"{first_pass} batch 1"] + (["predict ended"] if presses == 1 else [])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+
 def test_weight_average_ends_the_fit_and_resumes_exactly_from_its_checkpoint(tmp_path):
     images, labels = digit_like_images(64, seed=2), np.arange(64) % NUM_CLASSES
     training = settings.training_config(settings.resolve_preset("quick", epochs=2, ema=0.9))
