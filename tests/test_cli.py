@@ -359,6 +359,35 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     assert "), 3 epochs\n" in measured  # no copies in these small folds: the epochs stay, said once
 
 
+@pytest.mark.slow
+def test_pseudo_tune_goes_on_from_each_measured_model_and_only_its_successor_predicts(tmp_path, monkeypatch):
+    refused = run_in_process(tmp_path, "train", "--preset", "quick", "--pseudo-tune", "2")
+    assert refused.returncode == 1 and "add --pseudo-label" in refused.stderr and "Traceback" not in refused.stderr
+    monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 0.0)  # all 600 test images, a known count
+    result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
+                                      "--final-model", "--pseudo-label", "--pseudo-tune", "1", "--rare-looks", "2",
+                                      "--no-report"))
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    names = [part["name"] for part in run["parts"]]
+    assert names == ["fold-0", "fold-1", "fold-0-tuned", "fold-1-tuned", "all-rows"]
+    assert "model 3 of 5 (fold-0-tuned" in result.stdout and "1 more epochs of the measured models" in result.stdout
+    measured, tuned = run["parts"][:2], run["parts"][2:4]
+    for before, after in zip(measured, tuned):
+        assert after["tuned_from"] == before["name"] and after["epochs"] == 1 and after["pseudo_labelled_images"] == 600
+        assert after["train_images"] == before["train_images"] + 600 and "repeated_images" not in after  # no rare looks
+        assert after["validation_images"] == before["validation_images"] == 1200  # measured on the same rows
+    # The run's models are the ones that predict: the tuned two and the model on all rows
+    models = sorted(Path(name).name for name in run["models"])
+    assert models == ["all-rows.keras", "fold-0-tuned.keras", "fold-1-tuned.keras"]
+    assert sorted(path.name for path in (tmp_path / "data" / "models" / run["id"]).glob("*.keras")) == models
+    # The estimate is the tuned models': their accuracies are the spread's, and their predictions the estimate's
+    history = json.loads(next((tmp_path / "data" / "models").glob("*/history.json")).read_text())
+    assert len(history) == 5 and len(history[2]["loss"]) == 1
+    tuned_mean = sum(part["accuracy"] for part in tuned) / 2  # two folds of 1,200 rows, one model a row
+    assert run["estimate"]["images"] == 2400 and run["estimate"]["accuracy"] == pytest.approx(tuned_mean)
+    assert run["estimate"]["model_accuracy_mean"] == pytest.approx(tuned_mean)
+
+
 def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_training(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()

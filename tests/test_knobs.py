@@ -19,7 +19,7 @@ from pipeline.training import settings
 from pipeline.training.settings import KNOB, TrainingConfig
 
 SPECS = settings.knobs()
-NOT_FOR_TUNE = {"final_model", "pseudo_label", "tta"}
+NOT_FOR_TUNE = {"final_model", "pseudo_label", "pseudo_tune", "tta"}
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
@@ -139,7 +139,7 @@ def test_make_help_lists_every_knob_and_which_tune_leaves_out():
     text = " ".join(result.stdout.split())
     for spec in SPECS:
         assert f"{spec.variable}=" in text, spec.variable
-    assert "the training options but FINAL_MODEL PSEUDO_LABEL TTA" in text
+    assert "the training options but FINAL_MODEL PSEUDO_LABEL PSEUDO_TUNE TTA" in text
 
 
 @needs_make
@@ -189,3 +189,12 @@ def test_no_final_model_turns_off_the_presets_pseudo_labels_but_not_an_explicit_
     assert without_final["pseudo_label"] is False and settings.training_config(without_final).final_model is False
     with pytest.raises(PipelineError, match="add --final-model"):
         settings.training_config(settings.resolve_preset("default", final_model=False, pseudo_label=True))
+
+
+def test_pseudo_tune_is_at_most_ten_epochs_and_off_in_every_preset():
+    from pipeline.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"^--pseudo-tune 11: expected 0 \(none\) to 10 epochs, e.g. 3$"):
+        settings.training_config(settings.resolve_preset("default", pseudo_tune=11))
+    assert settings.training_config(settings.resolve_preset("default", pseudo_tune=3)).pseudo_tune == 3
+    assert all(values["pseudo_tune"] == 0 for values in config.PRESETS.values())

@@ -140,6 +140,14 @@ def test_the_default_runs_work_in_units():
     twice_as_costly = [replace(part, multiply_adds=2 * cost) for part in (holdout, all_rows)]
     assert plan.work_units(twice_as_costly, 18, 28_000, 1, False)["training_units"] == pytest.approx(
         2 * work["training_units"], rel=1e-2)
+    # --pseudo-tune 3: the measured model goes on for 3 epochs with 27,000 test images; it labels them, and its
+    # successor, not it, predicts the test rows
+    tuned = PartSummary("holdout-tuned", train_images=37_800 + 27_000, validation_images=4_200, multiply_adds=cost,
+                        epochs=3, tuned_from="holdout")
+    going_on = plan.work_units([holdout, tuned, all_rows], 18, 28_000, views=1, pseudo_label=True)
+    assert going_on["training_units"] - work["training_units"] == pytest.approx(3 * 64_800 / 42_000, abs=0.05)
+    assert going_on["prediction_units"] - work["prediction_units"] == pytest.approx(  # its checks; the labelling
+        (4_200 * (3 + 1) + 28_000) / 3 / 42_000, abs=0.01)
 
 
 # Issue 17's budgets at full size (42,000 train rows, 28,000 test rows), in units of work.
@@ -378,6 +386,63 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
     assert any(line.startswith("resuming from epoch 1 of 2") for line in lines)
     for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_a_fit_that_starts_from_a_saved_model_goes_on_from_its_weights_with_a_fresh_schedule(tmp_path):
+    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
+    training = settings.training_config(settings.resolve_preset("quick", epochs=1))
+    strategy = settings.configure_tensorflow(training)
+    first, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "first", strategy,
+                                 log=lambda line: None)
+    fit.save_model(first, tmp_path / "first.keras")
+    # A peak learning rate too small to move a weight: the model that goes on keeps the saved one's weights
+    still = replace(training, learning_rate=1e-12)
+    went_on, state = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "went-on", strategy,
+                                       log=lambda line: None, start_from=tmp_path / "first.keras")
+    fresh, _ = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "fresh", strategy,
+                                 log=lambda line: None)
+    kernel = next(index for index, weight in enumerate(first.get_weights()) if weight.ndim == 4)
+    np.testing.assert_allclose(went_on.get_weights()[kernel], first.get_weights()[kernel], atol=1e-6)
+    assert not np.allclose(fresh.get_weights()[kernel], first.get_weights()[kernel], atol=1e-3)
+    # Adam afresh, and the schedule from its peak with no warm-up: the first step's rate is the peak itself
+    assert int(went_on.optimizer.iterations) == 1 and state["history"]["learning_rate"] == [0.0]
+    schedule = tf.keras.optimizers.schedules.deserialize(went_on.optimizer.get_config()["learning_rate"])
+    assert float(schedule(0)) == pytest.approx(1e-12) and float(schedule(1)) == pytest.approx(0.0)
+
+
+def test_a_ray_task_goes_on_from_the_model_bytes_the_driver_sent_not_from_its_path(tmp_path, monkeypatch):
+    """--pseudo-tune on Ray: a worker on another node cannot read the driver's run folder. Ray itself is stood in
+    for by a loop in this process that pickles each job as Ray would and deletes the file first."""
+    import contextlib
+    import pickle
+
+    from pipeline.core.console import Console
+    from pipeline.training import engine, parts
+
+    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
+    training = settings.training_config(settings.resolve_preset("quick", epochs=1))
+    strategy = settings.configure_tensorflow(training)
+    first, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "first", strategy,
+                                 log=lambda line: None)
+    fit.save_model(first, tmp_path / "fold-0.keras")
+
+    def tasks_here(function, jobs, engine, console, shared):
+        (tmp_path / "fold-0.keras").unlink()  # gone from the path: only the bytes can give the model
+        return [function(pickle.loads(pickle.dumps(job)), **shared) for job in jobs]
+
+    monkeypatch.setattr(parts, "run_tasks", tasks_here)
+    monkeypatch.setattr(parts, "ray_session", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr(parts, "_worker_threads", lambda: 1)
+    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", lambda threads: None)
+    tuned = plan.Part("fold-0-tuned", 6, np.arange(48), np.arange(48, 64), start_from=tmp_path / "fold-0.keras")
+    still = replace(training, learning_rate=1e-12)  # too small to move a weight
+    [result] = parts.train_parts_on_ray(images, labels, [tuned], still, tmp_path / "checkpoints", (1, 1), None,
+                                        engine.Engine("ray", workers=1), Console(quiet=True))
+    assert result.summary.tuned_from == "fold-0" and isinstance(result.model, bytes)
+    (tmp_path / "went-on.keras").write_bytes(result.model)
+    went_on = model.load_model(tmp_path / "went-on.keras")
+    kernel = next(index for index, weight in enumerate(first.get_weights()) if weight.ndim == 4)
+    np.testing.assert_allclose(went_on.get_weights()[kernel], first.get_weights()[kernel], atol=1e-6)
 
 
 def ticker_that_presses_ctrl_c(module, phase: str, label_and_batch: tuple, presses: int, events: list):

@@ -228,6 +228,7 @@ DEFAULT = dict(
     members=1,  # models per holdout split or fold, each with its own seed
     final_model=True,  # also one model on all rows, averaged into the submission
     pseudo_label=False,  # the all-rows model also learns the test images the others are sure of (`default`, `best`)
+    pseudo_tune=0,  # with pseudo_label: epochs the measured models go on for with the test images they are sure of
     precision="auto",  # bfloat16 where the CPU or GPU computes in it, float16 on older GPUs, else float32
     augmentation=1.0,  # strength of the random rotation / zoom / shift: 1 = 10 degrees, 10 %, 10 %; 0 = none
     elastic=0.0,  # elastic distortion's alpha in pixels (Simard et al. 2003 used 34); 0 = none

@@ -91,6 +91,7 @@ class PartSummary:
     pseudo_labelled_images: int | None = None
     repeated_images: int | None = None  # --rare-looks: images an epoch beyond its rows, rare looks again
     epochs: int | None = None  # its own, when not the run's (--rare-looks and --pseudo-label cut them)
+    tuned_from: str | None = None  # --pseudo-tune: the measured model it went on from, which no longer predicts
     worker: str | None = None  # the Ray worker that trained it
 
     @property
@@ -113,7 +114,7 @@ class PartSummary:
                    best_epoch_accuracy=_number(value.get("best_epoch_accuracy")),
                    pseudo_labelled_images=_count(value.get("pseudo_labelled_images")),
                    repeated_images=_count(value.get("repeated_images")), epochs=_count(value.get("epochs")),
-                   worker=_text(value.get("worker")))
+                   tuned_from=_text(value.get("tuned_from")), worker=_text(value.get("worker")))
 
 
 @dataclass(frozen=True)

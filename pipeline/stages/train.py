@@ -131,21 +131,40 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         # The model on all rows waits for the others only when it learns their pseudo-labels.
         first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
+        total = len(parts) + (len(first) if training.pseudo_tune else 0)  # --pseudo-tune: each measured one goes on
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
-            images, labels, first, training, strategy, checkpoints, run_dir, console, (1, len(parts)), tensorboard_dir,
+            images, labels, first, training, strategy, checkpoints, run_dir, console, (1, total), tensorboard_dir,
             engine)
+        if training.pseudo_label:  # the test images the measured models are sure of, for the models that go on
+            extended_images, extended_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
+            learnt_test_rows = np.arange(len(labels), len(extended_labels))
+        if training.pseudo_tune:
+            # Each measured model goes on from its last epoch with its own rows and the test images: it is then
+            # measured on the same rows it never saw, and it, not the model it went on from, predicts the test rows.
+            tuned_parts = [replace(part, name=f"{part.name}-tuned", start_from=path,
+                                   train_rows=np.concatenate([part.train_rows, learnt_test_rows]))
+                           for part, path in zip(first, model_paths)]
+            tuned_training = replace(training, rare_looks=0, epochs=training.pseudo_tune)
+            untuned_paths = model_paths
+            model_paths, tuned_histories, tuned_summaries, out_of_fold, predicted = train_parts(
+                extended_images, extended_labels, tuned_parts, tuned_training, strategy, checkpoints, run_dir,
+                console, (len(first) + 1, total), tensorboard_dir, engine)
+            histories += tuned_histories
+            summaries += [replace(summary, pseudo_labelled_images=pseudo_labelled, epochs=training.pseudo_tune)
+                          for summary in tuned_summaries]
+            for path in untuned_paths:  # the run's models are the ones that predict; their predecessors stay in
+                path.unlink()           # the checkpoints until the run ends
         for final_part in parts[len(first):]:  # the model on all rows and the test images the others are sure of
-            final_images, final_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
-            final_part = replace(final_part, train_rows=np.arange(len(final_labels)))
+            final_part = replace(final_part, train_rows=np.arange(len(extended_labels)))
             # The test images come instead of epochs, not on top of them: the model sees as many images as it
             # would without them, so --pseudo-label costs no more training than the model it replaces. And
             # instead of rare looks: beside pseudo-labels they gained nothing on the folds of new hands
             # (docs/experiments.md, 2026-12-06: 203 errors of 42,000 with them, 196 without).
             final_training = replace(training, rare_looks=0, epochs=epochs_for_same_images(
-                training.epochs, len(labels), len(final_labels)))
+                training.epochs, len(labels), len(extended_labels)))
             final_paths, final_histories, final_summaries, _, _ = train_parts(
-                final_images, final_labels, [final_part], final_training, strategy, checkpoints, run_dir, console,
-                (len(parts), len(parts)), tensorboard_dir, engine)
+                extended_images, extended_labels, [final_part], final_training, strategy, checkpoints, run_dir,
+                console, (total, total), tensorboard_dir, engine)
             own_epochs = final_training.epochs if final_training.epochs != training.epochs else None
             final_summaries[0] = replace(final_summaries[0], pseudo_labelled_images=pseudo_labelled,
                                          epochs=final_summaries[0].epochs or own_epochs)
@@ -155,7 +174,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
         # The spread of the measured models' own accuracies: the "mean +- sd over folds" of a CV table.
-        model_accuracies = [summary.accuracy for summary in summaries if summary.accuracy is not None]
+        tuned = {summary.tuned_from for summary in summaries if summary.tuned_from}
+        model_accuracies = [summary.accuracy for summary in summaries
+                            if summary.accuracy is not None and summary.name not in tuned]
         run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
                                               tta=training.tta, models_per_row=training.members,
                                               model_accuracy_mean=float(np.mean(model_accuracies)),
@@ -202,8 +223,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         probabilities = predict_probabilities(load_models(model_paths), test_images, tta=False, verbose=0,
                                               log=console.say)
         rows, pseudo_labels = confident_labels(probabilities, PSEUDO_LABEL_CONFIDENCE)
+        tuning = f", and {requested.pseudo_tune} more epochs of the measured models" if requested.pseudo_tune else ""
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
-                    f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows")
+                    f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows{tuning}")
         return (np.concatenate([images, test_images[rows]]),
                 np.concatenate([labels, pseudo_labels]).astype(labels.dtype), len(rows))
 

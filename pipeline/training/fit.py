@@ -84,7 +84,7 @@ class _Checkpoint:
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
                   checkpoint_folder: Path, strategy, log=print, epochs_after: int = 0,
-                  tensorboard_dir: Path | None = None):
+                  tensorboard_dir: Path | None = None, start_from: Path | None = None):
     """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
     val_images None: a model on all rows, checked on nothing. The validation accuracy of every
@@ -93,6 +93,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     later models of the run, at the run's epochs and without rare looks, for the estimate of the time left.
     tensorboard_dir: where Keras's TensorBoard callback writes the curves of the epochs run here (a resumed
     run adds to them).
+    start_from: a saved model to go on training (--pseudo-tune) instead of a new one: its weights, with Adam and
+    the schedule (from the peak learning rate, no warm-up) afresh.
     """
     # Keras, and the modules that import it at their top, load only when a model is fitted.
     import keras
@@ -117,12 +119,18 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         if state is None:
             keras.utils.set_random_seed(seed)
             schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, training.learning_rate,
+                                                            warmup_epochs=0 if start_from else 2,
                                                             floor=training.learning_rate_floor)
-            model = model_library.build_model(
-                training.architecture, learning_rate=schedule, dtype_policy=training.precision,
-                dropout_rate=training.dropout, width=training.width, label_smoothing=training.label_smoothing,
-                weight_decay=training.weight_decay, deskew=training.deskew,
-            )
+            if start_from is not None:
+                model = model_library.compile_model(
+                    model_library.load_model(start_from), learning_rate=schedule,
+                    label_smoothing=training.label_smoothing, weight_decay=training.weight_decay)
+            else:
+                model = model_library.build_model(
+                    training.architecture, learning_rate=schedule, dtype_policy=training.precision,
+                    dropout_rate=training.dropout, width=training.width, label_smoothing=training.label_smoothing,
+                    weight_decay=training.weight_decay, deskew=training.deskew,
+                )
             state = {"completed_epochs": 0, "history": {}}
         else:
             if state["completed_epochs"] < training.epochs:

@@ -68,13 +68,15 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
     model, state = fit_one_model(
         images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
         checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
-        tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None)
+        tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None, start_from=part.start_from)
     summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
                           multiply_adds=model_library.multiply_adds(model), architecture=training.architecture,
                           width=training.width, deskew=training.deskew or None)
     if state["images_an_epoch"] != len(part.train_rows) or state["epochs"] != training.epochs:  # --rare-looks
         summary = replace(summary, repeated_images=state["images_an_epoch"] - len(part.train_rows),
                           epochs=state["epochs"])
+    if part.start_from is not None:
+        summary = replace(summary, tuned_from=part.start_from.stem)
     probabilities = None
     if part.validation_rows is not None:
         probabilities = predict_probabilities([model], validation[0], tta=training.tta, verbose=0)
@@ -152,10 +154,15 @@ def train_part(job: dict, images, labels) -> PartResult:
     training = TrainingConfig(**job["training"])
     strategy = configure_tensorflow(training)
     checkpoints = _reachable_folder(Path(job["checkpoints"]))
-    result = train_one_part(
-        images, labels, job["part"], training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
-        job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
     with tempfile.TemporaryDirectory() as folder:
+        part = job["part"]
+        if job.get("start_from") is not None:  # the bytes of the model it goes on from, as the driver read them
+            start_from = Path(folder) / part.start_from.name
+            start_from.write_bytes(job["start_from"])
+            part = replace(part, start_from=start_from)
+        result = train_one_part(
+            images, labels, part, training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
+            job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
         path = Path(folder) / "model.keras"
         result.model.save(path)
         model_bytes = path.read_bytes()
@@ -183,7 +190,8 @@ def train_parts_on_ray(images, labels, parts, training, checkpoints: Path, numbe
     jobs = [{"label": f"model {first + index} ({part.name})", "part": part, "number": first + index, "total": total,
              "training": asdict(training), "code": stage.code_digest("train"), "checkpoints": str(checkpoints),
              "device": engine.device, "quiet": console.quiet,
-             "tensorboard": str(tensorboard_dir) if tensorboard_dir else None}
+             "tensorboard": str(tensorboard_dir) if tensorboard_dir else None,
+             "start_from": part.start_from.read_bytes() if part.start_from else None}
             for index, part in enumerate(parts)]
     images = np.ascontiguousarray(images)
     with ray_session(engine, images.nbytes):

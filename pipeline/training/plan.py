@@ -4,6 +4,7 @@ model on all rows, and the run's work counted in units.
 """
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,7 @@ class Part:
     train_rows: np.ndarray
     validation_rows: np.ndarray | None
     network: tuple[str, float, bool] | None = None  # (architecture, width, deskew) when not the run's own: --alternate
+    start_from: Path | None = None  # --pseudo-tune: the saved model this one goes on training
 
 
 def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model: bool,
@@ -57,7 +59,8 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     """The run's work in units (pipeline.core.config.UNIT_IMAGES images through one training epoch of the default
     CNN): training (each part's own epochs and images an epoch, when --rare-looks changed them), plus forward
     passes at a third of a training pass each (every epoch's validation, the out-of-fold and test predictions, the
-    pseudo-labelling pass, --recalibrate's passes, counted at their bound), each scaled by its network's cost."""
+    pseudo-labelling pass, --recalibrate's passes, counted at their bound), each scaled by its network's cost. A
+    model that --pseudo-tune went on training predicts no test images: its tuned successor does."""
 
     def units(images, summary):
         return images * summary.multiply_adds / config.REFERENCE_MULTIPLY_ADDS / config.UNIT_IMAGES
@@ -66,9 +69,10 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     measured = [summary for summary in summaries if summary.validation_images is not None]
     forward = sum(units(summary.validation_images * ((summary.epochs or epochs) + views), summary)
                   for summary in measured)
-    forward += sum(units(test_images * views, summary) for summary in summaries)
-    if pseudo_label:  # without test-time augmentation (pipeline.stages.train)
-        forward += sum(units(test_images, summary) for summary in measured)
+    tuned = {summary.tuned_from for summary in summaries if summary.tuned_from}  # --pseudo-tune: these never
+    forward += sum(units(test_images * views, summary) for summary in summaries if summary.name not in tuned)
+    if pseudo_label:  # without test-time augmentation (pipeline.stages.train), by the measured models before tuning
+        forward += sum(units(test_images, summary) for summary in measured if not summary.tuned_from)
     if recalibrate:
         probes = config.BATCH_NORM_LAYERS_AT_MOST
         forward += sum(units(min(summary.train_images, config.RECALIBRATION_IMAGES) * probes, summary)

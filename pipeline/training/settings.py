@@ -127,6 +127,10 @@ class TrainingConfig:
     pseudo_label: bool = knob("The model on all rows also learns the test images the other models label with"
                               f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs (it sees as many"
                               " images as without them) and without rare looks", tune=False)
+    pseudo_tune: int = knob("With --pseudo-label: each measured model then trains this many more epochs on its rows"
+                            " plus the pseudo-labelled test images (Adam afresh, the learning rate from its peak"
+                            " down a cosine to 0, no rare looks), and is measured and predicts after; 0 none, e.g. 3",
+                            tune=False)
     tta: bool = knob("Test-time augmentation, for the estimate as for the submission", tune=False)
     deterministic: bool = knob("Deterministic TensorFlow ops, for exact repeats (slower)")
     strategy: str = knob("default, or mirrored: data-parallel over every local GPU", choices=config.STRATEGIES)
@@ -175,6 +179,11 @@ class TrainingConfig:
         if self.pseudo_label and not self.final_model:
             raise PipelineError("--pseudo-label: the pseudo-labelled test images are learnt by the model on all rows;"
                                 " add --final-model")
+        if not 0 <= self.pseudo_tune <= 10:
+            raise PipelineError(f"--pseudo-tune {self.pseudo_tune}: expected 0 (none) to 10 epochs, e.g. 3")
+        if self.pseudo_tune and not self.pseudo_label:
+            raise PipelineError(f"--pseudo-tune {self.pseudo_tune}: the measured models go on with the pseudo-labelled"
+                                " test images; add --pseudo-label")
         # The fewest models a run of these settings trains (folds add more: plan_parts checks those).
         config.check_seed(self.seed, models=self.members + int(self.final_model))
 
