@@ -388,22 +388,31 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 
-def test_a_fit_that_starts_from_a_saved_model_goes_on_from_its_weights_with_a_fresh_schedule(tmp_path):
+def saved_quick_model(path):
+    """(images, labels, training, strategy, model): a quick model of one epoch on 64 digits, saved at path."""
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
     training = settings.training_config(settings.resolve_preset("quick", epochs=1))
     strategy = settings.configure_tensorflow(training)
-    first, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "first", strategy,
+    first, _ = fit.fit_one_model(images, labels, None, None, training, 5, path.parent / "first", strategy,
                                  log=lambda line: None)
-    fit.save_model(first, tmp_path / "first.keras")
+    fit.save_model(first, path)
+    return images, labels, training, strategy, first
+
+
+def first_kernel(network):
+    return next(weight for weight in network.get_weights() if weight.ndim == 4)
+
+
+def test_a_fit_that_starts_from_a_saved_model_goes_on_from_its_weights_with_a_fresh_schedule(tmp_path):
+    images, labels, training, strategy, first = saved_quick_model(tmp_path / "first.keras")
     # A peak learning rate too small to move a weight: the model that goes on keeps the saved one's weights
     still = replace(training, learning_rate=1e-12)
     went_on, state = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "went-on", strategy,
                                        log=lambda line: None, start_from=tmp_path / "first.keras")
     fresh, _ = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "fresh", strategy,
                                  log=lambda line: None)
-    kernel = next(index for index, weight in enumerate(first.get_weights()) if weight.ndim == 4)
-    np.testing.assert_allclose(went_on.get_weights()[kernel], first.get_weights()[kernel], atol=1e-6)
-    assert not np.allclose(fresh.get_weights()[kernel], first.get_weights()[kernel], atol=1e-3)
+    np.testing.assert_allclose(first_kernel(went_on), first_kernel(first), atol=1e-6)
+    assert not np.allclose(first_kernel(fresh), first_kernel(first), atol=1e-3)
     # Adam afresh, and the schedule from its peak with no warm-up: the first step's rate is the peak itself
     assert int(went_on.optimizer.iterations) == 1 and state["history"]["learning_rate"] == [0.0]
     schedule = tf.keras.optimizers.schedules.deserialize(went_on.optimizer.get_config()["learning_rate"])
@@ -419,12 +428,7 @@ def test_a_ray_task_goes_on_from_the_model_bytes_the_driver_sent_not_from_its_pa
     from pipeline.core.console import Console
     from pipeline.training import engine, parts
 
-    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
-    training = settings.training_config(settings.resolve_preset("quick", epochs=1))
-    strategy = settings.configure_tensorflow(training)
-    first, _ = fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "first", strategy,
-                                 log=lambda line: None)
-    fit.save_model(first, tmp_path / "fold-0.keras")
+    images, labels, training, _, first = saved_quick_model(tmp_path / "fold-0.keras")
 
     def tasks_here(function, jobs, engine, console, shared):
         (tmp_path / "fold-0.keras").unlink()  # gone from the path: only the bytes can give the model
@@ -440,9 +444,8 @@ def test_a_ray_task_goes_on_from_the_model_bytes_the_driver_sent_not_from_its_pa
                                         engine.Engine("ray", workers=1), Console(quiet=True))
     assert result.summary.tuned_from == "fold-0" and isinstance(result.model, bytes)
     (tmp_path / "went-on.keras").write_bytes(result.model)
-    went_on = model.load_model(tmp_path / "went-on.keras")
-    kernel = next(index for index, weight in enumerate(first.get_weights()) if weight.ndim == 4)
-    np.testing.assert_allclose(went_on.get_weights()[kernel], first.get_weights()[kernel], atol=1e-6)
+    np.testing.assert_allclose(first_kernel(model.load_model(tmp_path / "went-on.keras")), first_kernel(first),
+                               atol=1e-6)
 
 
 def ticker_that_presses_ctrl_c(module, phase: str, label_and_batch: tuple, presses: int, events: list):
