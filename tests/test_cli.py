@@ -370,7 +370,7 @@ def test_pseudo_tune_goes_on_from_each_measured_model_and_only_its_successor_pre
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     names = [part["name"] for part in run["parts"]]
     assert names == ["fold-0", "fold-1", "fold-0-tuned", "fold-1-tuned", "all-rows"]
-    assert "model 3 of 5 (fold-0-tuned" in result.stdout and "1 more epochs of the measured models" in result.stdout
+    assert "model 3 of 5 (fold-0-tuned" in result.stdout and "and 1 more epoch of the measured models" in result.stdout
     measured, tuned = run["parts"][:2], run["parts"][2:4]
     for before, after in zip(measured, tuned):
         assert after["tuned_from"] == before["name"] and after["epochs"] == 1 and after["pseudo_labelled_images"] == 600

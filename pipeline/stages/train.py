@@ -223,7 +223,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         probabilities = predict_probabilities(load_models(model_paths), test_images, tta=False, verbose=0,
                                               log=console.say)
         rows, pseudo_labels = confident_labels(probabilities, PSEUDO_LABEL_CONFIDENCE)
-        tuning = f", and {requested.pseudo_tune} more epochs of the measured models" if requested.pseudo_tune else ""
+        tuning = (f", and {count(requested.pseudo_tune, 'more epoch')} of the measured models"
+                  if requested.pseudo_tune else "")
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows{tuning}")
         return (np.concatenate([images, test_images[rows]]),
