@@ -406,17 +406,18 @@ def first_kernel(network):
 def test_a_fit_that_starts_from_a_saved_model_goes_on_from_its_weights_with_a_fresh_schedule(tmp_path):
     images, labels, training, strategy, first = saved_quick_model(tmp_path / "first.keras")
     # A peak learning rate too small to move a weight: the model that goes on keeps the saved one's weights
-    still = replace(training, learning_rate=1e-12)
+    still = replace(training, learning_rate=1e-12, batch_size=16)  # 4 steps an epoch
     went_on, state = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "went-on", strategy,
                                        log=lambda line: None, start_from=tmp_path / "first.keras")
     fresh, _ = fit.fit_one_model(images, labels, None, None, still, 6, tmp_path / "fresh", strategy,
                                  log=lambda line: None)
     np.testing.assert_allclose(first_kernel(went_on), first_kernel(first), atol=1e-6)
     assert not np.allclose(first_kernel(fresh), first_kernel(first), atol=1e-3)
-    # Adam afresh, and the schedule from its peak with no warm-up: the first step's rate is the peak itself
-    assert int(went_on.optimizer.iterations) == 1 and state["history"]["learning_rate"] == [0.0]
+    # Adam afresh, and a schedule of its own: half an epoch (2 steps) up to half the peak, then down to 0
+    assert int(went_on.optimizer.iterations) == 4 and state["history"]["learning_rate"] == [0.0]
     schedule = tf.keras.optimizers.schedules.deserialize(went_on.optimizer.get_config()["learning_rate"])
-    assert float(schedule(0)) == pytest.approx(1e-12) and float(schedule(1)) == pytest.approx(0.0)
+    assert [float(schedule(step)) for step in range(5)] == pytest.approx([5e-14, 2.75e-13, 5e-13, 2.5e-13, 0],
+                                                                         abs=1e-15)
 
 
 def test_a_ray_task_goes_on_from_the_model_bytes_the_driver_sent_not_from_its_path(tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ def recommended_schedule(steps_per_epoch, epochs, peak_learning_rate=2e-3, warmu
     if not 0 <= floor < 1:
         raise ValueError(f"floor must be in [0, 1), got {floor}.")
     total_steps = steps_per_epoch * epochs
-    warmup_steps = min(steps_per_epoch * warmup_epochs, total_steps - 1)
+    warmup_steps = min(int(steps_per_epoch * warmup_epochs), total_steps - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=peak_learning_rate / warmup_divisor, decay_steps=total_steps - warmup_steps, alpha=floor,
         warmup_target=peak_learning_rate, warmup_steps=warmup_steps,

@@ -128,9 +128,9 @@ class TrainingConfig:
                               f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs (it sees as many"
                               " images as without them) and without rare looks", tune=False)
     pseudo_tune: int = knob("With --pseudo-label: each measured model then trains this many more epochs on its rows"
-                            " plus the pseudo-labelled test images (Adam afresh, the learning rate from its peak"
-                            " down a cosine to 0, no rare looks), and is measured and predicts after; 0 none, e.g. 3",
-                            tune=False)
+                            " plus the pseudo-labelled test images (Adam afresh, half an epoch's warm-up to half the"
+                            " peak learning rate, then a cosine to 0; no rare looks), and is measured and predicts"
+                            " after; 0 none, e.g. 3", tune=False)
     tta: bool = knob("Test-time augmentation, for the estimate as for the submission", tune=False)
     deterministic: bool = knob("Deterministic TensorFlow ops, for exact repeats (slower)")
     strategy: str = knob("default, or mirrored: data-parallel over every local GPU", choices=config.STRATEGIES)
