@@ -36,6 +36,7 @@ from pipeline.training.plan import (
     confident_labels,
     estimate_kind,
     plan_parts,
+    replaced_by_tuning,
     work_units,
 )
 from pipeline.training.prediction import TTA_SHIFTS, predict_probabilities
@@ -174,9 +175,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         probabilities = (out_of_fold[rows] / predicted[rows, None]).astype(np.float32)
         folds = int(split["fold"].max()) + 1 if "fold" in split else 1
         # The spread of the measured models' own accuracies: the "mean +- sd over folds" of a CV table.
-        tuned = {summary.tuned_from for summary in summaries if summary.tuned_from}
+        replaced = replaced_by_tuning(summaries)
         model_accuracies = [summary.accuracy for summary in summaries
-                            if summary.accuracy is not None and summary.name not in tuned]
+                            if summary.accuracy is not None and summary.name not in replaced]
         run_estimate = estimate.make_estimate(probabilities, labels[rows], estimate_kind(split), folds=folds,
                                               tta=training.tta, models_per_row=training.members,
                                               model_accuracy_mean=float(np.mean(model_accuracies)),

@@ -69,8 +69,8 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     measured = [summary for summary in summaries if summary.validation_images is not None]
     forward = sum(units(summary.validation_images * ((summary.epochs or epochs) + views), summary)
                   for summary in measured)
-    tuned = {summary.tuned_from for summary in summaries if summary.tuned_from}  # --pseudo-tune: these never
-    forward += sum(units(test_images * views, summary) for summary in summaries if summary.name not in tuned)
+    replaced = replaced_by_tuning(summaries)
+    forward += sum(units(test_images * views, summary) for summary in summaries if summary.name not in replaced)
     if pseudo_label:  # without test-time augmentation (pipeline.stages.train), by the measured models before tuning
         forward += sum(units(test_images, summary) for summary in measured if not summary.tuned_from)
     if recalibrate:
@@ -79,6 +79,11 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
                        for summary in summaries)
     return {"units": float(f"{training + forward / 3:.3g}"), "training_units": float(f"{training:.3g}"),
             "prediction_units": float(f"{forward / 3:.3g}")}
+
+
+def replaced_by_tuning(summaries: list[PartSummary]) -> set[str]:
+    """The names of the models that --pseudo-tune went on from: their tuned successors predict and are measured."""
+    return {summary.tuned_from for summary in summaries if summary.tuned_from}
 
 
 def estimate_kind(split: dict) -> str:
