@@ -28,7 +28,6 @@ source = options["source"]
 epochs, peak = int(options.get("epochs", 2)), float(options.get("peak", 5e-4))
 threshold = float(options.get("threshold", 0.9))
 import_tensorflow_quietly()
-import keras  # noqa: E402
 
 from pipeline.training import augment, model as model_library  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
@@ -60,10 +59,8 @@ for fold in folds:
     wrong = int((probs[rows[rows < len(held)]].argmax(axis=1) != labels[held][rows[rows < len(held)]]).sum())
     log(f"{arm} fold {fold}: {len(rows)} pseudo-labels ({wrong} wrong among the fold's), {epochs} epochs at {peak}")
     steps = int(np.ceil(len(y) / 64))
-    warmup = int(float(options.get("warmup", 0)) * steps)  # warmup=E: E epochs from peak / 10 up to the peak
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak / 10 if warmup else peak, decay_steps=steps * epochs - warmup,
-        warmup_target=peak if warmup else None, warmup_steps=warmup)
+    # warmup=E: E epochs from peak / 10 up to the peak (the pipeline's own schedule; 0: from the peak at once)
+    schedule = model_library.recommended_schedule(steps, epochs, peak, warmup_epochs=float(options.get("warmup", 0)))
     model_library.compile_model(model, learning_rate=schedule)
     seed = 42 + fold + 1000
     started = time.time()
