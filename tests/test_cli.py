@@ -16,6 +16,7 @@ from conftest import QUICK_RUN, PROJECT_ROOT, copy_project_root, run_in_process,
 from pipeline.core.records import PartSummary
 from pipeline.report import page
 from pipeline.stages import train as train_stage
+from pipeline.training import parts as parts_module
 
 QUICK = ["--preset", "quick", "--epochs", "2"]
 STAGES = ("download", "prepare", "split", "train", "predict", "report")
@@ -364,6 +365,14 @@ def test_pseudo_tune_goes_on_from_each_measured_model_and_only_its_successor_pre
     refused = run_in_process(tmp_path, "train", "--preset", "quick", "--pseudo-tune", "2")
     assert refused.returncode == 1 and "add --pseudo-label" in refused.stderr and "Traceback" not in refused.stderr
     monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 0.0)  # all 600 test images, a known count
+    told_images_after = []  # what each model is told the later ones will train on, for its time left
+
+    def fit_and_note(*args, images_after: int, **kwargs):
+        told_images_after.append(images_after)
+        return real_fit(*args, images_after=images_after, **kwargs)
+
+    real_fit = parts_module.fit_one_model
+    monkeypatch.setattr(parts_module, "fit_one_model", fit_and_note)
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "2", "--folds", "2",
                                       "--final-model", "--pseudo-label", "--pseudo-tune", "1", "--rare-looks", "2",
                                       "--no-report"))
@@ -376,6 +385,10 @@ def test_pseudo_tune_goes_on_from_each_measured_model_and_only_its_successor_pre
         assert after["tuned_from"] == before["name"] and after["epochs"] == 1 and after["pseudo_labelled_images"] == 600
         assert after["train_images"] == before["train_images"] + 600 and "repeated_images" not in after  # no rare looks
         assert after["validation_images"] == before["validation_images"] == 1200  # measured on the same rows
+    # The time left counts each later model at the images it really trained on: the tuned ones at 1 epoch, not 2
+    trained = [(part.get("epochs") or 2) * (part["train_images"] + part.get("repeated_images", 0))
+               for part in run["parts"]]
+    assert told_images_after == [sum(trained[index + 1:]) for index in range(5)]
     # The run's models are the ones that predict: the tuned two and the model on all rows
     models = sorted(Path(name).name for name in run["models"])
     assert models == ["all-rows.keras", "fold-0-tuned.keras", "fold-1-tuned.keras"]

@@ -35,6 +35,7 @@ from pipeline.training.plan import (
     Part,
     confident_labels,
     estimate_kind,
+    images_after_measured,
     plan_parts,
     replaced_by_tuning,
     work_units,
@@ -133,9 +134,13 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         # The model on all rows waits for the others only when it learns their pseudo-labels.
         first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
         total = len(parts) + (len(first) if training.pseudo_tune else 0)  # --pseudo-tune: each measured one goes on
+        learners = len(parts) - len(first)
+        test_count = len(np.load(paths.test_images, mmap_mode="r")) if training.pseudo_label else 0
+        images_after, _ = images_after_measured(first, training.epochs, training.pseudo_tune, len(labels), test_count,
+                                                learners)
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
             images, labels, first, training, strategy, checkpoints, run_dir, console, (1, total), tensorboard_dir,
-            engine)
+            engine, images_after)
         if training.pseudo_label:  # the test images the measured models are sure of, for the models that go on
             extended_images, extended_labels, pseudo_labelled = _with_pseudo_labels(images, labels, model_paths)
             learnt_test_rows = np.arange(len(labels), len(extended_labels))
@@ -147,9 +152,11 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                            for part, path in zip(first, model_paths)]
             tuned_training = replace(training, rare_looks=0, epochs=training.pseudo_tune)
             untuned_paths = model_paths
+            _, images_after = images_after_measured(first, training.epochs, training.pseudo_tune, len(labels),
+                                                    pseudo_labelled, learners)
             model_paths, tuned_histories, tuned_summaries, out_of_fold, predicted = train_parts(
                 extended_images, extended_labels, tuned_parts, tuned_training, strategy, checkpoints, run_dir,
-                console, (len(first) + 1, total), tensorboard_dir, engine)
+                console, (len(first) + 1, total), tensorboard_dir, engine, images_after)
             histories += tuned_histories
             summaries += [replace(summary, pseudo_labelled_images=pseudo_labelled, epochs=training.pseudo_tune)
                           for summary in tuned_summaries]

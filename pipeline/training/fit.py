@@ -89,14 +89,14 @@ TUNING_WARMUP_EPOCHS = 0.5
 
 
 def fit_one_model(train_images, train_labels, val_images, val_labels, training: TrainingConfig, seed: int,
-                  checkpoint_folder: Path, strategy, log=print, epochs_after: int = 0,
+                  checkpoint_folder: Path, strategy, log=print, images_after: int = 0,
                   tensorboard_dir: Path | None = None, start_from: Path | None = None):
     """Train one model for training.epochs epochs and return (model, state) with its last epoch's weights.
 
     val_images None: a model on all rows, checked on nothing. The validation accuracy of every
     epoch is kept in the history as a curve; no epoch is chosen by it. A checkpoint_folder holding
-    a state resumes from it (a finished model just loads). epochs_after: epochs still to come in
-    later models of the run, at the run's epochs and without rare looks, for the estimate of the time left.
+    a state resumes from it (a finished model just loads). images_after: the images the run's later models
+    still train on (epochs x images an epoch), for the estimate of the time left.
     tensorboard_dir: where Keras's TensorBoard callback writes the curves of the epochs run here (a resumed
     run adds to them).
     start_from: a saved model to go on training (--pseudo-tune) instead of a new one: its weights, with Adam and
@@ -199,9 +199,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         # The time left from representative epochs: the first here builds the graph, so it counts without
         # its first batch's extra time until later epochs exist, and not at all once they do.
         representative = epoch_seconds[1:] or [epoch_seconds[0] - ticker.first_batch_extra_s()]
-        # Later models are counted at this one's images an epoch: with --rare-looks their epochs are longer and
-        # fewer, the images about the same.
-        epochs_to_come = training.epochs - epoch - 1 + epochs_after * len(own_images) / len(train_images)
+        # Later models are counted at this one's time an image (another network's may differ).
+        epochs_to_come = training.epochs - epoch - 1 + images_after / len(train_images)
         left = epochs_to_come * float(np.median(representative))
         checked = f", val_accuracy {history['val_accuracy'][-1]:.4f}" if "val_accuracy" in history else ""
         log(f"epoch {epoch + 1}/{training.epochs}: loss {history['loss'][-1]:.4f}, accuracy"

@@ -48,7 +48,7 @@ class PartResult:
 
 
 def train_one_part(images, labels, part: Part, training: TrainingConfig, strategy, checkpoints: Path, console,
-                   number: int, total: int, epochs_after: int = 0, tensorboard_dir: Path | None = None):
+                   number: int, total: int, images_after: int = 0, tensorboard_dir: Path | None = None):
     """Train one part (resuming from checkpoints/<part>/): its PartResult. The same here and in an engine's
     worker (pipeline.training.parts.train_part)."""
     from pipeline.training import model as model_library  # Keras at its top: loaded only to train
@@ -67,7 +67,7 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
         validation = (images[part.validation_rows], labels[part.validation_rows])
     model, state = fit_one_model(
         images[part.train_rows], labels[part.train_rows], *validation, training, part.seed,
-        checkpoints / part.name, strategy, log=console.say, epochs_after=epochs_after,
+        checkpoints / part.name, strategy, log=console.say, images_after=images_after,
         tensorboard_dir=tensorboard_dir / part.name if tensorboard_dir else None, start_from=part.start_from)
     summary = PartSummary(name=part.name, seed=part.seed, train_images=int(len(part.train_rows)),
                           multiply_adds=model_library.multiply_adds(model), architecture=training.architecture,
@@ -89,9 +89,10 @@ def train_one_part(images, labels, part: Part, training: TrainingConfig, strateg
 
 def train_parts(images, labels, parts: list[Part], training: TrainingConfig, strategy, checkpoints: Path,
                 run_dir: Path, console, numbering: tuple[int, int] | None = None, tensorboard_dir: Path | None = None,
-                engine=None):
+                engine=None, images_after: int = 0):
     """Train every part and save each as run_dir/<part>.keras: one after another here, or as tasks of
-    engine (pipeline.training.engine) when it is "ray".
+    engine (pipeline.training.engine) when it is "ray". images_after: the images the run's later calls train
+    on, for the time left (pipeline.training.plan.images_after_measured).
 
     Returns (model paths, histories, part summaries (PartSummary), out-of-fold probabilities (N, 10) summed over
     the models that predicted each row, and how many did). Each part resumes from its own
@@ -105,8 +106,10 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
         results = train_parts_on_ray(images, labels, parts, training, checkpoints, (first_number, total),
                                      tensorboard_dir, engine, console)
     else:
-        results = (_train_here(images, labels, part, training, strategy, checkpoints, console, first_number + index,
-                               total, tensorboard_dir) for index, part in enumerate(parts))
+        own_images = [training.epochs * len(part.train_rows) for part in parts]
+        results = (train_one_part(images, labels, part, training, strategy, checkpoints, console, first_number + index,
+                                  total, sum(own_images[index + 1:]) + images_after, tensorboard_dir)
+                   for index, part in enumerate(parts))
     for part, result in zip(parts, results):
         path = run_dir / f"{part.name}.keras"
         if isinstance(result.model, bytes):  # from an engine's worker: the saved file itself
@@ -122,11 +125,6 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
         histories.append(result.history)
         summaries.append(result.summary)
     return model_paths, histories, summaries, out_of_fold, predicted
-
-
-def _train_here(images, labels, part, training, strategy, checkpoints, console, number, total, tensorboard_dir):
-    return train_one_part(images, labels, part, training, strategy, checkpoints, console, number, total,
-                          epochs_after=(total - number) * training.epochs, tensorboard_dir=tensorboard_dir)
 
 
 
@@ -162,7 +160,7 @@ def train_part(job: dict, images, labels) -> PartResult:
             part = replace(part, start_from=start_from)
         result = train_one_part(
             images, labels, part, training, strategy, checkpoints, Console(quiet=job["quiet"]), job["number"],
-            job["total"], epochs_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
+            job["total"], images_after=0, tensorboard_dir=Path(job["tensorboard"]) if job["tensorboard"] else None)
         path = Path(folder) / "model.keras"
         result.model.save(path)
         model_bytes = path.read_bytes()

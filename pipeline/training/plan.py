@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.core import config
 from pipeline.core.records import PartSummary
+from pipeline.training.looks import epochs_for_same_images
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,18 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
 def replaced_by_tuning(summaries: list[PartSummary]) -> set[str]:
     """The names of the models that --pseudo-tune went on from: their tuned successors predict and are measured."""
     return {summary.tuned_from for summary in summaries if summary.tuned_from}
+
+
+def images_after_measured(measured: list[Part], epochs: int, pseudo_tune: int, train_rows: int,
+                          learnt_test_images: int, learners: int) -> tuple[int, int]:
+    """For the time left: the images the models after the measured ones train on, when those learn their test
+    images (--pseudo-label), as (after the measured models, after their tuned successors). A tuned model goes on
+    pseudo_tune epochs with its rows and the test images; a model on all rows sees as many images as without them.
+    Before the labelling, every test image counts: the most there can be."""
+    extended = train_rows + learnt_test_images
+    learner_images = learners * epochs_for_same_images(epochs, train_rows, extended) * extended
+    tuned_images = sum(pseudo_tune * (len(part.train_rows) + learnt_test_images) for part in measured)
+    return tuned_images + learner_images, learner_images
 
 
 def estimate_kind(split: dict) -> str:
