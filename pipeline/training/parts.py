@@ -127,7 +127,6 @@ def train_parts(images, labels, parts: list[Part], training: TrainingConfig, str
     return model_paths, histories, summaries, out_of_fold, predicted
 
 
-
 # ------------------------------------------------------------------------------------- on Ray
 
 def _worker_threads() -> int:
