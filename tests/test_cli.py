@@ -281,6 +281,25 @@ def test_ensemble_members_of_two_networks_and_tta(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_model_on_all_rows_counts_final_weight_times_in_the_submission(tmp_path):
+    import numpy as np
+
+    from pipeline.training.model import load_model
+    from pipeline.training.prediction import predict_probabilities
+
+    assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--final-model", "--final-weight", "3"))
+    run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
+    holdout, all_rows = (load_model(tmp_path / path) for path in run["models"])
+    test_images = np.load(tmp_path / "data" / "prepared" / "test_images.npy")
+    each = [predict_probabilities([model], test_images) for model in (holdout, all_rows)]
+    saved = np.load(tmp_path / Path(run["models"][0]).parent / "test_probabilities.npy")
+    assert np.allclose(saved, (each[0] + 3 * each[1]) / 4, atol=1e-5)
+    assert not np.allclose(saved, (each[0] + each[1]) / 2, atol=1e-5)  # the two models differ: the weight shows
+    refused = run_in_process(tmp_path, "train", "--preset", "quick", "--final-weight", "0")
+    assert refused.returncode == 1 and "--final-weight 0: expected a weight above 0" in refused.stderr
+
+
+@pytest.mark.slow
 def test_folds_estimate_every_row_and_a_final_model_joins_the_submission(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--folds", "3",
                                       "--final-model", "--alternate", "mlp", "--alternate-deskew"))

@@ -19,7 +19,7 @@ from pipeline.training import settings
 from pipeline.training.settings import KNOB, TrainingConfig
 
 SPECS = settings.knobs()
-NOT_FOR_TUNE = {"final_model", "pseudo_label", "pseudo_tune", "tta"}
+NOT_FOR_TUNE = {"final_model", "final_weight", "pseudo_label", "pseudo_tune", "tta"}
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
@@ -139,7 +139,7 @@ def test_make_help_lists_every_knob_and_which_tune_leaves_out():
     text = " ".join(result.stdout.split())
     for spec in SPECS:
         assert f"{spec.variable}=" in text, spec.variable
-    assert "the training options but FINAL_MODEL PSEUDO_LABEL PSEUDO_TUNE TTA" in text
+    assert "the training options but FINAL_MODEL FINAL_WEIGHT PSEUDO_LABEL PSEUDO_TUNE TTA" in text
 
 
 @needs_make

@@ -39,6 +39,21 @@ def test_probabilities_average_over_tta_views():
     assert np.allclose(augmented.sum(axis=1), 1.0)
 
 
+def test_probabilities_are_the_models_weighted_mean_when_weights_are_given():
+    images = np.zeros((2, 28, 28, 1), dtype=np.float32)
+    images[1, 14, 14, 0] = 1.0  # FixedModel says 0 for the blank image, 1 for the other; ZeroModel 0 for both
+
+    class ZeroModel(FixedModel):
+        def predict(self, images, **kwargs):
+            scores = super().predict(images, **kwargs)
+            return np.eye(10, dtype=np.float32)[np.zeros(len(scores), dtype=int)]
+
+    weighted = predict_probabilities([FixedModel(), ZeroModel()], images, tta=True, weights=[3.0, 1.0])
+    assert weighted[0, 0] == pytest.approx(1.0)
+    assert weighted[1, 1] == pytest.approx(3 / 4) and weighted[1, 0] == pytest.approx(1 / 4)
+    assert predict_probabilities([FixedModel(), ZeroModel()], images)[1, 1] == pytest.approx(1 / 2)  # equal: None
+
+
 def test_submission_text_has_header_and_ids_from_one():
     assert submission_text(np.array([3, 0, 9])) == "ImageId,Label\n1,3\n2,0\n3,9\n"
 

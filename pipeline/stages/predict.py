@@ -14,6 +14,7 @@ from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.records import SubmissionRecord
 from pipeline.core.stage import Definition, require
+from pipeline.training.plan import ALL_ROWS
 from pipeline.training.prediction import predict_probabilities
 
 def unused_submission_path(folder: Path, name: str) -> Path:
@@ -47,8 +48,11 @@ def define(paths, console, tta: bool | None = None):
         images = np.load(paths.test_images)
         with_tta = " and test-time augmentation" if tta else ""
         console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
+        # --final-weight: the model on all rows may count more than each measured model (trained with the run)
+        final_weight = train_record["key"]["params"].get("final_weight", 1.0)
+        weights = [final_weight if path.stem == ALL_ROWS else 1.0 for path in model_paths]
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
-                                              log=console.say)
+                                              log=console.say, weights=weights)
         labels = probabilities.argmax(axis=1)
         expected_rows = None
         if paths.sample_submission.is_file():

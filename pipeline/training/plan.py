@@ -13,6 +13,9 @@ from pipeline.core.records import PartSummary
 from pipeline.training.looks import epochs_for_same_images
 
 
+ALL_ROWS = "all-rows"  # the name of the model on all rows (--final-model), and of its file
+
+
 @dataclass(frozen=True)
 class Part:
     """One model of a run: the rows it trains on and the rows it never sees and predicts (None: all rows)."""
@@ -48,7 +51,7 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
             parts.append(Part(naming.format(group=group, member=member), seed + len(parts), train_rows,
                               validation_rows))
     if final_model:
-        parts.append(Part("all-rows", seed + len(parts), np.arange(row_count), None))
+        parts.append(Part(ALL_ROWS, seed + len(parts), np.arange(row_count), None))
     config.check_seed(seed, models=len(parts))
     # A run of one model (e.g. `default` with --no-final-model) has no second model to alternate.
     return [replace(part, network=alternate) if alternate and index % 2 == 1 else part

@@ -27,9 +27,10 @@ def shift_images(images: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return shifted
 
 
-def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024,
-                          tta: bool = False, verbose: int = 0, log=None) -> np.ndarray:
-    """Mean softmax over the models (and the TTA views): (N, 10) float32.
+def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 1024, tta: bool = False,
+                          verbose: int = 0, log=None, weights: list[float] | None = None) -> np.ndarray:
+    """Mean softmax over the models (and the TTA views): (N, 10) float32. weights: each model's weight in that
+    mean (None: equal).
 
     log: where progress goes: a line after each of several passes (model x view), and on a terminal
     one every ~10 s within a pass."""
@@ -38,7 +39,8 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
     views = TTA_SHIFTS if tta else TTA_SHIFTS[:1]
     total = np.zeros((len(images), config.NUM_CLASSES), dtype=np.float64)
     passes, started = len(models) * len(views), time.perf_counter()
-    for model_number, model in enumerate(models):
+    weights = [1.0] * len(models) if weights is None else weights
+    for model_number, (model, weight) in enumerate(zip(models, weights, strict=True)):
         for view_number, (rows, columns) in enumerate(views):
             view = images if (rows, columns) == (0, 0) else shift_images(images, rows, columns)
             done = model_number * len(views) + view_number
@@ -51,11 +53,11 @@ def predict_probabilities(models: list, images: np.ndarray, batch_size: int = 10
                 with ctrl_c_stops_after_its_batch(model, "stop_predicting"):
                     probabilities = model.predict(make_evaluation_dataset(view, batch_size=batch_size),
                                                   verbose=verbose, callbacks=callbacks)
-                total += probabilities
+                total += weight * probabilities
             finally:
                 for ticker in callbacks:
                     ticker.stop()
             if log is not None and passes > 1:
                 log(f"predict: pass {done + 1} of {passes} done (model {model_number + 1} of {len(models)}, view"
                     f" {view_number + 1} of {len(views)}), {time.perf_counter() - started:.0f} s")
-    return (total / passes).astype(np.float32)
+    return (total / (sum(weights) * len(views))).astype(np.float32)
