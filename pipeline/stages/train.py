@@ -135,9 +135,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
         total = len(parts) + (len(first) if training.pseudo_tune else 0)  # --pseudo-tune: each measured one goes on
         learners = len(parts) - len(first)
-        test_count = len(np.load(paths.test_images, mmap_mode="r")) if training.pseudo_label else 0
-        images_after, _ = images_after_measured(first, training.epochs, training.pseudo_tune, len(labels), test_count,
-                                                learners)
+        test_rows = len(np.load(paths.test_images, mmap_mode="r"))  # for the time left and the run's work
+        images_after, _ = images_after_measured(first, training.epochs, training.pseudo_tune, len(labels),
+                                                test_rows if training.pseudo_label else 0, learners)
         model_paths, histories, summaries, out_of_fold, predicted = train_parts(
             images, labels, first, training, strategy, checkpoints, run_dir, console, (1, total), tensorboard_dir,
             engine, images_after)
@@ -198,7 +198,6 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                 np.savez(stream, rows=rows, probabilities=probabilities)
         upstream = _upstream_summary()
         views = len(TTA_SHIFTS) if training.tta else 1
-        test_rows = len(np.load(paths.test_images, mmap_mode="r"))
         work = work_units(summaries, training.epochs, test_rows, views,
                           training.pseudo_label, training.recalibrate)
         console.say(f"train: the run's work is {work['units']} units ({work['training_units']} of training,"
