@@ -36,7 +36,7 @@ KNOB_VARIABLES := $(foreach knob,$(KNOBS),$(call knob_field,$(knob),1))
 NOT_TUNE_VARIABLES := $(foreach knob,$(KNOBS),$(if $(filter 0,$(call knob_field,$(knob),4)),$(call knob_field,$(knob),1)))
 # Every variable `make` takes on its command line. Any other is refused, with the close match, since a
 # mistyped one (EPOCH=1) would otherwise be ignored without a word.
-KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS PRESET $(KNOB_VARIABLES) TENSORBOARD REPORT \
+KNOWN := SOURCE COMPETITION VAL_FRACTION FOLDS PRESET $(KNOB_VARIABLES) FINAL_WEIGHT TENSORBOARD REPORT \
 	DEVICE ENGINE WORKERS RAY_ADDRESS TRIALS SEARCH_SEED RUN FILE MESSAGE WAIT TIMEOUT PRESETS BENCH_SOURCE \
 	FORCE QUIET GPU UPGRADE PYTHON VENV WIDE ALL SORT RUNS WEIGHTS
 # Only variables from the command line are options: an exported MODEL or RAY_ADDRESS in the environment is not.
@@ -87,7 +87,10 @@ TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(call opt,PRESET,--preset) $(ca
 	$(call opt,SEARCH_SEED,--search-seed) $(TUNE_KNOB_OPTS) $(ENGINE_OPTS)
 BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) $(KNOB_OPTS)
 FORCE_OPT = $(call on,FORCE,--force)
-ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(TRAIN_OPTS) $(call flag,REPORT,report) $(FORCE_OPT)
+# predict's options: changing them predicts again, they never train.
+PREDICT_OPTS = $(call flag,TTA,tta) $(call opt,FINAL_WEIGHT,--final-weight)
+ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(TRAIN_OPTS) $(call opt,FINAL_WEIGHT,--final-weight) \
+	$(call flag,REPORT,report) $(FORCE_OPT)
 PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
@@ -99,6 +102,7 @@ help: ## List the targets
 	@python3 -m pipeline.core.config 2>/dev/null || echo "    default, best, quick, baseline: see README.md"
 	@echo "  options of all (and of the stage that takes each), unset: the preset's value:"
 	@echo "    SOURCE=auto|kaggle|sample|PATH COMPETITION=NAME PRESET=quick|default|best|baseline VAL_FRACTION=F FOLDS=K"
+	@echo "    FINAL_WEIGHT=W (also predict's, with TTA=1|0: the model on all rows' weight in the average)"
 	@echo "    TENSORBOARD=1 REPORT=1|0 DEVICE=auto|cpu|gpu ENGINE=local|ray WORKERS=N RAY_ADDRESS=HOST:PORT FORCE=1 QUIET=1"
 	@echo "  training options of train and all, bench and tune (SEED: also the split's):"
 	@python3 -m pipeline.training.settings 2>/dev/null || echo "    $(KNOB_VARIABLES)"
@@ -159,8 +163,8 @@ split: $(STAMP) ## Stratified holdout split, or FOLDS=K cross-validation folds
 train: $(STAMP) $(EXTRA_STAMPS) ## Train the model (resumes an interrupted run)
 	$(PIPELINE) train $(TRAIN_OPTS) $(FORCE_OPT)
 
-predict: $(STAMP) ## Write submissions/<run>.csv
-	$(PIPELINE) predict $(call flag,TTA,tta) $(FORCE_OPT)
+predict: $(STAMP) ## Write submissions/<run>.csv (TTA=1|0, FINAL_WEIGHT=W: predicts again, never trains)
+	$(PIPELINE) predict $(PREDICT_OPTS) $(FORCE_OPT)
 
 report: $(STAMP) ## Write the report of the latest run, or of RUN=id (data/reports/<run>/index.html)
 	$(PIPELINE) report $(call opt,RUN,--run) $(FORCE_OPT)

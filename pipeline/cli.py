@@ -61,6 +61,10 @@ RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a run
 DEVICE = choice_option("auto", DEVICES, "auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
                                     " once where there is none.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
+FINAL_WEIGHT = typer.Option(None, "--final-weight", help="The model on all rows counts this many times in the"
+                            " submission's average of the models, each other one once; 1 equal (default: the trained"
+                            f" run's preset's, {DEFAULT['final_weight']:g} in {config.DEFAULT_PRESET}). Changing it"
+                            " predicts again, it never trains.")
 TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs of the training to"
                            " data/tensorboard/ (view them: tensorboard --logdir data/tensorboard).")
 
@@ -117,9 +121,10 @@ def train_command(
 
 
 @app.command("predict")
-def predict_command(context: typer.Context, tta: Optional[bool] = TTA, force: bool = FORCE):
+def predict_command(context: typer.Context, tta: Optional[bool] = TTA, final_weight: Optional[float] = FINAL_WEIGHT,
+                    force: bool = FORCE):
     """Write submissions/<run>.csv for the latest trained model (never overwrites one)."""
-    stage.run(predict.define, context.obj, force, tta=tta)
+    stage.run(predict.define, context.obj, force, tta=tta, final_weight=final_weight)
 
 
 @app.command("report")
@@ -239,7 +244,7 @@ def tune_command(
 def all_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION,
     val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, preset: PresetName = PRESET,
-    knobs: dict = None, tensorboard: bool = TENSORBOARD,
+    knobs: dict = None, final_weight: Optional[float] = FINAL_WEIGHT, tensorboard: bool = TENSORBOARD,
     engine: EngineName = ENGINE, workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS,
     device: DeviceName = DEVICE,
     report: bool = typer.Option(True, "--report/--no-report", help="Also write the run's report."),
@@ -248,8 +253,9 @@ def all_command(
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
-    chain.run_all(context.obj, source, competition, preset, {**knobs, "val_fraction": val_fraction, "folds": folds},
-                  report, force, tensorboard, engine_settings(engine, workers, ray_address, device))
+    chain.run_all(context.obj, source, competition, preset,
+                  {**knobs, "val_fraction": val_fraction, "folds": folds, "final_weight": final_weight}, report,
+                  force, tensorboard, engine_settings(engine, workers, ray_address, device))
 
 
 def main() -> None:

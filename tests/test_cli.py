@@ -281,22 +281,34 @@ def test_ensemble_members_of_two_networks_and_tta(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_model_on_all_rows_counts_final_weight_times_in_the_submission(tmp_path):
+def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_again_without_training(tmp_path):
     import numpy as np
 
     from pipeline.training.model import load_model
     from pipeline.training.prediction import predict_probabilities
 
-    assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--final-model", "--final-weight", "3"))
+    assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--final-model"))  # quick's weight: 1
     run = json.loads(next((tmp_path / "data" / "models").glob("*/run.json")).read_text())
     holdout, all_rows = (load_model(tmp_path / path) for path in run["models"])
     test_images = np.load(tmp_path / "data" / "prepared" / "test_images.npy")
     each = [predict_probabilities([model], test_images) for model in (holdout, all_rows)]
-    saved = np.load(tmp_path / Path(run["models"][0]).parent / "test_probabilities.npy")
-    assert np.allclose(saved, (each[0] + 3 * each[1]) / 4, atol=1e-5)
-    assert not np.allclose(saved, (each[0] + each[1]) / 2, atol=1e-5)  # the two models differ: the weight shows
-    refused = run_in_process(tmp_path, "train", "--preset", "quick", "--final-weight", "0")
-    assert refused.returncode == 1 and "--final-weight 0: expected a weight above 0" in refused.stderr
+    saved_path = tmp_path / Path(run["models"][0]).parent / "test_probabilities.npy"
+    assert np.allclose(np.load(saved_path), (each[0] + each[1]) / 2, atol=1e-5)
+    # The weight is predict's: the same run predicts again, nothing is trained again.
+    weighted = assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--final-model", "--final-weight", "3"))
+    assert "train: up to date" in weighted.stdout and "predict: up to date" not in weighted.stdout
+    assert np.allclose(np.load(saved_path), (each[0] + 3 * each[1]) / 4, atol=1e-5)
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # the two models differ: the weight shows
+    submission = json.loads((saved_path.parent / "submission.json").read_text())
+    assert submission["final_weight"] == 3 and submission["submission"].endswith("-2.csv")
+    assert_ok(run_in_process(tmp_path, "predict", "--final-weight", "1"))  # the first prediction, from the run cache
+    assert np.allclose(np.load(saved_path), (each[0] + each[1]) / 2, atol=1e-5)
+    refused = run_in_process(tmp_path, "predict", "--final-weight", "0")
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "error: --final-weight 0: expected a weight above 0, at most 100, e.g. 2")
+    refused = run_in_process(tmp_path, "all", "--preset", "quick", "--final-weight", "2")  # quick: no final model
+    assert refused.returncode == 1 and "--final-weight 2: weighs the model on all rows, which this run does not" \
+        " train; add --final-model" in refused.stderr and "train:" not in refused.stdout
 
 
 @pytest.mark.slow

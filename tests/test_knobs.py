@@ -19,7 +19,7 @@ from pipeline.training import settings
 from pipeline.training.settings import KNOB, TrainingConfig
 
 SPECS = settings.knobs()
-NOT_FOR_TUNE = {"final_model", "final_weight", "pseudo_label", "pseudo_tune", "tta"}
+NOT_FOR_TUNE = {"final_model", "pseudo_label", "pseudo_tune", "tta"}
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
@@ -64,9 +64,9 @@ def test_every_field_is_a_knob_without_a_default_and_every_preset_gives_it_a_val
         assert KNOB in item.metadata, item.name
         assert item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING, item.name
         assert item.type in (int, float, str, bool), item.name
-    split_keys = {"val_fraction", "folds"}
+    split_and_predict_keys = {"val_fraction", "folds", "final_weight"}
     for name, preset in config.PRESETS.items():
-        assert set(preset) == {spec.name for spec in SPECS} | split_keys, name
+        assert set(preset) == {spec.name for spec in SPECS} | split_and_predict_keys, name
         for spec in SPECS:
             assert isinstance(preset[spec.name], spec.type) or (spec.type is float and type(preset[spec.name]) is int)
             assert not spec.knob.choices or preset[spec.name] in spec.knob.choices, (name, spec.name)
@@ -139,7 +139,7 @@ def test_make_help_lists_every_knob_and_which_tune_leaves_out():
     text = " ".join(result.stdout.split())
     for spec in SPECS:
         assert f"{spec.variable}=" in text, spec.variable
-    assert "the training options but FINAL_MODEL FINAL_WEIGHT PSEUDO_LABEL PSEUDO_TUNE TTA" in text
+    assert "the training options but FINAL_MODEL PSEUDO_LABEL PSEUDO_TUNE TTA" in text
 
 
 @needs_make
@@ -169,6 +169,15 @@ def test_make_tune_and_bench_pass_their_values_and_a_mistyped_knob_is_refused():
     for target in ("all", "tune", "bench"):
         result = make("-n", target, "EPOCH=1")
         assert result.returncode != 0 and "EPOCHS" in result.stderr and "-m pipeline" not in result.stdout
+
+
+@needs_make
+def test_make_passes_final_weight_to_all_and_predict_and_train_has_no_such_option():
+    """The model on all rows' weight is predict's option (all passes it on), not a training one."""
+    for target in ("all", "predict"):
+        words = pipeline_words(make("-n", target, "FINAL_WEIGHT=3"))
+        assert words[words.index("--final-weight") + 1] == "3" and "--final-weight" in command_options(target)
+    assert "--final-weight" not in command_options("train") | command_options("bench")
 
 
 @needs_make

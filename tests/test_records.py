@@ -31,7 +31,7 @@ RUN = Run(id="20260101-120000-cnn", date="2026-01-01 12:00:00", source="kaggle:d
 @pytest.mark.parametrize("record", [
     ESTIMATE, Estimate(0.5, 0.4, 0.6, "holdout", 10, 5), Estimate(0.5, 0.4, 0.6, "holdout", 10, 5, blend_of=("a", "b")),
     PART, Leaderboard(ref=7, status="COMPLETE", public_score="0.99543", private_score="0.99500"),
-    SubmissionRecord("submissions/x.csv", rows=28000, tta=False, seconds=3.5),
+    SubmissionRecord("submissions/x.csv", rows=28000, tta=False, final_weight=2.0, seconds=3.5),
     ReportRecord("data/reports/x/index.html"),
     TuneMark(3, 16, 0), RUN,
 ])

@@ -66,6 +66,16 @@ def check_dropout(rate: float, option: str = "--dropout") -> None:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
+def check_final_weight(weight: float, has_all_rows_model: bool) -> None:
+    """--final-weight as given: the model on all rows' weight in the submission's average, above 0 and at most 100,
+    for a run that has that model."""
+    if not 0 < weight <= 100:
+        raise PipelineError(f"--final-weight {weight:g}: expected a weight above 0, at most 100, e.g. 2")
+    if not has_all_rows_model:
+        raise PipelineError(f"--final-weight {weight:g}: weighs the model on all rows, which this run does not"
+                            " train; add --final-model")
+
+
 def network_name(architecture: str, width: float, deskew: bool = False) -> str:
     """A network as the CLI and the report name it: "resnet", "cnn at 1.5x width", "cnn, deskewed"."""
     return architecture + (f" at {width:g}x width" if width != 1 else "") + (", deskewed" if deskew else "")
@@ -227,7 +237,7 @@ DEFAULT = dict(
     learning_rate=2e-3,  # the schedule's peak, after a 2-epoch warm-up; cosine to 0 at the end
     members=1,  # models per holdout split or fold, each with its own seed
     final_model=True,  # also one model on all rows, averaged into the submission
-    final_weight=1.0,  # the model on all rows' weight in the submission's average, each other model's being 1
+    final_weight=1.0,  # predict's: the model on all rows' weight in the submission's average, each other's 1
     pseudo_label=False,  # the all-rows model also learns the test images the others are sure of (`default`, `best`)
     pseudo_tune=0,  # with pseudo_label: epochs the measured models go on for with the test images they are sure of
     precision="auto",  # bfloat16 where the CPU or GPU computes in it, float16 on older GPUs, else float32

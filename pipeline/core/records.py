@@ -124,6 +124,7 @@ class SubmissionRecord:
     submission: str  # relative to the project root when inside it (pipeline.core.cache.relative_name)
     rows: int | None = None
     tta: bool | None = None
+    final_weight: float | None = None  # the model on all rows' weight in the average (--final-weight)
     seconds: float | None = None
 
     def to_json(self) -> dict:
@@ -135,7 +136,7 @@ class SubmissionRecord:
             return None
         tta = value.get("tta")
         return cls(value["submission"], _count(value.get("rows")), tta if isinstance(tta, bool) else None,
-                   _number(value.get("seconds")))
+                   _number(value.get("final_weight")), _number(value.get("seconds")))
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,15 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     started = time.perf_counter()
     values = settings.resolve_preset(preset, **options)
     training = settings.training_config(values)
+    if options.get("final_weight") is not None:  # a prediction option, checked before anything trains
+        config.check_final_weight(options["final_weight"], training.final_model)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():
         downloaded = run_data_stages(console, source, competition, values, force)
         train_record = run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard,
                            engine=engine)
-        predicted = run(predict.define, console, force, tta=training.tta)
+        predicted = run(predict.define, console, force, tta=training.tta, final_weight=options.get("final_weight"))
         if report:
             run(report_stage.define, console, force)
         done = (f"done in {format_duration(time.perf_counter() - started)}: submission"

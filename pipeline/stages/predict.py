@@ -27,15 +27,28 @@ def unused_submission_path(folder: Path, name: str) -> Path:
     return candidate
 
 
+def submission_weight(train_record: dict, model_paths: list[Path], given: float | None) -> float:
+    """The model on all rows' weight in the submission's average (each other model's is 1): the one given, else
+    the trained run's preset's. A prediction option, not a training one: changing it predicts again, never trains."""
+    has_all_rows_model = any(path.stem == ALL_ROWS for path in model_paths)
+    if given is None:
+        preset = config.PRESETS.get(train_record["extra"].get("preset"), config.DEFAULT)
+        return preset["final_weight"] if has_all_rows_model else 1.0
+    config.check_final_weight(given, has_all_rows_model)
+    return given
+
+
 # ----------------------------------------------------------------------------------------- the stage
 
-def define(paths, console, tta: bool | None = None):
-    """The predict stage for the latest trained run; tta None: as the preset it was trained with says."""
+def define(paths, console, tta: bool | None = None, final_weight: float | None = None):
+    """The predict stage for the latest trained run; tta None: as the preset it was trained with says;
+    final_weight (the model on all rows' weight in the average) None: as that preset says."""
     train_record = require("train", "python -m pipeline train", needs=("run_id",))
     run_id = train_record["extra"]["run_id"]
     if tta is None:  # as the models were trained and estimated
         tta = train_record["key"]["params"].get("tta", False)
     model_paths = runs.model_paths(train_record)
+    final_weight = submission_weight(train_record, model_paths, final_weight)
     inputs = [*model_paths, paths.test_images]
     if paths.sample_submission.exists():
         inputs.append(paths.sample_submission)
@@ -48,8 +61,6 @@ def define(paths, console, tta: bool | None = None):
         images = np.load(paths.test_images)
         with_tta = " and test-time augmentation" if tta else ""
         console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
-        # --final-weight: the model on all rows may count more than each measured model (trained with the run)
-        final_weight = train_record["key"]["params"].get("final_weight", 1.0)
         weights = [final_weight if path.stem == ALL_ROWS else 1.0 for path in model_paths]
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
                                               log=console.say, weights=weights)
@@ -70,16 +81,18 @@ def define(paths, console, tta: bool | None = None):
                 np.save(stream, probabilities)
         # predict's own record in the run folder (run.json is train's alone).
         runs.write_submission_record(paths, run_id, SubmissionRecord(
-            relative_name(path), rows=len(labels), tta=tta, seconds=round(time.perf_counter() - started, 1)))
+            relative_name(path), rows=len(labels), tta=tta, final_weight=final_weight,
+            seconds=round(time.perf_counter() - started, 1)))
         return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):
         """The submission came back from the run cache: the run folder says so again."""
         runs.write_submission_record(paths, run_id, SubmissionRecord(record["extra"]["submission"],
-                                                                     rows=record["extra"].get("rows"), tta=tta))
+                                                                     rows=record["extra"].get("rows"), tta=tta,
+                                                                     final_weight=final_weight))
 
-    return Definition("predict", {"tta": tta, "run_id": run_id}, inputs, work,
+    return Definition("predict", {"tta": tta, "final_weight": final_weight, "run_id": run_id}, inputs, work,
                       lambda record: (f"{record['extra']['rows']} predictions in"
                                       f" {absolute_path(record['extra']['submission'])}"),
                       after_restore)

@@ -124,8 +124,6 @@ class TrainingConfig:
     members: int = knob("Models in the ensemble")
     final_model: bool = knob("Also train one model on all rows with the same schedule, averaged into the"
                              " submission", tune=False)
-    final_weight: float = knob("The model on all rows counts this many times in the submission's average of the"
-                               " models, each other one once; 1 equal, e.g. 2", tune=False)
     pseudo_label: bool = knob("The model on all rows also learns the test images the other models label with"
                               f" probability >= {PSEUDO_LABEL_CONFIDENCE}, in fewer epochs (it sees as many"
                               " images as without them) and without rare looks", tune=False)
@@ -181,8 +179,6 @@ class TrainingConfig:
         if self.pseudo_label and not self.final_model:
             raise PipelineError("--pseudo-label: the pseudo-labelled test images are learnt by the model on all rows;"
                                 " add --final-model")
-        if not 0 < self.final_weight <= 100:
-            raise PipelineError(f"--final-weight {self.final_weight:g}: expected a weight above 0, at most 100, e.g. 2")
         if not 0 <= self.pseudo_tune <= 10:
             raise PipelineError(f"--pseudo-tune {self.pseudo_tune}: expected 0 (none) to 10 epochs, e.g. 3")
         if self.pseudo_tune and not self.pseudo_label:
