@@ -297,6 +297,7 @@ def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_
     # The weight is predict's: the same run predicts again, nothing is trained again.
     weighted = assert_ok(run_in_process(tmp_path, *QUICK_RUN, "--final-model", "--final-weight", "3"))
     assert "train: up to date" in weighted.stdout and "predict: up to date" not in weighted.stdout
+    assert "the model on all rows counted 3 times" in weighted.stdout
     assert np.allclose(np.load(saved_path), (each[0] + 3 * each[1]) / 4, atol=1e-5)
     assert not np.allclose(each[0], each[1], atol=1e-3)  # the two models differ: the weight shows
     submission = json.loads((saved_path.parent / "submission.json").read_text())

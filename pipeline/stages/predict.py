@@ -60,7 +60,8 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         started = time.perf_counter()
         images = np.load(paths.test_images)
         with_tta = " and test-time augmentation" if tta else ""
-        console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}")
+        weighted = f", the model on all rows counted {final_weight:g} times" if final_weight != 1 else ""
+        console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}{weighted}")
         weights = [final_weight if path.stem == ALL_ROWS else 1.0 for path in model_paths]
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
                                               log=console.say, weights=weights)
