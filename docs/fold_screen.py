@@ -16,7 +16,8 @@ clusters of the training rows smaller than the median row's) learnt up to K more
 that the images seen stay the same. look_clusters=C: those clusters C a digit instead of the pipeline's 100.
 hard=K: the training rows that the out-of-fold models of hard_source=a+b (default splain+srare2, arms of the same
 partition on all five folds) give less than hard_below (0.999) for their label learnt K more times, epochs cut alike.
-pseudo_copies=K (pseudo arms): each pseudo-labelled image learnt K more times an epoch, the epochs cut alike.
+pseudo_copies=K (pseudo arms): each pseudo-labelled image learnt K more times an epoch, the epochs cut alike;
+row_copies=K: each labelled training row instead.
 calm=K: the model's last K epochs learn the training images without augmentation (calm_strength=S: at S of
 the recipe's strength instead of 0), as the predictions see them.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
@@ -146,13 +147,16 @@ for fold in folds:
                 extra = {**extra, "hard_rows": int(len(hard)), "hard_copies": int(len(order) - len(train_rows))}
                 log(f"{arm} fold {fold}: {len(hard)} hard rows repeated {overrides['hard']} more times,"
                     f" {training.epochs} epochs")
-        copies = int(overrides.get("pseudo_copies", 0))
-        if copies and arm.startswith("pseudo"):  # pseudo_copies=K: each pseudo-labelled image K more times an epoch
-            order = np.concatenate([np.arange(len(y))] + [np.arange(len(train_rows), len(y))] * copies)
-            training = replace(training, epochs=looks.epochs_for_same_images(training.epochs, len(y), len(order)))
-            x, y = x[order], y[order]
-            extra = {**extra, "pseudo_copies": copies}
-            log(f"{arm} fold {fold}: the pseudo-labelled images {copies} more times an epoch, {training.epochs} epochs")
+        pseudo_images = len(y) - len(train_rows)  # after the labelled rows, when the arm is a pseudo one
+        for name, first, count in (("pseudo_copies", len(train_rows), pseudo_images), ("row_copies", 0, len(train_rows))):
+            copies = int(overrides.get(name, 0))  # pseudo arms: those images K more times an epoch, epochs cut alike
+            if copies and arm.startswith("pseudo"):
+                repeated = np.arange(first, first + count)
+                order = np.concatenate([np.arange(len(y))] + [repeated] * copies)
+                training = replace(training, epochs=looks.epochs_for_same_images(training.epochs, len(y), len(order)))
+                x, y = x[order], y[order]
+                extra = {**extra, name: copies}
+                log(f"{arm} fold {fold}: {name}={copies}, {len(y)} images an epoch, {training.epochs} epochs")
         calm_epochs = int(overrides.get("calm", 0))
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
             folder = OUT / "ckpt" / f"{arm}-{fold}"
