@@ -147,8 +147,8 @@ for fold in folds:
                 extra = {**extra, "hard_rows": int(len(hard)), "hard_copies": int(len(order) - len(train_rows))}
                 log(f"{arm} fold {fold}: {len(hard)} hard rows repeated {overrides['hard']} more times,"
                     f" {training.epochs} epochs")
-        pseudo_images = len(y) - len(train_rows)  # after the labelled rows, when the arm is a pseudo one
-        for name, first, count in (("pseudo_copies", len(train_rows), pseudo_images), ("row_copies", 0, len(train_rows))):
+        labelled, pseudo_images = len(train_rows), len(y) - len(train_rows)  # a pseudo arm's images come after
+        for name, first, count in (("pseudo_copies", labelled, pseudo_images), ("row_copies", 0, labelled)):
             copies = int(overrides.get(name, 0))  # pseudo arms: those images K more times an epoch, epochs cut alike
             if copies and arm.startswith("pseudo"):
                 repeated = np.arange(first, first + count)
