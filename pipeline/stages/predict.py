@@ -27,10 +27,9 @@ def unused_submission_path(folder: Path, name: str) -> Path:
     return candidate
 
 
-def submission_weight(train_record: dict, model_paths: list[Path], given: float | None) -> float:
+def submission_weight(train_record: dict, has_all_rows_model: bool, given: float | None) -> float:
     """The model on all rows' weight in the submission's average (each other model's is 1): the one given, else
     the trained run's preset's. A prediction option, not a training one: changing it predicts again, never trains."""
-    has_all_rows_model = any(path.stem == ALL_ROWS for path in model_paths)
     if given is None:
         preset = config.PRESETS.get(train_record["extra"].get("preset"), config.DEFAULT)
         return preset["final_weight"] if has_all_rows_model else 1.0
@@ -48,7 +47,9 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
     if tta is None:  # as the models were trained and estimated
         tta = train_record["key"]["params"].get("tta", False)
     model_paths = runs.model_paths(train_record)
-    final_weight = submission_weight(train_record, model_paths, final_weight)
+    all_rows = [path.stem == ALL_ROWS for path in model_paths]
+    final_weight = submission_weight(train_record, any(all_rows), final_weight)
+    weights = [final_weight if is_all_rows else 1.0 for is_all_rows in all_rows]
     inputs = [*model_paths, paths.test_images]
     if paths.sample_submission.exists():
         inputs.append(paths.sample_submission)
@@ -62,7 +63,6 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         with_tta = " and test-time augmentation" if tta else ""
         weighted = f", the model on all rows counted {final_weight:g} times" if final_weight != 1 else ""
         console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}{weighted}")
-        weights = [final_weight if path.stem == ALL_ROWS else 1.0 for path in model_paths]
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
                                               log=console.say, weights=weights)
         labels = probabilities.argmax(axis=1)
