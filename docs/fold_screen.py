@@ -20,6 +20,8 @@ pseudo_copies=K (pseudo arms): each pseudo-labelled image learnt K more times an
 row_copies=K: each labelled training row instead.
 calm=K: the model's last K epochs learn the training images without augmentation (calm_strength=S: at S of
 the recipe's strength instead of 0), as the predictions see them.
+activation=NAME (the arms that take overrides): the networks' convolutions use Keras's activation NAME (e.g.
+silu) instead of relu.
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -85,6 +87,15 @@ def out_of_fold_truth(source_arms):
     return truth / len(source_arms.split("+"))
 
 
+if "activation" in overrides:  # every convolution block that would use relu uses this instead (not plain's)
+    from pipeline.training import model as model_module
+
+    relu_block = model_module._conv_block
+
+    def other_activation_block(*args, activation="relu", **kwargs):
+        activation = overrides["activation"] if activation == "relu" and model_module.OTHER_ACTIVATION else activation
+        return relu_block(*args, activation=activation, **kwargs)
+    model_module._conv_block, model_module.OTHER_ACTIVATION = other_activation_block, False
 base = settings.training_config(settings.resolve_preset("default"))
 # plain stays the recipe every earlier screen paired with: `default` without its rare looks (stop 43 added them)
 base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
@@ -161,6 +172,8 @@ for fold in folds:
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
             folder = OUT / "ckpt" / f"{arm}-{fold}"
             calm_datasets(folder, training, len(y), calm_epochs, float(overrides.get("calm_strength", 0)))
+        if "activation" in overrides:
+            model_module.OTHER_ACTIVATION = arm not in ("plain", "plain2")
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
