@@ -56,6 +56,46 @@ define newline
 endef
 # A recipe is one shell line: a value with a newline in it cannot reach the CLI as typed.
 $(foreach name,$(GIVEN),$(if $(findstring $(newline),$(value $(name))),$(error $(name): a value on one line, please)))
+
+# What each target takes from the command line (besides PYTHON and VENV, where the environment is). A known
+# variable that none of the goals takes is refused, naming the targets that do: `make train FINAL_WEIGHT=3` or
+# `make tune TTA=1` would otherwise do what they do without it, without a word. tests/test_makefile.py checks
+# this table against the recipes: a variable is listed for a target exactly when it changes that target's commands.
+TRAIN_VARIABLES := PRESET $(KNOB_VARIABLES) TENSORBOARD ENGINE WORKERS RAY_ADDRESS DEVICE
+TAKES_all := SOURCE COMPETITION VAL_FRACTION FOLDS $(TRAIN_VARIABLES) FINAL_WEIGHT REPORT FORCE QUIET
+TAKES_download := SOURCE COMPETITION FORCE QUIET
+TAKES_prepare := FORCE QUIET
+TAKES_split := VAL_FRACTION FOLDS SEED FORCE QUIET
+TAKES_train := $(TRAIN_VARIABLES) FORCE QUIET
+TAKES_predict := TTA FINAL_WEIGHT FORCE QUIET
+TAKES_report := RUN FORCE QUIET
+TAKES_tune := SOURCE COMPETITION VAL_FRACTION FOLDS PRESET TRIALS SEARCH_SEED \
+	$(filter-out $(NOT_TUNE_VARIABLES),$(KNOB_VARIABLES)) WORKERS RAY_ADDRESS DEVICE FORCE QUIET
+TAKES_runs := WIDE ALL SORT QUIET
+TAKES_runs-diff := RUNS QUIET
+TAKES_blend := RUNS WEIGHTS QUIET
+TAKES_submit := FILE RUN MESSAGE COMPETITION WAIT TIMEOUT FORCE QUIET
+TAKES_submissions := COMPETITION QUIET
+TAKES_bench := SOURCE BENCH_SOURCE PRESETS $(KNOB_VARIABLES) QUIET
+TAKES_venv := GPU ENGINE TENSORBOARD
+TAKES_lock := UPGRADE
+TAKES_help := $(KNOWN)
+TAKING_TARGETS := all download prepare split train predict report tune runs runs-diff blend submit submissions bench \
+	venv lock
+# test, test-fast, lint, clean, clean-cache and clean-all take none; a file target (.venv/.installed) takes any.
+$(foreach target,test test-fast lint clean clean-cache clean-all,$(eval TAKES_$(target) :=))
+takes = $(if $(filter undefined,$(origin TAKES_$(1))),$(KNOWN),$(TAKES_$(1)) PYTHON VENV)
+GOALS := $(or $(MAKECMDGOALS),help)
+NOT_TAKEN := $(filter-out $(foreach goal,$(GOALS),$(call takes,$(goal))),$(GIVEN))
+takers = $(subst $(space),$(comma) ,$(strip $(foreach target,$(TAKING_TARGETS),$(if $(filter $(1),$(TAKES_$(target))),$(target)))))
+not_taken = $(1) (an option of $(call takers,$(1)))
+space := $(subst ,, )
+comma := ,
+ifneq ($(NOT_TAKEN),)
+# "A (an option of x, y)| B (...)|" -> "A (an option of x, y), B (...)"
+NOT_TAKEN_TEXT := $(patsubst %|,%,$(subst | ,$(comma) ,$(foreach name,$(NOT_TAKEN),$(call not_taken,$(name))|)))
+$(error make $(GOALS) does not take $(NOT_TAKEN_TEXT); `make help` lists each target's options)
+endif
 # Values reach the CLI as typed: $(value ...) is never expanded by make (MESSAGE='cost $$5' stays so),
 # and command-line variables are not exported, since exporting expands them ($(shell ...) would run).
 unexport $(GIVEN)
@@ -111,7 +151,7 @@ help: ## List the targets
 	@echo "  bench: PRESETS=baseline,default SOURCE=sample|PATH (or BENCH_SOURCE=PATH), the training options"
 	@echo "  runs: WIDE=1 ALL=1 SORT=estimate|leaderboard|time    runs-diff, blend: RUNS=\"A B\" WEIGHTS=2,1"
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1  lock: UPGRADE=1"
-	@echo "  any other variable is refused; only the command line's count (not the environment's)"
+	@echo "  an unknown variable, or one the target does not take, is refused; only the command line's count (not the environment's)"
 
 $(STAMP): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)

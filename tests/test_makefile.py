@@ -1,6 +1,7 @@
 """The Makefile: only the command line's variables become options, each as typed or refused in one line."""
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -142,3 +143,43 @@ def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
     assert "make all PRESET=quick MODEL=small FOLDS=3 DETERMINISTIC=1 LEARNING_RATE=0.002 EPOCHS=5" in reproduce
     assert "--preset quick --model small --folds 3 --deterministic --learning-rate 0.002" in reproduce
 
+
+
+def known_variables() -> list[str]:
+    result = run_make("-p", "help")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("KNOWN := "))
+    return line.removeprefix("KNOWN := ").split()
+
+
+# Every target but help (it takes any variable, and prints the same). PYTHON and VENV go with every target.
+CHECKED_TARGETS = ["all", "download", "prepare", "split", "train", "predict", "report", "tune", "runs", "runs-diff",
+                   "blend", "submit", "submissions", "bench", "venv", "lock", "test", "test-fast", "lint", "clean",
+                   "clean-cache", "clean-all"]
+
+
+def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_path):
+    """`make train FINAL_WEIGHT=3` trained without a word about the weight, which only all and predict take.
+    A copy of the Makefile without the refusal tells which variables change each target's commands (-B: every
+    stamp's too, however this checkout's are); the Makefile must take those and refuse every other, in one line."""
+    text = (PROJECT_ROOT / "Makefile").read_text()
+    refusal = next(line for line in text.splitlines() if line.startswith("$(error make $(GOALS) does not take"))
+    unchecked = tmp_path / "Makefile"
+    unchecked.write_text(text.replace(refusal, ""))
+    variables = [name for name in known_variables() if name not in ("PYTHON", "VENV")]
+    value = {"ENGINE": "ray"}  # "1" is a value for every other: a switch's, a count's, a name's
+
+    def dry_run(makefile: str, target: str, *names: str) -> subprocess.CompletedProcess:
+        return run_make("-B", "-f", makefile, target, *(f"{name}={value.get(name, '1')}" for name in names))
+
+    for target in CHECKED_TARGETS:
+        plain = dry_run(str(unchecked), target)
+        assert plain.returncode == 0, (target, plain.stderr)
+        changing = {name for name in variables if dry_run(str(unchecked), target, name).stdout != plain.stdout}
+        everything = dry_run("Makefile", target, *variables)
+        refused = set(re.findall(r"([A-Z_]+) \(an option of", everything.stderr))
+        assert refused == set(variables) - changing, (target, sorted(refused ^ (set(variables) - changing)))
+        assert everything.returncode != 0 and everything.stderr.count("\n") == 1, everything.stderr
+        assert f"make {target} does not take " in everything.stderr, everything.stderr
+        taken = dry_run("Makefile", target, *sorted(changing))
+        assert taken.returncode == 0, (target, taken.stderr)
+    assert "FINAL_WEIGHT (an option of all, predict)" in dry_run("Makefile", "train", "FINAL_WEIGHT").stderr
