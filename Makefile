@@ -79,14 +79,12 @@ TAKES_submissions := COMPETITION QUIET
 TAKES_bench := SOURCE BENCH_SOURCE PRESETS $(KNOB_VARIABLES) QUIET
 TAKES_venv := GPU ENGINE TENSORBOARD
 TAKES_lock := UPGRADE
-TAKES_help := $(KNOWN)
-TAKING_TARGETS := all download prepare split train predict report tune runs runs-diff blend submit submissions bench \
-	venv lock
-# test, test-fast, lint, clean, clean-cache and clean-all take none; a file target (.venv/.installed) takes any.
+# test, test-fast, lint, clean, clean-cache and clean-all take none; help and a file target (.venv/.installed) any.
 $(foreach target,test test-fast lint clean clean-cache clean-all,$(eval TAKES_$(target) :=))
 takes = $(if $(filter undefined,$(origin TAKES_$(1))),$(KNOWN),$(TAKES_$(1)) PYTHON VENV)
 GOALS := $(or $(MAKECMDGOALS),help)
 NOT_TAKEN := $(filter-out $(foreach goal,$(GOALS),$(call takes,$(goal))),$(GIVEN))
+TAKING_TARGETS = $(sort $(patsubst TAKES_%,%,$(filter TAKES_%,$(.VARIABLES))))
 takers = $(subst $(space),$(comma) ,$(strip $(foreach target,$(TAKING_TARGETS),$(if $(filter $(1),$(TAKES_$(target))),$(target)))))
 not_taken = $(1) (an option of $(call takers,$(1)))
 space := $(subst ,, )
