@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core.console import import_tensorflow_quietly  # noqa: E402
 from pipeline.stages import split as split_module  # noqa: E402
 from pipeline.training import fit, looks, settings  # noqa: E402
+from pipeline.training import model as model_module  # noqa: E402
 from pipeline.training.looks import CLUSTERS_PER_DIGIT, look_clusters  # noqa: E402
 from pipeline.training.device import resolve_precision  # noqa: E402
 from pipeline.training.prediction import predict_probabilities  # noqa: E402
@@ -87,15 +88,14 @@ def out_of_fold_truth(source_arms):
     return truth / len(source_arms.split("+"))
 
 
-if "activation" in overrides:  # every convolution block that would use relu uses this instead (not plain's)
-    from pipeline.training import model as model_module
+relu_block = model_module._conv_block
 
-    relu_block = model_module._conv_block
 
-    def other_activation_block(*args, activation="relu", **kwargs):
-        activation = overrides["activation"] if activation == "relu" and model_module.OTHER_ACTIVATION else activation
-        return relu_block(*args, activation=activation, **kwargs)
-    model_module._conv_block, model_module.OTHER_ACTIVATION = other_activation_block, False
+def other_activation_block(*args, activation="relu", **kwargs):
+    """activation=NAME: every convolution block that would use relu uses NAME instead."""
+    return relu_block(*args, activation=overrides["activation"] if activation == "relu" else activation, **kwargs)
+
+
 base = settings.training_config(settings.resolve_preset("default"))
 # plain stays the recipe every earlier screen paired with: `default` without its rare looks (stop 43 added them)
 base = replace(base, precision=resolve_precision(base.precision), rare_looks=0)
@@ -172,8 +172,8 @@ for fold in folds:
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
             folder = OUT / "ckpt" / f"{arm}-{fold}"
             calm_datasets(folder, training, len(y), calm_epochs, float(overrides.get("calm_strength", 0)))
-        if "activation" in overrides:
-            model_module.OTHER_ACTIVATION = arm not in ("plain", "plain2")
+        other_activation = "activation" in overrides and arm not in ("plain", "plain2")  # the references never
+        model_module._conv_block = other_activation_block if other_activation else relu_block
         strategy = settings.configure_tensorflow(training)
         started = time.time()
         model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
