@@ -22,6 +22,10 @@ calm=K: the model's last K epochs learn the training images without augmentation
 the recipe's strength instead of 0), as the predictions see them.
 activation=NAME (the arms that take overrides): the networks' convolutions use Keras's activation NAME (e.g.
 silu) instead of relu.
+watch=1 (pseudo arms): before each epoch, the model so far predicts its pseudo-labelled images; logged: how many
+labels among the fold's rows it disagrees with (probability of the label below drop_below, 0.5 by default), wrong
+and right. drop_at=D: from epoch D on (0-based, D >= 1), the pseudo-labelled images it disagrees with then are
+left out (the small-loss trick: a network fits clean labels before it memorises wrong ones).
 Writes SCREEN_OUT/<arm>-fold<k>.npz: probabilities of the fold's rows (and of the test rows)."""
 import json
 import os
@@ -120,6 +124,39 @@ def calm_datasets(folder, training, rows, calm_epochs, calm_strength):
     augment.make_training_dataset = epoch_dataset
 
 
+def watched_datasets(folder, labelled, fold_truth, watch, drop_at, drop_below):
+    """watch=1 / drop_at=D: before each epoch, the model so far (its checkpoint) judges the pseudo-labelled images
+    (those after the first `labelled`; the first len(fold_truth) of them the fold's rows, whose truth is known);
+    from epoch drop_at on, those it gave less than drop_below for their label are left out."""
+    from pipeline.training import augment
+
+    augmented_dataset = getattr(augment.make_training_dataset, "augmented_dataset", augment.make_training_dataset)
+    kept = {}
+
+    def epoch_dataset(images, labels, *args, **kwargs):
+        epoch = args[2]  # args: batch_size, seed, epoch
+        if epoch >= 1 and (epoch <= drop_at or watch):
+            state = json.loads((folder / "state.json").read_text())
+            judge = model_module.load_model(folder / state["model_file"])
+            probs = predict_probabilities([judge], images[labelled:])
+            own = probs[np.arange(len(probs)), labels[labelled:]]
+            doubted = own < drop_below
+            fold_doubted, fold_wrong = doubted[:len(fold_truth)], labels[labelled:][:len(fold_truth)] != fold_truth
+            log(f"epoch {epoch}: doubts {int(doubted.sum())} of {len(doubted)} pseudo-labels; among the fold's"
+                f" {int((fold_doubted & fold_wrong).sum())} of {int(fold_wrong.sum())} wrong,"
+                f" {int((fold_doubted & ~fold_wrong).sum())} of {int((~fold_wrong).sum())} right")
+            if epoch == drop_at:
+                kept["rows"] = np.concatenate([np.arange(labelled), labelled + np.flatnonzero(~doubted)])
+                np.save(folder / "kept_rows.npy", kept["rows"])
+        if drop_at and epoch >= drop_at:
+            if "rows" not in kept:  # resumed after drop_at
+                kept["rows"] = np.load(folder / "kept_rows.npy")
+            images, labels = images[kept["rows"]], labels[kept["rows"]]
+        return augmented_dataset(images, labels, *args, **kwargs)
+    epoch_dataset.augmented_dataset = augmented_dataset
+    augment.make_training_dataset = epoch_dataset
+
+
 def log(text):
     print(time.strftime("%H:%M:%S"), text, flush=True)
 for fold in folds:
@@ -168,10 +205,20 @@ for fold in folds:
                 x, y = x[order], y[order]
                 extra = {**extra, name: copies}
                 log(f"{arm} fold {fold}: {name}={copies}, {len(y)} images an epoch, {training.epochs} epochs")
+        from pipeline.training import augment
+
+        # each arm starts from the pipeline's own epochs (calm= and watch= wrap them for the arms that take them)
+        augment.make_training_dataset = getattr(augment.make_training_dataset, "augmented_dataset",
+                                                augment.make_training_dataset)
         calm_epochs = int(overrides.get("calm", 0))
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
             folder = OUT / "ckpt" / f"{arm}-{fold}"
             calm_datasets(folder, training, len(y), calm_epochs, float(overrides.get("calm_strength", 0)))
+        watch, drop_at = int(overrides.get("watch", 0)), int(overrides.get("drop_at", 0))
+        if arm.startswith("pseudo") and (watch or drop_at):
+            fold_truth = labels[held][rows[rows < len(held)]]
+            watched_datasets(OUT / "ckpt" / f"{arm}-{fold}", labelled, fold_truth, watch, drop_at,
+                             float(overrides.get("drop_below", 0.5)))
         other_activation = "activation" in overrides and arm not in ("plain", "plain2")  # the references never
         model_module._conv_block = other_activation_block if other_activation else relu_block
         strategy = settings.configure_tensorflow(training)
