@@ -121,12 +121,31 @@ def without_flag_types(command) -> None:
         without_flag_types(subcommand)
 
 
+def usage_line(error: typer.TyperException) -> str:
+    """A mistyped command, option or value in one line, as the pipeline's own errors are (typer's box took six):
+    click's message, then the help that lists what the command takes."""
+    message = " ".join(error.format_message().split())
+    context = getattr(error, "ctx", None)  # a usage error's; other click errors have none
+    return f"{message} (see `{context.command_path} --help`)" if context else message
+
+
 def run_app(app: typer.Typer) -> None:
-    """Run the typer app on sys.argv: a PipelineError is one line on stderr and exit status 1, never a traceback."""
+    """Run the typer app on sys.argv: a PipelineError is one line on stderr and exit status 1, never a traceback;
+    a usage error (a mistyped command, option or value) one line and exit status 2, as click's own."""
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)
-        command(args=quiet_anywhere(command, sys.argv[1:]))  # click itself reports usage errors (exit 2)
+        # Not standalone: click's errors come here instead of being printed its way. main returns the status of
+        # an exit (--help, --version: 0; Ctrl-C: 130), or the command's own value (None).
+        status = command.main(args=quiet_anywhere(command, sys.argv[1:]), standalone_mode=False)
+        sys.exit(status if isinstance(status, int) else 0)
+    except typer.TyperException as error:  # click's (typer's copy): usage errors exit 2, others 1
+        if error.format_message():  # empty for no command at all: typer has printed the help
+            typer.echo(f"error: {usage_line(error)}", err=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except PipelineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(1)
