@@ -55,6 +55,9 @@ if "rare" in overrides:  # the earlier name of rare_looks=K (the pipeline's --ra
 if "look_clusters" in overrides:  # rare looks among finer or coarser clusters (style_folds keeps its 100)
     looks.CLUSTERS_PER_DIGIT = int(overrides.pop("look_clusters"))
 import_tensorflow_quietly()
+from pipeline.training import augment  # noqa: E402  (TensorFlow at its top: after the quiet import)
+
+pipeline_epochs = augment.make_training_dataset  # each arm starts from it; calm= and watch= wrap it
 images = np.load(ROOT / "train_images.npy")
 labels = np.load(ROOT / "train_labels.npy")
 test = np.load(ROOT / "test_images.npy")
@@ -108,9 +111,7 @@ truth_out_of_fold = out_of_fold_truth(overrides.get("hard_source", "splain+srare
 def calm_datasets(folder, training, rows, calm_epochs, calm_strength):
     """Make fit's epochs from the model's last calm_epochs on at calm_strength (the model's epochs: the run's,
     or with rare looks those fit cuts them to, from the rows it saved in the checkpoint folder)."""
-    from pipeline.training import augment
-
-    augmented_dataset = getattr(augment.make_training_dataset, "augmented_dataset", augment.make_training_dataset)
+    augmented_dataset = augment.make_training_dataset
 
     def epoch_dataset(*args, **kwargs):
         epochs = training.epochs
@@ -120,7 +121,6 @@ def calm_datasets(folder, training, rows, calm_epochs, calm_strength):
         if args[4] >= epochs - calm_epochs:  # args: images, labels, batch_size, seed, epoch
             kwargs = dict(kwargs, strength=kwargs.get("strength", 1.0) * calm_strength)
         return augmented_dataset(*args, **kwargs)
-    epoch_dataset.augmented_dataset = augmented_dataset  # the next fold's wrapper wraps the original
     augment.make_training_dataset = epoch_dataset
 
 
@@ -128,9 +128,7 @@ def watched_datasets(folder, labelled, fold_truth, watch, drop_at, drop_below):
     """watch=1 / drop_at=D: before each epoch, the model so far (its checkpoint) judges the pseudo-labelled images
     (those after the first `labelled`; the first len(fold_truth) of them the fold's rows, whose truth is known);
     from epoch drop_at on, those it gave less than drop_below for their label are left out."""
-    from pipeline.training import augment
-
-    augmented_dataset = getattr(augment.make_training_dataset, "augmented_dataset", augment.make_training_dataset)
+    augmented_dataset = augment.make_training_dataset
     kept = {}
 
     def epoch_dataset(images, labels, *args, **kwargs):
@@ -153,7 +151,6 @@ def watched_datasets(folder, labelled, fold_truth, watch, drop_at, drop_below):
                 kept["rows"] = np.load(folder / "kept_rows.npy")
             images, labels = images[kept["rows"]], labels[kept["rows"]]
         return augmented_dataset(images, labels, *args, **kwargs)
-    epoch_dataset.augmented_dataset = augmented_dataset
     augment.make_training_dataset = epoch_dataset
 
 
@@ -205,11 +202,7 @@ for fold in folds:
                 x, y = x[order], y[order]
                 extra = {**extra, name: copies}
                 log(f"{arm} fold {fold}: {name}={copies}, {len(y)} images an epoch, {training.epochs} epochs")
-        from pipeline.training import augment
-
-        # each arm starts from the pipeline's own epochs (calm= and watch= wrap them for the arms that take them)
-        augment.make_training_dataset = getattr(augment.make_training_dataset, "augmented_dataset",
-                                                augment.make_training_dataset)
+        augment.make_training_dataset = pipeline_epochs  # the last arm's wrappers gone
         calm_epochs = int(overrides.get("calm", 0))
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
             folder = OUT / "ckpt" / f"{arm}-{fold}"
