@@ -136,10 +136,10 @@ def watched_datasets(folder, labelled, fold_truth, watch, drop_at, drop_below):
         if epoch >= 1 and (epoch <= drop_at or watch):
             state = json.loads((folder / "state.json").read_text())
             judge = model_module.load_model(folder / state["model_file"])
+            pseudo_labels = labels[labelled:]
             probs = predict_probabilities([judge], images[labelled:])
-            own = probs[np.arange(len(probs)), labels[labelled:]]
-            doubted = own < drop_below
-            fold_doubted, fold_wrong = doubted[:len(fold_truth)], labels[labelled:][:len(fold_truth)] != fold_truth
+            doubted = probs[np.arange(len(probs)), pseudo_labels] < drop_below
+            fold_doubted, fold_wrong = doubted[:len(fold_truth)], pseudo_labels[:len(fold_truth)] != fold_truth
             log(f"epoch {epoch}: doubts {int(doubted.sum())} of {len(doubted)} pseudo-labels; among the fold's"
                 f" {int((fold_doubted & fold_wrong).sum())} of {int(fold_wrong.sum())} wrong,"
                 f" {int((fold_doubted & ~fold_wrong).sum())} of {int((~fold_wrong).sum())} right")
@@ -203,21 +203,20 @@ for fold in folds:
                 extra = {**extra, name: copies}
                 log(f"{arm} fold {fold}: {name}={copies}, {len(y)} images an epoch, {training.epochs} epochs")
         augment.make_training_dataset = pipeline_epochs  # the last arm's wrappers gone
+        folder = OUT / "ckpt" / f"{arm}-{fold}"  # the arm's checkpoints
         calm_epochs = int(overrides.get("calm", 0))
         if calm_epochs:  # calm=K: the last K epochs (after rare looks cut them) at calm_strength, 0 by default
-            folder = OUT / "ckpt" / f"{arm}-{fold}"
             calm_datasets(folder, training, len(y), calm_epochs, float(overrides.get("calm_strength", 0)))
         watch, drop_at = int(overrides.get("watch", 0)), int(overrides.get("drop_at", 0))
         if arm.startswith("pseudo") and (watch or drop_at):
             fold_truth = labels[held][rows[rows < len(held)]]
-            watched_datasets(OUT / "ckpt" / f"{arm}-{fold}", labelled, fold_truth, watch, drop_at,
-                             float(overrides.get("drop_below", 0.5)))
+            watched_datasets(folder, labelled, fold_truth, watch, drop_at, float(overrides.get("drop_below", 0.5)))
         other_activation = "activation" in overrides and arm not in ("plain", "plain2")  # the references never
         model_module._conv_block = other_activation_block if other_activation else relu_block
         strategy = settings.configure_tensorflow(training)
         started = time.time()
-        model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed,
-                                           OUT / "ckpt" / f"{arm}-{fold}", strategy, log=log)
+        model, state = fit.fit_one_model(x, y, images[held], labels[held], training, seed, folder, strategy,
+                                           log=log)
         seconds = time.time() - started
         fold_probs = predict_probabilities([model], images[held])
         test_probs = predict_probabilities([model], test)
