@@ -121,9 +121,28 @@ def without_flag_types(command) -> None:
         without_flag_types(subcommand)
 
 
+# What a value typed for an option should have been, by pydantic's error type (typer 0.29 converts with pydantic).
+EXPECTED_BY_ERROR = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number"}
+
+
+def value_reason(error: typer.TyperException) -> str | None:
+    """A value typer could not convert, said with the value typed and what was expected ('abc' is not an
+    integer), instead of pydantic's sentence, which leaves the value out. None: not such an error."""
+    cause = error.__cause__
+    if not callable(getattr(cause, "errors", None)) or not cause.errors():
+        return None
+    first = cause.errors()[0]
+    expected = EXPECTED_BY_ERROR.get(first.get("type"))
+    reason = f"is not {expected}" if expected else first.get("msg", "").lower()
+    return f"{first.get('input')!r} {reason}"
+
+
 def usage_line(error: typer.TyperException) -> str:
     """A mistyped command, option or value in one line, as the pipeline's own errors are (typer's box took six):
     click's message, then the help that lists what the command takes."""
+    reason = value_reason(error)
+    if reason is not None:
+        error.message = reason  # click's BadParameter puts "Invalid value for '--seed': " before it
     message = " ".join(error.format_message().split())
     context = getattr(error, "ctx", None)  # a usage error's; other click errors have none
     return f"{message} (see `{context.command_path} --help`)" if context else message

@@ -49,7 +49,8 @@ def test_a_wrong_preset_is_one_plain_sentence(tmp_path):
     (["all", "--epoch", "3"], "No such option: --epoch"),
     (["trian"], "No such command 'trian'."),
     (["runs", "diff", "only-one"], "Missing argument 'second'."),
-    (["all", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["all", "--seed", "abc"], "Invalid value for '--seed': 'abc' is not an integer (see"),
+    (["split", "--val-fraction", "a tenth"], "Invalid value for '--val-fraction': 'a tenth' is not a number (see"),
     (["all", "--epochs"], "Option '--epochs' requires an argument."),
 ])
 def test_a_usage_error_is_one_line_and_exit_status_2(tmp_path, arguments, expected):
