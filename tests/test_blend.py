@@ -96,6 +96,9 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
     (["a", "b", "--weights", "1"], "1 weights for 2 runs"),
     (["a", "b", "--weights", "1,x"], "expected numbers separated by commas"),
     (["../a", "b"], "not a run id"),
+    (["a", "b", "--weights", "inf,1"], "expected numbers of 0 or more"),
+    (["a", "b", "--weights", "1e308,1e308"], "expected numbers of 0 or more"),  # their sum is inf
+    (["a", "b", "--weights", "nan,1"], "expected numbers of 0 or more"),
 ])
 def test_blend_bad_input_is_one_line(tmp_path, arguments, expected):
     result = run_in_process(tmp_path, "blend", *arguments)
@@ -111,3 +114,25 @@ def copy_run(root, run_id, new_id):
     run["id"] = new_id
     (target / "run.json").write_text(json.dumps(run))
     return target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged, content, expected", [
+    ("history.json", '{"loss": [2.3, 1.5', "not the training histories train saves (JSONDecodeError"),
+    ("history.json", '{"a": 1}', "not the training histories train saves (ValueError"),
+    ("test_probabilities.npy", "text, not an array", "not the test probabilities predict saves"),
+    ("out_of_fold.npz", "text, not an archive", "not the out-of-fold predictions train saves"),
+])
+def test_a_damaged_run_file_is_one_line_naming_it_and_leaves_no_blend(two_runs, tmp_path, damaged, content,
+                                                                      expected):
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    path = root / "data" / "models" / first / damaged
+    path.unlink()  # kept files are read-only hard links into the run cache: a new file in its place
+    path.write_text(content)
+    submissions = sorted((root / "submissions").iterdir())
+    result = run_in_process(root, "blend", first, second)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and f"{path}: {expected}" in result.stderr
+    assert sorted((root / "submissions").iterdir()) == submissions  # no submission that looks finished
+    assert run_ids(root) == [first, second]

@@ -329,3 +329,19 @@ def test_a_hand_edited_submission_is_kept_and_predict_writes_beside_it(quick_run
     beside = [path for path in (tmp_path / "submissions").glob("*.csv") if path != submission]
     assert len(beside) == 1 and beside[0].read_text() == original, beside
     assert str(beside[0]) in again.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_a_deleted_run_json_is_read_from_the_run_cache_and_put_back(quick_run_root):
+    """run.json is not among train's outputs: deleted, train stayed `up to date` and every later `report`
+    (so `all`) said `no such run`, which `runs` still listed."""
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
+    run_json = next((tmp_path / "data" / "models").glob("*/run.json"))
+    written = json.loads(run_json.read_text())
+    run_json.unlink()
+    report = run_in_process(tmp_path, "report")  # reads the run as the run cache keeps it
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    again = run_in_process(tmp_path, *QUICK_RUN)
+    assert again.returncode == 0, again.stderr
+    assert stage_words(again.stdout)["train"] == "up to date" and "epoch" not in again.stdout.lower()
+    assert json.loads(run_json.read_text()) == written  # put back as train wrote it

@@ -138,4 +138,4 @@ def test_a_run_is_composed_of_its_folder_s_records_and_the_sent_log(pipeline_roo
     runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.99543",
                                         "private_score": "", "error_description": "", "description": "m"})
     assert runs.read_run(paths, run_id).public_score == pytest.approx(0.99543)
-    assert runs.run_for_submission(paths, paths.root / "submissions/other.csv").id == run_id
+    assert runs.run_for_submission(paths, paths.root / "submissions/other.csv")[0].id == run_id

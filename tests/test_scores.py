@@ -322,3 +322,71 @@ def test_a_run_json_with_a_wrong_shaped_estimate_is_treated_as_without_one(tmp_p
     last_line = result.stdout.splitlines()[-1]
     assert "scored 0.99543 public" in last_line and "estimate" not in last_line
     assert "estimate none" in stub.submission_descriptions[0]
+
+
+def test_the_run_s_score_is_its_latest_send_s_whatever_the_file_s_digest(pipeline_root):
+    """The log is kept sorted by key (the file's digest), not by time: the latest send is found by its date and
+    number, so a run sent as two files (with and without TTA) shows the second one's score."""
+    paths = config.paths()
+    runs.record_sent_submission(paths, "f" * 64, paths.root / "a.csv", "with TTA", {"message": "ok", "ref": 1001},
+                                RUN_ID)
+    runs.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "without", {"message": "ok", "ref": 1002},
+                                RUN_ID)
+    for ref, score in ((1001, "0.91000"), (1002, "0.95000")):
+        runs.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
+                                            "private_score": "", "error_description": "", "description": ""})
+    assert list(json.loads(paths.sent_submissions.read_text())) == ["0" * 64, "f" * 64]  # file order: by digest
+    latest = runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID)
+    assert (latest.ref, latest.public_score) == (1002, "0.95000")
+    assert [entry["ref"] for entry in runs.sends_of(runs.sent_submissions(paths), "0" * 64)] == [1002]
+
+
+@pytest.mark.parametrize("damage", ['{"abc": {"ref": 1001},', "[1, 2]"])
+def test_a_damaged_sent_log_is_refused_before_sending_and_kept(tmp_path, damage):
+    """It alone says what was sent: read as empty, the file would be sent again and the log rewritten."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    log = root / "data" / "submissions_sent.json"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(damage)
+    with KaggleStub() as stub:
+        result = run_pipeline(root, "submit", "--no-wait", env=stub.client_env(tmp_path))
+        listed = run_in_process(root, "runs")
+    message = assert_one_line_failure(result)
+    assert f"{log}: not " in message and "log of what was sent to Kaggle" in message
+    assert stub.submissions == [] and log.read_text() == damage
+    assert listed.returncode == 0 and RUN_ID in listed.stdout  # the table still lists the run, without a score
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1"])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_refused_before_sending(tmp_path, timeout):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        result = run_pipeline(root, "submit", "--timeout", timeout, env=stub.client_env(tmp_path))
+    message = assert_one_line_failure(result)
+    assert f"--timeout {float(timeout)}: expected a number of seconds, 0 or more" in message
+    assert stub.submissions == [] and not (root / "data" / "submissions_sent.json").exists()
+
+
+def test_an_edited_submission_is_sent_as_no_run_s(tmp_path):
+    """A file where predict wrote the run's submission but holding something else: its score is not the run's."""
+    from pipeline.core import cache
+
+    root = tmp_path / "project"
+    submission = make_trained_run(root)
+    record = {"stage": "predict", "key": {"params": {}}, "extra": {"submission": f"submissions/{RUN_ID}.csv"},
+              "outputs": {f"submissions/{RUN_ID}.csv": cache.file_digest(submission)}, "finished_at": "x"}
+    (root / "data" / ".cache").mkdir(parents=True)
+    (root / "data" / ".cache" / "predict.json").write_text(json.dumps(record))
+    (root / "data" / "models" / RUN_ID / "submission.json").write_text(
+        json.dumps({"submission": f"submissions/{RUN_ID}.csv", "rows": 28000}))
+    submission.write_text(submission.read_text().replace("\n5,5\n", "\n5,3\n"))  # one label changed by hand
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"is not what predict wrote for run {RUN_ID} (edited since)" in result.stdout
+    assert stub.submission_descriptions == [f"{RUN_ID}.csv (digit-recognizer pipeline)"]  # not the run's message
+    entry, = json.loads((root / "data" / "submissions_sent.json").read_text()).values()
+    assert entry["run_id"] is None and (read_run(root).get("leaderboard") or {}).get("ref") is None

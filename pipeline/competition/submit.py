@@ -65,11 +65,14 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
             raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
         file = cache.absolute_path(submission)
     file = Path(file) if file else current_submission(paths)
-    if timeout_s < 0:
-        raise PipelineError(f"--timeout {timeout_s}: expected 0 or more seconds")
-    run = runs.run_for_submission(paths, file)
-    refuse_sample_run(run, file, competition)
+    if not 0 <= timeout_s < float("inf"):  # NaN too: refused before anything is sent
+        raise PipelineError(f"--timeout {timeout_s}: expected a number of seconds, 0 or more")
+    run, edited_from = runs.run_for_submission(paths, file)
+    refuse_sample_run(run or edited_from, file, competition)
     rows = validate_submission_file(file, competition)
+    if edited_from is not None:
+        console.say(f"submit: {file} is not what predict wrote for run {edited_from.id} (edited since): it is sent"
+                    " as a file of no run, and its score will not be shown as that run's")
     digest = cache.file_digest(file)
     message = message or runs.submission_message(run, file)
     with runs.sent_log_lock(paths):  # two submits at once must not both send the same file

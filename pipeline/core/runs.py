@@ -6,8 +6,10 @@ import contextlib
 import json
 import re
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
 from pipeline.core import cache, config, run_cache
@@ -40,6 +42,14 @@ def write_submission_record(paths: config.Paths, run_id: str, record: Submission
     cache.write_json(paths.submission_json(run_id), record.to_json())
 
 
+def read_submission_record(paths: config.Paths, run_id: str) -> SubmissionRecord | None:
+    return SubmissionRecord.from_json(_read_json(paths.submission_json(run_id)))
+
+
+def read_report_record(paths: config.Paths, run_id: str) -> ReportRecord | None:
+    return ReportRecord.from_json(_read_json(paths.report_json(run_id)))
+
+
 def write_report_record(paths: config.Paths, run_id: str, record: ReportRecord) -> None:
     """report's own file in the run folder."""
     cache.write_json(paths.report_json(run_id), record.to_json())
@@ -57,16 +67,67 @@ def _read_json(path: Path):
         return None
 
 
+def _damaged(path: Path, what: str, error: Exception) -> PipelineError:
+    reason = " ".join(str(error).split())[:120]
+    return PipelineError(f"{path}: not {what} ({type(error).__name__}: {reason}); the run's file is damaged:"
+                         " train the run again, or leave it out")
+
+
+def read_out_of_fold(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, probabilities) of a run's out-of-fold predictions, as train (or blend) saved them."""
+    try:
+        with np.load(path) as stored:
+            rows, probabilities = stored["rows"], stored["probabilities"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        raise _damaged(path, "the out-of-fold predictions train saves", error) from None
+    if rows.ndim != 1 or probabilities.ndim != 2 or len(rows) != len(probabilities):
+        raise _damaged(path, "the out-of-fold predictions train saves",
+                       ValueError(f"rows {rows.shape}, probabilities {probabilities.shape}"))
+    return rows, probabilities
+
+
+def read_test_probabilities(path: Path) -> np.ndarray:
+    """A run's averaged test probabilities, one row of ten an image, as predict (or blend) saved them."""
+    try:
+        probabilities = np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+        raise _damaged(path, "the test probabilities predict saves", error) from None
+    if probabilities.ndim != 2 or probabilities.shape[1] != config.NUM_CLASSES:
+        raise _damaged(path, "the test probabilities predict saves", ValueError(f"shape {probabilities.shape}"))
+    return probabilities
+
+
+def read_histories(path: Path) -> list[dict]:
+    """A run's training histories, one object of per-epoch lists a model, as train saved them."""
+    try:
+        histories = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(path, "the training histories train saves", error) from None
+    if not isinstance(histories, list) or not all(isinstance(history, dict) for history in histories):
+        raise _damaged(path, "the training histories train saves", ValueError("a JSON list of objects expected"))
+    return histories
+
+
 def read_run(paths: config.Paths, run_id: str) -> Run:
     path = run_path(paths, run_id)
     try:
         value = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
+        value = _kept_run_json(paths, run_id)  # run.json gone: as train recorded it, when the run cache keeps it
+        if value is None:
+            raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
     run = Run.from_json(value, run_id)
     if run is None:
         raise PipelineError(f"{path}: not a run record (a JSON object was expected)")
-    return _composed(paths, run, sent_submissions(paths))
+    return _composed(paths, run, sent_submissions(paths, strict=False))
+
+
+def _kept_run_json(paths: config.Paths, run_id: str) -> dict | None:
+    for record in run_cache.kept_records(paths, "train"):
+        value = record.get("extra", {}).get("run")
+        if isinstance(value, dict) and value.get("id") == run_id:
+            return value
+    return None
 
 
 def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
@@ -74,22 +135,22 @@ def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
     run.json itself stays where nothing newer says otherwise."""
     if not RUN_ID.fullmatch(run.id or ""):
         return run
-    predicted = SubmissionRecord.from_json(_read_json(paths.submission_json(run.id)))
+    predicted = read_submission_record(paths, run.id)
     durations = ({**run.durations_s, "predict": predicted.seconds} if predicted and predicted.seconds is not None
                  else None)
     return run.with_records(
         submission=predicted.submission if predicted else None, durations_s=durations,
-        report=getattr(ReportRecord.from_json(_read_json(paths.report_json(run.id))), "index", None),
+        report=getattr(read_report_record(paths, run.id), "index", None),
         tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
         leaderboard=latest_leaderboard(sent, run.id))
 
 
 def latest_leaderboard(sent: dict, run_id: str) -> Leaderboard | None:
     """What Kaggle said of the run's latest submission sent from this checkout; None when none was sent."""
-    entries = [entry for entry in sent.values() if entry.get("run_id") == run_id]
+    entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id])
     if not entries:
         return None
-    entry = entries[-1]  # the log keeps sends in their order
+    entry = entries[-1]
     return Leaderboard.from_json({name: entry.get(name) for name in
                                   ("ref", "status", "public_score", "private_score", "error")})
 
@@ -106,7 +167,7 @@ def list_runs(paths: config.Paths) -> list[Run]:
         run = Run.from_json(value, path.parent.name)
         if run is not None:
             runs[run.id] = run
-    sent = sent_submissions(paths)
+    sent = sent_submissions(paths, strict=False)
     return sorted_runs([_composed(paths, run, sent) for run in runs.values()])
 
 
@@ -122,12 +183,25 @@ def sorted_runs(runs: list[Run], sort: str = "estimate") -> list[Run]:
     return sorted(runs, key=lambda run: (-run.accuracy, run.id))
 
 
-def run_for_submission(paths: config.Paths, file: Path) -> Run | None:
+def run_for_submission(paths: config.Paths, file: Path) -> tuple[Run | None, Run | None]:
+    """(the run whose submission the file is, None); (None, that run) when the file is where the run's predict
+    wrote its submission but holds something else, edited since: its score would not be the run's."""
     resolved = Path(file).resolve()
     for run in list_runs(paths):
         if run.submission and cache.absolute_path(run.submission).resolve() == resolved:
-            return run
-    return None
+            written = written_digests(paths, run.submission)
+            if written and resolved.is_file() and cache.file_digest(resolved) not in written:
+                return None, run
+            return run, None
+    return None, None
+
+
+def written_digests(paths: config.Paths, submission: str) -> set[str]:
+    """What predict wrote under this name (relative to the root), by its records: the current one and those the
+    run cache keeps; empty when none says (a blend's file, or the run cache cleared)."""
+    records = [*run_cache.kept_records(paths, "predict"), cache.load_record("predict") or {}]
+    return {record["outputs"][submission] for record in records
+            if isinstance(record.get("outputs"), dict) and submission in record["outputs"]}
 
 
 def submission_message(run: Run | None, file: Path) -> str:
@@ -149,21 +223,39 @@ def sent_log_lock(paths: config.Paths):
         yield
 
 
-def sent_submissions(paths: config.Paths) -> dict:
+def sent_submissions(paths: config.Paths, strict: bool = True) -> dict:
     """The log of submissions sent from this checkout: one entry a send (what, when, its number and scoring),
-    keyed by the file's digest, then <digest>-2, -3, ... for the same file sent again with --force."""
+    keyed by the file's digest, then <digest>-2, -3, ... for the same file sent again with --force.
+    A damaged log is refused (strict): what was sent, and so what not to send again, is only there, and rewriting
+    it would lose every entry. Not strict (the tables and pages that only show scores): read as empty."""
+    path = paths.sent_submissions
     try:
-        sent = json.loads(paths.sent_submissions.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        sent = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    if not isinstance(sent, dict):
-        return {}
-    return {key: entry for key, entry in sent.items() if isinstance(entry, dict)}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        sent = error
+    if not isinstance(sent, dict) or not all(isinstance(entry, dict) for entry in sent.values()):
+        if not strict:
+            return {}
+        reason = f"not valid JSON ({sent})" if isinstance(sent, Exception) else "not a JSON object of sends"
+        raise PipelineError(f"{path}: {reason}; it is the log of what was sent to Kaggle, so nothing is sent or"
+                            " recorded until it is mended (or moved aside, which forgets every earlier send)")
+    return sent
+
+
+def in_send_order(entries: list[dict]) -> list[dict]:
+    """Log entries oldest first: by when they were sent, then Kaggle's number (the log file is kept sorted by key,
+    the file's digest, not by time)."""
+    def when(entry: dict) -> tuple[str, int]:
+        number = str(entry.get("ref"))
+        return str(entry.get("date", "")), int(number) if number.isdigit() else 0
+    return sorted(entries, key=when)
 
 
 def sends_of(sent: dict, digest: str) -> list[dict]:
     """Every logged send of the file with this digest, oldest first (entries older than `digest` are keyed by it)."""
-    return [entry for key, entry in sent.items() if entry.get("digest", key) == digest]
+    return in_send_order([entry for key, entry in sent.items() if entry.get("digest", key) == digest])
 
 
 def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: dict,

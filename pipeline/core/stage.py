@@ -33,8 +33,11 @@ class Definition:
 
     work() -> (outputs, extra): writes the outputs (atomically) and returns their paths and a dict of
     facts for the record. describe(record) -> the one line saying what the stage produced.
-    after_restore(record): what work writes besides its outputs (the stage's own record in the run folder,
-    pipeline.core.records), for a restored result.
+    put_back(record): what work writes besides its outputs (the stage's own record in the run folder,
+    pipeline.core.records), written again for a result restored from the run cache, or found up to date while
+    that file is gone (run.json deleted: the stages after train read it). It writes only what differs.
+    after_restore(record): what a result restored from the run cache needs besides (download: the files of
+    another source removed), and only then.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Definition:
     inputs: list[Path]
     work: Callable[[], tuple[list[Path], dict]]
     describe: Callable[[dict], str]
+    put_back: Callable[[dict], None] | None = None
     after_restore: Callable[[dict], None] | None = None
 
     def key(self) -> cache.Stage:
@@ -127,12 +131,15 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         key = definition.key()
         record = None if force else cache.up_to_date(key)
         if record is not None:
+            if definition.put_back:
+                definition.put_back(record)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
         record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
         if record is not None:
-            if definition.after_restore:
-                definition.after_restore(record)
+            for hook in (definition.put_back, definition.after_restore):
+                if hook:
+                    hook(record)
             console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
                         f" {definition.describe(record)}")
             return record

@@ -203,9 +203,8 @@ def _stored_inputs(paths, run: Run) -> dict:
     predicted only by models that never saw it (predicting them again with every model would let the
     all-rows model mark its own homework)."""
     labels = np.load(paths.train_labels)
-    with np.load(paths.out_of_fold(run.id)) as out_of_fold:
-        rows, probabilities = out_of_fold["rows"], out_of_fold["probabilities"]
-    histories = json.loads(paths.history_json(run.id).read_text())
+    rows, probabilities = runs.read_out_of_fold(paths.out_of_fold(run.id))
+    histories = runs.read_histories(paths.history_json(run.id))
     names = [part.name for part in run.parts]
     return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
                 model_names=names if len(names) == len(histories) else None, val_rows=rows)

@@ -193,4 +193,4 @@ def define(paths, console, source: str, competition: str, force_download: bool =
     def after_restore(record):
         remove_stale_optional_files(paths.raw, [paths.root / name for name in record["outputs"]])
 
-    return Definition("download", params, inputs, work, describe, after_restore)
+    return Definition("download", params, inputs, work, describe, after_restore=after_restore)

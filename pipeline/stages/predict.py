@@ -88,10 +88,12 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def after_restore(record):
-        """The submission came back from the run cache: the run folder says so again."""
-        runs.write_submission_record(paths, run_id, SubmissionRecord(record["extra"]["submission"],
-                                                                     rows=record["extra"].get("rows"), tta=tta,
-                                                                     final_weight=final_weight))
+        """The submission came back from the run cache (or its record in the run folder is gone): the run folder
+        says so again."""
+        written = runs.read_submission_record(paths, run_id)
+        if written is None or written.submission != record["extra"]["submission"]:
+            runs.write_submission_record(paths, run_id, SubmissionRecord(
+                record["extra"]["submission"], rows=record["extra"].get("rows"), tta=tta, final_weight=final_weight))
 
     return Definition("predict", {"tta": tta, "final_weight": final_weight, "run_id": run_id}, inputs, work,
                       lambda record: (f"{record['extra']['rows']} predictions in"

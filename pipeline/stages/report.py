@@ -53,7 +53,8 @@ def define(paths, console, run_id: str | None = None):
         return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
-        runs.write_report_record(paths, run_id, ReportRecord(record["extra"]["index"]))
+        if runs.read_report_record(paths, run_id) != ReportRecord(record["extra"]["index"]):
+            runs.write_report_record(paths, run_id, ReportRecord(record["extra"]["index"]))
 
     return Definition("report", params, inputs, work,
                       lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
@@ -72,7 +73,8 @@ def _summary_only_definition(paths, run: Run):
         return [out_dir], {"index": relative_name(index)}
 
     def after_restore(record):
-        runs.write_report_record(paths, run.id, ReportRecord(record["extra"]["index"]))
+        if runs.read_report_record(paths, run.id) != ReportRecord(record["extra"]["index"]):
+            runs.write_report_record(paths, run.id, ReportRecord(record["extra"]["index"]))
 
     params = {"run_id": run.id, "leaderboard": _leaderboard(run)}
     return Definition("report", params, [], work,

@@ -7,7 +7,7 @@ out-of-fold predictions are blended the same way only when they cover the same r
 so every blended row is still predicted by models that never saw it; otherwise the blend has none.
 """
 
-import json
+import math
 import time
 from dataclasses import replace
 
@@ -34,8 +34,8 @@ def parse_weights(text: str | None, count: int) -> list[float]:
         raise PipelineError(f"--weights {text}: expected numbers separated by commas, e.g. 2,1") from None
     if len(weights) != count:
         raise PipelineError(f"--weights {text}: {len(weights)} weights for {count} runs (one per run, in order)")
-    if any(not weight >= 0 for weight in weights) or sum(weights) <= 0:
-        raise PipelineError(f"--weights {text}: expected weights of 0 or more, not all 0")
+    if not all(0 <= weight < math.inf for weight in weights) or not 0 < sum(weights) < math.inf:
+        raise PipelineError(f"--weights {text}: expected numbers of 0 or more, not all 0 (and not inf)")
     return [weight / sum(weights) for weight in weights]
 
 
@@ -54,7 +54,7 @@ def test_probabilities(paths: config.Paths, run: Run, console) -> np.ndarray:
     the run's models, as predict would (with its TTA), when data/prepared still holds the run's data."""
     stored = paths.test_probabilities(run.id)
     if stored.is_file():
-        return np.load(stored)
+        return runs.read_test_probabilities(stored)
     model_paths = [cache.absolute_path(name) for name in run.models]
     if not model_paths or not all(path.is_file() for path in model_paths):
         raise PipelineError(f"run {run.id}: no test probabilities and no models to predict them with"
@@ -80,8 +80,8 @@ def out_of_fold(paths: config.Paths, run: Run) -> dict | None:
     path = paths.out_of_fold(run.id)
     if not path.is_file():
         return None
-    with np.load(path) as stored:
-        return {"rows": stored["rows"], "probabilities": stored["probabilities"]}
+    rows, probabilities = runs.read_out_of_fold(path)
+    return {"rows": rows, "probabilities": probabilities}
 
 
 def blended_estimate(paths: config.Paths, chosen: list[Run], weights: list[float]):
@@ -126,11 +126,15 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         labels = blended.argmax(axis=1)
         check_submission(np.arange(1, len(labels) + 1), labels, len(np.load(paths.test_images, mmap_mode="r")))
         blend_estimate, no_estimate_reason, held_out = blended_estimate(paths, chosen, weights)
+        histories = []
+        for run in chosen:
+            history_path = paths.history_json(run.id)
+            histories += runs.read_histories(history_path) if history_path.is_file() else []
 
+        # Everything read: the run folder first, the submission last, so that a blend cut short leaves no
+        # submission that looks finished.
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         submission = unused_submission_path(paths.submissions, run_id)
-        with cache.atomic_path(submission) as temporary:
-            temporary.write_text(submission_text(labels))
         with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
             with open(temporary, "wb") as stream:
                 np.save(stream, blended)
@@ -138,10 +142,6 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
             with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
                 with open(temporary, "wb") as stream:
                     np.savez(stream, rows=held_out[0], probabilities=held_out[1])
-        histories = []
-        for run in chosen:
-            history_path = paths.history_json(run.id)
-            histories += json.loads(history_path.read_text()) if history_path.is_file() else []
         cache.write_json(paths.history_json(run_id), histories)
         run = Run(
             id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=chosen[0].source,
@@ -154,6 +154,8 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         runs.write_run(paths, run)  # the blend's run.json, and its submission.json as predict would write it
         runs.write_submission_record(paths, run_id, SubmissionRecord(cache.relative_name(submission),
                                                                      rows=len(labels)))
+        with cache.atomic_path(submission) as temporary:
+            temporary.write_text(submission_text(labels))
         run = replace(run, submission=cache.relative_name(submission))
     console.say(f"blend: {' + '.join(f'{weight:.2f} x {run_id}' for weight, run_id in zip(weights, run_ids))}"
                 f" -> run {run_id}, {len(labels)} predictions in {submission}")
