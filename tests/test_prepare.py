@@ -61,6 +61,16 @@ def test_train_header_given_for_test_file(tmp_path):
     assert "column 1" in message and "'label'" in message and "expected 'pixel0'" in message
 
 
+@pytest.mark.parametrize("separator, named", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_separated_by_another_mark_is_one_short_line(tmp_path, separator, named):
+    """The whole header is then one column: the message showed all 7 KB of it."""
+    text = "\n".join(separator.join(map(str, row)) for row in [TRAIN_HEADER, *valid_rows()]) + "\n"
+    message = refused(write(tmp_path, text))
+    assert "line 1, column 1: header is 'label" in message
+    assert f"({len(separator.join(TRAIN_HEADER))} characters)" in message
+    assert f"expected 'label' (values separated by {named}? expected commas)" in message and len(message) < 250
+
+
 def test_missing_column_in_header(tmp_path):
     message = refused(write(tmp_path, csv_text([row[:-1] for row in valid_rows()], TRAIN_HEADER[:-1])))
     assert "784 columns, expected 785" in message

@@ -58,7 +58,10 @@ def check_header(path: Path, header: list[str], with_labels: bool) -> None:
         raise PipelineError(f"{path}: empty file (expected the header {expected[0]},{expected[1]},...,{expected[-1]})")
     for position, (found, wanted) in enumerate(zip(header, expected), start=1):
         if found != wanted:
-            raise PipelineError(f"{path} line 1, column {position}: header is {found!r}, expected {wanted!r}")
+            separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in found), None)
+            hint = f" (values separated by {separator}? expected commas)" if separator else ""
+            shown = repr(found) if len(found) <= 40 else f"{found[:40]!r}... ({len(found)} characters)"
+            raise PipelineError(f"{path} line 1, column {position}: header is {shown}, expected {wanted!r}{hint}")
     raise PipelineError(
         f"{path} line 1: header has {len(header)} columns, expected {len(expected)} "
         f"({expected[0]},...,{expected[-1]})"
