@@ -52,6 +52,8 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
     # like any run: run.json, and the submission named in submission.json (as predict writes it)
     submission = json.loads((root / "data" / "models" / blend_id / "submission.json").read_text())["submission"]
     assert "submission" not in run and submission == f"submissions/{blend_id}.csv"
+    assert result.stdout.splitlines()[-1] == (f"blend: send it with `make submit RUN={blend_id}`"
+                                              f" (`python -m pipeline submit --run {blend_id}`)")
     lines = (root / submission).read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert (root / "data" / "reports" / blend_id / "index.html").is_file()
@@ -130,9 +132,9 @@ def test_a_damaged_run_file_is_one_line_naming_it_and_leaves_no_blend(two_runs, 
     path = root / "data" / "models" / first / damaged
     path.unlink()  # kept files are read-only hard links into the run cache: a new file in its place
     path.write_text(content)
-    submissions = sorted((root / "submissions").iterdir())
+    submissions, runs_before = sorted((root / "submissions").iterdir()), run_ids(root)
     result = run_in_process(root, "blend", first, second)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().count("\n") == 0 and f"{path}: {expected}" in result.stderr
     assert sorted((root / "submissions").iterdir()) == submissions  # no submission that looks finished
-    assert run_ids(root) == [first, second]
+    assert run_ids(root) == runs_before
