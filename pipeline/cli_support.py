@@ -75,6 +75,14 @@ def training_knobs(for_tune: bool = False):
     return decorate
 
 
+def refuse_unused_val_fraction(preset: str, val_fraction: float | None, folds: int | None) -> None:
+    """--val-fraction is the holdout split's share: with folds, which hold out a K-th each, it would be ignored."""
+    folds = config.PRESETS[preset]["folds"] if folds is None else folds
+    if val_fraction is not None and folds > 1:
+        raise PipelineError(f"--val-fraction {val_fraction:g}: the share of a holdout split (--folds 1); with"
+                            f" --folds {folds} each fold holds out 1/{folds} of the rows")
+
+
 def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:
     """Where the models train; a GPU asked for on this machine is looked for now, before any stage runs."""
     engine = Engine(name, workers, address, device)

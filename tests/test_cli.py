@@ -263,6 +263,19 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
 
 
+@pytest.mark.parametrize("arguments, folds", [
+    (["split", "--folds", "5", "--val-fraction", "0.2"], 5),
+    (["all", "--preset", "best", "--val-fraction", "0.2"], 5),  # the preset's folds
+    (["all", "--folds", "3", "--val-fraction", "0.2"], 3),
+])
+def test_a_val_fraction_that_folds_would_ignore_is_refused(tmp_path, arguments, folds):
+    result = run_in_process(tmp_path, *arguments)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: --val-fraction 0.2: the share of a holdout split (--folds 1); with --folds {folds} each fold holds"
+        f" out 1/{folds} of the rows\n")
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.slow
 def test_ensemble_members_of_two_networks_and_tta(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",
