@@ -263,6 +263,24 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
 
 
+@pytest.mark.parametrize("presets, problem", [
+    ("baseline,bset", "unknown preset 'bset'"),  # refused before baseline runs, not after
+    ("", "no preset"),
+    ("quick,quick", "a preset named twice"),
+])
+def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem):
+    result = run_in_process(tmp_path, "bench", "--source", "sample", "--presets", presets)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: --presets {presets!r}: {problem} (expected")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "data" / "bench").exists()
+
+
+def test_submit_of_a_folder_says_so(tmp_path):
+    (tmp_path / "submissions").mkdir()
+    result = run_in_process(tmp_path, "submit", "--file", str(tmp_path / "submissions"))
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'submissions'}: a folder, expected a submission CSV\n"
+
+
 @pytest.mark.parametrize("arguments, folds", [
     (["split", "--folds", "5", "--val-fraction", "0.2"], 5),
     (["all", "--preset", "best", "--val-fraction", "0.2"], 5),  # the preset's folds

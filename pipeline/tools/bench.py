@@ -105,9 +105,22 @@ def format_bench_table(rows: list[dict]) -> str:
                         [[template.format(row[key]) for _, key, template in COLUMNS] for row in rows], align_right=True)
 
 
+def bench_presets(text: str) -> list[str]:
+    """'baseline,default' -> the presets to run, every name checked before the first one runs (they take minutes)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in config.PRESETS]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = (f"unknown preset {unknown[0]!r}" if unknown else "no preset" if not names
+                   else "a preset named twice")
+        raise PipelineError(f"--presets {text!r}: {problem} (expected names among {', '.join(config.PRESETS)},"
+                            " separated by commas, each once)")
+    return names
+
+
 def run_bench(console, source: str | None, presets: str, options: list[str]) -> None:
     """Run presets side by side from nothing to a submission; print and save one table. options: the training
     options given (--epochs 1 ...), passed to every preset's `all`."""
+    names = bench_presets(presets)
     paths = config.paths()
     source = source or default_source(paths)
     if source == "sample":
@@ -115,9 +128,7 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
                     " (its zip is cached in data/raw/) or give --source PATH to a competition zip")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    for preset in [name.strip() for name in presets.split(",") if name.strip()]:
-        if preset not in config.PRESETS:
-            raise PipelineError(f"--presets: unknown preset {preset!r} (expected {', '.join(config.PRESETS)})")
+    for preset in names:
         console.say(f"bench: {preset} on {source}...")
         row = run_preset(preset, source, paths.data / "bench" / stamp / preset, options)
         import_tensorflow_quietly()
