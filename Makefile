@@ -242,11 +242,17 @@ test-fast: $(DEV_STAMP) ## The tests not marked slow
 lint: $(DEV_STAMP) ## ruff's checks of the code (CI runs them too)
 	$(VENV)/bin/ruff check pipeline tests
 
-clean: ## Remove everything the pipeline wrote under data/ (keeps submissions/ and the bundled sample)
-	find data -mindepth 1 -maxdepth 1 ! -name sample -exec rm -rf {} +
+# Where the pipeline writes: PIPELINE_ROOT's data/ when it is set (as the CLI does), else this folder's.
+DATA_DIR = $(or $(PIPELINE_ROOT),.)/data
+# What the pipeline writes under data/ and `clean` removes. Not the log of submissions sent to Kaggle (it keeps
+# a file from being sent twice, and the scores), the bundled sample, or anything else a user put there.
+PIPELINE_WRITES = raw prepared split models reports bench tensorboard .cache .pipeline.lock .tmp-*
+
+clean: ## Remove what the pipeline wrote under data/ (keeps the sent log, submissions/, the sample and your files)
+	cd "$(DATA_DIR)" 2>/dev/null && rm -rf $(PIPELINE_WRITES) || true
 
 clean-cache: ## Forget the results the run cache keeps (data/.cache/store); current outputs stay
-	rm -rf data/.cache/store
+	rm -rf "$(DATA_DIR)/.cache/store"
 
 clean-all: clean ## Also remove the virtual environment
 	rm -rf $(VENV)

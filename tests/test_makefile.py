@@ -179,3 +179,40 @@ def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_pa
         taken = dry_run("Makefile", target, *sorted(changing))
         assert taken.returncode == 0, (target, taken.stderr)
     assert "FINAL_WEIGHT (an option of all, predict)" in dry_run("Makefile", "train", "FINAL_WEIGHT").stderr
+
+
+def a_data_folder(root):
+    """data/ as a user has it: the pipeline's outputs, the sent log, the sample and a zip and folder of their own."""
+    data = root / "data"
+    for folder in ("raw", "prepared", "split", "models/run", ".cache/store/objects", "reports", "sample", "mine"):
+        (data / folder).mkdir(parents=True)
+    for name in ("submissions_sent.json", "digit-recognizer.zip", ".pipeline.lock", ".tmp-1-2-x.json"):
+        (data / name).write_text("x")
+    return data
+
+
+@pytest.mark.parametrize("where", ["the checkout", "PIPELINE_ROOT"])
+def test_clean_removes_what_the_pipeline_wrote_and_nothing_else(tmp_path, where):
+    """`make clean` removed all of data/ but the sample: a user's zip, and the log that keeps a file from being sent
+    to Kaggle twice. With PIPELINE_ROOT it cleaned the checkout's data/ instead of that root's."""
+    checkout = tmp_path / "checkout"  # a stand-in with what the Makefile reads, so a wrong rm cannot reach this one
+    (checkout / "pipeline" / "training").mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "Makefile", checkout)
+    shutil.copy(PROJECT_ROOT / "pipeline" / "training" / "settings.py", checkout / "pipeline" / "training")
+    root = checkout if where == "the checkout" else tmp_path / "elsewhere"
+    data = a_data_folder(root)
+    checkout_data = None if root == checkout else a_data_folder(checkout)
+    env = {**os.environ, **({"PIPELINE_ROOT": str(root)} if root != checkout else {})}
+    env.pop("MAKEFLAGS", None)
+    if root == checkout:
+        env.pop("PIPELINE_ROOT", None)
+    for target in ("clean-cache", "clean"):
+        result = subprocess.run(["make", "--no-print-directory", target], cwd=checkout, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        if target == "clean-cache":
+            assert not (data / ".cache" / "store").exists() and (data / "models" / "run").is_dir()
+    assert sorted(path.name for path in data.iterdir()) == ["digit-recognizer.zip", "mine", "sample",
+                                                            "submissions_sent.json"]
+    if checkout_data is not None:  # the checkout's own data/ untouched
+        assert (checkout_data / "models" / "run").is_dir() and (checkout_data / ".cache" / "store").is_dir()
