@@ -170,3 +170,23 @@ def test_folder_file_too_large_is_refused_before_copying(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match="train.csv: 1000 bytes, far larger"):
         copy_competition_folder(folder, raw)
     assert_unchanged(raw)
+
+
+def test_a_mended_sample_submission_in_a_folder_source_is_downloaded_again(tmp_path):
+    """A folder's download was keyed by its train.csv and test.csv alone: mending its sample_submission.csv left
+    download `up to date`, and prepare refused the old copy on every run."""
+    from conftest import run_in_process
+
+    folder, root = tmp_path / "competition", tmp_path / "project"
+    with zipfile.ZipFile(config.SAMPLE_ARCHIVE) as archive:
+        archive.extractall(folder)
+    good = (folder / "sample_submission.csv").read_text()
+    (folder / "sample_submission.csv").write_text("".join(good.splitlines(keepends=True)[:-1]))  # a row short
+    assert run_in_process(root, "download", "--source", str(folder)).returncode == 0
+    refused = run_in_process(root, "prepare")
+    assert refused.returncode == 1 and "sample_submission.csv: 599 rows, expected 600" in refused.stderr
+    (folder / "sample_submission.csv").write_text(good)
+    again = run_in_process(root, "download", "--source", str(folder))
+    assert again.returncode == 0 and "up to date" not in again.stdout, again.stdout
+    prepared = run_in_process(root, "prepare")
+    assert prepared.returncode == 0, prepared.stderr

@@ -172,7 +172,8 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         params, inputs = {"source": "kaggle", "competition": competition}, []
     else:
         params = {"source": kind, "path": relative_name(path)}
-        inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES]
+        # A folder: each file it may give (a sample_submission.csv mended or added reruns the stage; missing: None).
+        inputs = [path] if kind != "folder" else [path / name for name in REQUIRED_FILES + OPTIONAL_FILES]
 
     def work():
         paths.raw.mkdir(parents=True, exist_ok=True)
