@@ -138,3 +138,16 @@ def test_a_damaged_run_file_is_one_line_naming_it_and_leaves_no_blend(two_runs, 
     assert result.stderr.strip().count("\n") == 0 and f"{path}: {expected}" in result.stderr
     assert sorted((root / "submissions").iterdir()) == submissions  # no submission that looks finished
     assert run_ids(root) == runs_before
+
+
+@pytest.mark.slow
+def test_a_run_with_nan_probabilities_is_refused(two_runs, tmp_path):
+    """A diverged run's NaN made every blended label 0."""
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    path = root / "data" / "models" / first / "test_probabilities.npy"
+    path.unlink()
+    np.save(path, np.full((600, 10), np.nan, np.float32))
+    result = run_in_process(root, "blend", first, second)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: run {first}: its test probabilities are NaN (its training diverged): leave it out\n")

@@ -195,3 +195,19 @@ def test_submit_sends_what_the_predict_stage_last_made_not_the_newest_file(pipel
         current_submission(config.paths())
     cache.record_path("predict").unlink()
     assert current_submission(config.paths()) == other  # no predict record: the newest file, as before
+
+
+@pytest.mark.slow
+def test_a_run_whose_models_predict_nan_writes_no_submission(quick_run_root, monkeypatch):
+    """A diverged training (loss nan) gave a submission of zeros (argmax of NaN) that looked finished."""
+    from conftest import run_in_process
+
+    from pipeline.stages import predict
+
+    before = sorted((quick_run_root / "submissions").iterdir())
+    monkeypatch.setattr(predict, "predict_probabilities",
+                        lambda models, images, **options: np.full((len(images), 10), np.nan, np.float32))
+    result = run_in_process(quick_run_root, "predict", "--tta")  # another setting: predict runs again
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "its models predict NaN, so its training diverged" in result.stderr and "--learning-rate" in result.stderr
+    assert sorted((quick_run_root / "submissions").iterdir()) == before

@@ -12,6 +12,7 @@ from pipeline.competition.submission import check_submission, read_submission, s
 from pipeline.core import config, runs
 from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.console import import_tensorflow_quietly
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import SubmissionRecord
 from pipeline.core.stage import Definition, require
 from pipeline.training.plan import ALL_ROWS
@@ -65,6 +66,9 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         console.say(f"predict: {len(images)} test images with run {run_id}{with_tta}{weighted}")
         probabilities = predict_probabilities(load_models(model_paths), images, tta=tta, verbose=0,
                                               log=console.say, weights=weights)
+        if not np.isfinite(probabilities).all():  # argmax of NaN is 0: a submission of zeros that looks finished
+            raise PipelineError(f"run {run_id}: its models predict NaN, so its training diverged (`loss nan` in its"
+                                " epochs): train again with a lower --learning-rate; no submission written")
         labels = probabilities.argmax(axis=1)
         expected_rows = None
         if paths.sample_submission.is_file():

@@ -54,7 +54,10 @@ def test_probabilities(paths: config.Paths, run: Run, console) -> np.ndarray:
     the run's models, as predict would (with its TTA), when data/prepared still holds the run's data."""
     stored = paths.test_probabilities(run.id)
     if stored.is_file():
-        return runs.read_test_probabilities(stored)
+        probabilities = runs.read_test_probabilities(stored)
+        if not np.isfinite(probabilities).all():  # one diverged run would make the whole blend's labels 0
+            raise PipelineError(f"run {run.id}: its test probabilities are NaN (its training diverged): leave it out")
+        return probabilities
     model_paths = [cache.absolute_path(name) for name in run.models]
     if not model_paths or not all(path.is_file() for path in model_paths):
         raise PipelineError(f"run {run.id}: no test probabilities and no models to predict them with"
