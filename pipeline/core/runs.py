@@ -70,7 +70,7 @@ def _read_json(path: Path):
 def _damaged(path: Path, what: str, error: Exception) -> PipelineError:
     reason = " ".join(str(error).split())[:120]
     return PipelineError(f"{path}: not {what} ({type(error).__name__}: {reason}); the run's file is damaged:"
-                         " train the run again, or leave it out")
+                         " train the run again (or leave it out of a blend)")
 
 
 def read_out_of_fold(path: Path) -> tuple[np.ndarray, np.ndarray]:

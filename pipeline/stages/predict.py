@@ -91,7 +91,7 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
-    def after_restore(record):
+    def put_back(record):
         """The submission came back from the run cache (or its record in the run folder is gone): the run folder
         says so again."""
         written = runs.read_submission_record(paths, run_id)
@@ -102,4 +102,4 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
     return Definition("predict", {"tta": tta, "final_weight": final_weight, "run_id": run_id}, inputs, work,
                       lambda record: (f"{record['extra']['rows']} predictions in"
                                       f" {absolute_path(record['extra']['submission'])}"),
-                      after_restore)
+                      put_back)

@@ -52,12 +52,12 @@ def define(paths, console, run_id: str | None = None):
         runs.write_report_record(paths, run_id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
-    def after_restore(record):
+    def put_back(record):
         if runs.read_report_record(paths, run_id) != ReportRecord(record["extra"]["index"]):
             runs.write_report_record(paths, run_id, ReportRecord(record["extra"]["index"]))
 
     return Definition("report", params, inputs, work,
-                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", put_back)
 
 
 def _summary_only_definition(paths, run: Run):
@@ -72,10 +72,10 @@ def _summary_only_definition(paths, run: Run):
         runs.write_report_record(paths, run.id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
-    def after_restore(record):
+    def put_back(record):
         if runs.read_report_record(paths, run.id) != ReportRecord(record["extra"]["index"]):
             runs.write_report_record(paths, run.id, ReportRecord(record["extra"]["index"]))
 
     params = {"run_id": run.id, "leaderboard": _leaderboard(run)}
     return Definition("report", params, [], work,
-                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", after_restore)
+                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", put_back)
