@@ -345,3 +345,18 @@ def test_a_deleted_run_json_is_read_from_the_run_cache_and_put_back(quick_run_ro
     assert again.returncode == 0, again.stderr
     assert stage_words(again.stdout)["train"] == "up to date" and "epoch" not in again.stdout.lower()
     assert json.loads(run_json.read_text()) == written  # put back as train wrote it
+
+
+@pytest.mark.slow
+def test_the_report_follows_a_new_submission_of_its_run(quick_run_root):
+    """`predict --tta` (or another --final-weight) wrote <run>-2.csv, and `report` stayed `up to date`, its page
+    naming the first file: the submission `make submit` sends was another."""
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
+    assert run_in_process(tmp_path, "report").returncode == 0
+    predicted = run_in_process(tmp_path, "predict", "--tta")
+    new_file = next(path for path in (tmp_path / "submissions").glob("*-2.csv"))
+    assert predicted.returncode == 0 and new_file.name in predicted.stdout
+    again = run_in_process(tmp_path, "report")
+    assert again.returncode == 0 and "up to date" not in again.stdout, again.stdout
+    page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
+    assert new_file.name in page

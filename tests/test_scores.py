@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
-from kaggle_stub import FAKE_KEY, KaggleStub
+from kaggle_stub import FAKE_KEY, FAKE_TOKEN, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
 from pipeline.core import config, runs
@@ -390,3 +391,54 @@ def test_an_edited_submission_is_sent_as_no_run_s(tmp_path):
     assert stub.submission_descriptions == [f"{RUN_ID}.csv (digit-recognizer pipeline)"]  # not the run's message
     entry, = json.loads((root / "data" / "submissions_sent.json").read_text()).values()
     assert entry["run_id"] is None and (read_run(root).get("leaderboard") or {}).get("ref") is None
+
+
+@pytest.mark.parametrize("token_text", ["{token}\r", "{token}\n", "file:{token}\nsecond-line"])
+def test_a_token_with_a_line_end_is_never_printed(tmp_path, token_text):
+    """A token ending in \\r (a .env file saved on Windows) reached the error escaped (`...SECRET\\r`, two
+    characters), which the raw value did not match: the whole token was printed."""
+    root = tmp_path / "project"
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path, credentials=None)
+        text = token_text.format(token=FAKE_TOKEN)
+        if text.startswith("file:"):
+            (tmp_path / "token").write_text(text.removeprefix("file:"))
+            env["KAGGLE_API_TOKEN"] = str(tmp_path / "token")
+        else:
+            env["KAGGLE_API_TOKEN"] = text
+        results = [run_pipeline(root, *command, env=env) for command in (["submissions"],
+                                                                         ["download", "--source", "kaggle"])]
+    for result in results:
+        output = result.stdout + result.stderr
+        assert FAKE_TOKEN not in output and FAKE_TOKEN.replace("-SECRET", "") not in output, output
+        assert "second-line" not in output and result.returncode == 1 and "Traceback" not in output
+
+
+def test_an_access_token_file_that_cannot_be_read_is_one_line(tmp_path):
+    """A folder where ~/.kaggle/access_token should be: a traceback (IsADirectoryError) from the client's lookup."""
+    root = tmp_path / "project"
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path, credentials=None)
+        token_path = Path(env["HOME"]) / ".kaggle" / "access_token"
+        token_path.mkdir(parents=True)
+        result = run_pipeline(root, "download", "--source", "auto", env=env)
+    message = assert_one_line_failure(result)
+    assert message == (f"error: {token_path}: cannot be read as a Kaggle access token (IsADirectoryError); fix it or"
+                       " remove it (README, 'Kaggle credentials')")
+
+
+@pytest.mark.parametrize("content, said", [('{"username": "me", "key": "abc123",}', "is not valid JSON"),
+                                           ('{"username": "me"}', 'has no "username" and "key"')])
+def test_a_kaggle_json_the_client_ignores_is_said_when_make_all_falls_back_to_the_sample(tmp_path, content, said):
+    """`--source auto` (make all) said only "no Kaggle credentials found": the warning written for this case
+    came with --source kaggle alone."""
+    root = tmp_path / "project"
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path, credentials=None)
+    kaggle_json = tmp_path / "kaggle-stub-config" / "kaggle.json"
+    kaggle_json.write_text(content)
+    kaggle_json.chmod(0o600)
+    result = run_pipeline(root, "download", "--source", "auto", env=env)
+    assert result.returncode == 0 and "no Kaggle credentials found, using the bundled sample" in result.stdout
+    assert f"warning: {kaggle_json} {said}, so the kaggle client ignores it" in result.stderr
+    assert "abc123" not in result.stdout + result.stderr

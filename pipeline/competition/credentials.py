@@ -61,7 +61,12 @@ def _access_token_source() -> tuple[str, str] | None:
     a Kaggle Notebook's token included."""
     from kagglesdk import get_access_token_from_env
 
-    token, source = get_access_token_from_env()
+    try:
+        token, source = get_access_token_from_env()
+    except (OSError, UnicodeDecodeError) as error:  # a folder, a file it may not read, bytes that are not text
+        where = getattr(error, "filename", None) or os.environ.get("KAGGLE_API_TOKEN") or _token_file_paths()[0]
+        raise PipelineError(f"{where}: cannot be read as a Kaggle access token ({type(error).__name__}); fix it or"
+                            " remove it (README, 'Kaggle credentials')") from None
     if not token:
         return None
     if source == "KAGGLE_API_V1_TOKEN":  # inside a Kaggle Notebook
@@ -150,15 +155,21 @@ def _secrets() -> list[str]:
         oauth_values.get("access_token"),
         *(_read_token_file(path) for path in _token_file_paths()),
     ]
-    token_source = _access_token_source()
+    try:
+        token_source = _access_token_source()
+    except PipelineError:  # an unreadable token file holds nothing to hide
+        token_source = None
     if token_source:
         secrets.append(token_source[1])
     usernames = {os.environ.get("KAGGLE_USERNAME"), file_values.get("username")} - {None}
     for key in {os.environ.get("KAGGLE_KEY"), file_values.get("key")} - {None}:
         for username in usernames:  # the Basic auth header carries base64("user:key")
             secrets.append(base64.b64encode(f"{username}:{key}".encode()).decode())
+    # Each line of a value too, without its spaces: a token ending in "\r" (a .env file from Windows) or holding a
+    # second line shows in an error escaped ("tok\\r", two characters), which the value itself does not match.
+    forms = {form.strip() for value in secrets if value for form in [str(value), *str(value).splitlines()]}
     # Longest first, so a secret that contains another is replaced whole.
-    return sorted({str(value) for value in secrets if value and len(str(value)) >= 4}, key=len, reverse=True)
+    return sorted({form for form in forms if len(form) >= 4}, key=len, reverse=True)
 
 
 def redact(text: str) -> str:

@@ -166,6 +166,9 @@ def define(paths, console, source: str, competition: str, force_download: bool =
                     if credentials else
                     "download: no Kaggle credentials found, using the bundled sample"
                     " (see README, 'Kaggle credentials')")
+        if not credentials:  # a kaggle.json the client ignores (not JSON, no key) is why, and must be said
+            for warning in credential_warnings():
+                console.warn(warning)
     if kind == "kaggle":
         for warning in credential_warnings():
             console.warn(warning)

@@ -39,8 +39,9 @@ def define(paths, console, run_id: str | None = None):
     comparisons = compared_runs(run, runs.list_runs(paths))
     out_dir = paths.report_dir(run_id)
     inputs = [*needed, paths.train_images, paths.train_labels]
-    # What the page shows besides the files: a new score or a better run elsewhere redoes the report.
-    params = {"run_id": run_id, "leaderboard": _leaderboard(run),
+    # What the page shows besides the files: a new score, a new submission of the run (predict again with TTA or
+    # another weight) or a better run elsewhere redoes the report.
+    params = {"run_id": run_id, "leaderboard": _leaderboard(run), "submission": run.submission,
               "compared": [(label, other.id, _leaderboard(other)) for label, other in comparisons]}
 
     def work():
