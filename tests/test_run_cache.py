@@ -360,3 +360,17 @@ def test_the_report_follows_a_new_submission_of_its_run(quick_run_root):
     assert again.returncode == 0 and "up to date" not in again.stdout, again.stdout
     page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()
     assert new_file.name in page
+
+
+@pytest.mark.slow
+def test_the_latest_run_named_is_reported_after_a_new_split(quick_run_root):
+    """`report --run <latest>` after `split` changed was refused with advice to train again (up to 1 h 46 with
+    `best`), where any earlier run on the same data was reported."""
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
+    run_id = next((tmp_path / "data" / "models").glob("*/run.json")).parent.name
+    assert run_in_process(tmp_path, "split", "--seed", "7").returncode == 0
+    named = run_in_process(tmp_path, "report", "--run", run_id)
+    assert named.returncode == 0 and "Traceback" not in named.stderr, named.stderr
+    assert (tmp_path / "data" / "reports" / run_id / "index.html").is_file()
+    latest = run_in_process(tmp_path, "report")  # not named: the latest, whose inputs must still be current
+    assert latest.returncode == 1 and "out of date" in latest.stderr

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from pipeline.core import runs
-from pipeline.core.cache import absolute_path, atomic_path, load_record, relative_name
+from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.config import Paths
 from pipeline.core.errors import PipelineError
 from pipeline.core.progress import on_terminal
@@ -22,8 +22,10 @@ def _leaderboard(run: Run) -> dict | None:
 
 def define(paths, console, run_id: str | None = None):
     """The report stage for a run: the latest trained one, or any earlier one whose files are still there."""
-    latest = (load_record("train") or {}).get("extra", {}).get("run_id")
-    if run_id is None or run_id == latest:
+    # Not named: the latest run, whose inputs must still be current. Named, even the latest: any run whose files
+    # are still there, on the data it was trained on (a new split since does not change what it measured).
+    named = run_id is not None
+    if not named:
         run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
     run = runs.read_run(paths, run_id)
     if run.blend and not run.estimate:
@@ -33,7 +35,7 @@ def define(paths, console, run_id: str | None = None):
     if missing:
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(paths.run_dir(run_id))};"
                             " retrain it to report on it")
-    if run_id != latest and not training_data_matches(paths, run):
+    if named and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
                             f" {run.source}); prepare that data again (make download prepare SOURCE=...)")
     comparisons = compared_runs(run, runs.list_runs(paths))
