@@ -442,3 +442,16 @@ def test_a_kaggle_json_the_client_ignores_is_said_when_make_all_falls_back_to_th
     assert result.returncode == 0 and "no Kaggle credentials found, using the bundled sample" in result.stdout
     assert f"warning: {kaggle_json} {said}, so the kaggle client ignores it" in result.stderr
     assert "abc123" not in result.stdout + result.stderr
+
+
+def test_a_kaggle_json_that_is_a_list_is_one_line_naming_it(tmp_path):
+    """The client itself failed on it: `TypeError: list indices must be integers or slices, not str`."""
+    root = tmp_path / "project"
+    with KaggleStub() as stub:
+        env = stub.client_env(tmp_path, credentials=None)
+        kaggle_json = tmp_path / "kaggle-stub-config" / "kaggle.json"
+        kaggle_json.write_text('["me", "abc123"]')
+        kaggle_json.chmod(0o600)
+        result = run_pipeline(root, "submissions", env=env)
+    message = assert_one_line_failure(result)
+    assert message.startswith(f"error: {kaggle_json}: a JSON list, expected an object") and "abc123" not in message

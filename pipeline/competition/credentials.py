@@ -43,6 +43,18 @@ def _read_json_file(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def refuse_a_kaggle_json_the_client_breaks_on() -> None:
+    """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own."""
+    path = _kaggle_json_path()
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # missing, unreadable or not JSON: the client ignores it (credential_warnings says so)
+    if not isinstance(value, dict):
+        raise PipelineError(f"{path}: a JSON {type(value).__name__}, expected an object"
+                            ' {"username": "...", "key": "..."}: fix it or remove it (README, "Kaggle credentials")')
+
+
 def _read_token_file(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None

@@ -15,7 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.competition.credentials import _detail, _error, find_credentials
+from pipeline.competition.credentials import (_detail, _error, find_credentials,
+                                              refuse_a_kaggle_json_the_client_breaks_on)
 from pipeline.competition.network import NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits, network_timeout
 from pipeline.core.cache import make_folder
 from pipeline.core.errors import PipelineError
@@ -52,6 +53,7 @@ def _no_credentials_error() -> PipelineError:
 
 def _import_kaggle():
     """The kaggle package; importing it authenticates a KaggleApi (kaggle.api), errors swallowed."""
+    refuse_a_kaggle_json_the_client_breaks_on()
     try:
         import kaggle
     except ImportError as error:
