@@ -204,16 +204,15 @@ def test_an_empty_model_folder_left_by_a_killed_run_is_removed_when_the_lock_is_
     assert sorted(path.name for path in models.iterdir()) == [".checkpoints", "20260101-110000-small"]
 
 
-def test_the_models_of_a_run_killed_after_its_first_are_removed_but_not_a_recorded_run_s(pipeline_root):
+def test_the_models_of_a_run_killed_after_its_first_are_removed_but_not_a_finished_run_s(pipeline_root):
     """A run killed after its first model kept data/models/<run>/ with its models and no run.json (train writes it
-    last): the resumed run trains into a new folder, and the old one stayed, unlisted, for good. A folder whose
-    run.json was deleted by hand, of a run a record names, stays: its run is read from the record."""
+    last): the resumed run trains into a new folder, and the old one stayed, unlisted, for good. A finished run's
+    folder whose run.json was deleted by hand (its histories are there) stays: the run is read from its record."""
     models = pipeline_root / "data" / "models"
     for run_id in ("20260101-120000-small", "20260101-130000-small"):
         (models / run_id).mkdir(parents=True)
         (models / run_id / "member-0.keras").write_text("weights")
-    cache.write_json(cache.record_path("train"), {"key": {"params": {}}, "outputs": {}, "finished_at": "x",
-                                                  "extra": {"run_id": "20260101-130000-small"}})
+    (models / "20260101-130000-small" / "history.json").write_text("[]")
     with cache.exclusive_lock():
         pass
     assert sorted(path.name for path in models.iterdir()) == ["20260101-130000-small"]

@@ -228,25 +228,11 @@ def remove_stale_temporaries() -> None:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-    # The folder of a training run killed before it ended: empty, or its first models without a run.json, which
-    # train writes last. A run any record names (its run.json deleted by hand) is not such a folder.
+    # The folder of a training run killed before it ended: empty, or its first models alone. Train writes the
+    # histories, then run.json, when every model is done: a folder with either is a finished run's (its run.json
+    # perhaps deleted by hand, the run still read from its record).
     if config.paths().models.is_dir():
-        recorded = None
         for run_dir in config.paths().models.iterdir():
-            if not run_dir.is_dir() or run_dir.name.startswith(".") or (run_dir / config.Paths.RUN_JSON).exists():
-                continue
-            if not any(run_dir.iterdir()):
-                with contextlib.suppress(OSError):
-                    run_dir.rmdir()
-                continue
-            recorded = recorded if recorded is not None else recorded_run_ids()
-            if run_dir.name not in recorded:
+            finished = (run_dir / config.Paths.RUN_JSON).exists() or (run_dir / config.Paths.HISTORY_JSON).exists()
+            if run_dir.is_dir() and not run_dir.name.startswith(".") and not finished:
                 shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def recorded_run_ids() -> set[str]:
-    """The runs the train stage's record and the run cache's kept train records name."""
-    from pipeline.core import run_cache  # it builds on this module
-
-    records = [load_record("train") or {}, *run_cache.kept_records(config.paths(), "train")]
-    return {record.get("extra", {}).get("run_id") for record in records} - {None}
