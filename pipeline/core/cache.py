@@ -233,6 +233,7 @@ def remove_stale_temporaries() -> None:
     # perhaps deleted by hand, the run still read from its record).
     if config.paths().models.is_dir():
         for run_dir in config.paths().models.iterdir():
-            finished = (run_dir / config.Paths.RUN_JSON).exists() or (run_dir / config.Paths.HISTORY_JSON).exists()
-            if run_dir.is_dir() and not run_dir.name.startswith(".") and not finished:
+            if not run_dir.is_dir() or run_dir.name.startswith("."):
+                continue
+            if not (run_dir / config.Paths.RUN_JSON).exists() and not (run_dir / config.Paths.HISTORY_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -111,23 +111,24 @@ def read_histories(path: Path) -> list[dict]:
 def read_run(paths: config.Paths, run_id: str) -> Run:
     path = run_path(paths, run_id)
     try:
-        value = json.loads(path.read_text())
+        run = Run.from_json(json.loads(path.read_text()), run_id)
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        value = _kept_run_json(paths, run_id)  # run.json gone: as train recorded it, when the run cache keeps it
-        if value is None:
+        run = _kept_runs(paths).get(run_id)  # run.json gone: as train recorded it, when the run cache keeps it
+        if run is None:
             raise PipelineError(f"--run {run_id}: no such run (see `python -m pipeline runs`)") from None
-    run = Run.from_json(value, run_id)
     if run is None:
         raise PipelineError(f"{path}: not a run record (a JSON object was expected)")
     return _composed(paths, run, sent_submissions(paths, strict=False))
 
 
-def _kept_run_json(paths: config.Paths, run_id: str) -> dict | None:
+def _kept_runs(paths: config.Paths) -> dict[str, Run]:
+    """The runs the run cache keeps, by id, as train recorded them (their run.json may be gone)."""
+    runs = {}
     for record in run_cache.kept_records(paths, "train"):
-        value = record.get("extra", {}).get("run")
-        if isinstance(value, dict) and value.get("id") == run_id:
-            return value
-    return None
+        run = Run.from_json(record.get("extra", {}).get("run"))
+        if run is not None and run.id:
+            runs[run.id] = run
+    return runs
 
 
 def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
@@ -157,11 +158,7 @@ def latest_leaderboard(sent: dict, run_id: str) -> Leaderboard | None:
 
 def list_runs(paths: config.Paths) -> list[Run]:
     """Every training run, best first: those in data/models/ and those only the run cache still keeps."""
-    runs = {}
-    for record in run_cache.kept_records(paths, "train"):
-        run = Run.from_json(record.get("extra", {}).get("run"))
-        if run is not None and run.id:
-            runs[run.id] = run
+    runs = _kept_runs(paths)
     for path in paths.run_jsons():
         value = _read_json(path)  # None: damaged, or being rewritten right now (it shows next time)
         run = Run.from_json(value, path.parent.name)

@@ -55,12 +55,19 @@ def define(paths, console, run_id: str | None = None):
         runs.write_report_record(paths, run_id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
+    return Definition("report", params, inputs, work, _describe, _put_back(paths, run_id))
+
+
+def _describe(record) -> str:
+    return f"open {absolute_path(record['extra']['index'])} in a browser"
+
+
+def _put_back(paths, run_id: str):
+    """The hook that writes report's record in the run folder again, when it does not name the page already."""
     def put_back(record):
         if runs.read_report_record(paths, run_id) != ReportRecord(record["extra"]["index"]):
             runs.write_report_record(paths, run_id, ReportRecord(record["extra"]["index"]))
-
-    return Definition("report", params, inputs, work,
-                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", put_back)
+    return put_back
 
 
 def _summary_only_definition(paths, run: Run):
@@ -75,10 +82,5 @@ def _summary_only_definition(paths, run: Run):
         runs.write_report_record(paths, run.id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 
-    def put_back(record):
-        if runs.read_report_record(paths, run.id) != ReportRecord(record["extra"]["index"]):
-            runs.write_report_record(paths, run.id, ReportRecord(record["extra"]["index"]))
-
     params = {"run_id": run.id, "leaderboard": _leaderboard(run)}
-    return Definition("report", params, [], work,
-                      lambda record: f"open {absolute_path(record['extra']['index'])} in a browser", put_back)
+    return Definition("report", params, [], work, _describe, _put_back(paths, run.id))
