@@ -93,7 +93,7 @@ def layer(name: str) -> str | None:
 def test_the_graph_reader_sees_every_kind_of_import():
     graph = import_graph()
     assert "pipeline.core.cache" in graph["pipeline.core.stage"]  # from pipeline.core import cache
-    assert "pipeline.cli" in graph["pipeline.__main__"]  # from pipeline.cli import main
+    assert "pipeline.cli" in graph["pipeline.__main__"]  # from pipeline.cli import main as run_cli
     assert any(target.startswith("pipeline.stages.") for target in graph["pipeline.stages.chain"])
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK_RUN, PROJECT_ROOT, copy_project_root, run_in_process, run_pipeline, start_pipeline
+from conftest import (QUICK_RUN, PROJECT_ROOT, copy_project_root, pipeline_environment, run_in_process, run_pipeline,
+                      start_pipeline)
 
 from pipeline.core.records import PartSummary
 from pipeline.report import page
@@ -552,6 +553,29 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root):
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
     # (that it resumes: test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends)
     assert list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"))
+
+
+# A SIGINT sent while pipeline.cli imports typer: the Ctrl-C of a user who pressed it in the first tenths of a second.
+CTRL_C_WHILE_IMPORTING = """
+import builtins, os, runpy, signal, sys
+real_import = builtins.__import__
+def import_then_ctrl_c(name, *args, **options):
+    if name == "typer":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **options)
+builtins.__import__ = import_then_ctrl_c
+sys.argv = ["digit-recognizer", "--help"]
+"""
+
+
+@pytest.mark.parametrize("start", ["runpy.run_module('pipeline', run_name='__main__')",
+                                   "from pipeline.__main__ import main; main()"], ids=["python -m", "console script"])
+def test_ctrl_c_while_the_cli_imports_is_one_line_not_a_traceback(tmp_path, start):
+    process = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING + start], cwd=PROJECT_ROOT,
+                             env=pipeline_environment(tmp_path), capture_output=True, text=True, timeout=120)
+    assert process.returncode == 130, process.stderr
+    assert process.stderr.strip() == "interrupted: nothing was done"
+    assert not process.stdout  # no help printed: the command never started
 
 
 def test_every_option_of_all_has_its_make_variable_listed_in_make_help():

@@ -258,7 +258,7 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
     assert {"pipeline/cli.py", "pipeline/sample/digit-recognizer-sample.zip",
             "pipeline/sample/test_answers.csv"} <= names
     assert not any(name.startswith(("tests/", "data/", "submissions/")) for name in names)
-    assert "digit-recognizer = pipeline.cli:main" in entry_points
+    assert "digit-recognizer = pipeline.__main__:main" in entry_points
 
     environment_folder = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment_folder)], check=True, timeout=120)
