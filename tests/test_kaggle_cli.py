@@ -130,6 +130,26 @@ def test_download_errors_are_one_line(tmp_path, mode, expected):
     assert not (tmp_path / "project" / "data" / "raw" / "train.csv").exists()
 
 
+def test_a_download_of_the_wrong_files_keeps_the_zip_it_would_replace(tmp_path):
+    """A Kaggle download that was a valid zip without train.csv replaced the kept data/raw/ zip before it was
+    refused: the good copy was lost, and the next run without --force handed the client the wrong one."""
+    root, raw = tmp_path / "project", tmp_path / "project" / "data" / "raw"
+    wrong = tmp_path / "wrong.zip"
+    with zipfile.ZipFile(wrong, "w") as archive:
+        archive.writestr("test.csv", "pixel0\n0\n")
+    with KaggleStub(mode="ok") as stub:
+        env = stub.client_env(tmp_path)
+        assert run_pipeline(root, "download", "--source", "kaggle", env=env).returncode == 0
+        kept = {path.name: path.read_bytes() for path in raw.iterdir()}
+        stub.archive = wrong
+        result = run_pipeline(root, "download", "--source", "kaggle", "--force", env=env)
+    assert result.returncode == 1
+    assert {path.name: path.read_bytes() for path in raw.iterdir()} == kept  # the zip and the CSVs as they were
+    assert result.stderr.splitlines()[-1] == "error: the download of digit-recognizer: no train.csv in the " \
+                                             "archive (expected the competition's files)"  # after the client's bar
+    assert "digit-recognizer.zip" in kept
+
+
 def test_kaggle_source_without_credentials(tmp_path):
     result = run_pipeline(tmp_path / "project", "download", "--source", "kaggle",
                           env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})

@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.competition.credentials import (_detail, _error, find_credentials,
@@ -235,20 +236,23 @@ def _staged_file(staging_dir: Path, expected: Path, competition: str) -> Path:
     raise _error(f"Kaggle sent no zip for {competition} (saved: {', '.join(saved) or 'nothing'})")
 
 
-def download_competition(competition: str, dest_dir: Path, force: bool = False, quiet: bool = False) -> Path:
+def download_competition(competition: str, dest_dir: Path, force: bool = False, quiet: bool = False,
+                         check: Callable[[Path, str], None] | None = None) -> Path:
     """Download the competition's zip to dest_dir/<competition>.zip and return its path.
 
     The client writes into a temporary folder inside dest_dir; the zip is renamed into place only
     once it reads back whole, so a download that dies half way never leaves a file that looks done.
     Without force, an intact zip already there is handed to the client, which skips the download
-    when it is as large as and not older than the server's copy.
+    when it is as large as and not older than the server's copy. check(zip, name): the caller's test of what
+    the zip holds (raising PipelineError), run before it replaces the one kept, which a zip of the wrong
+    files must not.
     """
     _check_competition_name(competition)
     with _network_limits(f"the download of {competition}"):
-        return _download_competition(competition, Path(dest_dir), force, quiet)
+        return _download_competition(competition, Path(dest_dir), force, quiet, check)
 
 
-def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool) -> Path:
+def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool, check) -> Path:
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
     make_folder(dest_dir)
@@ -266,6 +270,8 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
         problem = _zip_problem(staged)
         if problem:
             raise _error(f"the download of {competition} is not a complete zip ({problem}); run the command again")
+        if check:
+            check(staged, f"the download of {competition}")
         os.replace(staged, final_path)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)

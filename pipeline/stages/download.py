@@ -51,37 +51,57 @@ def _safe_member_name(archive: Path, name: str) -> str:
     return path.name
 
 
+def competition_members(zip_file: zipfile.ZipFile, shown_as) -> dict[str, zipfile.ZipInfo]:
+    """The archive's train.csv, test.csv (and sample_submission.csv) by name, each checked: no path leaving the
+    target folder, none far larger than the competition's files; the archive named shown_as in errors."""
+    wanted = REQUIRED_FILES + OPTIONAL_FILES
+    members = {}
+    for info in zip_file.infolist():
+        file_name = _safe_member_name(shown_as, info.filename)
+        if file_name in wanted and not info.is_dir():
+            members[file_name] = info
+    missing = [name for name in REQUIRED_FILES if name not in members]
+    if missing:
+        raise PipelineError(f"{shown_as}: no {' or '.join(missing)} in the archive"
+                            " (expected the competition's files)")
+    for _, info in sorted(members.items()):
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise PipelineError(f"{shown_as}: member {info.filename} is {info.file_size} bytes, far larger"
+                                " than the competition's files")
+    return members
+
+
+def check_competition_archive(archive: Path, shown_as: str) -> None:
+    """Raise PipelineError unless the zip holds the competition's files (competition_members' checks)."""
+    _read_zip(archive, shown_as, lambda zip_file: competition_members(zip_file, shown_as))
+
+
 def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
     """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip.
 
     Every member is checked before a byte is written, and the files go to a temporary folder
     first: target_dir changes only once the whole archive has been read back (see _install).
     """
-    wanted = REQUIRED_FILES + OPTIONAL_FILES
+    def extract(zip_file):
+        members = competition_members(zip_file, archive)
+        with _staging_folder(target_dir) as staging:
+            for file_name, info in sorted(members.items()):
+                with open(staging / file_name, "wb") as destination:
+                    for chunk in _member_chunks(archive, zip_file, info):
+                        destination.write(chunk)
+            return _install(staging, target_dir)
+
+    return _read_zip(archive, archive, extract)
+
+
+def _read_zip(archive: Path, shown_as, read):
+    """read(the open zip file)'s value; an archive zipfile cannot read is one PipelineError naming shown_as."""
     try:
         with zipfile.ZipFile(archive) as zip_file:
-            members = {}
-            for info in zip_file.infolist():
-                file_name = _safe_member_name(archive, info.filename)
-                if file_name in wanted and not info.is_dir():
-                    members[file_name] = info
-            missing = [name for name in REQUIRED_FILES if name not in members]
-            if missing:
-                raise PipelineError(f"{archive}: no {' or '.join(missing)} in the archive"
-                                    " (expected the competition's files)")
-            for _, info in sorted(members.items()):
-                if info.file_size > MAX_MEMBER_BYTES:
-                    raise PipelineError(f"{archive}: member {info.filename} is {info.file_size} bytes, far larger"
-                                        " than the competition's files")
-            with _staging_folder(target_dir) as staging:
-                for file_name, info in sorted(members.items()):
-                    with open(staging / file_name, "wb") as destination:
-                        for chunk in _member_chunks(archive, zip_file, info):
-                            destination.write(chunk)
-                return _install(staging, target_dir)
+            return read(zip_file)
     # UnicodeDecodeError: a member name flagged as UTF-8 that is not.
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, UnicodeDecodeError) as error:
-        raise PipelineError(f"{archive}: not a readable zip archive ({error})") from None
+        raise PipelineError(f"{shown_as}: not a readable zip archive ({error})") from None
 
 
 def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipInfo):
@@ -182,7 +202,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         paths.raw.mkdir(parents=True, exist_ok=True)
         if kind == "kaggle":
             archive = kaggle_api.download_competition(competition, paths.raw, force=force_download,
-                                                      quiet=console.quiet)
+                                                      quiet=console.quiet, check=check_competition_archive)
             written = extract_competition_files(archive, paths.raw)
         elif kind == "folder":
             written = copy_competition_folder(path, paths.raw)
