@@ -32,7 +32,8 @@ listings, then `stub.outcome`: "complete" (publicScore `stub.public_score`, priv
 `stub.private_score`, "" when Kaggle gives none), "error" (errorDescription `stub.error_description`,
 which a test may give a newline) or "pending" (never scored). `stub.omit_ref`: CreateSubmission's answer
 carries no ref. `stub.scored` holds the submissions made through the API as Kaggle
-would list them; a test may add its own (`stub.add_submission`).
+would list them; a test may add its own (`stub.add_submission`). ListSubmissions answers the page the
+client asks for (`page`, `pageSize`), or always the first with `stub.ignores_paging`.
 """
 
 import base64
@@ -103,6 +104,7 @@ class KaggleStub:
         self.private_score = ""
         self.error_description = "Submission scoring failed: ERROR: Required column 'Label' could not be found"
         self.omit_ref = False
+        self.ignores_paging = False  # True: ListSubmissions answers its first page whatever page is asked for
         self.huge_listing_bytes = 64 * 10**6
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -181,10 +183,15 @@ class KaggleStub:
                 submission.update(status="ERROR", errorDescription=self.error_description)
         return dict(submission)
 
-    def listing(self) -> list[dict]:
-        """ListSubmissions' answer: newest first, each looked at once more."""
+    def listing(self, page: int = 1, page_size: int = 0) -> list[dict]:
+        """ListSubmissions' answer: newest first, the page asked for (all when page_size is 0, or when
+        `ignores_paging`, a server that always answers its first page), each looked at once more."""
         with self._lock:
-            return [self._advance(submission) for submission in reversed(self.scored)]
+            newest_first = list(reversed(self.scored))
+            if page_size:
+                first = 0 if self.ignores_paging else (page - 1) * page_size
+                newest_first = newest_first[first:first + page_size]
+            return [self._advance(submission) for submission in newest_first]
 
     def submission(self, ref: int) -> dict | None:
         with self._lock:
@@ -441,7 +448,8 @@ class _StubHandler(BaseHTTPRequestHandler):
             return self._send_api_error(500, "Internal error")
         if self.stub.mode == "list-huge":
             return self._send_huge_listing()
-        body = json.dumps({"submissions": self.stub.listing(), "nextPageToken": ""}).encode()
+        page = self.stub.listing(int(request.get("page") or 1), int(request.get("pageSize") or 0))
+        body = json.dumps({"submissions": page, "nextPageToken": ""}).encode()
         if self.stub.mode == "list-trickle":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -148,6 +148,32 @@ def test_submissions_lists_others_without_a_run_and_no_wait_does_not_poll(tmp_pa
     assert "sent from the website" in lines[2] and RUN_ID not in lines[2]
 
 
+@pytest.mark.parametrize("ignores_paging", [False, True], ids=["pages", "a server that ignores the page"])
+def test_submissions_finds_a_waiting_send_behind_twenty_newer_ones(tmp_path, ignores_paging):
+    """`submissions` read Kaggle's first page only (20): a send of ours with 20 newer submissions above it never got
+    its score recorded."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls, stub.ignores_paging = 0, ignores_paging
+        env = stub.client_env(tmp_path)
+        assert run_pipeline(root, "submit", "--no-wait", env=env).returncode == 0
+        for number in range(25):
+            stub.add_submission(f"sent from the website {number}", "mine.csv")
+        listed = run_pipeline(root, "submissions", env=env)
+        pages = [request.get("page") for name, request in stub.api_calls if name == "ListSubmissions"]
+    assert listed.returncode == 0, listed.stderr
+    if ignores_paging:  # the second page repeats the first: no endless loop, the send stays waiting
+        assert pages == [1, 2]
+        assert read_run(root)["leaderboard"]["status"] == "PENDING"
+        return
+    assert pages == [1, 2]
+    assert read_run(root)["leaderboard"]["public_score"] == "0.99543"
+    rows = listed.stdout.splitlines()
+    assert len([row for row in rows if "sent from the website" in row]) == 20  # the first page
+    assert RUN_ID in rows[21] and "0.99543" in rows[21]  # then the send found on the second
+
+
 def test_submit_refuses_a_model_trained_on_the_sample(tmp_path):
     root = tmp_path / "project"
     make_trained_run(root, source="sample")

@@ -312,8 +312,12 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
 SUBMISSION_FIELDS = ("ref", "description", "file_name", "status", "public_score", "private_score", "error_description")
 
 
-def list_submissions(competition: str) -> list[dict]:
-    """The competition's latest submissions by this account, newest first, as plain values.
+LISTING_PAGE_SIZE = 20  # the client's own page
+
+
+def list_submissions(competition: str, page: int = 1) -> list[dict]:
+    """The competition's submissions by this account, newest first, as plain values: the page-th page of
+    LISTING_PAGE_SIZE (fewer on the last page).
 
     Each: {"ref" (None when Kaggle gives none), "date" (ISO 8601 text), "description", "file_name",
     "status" (PENDING, COMPLETE or
@@ -322,8 +326,9 @@ def list_submissions(competition: str) -> list[dict]:
     _check_competition_name(competition)
     with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES):
         api = _authenticated_api()
-        listed = _call_client(lambda: api.competition_submissions(competition), competition,
-                              attempts=LISTING_ATTEMPTS) or []
+        listed = _call_client(lambda: api.competition_submissions(competition, page_number=page,
+                                                                  page_size=LISTING_PAGE_SIZE),
+                              competition, attempts=LISTING_ATTEMPTS) or []
     submissions = []
     for item in listed:
         if item is None:

@@ -109,9 +109,34 @@ def wait_and_report(paths, console, competition: str, ref: int, run: Run | None,
     console.say(f"submit: {describe_score(seen, run.estimate if run else None)}{f': {gap}' if gap else ''}")
 
 
+# How far back `submissions` looks for a send of this checkout still waiting for its score: 200 submissions.
+MOST_PAGES = 10
+
+
+def listed_with_waiting_sends(paths, competition: str) -> list[dict]:
+    """Kaggle's first page of submissions, and the sends of this checkout still waiting for a score from the pages
+    after it: 20 newer submissions push a send off the first page, and its score is found only by its number."""
+    listed = page = kaggle_api.list_submissions(competition)
+    waiting = {entry["ref"] for entry in runs.sent_submissions(paths).values()
+               if entry.get("ref") and entry.get("status") == "PENDING"
+               and entry.get("competition", competition) == competition}
+    seen = {submission["ref"] for submission in listed}
+    number = 1
+    while waiting - seen and len(page) >= kaggle_api.LISTING_PAGE_SIZE and number < MOST_PAGES:
+        number += 1
+        page = kaggle_api.list_submissions(competition, page=number)
+        new = [submission for submission in page if submission["ref"] not in seen]
+        if not new:  # a server that answers its first page again
+            break
+        seen |= {submission["ref"] for submission in new}
+        listed = listed + [submission for submission in new if submission["ref"] in waiting]
+    return listed
+
+
 def show_submissions(paths, competition: str) -> str:
-    """The competition's submissions with their scores and runs; scores of ours are recorded on the way."""
-    listed = kaggle_api.list_submissions(competition)
+    """The competition's submissions with their scores and runs (the latest 20, and older sends of this checkout
+    that were waiting for a score); scores of ours are recorded on the way."""
+    listed = listed_with_waiting_sends(paths, competition)
     for submission in reversed(listed):  # oldest first, so a run sent twice keeps its newest score
         if submission["status"] != "PENDING":
             record(paths, submission)
