@@ -453,8 +453,11 @@ def test_an_access_token_file_that_cannot_be_read_is_one_line(tmp_path):
                        " remove it (README, 'Kaggle credentials')")
 
 
-@pytest.mark.parametrize("content, said", [('{"username": "me", "key": "abc123",}', "is not valid JSON"),
-                                           ('{"username": "me"}', 'has no "username" and "key"')])
+@pytest.mark.parametrize("content, said", [
+    ('{"username": "me", "key": "abc123",}', "is not valid JSON, so the kaggle client ignores it"),
+    ('{"username": "me"}', 'has no "username" and "key", so the kaggle client ignores it'),
+    ('[{"username": "me", "key": "abc123"}]',  # it said "not valid JSON"
+     'is a JSON list, not an object with "username" and "key", so the kaggle client cannot use it')])
 def test_a_kaggle_json_the_client_ignores_is_said_when_make_all_falls_back_to_the_sample(tmp_path, content, said):
     """`--source auto` (make all) said only "no Kaggle credentials found": the warning written for this case
     came with --source kaggle alone."""
@@ -466,7 +469,7 @@ def test_a_kaggle_json_the_client_ignores_is_said_when_make_all_falls_back_to_th
     kaggle_json.chmod(0o600)
     result = run_pipeline(root, "download", "--source", "auto", env=env)
     assert result.returncode == 0 and "no Kaggle credentials found, using the bundled sample" in result.stdout
-    assert f"warning: {kaggle_json} {said}, so the kaggle client ignores it" in result.stderr
+    assert f"warning: {kaggle_json} {said}" in result.stderr
     assert "abc123" not in result.stdout + result.stderr
 
 

@@ -43,15 +43,21 @@ def _read_json_file(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def refuse_a_kaggle_json_the_client_breaks_on() -> None:
-    """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own."""
-    path = _kaggle_json_path()
+def _json_kind(path: Path) -> str | None:
+    """'list', 'str', ... for a file of valid JSON that is not an object; None otherwise."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
-        return  # missing, unreadable or not JSON: the client ignores it (credential_warnings says so)
-    if not isinstance(value, dict):
-        raise PipelineError(f"{path}: a JSON {type(value).__name__}, expected an object"
+        return None
+    return None if isinstance(value, dict) else type(value).__name__
+
+
+def refuse_a_kaggle_json_the_client_breaks_on() -> None:
+    """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own."""
+    path = _kaggle_json_path()
+    kind = _json_kind(path)  # None: missing, unreadable or not JSON, which the client ignores (a warning says so)
+    if kind:
+        raise PipelineError(f"{path}: a JSON {kind}, expected an object"
                             ' {"username": "...", "key": "..."}: fix it or remove it (README, "Kaggle credentials")')
 
 
@@ -147,7 +153,10 @@ def credential_warnings() -> list[str]:
     if kaggle_json.is_file():
         values = _read_json_file(kaggle_json)
         if values is None:
-            warnings.append(f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
+            kind = _json_kind(kaggle_json)
+            warnings.append(f"{kaggle_json} is a JSON {kind}, not an object with \"username\" and \"key\", so the"
+                            " kaggle client cannot use it" if kind else
+                            f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
         elif not (values.get("username") and values.get("key")):
             warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
     return warnings
