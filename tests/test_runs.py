@@ -74,6 +74,20 @@ def test_runs_sort(mixed_root, sort, order):
     assert [line.split()[0] for line in lines[1:4]] == order
 
 
+def test_runs_counts_the_checkpoints_of_unfinished_trainings(mixed_root):
+    """A training stopped and never resumed with the same options kept its checkpoints for good, unseen."""
+    assert "unfinished" not in run_in_process(mixed_root, "runs").stdout
+    checkpoints = mixed_root / "data" / "models" / ".checkpoints"
+    for key, size in (("a1b2c3", 1_500_000), ("d4e5f6", 1_000_000)):
+        (checkpoints / key / "member-0").mkdir(parents=True)
+        (checkpoints / key / "member-0" / "epoch-3.keras").write_bytes(b"\0" * size)
+    listed = run_in_process(mixed_root, "runs")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[-1] == ("unfinished trainings: 2, 2.5 MB of checkpoints in"
+                                              " data/models/.checkpoints (the same options go on from their last"
+                                              " epoch; delete the folder to forget them)")
+
+
 def test_only_sample_runs_are_all_shown(pipeline_root):
     write_runs(pipeline_root, make_run("20260104-100000-small", source="sample"))
     table = run_in_process(pipeline_root, "runs").stdout

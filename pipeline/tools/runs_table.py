@@ -89,7 +89,19 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     note = f"{hidden} runs on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
-            " shared with current outputs\n(`make clean-cache` empties it)")
+            f" shared with current outputs\n(`make clean-cache` empties it){unfinished_trainings(paths)}")
+
+
+def unfinished_trainings(paths: config.Paths) -> str:
+    """A line on the epoch checkpoints of trainings stopped before their end (one folder a set of options), which
+    stay until the same options resume them, else for good; '' when there are none."""
+    folders = [folder for folder in sorted(paths.checkpoints.glob("*")) if folder.is_dir()]
+    if not folders:
+        return ""
+    size = sum(path.stat().st_size for folder in folders for path in folder.rglob("*") if path.is_file())
+    return (f"\nunfinished trainings: {len(folders)}, {size / 1e6:.1f} MB of checkpoints in"
+            f" {cache.relative_name(paths.checkpoints)} (the same options go on from their last epoch;"
+            " delete the folder to forget them)")
 
 
 def differences(first: Run, second: Run) -> list[tuple[str, str, str]]:
