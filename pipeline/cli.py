@@ -13,7 +13,7 @@ import typer
 import typer.main
 
 from pipeline import __version__
-from pipeline.cli_support import (choice_option, engine_settings, one_of, refuse_unused_val_fraction, run_app,
+from pipeline.cli_support import (choice_option, engine_settings, one_of, check_split_options, run_app,
                                   training_knobs)
 from pipeline.competition import scores, submit
 from pipeline.core import cache, config, extras, runs, stage
@@ -101,7 +101,7 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
                   folds: Optional[int] = FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
     """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
-    refuse_unused_val_fraction(config.DEFAULT_PRESET, val_fraction, folds)
+    check_split_options(config.DEFAULT_PRESET, val_fraction, folds)
     values = settings.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
     stage.run(split.define, context.obj, force, val_fraction=values["val_fraction"], seed=values["seed"],
               folds=values["folds"])
@@ -230,7 +230,7 @@ def tune_command(
     """Search learning rate, epochs, augmentation, dropout and width on Ray around the preset's recipe (changed by
     the options given); each trial a run; print the best options."""
     extras.require("ray", "tune")
-    refuse_unused_val_fraction(preset, val_fraction, folds)
+    check_split_options(preset, val_fraction, folds)
     # The trials turn off the model on all rows and TTA: those options are not tune's.
     given = {name: value for name, value in {**knobs, "val_fraction": val_fraction, "folds": folds}.items()
              if value is not None}
@@ -257,7 +257,7 @@ def all_command(
     force: bool = FORCE,
 ):
     """download -> prepare -> split -> train -> predict (-> report), each stage cached."""
-    refuse_unused_val_fraction(preset, val_fraction, folds)
+    check_split_options(preset, val_fraction, folds)
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
     chain.run_all(context.obj, source, competition, preset,

@@ -261,7 +261,7 @@ def test_quiet_prints_nothing_but_errors(finished_root):
     quiet_after = assert_ok(run_pipeline(root, "all", *QUICK, "--quiet"))  # issue 18: anywhere on the line
     assert quiet_after.stdout == "" and quiet_after.stderr == ""
     failing = run_pipeline(root, "--quiet", "split", "--val-fraction", "2")
-    assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2.0")
+    assert failing.returncode == 1 and failing.stderr.startswith("error: --val-fraction 2: expected a fraction")
 
 
 @pytest.mark.parametrize("presets, problem", [
@@ -293,6 +293,19 @@ def test_a_val_fraction_that_folds_would_ignore_is_refused(tmp_path, arguments, 
         f"error: --val-fraction 0.2: the share of a holdout split (--folds 1); with --folds {folds} each fold holds"
         f" out 1/{folds} of the rows\n")
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--folds", "0"], "--folds 0: expected 1 (a holdout split) or more (cross-validation)"),
+    (["--preset", "best", "--folds", "-3"], "--folds -3: expected 1 (a holdout split) or more (cross-validation)"),
+    (["--val-fraction", "1.5"], "--val-fraction 1.5: expected a fraction strictly between 0 and 1"),
+    (["--folds", "1", "--val-fraction", "0"], "--val-fraction 0: expected a fraction strictly between 0 and 1"),
+])
+def test_a_split_option_out_of_range_is_refused_before_any_stage_runs(tmp_path, arguments, expected):
+    """`all --folds 0` was refused only after download and prepare (with the competition, a download)."""
+    result = run_in_process(tmp_path, "all", *arguments)
+    assert result.returncode == 1 and result.stderr == f"error: {expected}\n"
+    assert result.stdout == "" and not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow

@@ -13,12 +13,19 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Definition, require
 
 
+def check_options(val_fraction: float, folds: int) -> None:
+    """--folds, and --val-fraction for a holdout split, on their own: the CLI checks them before any stage runs."""
+    if folds < 1:
+        raise PipelineError(f"--folds {folds}: expected 1 (a holdout split) or more (cross-validation)")
+    if folds == 1 and not 0.0 < val_fraction < 1.0:
+        raise PipelineError(f"--val-fraction {val_fraction:g}: expected a fraction strictly between 0 and 1")
+
+
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train_indices, val_indices); each class keeps its share in both, to within one image."""
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < val_fraction < 1.0:
-        raise PipelineError(f"--val-fraction {val_fraction}: expected a fraction strictly between 0 and 1")
+    check_options(val_fraction, 1)
     check_seed(seed)
     counts = np.bincount(labels)
     present = counts[counts > 0]
@@ -64,8 +71,7 @@ def define(paths, console, val_fraction: float, seed: int, folds: int = 1):
     """The split stage: the prepared labels in, split.npz out: {train, validation} row indices, or
     {fold}: the fold of every row."""
     require("prepare", "python -m pipeline prepare")
-    if folds < 1:
-        raise PipelineError(f"--folds {folds}: expected 1 (a holdout split) or more (cross-validation)")
+    check_options(val_fraction, folds)
 
     def work():
         labels = np.load(paths.train_labels)
