@@ -254,6 +254,27 @@ def test_an_error_reason_with_a_newline_is_one_line(tmp_path):
     assert "Submission scoring failed: ERROR: Label 11 is out of range" in message
 
 
+def test_kaggle_s_texts_about_a_submission_never_show_or_keep_a_key(tmp_path):
+    """Kaggle's reason for not scoring a submission was printed, logged and put on the run's page as it came: whole,
+    at any length, a key it quoted included. A description holding escape sequences reached the terminal as such."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.outcome, stub.error_description = "error", f"Bad submission (auth {FAKE_KEY}) " + "x" * 3000
+        env = stub.client_env(tmp_path)
+        sent = run_pipeline(root, "submit", env=env)
+        stub.outcome = "complete"
+        stub.add_submission(f"from the website \x1b[31mred {FAKE_KEY}", "mine.csv")
+        listed = run_pipeline(root, "submissions", env=env)
+    message = assert_one_line_failure(sent)
+    assert message.startswith("error: Kaggle could not score submission 1001: Bad submission (auth ***) xxx")
+    assert len(message) < 1000
+    assert listed.returncode == 0 and FAKE_KEY not in listed.stdout + listed.stderr and "\x1b" not in listed.stdout
+    assert "from the website \\x1b[31mred ***" in listed.stdout
+    assert FAKE_KEY not in (root / "data" / "submissions_sent.json").read_text()
+    assert "auth ***" in json.dumps(read_run(root)["leaderboard"])
+
+
 def test_a_forced_resend_keeps_every_send_in_the_log(tmp_path):
     root = tmp_path / "project"
     make_trained_run(root)

@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.competition.credentials import (_detail, _error, find_credentials,
+from pipeline.competition.credentials import (MAX_MESSAGE_CHARS, _detail, _error, _one_line, find_credentials, redact,
                                               refuse_a_kaggle_json_the_client_breaks_on)
 from pipeline.competition.network import NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits, network_timeout
 from pipeline.core.cache import make_folder
@@ -338,7 +338,9 @@ def list_submissions(competition: str, page: int = 1) -> list[dict]:
         values["status"] = getattr(status, "name", str(status or "PENDING"))
         values["ref"] = int(values["ref"]) if values["ref"] else None  # never 0: a number no send was given
         values["date"] = item.date.isoformat(timespec="seconds") if getattr(item, "date", None) else ""
+        # Kaggle's texts, shown, kept in the sent log and on report pages, may quote a key as its errors may.
         for name in ("description", "file_name", "public_score", "private_score", "error_description"):
-            values[name] = values[name] or ""
+            values[name] = redact(str(values[name] or ""))
+        values["error_description"] = _one_line(values["error_description"], MAX_MESSAGE_CHARS)
         submissions.append(values)
     return submissions

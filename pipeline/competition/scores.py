@@ -157,5 +157,7 @@ def show_submissions(paths, competition: str) -> str:
 
 
 def _shorten(text: str, limit: int = 60) -> str:
+    """One cell: one line, escape sequences shown as text (a description may hold any), at most limit characters."""
     text = " ".join(text.split())
+    text = "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
