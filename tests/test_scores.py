@@ -16,6 +16,7 @@ from kaggle_stub import FAKE_KEY, FAKE_TOKEN, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
 from pipeline.core import config, runs
+from pipeline.core.records import Run
 
 RUN_ID = "20260101-120000-cnn"
 ESTIMATE = {"accuracy": 0.9952, "low": 0.9945, "high": 0.9958, "kind": "cross-validation", "images": 42000,
@@ -415,6 +416,41 @@ def test_a_timeout_that_is_not_a_number_of_seconds_is_refused_before_sending(tmp
     message = assert_one_line_failure(result)
     assert f"--timeout {float(timeout)}: expected a number of seconds, 0 or more" in message
     assert stub.submissions == [] and not (root / "data" / "submissions_sent.json").exists()
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--run", RUN_ID, "--file", "other.csv"], f"--run {RUN_ID} and --file other.csv: name one (--run sends that"
+                                               " run's submission)"),  # --run was ignored without a word
+    (["--message", ""], "--message '': expected some text"),  # the default message was sent instead
+    (["--message", "   "], "--message '   ': expected some text"),  # sent as typed
+    (["--competition", "../x", "--force"], "'../x' is not a Kaggle competition name"),
+])
+def test_submit_options_that_cannot_be_meant_are_refused_before_sending(tmp_path, options, expected):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        result = run_pipeline(root, "submit", *options, env=stub.client_env(tmp_path))
+    assert expected in assert_one_line_failure(result)
+    assert "sending" not in result.stdout  # it said it was sending, then refused
+    assert stub.submissions == [] and not (root / "data" / "submissions_sent.json").exists()
+
+
+def test_submit_without_credentials_never_says_it_is_sending(tmp_path):
+    root = tmp_path / "project"
+    make_trained_run(root)
+    result = run_pipeline(root, "submit", env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
+    assert "no Kaggle credentials found" in assert_one_line_failure(result)
+    assert result.stdout == ""
+
+
+def test_a_blend_s_submission_message_names_its_runs():
+    """A blend's message, which Kaggle keeps on the leaderboard page for good, read `None x2, epochs None, ...`."""
+    blend = Run.from_json({"id": "20260101-130000-blend", "source": "kaggle:digit-recognizer", "preset": "blend",
+                           "params": {"blend_of": "1 x 20260101-120000-cnn + 2 x 20260101-110000-cnn"},
+                           "estimate": ESTIMATE, "models": []}, "20260101-130000-blend")
+    assert runs.submission_message(blend, Path("x.csv")) == (
+        "run 20260101-130000-blend: blend of 1 x 20260101-120000-cnn + 2 x 20260101-110000-cnn, estimate 0.9952"
+        " (cross-validation), source kaggle:digit-recognizer")
 
 
 def test_an_edited_submission_is_sent_as_no_run_s(tmp_path):

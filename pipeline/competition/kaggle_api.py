@@ -281,6 +281,14 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
 # ---- Submit ----
 
 
+def check_credentials(competition: str) -> None:
+    """The competition's name and the client's credentials (an access token is checked over the network), before
+    a command says that it sends anything."""
+    _check_competition_name(competition)
+    with _network_limits("the check of the Kaggle credentials"):
+        _authenticated_api()
+
+
 def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = False) -> dict:
     """Submit csv_path to the competition with message as its description.
 

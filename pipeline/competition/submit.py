@@ -59,6 +59,10 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
          force: bool, wait: bool = True, timeout_s: float = 300) -> None:
     """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
     its score."""
+    if file is not None and run_id is not None:
+        raise PipelineError(f"--run {run_id} and --file {file}: name one (--run sends that run's submission)")
+    if message is not None and not message.strip():
+        raise PipelineError(f"--message {message!r}: expected some text (leave it out for one that names the run)")
     if file is None and run_id is not None:
         submission = runs.read_run(paths, run_id).submission
         if not submission:
@@ -74,7 +78,8 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         console.say(f"submit: {file} is not what predict wrote for run {edited_from.id} (edited since): it is sent"
                     " as a file of no run, and its score will not be shown as that run's")
     digest = cache.file_digest(file)
-    message = message or runs.submission_message(run, file)
+    message = runs.submission_message(run, file) if message is None else message
+    kaggle_api.check_credentials(competition)  # before the line that says it sends
     with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
         earlier = runs.sends_of(runs.sent_submissions(paths), digest)
         if earlier and not force:

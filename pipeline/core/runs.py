@@ -206,6 +206,8 @@ def submission_message(run: Run | None, file: Path) -> str:
         return f"{Path(file).name} (digit-recognizer pipeline)"
     params, estimate = run.params, run.estimate
     estimate_words = f"{estimate.accuracy:.4f} ({estimate.kind})" if estimate else "none"
+    if "blend_of" in params:  # a blend has no networks or epochs of its own
+        return f"run {run.id}: blend of {params['blend_of']}, estimate {estimate_words}, source {run.source}"
     return (f"run {run.id}: {params.get('architecture')} x{len(run.models)}, "
             f"estimate {estimate_words}, epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.source}")
