@@ -235,6 +235,8 @@ def tune_command(
     given = {name: value for name, value in {**knobs, "val_fraction": val_fraction, "folds": folds}.items()
              if value is not None}
     values = settings.resolve_preset(preset, **given)
+    tune.check_search(trials, search_seed)  # these and the training options before the data stages run
+    settings.training_config(values)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it

@@ -133,6 +133,28 @@ def without_flag_types(command) -> None:
         without_flag_types(subcommand)
 
 
+# The largest integer any option takes, either way: seeds stop at 2**31 - 1 (NumPy's and TensorFlow's), and no count
+# of epochs, rows a batch, models, folds or trials comes near it. A larger one failed in TensorFlow, with a traceback.
+LARGEST_INTEGER = 2**31 - 1
+
+
+def bounded_integers(command) -> None:
+    """Every integer option (of the command and its subcommands) refuses a value beyond LARGEST_INTEGER as a usage
+    error. One without a callback of its own: none has one."""
+    for parameter in command.params:
+        descriptor = getattr(parameter, "type_descriptor", None)  # typer's: the annotation it converts to
+        if descriptor is not None and descriptor.annotation in (int, Optional[int]) and parameter.callback is None:
+            parameter.callback = _within_largest_integer
+    for subcommand in getattr(command, "commands", {}).values():
+        bounded_integers(subcommand)
+
+
+def _within_largest_integer(context, parameter, value):
+    if value is not None and abs(value) > LARGEST_INTEGER:
+        raise typer.BadParameter(f"{value} is beyond what any option takes (-{LARGEST_INTEGER} to {LARGEST_INTEGER})")
+    return value
+
+
 # What a value typed for an option should have been, by pydantic's error type (typer 0.29 converts with pydantic).
 EXPECTED_BY_ERROR = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number"}
 
@@ -166,6 +188,7 @@ def run_app(app: typer.Typer) -> None:
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)
+        bounded_integers(command)
         # Not standalone: click's errors come here instead of being printed its way. main returns the status of
         # an exit (--help, --version: 0; Ctrl-C: 130), or the command's own value (None).
         status = command.main(args=quiet_anywhere(command, sys.argv[1:]), standalone_mode=False)

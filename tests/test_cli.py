@@ -308,6 +308,31 @@ def test_a_split_option_out_of_range_is_refused_before_any_stage_runs(tmp_path, 
     assert result.stdout == "" and not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("arguments, expected", [
+    (["--search-seed", "-1"], "--search-seed -1: expected an integer 0 or more"),  # a traceback, after the data
+    (["--trials", "0"], "--trials 0: expected 1 to 1000"),  # after the data stages
+    (["--trials", "20000"], "--trials 20000: expected 1 to 1000"),  # drew settings for minutes first
+    (["--epochs", "0"], "--epochs 0: expected at least 1"),  # after the data stages
+])
+def test_tune_refuses_its_options_before_any_stage_runs(tmp_path, arguments, expected):
+    result = run_in_process(tmp_path, "tune", "--preset", "quick", *arguments)
+    assert result.returncode == 1 and result.stderr == f"error: {expected}\n"
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", [["train"], ["all"], ["split", "--folds"], ["tune", "--trials"]])
+def test_an_integer_beyond_any_an_option_takes_is_a_usage_error(tmp_path, command):
+    """--batch-size 99999999999999999999 reached TensorFlow: a traceback once training started."""
+    if command[0] in ("train", "all"):
+        command = [*command, "--batch-size"]
+    for value in ("99999999999999999999", "-2147483648"):
+        result = run_in_process(tmp_path, *command, value)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"error: Invalid value for '{command[-1]}': {value} is beyond what any"
+                                        " option takes (-2147483647 to 2147483647)") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.slow
 def test_ensemble_members_of_two_networks_and_tta(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1", "--members", "2",

@@ -42,10 +42,21 @@ OPTIONS = tuple((spec.name, f"--{spec.option}", spec.variable) for name in LEVER
 SPLIT_OPTIONS = (("folds", "--folds", "FOLDS"), ("val_fraction", "--val-fraction", "VAL_FRACTION"))
 
 
+# Each trial is a training run: far more would take months, and drawing distinct settings slows as count squared.
+MOST_TRIALS = 1000
+
+
+def check_search(count: int, seed: int) -> None:
+    """--trials and --search-seed, before any stage runs."""
+    if not 1 <= count <= MOST_TRIALS:
+        raise PipelineError(f"--trials {count}: expected 1 to {MOST_TRIALS}")
+    if seed < 0:
+        raise PipelineError(f"--search-seed {seed}: expected an integer 0 or more")
+
+
 def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
     """count distinct settings of the levers: the preset's own first, then random draws around it."""
-    if count < 1:
-        raise PipelineError(f"--trials {count}: expected at least 1")
+    check_search(count, seed)
     names = [name for name, _, _ in OPTIONS]
     trials = [{name: base[name] for name in names}]
     rng = np.random.default_rng(seed)
