@@ -151,3 +151,24 @@ def test_a_run_with_nan_probabilities_is_refused(two_runs, tmp_path):
     result = run_in_process(root, "blend", first, second)
     assert result.returncode == 1 and result.stderr == (
         f"error: run {first}: its test probabilities are NaN (its training diverged): leave it out\n")
+
+
+@pytest.mark.slow
+def test_a_blend_cut_short_by_a_full_disk_leaves_no_run(two_runs, tmp_path, monkeypatch):
+    """A blend whose submission could not be written left its run folder: `runs` listed a blend whose file did not
+    exist, and each try added one more."""
+    import errno
+
+    from pipeline.tools import blend as blend_module
+
+    def full_disk(labels):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    monkeypatch.setattr(blend_module, "submission_text", full_disk)  # the last write: the submission
+    submissions, runs_before = sorted((root / "submissions").iterdir()), run_ids(root)
+    result = run_in_process(root, "blend", first, second)
+    assert result.returncode == 1 and "cannot write (No space left on device)" in result.stderr, result.stderr
+    assert sorted((root / "submissions").iterdir()) == submissions
+    assert run_ids(root) == runs_before and not list((root / "data" / "models").glob("*-blend"))

@@ -214,3 +214,23 @@ def test_write_beyond_a_file_size_limit_is_one_line_and_keeps_earlier_outputs(tm
     assert not (tmp_path / "data" / ".cache" / "prepare.json").exists()
     assert not list(tmp_path.rglob(".tmp-*"))
     assert run_pipeline(tmp_path, "prepare").returncode == 0  # without the limit
+
+
+def test_predict_cut_short_by_a_file_size_limit_is_one_line_and_leaves_no_submission(quick_run_root):
+    """NumPy reports a short write without an errno (`6000 requested and 4064 written`): a traceback, and the
+    submission, written before the probabilities, stayed behind finished-looking and unrecorded."""
+    import resource
+
+    submissions_before = sorted(path.name for path in (quick_run_root / "submissions").iterdir())
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))  # the CSV's 3.5 KB fit, not the 24 KB array
+
+    result = run_pipeline(quick_run_root, "predict", "--tta", preexec_fn=limit_file_size)
+    message = one_error_line(result)
+    assert "/test_probabilities.npy: cannot write (" in message and "free some space" in message, message
+    assert sorted(path.name for path in (quick_run_root / "submissions").iterdir()) == submissions_before
+    again = run_pipeline(quick_run_root, "predict", "--tta")
+    assert again.returncode == 0, again.stderr
+    assert len(list((quick_run_root / "submissions").iterdir())) == len(submissions_before) + 1

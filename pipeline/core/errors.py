@@ -1,6 +1,7 @@
 """The one exception a user sees: a single line, then a non-zero exit (see cli.main)."""
 
 import errno
+import re
 
 
 def one_line(error: BaseException | str, max_chars: int = 300, every_line: bool = False) -> str:
@@ -32,13 +33,21 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACC
 
 
 def write_error(error: OSError, path=None) -> PipelineError | None:
-    """The one-line error for an OSError of WRITE_ERRNOS, naming path (else the error's own file); None for others."""
-    if error.errno not in WRITE_ERRNOS:
+    """The one-line error for an OSError of WRITE_ERRNOS (or a write cut short), naming path (else the error's own
+    file); None for others."""
+    short_write = _is_short_write(error)
+    if error.errno not in WRITE_ERRNOS and not short_write:
         return None
     where = path or error.filename or "a file under the pipeline's folders"
-    cause = error.strerror or str(error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    cause = "written in part only: a full disk or a file-size limit" if short_write else error.strerror or str(error)
+    if short_write or error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         advice = "free some space, then run the same command again: finished outputs are kept"
     else:
         advice = "make the folder writable (or set PIPELINE_ROOT to one that is), then run the same command again"
     return PipelineError(f"{where}: cannot write ({cause}); {advice}")
+
+
+def _is_short_write(error: OSError) -> bool:
+    """NumPy's tofile (under np.save) says a write cut short by a full disk or a file-size limit without an errno:
+    `6000 requested and 4064 written`."""
+    return error.errno is None and re.fullmatch(r"\d+ requested and \d+ written", str(error)) is not None

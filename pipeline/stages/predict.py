@@ -76,14 +76,15 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
             check_submission(sample_ids, np.zeros_like(sample_ids), len(images), source=str(paths.sample_submission))
             expected_rows = len(sample_ids)
         check_submission(np.arange(1, len(labels) + 1), labels, expected_rows)
-        path = unused_submission_path(paths.submissions, run_id)
-        with atomic_path(path) as temporary:
-            temporary.write_text(submission_text(labels))
-        # Every test image's averaged probabilities, kept beside the run's models for `blend`.
+        # Every test image's averaged probabilities, kept beside the run's models for `blend`; before the
+        # submission, which a failure after it would leave behind, finished-looking and unrecorded.
         probabilities_path = paths.test_probabilities(run_id)
         with atomic_path(probabilities_path) as temporary:
             with open(temporary, "wb") as stream:
                 np.save(stream, probabilities)
+        path = unused_submission_path(paths.submissions, run_id)
+        with atomic_path(path) as temporary:
+            temporary.write_text(submission_text(labels))
         # predict's own record in the run folder (run.json is train's alone).
         runs.write_submission_record(paths, run_id, SubmissionRecord(
             relative_name(path), rows=len(labels), tta=tta, final_weight=final_weight,

@@ -8,6 +8,7 @@ so every blended row is still predicted by models that never saw it; otherwise t
 """
 
 import math
+import shutil
 import time
 from dataclasses import replace
 
@@ -135,30 +136,35 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
             histories += runs.read_histories(history_path) if history_path.is_file() else []
 
         # Everything read: the run folder first, the submission last, so that a blend cut short leaves no
-        # submission that looks finished.
+        # submission that looks finished; and no run folder either (a full disk, Ctrl-C): no run without its file.
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         submission = unused_submission_path(paths.submissions, run_id)
-        with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
-            with open(temporary, "wb") as stream:
-                np.save(stream, blended)
-        if held_out is not None:  # so that `report --run` and a later blend find them as for any run
-            with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
+        try:
+            with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
                 with open(temporary, "wb") as stream:
-                    np.savez(stream, rows=held_out[0], probabilities=held_out[1])
-        cache.write_json(paths.history_json(run_id), histories)
-        run = Run(
-            id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=chosen[0].source,
-            preset="blend", blend={"runs": run_ids, "weights": [round(weight, 6) for weight in weights]},
-            params={"blend_of": " + ".join(f"{weight:.3g} x {run_id}" for weight, run_id in zip(weights, run_ids))},
-            split=chosen[0].split if all(run.split == chosen[0].split for run in chosen) else {},
-            estimate=blend_estimate, no_estimate=no_estimate_reason,
-            parts=tuple(replace(part, name=f"{run.id}/{part.name}") for run in chosen for part in run.parts),
-            data=chosen[0].data, models=tuple(name for run in chosen for name in run.models))
-        runs.write_run(paths, run)  # the blend's run.json, and its submission.json as predict would write it
-        runs.write_submission_record(paths, run_id, SubmissionRecord(cache.relative_name(submission),
-                                                                     rows=len(labels)))
-        with cache.atomic_path(submission) as temporary:
-            temporary.write_text(submission_text(labels))
+                    np.save(stream, blended)
+            if held_out is not None:  # so that `report --run` and a later blend find them as for any run
+                with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
+                    with open(temporary, "wb") as stream:
+                        np.savez(stream, rows=held_out[0], probabilities=held_out[1])
+            cache.write_json(paths.history_json(run_id), histories)
+            run = Run(
+                id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=chosen[0].source,
+                preset="blend", blend={"runs": run_ids, "weights": [round(weight, 6) for weight in weights]},
+                params={"blend_of": " + ".join(f"{weight:.3g} x {blended_id}"
+                                               for weight, blended_id in zip(weights, run_ids))},
+                split=chosen[0].split if all(run.split == chosen[0].split for run in chosen) else {},
+                estimate=blend_estimate, no_estimate=no_estimate_reason,
+                parts=tuple(replace(part, name=f"{run.id}/{part.name}") for run in chosen for part in run.parts),
+                data=chosen[0].data, models=tuple(name for run in chosen for name in run.models))
+            runs.write_run(paths, run)  # the blend's run.json, and its submission.json as predict would write it
+            runs.write_submission_record(paths, run_id, SubmissionRecord(cache.relative_name(submission),
+                                                                         rows=len(labels)))
+            with cache.atomic_path(submission) as temporary:
+                temporary.write_text(submission_text(labels))
+        except BaseException:
+            shutil.rmtree(paths.run_dir(run_id), ignore_errors=True)
+            raise
         run = replace(run, submission=cache.relative_name(submission))
     console.say(f"blend: {' + '.join(f'{weight:.2f} x {run_id}' for weight, run_id in zip(weights, run_ids))}"
                 f" -> run {run_id}, {len(labels)} predictions in {submission}")
