@@ -244,15 +244,13 @@ lint: $(DEV_STAMP) ## ruff's checks of the code (CI runs them too)
 
 # Where the pipeline writes: PIPELINE_ROOT's data/ when it is set (as the CLI does), else this folder's.
 DATA_DIR = $(or $(PIPELINE_ROOT),.)/data
-# What the pipeline writes under data/ and `clean` removes. Not the log of submissions sent to Kaggle (it keeps
-# a file from being sent twice, and the scores), the bundled sample, or anything else a user put there.
-PIPELINE_WRITES = raw prepared split models reports bench tensorboard .cache .pipeline.lock .tmp-*
-
+# What the pipeline wrote, removed under its lock (refused while a command runs there): pipeline/core/clean.py, by
+# the system's python3 (standard library only), so that cleaning never sets up .venv.
 clean: ## Remove what the pipeline wrote under data/ (keeps the sent log, submissions/, the sample and your files)
-	cd "$(DATA_DIR)" 2>/dev/null && rm -rf $(PIPELINE_WRITES) || true
+	python3 -m pipeline.core.clean "$(DATA_DIR)"
 
 clean-cache: ## Forget the results the run cache keeps (data/.cache/store); current outputs stay
-	rm -rf "$(DATA_DIR)/.cache/store"
+	python3 -m pipeline.core.clean "$(DATA_DIR)" --cache
 
 clean-all: clean ## Also remove the virtual environment
 	rm -rf $(VENV)

@@ -13,11 +13,11 @@ import typer
 import typer.main
 
 from pipeline import __version__
-from pipeline.cli_support import (choice_option, engine_settings, one_of, check_split_options, run_app,
-                                  training_knobs)
+from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
 from pipeline.core import cache, config, extras, runs, stage
 from pipeline.core.console import Console
+from pipeline.core.errors import PipelineError
 from pipeline.stages import chain, download, predict, prepare, report, split, train
 from pipeline.tools import bench, blend, runs_table, tune
 from pipeline.training import settings
@@ -82,6 +82,17 @@ def main_options(context: typer.Context,
                  version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
                                               help="Print the version and exit.")):
     context.obj = Console(quiet=quiet)
+
+
+def check_split_options(preset: str, val_fraction: float | None, folds: int | None) -> None:
+    """The split's options, before any stage runs (a wrong one was refused only after download and prepare); and
+    --val-fraction, the holdout split's share, refused beside folds, which hold out a K-th each: it would be ignored."""
+    split.check_options(config.PRESETS[preset]["val_fraction"] if val_fraction is None else val_fraction,
+                        config.PRESETS[preset]["folds"] if folds is None else folds)
+    folds = config.PRESETS[preset]["folds"] if folds is None else folds
+    if val_fraction is not None and folds > 1:
+        raise PipelineError(f"--val-fraction {val_fraction:g}: the share of a holdout split (--folds 1); with"
+                            f" --folds {folds} each fold holds out 1/{folds} of the rows")
 
 
 @app.command("download")

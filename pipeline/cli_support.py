@@ -16,7 +16,6 @@ import typer.main
 from pipeline.core import config
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import Interrupted, PipelineError, write_error
-from pipeline.stages import split
 from pipeline.training import settings
 from pipeline.training.device import use_device
 from pipeline.training.engine import Engine
@@ -74,17 +73,6 @@ def training_knobs(for_tune: bool = False):
         with_knobs.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
         return with_knobs
     return decorate
-
-
-def check_split_options(preset: str, val_fraction: float | None, folds: int | None) -> None:
-    """The split's options, before any stage runs (a wrong one was refused only after download and prepare); and
-    --val-fraction, the holdout split's share, refused beside folds, which hold out a K-th each: it would be ignored."""
-    split.check_options(config.PRESETS[preset]["val_fraction"] if val_fraction is None else val_fraction,
-                        config.PRESETS[preset]["folds"] if folds is None else folds)
-    folds = config.PRESETS[preset]["folds"] if folds is None else folds
-    if val_fraction is not None and folds > 1:
-        raise PipelineError(f"--val-fraction {val_fraction:g}: the share of a holdout split (--folds 1); with"
-                            f" --folds {folds} each fold holds out 1/{folds} of the rows")
 
 
 def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:

@@ -6,6 +6,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -191,14 +192,41 @@ def a_data_folder(root):
     return data
 
 
+def stand_in_checkout(checkout: Path) -> Path:
+    """What the Makefile and its clean targets read, so that a wrong rm cannot reach this checkout."""
+    for name in ("Makefile", "pipeline/__init__.py", "pipeline/core/__init__.py", "pipeline/core/clean.py",
+                 "pipeline/training/settings.py"):
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / name, checkout / name)
+    return checkout
+
+
+def test_clean_refuses_while_a_command_runs_and_never_removes_the_lock(tmp_path):
+    """`make clean` during a run deleted data/ under it, and the lock file it held: a second `make all` then
+    started at once beside the first."""
+    from filelock import FileLock
+
+    checkout = stand_in_checkout(tmp_path / "checkout")
+    data = a_data_folder(checkout)
+    env = {name: value for name, value in os.environ.items() if name not in ("MAKEFLAGS", "PIPELINE_ROOT")}
+    with FileLock(data / ".pipeline.lock"):  # as a running command holds it (pipeline.core.cache.exclusive_lock)
+        for target in ("clean", "clean-cache"):
+            refused = subprocess.run(["make", "--no-print-directory", "-s", target], cwd=checkout, env=env,
+                                     capture_output=True, text=True, timeout=60)
+            assert refused.returncode != 0
+            assert f"error: a pipeline command is running in {checkout}" in refused.stderr, refused.stderr
+    assert (data / "models" / "run").is_dir() and (data / ".cache" / "store").is_dir()
+    cleaned = subprocess.run(["make", "--no-print-directory", "clean"], cwd=checkout, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert (data / ".pipeline.lock").is_file() and not (data / "models").exists()
+
+
 @pytest.mark.parametrize("where", ["the checkout", "PIPELINE_ROOT"])
 def test_clean_removes_what_the_pipeline_wrote_and_nothing_else(tmp_path, where):
     """`make clean` removed all of data/ but the sample: a user's zip, and the log that keeps a file from being sent
     to Kaggle twice. With PIPELINE_ROOT it cleaned the checkout's data/ instead of that root's."""
-    checkout = tmp_path / "checkout"  # a stand-in with what the Makefile reads, so a wrong rm cannot reach this one
-    (checkout / "pipeline" / "training").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "Makefile", checkout)
-    shutil.copy(PROJECT_ROOT / "pipeline" / "training" / "settings.py", checkout / "pipeline" / "training")
+    checkout = stand_in_checkout(tmp_path / "checkout")
     root = checkout if where == "the checkout" else tmp_path / "elsewhere"
     data = a_data_folder(root)
     checkout_data = None if root == checkout else a_data_folder(checkout)
@@ -212,7 +240,7 @@ def test_clean_removes_what_the_pipeline_wrote_and_nothing_else(tmp_path, where)
         assert result.returncode == 0, result.stderr
         if target == "clean-cache":
             assert not (data / ".cache" / "store").exists() and (data / "models" / "run").is_dir()
-    assert sorted(path.name for path in data.iterdir()) == ["digit-recognizer.zip", "mine", "sample",
+    assert sorted(path.name for path in data.iterdir()) == [".pipeline.lock", "digit-recognizer.zip", "mine", "sample",
                                                             "submissions_sent.json"]
     if checkout_data is not None:  # the checkout's own data/ untouched
         assert (checkout_data / "models" / "run").is_dir() and (checkout_data / ".cache" / "store").is_dir()

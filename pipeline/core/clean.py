@@ -1,0 +1,54 @@
+"""`make clean` and `make clean-cache`: remove what the pipeline wrote under a data/ folder, holding its lock.
+
+    python3 -m pipeline.core.clean DATA_FOLDER [--cache]
+
+Run by the system's python3, before any environment may exist: the standard library only. The lock is the OS
+flock that filelock takes on Linux and macOS (pipeline.core.cache.exclusive_lock), so a command running in the
+folder holds it: clean refuses then, instead of deleting the data under it. The lock file itself is never
+removed: a second command would lock a new file while the first still held the old one, and both would run.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+# What the pipeline writes under data/. Not the log of submissions sent to Kaggle (it keeps a file from being sent
+# twice, and the scores), the bundled sample, or anything else a user put there.
+PIPELINE_WRITES = ("raw", "prepared", "split", "models", "reports", "bench", "tensorboard", ".cache")
+RUN_CACHE_STORE = ".cache/store"
+LOCK_FILE = ".pipeline.lock"
+
+
+def remove(data: Path, cache_only: bool = False) -> None:
+    """Remove the run cache's store (cache_only), or everything the pipeline writes under data."""
+    names = [RUN_CACHE_STORE] if cache_only else [*PIPELINE_WRITES, *(path.name for path in data.glob(".tmp-*"))]
+    for name in names:
+        path = data / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def main(arguments: list[str]) -> int:
+    data, cache_only = Path(arguments[0]).resolve(), "--cache" in arguments[1:]
+    if not data.is_dir():
+        return 0  # nothing written yet
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock to take
+        remove(data, cache_only)
+        return 0
+    with open(data / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"error: a pipeline command is running in {data.parent} (it holds {data / LOCK_FILE}); let it"
+                  " finish or stop it, then clean", file=sys.stderr)
+            return 1
+        remove(data, cache_only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
