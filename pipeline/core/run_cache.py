@@ -89,11 +89,16 @@ def keep(paths: config.Paths, key_id: str, record: dict) -> None:
                 _make_read_only(stored)
                 files[name][member] = digest
         cache.write_json(_entry_path(paths, record["stage"], key_id), {"record": record, "files": files})
-    except OSError as error:  # not one of the write errors atomic_path names: the store itself is damaged
-        raise PipelineError(f"{paths.store}: cannot keep this result in the run cache ({error.strerror or error});"
-                            " delete that folder (`make clean-cache`: it holds only copies of results), then run the"
-                            " same command again"
-                            ) from None
+    except (OSError, PipelineError) as error:  # a full disk, a damaged store (a file where a folder should be)
+        cause = error.strerror or error if isinstance(error, OSError) else error
+        raise PipelineError(f"{paths.store}: cannot keep this result in the run cache ({cause}); the result itself"
+                            " is saved and current: free some space or empty the store (`make clean-cache`: it holds"
+                            " only copies of results), and the next command keeps it") from None
+
+
+def holds(paths: config.Paths, stage_name: str, key_id: str) -> bool:
+    """Whether a result was kept under key_id (its entry written; its files not checked, which reads them all)."""
+    return _entry_path(paths, stage_name, key_id).is_file()
 
 
 def _intact(paths: config.Paths, files: dict) -> bool:

@@ -133,6 +133,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         if record is not None:
             if definition.put_back:
                 definition.put_back(record)
+            if not run_cache.holds(paths, definition.name, definition.key_id):  # the store failed when it was made
+                _keep(paths, definition, record, console)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
         record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
@@ -144,12 +146,20 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
                         f" {definition.describe(record)}")
             return record
         record = _work(definition, key)
-        # The record last: a store that cannot be written (a full disk) leaves the result unrecorded, so
-        # the next run makes it again and keeps it, instead of finding it up to date and never keeping it.
-        run_cache.keep(paths, definition.key_id, record)
+        # The record first: a result is never made again (hours of training) for want of its copy in the run cache.
+        # A store that cannot be written (a full disk) is a warning, and the next command that finds the result
+        # up to date keeps it.
         cache.write_json(cache.record_path(definition.name), record)
+        _keep(paths, definition, record, console)
         console.say(_done_line(definition, record))
         return record
+
+
+def _keep(paths, definition: Definition, record: dict, console: Console) -> None:
+    try:
+        run_cache.keep(paths, definition.key_id, record)
+    except PipelineError as error:
+        console.warn(str(error))
 
 
 def _done_line(definition: Definition, record: dict) -> str:
