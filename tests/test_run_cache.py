@@ -13,7 +13,6 @@ import pytest
 from conftest import PROJECT_ROOT, QUICK_RUN, run_in_process, run_pipeline
 from pipeline.core import cache, config, run_cache, stage
 from pipeline.core.console import Console
-from pipeline.core.errors import PipelineError
 
 
 def toy_stage(calls):
