@@ -190,3 +190,16 @@ def test_a_mended_sample_submission_in_a_folder_source_is_downloaded_again(tmp_p
     assert again.returncode == 0 and "up to date" not in again.stdout, again.stdout
     prepared = run_in_process(root, "prepare")
     assert prepared.returncode == 0, prepared.stderr
+
+
+def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
+    """A zip holding train.csv and old/train.csv: the last one listed was taken without a word (199 rows, not 2,400)."""
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zip_file:
+        for name in ("train.csv", "test.csv", "old/train.csv"):
+            zip_file.writestr(name, "label,pixel0\n1,0\n")
+    with pytest.raises(PipelineError) as raised:
+        extract_competition_files(archive, tmp_path / "raw")
+    assert str(raised.value) == (f"{archive}: two members could be train.csv (train.csv and old/train.csv); expected"
+                                 " one of each of the competition's files")
+    assert not (tmp_path / "raw" / "train.csv").exists()

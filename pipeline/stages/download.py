@@ -59,6 +59,9 @@ def competition_members(zip_file: zipfile.ZipFile, shown_as) -> dict[str, zipfil
     for info in zip_file.infolist():
         file_name = _safe_member_name(shown_as, info.filename)
         if file_name in wanted and not info.is_dir():
+            if file_name in members:  # which one is the competition's cannot be told: the last one was taken
+                raise PipelineError(f"{shown_as}: two members could be {file_name} ({members[file_name].filename} and"
+                                    f" {info.filename}); expected one of each of the competition's files")
             members[file_name] = info
     missing = [name for name in REQUIRED_FILES if name not in members]
     if missing:
