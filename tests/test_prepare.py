@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import csv_text
+from conftest import csv_text, run_in_process
 
 from pipeline.core.errors import PipelineError
 from pipeline.stages.prepare import TEST_HEADER, TRAIN_HEADER, class_counts, read_digits_csv, to_images
@@ -151,6 +151,33 @@ def test_unterminated_quote_is_named_not_rows_dropped(tmp_path):
     lines[3] = ",".join(cells)
     message = refused(write(tmp_path, "\n".join(lines) + "\n"))
     assert "line 4: unterminated quote" in message
+
+
+def test_unterminated_quote_far_from_the_end_is_named_too(tmp_path):
+    """With a few hundred rows after it, the swallowed lines passed the csv module's field limit first: `malformed
+    CSV (field larger than field limit (131072))`, which at full size (3 KB a row) is almost every row."""
+    lines = csv_text(valid_rows(300), TRAIN_HEADER).splitlines()
+    cells = lines[5].split(",")
+    cells[300] = '"12'
+    lines[5] = ",".join(cells)
+    assert refused(write(tmp_path, "\n".join(lines) + "\n")).endswith(
+        "line 6: unterminated quote (a value opens a \" that its line never closes)")
+
+
+def test_a_train_csv_without_some_digit_is_refused(tmp_path):
+    """A train.csv without any 7 was prepared, estimated at 1.0000 with one digit, and offered for submission."""
+    source = tmp_path / "source"
+    source.mkdir()
+    rows = [row for row in valid_rows(40) if row[0] not in (3, 7)]
+    (source / "train.csv").write_text(csv_text(rows, TRAIN_HEADER))
+    (source / "test.csv").write_text(csv_text([[0] * 784] * 3, TEST_HEADER))
+    root = tmp_path / "project"
+    assert run_in_process(root, "download", "--source", str(source)).returncode == 0
+    result = run_in_process(root, "prepare")
+    assert result.returncode == 1 and result.stderr == (
+        f"error: {root / 'data' / 'raw' / 'train.csv'}: no image labelled 3, 7 (expected every digit 0-9, as the"
+        " competition's train.csv has thousands of each)\n")
+    assert not (root / "data" / "prepared").exists()
 
 
 def test_unterminated_quote_in_test_file_is_refused_too(tmp_path):

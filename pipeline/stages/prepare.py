@@ -81,6 +81,9 @@ def _cell_problem(cell: str, is_label: bool) -> str | None:
     return None
 
 
+UNTERMINATED_QUOTE = "unterminated quote (a value opens a \" that its line never closes)"
+
+
 def find_first_problem(path: Path, with_labels: bool) -> str | None:
     """Scan the file with the csv module and describe its first bad row or cell (slow path)."""
     header = expected_header(with_labels)
@@ -94,8 +97,7 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                 # A row that spans several lines has a quote that was never closed: the csv module
                 # would swallow the lines after it into one cell, and their rows would be lost.
                 if reader.line_num != row_start and any("\n" in cell or "\r" in cell for cell in row):
-                    return (f"{path} line {row_start}: unterminated quote"
-                            " (a value opens a \" that its line never closes)")
+                    return f"{path} line {row_start}: {UNTERMINATED_QUOTE}"
                 line, row_start = reader.line_num, reader.line_num + 1
                 if not row:
                     continue  # blank lines carry no data; pyarrow skips them too (but not a line `""`)
@@ -107,6 +109,8 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                     if problem:
                         return f"{path} line {line}, column {header[column]}: {problem}"
         except csv.Error as error:
+            if "field larger than field limit" in str(error):  # the lines after an open quote, swallowed into a cell
+                return f"{path} line {row_start}: {UNTERMINATED_QUOTE}"
             return f"{path} line {row_start}: malformed CSV ({error})"
     if data_rows == 0:
         return f"{path}: no data rows after the header (expected at least one image)"
@@ -271,6 +275,10 @@ def define(paths, console):
         test_pixels, _ = read_digits_csv(paths.raw_test, with_labels=False)
         check_sample_submission(paths.sample_submission, len(test_pixels))
         train_pixels, train_labels = read_digits_csv(paths.raw_train, with_labels=True)
+        missing = [str(digit) for digit, count in enumerate(class_counts(train_labels)) if count == 0]
+        if missing:  # a model that never saw a digit cannot predict it, and its estimate would not say so
+            raise PipelineError(f"{paths.raw_train}: no image labelled {', '.join(missing)} (expected every digit"
+                                " 0-9, as the competition's train.csv has thousands of each)")
         outputs = [save_images(paths.train_images, train_pixels),
                    save_array(paths.train_labels, train_labels)]
         del train_pixels
