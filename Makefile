@@ -56,6 +56,10 @@ define newline
 endef
 # A recipe is one shell line: a value with a newline in it cannot reach the CLI as typed.
 $(foreach name,$(GIVEN),$(if $(findstring $(newline),$(value $(name))),$(error $(name): a value on one line, please)))
+# An empty value (FILE=, PRESET=$X with X unset) would leave the option out: submit would send another file, all run
+# the default preset, without a word. Refused, as the CLI refuses `--file ''`.
+$(foreach name,$(GIVEN),$(if $(strip $(value $(name))),,$(error $(name)= is empty: give it a value, or leave it out\
+	for the default)))
 
 # What each target takes from the command line (besides PYTHON and VENV, where the environment is). A known
 # variable that none of the goals takes is refused, naming the targets that do: `make train FINAL_WEIGHT=3` or

@@ -87,6 +87,18 @@ def test_a_newline_in_a_value_is_refused_in_one_line():
     assert result.stderr.count("\n") == 1 and "MESSAGE" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("arguments", [("submit", "FILE=", "WAIT=0"), ("all", "PRESET=", "EPOCHS=2"),
+                                       ("submit", "MESSAGE= ")])
+def test_an_empty_value_is_refused_not_left_out(arguments):
+    """`make submit FILE=` (FILE=$BEST with BEST unset) sent the last predicted file instead, without a word."""
+    result = run_make(*arguments)
+    name = next(argument.partition("=")[0] for argument in arguments
+                if "=" in argument and not argument.partition("=")[2].strip())
+    assert result.returncode != 0 and "-m pipeline" not in result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{name}= is empty: give it a value, or leave it out for the default" in result.stderr
+
+
 def command_options(name: str) -> set[str]:
     command = typer.main.get_command(app).commands[name]
     return {option for parameter in command.params for option in parameter.opts}
