@@ -203,3 +203,9 @@ def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
     assert str(raised.value) == (f"{archive}: two members could be train.csv (train.csv and old/train.csv); expected"
                                  " one of each of the competition's files")
     assert not (tmp_path / "raw" / "train.csv").exists()
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_source_is_refused_not_taken_as_the_current_folder(source):
+    with pytest.raises(PipelineError, match=r"^--source '\s*': expected auto, kaggle, sample, a competition zip"):
+        download.resolve_source(source, None)

@@ -202,6 +202,24 @@ def test_bench_runs_on_the_zip_download_cached_else_on_the_sample(pipeline_root)
     assert bench.default_source(paths) == str(cached)
 
 
+def test_bench_reads_a_relative_source_from_the_current_folder(pipeline_root, tmp_path, monkeypatch):
+    """Each preset runs from the package's folder: `bench --source data.zip` looked for data.zip there, not where the
+    user typed it (with the installed `digit-recognizer` command, never found)."""
+    from pipeline.core.console import Console
+
+    given = []
+
+    def record_the_source(preset, source, work_dir, options):
+        given.append(source)
+        raise KeyboardInterrupt  # enough: what the preset would have run on
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "run_preset", record_the_source)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(Console(quiet=True), "mine/data.zip", "quick", [])
+    assert given == [str(tmp_path / "mine" / "data.zip")]
+
+
 def build_wheel(folder: Path) -> Path:
     """The wheel of a copy of the project's own files (a build in the checkout would leave build/ there)."""
     source = folder / "source"

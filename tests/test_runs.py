@@ -88,6 +88,13 @@ def test_runs_counts_the_checkpoints_of_unfinished_trainings(mixed_root):
                                               " epoch; delete the folder to forget them)")
 
 
+def test_a_large_seed_is_shown_whole():
+    """`runs --wide` showed a seed of 20261207 as 2.02612e+07, which cannot be typed back."""
+    run_id = "20260101-100000-deotte"
+    run = Run.from_json({**make_run(run_id), "params": {**PARAMS, "seed": 20261207}}, run_id)
+    assert "20261207" in runs_table.format_runs_table([run], wide=True)
+
+
 def test_only_sample_runs_are_all_shown(pipeline_root):
     write_runs(pipeline_root, make_run("20260104-100000-small", source="sample"))
     table = run_in_process(pipeline_root, "runs").stdout

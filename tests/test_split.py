@@ -38,8 +38,11 @@ def test_fraction_outside_zero_one_is_refused(fraction):
 
 
 def test_too_few_images_per_class_is_refused():
-    with pytest.raises(PipelineError, match="at least one image on each side"):
+    with pytest.raises(PipelineError, match="at least one image on each side, the rarest is digit 0, with 1 image$"):
         stratified_split(np.arange(10), 0.5, seed=0)
+    labels = np.array([7] + [digit for digit in range(10) if digit != 7] * 30)
+    with pytest.raises(PipelineError, match="the rarest is digit 7, with 1 image$"):  # which digit was not said
+        stratified_split(labels, 0.1, seed=0)
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])
@@ -60,7 +63,7 @@ def test_folds_refuse_too_few_images_of_a_class():
     from pipeline.stages.split import stratified_folds
 
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2])
-    with pytest.raises(PipelineError, match="every class needs at least 3 images, the rarest has 2"):
+    with pytest.raises(PipelineError, match="at least 3 images, the rarest is digit 1, with 2 images$"):
         stratified_folds(labels, 3, seed=0)
     with pytest.raises(PipelineError, match="--folds 1"):
         stratified_folds(labels, 1, seed=0)

@@ -32,6 +32,9 @@ def resolve_source(source: str, credentials: str | None) -> tuple[str, Path | No
         return "kaggle", None
     if source == "sample":
         return "sample", config.SAMPLE_ARCHIVE
+    if not source.strip():  # Path("") is the current folder
+        raise PipelineError(f"--source {source!r}: expected auto, kaggle, sample, a competition zip or a folder"
+                            " holding train.csv and test.csv")
     path = Path(source).expanduser()
     if path.is_dir():
         return "folder", path.resolve()

@@ -33,12 +33,18 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     if present.min() < 2 or validation_size < len(present) or len(labels) - validation_size < len(present):
         raise PipelineError(
             f"cannot make a stratified split of {len(labels)} images with --val-fraction {val_fraction}: "
-            "every class needs at least one image on each side"
+            f"every class needs at least one image on each side{_rarest(counts)}"
         )
     train_indices, val_indices = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
     )
     return np.sort(train_indices), np.sort(val_indices)
+
+
+def _rarest(counts: np.ndarray) -> str:
+    """', the rarest is digit 7, with 1 image': which class is short."""
+    digit = int(np.argmin(np.where(counts > 0, counts, np.iinfo(counts.dtype).max)))
+    return f", the rarest is digit {digit}, with {counts[digit]} image{'s' if counts[digit] != 1 else ''}"
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -56,7 +62,7 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     if counts[counts > 0].min() < folds:
         raise PipelineError(
             f"cannot make {folds} stratified folds of {len(labels)} images: every class needs at least "
-            f"{folds} images, the rarest has {counts[counts > 0].min()}"
+            f"{folds} images{_rarest(counts)}"
         )
     assignment = np.empty(len(labels), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -123,6 +123,8 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
     names = bench_presets(presets)
     paths = config.paths()
     source = source or default_source(paths)
+    if source not in ("sample", "kaggle", "auto"):  # a path, as typed here: each preset runs from the package's folder
+        source = str(Path(source).expanduser().absolute())
     if source == "sample":
         console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
                     " (its zip is cached in data/raw/) or give --source PATH to a competition zip")

@@ -24,8 +24,10 @@ def preset_cell(run: Run) -> str:
 
 
 def _number(value) -> str:
-    """0.002 as '0.002', 1.0 as '1': short cells."""
-    return f"{value:g}" if isinstance(value, (int, float)) else "-" if value is None else str(value)
+    """0.002 as '0.002', 1.0 as '1': short cells; an integer whole (a seed of 20261207, not 2.02612e+07)."""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
 def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
