@@ -453,6 +453,23 @@ def test_a_blend_s_submission_message_names_its_runs():
         " (cross-validation), source kaggle:digit-recognizer")
 
 
+def test_all_s_last_line_knows_a_file_sent_before_under_another_run(pipeline_root):
+    """After `make clean`, a chain made the sent file again byte for byte under a new run: its last line said to send
+    it with `make submit`, which then refused it as sent already."""
+    from pipeline.core import cache
+    from pipeline.stages import chain
+
+    submission = make_trained_run(pipeline_root)
+    paths = config.Paths(pipeline_root)
+    runs.record_sent_submission(paths, cache.file_digest(submission), pipeline_root / "submissions" / "old.csv",
+                                "m", {"message": "ok", "ref": 7}, run_id="20251231-120000-cnn")
+    runs.update_sent_submission(paths, {"ref": 7, "status": "COMPLETE", "public_score": "0.99521",
+                                        "private_score": "", "error_description": ""})
+    said = chain._what_kaggle_said(RUN_ID, submission)
+    assert said.startswith("the same file was sent on ") and said.endswith(
+        " as submissions/old.csv, scored 0.99521 public; `make submit FORCE=1` sends it again")
+
+
 def test_an_edited_submission_is_sent_as_no_run_s(tmp_path):
     """A file where predict wrote the run's submission but holding something else: its score is not the run's."""
     from pipeline.core import cache

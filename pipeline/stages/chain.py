@@ -22,10 +22,17 @@ def run_data_stages(console: Console, source: str, competition: str, values: dic
     return downloaded
 
 
-def _what_kaggle_said(run_id: str) -> str:
-    """The end of `all`'s last line: how to send the submission, or what came of sending it."""
+def _what_kaggle_said(run_id: str, submission) -> str:
+    """The end of `all`'s last line: how to send the submission, or what came of sending it (or the same file)."""
     run = runs.read_run(config.paths(), run_id)
     status = run.leaderboard.status if run.leaderboard else None
+    if status is None:  # unsent as this run's, but the same bytes sent before (made again after `make clean`)
+        earlier = runs.sends_of(runs.sent_submissions(config.paths(), strict=False), cache.file_digest(submission))
+        if earlier:
+            sent = earlier[-1]
+            score = f", scored {sent.get('public_score')} public" if sent.get("status") == "COMPLETE" else ""
+            return (f"the same file was sent on {sent.get('date', '?')} as {sent.get('file', '?')}{score};"
+                    " `make submit FORCE=1` sends it again")
     if status == "COMPLETE":
         gap = describe_gap(run)
         return f"sent and scored {run.leaderboard.public_score} public{f', {gap}' if gap else ''}"
@@ -53,12 +60,12 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         predicted = run(predict.define, console, force, tta=training.tta, final_weight=options.get("final_weight"))
         if report:
             run(report_stage.define, console, force)
-        done = (f"done in {format_duration(time.perf_counter() - started)}: submission"
-                f" {cache.absolute_path(predicted['extra']['submission'])}")
+        submission = cache.absolute_path(predicted["extra"]["submission"])
+        done = f"done in {format_duration(time.perf_counter() - started)}: submission {submission}"
         if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
             console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
                         " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
                         " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
         else:
-            console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'])})")
+            console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'], submission)})")
     return predicted
