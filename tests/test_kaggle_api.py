@@ -330,6 +330,37 @@ def test_no_credentials_gives_one_line_and_hides_the_client_help(tmp_path):
     assert stub.requests == []
 
 
+@pytest.mark.parametrize("case", ["stale token in KAGGLE_API_TOKEN", "stale token file", "KAGGLE_CONFIG_DIR",
+                                  "username without key"])
+def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
+    """The advice was always to put a kaggle.json in ~/.kaggle/: beside a stale access token (tried first) that fixed
+    nothing, nor with KAGGLE_CONFIG_DIR set (the client reads only that folder)."""
+    with KaggleStub() as stub:
+        credentials = "kaggle.json" if case == "stale token in KAGGLE_API_TOKEN" else None
+        env = stub.client_env(tmp_path, credentials=credentials)
+        token_file = Path(env["HOME"]) / ".kaggle" / "access_token"
+        if case == "stale token in KAGGLE_API_TOKEN":
+            env["KAGGLE_API_TOKEN"] = "KGAT_expired-0000"
+        elif case == "stale token file":
+            token_file.parent.mkdir(parents=True)
+            token_file.write_text("KGAT_expired-0000")
+        elif case == "username without key":
+            env["KAGGLE_USERNAME"] = "me"
+        result = run_download(env, tmp_path / "raw")
+    message = assert_clean_failure(result)
+    config_dir = env["KAGGLE_CONFIG_DIR"]
+    expected = {
+        "stale token in KAGGLE_API_TOKEN": "and set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN to use a"
+                                           " kaggle.json",
+        "stale token file": f"and replace {token_file} with it, or delete {token_file} to use a kaggle.json",
+        "KAGGLE_CONFIG_DIR": f"put the kaggle.json it downloads in {config_dir}/ and run chmod 600"
+                             f" {config_dir}/kaggle.json",
+        "username without key": "KAGGLE_USERNAME is set without KAGGLE_KEY: set KAGGLE_KEY too",
+    }[case]
+    assert expected in message, message
+    assert "~/.kaggle" not in message
+
+
 @pytest.mark.parametrize(
     "mode, expected",
     [

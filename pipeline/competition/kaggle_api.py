@@ -16,16 +16,29 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.competition.credentials import (MAX_MESSAGE_CHARS, _detail, _error, _one_line, find_credentials, redact,
-                                              refuse_a_kaggle_json_the_client_breaks_on)
+from pipeline.competition.credentials import (MAX_MESSAGE_CHARS, _detail, _error, _kaggle_config_dir, _one_line,
+                                              find_credentials, redact, refuse_a_kaggle_json_the_client_breaks_on)
 from pipeline.competition.network import NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits, network_timeout
 from pipeline.core.cache import make_folder
 from pipeline.core.errors import PipelineError
 
-HOW_TO_CONFIGURE = (
-    "create a token at https://www.kaggle.com/settings -> API -> Create New Token, put the kaggle.json "
-    "it downloads in ~/.kaggle/ and run chmod 600 ~/.kaggle/kaggle.json, or set KAGGLE_USERNAME and KAGGLE_KEY"
-)
+NEW_TOKEN = "create a token at https://www.kaggle.com/settings -> API -> Create New Token"
+
+
+def how_to_configure(source: str | None) -> str:
+    """What to do about the credentials from source (find_credentials' words; None: none found). An access token
+    is tried before any kaggle.json, so a stale one must go; kaggle.json is read from $KAGGLE_CONFIG_DIR when set."""
+    folder = _kaggle_config_dir()
+    put_kaggle_json = f"put the kaggle.json it downloads in {folder}/ and run chmod 600 {folder / 'kaggle.json'}"
+    if source == "KAGGLE_API_TOKEN" or (source or "").endswith("(KAGGLE_API_TOKEN)"):
+        return f"{NEW_TOKEN} and set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN to use a kaggle.json"
+    if source and source.startswith("access token in "):
+        where = source.removeprefix("access token in ")
+        return f"{NEW_TOKEN} and replace {where} with it, or delete {where} to use a kaggle.json"
+    if source is None and os.environ.get("KAGGLE_USERNAME") and not os.environ.get("KAGGLE_KEY"):
+        return f"KAGGLE_USERNAME is set without KAGGLE_KEY: set KAGGLE_KEY too, or {NEW_TOKEN} and {put_kaggle_json}"
+    return (f"{NEW_TOKEN}, {put_kaggle_json}, or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN to an"
+            " access token)")
 # What KaggleApi.competition_submit returns, instead of raising, when the upload itself failed.
 UPLOAD_FAILED_MESSAGE = "Could not submit to competition"
 # Competition slugs are letters, digits and hyphens; anything else could also escape dest_dir.
@@ -46,10 +59,11 @@ RETRY_FIRST_WAIT_S = 2.0
 def _no_credentials_error() -> PipelineError:
     source = find_credentials()
     if source and "token" in source.lower():  # a token is checked over the network: expired or revoked
-        return _error(f"Kaggle did not accept the access token from {source} (expired or revoked?): {HOW_TO_CONFIGURE}")
+        return _error(f"Kaggle did not accept the access token from {source} (expired or revoked?):"
+                      f" {how_to_configure(source)}")
     if source:
-        return _error(f"the kaggle client did not accept the credentials from {source}: {HOW_TO_CONFIGURE}")
-    return _error(f"no Kaggle credentials found: {HOW_TO_CONFIGURE}")
+        return _error(f"the kaggle client did not accept the credentials from {source}: {how_to_configure(source)}")
+    return _error(f"no Kaggle credentials found: {how_to_configure(None)}")
 
 
 def _import_kaggle():
@@ -95,8 +109,9 @@ def _http_error(error, competition: str | None) -> PipelineError:
     message = _server_message(error)
     name = competition
     if status == 401:
-        source = find_credentials() or "your Kaggle credentials"
-        return _error(f"Kaggle rejected the credentials from {source} (401: {message}); {HOW_TO_CONFIGURE}")
+        source = find_credentials()
+        return _error(f"Kaggle rejected the credentials from {source or 'your Kaggle credentials'} (401: {message});"
+                      f" {how_to_configure(source)}")
     if status == 403 and name:
         return _error(
             f"Kaggle refused access to competition {name!r} (403: {message}); accept its rules at "
