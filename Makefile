@@ -133,7 +133,8 @@ FORCE_OPT = $(call on,FORCE,--force)
 PREDICT_OPTS = $(call flag,TTA,tta) $(call opt,FINAL_WEIGHT,--final-weight)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(TRAIN_OPTS) $(call opt,FINAL_WEIGHT,--final-weight) \
 	$(call flag,REPORT,report) $(FORCE_OPT)
-PIPELINE = $(PYTHON) -m pipeline $(call on,QUIET,--quiet)
+# QUIET=1: not even make's echo of the command (a recipe line that starts with @).
+PIPELINE = $(call on,QUIET,@)$(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
 .PHONY: help all download prepare split train predict report runs runs-diff blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv

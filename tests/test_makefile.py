@@ -99,6 +99,17 @@ def test_an_empty_value_is_refused_not_left_out(arguments):
     assert f"{name}= is empty: give it a value, or leave it out for the default" in result.stderr
 
 
+def test_quiet_hides_make_s_echo_too(tmp_path):
+    """`make all QUIET=1` printed make's echo of the command, padded with spaces, before the quiet CLI's nothing."""
+    env = {"PIPELINE_ROOT": str(tmp_path)}
+    loud = run_make("runs", env=env, dry_run=False)
+    quiet = run_make("runs", "QUIET=1", env=env, dry_run=False)
+    assert loud.returncode == 0 and quiet.returncode == 0, quiet.stderr
+    echo = f"{sys.executable} -m pipeline"
+    assert loud.stdout.startswith(echo) and echo not in quiet.stdout
+    assert quiet.stdout.startswith("no runs yet")  # the table `runs` is for stays
+
+
 def command_options(name: str) -> set[str]:
     command = typer.main.get_command(app).commands[name]
     return {option for parameter in command.params for option in parameter.opts}
