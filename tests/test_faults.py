@@ -234,3 +234,17 @@ def test_predict_cut_short_by_a_file_size_limit_is_one_line_and_leaves_no_submis
     again = run_pipeline(quick_run_root, "predict", "--tta")
     assert again.returncode == 0, again.stderr
     assert len(list((quick_run_root / "submissions").iterdir())) == len(submissions_before) + 1
+
+
+def test_download_cut_short_by_a_file_size_limit_names_the_file(tmp_path):
+    """The error of a write names no file: a full disk during download said `a file under the pipeline's folders`."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # sample_submission.csv fits, test.csv not
+
+    result = run_pipeline(tmp_path, "download", "--source", "sample", preexec_fn=limit_file_size)
+    message = one_error_line(result)
+    assert message.startswith(f"error: {tmp_path / 'data' / 'raw' / 'test.csv'}: cannot write (File too large)"), message
+    assert not list((tmp_path / "data" / "raw").iterdir())  # nothing half-written kept
