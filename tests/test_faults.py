@@ -246,5 +246,6 @@ def test_download_cut_short_by_a_file_size_limit_names_the_file(tmp_path):
 
     result = run_pipeline(tmp_path, "download", "--source", "sample", preexec_fn=limit_file_size)
     message = one_error_line(result)
-    assert message.startswith(f"error: {tmp_path / 'data' / 'raw' / 'test.csv'}: cannot write (File too large)"), message
+    written = tmp_path / "data" / "raw" / "test.csv"
+    assert message.startswith(f"error: {written}: cannot write (File too large)"), message
     assert not list((tmp_path / "data" / "raw").iterdir())  # nothing half-written kept
