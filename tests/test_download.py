@@ -209,3 +209,15 @@ def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
 def test_an_empty_source_is_refused_not_taken_as_the_current_folder(source):
     with pytest.raises(PipelineError, match=r"^--source '\s*': expected auto, kaggle, sample, a competition zip"):
         download.resolve_source(source, None)
+
+
+def test_a_competition_beside_a_source_that_has_the_files_is_refused(tmp_path):
+    """`download --source sample --competition titanic` ignored the competition without a word."""
+    from conftest import run_in_process
+
+    result = run_in_process(tmp_path, "download", "--source", "sample", "--competition", "titanic")
+    assert result.returncode == 1 and result.stderr == (
+        "error: --competition titanic: only the kaggle source downloads a competition (--source sample has the files"
+        " already); leave it out, or use --source kaggle\n")
+    named = run_in_process(tmp_path, "download", "--source", "sample", "--competition", "digit-recognizer")
+    assert named.returncode == 0

@@ -197,6 +197,9 @@ def define(paths, console, source: str, competition: str, force_download: bool =
     if source in ("auto", "kaggle"):
         credentials = find_credentials()
     kind, path = resolve_source(source, credentials)
+    if source not in ("auto", "kaggle") and competition != config.COMPETITION:  # it would be ignored without a word
+        raise PipelineError(f"--competition {competition}: only the kaggle source downloads a competition (--source"
+                            f" {source} has the files already); leave it out, or use --source kaggle")
     if source == "auto":
         console.say(f"download: Kaggle credentials found ({credentials}); using the competition {competition}"
                     if credentials else
