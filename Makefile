@@ -44,6 +44,11 @@ GIVEN := $(foreach name,$(.VARIABLES),$(if $(filter command line,$(origin $(name
 UNKNOWN := $(filter-out $(KNOWN),$(GIVEN))
 # Names are single-quoted for the shell; without python3, the names alone.
 quote = '$(subst ','\'',$(1))'
+# Where outputs go is the environment's, as for the CLI: said so, rather than "unknown".
+ifneq ($(filter PIPELINE_ROOT,$(UNKNOWN)),)
+$(error PIPELINE_ROOT is read from the environment, not the make command line: PIPELINE_ROOT=DIR make $(or \
+	$(MAKECMDGOALS),all))
+endif
 ifneq ($(UNKNOWN),)
 $(error unknown variable $(shell python3 -c 'import difflib, sys; given, known = sys.argv[1:sys.argv.index("--")], \
 	sys.argv[sys.argv.index("--") + 1:]; print(", ".join(name + "".join(f" (did you mean {match}?)" for match in \

@@ -110,6 +110,14 @@ def test_quiet_hides_make_s_echo_too(tmp_path):
     assert quiet.stdout.startswith("no runs yet")  # the table `runs` is for stays
 
 
+def test_pipeline_root_on_the_command_line_says_it_is_the_environment_s():
+    """`make all PIPELINE_ROOT=/x` was refused as an unknown variable, without a hint."""
+    result = run_make("all", "PIPELINE_ROOT=/somewhere")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert ("PIPELINE_ROOT is read from the environment, not the make command line: PIPELINE_ROOT=DIR make all"
+            in result.stderr)
+
+
 def command_options(name: str) -> set[str]:
     command = typer.main.get_command(app).commands[name]
     return {option for parameter in command.params for option in parameter.opts}
