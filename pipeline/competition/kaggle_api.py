@@ -39,6 +39,8 @@ def how_to_configure(source: str | None) -> str:
         return f"KAGGLE_USERNAME is set without KAGGLE_KEY: set KAGGLE_KEY too, or {NEW_TOKEN} and {put_kaggle_json}"
     return (f"{NEW_TOKEN}, {put_kaggle_json}, or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN to an"
             " access token)")
+
+
 # What KaggleApi.competition_submit returns, instead of raising, when the upload itself failed.
 UPLOAD_FAILED_MESSAGE = "Could not submit to competition"
 # Competition slugs are letters, digits and hyphens; anything else could also escape dest_dir.
