@@ -253,6 +253,28 @@ def test_clean_refuses_while_a_command_runs_and_never_removes_the_lock(tmp_path)
     assert (data / ".pipeline.lock").is_file() and not (data / "models").exists()
 
 
+def test_clean_where_the_filesystem_has_no_flock_leaves_no_lock_file_behind(tmp_path, monkeypatch):
+    """There filelock's lock is the file itself: the empty lock file clean made read as held for ever, and clean
+    said a command was running when none was."""
+    import errno
+    import fcntl
+
+    from pipeline.core import clean
+
+    def no_flock(*arguments):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    data = a_data_folder(tmp_path)
+    (data / ".pipeline.lock").unlink()
+    assert clean.main([str(data)]) == 0
+    assert sorted(path.name for path in data.iterdir()) == ["digit-recognizer.zip", "mine", "sample",
+                                                            "submissions_sent.json"]
+    (data / ".pipeline.lock").write_text("")  # a command's lock there: it runs
+    (data / "models").mkdir()
+    assert clean.main([str(data)]) == 1 and (data / "models").is_dir()
+
+
 @pytest.mark.parametrize("where", ["the checkout", "PIPELINE_ROOT"])
 def test_clean_removes_what_the_pipeline_wrote_and_nothing_else(tmp_path, where):
     """`make clean` removed all of data/ but the sample: a user's zip, and the log that keeps a file from being sent

@@ -220,6 +220,32 @@ def test_bench_reads_a_relative_source_from_the_current_folder(pipeline_root, tm
     assert given == [str(tmp_path / "mine" / "data.zip")]
 
 
+def test_bench_holds_the_lock_while_its_presets_run(pipeline_root, monkeypatch):
+    """bench never took the checkout's lock: `make clean` removed data/bench and data/raw under its presets."""
+    from pipeline.core import clean
+    from pipeline.core.console import Console
+
+    cleaned = []
+
+    def try_to_clean(preset, source, work_dir, options):
+        cleaned.append(clean.main([str(pipeline_root / "data")]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_preset", try_to_clean)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(Console(quiet=True), "sample", "quick", [])
+    assert cleaned == [1]
+
+
+@pytest.mark.parametrize("source", ["", " "])
+def test_bench_refuses_an_empty_source(pipeline_root, source):
+    from pipeline.core.console import Console
+    from pipeline.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"^--source '\s*': expected sample, or a PATH"):
+        bench.run_bench(Console(quiet=True), source, "quick", [])
+
+
 def build_wheel(folder: Path) -> Path:
     """The wheel of a copy of the project's own files (a build in the checkout would leave build/ there)."""
     source = folder / "source"

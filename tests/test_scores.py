@@ -443,6 +443,18 @@ def test_submit_without_credentials_never_says_it_is_sending(tmp_path):
     assert result.stdout == ""
 
 
+def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path):
+    """With the credentials check first, sending a file again said `no Kaggle credentials found`, not that it was
+    sent already."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        assert run_pipeline(root, "submit", "--no-wait", env=stub.client_env(tmp_path)).returncode == 0
+    again = run_pipeline(root, "submit", env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
+    assert "this file was already sent on" in assert_one_line_failure(again)
+
+
 def test_a_blend_s_submission_message_names_its_runs():
     """A blend's message, which Kaggle keeps on the leaderboard page for good, read `None x2, epochs None, ...`."""
     blend = Run.from_json({"id": "20260101-130000-blend", "source": "kaggle:digit-recognizer", "preset": "blend",

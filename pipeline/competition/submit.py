@@ -79,13 +79,13 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
                     " as a file of no run, and its score will not be shown as that run's")
     digest = cache.file_digest(file)
     message = runs.submission_message(run, file) if message is None else message
-    kaggle_api.check_credentials(competition)  # before the line that says it sends
     with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
         earlier = runs.sends_of(runs.sent_submissions(paths), digest)
         if earlier and not force:
             raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
                                 f" {earlier[-1].get('file', '?')}); "
                                 "Kaggle allows few submissions a day, so pass --force to send it again")
+        kaggle_api.check_credentials(competition)  # before the line that says it sends
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
         try:
             answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)

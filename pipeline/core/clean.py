@@ -39,13 +39,21 @@ def main(arguments: list[str]) -> int:
     except ImportError:  # Windows: no flock to take
         remove(data, cache_only)
         return 0
-    with open(data / LOCK_FILE, "a") as lock:
+    lock_path = data / LOCK_FILE
+    existed = lock_path.exists()
+    running = (f"error: a pipeline command is running in {data.parent} (it holds {lock_path}); let it finish or stop"
+               " it, then clean")
+    with open(lock_path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            print(f"error: a pipeline command is running in {data.parent} (it holds {data / LOCK_FILE}); let it"
-                  " finish or stop it, then clean", file=sys.stderr)
+        except (BlockingIOError, PermissionError):  # EWOULDBLOCK, EAGAIN, EACCES: held
+            print(running, file=sys.stderr)
             return 1
+        except OSError:  # no flock on this filesystem (some network mounts): filelock's lock is then the file itself
+            if existed:
+                print(running, file=sys.stderr)
+                return 1
+            lock_path.unlink()  # ours: left behind, it would read as held for ever
         remove(data, cache_only)
     return 0
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.core import config, estimate, runs
-from pipeline.core.cache import write_json
+from pipeline.core.cache import exclusive_lock, write_json
 from pipeline.core.console import format_table, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import short_kind
@@ -122,25 +122,29 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
     options given (--epochs 1 ...), passed to every preset's `all`."""
     names = bench_presets(presets)
     paths = config.paths()
+    if source is not None and not source.strip():
+        raise PipelineError(f"--source {source!r}: expected sample, or a PATH to a competition zip or folder")
     source = source or default_source(paths)
     if source not in ("sample", "kaggle", "auto"):  # a path, as typed here: each preset runs from the package's folder
         source = str(Path(source).expanduser().absolute())
     if source == "sample":
         console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
                     " (its zip is cached in data/raw/) or give --source PATH to a competition zip")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = []
-    for preset in names:
-        console.say(f"bench: {preset} on {source}...")
-        row = run_preset(preset, source, paths.data / "bench" / stamp / preset, options)
-        import_tensorflow_quietly()
-        from pipeline.training.model import load_models  # Keras at its top: only once a preset has run
+    # The checkout's lock, for all the presets' runs (each under a root of its own): `make clean` refuses meanwhile.
+    with exclusive_lock():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        rows = []
+        for preset in names:
+            console.say(f"bench: {preset} on {source}...")
+            row = run_preset(preset, source, paths.data / "bench" / stamp / preset, options)
+            import_tensorflow_quietly()
+            from pipeline.training.model import load_models  # Keras at its top: only once a preset has run
 
-        row["predict_images_per_s"] = measure_prediction(load_models([Path(p) for p in row["models"]]),
-                                                         row["test_images"])
-        rows.append(row)
-        console.say(f"bench: {preset}: estimated accuracy {estimate.describe(row['estimate'])},"
-                    f" {row['wall_s']:.0f} s in all")
+            row["predict_images_per_s"] = measure_prediction(load_models([Path(p) for p in row["models"]]),
+                                                             row["test_images"])
+            rows.append(row)
+            console.say(f"bench: {preset}: estimated accuracy {estimate.describe(row['estimate'])},"
+                        f" {row['wall_s']:.0f} s in all")
     result_path = paths.reports / f"bench-{stamp}.json"
     write_json(result_path, {"source": source, "date": stamp, "rows": rows})
     print(format_bench_table(rows))
