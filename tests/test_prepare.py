@@ -164,6 +164,13 @@ def test_unterminated_quote_far_from_the_end_is_named_too(tmp_path):
         "line 6: unterminated quote (a value opens a \" that its line never closes)")
 
 
+def test_a_value_far_too_long_without_a_quote_is_not_called_a_quote(tmp_path):
+    lines = csv_text(valid_rows(2), TRAIN_HEADER).splitlines()
+    path = write(tmp_path, "\n".join([*lines, "x" * 200_000]) + "\n")
+    message = refused(path)
+    assert "line 4: malformed CSV (field larger than field limit" in message and "quote" not in message
+
+
 def test_a_train_csv_without_some_digit_is_refused(tmp_path):
     """A train.csv without any 7 was prepared, estimated at 1.0000 with one digit, and offered for submission."""
     source = tmp_path / "source"

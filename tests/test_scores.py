@@ -543,7 +543,7 @@ def test_an_access_token_file_that_cannot_be_read_is_one_line(tmp_path):
     ('{"username": "me", "key": "abc123",}', "is not valid JSON, so the kaggle client ignores it"),
     ('{"username": "me"}', 'has no "username" and "key", so the kaggle client ignores it'),
     ('[{"username": "me", "key": "abc123"}]',  # it said "not valid JSON"
-     'is a JSON list, not an object with "username" and "key", so the kaggle client cannot use it')])
+     'is a JSON array, not an object with "username" and "key", so the kaggle client cannot use it')])
 def test_a_kaggle_json_the_client_ignores_is_said_when_make_all_falls_back_to_the_sample(tmp_path, content, said):
     """`--source auto` (make all) said only "no Kaggle credentials found": the warning written for this case
     came with --source kaggle alone."""
@@ -569,4 +569,4 @@ def test_a_kaggle_json_that_is_a_list_is_one_line_naming_it(tmp_path):
         kaggle_json.chmod(0o600)
         result = run_pipeline(root, "submissions", env=env)
     message = assert_one_line_failure(result)
-    assert message.startswith(f"error: {kaggle_json}: a JSON list, expected an object") and "abc123" not in message
+    assert message.startswith(f"error: {kaggle_json}: a JSON array, expected an object") and "abc123" not in message

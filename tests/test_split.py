@@ -43,6 +43,8 @@ def test_too_few_images_per_class_is_refused():
     labels = np.array([7] + [digit for digit in range(10) if digit != 7] * 30)
     with pytest.raises(PipelineError, match="the rarest is digit 7, with 1 image$"):  # which digit was not said
         stratified_split(labels, 0.1, seed=0)
+    with pytest.raises(PipelineError, match="on each side$"):  # no digit is short: the validation share is
+        stratified_split(np.repeat(np.arange(10), 240), 0.001, seed=0)
 
 
 @pytest.mark.parametrize("folds", [2, 3, 5])

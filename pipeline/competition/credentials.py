@@ -49,7 +49,9 @@ def _json_kind(path: Path) -> str | None:
         value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return None if isinstance(value, dict) else type(value).__name__
+    # JSON's own names: a file of `null` is "a JSON null", not "a JSON NoneType".
+    return None if isinstance(value, dict) else {list: "array", str: "string", bool: "boolean", int: "number",
+                                                  float: "number"}.get(type(value), "null")
 
 
 def refuse_a_kaggle_json_the_client_breaks_on() -> None:

@@ -81,6 +81,12 @@ def _cell_problem(cell: str, is_label: bool) -> str | None:
     return None
 
 
+def _line(path: Path, number: int) -> str:
+    """The file's line `number` (1 is the header), '' past its end."""
+    with open(path, encoding="utf-8-sig", newline="", errors="replace") as stream:
+        return next((line for index, line in enumerate(stream, 1) if index == number), "")
+
+
 UNTERMINATED_QUOTE = "unterminated quote (a value opens a \" that its line never closes)"
 
 
@@ -109,8 +115,8 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                     if problem:
                         return f"{path} line {line}, column {header[column]}: {problem}"
         except csv.Error as error:
-            if "field larger than field limit" in str(error):  # the lines after an open quote, swallowed into a cell
-                return f"{path} line {row_start}: {UNTERMINATED_QUOTE}"
+            if "field larger than field limit" in str(error) and '"' in _line(path, row_start):
+                return f"{path} line {row_start}: {UNTERMINATED_QUOTE}"  # the lines after it, swallowed into a cell
             return f"{path} line {row_start}: malformed CSV ({error})"
     if data_rows == 0:
         return f"{path}: no data rows after the header (expected at least one image)"

@@ -33,7 +33,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     if present.min() < 2 or validation_size < len(present) or len(labels) - validation_size < len(present):
         raise PipelineError(
             f"cannot make a stratified split of {len(labels)} images with --val-fraction {val_fraction}: "
-            f"every class needs at least one image on each side{_rarest(counts)}"
+            f"every class needs at least one image on each side{_rarest(counts) if present.min() < 2 else ''}"
         )
     train_indices, val_indices = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
