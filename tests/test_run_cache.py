@@ -221,6 +221,17 @@ def test_a_store_that_cannot_be_written_is_a_warning_and_the_result_is_kept_next
     assert calls == [1, 2]
 
 
+def test_a_store_emptied_by_clean_cache_is_not_filled_again_by_an_up_to_date_run(toy):
+    """Only a result whose keeping failed is kept at the next up-to-date run: `make clean-cache` forgets."""
+    import shutil
+
+    root, define, calls = toy
+    stage.run(define, Console(quiet=True), size=1)
+    shutil.rmtree(root / "data" / ".cache" / "store")  # make clean-cache
+    stage.run(define, Console(quiet=True), size=1)
+    assert calls == [1] and run_cache.kept_records(config.paths(), "toy") == []
+
+
 def test_disk_usage_counts_only_what_no_output_shares(toy):
     root, define, calls = toy
     stage.run(define, Console(quiet=True), size=1)

@@ -96,11 +96,6 @@ def keep(paths: config.Paths, key_id: str, record: dict) -> None:
                             " only copies of results), and the next command keeps it") from None
 
 
-def holds(paths: config.Paths, stage_name: str, key_id: str) -> bool:
-    """Whether a result was kept under key_id (its entry written; its files not checked, which reads them all)."""
-    return _entry_path(paths, stage_name, key_id).is_file()
-
-
 def _intact(paths: config.Paths, files: dict) -> bool:
     """Every object still there and still holding what its name says."""
     for members in files.values():

@@ -133,8 +133,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         if record is not None:
             if definition.put_back:
                 definition.put_back(record)
-            if not run_cache.holds(paths, definition.name, definition.key_id):  # the store failed when it was made
-                _keep(paths, definition, record, console)
+            if record.get("unkept"):  # the run cache's store could not be written when it was made: again now
+                record = _keep(paths, definition, record, console)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
         record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
@@ -146,20 +146,25 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
                         f" {definition.describe(record)}")
             return record
         record = _work(definition, key)
-        # The record first: a result is never made again (hours of training) for want of its copy in the run cache.
-        # A store that cannot be written (a full disk) is a warning, and the next command that finds the result
-        # up to date keeps it.
-        cache.write_json(cache.record_path(definition.name), record)
-        _keep(paths, definition, record, console)
+        # The record first, marked `unkept` until the run cache holds the result: a result is never made again (hours
+        # of training) for want of its copy there. A store that cannot be written (a full disk) is a warning.
+        cache.write_json(cache.record_path(definition.name), {**record, "unkept": True})
+        record = _keep(paths, definition, record, console)
         console.say(_done_line(definition, record))
         return record
 
 
-def _keep(paths, definition: Definition, record: dict, console: Console) -> None:
+def _keep(paths, definition: Definition, record: dict, console: Console) -> dict:
+    """Keep the result in the run cache and record it so; a store that cannot be written is a warning, and the
+    record says `unkept`, for the next command that finds it up to date to try again (not one after clean-cache)."""
+    record = {name: value for name, value in record.items() if name != "unkept"}
     try:
         run_cache.keep(paths, definition.key_id, record)
     except PipelineError as error:
         console.warn(str(error))
+        return {**record, "unkept": True}
+    cache.write_json(cache.record_path(definition.name), record)
+    return record
 
 
 def _done_line(definition: Definition, record: dict) -> str:
