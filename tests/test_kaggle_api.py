@@ -331,7 +331,7 @@ def test_no_credentials_gives_one_line_and_hides_the_client_help(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["stale token in KAGGLE_API_TOKEN", "stale token file", "KAGGLE_CONFIG_DIR",
-                                  "username without key"])
+                                  "username without key", "key without username", "wrong KAGGLE_USERNAME/KAGGLE_KEY"])
 def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
     """The advice was always to put a kaggle.json in ~/.kaggle/: beside a stale access token (tried first) that fixed
     nothing, nor with KAGGLE_CONFIG_DIR set (the client reads only that folder)."""
@@ -346,6 +346,10 @@ def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
             token_file.write_text("KGAT_expired-0000")
         elif case == "username without key":
             env["KAGGLE_USERNAME"] = "me"
+        elif case == "key without username":
+            env["KAGGLE_KEY"] = "abc"
+        elif case == "wrong KAGGLE_USERNAME/KAGGLE_KEY":
+            env.update(KAGGLE_USERNAME="me", KAGGLE_KEY="wrong")  # Kaggle answers 401
         result = run_download(env, tmp_path / "raw")
     message = assert_clean_failure(result)
     config_dir = env["KAGGLE_CONFIG_DIR"]
@@ -356,6 +360,10 @@ def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
         "KAGGLE_CONFIG_DIR": f"put the kaggle.json it downloads in {config_dir}/ and run chmod 600"
                              f" {config_dir}/kaggle.json",
         "username without key": "KAGGLE_USERNAME is set without KAGGLE_KEY: set KAGGLE_KEY too",
+        "key without username": "KAGGLE_KEY is set without KAGGLE_USERNAME: set KAGGLE_USERNAME too",
+        "wrong KAGGLE_USERNAME/KAGGLE_KEY": "and set KAGGLE_USERNAME and KAGGLE_KEY to the username and key in the"
+                                            " kaggle.json it downloads, or unset both to use a kaggle.json in"
+                                            f" {config_dir}/",
     }[case]
     assert expected in message, message
     assert "~/.kaggle" not in message
@@ -502,3 +510,11 @@ def test_environment_is_isolated_from_the_real_home(tmp_path):
     assert env["HOME"] != os.environ.get("HOME")
     assert Path(env["HOME"]).is_relative_to(tmp_path)
     assert (Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kaggle_notebook_s_token_is_not_answered_with_a_kaggle_json():
+    """The notebook's token is tried first: a kaggle.json, the old advice, would never be read."""
+    from pipeline.competition.kaggle_api import how_to_configure
+
+    assert how_to_configure("the Kaggle Notebook's token (/kaggle/token)") == (
+        "the notebook's token is Kaggle's, tried before anything else: restart the notebook's session")

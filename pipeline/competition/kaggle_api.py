@@ -35,8 +35,15 @@ def how_to_configure(source: str | None) -> str:
     if source and source.startswith("access token in "):
         where = source.removeprefix("access token in ")
         return f"{NEW_TOKEN} and replace {where} with it, or delete {where} to use a kaggle.json"
-    if source is None and os.environ.get("KAGGLE_USERNAME") and not os.environ.get("KAGGLE_KEY"):
-        return f"KAGGLE_USERNAME is set without KAGGLE_KEY: set KAGGLE_KEY too, or {NEW_TOKEN} and {put_kaggle_json}"
+    if source and source.startswith("the Kaggle Notebook's token"):
+        return "the notebook's token is Kaggle's, tried before anything else: restart the notebook's session"
+    if source and source.startswith("KAGGLE_USERNAME/KAGGLE_KEY"):  # they win over a kaggle.json
+        return (f"{NEW_TOKEN} and set KAGGLE_USERNAME and KAGGLE_KEY to the username and key in the kaggle.json it"
+                f" downloads, or unset both to use a kaggle.json in {folder}/")
+    if source is None and bool(os.environ.get("KAGGLE_USERNAME")) != bool(os.environ.get("KAGGLE_KEY")):
+        given, missing = ("KAGGLE_USERNAME", "KAGGLE_KEY") if os.environ.get("KAGGLE_USERNAME") else \
+            ("KAGGLE_KEY", "KAGGLE_USERNAME")
+        return f"{given} is set without {missing}: set {missing} too, or {NEW_TOKEN} and {put_kaggle_json}"
     return (f"{NEW_TOKEN}, {put_kaggle_json}, or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN to an"
             " access token)")
 
