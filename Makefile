@@ -139,7 +139,7 @@ PREDICT_OPTS = $(call flag,TTA,tta) $(call opt,FINAL_WEIGHT,--final-weight)
 ALL_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(TRAIN_OPTS) $(call opt,FINAL_WEIGHT,--final-weight) \
 	$(call flag,REPORT,report) $(FORCE_OPT)
 # QUIET=1: not even make's echo of the command (a recipe line that starts with @).
-PIPELINE = $(call on,QUIET,@)$(PYTHON) -m pipeline $(call on,QUIET,--quiet)
+PIPELINE = $(Q)$(PYTHON) -m pipeline $(call on,QUIET,--quiet)
 
 .DEFAULT_GOAL := help
 .PHONY: help all download prepare split train predict report runs runs-diff blend submit submissions tune test test-fast lint lock bench clean clean-cache clean-all venv
@@ -161,24 +161,26 @@ help: ## List the targets
 	@echo "  report: RUN=ID    submit: FILE=PATH RUN=ID MESSAGE=TEXT WAIT=1|0 TIMEOUT=SECONDS    venv: GPU=1 ENGINE=ray TENSORBOARD=1  lock: UPGRADE=1"
 	@echo "  an unknown variable, or one the target does not take, is refused; only the command line's count (not the environment's)"
 
+# QUIET=1 (given to the target that needs the environment): the set-up's commands are not echoed either.
+Q = $(call on,QUIET,@)
 $(STAMP): requirements.txt pyproject.toml
-	python3 -m venv $(VENV)
-	$(PIP_INSTALL) -r requirements.txt
-	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
-	touch $(STAMP)
+	$(Q)python3 -m venv $(VENV)
+	$(Q)$(PIP_INSTALL) -r requirements.txt
+	$(Q)$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation --editable .
+	$(Q)touch $(STAMP)
 
 # GPU=1: the same TensorFlow with NVIDIA's CUDA libraries on top (Linux x86-64), from requirements-gpu.txt.
 $(GPU_STAMP): $(STAMP) requirements-gpu.txt
-	$(PIP_INSTALL) -r requirements-gpu.txt
-	touch $(GPU_STAMP)
+	$(Q)$(PIP_INSTALL) -r requirements-gpu.txt
+	$(Q)touch $(GPU_STAMP)
 
 $(RAY_STAMP): $(STAMP) requirements-ray.txt
-	$(PIP_INSTALL) -r requirements-ray.txt
-	touch $(RAY_STAMP)
+	$(Q)$(PIP_INSTALL) -r requirements-ray.txt
+	$(Q)touch $(RAY_STAMP)
 
 $(TENSORBOARD_STAMP): $(STAMP) requirements-tensorboard.txt
-	$(PIP_INSTALL) -r requirements-tensorboard.txt
-	touch $(TENSORBOARD_STAMP)
+	$(Q)$(PIP_INSTALL) -r requirements-tensorboard.txt
+	$(Q)touch $(TENSORBOARD_STAMP)
 
 # The tests run the Ray engine and --tensorboard too.
 $(DEV_STAMP): $(STAMP) $(RAY_STAMP) $(TENSORBOARD_STAMP) tests/requirements.txt
