@@ -184,9 +184,11 @@ def blend_command(
     share a split."""
     blended = blend.blend(config.paths(), context.obj, run_ids, weights)
     stage.run(report.define, context.obj, False, run_id=blended.id)
-    # A plain `make submit` sends what the last chain produced, not the blend.
-    context.obj.say(f"blend: send it with `make submit RUN={blended.id}` (`python -m pipeline submit --run"
-                    f" {blended.id}`)")
+    if blended.source == "sample":  # submit refuses the sample's predictions
+        context.obj.say("blend: of runs on the bundled sample, a trial that Kaggle cannot score")
+    else:  # a plain `make submit` sends what the last chain produced, not the blend
+        context.obj.say(f"blend: send it with `make submit RUN={blended.id}` (`python -m pipeline submit --run"
+                        f" {blended.id}`)")
 
 
 @app.command("submit")

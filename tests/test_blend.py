@@ -52,8 +52,8 @@ def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
     # like any run: run.json, and the submission named in submission.json (as predict writes it)
     submission = json.loads((root / "data" / "models" / blend_id / "submission.json").read_text())["submission"]
     assert "submission" not in run and submission == f"submissions/{blend_id}.csv"
-    assert result.stdout.splitlines()[-1] == (f"blend: send it with `make submit RUN={blend_id}`"
-                                              f" (`python -m pipeline submit --run {blend_id}`)")
+    # runs on the sample: `make submit RUN=<blend>`, which it said, refuses the sample's predictions
+    assert result.stdout.splitlines()[-1] == "blend: of runs on the bundled sample, a trial that Kaggle cannot score"
     lines = (root / submission).read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 601
     assert (root / "data" / "reports" / blend_id / "index.html").is_file()
@@ -97,7 +97,7 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
     (["only-one"], "name at least two runs"),
     (["a", "b", "--weights", "1"], "1 weights for 2 runs"),
     (["a", "b", "--weights", "1,x"], "expected numbers separated by commas"),
-    (["../a", "b"], "not a run id"),
+    (["../a", "b"], "error: run '../a': not a run id"),  # the runs are arguments: there is no --run
     (["a", "b", "--weights", "inf,1"], "expected numbers of 0 or more"),
     (["a", "b", "--weights", "1e308,1e308"], "expected numbers of 0 or more"),  # their sum is inf
     (["a", "b", "--weights", "nan,1"], "expected numbers of 0 or more"),
@@ -173,3 +173,18 @@ def test_a_blend_cut_short_by_a_full_disk_leaves_no_run(two_runs, tmp_path, monk
     assert result.returncode == 1 and "cannot write (No space left on device)" in result.stderr, result.stderr
     assert sorted((root / "submissions").iterdir()) == submissions
     assert run_ids(root) == runs_before and sorted((root / "data" / "models").iterdir()) == folders
+
+
+@pytest.mark.slow
+def test_a_blend_of_full_size_runs_says_how_to_send_it(two_runs, tmp_path):
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    for run_id in (first, second):  # as if trained on the competition's files
+        run_file = root / "data" / "models" / run_id / "run.json"
+        run = json.loads(run_file.read_text())
+        run_file.unlink()  # a read-only hard link into the run cache: a new file in its place
+        run_file.write_text(json.dumps({**run, "source": "kaggle:digit-recognizer"}))
+    result = assert_ok(run_in_process(root, "blend", first, second))
+    blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    assert result.stdout.splitlines()[-1] == (f"blend: send it with `make submit RUN={blend_id}`"
+                                              f" (`python -m pipeline submit --run {blend_id}`)")

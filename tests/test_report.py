@@ -337,7 +337,10 @@ def test_the_run_is_compared_with_the_best_earlier_run_and_the_baseline(inputs, 
                      estimate={**run["estimate"], "accuracy": 0.999})
     elsewhere = full_run(id="20260101-110000-cnn", date="2026-01-01 11:00:00", source="sample",
                          estimate={**run["estimate"], "accuracy": 0.9990})
-    compared = writer.compared_runs(run, [later, elsewhere, better, run, baseline])  # best first, as list_runs
+    other_rows = full_run(id="20260101-120000-cnn", date="2026-01-01 12:00:00", data={"train_images.npy": "b" * 16},
+                          estimate={**run["estimate"], "accuracy": 0.9995})  # the same source label, other digits
+    compared = writer.compared_runs({**run, "data": {"train_images.npy": "a" * 16}},
+                                    [later, elsewhere, other_rows, better, run, baseline])  # best first, as list_runs
     assert compared == [("best earlier run", better), ("baseline", baseline)]
     page = written_page(inputs, tmp_path, run, comparisons=compared)
     assert "-0.08 points" in page and "+2.50 points" in page

@@ -177,12 +177,15 @@ def write_report(
 
 
 def compared_runs(run: Run | dict, all_runs: list[Run | dict]) -> list[tuple[str, Run | dict]]:
-    """The best earlier run and the best baseline run on the same data (all_runs: best estimate first), as given."""
+    """The best earlier run and the best baseline run on the same data (all_runs: best estimate first), as given.
+    The same data: the same digits, by the hashes train recorded (runs from before them: the same source)."""
     this = Run.of(run)
 
+    def same_data(other: Run) -> bool:
+        return other.data == this.data if this.data and other.data else other.source == this.source
+
     def comparable(other: Run) -> bool:
-        return (other.id != this.id and other.source == this.source and other.estimate is not None
-                and other.date <= this.date)
+        return other.id != this.id and same_data(other) and other.estimate is not None and other.date <= this.date
 
     earlier = [other for other in all_runs if comparable(Run.of(other))]
     compared = [("best earlier run", earlier[0])] if earlier else []

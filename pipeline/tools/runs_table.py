@@ -5,7 +5,7 @@ and the differences between two runs.
 from pathlib import Path
 
 from pipeline.core import cache, config, run_cache
-from pipeline.core.console import format_table
+from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
@@ -88,7 +88,7 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     listed = list_runs(paths)
     shown = listed if everything or not any(map(is_full_size, listed)) else list(filter(is_full_size, listed))
     hidden = len(listed) - len(shown)
-    note = f"{hidden} runs on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
+    note = f"{count(hidden, 'run')} on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
             f" shared with current outputs\n(`make clean-cache` empties it){unfinished_trainings(paths)}")
