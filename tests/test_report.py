@@ -379,3 +379,13 @@ def test_a_scored_run_shows_the_gap_to_its_estimate_and_whether_it_is_inside_the
                                                  " inside its 95 % interval")
     run["leaderboard"]["public_score"] = "0.99100"
     assert "-0.42 points from the estimate, outside its 95 % interval" in html_page.leaderboard_text(run)
+
+
+def test_the_train_csv_line_of_a_digit_counts_the_blank_lines_prepare_skips(tmp_path):
+    """The page said row + 2: after blank lines in train.csv (which prepare accepts) every line it named held
+    another digit."""
+    train_csv = tmp_path / "train.csv"
+    train_csv.write_bytes(b"label,pixel0\r\n1,0\r\n2,0\r\n\r\n\n3,0\r\n4,0\r\n")
+    assert writer.train_csv_lines(train_csv, np.array([0, 1, 2, 3])).tolist() == [2, 3, 6, 7]
+    assert writer.train_csv_lines(train_csv, np.array([4])) is None  # more rows than the file: changed since
+    assert writer.train_csv_lines(tmp_path / "gone.csv", np.array([0])) is None

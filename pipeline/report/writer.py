@@ -87,13 +87,13 @@ def _write_csv(path: Path, header: list, rows: list[list]) -> None:
 
 
 def _page_data(run, train_labels, val_labels, val_probabilities, history, histories=None, model_names=None,
-               val_rows=None, comparisons=None) -> dict:
+               val_rows=None, comparisons=None, csv_lines=None) -> dict:
     """Everything the page shows besides its pictures: cheap (no drawing), so a new score can redo the page alone."""
     predictions = predictions_from(val_probabilities)
     matrix = confusion_table(val_labels, predictions)
     wrong_indices = most_wrong(val_labels, val_probabilities, MOST_WRONG_LIMIT)
-    # train.csv line of each validation digit: its row index, after the header line (line 1)
-    csv_lines = None if val_rows is None else np.asarray(val_rows) + 2
+    if csv_lines is None and val_rows is not None:  # train.csv line of each validation digit: after the header line
+        csv_lines = np.asarray(val_rows) + 2
     return dict(
         run=run, train_size=len(train_labels), val_size=len(val_labels), val_accuracy=accuracy(val_labels, predictions),
         matrix=matrix, scores=per_class_precision_recall(val_labels, predictions), history=history,
@@ -110,9 +110,9 @@ def _page(data: dict) -> str:
 
 def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
                     val_probabilities, history, histories=None, model_names=None, val_rows=None,
-                    comparisons=None, log=None) -> None:
+                    comparisons=None, log=None, csv_lines=None) -> None:
     data = _page_data(run, train_labels, val_labels, val_probabilities, history, histories, model_names, val_rows,
-                      comparisons)
+                      comparisons, csv_lines)
     matrix, scores, histories = data["matrix"], data["scores"], data["histories"]
     train_counts, val_counts = data["train_counts"], data["val_counts"]
 
@@ -153,7 +153,7 @@ def write_report(
     val_images: np.ndarray, val_labels: np.ndarray, val_probabilities: np.ndarray,
     history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
     model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
-    comparisons: list[tuple[str, Run | dict]] | None = None, log=None,
+    comparisons: list[tuple[str, Run | dict]] | None = None, log=None, csv_lines: np.ndarray | None = None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
@@ -161,7 +161,8 @@ def write_report(
     only once complete. If anything fails, the temporary folder is removed and out_dir is untouched:
     absent if there was none, or the previous complete report. histories and model_names: every
     model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
-    comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture.
+    comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture;
+    csv_lines: each validation digit's line in train.csv (default: its row + 2, as without blank lines).
     """
     out_dir = Path(out_dir)
     train_images, val_images = np.asarray(train_images), np.asarray(val_images)
@@ -172,7 +173,8 @@ def write_report(
     with atomic_path(out_dir) as staging:
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, Run.of(run), train_images, train_labels, val_images, val_labels,
-                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log)
+                        val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log,
+                        csv_lines)
     return out_dir / INDEX_HTML
 
 
@@ -210,7 +212,20 @@ def _stored_inputs(paths, run: Run) -> dict:
     histories = runs.read_histories(paths.history_json(run.id))
     names = [part.name for part in run.parts]
     return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
-                model_names=names if len(names) == len(histories) else None, val_rows=rows)
+                model_names=names if len(names) == len(histories) else None, val_rows=rows,
+                csv_lines=train_csv_lines(paths.raw_train, rows))
+
+
+def train_csv_lines(path: Path, rows: np.ndarray) -> np.ndarray | None:
+    """The line of each row (0: the first digit) in train.csv, counting the blank lines prepare skips; None when the
+    file is gone, or shorter than the rows (changed since), and the page says row + 2."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as stream:
+        next(stream, None)  # the header, line 1
+        lines = np.array([number for number, line in enumerate(stream, start=2) if line.strip()], dtype=np.int64)
+    rows = np.asarray(rows)
+    return lines[rows] if len(rows) and len(lines) > rows.max() else None
 
 
 def refresh_page(paths, run_id: str) -> bool:
