@@ -389,3 +389,17 @@ def test_the_train_csv_line_of_a_digit_counts_the_blank_lines_prepare_skips(tmp_
     assert writer.train_csv_lines(train_csv, np.array([0, 1, 2, 3])).tolist() == [2, 3, 6, 7]
     assert writer.train_csv_lines(train_csv, np.array([4])) is None  # more rows than the file: changed since
     assert writer.train_csv_lines(tmp_path / "gone.csv", np.array([0])) is None
+
+
+@pytest.mark.parametrize("params, said", [
+    ({"architecture": "mlp", "augmentation": 0.0, "dropout": 0.4}, None),  # baseline: the note said both
+    ({"architecture": "cnn", "augmentation": 1.0, "dropout": 0.4}, "on augmented digits (rotated, zoomed, shifted)"
+                                                                   " with dropout switching units off,"),
+    ({"architecture": "cnn", "augmentation": 0.0, "dropout": 0.4}, "learnt, dropout switching units off, while"),
+    ({"architecture": "mlp", "augmentation": 1.0, "dropout": 0.4},
+     "learnt, on augmented digits (rotated, zoomed, shifted), while validation digits are seen plain."),
+])
+def test_why_training_sits_below_validation_says_only_what_the_run_did(params, said):
+    """The note named augmentation and dropout for every run: `baseline`'s mlp has neither."""
+    note = html_page.training_below_validation(params)
+    assert (note == "") if said is None else (said in note), note
