@@ -184,7 +184,27 @@ def test_a_blend_of_full_size_runs_says_how_to_send_it(two_runs, tmp_path):
         run = json.loads(run_file.read_text())
         run_file.unlink()  # a read-only hard link into the run cache: a new file in its place
         run_file.write_text(json.dumps({**run, "source": "kaggle:digit-recognizer"}))
+    before = set(run_ids(root))
     result = assert_ok(run_in_process(root, "blend", first, second))
-    blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    (blend_id,) = set(run_ids(root)) - before
     assert result.stdout.splitlines()[-1] == (f"blend: send it with `make submit RUN={blend_id}`"
                                               f" (`python -m pipeline submit --run {blend_id}`)")
+
+
+@pytest.mark.slow
+def test_a_blend_of_a_blend_and_one_of_its_runs_names_each_model_once(two_runs, tmp_path):
+    """`runs --wide` counted such a blend's models with one of them twice."""
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    before = set(run_ids(root))
+    assert_ok(run_in_process(root, "blend", first, second))
+    (inner,) = set(run_ids(root)) - before
+    assert_ok(run_in_process(root, "blend", inner, first))
+    (outer,) = set(run_ids(root)) - before - {inner}
+    models = json.loads((root / "data" / "models" / outer / "run.json").read_text())["models"]
+    firsts = json.loads((root / "data" / "models" / first / "run.json").read_text())["models"]
+    assert outer != inner and len(models) == len(set(models)) and set(firsts) <= set(models)
+    lines = assert_ok(run_in_process(root, "runs", "--wide", "--all")).stdout.splitlines()
+    header, row = lines[0], next(line for line in lines if line.startswith(outer))
+    seconds = row[header.index("train_s"):header.index("kept")].strip()
+    assert seconds == "-"  # it trained nothing of its own: it said 0

@@ -156,7 +156,8 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
                 split=chosen[0].split if all(run.split == chosen[0].split for run in chosen) else {},
                 estimate=blend_estimate, no_estimate=no_estimate_reason,
                 parts=tuple(replace(part, name=f"{run.id}/{part.name}") for run in chosen for part in run.parts),
-                data=chosen[0].data, models=tuple(name for run in chosen for name in run.models))
+                # Each model once: a blend of a blend and one of its runs names that run's models twice.
+                data=chosen[0].data, models=tuple(dict.fromkeys(name for run in chosen for name in run.models)))
             runs.write_run(paths, run)  # the blend's run.json, and its submission.json as predict would write it
             runs.write_submission_record(paths, run_id, SubmissionRecord(cache.relative_name(submission),
                                                                          rows=len(labels)))

@@ -54,7 +54,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
             cells += [_number(params.get("seed")), _number(params.get("members")), len(run.models),
                       run.source or "?", run.date or "?", scored[0],
                       *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
-                      f"{_seconds(run.durations_s.get('train')):.0f}",
+                      _train_seconds(run),
                       "yes" if run.id in kept_ids else "no", Path(run.submission or "-").name]
         else:
             cells += scored
@@ -62,8 +62,10 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     return format_table(header, rows)
 
 
-def _seconds(value) -> float:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+def _train_seconds(run: Run) -> str:
+    """Its training's seconds; '-' when it trained nothing of its own (a blend) or did not record them."""
+    value = run.durations_s.get("train")
+    return f"{value:.0f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def _estimate_cells(estimate: Estimate | None) -> tuple[str, str, str]:
