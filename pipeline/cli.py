@@ -15,7 +15,7 @@ import typer.main
 from pipeline import __version__
 from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
-from pipeline.core import cache, config, extras, runs, stage
+from pipeline.core import cache, clean, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.core.errors import PipelineError
 from pipeline.stages import chain, download, predict, prepare, report, split, train
@@ -187,8 +187,9 @@ def blend_command(
     if blended.source == "sample":  # submit refuses the sample's predictions
         context.obj.say("blend: of runs on the bundled sample, a trial that Kaggle cannot score")
     else:  # a plain `make submit` sends what the last chain produced, not the blend
-        context.obj.say(f"blend: send it with `make submit RUN={blended.id}` (`python -m pipeline submit --run"
-                        f" {blended.id}`)")
+        context.obj.say(config.how_to(f"blend: send it with `make submit RUN={blended.id}` (`python -m pipeline"
+                                      f" submit --run {blended.id}`)",
+                                      f"blend: send it with `digit-recognizer submit --run {blended.id}`"))
 
 
 @app.command("submit")
@@ -212,6 +213,14 @@ def submit_command(
 def submissions_command(competition: str = COMPETITION):
     """The competition's submissions with their scores, matched to the runs sent from here; records new scores."""
     print(scores.show_submissions(config.paths(), competition))
+
+
+@app.command("clean")
+def clean_command(cache_only: bool = typer.Option(False, "--cache", help="Only the run cache's store"
+                                                  " (data/.cache/store); current outputs stay.")):
+    """Remove what the pipeline wrote under data/ (the sent log, submissions/ and your files stay); refused while a
+    command runs there. `make clean` and `make clean-cache` do the same without the environment."""
+    raise typer.Exit(clean.main([str(config.paths().data), *(["--cache"] if cache_only else [])]))
 
 
 @app.command("bench")

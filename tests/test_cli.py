@@ -616,6 +616,18 @@ def test_ctrl_c_while_the_cli_imports_is_one_line_not_a_traceback(tmp_path, star
     assert not process.stdout  # no help printed: the command never started
 
 
+def test_clean_is_a_command_too_for_the_installed_package(tmp_path):
+    """`runs` said `make clean-cache` empties the store, and an installed `digit-recognizer` has no Makefile."""
+    data = tmp_path / "data"
+    for folder in ("models/run", ".cache/store/objects", "sample"):
+        (data / folder).mkdir(parents=True)
+    (data / "submissions_sent.json").write_text("{}")
+    assert run_in_process(tmp_path, "clean", "--cache").returncode == 0
+    assert not (data / ".cache" / "store").exists() and (data / "models" / "run").is_dir()
+    assert run_in_process(tmp_path, "clean").returncode == 0
+    assert sorted(path.name for path in data.iterdir()) == [".pipeline.lock", "sample", "submissions_sent.json"]
+
+
 def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
     import typer.main
 

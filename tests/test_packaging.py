@@ -331,6 +331,10 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
                             env=environment, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "using the bundled sample" in result.stdout
+    # Its advice in its own words: there is no Makefile where it is installed.
+    assert "run `digit-recognizer all` again" in result.stdout.splitlines()[-1] and "make" not in result.stdout
+    listed = subprocess.run([str(script), "runs"], cwd=work, env=environment, capture_output=True, text=True)
+    assert "(`digit-recognizer clean --cache` empties it)" in listed.stdout and "make" not in listed.stdout
     submissions = list((work / "submissions").glob("*.csv"))
     assert len(submissions) == 1 and len(submissions[0].read_text().splitlines()) == 601
     assert (work / "data" / "raw" / "train.csv").is_file() and (work / "data" / "models").is_dir()

@@ -10,7 +10,7 @@ PENDING. Every submission sent is logged (pipeline.core.runs.record_sent_submiss
 import time
 
 from pipeline.competition import kaggle_api
-from pipeline.core import runs
+from pipeline.core import config, runs
 from pipeline.core.console import format_duration, format_table
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.estimate import Estimate
@@ -21,7 +21,8 @@ DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
 WAIT_GROWTH = 1.5
 LONGEST_WAIT_S = 30.0  # a look every half minute at most: few calls, and a score is seen soon after it exists
-HOW_TO_LOOK_LATER = "`make submissions` (or `python -m pipeline submissions`)"
+HOW_TO_LOOK_LATER = config.how_to("`make submissions` (or `python -m pipeline submissions`)",
+                                  "`digit-recognizer submissions`")
 
 
 def waits(timeout_s: float):
@@ -148,7 +149,8 @@ def show_submissions(paths, competition: str) -> str:
                      score, submission["private_score"] or "-", run_id or "-",
                      _shorten(submission["error_description"] or submission["description"])))
     if not rows:
-        return f"no submissions to {competition} yet (send one with `make submit`)"
+        return (f"no submissions to {competition} yet (send one with"
+                f" {config.how_to('`make submit`', '`digit-recognizer submit`')})")
     table = format_table(("ref", "date", "status", "public", "private", "run", "description"), rows)
     pending = sum(1 for submission in listed if submission["status"] == "PENDING")
     note = f"\n{pending} still pending: look again in a minute" if pending else ""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.competition import kaggle_api, scores
 from pipeline.competition.submission import check_submission, read_submission
-from pipeline.core import cache, runs
+from pipeline.core import cache, config, runs
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.records import Run
 
@@ -33,8 +33,9 @@ def current_submission(paths) -> Path:
         return newest_submission(paths.submissions)
     path = cache.absolute_path(submission)
     if not path.is_file():
-        raise PipelineError(f"{path}, which the last predict wrote, is gone: run `make all` again, or name the file"
-                            " to send (make submit FILE=... or --file)")
+        raise PipelineError(f"{path}, which the last predict wrote, is gone: run"
+                            f" {config.how_to('`make all`', '`digit-recognizer all`')} again, or name the file to"
+                            f" send ({config.how_to('make submit FILE=... or --file', '--file')})")
     return path
 
 
@@ -42,7 +43,9 @@ def newest_submission(folder: Path) -> Path:
     finished = [path for path in folder.glob("*.csv") if not path.name.startswith(".")]
     candidates = sorted(finished, key=lambda path: path.stat().st_mtime)
     if not candidates:
-        raise PipelineError(f"{folder}: no submission yet (run `make all` or `python -m pipeline predict` first)")
+        raise PipelineError(f"{folder}: no submission yet (run"
+                            f" {config.how_to('`make all` or `python -m pipeline predict`', '`digit-recognizer all`')}"
+                            " first)")
     return candidates[-1]
 
 
@@ -52,7 +55,8 @@ def refuse_sample_run(run: Run | None, file: Path, competition: str) -> None:
         raise PipelineError(
             f"{file} comes from run {run.id}, trained and predicted on the bundled sample (600 test rows), which"
             f" Kaggle cannot score for {competition}: get the competition's data first (Kaggle credentials, README"
-            " 'Kaggle credentials', or make all SOURCE=path/to/digit-recognizer.zip), then `make all` and submit")
+            f" 'Kaggle credentials', or {config.how_to('make all SOURCE=', 'digit-recognizer all --source ')}"
+            f"path/to/digit-recognizer.zip), then {config.how_to('`make all`', '`digit-recognizer all`')} and submit")
 
 
 def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,

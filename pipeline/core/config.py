@@ -15,6 +15,13 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
+# A checkout (its Makefile beside the package) is run with `make`; an installed package (pip, pipx), by its command.
+IN_CHECKOUT = (PACKAGE_DIR.parent / "Makefile").is_file()
+
+
+def how_to(make: str, command: str) -> str:
+    """Advice in the form the user runs: `make all` in a checkout, `digit-recognizer all` where it is installed."""
+    return make if IN_CHECKOUT else command
 
 
 def _sample_folder() -> Path:

@@ -92,7 +92,8 @@ def keep(paths: config.Paths, key_id: str, record: dict) -> None:
     except (OSError, PipelineError) as error:  # a full disk, a damaged store (a file where a folder should be)
         cause = error.strerror or error if isinstance(error, OSError) else error
         raise PipelineError(f"{paths.store}: cannot keep this result in the run cache ({cause}); the result itself"
-                            " is saved and current: free some space or empty the store (`make clean-cache`: it holds"
+                            " is saved and current: free some space or empty the store"
+                            f" ({config.how_to('`make clean-cache`', '`digit-recognizer clean --cache`')}: it holds"
                             " only copies of results), and the next command keeps it") from None
 
 

@@ -20,10 +20,12 @@ from pipeline.core.records import Leaderboard, ReportRecord, Run, SubmissionReco
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+RUNS = config.how_to("`python -m pipeline runs`", "`digit-recognizer runs`")
+
+
 def run_path(paths: config.Paths, run_id: str) -> Path:
     if not RUN_ID.fullmatch(run_id or ""):
-        raise PipelineError(f"run {run_id!r}: not a run id (a name such as 20250101-120000-cnn; "
-                            "see `python -m pipeline runs`)")
+        raise PipelineError(f"run {run_id!r}: not a run id (a name such as 20250101-120000-cnn; see {RUNS})")
     return paths.run_json(run_id)
 
 
@@ -115,7 +117,7 @@ def read_run(paths: config.Paths, run_id: str) -> Run:
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         run = _kept_runs(paths).get(run_id)  # run.json gone: as train recorded it, when the run cache keeps it
         if run is None:
-            raise PipelineError(f"run {run_id}: no such run (see `python -m pipeline runs`)") from None
+            raise PipelineError(f"run {run_id}: no such run (see {RUNS})") from None
     if run is None:
         raise PipelineError(f"{path}: not a run record (a JSON object was expected)")
     return _composed(paths, run, sent_submissions(paths, strict=False))

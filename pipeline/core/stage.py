@@ -118,8 +118,10 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
             stale = (name, changed)
         name = UPSTREAM.get(name)
     if stale:
+        rerun = config.how_to(f"`python -m pipeline {stale[0]}`", f"`digit-recognizer {stale[0]}`")
+        everything = config.how_to("`make all`", "`digit-recognizer all`")
         raise PipelineError(f"the {stage_name} result is out of date ({stale[1]} changed since {stale[0]} last ran):"
-                            f" run `python -m pipeline {stale[0]}` and the stages after it, or `make all`")
+                            f" run {rerun} and the stages after it, or {everything}")
     return record
 
 

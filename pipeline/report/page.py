@@ -177,7 +177,8 @@ def training_below_validation(params: dict) -> str:
 
 SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test digits), not the competition's"
                  " data: a trial of the pipeline. Its numbers say little about the leaderboard and Kaggle cannot"
-                 " score its submission. For the real data: README, 'Kaggle credentials', then make all.")
+                 " score its submission. For the real data: README, 'Kaggle credentials', then"
+                 f" {config.how_to('make all', 'digit-recognizer all')}.")
 
 
 def leaderboard_text(run: Run | dict) -> str:
@@ -187,7 +188,7 @@ def leaderboard_text(run: Run | dict) -> str:
     if not leaderboard:
         if run.source == "sample":
             return "cannot be submitted (the sample)"
-        return "not submitted yet (make submit)"
+        return f"not submitted yet ({config.how_to('make submit', 'digit-recognizer submit')})"
     if leaderboard.status == "COMPLETE":
         scores = [f"{leaderboard.public_score} public"]
         if leaderboard.private_score:
@@ -196,7 +197,8 @@ def leaderboard_text(run: Run | dict) -> str:
         return f"{', '.join(scores)} (submission {leaderboard.ref}){f'; {gap}' if gap else ''}"
     if leaderboard.status == "ERROR":
         return f"Kaggle could not score submission {leaderboard.ref}: {leaderboard.error}"
-    return f"submission {leaderboard.ref} not scored yet (make submissions)"
+    return (f"submission {leaderboard.ref} not scored yet"
+            f" ({config.how_to('make submissions', 'digit-recognizer submissions')})")
 
 
 def summary_rows(run: Run) -> list[list]:
@@ -264,7 +266,8 @@ def _run_sections(run: Run, comparisons: list[tuple[str, Run]] | None) -> str:
     parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
     if comparisons is not None:
         has_baseline = run.preset == "baseline" or any(label == "baseline" for label, _ in comparisons)
-        no_baseline = '<p class="note">No baseline run on the same data yet: make all PRESET=baseline.</p>'
+        no_baseline = ('<p class="note">No baseline run on the same data yet:'
+                       f' {config.how_to("make all PRESET=baseline", "digit-recognizer all --preset baseline")}.</p>')
         note = "" if has_baseline else no_baseline
 
         parts.append(f"<h3>Compared with earlier runs on the same data</h3>"

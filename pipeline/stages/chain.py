@@ -22,6 +22,9 @@ def run_data_stages(console: Console, source: str, competition: str, values: dic
     return downloaded
 
 
+SUBMISSIONS = config.how_to("`make submissions`", "`digit-recognizer submissions`")
+
+
 def _what_kaggle_said(run_id: str, submission) -> str:
     """The end of `all`'s last line: how to send the submission, or what came of sending it (or the same file)."""
     run = runs.read_run(config.paths(), run_id)
@@ -32,15 +35,15 @@ def _what_kaggle_said(run_id: str, submission) -> str:
             sent = earlier[-1]
             score = f", scored {sent.get('public_score')} public" if sent.get("status") == "COMPLETE" else ""
             return (f"the same file was sent on {sent.get('date', '?')} as {sent.get('file', '?')}{score};"
-                    " `make submit FORCE=1` sends it again")
+                    f" {config.how_to('`make submit FORCE=1`', '`digit-recognizer submit --force`')} sends it again")
     if status == "COMPLETE":
         gap = describe_gap(run)
         return f"sent and scored {run.leaderboard.public_score} public{f', {gap}' if gap else ''}"
     if status == "PENDING":
-        return "sent, not scored yet: `make submissions` shows the score"
+        return f"sent, not scored yet: {SUBMISSIONS} shows the score"
     if status == "ERROR":
-        return "sent, but Kaggle could not score it: `make submissions` says why"
-    return "send it with `make submit`"
+        return f"sent, but Kaggle could not score it: {SUBMISSIONS} says why"
+    return f"send it with {config.how_to('`make submit`', '`digit-recognizer submit`')}"
 
 
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
@@ -65,7 +68,8 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
             console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
                         " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
-                        " credentials') or pass SOURCE=path/to/digit-recognizer.zip, then run `make all` again")
+                        f" credentials') or pass {config.how_to('SOURCE=', '--source ')}path/to/digit-recognizer.zip,"
+                        f" then run {config.how_to('`make all`', '`digit-recognizer all`')} again")
         else:
             console.say(f"{done} ({_what_kaggle_said(train_record['extra']['run_id'], submission)})")
     return predicted

@@ -35,7 +35,8 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
     in the run cache, so its settings come back in seconds."""
     if not runs:
-        return "no runs yet (run `make all` or `python -m pipeline train`)"
+        return ("no runs yet (run"
+                f" {config.how_to('`make all` or `python -m pipeline train`', '`digit-recognizer all`')})")
     # The run id ends with the model's name (20260101-120000-cnn): no column of its own within 100 characters.
     header = ("run", "preset", "ep", "lr", "aug", "drop", "w", "estimate", "kaggle", "gap")
     if wide:
@@ -81,6 +82,9 @@ def leaderboard_cell(leaderboard: Leaderboard | None) -> str:
     return {"COMPLETE": leaderboard.public_score or "-", "ERROR": "error"}.get(leaderboard.status, "pending")
 
 
+CLEAN_CACHE = config.how_to("`make clean-cache`", "`digit-recognizer clean --cache`")
+
+
 def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate") -> str:
     """The runs table (full-size runs only when there are any, unless everything) and what the run cache holds."""
     if sort not in SORT_KEYS:
@@ -93,7 +97,7 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     note = f"{count(hidden, 'run')} on the bundled sample not shown (`runs --all` lists them)\n" if hidden else ""
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
-            f" shared with current outputs\n(`make clean-cache` empties it){unfinished_trainings(paths)}")
+            f" shared with current outputs\n({CLEAN_CACHE} empties it){unfinished_trainings(paths)}")
 
 
 def unfinished_trainings(paths: config.Paths) -> str:
