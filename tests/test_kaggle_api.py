@@ -184,6 +184,21 @@ def test_download_dropped_midway_fails_and_leaves_no_zip(tmp_path):
     assert list(dest_dir.iterdir()) == []  # neither the zip nor the temporary folder
 
 
+def test_a_dropped_download_through_the_cli_says_only_what_is_true(tmp_path):
+    """The client printed `Partial file saved at: .../.tmp-download-.../digit-recognizer.zip` and `You can resume by
+    running the same command again` just before the pipeline's `nothing was kept, run the command again`."""
+    code = NO_RETRY_WAITS + textwrap.dedent("""
+        import runpy, sys
+        sys.argv = ["digit-recognizer", "download", "--source", "kaggle"]
+        runpy.run_module("pipeline", run_name="__main__")
+    """)
+    with KaggleStub(mode="drop") as stub:
+        result = run_python(code, {**stub.client_env(tmp_path), "PIPELINE_ROOT": str(tmp_path / "project")})
+    message = assert_clean_failure(result)
+    assert "nothing was kept, run the command again" in message
+    assert "Partial file saved" not in result.stdout + result.stderr and "resume" not in result.stdout, result.stdout
+
+
 def run_with_one_second_timeout(mode: str, tmp_path: Path, code: str, *args) -> tuple[KaggleStub, str, float]:
     """Run code against a stub in `mode` with PIPELINE_NETWORK_TIMEOUT=1; (stub, error line, seconds)."""
     with KaggleStub(mode=mode) as stub:

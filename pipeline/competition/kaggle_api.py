@@ -286,10 +286,13 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
         staged = staging_dir / final_path.name
         if not force and final_path.is_file() and _zip_problem(final_path) is None:
             shutil.copy2(final_path, staged)  # keeps the mtime the client compares with Last-Modified
-        _call_client(
-            lambda: api.competition_download_files(competition, path=str(staging_dir), force=force, quiet=quiet),
-            competition, attempts=DOWNLOAD_ATTEMPTS,
-        )
+        # The client's own lines go: on a failure they say a partial file was kept to resume, which this download
+        # never keeps (its temporary folder goes); its progress bar, on stderr, stays.
+        with contextlib.redirect_stdout(io.StringIO()):
+            _call_client(
+                lambda: api.competition_download_files(competition, path=str(staging_dir), force=force, quiet=quiet),
+                competition, attempts=DOWNLOAD_ATTEMPTS,
+            )
         staged = _staged_file(staging_dir, staged, competition)
         problem = _zip_problem(staged)
         if problem:
