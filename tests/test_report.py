@@ -403,3 +403,30 @@ def test_why_training_sits_below_validation_says_only_what_the_run_did(params, s
     """The note named augmentation and dropout for every run: `baseline`'s mlp has neither."""
     note = html_page.training_below_validation(params)
     assert (note == "") if said is None else (said in note), note
+
+
+def test_a_ctrl_c_in_a_weakref_callback_while_drawing_still_stops_the_report(inputs, tmp_path, monkeypatch):
+    """A Ctrl-C that landed in one of matplotlib's weakref callbacks was only printed by Python (`Exception ignored
+    in ...`), and the report, then the command, went on to exit 0."""
+    import os
+    import signal
+    import weakref
+
+    real_figure = figures.class_counts_figure
+
+    def drawn_while_ctrl_c_lands_in_a_weakref_callback(*arguments):
+        class Thing:
+            pass
+
+        thing = Thing()
+        reference = weakref.ref(thing, lambda _: (os.kill(os.getpid(), signal.SIGINT), sum(range(10_000))))
+        del thing  # the callback runs here: the SIGINT's handler too
+        assert reference() is None
+        return real_figure(*arguments)
+
+    monkeypatch.setattr(writer, "class_counts_figure", drawn_while_ctrl_c_lands_in_a_weakref_callback)
+    out_dir = tmp_path / "report"
+    with pytest.raises(KeyboardInterrupt):
+        writer.write_report(out_dir, **inputs)
+    assert not out_dir.exists()  # nothing half-written kept
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.core import runs
 from pipeline.core.cache import atomic_path, path_digest
 from pipeline.core.config import IMAGE_SIZE, NUM_CLASSES
+from pipeline.core.ctrl_c import ctrl_c_after_the_block
 from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import Run
@@ -126,7 +127,8 @@ def _write_contents(folder: Path, run, train_images, train_labels, val_images, v
                                                    csv_lines=data["csv_lines"])),
     ]
     for number, (name, draw) in enumerate(pictures, start=1):
-        _save(draw(), folder / name)
+        with ctrl_c_after_the_block():  # not lost in matplotlib's weakref callbacks: the report stops between pictures
+            _save(draw(), folder / name)
         if log is not None:
             log(f"report: picture {number} of {len(pictures)} ({name})")
 
