@@ -360,6 +360,19 @@ def test_a_deleted_run_json_is_read_from_the_run_cache_and_put_back(quick_run_ro
     assert json.loads(run_json.read_text()) == written  # put back as train wrote it
 
 
+def test_the_report_of_a_run_whose_folder_was_deleted_says_the_run_cache_brings_it_back(quick_run_root):
+    """It said to retrain the run (at full size, up to 90 minutes), which the run cache restores in seconds."""
+    tmp_path = quick_run_root  # where `all` (QUICK_RUN) has run
+    run_dir = next((tmp_path / "data" / "models").glob("*/run.json")).parent
+    shutil.rmtree(run_dir)
+    report = run_in_process(tmp_path, "report", "--run", run_dir.name)
+    assert report.returncode == 1 and report.stderr.count("\n") == 1, report.stderr
+    assert ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
+            " run's) and its files come back in seconds") in report.stderr
+    again = run_in_process(tmp_path, *QUICK_RUN)  # the options it had
+    assert stage_words(again.stdout)["train"] == "restored" and (run_dir / "run.json").is_file()
+
+
 @pytest.mark.slow
 def test_the_report_follows_a_new_submission_of_its_run(quick_run_root):
     """`predict --tta` (or another --final-weight) wrote <run>-2.csv, and `report` stayed `up to date`, its page
