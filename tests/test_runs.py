@@ -160,3 +160,16 @@ def test_a_run_is_composed_of_its_folder_s_records_and_the_sent_log(pipeline_roo
                                         "private_score": "", "error_description": "", "description": "m"})
     assert runs.read_run(paths, run_id).public_score == pytest.approx(0.99543)
     assert runs.run_for_submission(paths, paths.root / "submissions/other.csv")[0].id == run_id
+
+
+def test_a_deleted_submission_is_said_to_be_deleted(pipeline_root):
+    """`runs --wide` and the run's page named a submission whose file was gone as if it were there."""
+    write_runs(pipeline_root, make_run("20260101-100000-deotte"))
+    submission = pipeline_root / "submissions" / "20260101-100000-deotte.csv"
+    submission.parent.mkdir()
+    submission.write_text("ImageId,Label\n")
+    assert runs_table.submission_name("submissions/20260101-100000-deotte.csv") == "20260101-100000-deotte.csv"
+    wide = run_in_process(pipeline_root, "runs", "--wide").stdout
+    assert "20260101-100000-deotte.csv" in wide and "(deleted)" not in wide
+    submission.unlink()
+    assert "20260101-100000-deotte.csv (deleted)" in run_in_process(pipeline_root, "runs", "--wide").stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.cache import absolute_path
 from pipeline.core.config import Paths, network_name
 from pipeline.core.estimate import describe
 from pipeline.core.records import PartSummary, Run, describe_gap
@@ -181,6 +182,13 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  f" {config.how_to('make all', 'digit-recognizer all')}.")
 
 
+def submission_name(submission: str | None, missing: str = "none yet") -> str:
+    """The submission's file name, '(deleted)' after it when the file is gone; missing: when there is none."""
+    if not submission:
+        return missing
+    return Path(submission).name + ("" if absolute_path(submission).is_file() else " (deleted)")
+
+
 def leaderboard_text(run: Run | dict) -> str:
     """What Kaggle said of the run's latest submission, in words."""
     run = Run.of(run)
@@ -213,7 +221,7 @@ def summary_rows(run: Run) -> list[list]:
         *([["blend of", run.params.get("blend_of", "?")]] if run.blend else []),
         ["estimated accuracy", describe(run.estimate, missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
-        ["submission", Path(run.submission).name if run.submission else "none yet"],
+        ["submission", submission_name(run.submission)],
     ]
 
 

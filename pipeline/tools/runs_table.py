@@ -2,13 +2,13 @@
 and the differences between two runs.
 """
 
-from pathlib import Path
 
 from pipeline.core import cache, config, run_cache
 from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
+from pipeline.report.page import submission_name
 from pipeline.core.runs import SORT_KEYS, list_runs, read_run, sorted_runs
 
 
@@ -56,7 +56,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
                       run.source or "?", run.date or "?", scored[0],
                       *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
                       _train_seconds(run),
-                      "yes" if run.id in kept_ids else "no", Path(run.submission or "-").name]
+                      "yes" if run.id in kept_ids else "no", submission_name(run.submission, missing="-")]
         else:
             cells += scored
         rows.append(tuple(cells))
