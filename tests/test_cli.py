@@ -245,6 +245,9 @@ def test_bench_prints_one_table_and_saves_it(tmp_path):
     assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0] and "units" in header[0]
     saved = json.loads(next((tmp_path / "data" / "reports").glob("bench-*.json")).read_text())
     assert [row["preset"] for row in saved["rows"]] == ["baseline", "quick"]
+    for row in saved["rows"]:  # relative to the project, as every record's (they were absolute)
+        assert row["test_images"].startswith("data/bench/") and all(path.startswith("data/bench/")
+                                                                    for path in row["models"])
     for row in saved["rows"]:
         assert 0 < row["estimate_accuracy"] <= 1 and row["estimate_kind"] == "holdout"
         assert row["peak_rss_mb"] > 50 and row["predict_images_per_s"] > 0

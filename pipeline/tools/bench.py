@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.core import config, estimate, runs
-from pipeline.core.cache import exclusive_lock, write_json
+from pipeline.core.cache import exclusive_lock, relative_name, write_json
 from pipeline.core.console import format_table, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import short_kind
@@ -146,7 +146,10 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
             console.say(f"bench: {preset}: estimated accuracy {estimate.describe(row['estimate'])},"
                         f" {row['wall_s']:.0f} s in all")
     result_path = paths.reports / f"bench-{stamp}.json"
-    write_json(result_path, {"source": source, "date": stamp, "rows": rows})
+    # Paths relative to the project, as every record's: the figures stay true in a moved checkout.
+    kept = [{**row, "models": [relative_name(Path(path)) for path in row["models"]],
+             "test_images": relative_name(Path(row["test_images"]))} for row in rows]
+    write_json(result_path, {"source": source, "date": stamp, "rows": kept})
     print(format_bench_table(rows))
     console.say(f"bench: figures saved to {result_path}; the folders under {paths.data / 'bench' / stamp}"
                 " can be deleted")
