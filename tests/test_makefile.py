@@ -253,6 +253,17 @@ def test_clean_refuses_while_a_command_runs_and_never_removes_the_lock(tmp_path)
     assert (data / ".pipeline.lock").is_file() and not (data / "models").exists()
 
 
+def test_clean_removes_nothing_from_a_data_folder_the_pipeline_did_not_write(tmp_path, capsys):
+    """`digit-recognizer clean`, run from a home folder, would have removed ~/data/models and ~/data/raw of anything."""
+    from pipeline.core import clean
+
+    mine = tmp_path / "data" / "models" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    assert clean.main([str(tmp_path / "data")]) == 0
+    assert mine.read_text() == "mine" and "nothing removed" in capsys.readouterr().out
+
+
 def test_clean_where_the_filesystem_has_no_flock_leaves_no_lock_file_behind(tmp_path, monkeypatch):
     """There filelock's lock is the file itself: the empty lock file clean made read as held for ever, and clean
     said a command was running when none was."""
@@ -272,6 +283,7 @@ def test_clean_where_the_filesystem_has_no_flock_leaves_no_lock_file_behind(tmp_
                                                             "submissions_sent.json"]
     (data / ".pipeline.lock").write_text("")  # a command's lock there: it runs
     (data / "models").mkdir()
+    (data / ".cache").mkdir()
     assert clean.main([str(data)]) == 1 and (data / "models").is_dir()
 
 

@@ -169,6 +169,8 @@ def test_a_value_far_too_long_without_a_quote_is_not_called_a_quote(tmp_path):
     path = write(tmp_path, "\n".join([*lines, "x" * 200_000]) + "\n")
     message = refused(path)
     assert "line 4: malformed CSV (field larger than field limit" in message and "quote" not in message
+    closed = write(tmp_path, "\n".join([*lines, '"' + "x" * 200_000 + '",0']) + "\n", name="closed.csv")
+    assert "unterminated quote" not in refused(closed)  # a long value, its quote closed
 
 
 def test_a_train_csv_without_some_digit_is_refused(tmp_path):

@@ -13,6 +13,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate
+from pipeline.core.cache import path_digest
 from pipeline.report import figures, metrics, writer
 from pipeline.report import page as html_page
 
@@ -389,13 +390,22 @@ def test_the_train_csv_line_of_a_digit_counts_the_blank_lines_prepare_skips(tmp_
     assert writer.train_csv_lines(train_csv, np.array([0, 1, 2, 3])).tolist() == [2, 3, 6, 7]
     assert writer.train_csv_lines(train_csv, np.array([4])) is None  # more rows than the file: changed since
     assert writer.train_csv_lines(tmp_path / "gone.csv", np.array([0])) is None
+    old_mac = tmp_path / "old-mac.csv"  # line ends of \r alone, which prepare reads too
+    old_mac.write_bytes(b"label,pixel0\r1,0\r\r2,0\r")
+    assert writer.train_csv_lines(old_mac, np.array([0, 1])).tolist() == [2, 4]
+    # not the train.csv prepare read (replaced since): its lines would name other digits
+    assert writer.train_csv_lines(train_csv, np.array([0]), prepared_from="a" * 64) is None
+    assert writer.train_csv_lines(train_csv, np.array([0]), prepared_from=path_digest(train_csv)).tolist() == [2]
 
 
 @pytest.mark.parametrize("params, said", [
     ({"architecture": "mlp", "augmentation": 0.0, "dropout": 0.4}, None),  # baseline: the note said both
     ({"architecture": "cnn", "augmentation": 1.0, "dropout": 0.4}, "on augmented digits (rotated, zoomed, shifted)"
                                                                    " with dropout switching units off,"),
-    ({"architecture": "cnn", "augmentation": 0.0, "dropout": 0.4}, "learnt, dropout switching units off, while"),
+    ({"architecture": "cnn", "augmentation": 0.0, "dropout": 0.4}, "learnt, with dropout switching units off, while"),
+    ({"architecture": "mlp", "augmentation": 0.0, "mixup": 0.2}, "learnt, on augmented digits, while"),
+    ({"architecture": "mlp", "augmentation": 0.0, "alternate": "cnn", "dropout": 0.4}, "with dropout switching"),
+    ({"blend_of": "1 x A + 1 x B"}, None),  # a blend trained nothing
     ({"architecture": "mlp", "augmentation": 1.0, "dropout": 0.4},
      "learnt, on augmented digits (rotated, zoomed, shifted), while validation digits are seen plain."),
 ])

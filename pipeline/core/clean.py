@@ -32,13 +32,13 @@ def remove(data: Path, cache_only: bool = False) -> None:
 
 def main(arguments: list[str]) -> int:
     data, cache_only = Path(arguments[0]).resolve(), "--cache" in arguments[1:]
-    if not data.is_dir():
-        return 0  # nothing written yet
+    if not (data / ".cache").is_dir():  # every stage records itself there: without it, this data/ is not the pipeline's
+        print(f"clean: nothing removed: {data} holds no outputs of the pipeline (no .cache folder)")
+        return 0
     try:
         import fcntl
     except ImportError:  # Windows: no flock to take
-        remove(data, cache_only)
-        return 0
+        return _remove_and_say(data, cache_only)
     lock_path = data / LOCK_FILE
     existed = lock_path.exists()
     running = (f"error: a pipeline command is running in {data.parent} (it holds {lock_path}); let it finish or stop"
@@ -54,7 +54,13 @@ def main(arguments: list[str]) -> int:
                 print(running, file=sys.stderr)
                 return 1
             lock_path.unlink()  # ours: left behind, it would read as held for ever
-        remove(data, cache_only)
+        return _remove_and_say(data, cache_only)
+
+
+def _remove_and_say(data: Path, cache_only: bool) -> int:
+    remove(data, cache_only)
+    print(f"clean: removed the run cache, {data / RUN_CACHE_STORE}" if cache_only else
+          f"clean: removed what the pipeline wrote in {data}")
     return 0
 
 

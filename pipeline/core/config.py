@@ -20,8 +20,13 @@ IN_CHECKOUT = (PACKAGE_DIR.parent / "Makefile").is_file()
 
 
 def how_to(make: str, command: str) -> str:
-    """Advice in the form the user runs: `make all` in a checkout, `digit-recognizer all` where it is installed."""
+    """Advice in the form the user runs: `make all` in a checkout (an editable install in one too: its Makefile is
+    there), `digit-recognizer all` where the package is installed."""
     return make if IN_CHECKOUT else command
+
+
+# The advice for runs whose digits data/prepared no longer holds.
+PREPARE_AGAIN = how_to("make download prepare SOURCE=...", "digit-recognizer download --source ..., then prepare")
 
 
 def _sample_folder() -> Path:

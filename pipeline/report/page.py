@@ -166,15 +166,22 @@ def _run_id(run: Run) -> str:
 def training_below_validation(params: dict) -> str:
     """Why training accuracy sits below validation accuracy, by the run's own settings ('' when nothing of the kind
     is on: the mlp of `baseline` has no dropout, and its preset no augmentation); one not recorded: the default's."""
-    augmented = (params.get("augmentation", config.DEFAULT["augmentation"]) or 0) > 0
-    dropout = (params.get("dropout", config.DEFAULT["dropout"]) or 0) > 0 and params.get("architecture") != "mlp"
+    if "blend_of" in params:  # a blend trained nothing: its runs' pages say how they trained
+        return ""
+    on = {name for name in ("augmentation", "elastic", "cutout", "thickness", "shear", "mixup", "dropout")
+          if (params.get(name, config.DEFAULT[name]) or 0) > 0}
+    affine, augmented = "augmentation" in on, bool(on - {"dropout"})
+    networks = {params.get(name, config.DEFAULT[name]) for name in ("architecture", "alternate")} - {"none", "mlp"}
+    dropout = "dropout" in on and bool(networks)  # the mlp has none
     if not (augmented or dropout):
         return ""
-    how = " with ".join(part for part in ("on augmented digits (rotated, zoomed, shifted)" if augmented else "",
-                                          "dropout switching units off" if dropout else "") if part)
+    digits = "on augmented digits" + (" (rotated, zoomed, shifted)" if affine else "")
+    how = " ".join(part for part in (digits if augmented else "",
+                                     "with dropout switching units off" if dropout else "") if part)
     return ("Why training accuracy sits below validation accuracy: it is measured on the training batches as they are"
             f" learnt, {how}, while validation digits are seen plain{', with every unit on' if dropout else ''}. A gap"
             " that way round is expected; the other way round, overfitting.")
+
 
 SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test digits), not the competition's"
                  " data: a trial of the pipeline. Its numbers say little about the leaderboard and Kaggle cannot"

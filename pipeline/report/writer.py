@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import runs
-from pipeline.core.cache import atomic_path, path_digest
+from pipeline.core.cache import atomic_path, load_record, path_digest, relative_name
 from pipeline.core.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.core.ctrl_c import ctrl_c_after_the_block
 from pipeline.core.digits import class_counts
@@ -215,15 +215,22 @@ def _stored_inputs(paths, run: Run) -> dict:
     names = [part.name for part in run.parts]
     return dict(train_labels=labels, val_labels=labels[rows], val_probabilities=probabilities, histories=histories,
                 model_names=names if len(names) == len(histories) else None, val_rows=rows,
-                csv_lines=train_csv_lines(paths.raw_train, rows))
+                csv_lines=train_csv_lines(paths.raw_train, rows, _prepared_from(paths)))
 
 
-def train_csv_lines(path: Path, rows: np.ndarray) -> np.ndarray | None:
-    """The line of each row (0: the first digit) in train.csv, counting the blank lines prepare skips; None when the
-    file is gone, or shorter than the rows (changed since), and the page says row + 2."""
-    if not path.is_file():
+def _prepared_from(paths) -> str | None:
+    """The digest of the train.csv prepare last read, from its record."""
+    record = load_record("prepare") or {}
+    return record.get("key", {}).get("inputs", {}).get(relative_name(paths.raw_train))
+
+
+def train_csv_lines(path: Path, rows: np.ndarray, prepared_from: str | None = None) -> np.ndarray | None:
+    """The line of each row (0: the first digit) in train.csv, counting the blank lines prepare skips, whatever its
+    line ends (LF, CRLF or CR alone); None when the file is gone, is not the one prepare read (prepared_from: its
+    digest then), or is shorter than the rows, and the page says row + 2."""
+    if not path.is_file() or (prepared_from is not None and path_digest(path) != prepared_from):
         return None
-    with open(path, "rb") as stream:
+    with open(path, encoding="utf-8-sig", errors="replace") as stream:  # universal newlines, as the csv reader's
         next(stream, None)  # the header, line 1
         lines = np.array([number for number, line in enumerate(stream, start=2) if line.strip()], dtype=np.int64)
     rows = np.asarray(rows)

@@ -115,7 +115,7 @@ def find_first_problem(path: Path, with_labels: bool) -> str | None:
                     if problem:
                         return f"{path} line {line}, column {header[column]}: {problem}"
         except csv.Error as error:
-            if "field larger than field limit" in str(error) and '"' in _line(path, row_start):
+            if "field larger than field limit" in str(error) and _line(path, row_start).count('"') % 2:
                 return f"{path} line {row_start}: {UNTERMINATED_QUOTE}"  # the lines after it, swallowed into a cell
             return f"{path} line {row_start}: malformed CSV ({error})"
     if data_rows == 0:

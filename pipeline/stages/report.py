@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from pipeline.core import run_cache, runs
+from pipeline.core import config, run_cache, runs
 from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.config import Paths
 from pipeline.core.errors import PipelineError
@@ -40,7 +40,7 @@ def define(paths, console, run_id: str | None = None):
                             f" {advice}")
     if named and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
-                            f" {run.source}); prepare that data again (make download prepare SOURCE=...)")
+                            f" {run.source}); prepare that data again ({config.PREPARE_AGAIN})")
     comparisons = compared_runs(run, runs.list_runs(paths))
     out_dir = paths.report_dir(run_id)
     inputs = [*needed, paths.train_images, paths.train_labels]

@@ -120,7 +120,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         check_same_data(chosen)
         if not training_data_matches(paths, chosen[0]):
             raise PipelineError(f"blend: data/prepared no longer holds the data of runs {', '.join(run_ids)} (source"
-                                f" {chosen[0].source}); prepare it again (make download prepare SOURCE=...)")
+                                f" {chosen[0].source}); prepare it again ({config.PREPARE_AGAIN})")
         all_probabilities = [test_probabilities(paths, run, console) for run in chosen]
         shapes = {probabilities.shape for probabilities in all_probabilities}
         if len(shapes) != 1:
