@@ -87,9 +87,8 @@ def main_options(context: typer.Context,
 def check_split_options(preset: str, val_fraction: float | None, folds: int | None) -> None:
     """The split's options, before any stage runs (a wrong one was refused only after download and prepare); and
     --val-fraction, the holdout split's share, refused beside folds, which hold out a K-th each: it would be ignored."""
-    split.check_options(config.PRESETS[preset]["val_fraction"] if val_fraction is None else val_fraction,
-                        config.PRESETS[preset]["folds"] if folds is None else folds)
     folds = config.PRESETS[preset]["folds"] if folds is None else folds
+    split.check_options(config.PRESETS[preset]["val_fraction"] if val_fraction is None else val_fraction, folds)
     if val_fraction is not None and folds > 1:
         raise PipelineError(f"--val-fraction {val_fraction:g}: the share of a holdout split (--folds 1); with"
                             f" --folds {folds} each fold holds out 1/{folds} of the rows")

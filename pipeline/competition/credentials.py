@@ -34,24 +34,30 @@ def _kaggle_json_path() -> Path:
     return _kaggle_config_dir() / "kaggle.json"
 
 
+_NOT_JSON = object()  # a file missing, unreadable or not JSON (`null` is JSON: None)
+
+
+def _json_value(path: Path):
+    """The file's JSON value, or _NOT_JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return _NOT_JSON
+
+
 def _read_json_file(path: Path) -> dict | None:
     """The file's JSON object; None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    value = _json_value(path)
+    return value if isinstance(value, dict) else None
 
 
 def _json_kind(path: Path) -> str | None:
-    """'list', 'str', ... for a file of valid JSON that is not an object; None otherwise."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    """'array', 'string', ... for a file of valid JSON that is not an object; None otherwise."""
+    value = _json_value(path)
+    if value is _NOT_JSON or isinstance(value, dict):
         return None
     # JSON's own names: a file of `null` is "a JSON null", not "a JSON NoneType".
-    return None if isinstance(value, dict) else {list: "array", str: "string", bool: "boolean", int: "number",
-                                                  float: "number"}.get(type(value), "null")
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
 
 def refuse_a_kaggle_json_the_client_breaks_on() -> None:

@@ -148,22 +148,31 @@ def atomic_path(final_path: Path):
     writer = f"{os.getpid()}-{threading.get_ident()}"
     temporary = final_path.with_name(f".tmp-{writer}-{final_path.name}")
     try:
-        yield temporary
-        if final_path.is_dir() and temporary.is_dir():
-            # A folder cannot replace a folder in one rename: move the old one aside first.
-            old = final_path.with_name(f".tmp-{writer}-old-{final_path.name}")
-            os.replace(final_path, old)
-            os.replace(temporary, final_path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temporary, final_path)
-    except OSError as error:  # a full disk, a read-only folder: one line naming the file
-        raise (write_error(error, final_path) or error) from None
+        with write_errors_named(final_path):
+            yield temporary
+            if final_path.is_dir() and temporary.is_dir():
+                # A folder cannot replace a folder in one rename: move the old one aside first.
+                old = final_path.with_name(f".tmp-{writer}-old-{final_path.name}")
+                os.replace(final_path, old)
+                os.replace(temporary, final_path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(temporary, final_path)
     finally:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         elif temporary.exists():
             temporary.unlink()
+
+
+@contextlib.contextmanager
+def write_errors_named(path: Path):
+    """A full disk or a read-only folder met in the block: one line naming path (a write's own error names no file,
+    or the temporary one)."""
+    try:
+        yield
+    except OSError as error:
+        raise (write_error(error, path) or error) from None
 
 
 def make_folder(folder: Path) -> None:

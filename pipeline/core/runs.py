@@ -133,6 +133,11 @@ def _kept_runs(paths: config.Paths) -> dict[str, Run]:
     return runs
 
 
+def kept_run_ids(paths: config.Paths) -> set[str]:
+    """The ids of the runs whose models the run cache keeps: their settings come back in seconds."""
+    return {record.get("extra", {}).get("run_id") for record in run_cache.kept_records(paths, "train")} - {None}
+
+
 def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
     """The run with what predict, report, tune and the sent log say of it; what an earlier version wrote into
     run.json itself stays where nothing newer says otherwise."""

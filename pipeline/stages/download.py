@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 from pipeline.competition import kaggle_api
 from pipeline.competition.credentials import credential_warnings, find_credentials
 from pipeline.core import config
-from pipeline.core.cache import relative_name
-from pipeline.core.errors import PipelineError, write_error
+from pipeline.core.cache import relative_name, write_errors_named
+from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Definition
 
 REQUIRED_FILES = ("train.csv", "test.csv")
@@ -92,7 +92,7 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
         members = competition_members(zip_file, archive)
         with _staging_folder(target_dir) as staging:
             for file_name, info in sorted(members.items()):
-                with _naming(target_dir / file_name), open(staging / file_name, "wb") as destination:
+                with write_errors_named(target_dir / file_name), open(staging / file_name, "wb") as destination:
                     for chunk in _member_chunks(archive, zip_file, info):
                         destination.write(chunk)
             return _install(staging, target_dir)
@@ -140,18 +140,9 @@ def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
             raise PipelineError(f"{source}: {size} bytes, far larger than the competition's files")
     with _staging_folder(target_dir) as staging:
         for name in names:
-            with _naming(target_dir / name):
+            with write_errors_named(target_dir / name):
                 shutil.copyfile((folder / name).resolve(), staging / name)
         return _install(staging, target_dir)
-
-
-@contextlib.contextmanager
-def _naming(path: Path):
-    """A full disk met while writing path's staged copy: one line naming path (a write's error names no file)."""
-    try:
-        yield
-    except OSError as error:
-        raise (write_error(error, path) or error) from None
 
 
 @contextlib.contextmanager

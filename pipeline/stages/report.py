@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from pipeline.core import config, run_cache, runs
+from pipeline.core import config, runs
 from pipeline.core.cache import absolute_path, atomic_path, relative_name
 from pipeline.core.config import Paths
 from pipeline.core.errors import PipelineError
@@ -33,9 +33,9 @@ def define(paths, console, run_id: str | None = None):
     needed = [paths.out_of_fold(run_id), paths.history_json(run_id)]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
-        kept = any(record.get("extra", {}).get("run_id") == run_id for record in run_cache.kept_records(paths, "train"))
         advice = ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
-                  " run's) and its files come back in seconds" if kept else "retrain it to report on it")
+                  " run's) and its files come back in seconds" if run_id in runs.kept_run_ids(paths)
+                  else "retrain it to report on it")
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(paths.run_dir(run_id))};"
                             f" {advice}")
     if named and not training_data_matches(paths, run):

@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.core.cache import atomic_path
 from pipeline.core.config import check_seed
+from pipeline.core.console import count
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Definition, require
 
@@ -44,7 +45,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 def _rarest(counts: np.ndarray) -> str:
     """', the rarest is digit 7, with 1 image': which class is short."""
     digit = int(np.argmin(np.where(counts > 0, counts, np.iinfo(counts.dtype).max)))
-    return f", the rarest is digit {digit}, with {counts[digit]} image{'s' if counts[digit] != 1 else ''}"
+    return f", the rarest is digit {digit}, with {count(int(counts[digit]), 'image')}"
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -2,14 +2,13 @@
 and the differences between two runs.
 """
 
-
 from pipeline.core import cache, config, run_cache
 from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
+from pipeline.core.runs import SORT_KEYS, kept_run_ids, list_runs, read_run, sorted_runs
 from pipeline.report.page import submission_name
-from pipeline.core.runs import SORT_KEYS, list_runs, read_run, sorted_runs
 
 
 def is_full_size(run: Run) -> bool:
@@ -89,7 +88,7 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     """The runs table (full-size runs only when there are any, unless everything) and what the run cache holds."""
     if sort not in SORT_KEYS:
         raise PipelineError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
-    kept_ids = {record["extra"].get("run_id") for record in run_cache.kept_records(paths, "train")}
+    kept_ids = kept_run_ids(paths)
     total, extra = run_cache.disk_usage(paths)
     listed = list_runs(paths)
     shown = listed if everything or not any(map(is_full_size, listed)) else list(filter(is_full_size, listed))
