@@ -160,6 +160,36 @@ def test_trials_start_from_the_preset_and_repeat_with_their_seed():
         tune.sample_trials(base, 0, seed=0)
 
 
+def trial(number: int, accuracy: float | None, learning_rate: float = 0.002) -> dict:
+    settings = {"learning_rate": learning_rate, "epochs": 5, "augmentation": 1.0, "dropout": 0.4, "width": 1.0}
+    estimate = {"accuracy": accuracy, "low": 0.8, "high": 0.99, "kind": "holdout", "images": 240, "errors": 12}
+    record = None if accuracy is None else {"extra": {"estimate": estimate, "run_id": f"run-{number}"}}
+    return {"trial": number, "settings": settings, "record": record}
+
+
+def test_a_trial_that_diverged_is_listed_last_as_diverged_and_never_called_best():
+    """A trial whose loss became NaN stopped the whole tune (its error), or trained on with NaN weights."""
+    results = tune.ranked([trial(1, None), trial(2, 0.95, 0.001), trial(3, 0.9, 0.003)], 0.002)
+    assert [result["trial"] for result in results] == [2, 3, 1]
+    with pytest.raises(PipelineError, match=r"^every trial diverged .* try a lower --learning-rate than 0.002,"):
+        tune.ranked([trial(1, None), trial(2, None, 0.001)], 0.002)
+    table = tune.format_results(results).splitlines()
+    assert table[-1].split()[:3] == ["1", "diverged", "-"]
+    best = tune.summary_lines(results, "quick")[0]
+    assert best == "tune: best trial 2: --learning-rate 0.001 --epochs 5 --augmentation 1 --dropout 0.4 --width 1" \
+        " (the preset's own settings diverged)"
+
+
+def test_the_line_that_reproduces_a_trial_names_the_installed_command_outside_a_checkout(monkeypatch):
+    from pipeline.core import config
+
+    monkeypatch.setattr(config, "IN_CHECKOUT", False)
+    reproduce = tune.summary_lines([trial(1, 0.9)], "quick", {"folds": 3})[1]
+    assert reproduce == ("tune: reproduce it: digit-recognizer all --preset quick --folds 3 --learning-rate 0.002"
+                         " --epochs 5 --augmentation 1 --dropout 0.4 --width 1; add --no-final-model to restore the"
+                         " trial's models from the run cache instead of training them")
+
+
 def test_engine_options_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(PipelineError, match="--workers 0"):
         Engine("ray", workers=0).check()
@@ -175,6 +205,17 @@ def test_asking_for_a_gpu_where_there_is_none_fails_in_one_line_before_any_work(
         "error: --device gpu: TensorFlow finds no GPU here (it needs an NVIDIA driver and the CUDA libraries:"
         " `make venv GPU=1`); use --device auto or cpu"]
     assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_the_gpu_advice_names_the_installed_packages_extra_outside_a_checkout(monkeypatch):
+    from pipeline.core import config
+    from pipeline.training import device
+
+    monkeypatch.setattr(config, "IN_CHECKOUT", False)
+    monkeypatch.setattr(device, "gpu_compute_capabilities", lambda: [])
+    with pytest.raises(PipelineError) as refused:
+        device.use_device("gpu")
+    assert "libraries: `pip install 'digit-recognizer-pipeline[gpu]'`); use --device auto or cpu" in str(refused.value)
 
 
 def node_address() -> str:

@@ -404,6 +404,33 @@ def test_one_fit_stopped_after_an_epoch_resumes_to_the_same_weights(tmp_path):
         np.testing.assert_allclose(actual, expected, atol=1e-6)
 
 
+def test_a_fit_whose_loss_becomes_nan_stops_at_that_batch_in_one_line_and_keeps_the_epochs_before(tmp_path):
+    """It trained every epoch on, with NaN weights, and the run's estimate came out at chance."""
+    images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
+    images[5] = 3e38  # a huge loss in epoch 1, weights and loss NaN in epoch 2 (ReLU would turn a NaN pixel into 0)
+    training = settings.training_config(settings.resolve_preset("quick", epochs=3, batch_size=16))  # 4 batches
+    strategy = settings.configure_tensorflow(training)
+    batches, lines, real_ticker = [], [], fit.batch_ticker
+
+    def counting_ticker(*arguments):
+        ticker = real_ticker(*arguments)
+        count_too = ticker.on_train_batch_end
+        ticker.on_train_batch_end = lambda batch, logs=None: (batches.append(batch), count_too(batch, logs))
+        return ticker
+
+    fit.batch_ticker = counting_ticker
+    try:
+        with pytest.raises(PipelineError, match=r"^model diverging: the loss became nan in epoch 2 of 3, and training"
+                                                r" stopped there: the peak learning rate 0.002 is likely too high"):
+            fit.fit_one_model(images, labels, None, None, training, 5, tmp_path / "diverging", strategy,
+                              log=lines.append)
+    finally:
+        fit.batch_ticker = real_ticker
+    assert len(lines) == 1 and lines[0].startswith("epoch 1/3: loss ")
+    assert batches[:4] == [0, 1, 2, 3] and 5 <= len(batches) < 8  # epoch 2 stopped at its NaN batch
+    assert fit._Checkpoint(tmp_path / "diverging").load_state()["completed_epochs"] == 1  # epoch 1 stays
+
+
 def saved_quick_model(path):
     """(images, labels, training, strategy, model): a quick model of one epoch on 64 digits, saved at path."""
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES
@@ -635,3 +662,14 @@ def test_recalibration_counts_a_forward_pass_per_batch_norm_layer_of_at_most_819
     extra = config.BATCH_NORM_LAYERS_AT_MOST * (8_192 + 2 * 5_000) / 3 / 42_000  # about 1 unit
     assert recalibrated["prediction_units"] - plain["prediction_units"] == pytest.approx(extra, abs=0.01)
     assert recalibrated["training_units"] == plain["training_units"]
+
+
+@pytest.mark.parametrize("preset, options, expected", [
+    ("quick", {"alternate_width": 0.5}, "--alternate-width 0.5: the width of the --alternate network; name that"),
+    ("baseline", {"dropout": 0.2}, "--dropout 0.2: the mlp network has no dropout layer; it goes with the other"),
+])
+def test_an_option_no_network_of_the_run_uses_is_refused_not_trained_again(preset, options, expected):
+    """Both trained the same models again under a new key, without a word."""
+    with pytest.raises(PipelineError, match=f"^{expected}"):
+        settings.resolve_preset(preset, **options)
+    settings.resolve_preset(preset, **options, alternate="small", architecture="small")  # with one that does: taken

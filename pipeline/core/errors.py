@@ -22,6 +22,11 @@ class PipelineError(Exception):
     """
 
 
+class TrainingDiverged(PipelineError):
+    """A model's loss became NaN or infinite: its training stopped at that batch (tune records the trial as
+    diverged and goes on with the others)."""
+
+
 class Interrupted(Exception):
     """Ctrl-C where the usual advice, run the same command again, would be wrong (a submit that has sent its
     file): the message says what to do instead. The CLI prints it as `interrupted: <message>`, exit status 130."""

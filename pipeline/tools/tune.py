@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.core import runs, stage
+from pipeline.core import config, runs, stage
 from pipeline.core.console import count, format_table
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, TrainingDiverged
 from pipeline.core.estimate import Estimate, describe
 from pipeline.core.records import TuneMark
 from pipeline.stages import train
@@ -104,7 +104,11 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             training.check()
             console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
             definition = train.define(paths, console, training=training, preset=preset, engine=engine)
-            record = stage.run_detached(definition, console)
+            try:
+                record = stage.run_detached(definition, console)
+            except TrainingDiverged as error:  # a learning rate too high for its settings: the others go on
+                console.say(f"tune: trial {number + 1} diverged: {error}")
+                return {"trial": number + 1, "settings": settings[number], "record": None}
             if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
                 runs.write_tune_mark(paths, record["extra"]["run_id"], TuneMark(number + 1, len(settings), seed))
             return {"trial": number + 1, "settings": settings[number], "record": record}
@@ -119,12 +123,20 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+    return ranked(results, values["learning_rate"])
+
+
+def ranked(results: list[dict], learning_rate: float) -> list[dict]:
+    """The trials best estimate first (one that diverged last); none left to rank is an error."""
+    if all(result["record"] is None for result in results):
+        raise PipelineError(f"every trial diverged (its loss became NaN or infinite): try a lower --learning-rate"
+                            f" than {learning_rate:g}, which the draws are centred on")
     return sorted(results, key=lambda result: (-accuracy_of(result), result["trial"]))
 
 
 def estimate_of(result: dict) -> Estimate | None:
-    """A trial's estimate, as train recorded it in its stage record."""
-    return Estimate.from_json(result["record"]["extra"].get("estimate"))
+    """A trial's estimate, as train recorded it in its stage record; None for a trial that diverged."""
+    return Estimate.from_json(result["record"]["extra"].get("estimate")) if result["record"] else None
 
 
 def accuracy_of(result: dict) -> float:
@@ -133,8 +145,9 @@ def accuracy_of(result: dict) -> float:
 
 
 def format_results(results: list[dict]) -> str:
-    rows = [[str(result["trial"]), describe(estimate_of(result)), result["record"]["extra"]["run_id"],
-             cli_options(result["settings"])] for result in results]
+    rows = [[str(result["trial"]), describe(estimate_of(result), missing="diverged"),
+             result["record"]["extra"]["run_id"] if result["record"] else "-", cli_options(result["settings"])]
+            for result in results]
     return format_table(["trial", "estimate", "run", "options"], rows)
 
 
@@ -158,11 +171,15 @@ def summary_lines(results: list[dict], preset: str, given: dict | None = None) -
     gain = accuracy - accuracy_of(reference)
     images = estimate_of(best).images if estimate_of(best) else 0
     lines = [f"tune: best trial {best['trial']}: {cli_options(best['settings'])}"
-             + (f" ({gain * 100:+.2f} points over the preset's own settings)" if best is not reference
-                else " (the preset's own settings)"),
-             f"tune: reproduce it: make all PRESET={preset}{make_fixed} {make_options(best['settings'])}"
-             f"   (or python -m pipeline all --preset {preset}{cli_fixed} {cli_options(best['settings'])});"
-             " add FINAL_MODEL=0 to restore the trial's models from the run cache instead of training them"]
+             + (" (the preset's own settings)" if best is reference
+                else " (the preset's own settings diverged)" if reference["record"] is None
+                else f" ({gain * 100:+.2f} points over the preset's own settings)"),
+             "tune: reproduce it: " + config.how_to(
+                 f"make all PRESET={preset}{make_fixed} {make_options(best['settings'])}   (or python -m pipeline"
+                 f" all --preset {preset}{cli_fixed} {cli_options(best['settings'])}); add FINAL_MODEL=0",
+                 f"digit-recognizer all --preset {preset}{cli_fixed} {cli_options(best['settings'])};"
+                 " add --no-final-model")
+             + " to restore the trial's models from the run cache instead of training them"]
     if len(results) > 1:
         # One standard error of a difference of two accuracies near `accuracy` on these images.
         noise = math.sqrt(2 * accuracy * (1 - accuracy) / max(images, 1)) * 100

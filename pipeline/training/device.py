@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.core import config
 from pipeline.core.errors import PipelineError
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras's mixed-precision policies
@@ -74,5 +75,6 @@ def use_device(requested: str) -> None:
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     elif requested == "gpu" and not gpu_compute_capabilities():
+        install = config.how_to("`make venv GPU=1`", "`pip install 'digit-recognizer-pipeline[gpu]'`")
         raise PipelineError("--device gpu: TensorFlow finds no GPU here (it needs an NVIDIA driver and the CUDA"
-                            " libraries: `make venv GPU=1`); use --device auto or cpu")
+                            f" libraries: {install}); use --device auto or cpu")

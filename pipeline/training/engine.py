@@ -310,7 +310,7 @@ def _result(ref, job: dict):
     except ray.exceptions.RayTaskError as error:
         cause = getattr(error, "cause", None)
         if isinstance(cause, PipelineError):
-            raise PipelineError(str(cause)) from None
+            raise type(cause)(str(cause)) from None  # its kind too: tune goes on after a TrainingDiverged
         raise PipelineError(f"{job['label']}: the task failed: {one_line(cause or error)}") from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as error:
         raise PipelineError(f"{job['label']}: its worker died {TASK_RETRIES + 1} times ({one_line(error)});"

@@ -22,6 +22,7 @@ from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
 from pipeline.core.console import count, format_duration
 from pipeline.core.ctrl_c import ctrl_c_stops_after_its_batch
+from pipeline.core.errors import TrainingDiverged
 from pipeline.core.progress import batch_ticker
 from pipeline.training import looks
 from pipeline.training.settings import TrainingConfig
@@ -158,7 +159,13 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
     # No Keras progress bar: the epoch's one line is logged below, and on a terminal a line every ~10 s
     # (from a thread, so the seconds spent building graphs are not silent either).
     ticker = batch_ticker(log, "epoch", steps_per_epoch)
-    callbacks = [ticker] + ([average] if average else [])
+
+    def stop_at_a_loss_that_is_not_finite(batch, logs=None):  # Keras's TerminateOnNaN, without its print
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            model.stop_training = True  # NaN or infinity never comes back: the epoch stops at this batch
+
+    callbacks = [ticker, keras.callbacks.LambdaCallback(on_train_batch_end=stop_at_a_loss_that_is_not_finite)]
+    callbacks += [average] if average else []
     if tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), write_graph=False))
     epoch_seconds = []
@@ -180,6 +187,12 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
                                    shuffle=False, verbose=0, callbacks=callbacks)
         finally:
             ticker.stop()
+        loss = float(result.history["loss"][-1])
+        if not math.isfinite(loss):  # before the checkpoint: the epochs before it stay, this one is not kept
+            raise TrainingDiverged(
+                f"model {checkpoint_folder.name}: the loss became {loss} in epoch {epoch + 1} of {training.epochs},"
+                f" and training stopped there: the peak learning rate {training.learning_rate:g} is likely too"
+                " high for these settings; try a lower --learning-rate")
         history = state["history"]
         for name, values in result.history.items():
             history.setdefault(name, []).append(float(values[-1]))

@@ -199,11 +199,20 @@ def resolve_preset(preset: str, **overrides) -> dict:
     """The preset's values with every option that was given (not None) in their place.
 
     --no-final-model also turns off the preset's pseudo-labels, which only the model on all rows learns; an
-    explicit --pseudo-label beside it is refused (TrainingConfig.check)."""
+    explicit --pseudo-label beside it is refused (TrainingConfig.check). An option given that no network of the
+    run uses (--alternate-width without --alternate, --dropout for the mlp alone) is refused."""
     given = {name: value for name, value in overrides.items() if value is not None}
     if given.get("final_model") is False and "pseudo_label" not in given:
         given["pseudo_label"] = False
-    return {**config.PRESETS[preset], **given}
+    values = {**config.PRESETS[preset], **given}
+    # Options that would change nothing but the run's key, and so train the same models again.
+    if "alternate_width" in given and values["alternate"] == "none":
+        raise PipelineError(f"--alternate-width {given['alternate_width']:g}: the width of the --alternate network;"
+                            " name that network, e.g. --alternate resnet")
+    if "dropout" in given and {values["architecture"], values["alternate"]} <= {"mlp", "none"}:
+        raise PipelineError(f"--dropout {given['dropout']:g}: the mlp network has no dropout layer; it goes with"
+                            " the other networks (--model)")
+    return values
 
 
 def training_config(values: dict) -> TrainingConfig:
