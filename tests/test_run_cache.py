@@ -400,3 +400,17 @@ def test_the_latest_run_named_is_reported_after_a_new_split(quick_run_root):
     assert (tmp_path / "data" / "reports" / run_id / "index.html").is_file()
     latest = run_in_process(tmp_path, "report")  # not named: the latest, whose inputs must still be current
     assert latest.returncode == 1 and "out of date" in latest.stderr
+
+
+def test_stage_code_checked_to_compute_the_same_results_keeps_the_digest_it_replaced(monkeypatch, tmp_path):
+    """Training that stops at a NaN loss trains the same models: its runs stay current (SAME_RESULTS), but only for
+    that exact code; any later edit reruns the stage as usual."""
+    digest = stage.code_digest.__wrapped__  # without the per-process memo
+    own = digest("split")
+    monkeypatch.setattr(stage, "SAME_RESULTS", {"split": {own: "0123456789abcdef"}})
+    assert digest("split") == "0123456789abcdef" and digest("prepare") != "0123456789abcdef"
+    edited = tmp_path / "split.py"
+    edited.write_text(stage._module_file("stages.split").read_text() + "# a comment\n")
+    real_module_file = stage._module_file
+    monkeypatch.setattr(stage, "_module_file", lambda name: edited if name == "stages.split" else real_module_file(name))
+    assert digest("split") not in (own, "0123456789abcdef")
