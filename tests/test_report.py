@@ -440,3 +440,14 @@ def test_a_ctrl_c_in_a_weakref_callback_while_drawing_still_stops_the_report(inp
         writer.write_report(out_dir, **inputs)
     assert not out_dir.exists()  # nothing half-written kept
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_blends_page_is_titled_a_blend_and_its_network_named_so_beside_others():
+    """A blend's page said "Training run", and `?` for its model in the comparison table."""
+    blend = {"id": "20261207-140946-blend", "preset": "blend", "source": "sample", "no_estimate": "another split",
+             "params": {"blend_of": "0.5 x a + 0.5 x b"}, "blend": {"runs": ["a", "b"], "weights": [0.5, 0.5]}}
+    page = html_page.render_summary_page(blend)
+    assert "<title>Blend 20261207-140946-blend</title>" in page and "Training run" not in page
+    trained = {"id": "a", "preset": "quick", "params": {"architecture": "small"}}
+    rows = html_page.comparison_rows(html_page.Run.of(trained), [("blend", html_page.Run.of(blend))])
+    assert [row[3] for row in rows] == ["small", "blend"]

@@ -266,7 +266,8 @@ def comparison_rows(run: Run, comparisons: list[tuple[str, Run]]) -> list[list]:
     for label, other in [("this run", run), *comparisons]:
         difference = (f"{(run.estimate.accuracy - other.estimate.accuracy) * 100:+.2f} points"
                       if run.estimate and other.estimate else "-")
-        rows.append([label, _run_id(other), other.preset or "?", other.params.get("architecture", "?"),
+        rows.append([label, _run_id(other), other.preset or "?",
+                     "blend" if other.blend else other.params.get("architecture", "?"),
                      describe(other.estimate, missing="none", unit="digits"), leaderboard_text(other),
                      "-" if other is run else difference])
     return rows
@@ -306,7 +307,7 @@ def render_index(
     """The whole index.html as a string; images and CSVs are referenced by relative file name."""
     run = Run.of(run)
     comparisons = None if comparisons is None else [(label, Run.of(other)) for label, other in comparisons]
-    title = f"Training run {_run_id(run)}"
+    title = f"{'Blend' if run.blend else 'Training run'} {_run_id(run)}"
     history_header, history_table_rows = history_rows(*(histories or [history]), names=model_names)
     wrong = int(matrix.sum() - np.trace(matrix))
     sections = [
@@ -389,7 +390,7 @@ def _page_head(title: str, run: Run) -> list[str]:
 def render_summary_page(run: Run | dict) -> str:
     """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
     run = Run.of(run)
-    title = f"Training run {_run_id(run)}"
+    title = f"{'Blend' if run.blend else 'Training run'} {_run_id(run)}"
     return "\n".join([
         *_page_head(title, run),
         f'<p class="headline">No estimate: {_text(run.no_estimate or "none recorded")}.<br>'
