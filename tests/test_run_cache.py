@@ -411,6 +411,6 @@ def test_stage_code_checked_to_compute_the_same_results_keeps_the_digest_it_repl
     assert digest("split") == "0123456789abcdef" and digest("prepare") != "0123456789abcdef"
     edited = tmp_path / "split.py"
     edited.write_text(stage._module_file("stages.split").read_text() + "# a comment\n")
-    real_module_file = stage._module_file
-    monkeypatch.setattr(stage, "_module_file", lambda name: edited if name == "stages.split" else real_module_file(name))
+    real = stage._module_file
+    monkeypatch.setattr(stage, "_module_file", lambda name: edited if name == "stages.split" else real(name))
     assert digest("split") not in (own, "0123456789abcdef")
