@@ -197,6 +197,9 @@ def test_a_dropped_download_through_the_cli_says_only_what_is_true(tmp_path):
     message = assert_clean_failure(result)
     assert "nothing was kept, run the command again" in message
     assert "Partial file saved" not in result.stdout + result.stderr and "resume" not in result.stdout, result.stdout
+    # The client's retries stay (they were hidden with the rest): a slow link shows that it is still trying
+    retries = [line for line in result.stdout.splitlines() if line.startswith("download: Retrying in ")]
+    assert len(retries) == 5 and retries[-1].endswith("(attempt 5/5)"), result.stdout
 
 
 def run_with_one_second_timeout(mode: str, tmp_path: Path, code: str, *args) -> tuple[KaggleStub, str, float]:

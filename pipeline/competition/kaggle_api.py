@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -276,6 +277,22 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
         return _download_competition(competition, Path(dest_dir), force, quiet, check)
 
 
+class _RetryLines(io.TextIOBase):
+    """The client's printed lines during a download: its retries pass, as the pipeline's; the rest goes."""
+
+    RETRIES = ("Retrying in ", "Retry ", "Rate limited")  # its attempts, its resumes, and Kaggle's 429
+
+    def __init__(self, out):
+        self.out, self.pending = out, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if line.startswith(self.RETRIES):
+                print(f"download: {line.strip()}", file=self.out, flush=True)
+        return len(text)
+
+
 def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: bool, check) -> Path:
     final_path = dest_dir / f"{competition}.zip"
     api = _authenticated_api()
@@ -286,9 +303,10 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
         staged = staging_dir / final_path.name
         if not force and final_path.is_file() and _zip_problem(final_path) is None:
             shutil.copy2(final_path, staged)  # keeps the mtime the client compares with Last-Modified
-        # The client's own lines go: on a failure they say a partial file was kept to resume, which this download
-        # never keeps (its temporary folder goes); its progress bar, on stderr, stays.
-        with contextlib.redirect_stdout(io.StringIO()):
+        # Of the client's own lines only its retries stay (a slow link shows that it is still trying): on a failure
+        # they say a partial file was kept to resume, which this download never keeps (its temporary folder goes).
+        # Its progress bar, on stderr, stays.
+        with contextlib.redirect_stdout(_RetryLines(sys.stdout)):
             _call_client(
                 lambda: api.competition_download_files(competition, path=str(staging_dir), force=force, quiet=quiet),
                 competition, attempts=DOWNLOAD_ATTEMPTS,
