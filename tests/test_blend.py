@@ -154,6 +154,29 @@ def test_a_run_with_nan_probabilities_is_refused(two_runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_whose_test_probabilities_are_of_other_test_images_is_predicted_again(two_runs, tmp_path):
+    """A run restored from the run cache for another test.csv wrote its probabilities of those images over the file,
+    and blend averaged them row by row with another run's of this test.csv: a submission of wrong labels."""
+    from pipeline.core.cache import path_digest
+
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    folder = root / "data" / "models" / first
+    made_for = json.loads((folder / "test_probabilities.json").read_text())["test_images"]
+    assert made_for == path_digest(root / "data" / "prepared" / "test_images.npy")  # predict says of which images
+    expected = np.load(folder / "test_probabilities.npy")
+    for name in ("test_probabilities.npy", "test_probabilities.json"):
+        (folder / name).unlink()  # kept files are read-only hard links into the run cache: new files in their place
+    np.save(folder / "test_probabilities.npy", expected[::-1])  # as if of the test rows in another order
+    (folder / "test_probabilities.json").write_text(json.dumps({"test_images": "0" * 64}))
+    result = assert_ok(run_in_process(root, "blend", first, second))
+    assert (f"blend: run {first}: its test probabilities are of other test images than data/prepared holds:"
+            " predicting them again") in result.stdout
+    np.testing.assert_allclose(np.load(folder / "test_probabilities.npy"), expected, atol=1e-5)
+    assert json.loads((folder / "test_probabilities.json").read_text())["test_images"] == made_for
+
+
+@pytest.mark.slow
 def test_a_blend_cut_short_by_a_full_disk_leaves_no_run(two_runs, tmp_path, monkeypatch):
     """A blend whose submission could not be written left its run folder: `runs` listed a blend whose file did not
     exist, and each try added one more."""

@@ -174,7 +174,8 @@ def test_a_value_far_too_long_without_a_quote_is_not_called_a_quote(tmp_path):
 
 
 def test_a_train_csv_without_some_digit_is_refused(tmp_path):
-    """A train.csv without any 7 was prepared, estimated at 1.0000 with one digit, and offered for submission."""
+    """A train.csv without any 7 was prepared, estimated at 1.0000 with one digit, and offered for submission.
+    The error names the user's own file too: mending data/raw/'s copy was undone by the next download."""
     source = tmp_path / "source"
     source.mkdir()
     rows = [row for row in valid_rows(40) if row[0] not in (3, 7)]
@@ -185,7 +186,8 @@ def test_a_train_csv_without_some_digit_is_refused(tmp_path):
     result = run_in_process(root, "prepare")
     assert result.returncode == 1 and result.stderr == (
         f"error: {root / 'data' / 'raw' / 'train.csv'}: no image labelled 3, 7 (expected every digit 0-9, as the"
-        " competition's train.csv has thousands of each)\n")
+        f" competition's train.csv has thousands of each) (a copy of the file in {source}: correct it there, as the"
+        " next download copies it again)\n")
     assert not (root / "data" / "prepared").exists()
 
 

@@ -157,6 +157,7 @@ class Paths:
     HISTORY_JSON: ClassVar[str] = "history.json"  # train (or blend): every model's per-epoch history
     OUT_OF_FOLD_NPZ: ClassVar[str] = "out_of_fold.npz"  # train (or blend): the held-out rows' probabilities
     TEST_PROBABILITIES_NPY: ClassVar[str] = "test_probabilities.npy"  # predict (or blend), for blend
+    TEST_PROBABILITIES_JSON: ClassVar[str] = "test_probabilities.json"  # predict (or blend): of which test images
     INDEX_HTML: ClassVar[str] = "index.html"  # report: data/reports/<run>/index.html, beside a copy of run.json
 
     def run_dir(self, run_id: str) -> Path:
@@ -186,6 +187,9 @@ class Paths:
 
     def test_probabilities(self, run_id: str) -> Path:
         return self.run_dir(run_id) / self.TEST_PROBABILITIES_NPY
+
+    def test_probabilities_json(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / self.TEST_PROBABILITIES_JSON
 
     def model_file(self, run_id: str, part_name: str) -> Path:
         return self.run_dir(run_id) / f"{part_name}.keras"

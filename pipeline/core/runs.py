@@ -88,6 +88,23 @@ def read_out_of_fold(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rows, probabilities
 
 
+def write_test_images_of_probabilities(paths: config.Paths, run_id: str, test_images_digest: str) -> Path:
+    """Which test images the run's stored test probabilities are of (predict or blend writes it beside them):
+    a run restored from the run cache for other test images predicts them again over the file."""
+    path = paths.test_probabilities_json(run_id)
+    cache.write_json(path, {"test_images": test_images_digest})
+    return path
+
+
+def test_images_of_probabilities(paths: config.Paths, run_id: str) -> str | None:
+    """The digest write_test_images_of_probabilities wrote; None when not recorded (predicted before it was)."""
+    try:
+        value = json.loads(paths.test_probabilities_json(run_id).read_text()).get("test_images")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def read_test_probabilities(path: Path) -> np.ndarray:
     """A run's averaged test probabilities, one row of ten an image, as predict (or blend) saved them."""
     try:

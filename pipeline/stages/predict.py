@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.competition.submission import check_submission, read_submission, submission_text
 from pipeline.core import config, runs
-from pipeline.core.cache import absolute_path, atomic_path, relative_name
+from pipeline.core.cache import absolute_path, atomic_path, path_digest, relative_name
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import SubmissionRecord
@@ -82,6 +82,8 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         with atomic_path(probabilities_path) as temporary:
             with open(temporary, "wb") as stream:
                 np.save(stream, probabilities)
+        # Of which test images: the run, restored for other ones, writes over this file, and blend must not mix them.
+        images_of_path = runs.write_test_images_of_probabilities(paths, run_id, path_digest(paths.test_images))
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
@@ -89,7 +91,7 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         runs.write_submission_record(paths, run_id, SubmissionRecord(
             relative_name(path), rows=len(labels), tta=tta, final_weight=final_weight,
             seconds=round(time.perf_counter() - started, 1)))
-        return [path, probabilities_path], {"submission": relative_name(path), "rows": len(labels),
+        return [path, probabilities_path, images_of_path], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def put_back(record):

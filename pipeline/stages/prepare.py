@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import config
-from pipeline.core.cache import atomic_path
+from pipeline.core.cache import atomic_path, load_record
 from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Definition
@@ -270,6 +270,15 @@ def save_images(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+def _copy_of_source(paths) -> str:
+    """' (a copy of the file in SOURCE: ...)' when data/raw/ holds copies of the user's own folder or zip."""
+    extra = (load_record("download") or {}).get("extra") or {}
+    if extra.get("source") not in ("folder", "zip") or not isinstance(extra.get("source_path"), str):
+        return ""
+    return (f" (a copy of the file in {paths.root / extra['source_path']}: correct it there, as the next download"
+            " copies it again)")
+
+
 def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
     for path in (paths.raw_train, paths.raw_test):
@@ -277,6 +286,12 @@ def define(paths, console):
             raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
 
     def work():
+        try:
+            return read_and_save()
+        except PipelineError as error:  # the user mends their own file, not the copy the next download replaces
+            raise PipelineError(f"{error}{_copy_of_source(paths)}") from None
+
+    def read_and_save():
         # One file at a time, each written as soon as it is read: the peak memory stays small.
         test_pixels, _ = read_digits_csv(paths.raw_test, with_labels=False)
         check_sample_submission(paths.sample_submission, len(test_pixels))

@@ -50,33 +50,42 @@ def check_same_data(chosen: list[Run]) -> None:
                                 " were trained on different data: blend runs of one data set")
 
 
-def test_probabilities(paths: config.Paths, run: Run, console) -> np.ndarray:
-    """The run's stored test probabilities. Runs predicted before they were stored: predict again with
-    the run's models, as predict would (with its TTA), when data/prepared still holds the run's data."""
+def test_probabilities(paths: config.Paths, run: Run, console, test_images: str | None) -> np.ndarray:
+    """The run's stored test probabilities, when they are of the test images data/prepared holds (test_images: their
+    digest). Runs predicted before they were stored, or for other test images (the run restored from the run cache
+    for another test.csv writes over them): predict again with the run's models, as predict would (with its TTA)."""
     stored = paths.test_probabilities(run.id)
-    if stored.is_file():
+    made_for = runs.test_images_of_probabilities(paths, run.id)  # None: predicted before that was recorded
+    if stored.is_file() and made_for in (None, test_images):
         probabilities = runs.read_test_probabilities(stored)
         if not np.isfinite(probabilities).all():  # one diverged run would make the whole blend's labels 0
             raise PipelineError(f"run {run.id}: its test probabilities are NaN (its training diverged): leave it out")
         return probabilities
+    why = ("its test probabilities are of other test images than data/prepared holds" if stored.is_file()
+           else "no test probabilities")
     model_paths = [cache.absolute_path(name) for name in run.models]
     if not model_paths or not all(path.is_file() for path in model_paths):
-        raise PipelineError(f"run {run.id}: no test probabilities and no models to predict them with"
-                            " (retrain it, or leave it out)")
+        raise PipelineError(f"run {run.id}: {why}, and no models to predict them with (retrain it, or leave it out)")
     if not training_data_matches(paths, run):
-        raise PipelineError(f"run {run.id}: no stored test probabilities, and data/prepared no longer holds its"
-                            f" data (source {run.source}) to predict them again")
+        raise PipelineError(f"run {run.id}: {why}, and data/prepared no longer holds its data (source {run.source})"
+                            " to predict them again")
 
-    console.say(f"blend: run {run.id} predicted before test probabilities were kept: predicting them again")
+    console.say(f"blend: run {run.id}: {why}: predicting them again")
     import_tensorflow_quietly()  # before pipeline.training.model imports it, with its start-up chatter
     from pipeline.training.model import load_models  # Keras at its top: only to predict again
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
                                           tta=run.params.get("tta", False), log=console.say)
-    with cache.atomic_path(stored) as temporary:
+    save_test_probabilities(paths, run.id, probabilities, test_images)
+    return probabilities
+
+
+def save_test_probabilities(paths: config.Paths, run_id: str, probabilities: np.ndarray, test_images: str | None):
+    with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
         with open(temporary, "wb") as stream:
             np.save(stream, probabilities)
-    return probabilities
+    if test_images:
+        runs.write_test_images_of_probabilities(paths, run_id, test_images)
 
 
 def out_of_fold(paths: config.Paths, run: Run) -> dict | None:
@@ -121,7 +130,8 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         if not training_data_matches(paths, chosen[0]):
             raise PipelineError(f"blend: data/prepared no longer holds the data of runs {', '.join(run_ids)} (source"
                                 f" {chosen[0].source}); prepare it again ({config.PREPARE_AGAIN})")
-        all_probabilities = [test_probabilities(paths, run, console) for run in chosen]
+        test_images = cache.path_digest(paths.test_images)
+        all_probabilities = [test_probabilities(paths, run, console, test_images) for run in chosen]
         shapes = {probabilities.shape for probabilities in all_probabilities}
         if len(shapes) != 1:
             raise PipelineError(f"blend: the runs predicted different test sets ({', '.join(map(str, shapes))})")
@@ -140,9 +150,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         submission = unused_submission_path(paths.submissions, run_id)
         try:
-            with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
-                with open(temporary, "wb") as stream:
-                    np.save(stream, blended)
+            save_test_probabilities(paths, run_id, blended, test_images)
             if held_out is not None:  # so that `report --run` and a later blend find them as for any run
                 with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
                     with open(temporary, "wb") as stream:
