@@ -340,4 +340,9 @@ def test_installed_console_script_runs_the_sample_outside_the_checkout(tmp_path)
     submissions = list((work / "submissions").glob("*.csv"))
     assert len(submissions) == 1 and len(submissions[0].read_text().splitlines()) == 601
     assert (work / "data" / "raw" / "train.csv").is_file() and (work / "data" / "models").is_dir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command, advice in (["predict"], "`digit-recognizer train`"), (["prepare"], "`digit-recognizer download`"):
+        refused = subprocess.run([str(script), *command], cwd=empty, env=environment, capture_output=True, text=True)
+        assert refused.returncode == 1 and advice in refused.stderr and "python -m" not in refused.stderr
     assert sorted(path for path in site_packages.rglob("*") if "__pycache__" not in path.parts) == before

@@ -155,7 +155,7 @@ def show_submissions(paths, competition: str) -> str:
     pending = sum(1 for submission in listed if submission["status"] == "PENDING")
     note = f"\n{pending} still pending: look again in a minute" if pending else ""
     return (f"{table}\nrun: sent from this checkout; scores are recorded with their runs"
-            f" (`python -m pipeline runs`){note}")
+            f" ({config.how_to('`python -m pipeline runs`', '`digit-recognizer runs`')}){note}")
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -70,7 +70,9 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     if file is None and run_id is not None:
         submission = runs.read_run(paths, run_id).submission
         if not submission:
-            raise PipelineError(f"--run {run_id}: this run has no submission yet (run `python -m pipeline predict`)")
+            again = config.how_to("`make all` with its options", "`digit-recognizer all` with its options")
+            raise PipelineError(f"--run {run_id}: this run has no submission yet ({again} restores it and predicts"
+                                " its submission)")
         file = cache.absolute_path(submission)
     file = Path(file) if file else current_submission(paths)
     if not 0 <= timeout_s < float("inf"):  # NaN too: refused before anything is sent

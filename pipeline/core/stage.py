@@ -120,7 +120,8 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
     needs: the facts of its `extra` that are read (a record without them, from another version, means run it again)."""
     record = cache.load_record(stage_name)
     if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
-        raise PipelineError(f"no {stage_name} output yet, or it changed since: run `{hint}` first")
+        shown = config.how_to(f"`{hint}`", f"`{hint.replace('python -m pipeline', 'digit-recognizer', 1)}`")
+        raise PipelineError(f"no {stage_name} output yet, or it changed since: run {shown} first")
     stale = None  # the stage highest up the chain whose inputs changed since it ran: rerun from there
     name = stage_name
     while name:

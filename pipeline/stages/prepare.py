@@ -185,7 +185,7 @@ def read_digits_csv(path: Path, with_labels: bool) -> tuple[np.ndarray, np.ndarr
     """Validate a competition CSV and return (pixels uint8 (N, 784), labels uint8 (N,) or None)."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
+        raise PipelineError(f"{path}: file not found (run {DOWNLOAD} first)")
     check_header(path, _read_header(path), with_labels)
     values = _fast_read(path, len(expected_header(with_labels)))
     if values is None or (with_labels and values[:, 0].max() > config.NUM_CLASSES - 1):
@@ -270,6 +270,9 @@ def save_images(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
+DOWNLOAD = config.how_to("`python -m pipeline download`", "`digit-recognizer download`")
+
+
 def _copy_of_source(paths) -> str:
     """' (a copy of the file in SOURCE: ...)' when data/raw/ holds copies of the user's own folder or zip."""
     extra = (load_record("download") or {}).get("extra") or {}
@@ -283,7 +286,7 @@ def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
     for path in (paths.raw_train, paths.raw_test):
         if not path.is_file():
-            raise PipelineError(f"{path}: file not found (run `python -m pipeline download` first)")
+            raise PipelineError(f"{path}: file not found (run {DOWNLOAD} first)")
 
     def work():
         try:

@@ -120,7 +120,7 @@ def blended_estimate(paths: config.Paths, chosen: list[Run], weights: list[float
 def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | None = None) -> Run:
     """Blend the runs into a new run with its submission; the new run's record."""
     if len(run_ids) < 2:
-        raise PipelineError("blend: name at least two runs (see `python -m pipeline runs`)")
+        raise PipelineError(f"blend: name at least two runs (see {runs.RUNS})")
     if len(set(run_ids)) != len(run_ids):
         raise PipelineError(f"blend: a run named twice ({' '.join(run_ids)}); give it a larger --weights instead")
     weights = parse_weights(weights_text, len(run_ids))
