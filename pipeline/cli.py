@@ -48,6 +48,8 @@ VAL_FRACTION = typer.Option(None, help=f"Share of the train images kept aside to
                                          f" (default {DEFAULT['val_fraction']}).")
 FOLDS = typer.Option(None, help="1: one holdout split; K > 1: K-fold cross-validation, one model per fold, the"
                                 " estimate over every row (default: the preset's; best: 5).")
+SPLIT_FOLDS = typer.Option(None, "--folds", help="1: one holdout split; K > 1: K-fold cross-validation, one model per"
+                                               f" fold (default {DEFAULT['folds']}; the best preset trains on 5).")
 SPLIT_SEED = typer.Option(None, "--seed", help=f"Seed of the split: which rows are kept aside, or which fold each row"
                                                f" is in (default {DEFAULT['seed']}).")
 PRESET = typer.Option(config.DEFAULT_PRESET, metavar="NAME", callback=one_of(*config.PRESETS),
@@ -109,7 +111,7 @@ def prepare_command(context: typer.Context, force: bool = FORCE):
 
 @app.command("split")
 def split_command(context: typer.Context, val_fraction: Optional[float] = VAL_FRACTION,
-                  folds: Optional[int] = FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
+                  folds: Optional[int] = SPLIT_FOLDS, seed: Optional[int] = SPLIT_SEED, force: bool = FORCE):
     """Stratified, seeded holdout split (or K cross-validation folds) of the prepared train images."""
     check_split_options(config.DEFAULT_PRESET, val_fraction, folds)
     values = settings.resolve_preset(config.DEFAULT_PRESET, val_fraction=val_fraction, folds=folds, seed=seed)
@@ -127,9 +129,24 @@ def train_command(
     """Train the models of the split (holdout or folds) and estimate their accuracy; resumes where it stopped."""
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
+    warn_of_a_split_not_the_presets(context.obj, preset)
     stage.run(train.define, context.obj, force, preset=preset,
               training=settings.training_config(settings.resolve_preset(preset, **knobs)), tensorboard=tensorboard,
               engine=engine_settings(engine, workers, ray_address, device))
+
+
+def warn_of_a_split_not_the_presets(console: Console, preset: str) -> None:
+    """`split` makes the default preset's holdout unless told: `train --preset best` then trained two models
+    on it, not best's five folds, without a word."""
+    folds = ((cache.load_record("split") or {}).get("key") or {}).get("params", {}).get("folds")
+    own = config.PRESETS[preset]["folds"]
+    if isinstance(folds, int) and folds != own:
+        def kind(count: int) -> str:
+            return "a holdout" if count == 1 else f"{count} folds"
+
+        again = config.how_to(f"`make split FOLDS={own}`", f"`digit-recognizer split --folds {own}`")
+        console.warn(f"the split is {kind(folds)}; the {preset} preset trains on {kind(own)}: training on the split"
+                     f" as it is (for the preset's own, {again} first)")
 
 
 @app.command("predict")

@@ -229,6 +229,19 @@ def test_tensorboard_logs_each_model_and_changes_no_result(split_sample_root):
 
 
 @pytest.mark.slow
+def test_train_on_a_split_that_is_not_the_presets_says_so(split_sample_root):
+    """`make split` then `make train PRESET=best` trained best's networks on the default holdout, not its 5 folds,
+    without a word."""
+    tmp_path = split_sample_root
+    assert_ok(run_in_process(tmp_path, "split", "--folds", "2"))
+    result = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1"))
+    assert result.stderr == ("warning: the split is 2 folds; the quick preset trains on a holdout: training on the"
+                             " split as it is (for the preset's own, `make split FOLDS=1` first)\n")
+    assert_ok(run_in_process(tmp_path, "split"))  # the preset's own: nothing said
+    assert assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1")).stderr == ""
+
+
+@pytest.mark.slow
 def test_default_cnn_learns_on_the_sample(tmp_path):
     """Guards the default recipe against what small data breaks (Keras's BatchNorm momentum once did)."""
     assert_ok(run_in_process(tmp_path, "all", "--epochs", "4", "--no-final-model", "--no-report"))
