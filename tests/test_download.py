@@ -221,3 +221,9 @@ def test_a_competition_beside_a_source_that_has_the_files_is_refused(tmp_path):
         " already); leave it out, or use --source kaggle\n")
     named = run_in_process(tmp_path, "download", "--source", "sample", "--competition", "digit-recognizer")
     assert named.returncode == 0
+    # auto without credentials: the sample it falls back to would ignore the competition asked for
+    fallback = run_in_process(tmp_path / "auto", "download", "--competition", "titanic",
+                              env={"KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
+    assert fallback.returncode == 1 and fallback.stderr == (
+        "error: --competition titanic: no Kaggle credentials found to download it (README, 'Kaggle credentials');"
+        " leave it out for the bundled sample\n")

@@ -188,7 +188,10 @@ def define(paths, console, source: str, competition: str, force_download: bool =
     if source in ("auto", "kaggle"):
         credentials = find_credentials()
     kind, path = resolve_source(source, credentials)
-    if source not in ("auto", "kaggle") and competition != config.COMPETITION:  # it would be ignored without a word
+    if kind != "kaggle" and competition != config.COMPETITION:  # it would be ignored without a word
+        if source == "auto":  # no credentials: the sample instead of the competition asked for
+            raise PipelineError(f"--competition {competition}: no Kaggle credentials found to download it (README,"
+                                " 'Kaggle credentials'); leave it out for the bundled sample")
         raise PipelineError(f"--competition {competition}: only the kaggle source downloads a competition (--source"
                             f" {source} has the files already); leave it out, or use --source kaggle")
     if source == "auto":
