@@ -90,11 +90,15 @@ def test_valid_competition_submission(tmp_path):
     ([(index, 1) for index in range(1, 601)], "ImageId,Label", "600 rows, expected 28000"),
     ([(1, 1)], "Id,Label", "header is 'Id,Label'"),
     ([(1, "seven")], "ImageId,Label", "column Label: 'seven', expected one digit 0-9"),
+    # train.csv sent by mistake: its 785 names were quoted whole, and a crafted header of 800 KB too
+    ([(1, 1)], ",".join(["label", *(f"pixel{index}" for index in range(784))]),
+     r"header is 'label,pixel0,pixel1,.{40}'\.\.\. \(6,951 characters\), expected 'ImageId,Label'$"),
 ])
 def test_invalid_submission_is_refused(tmp_path, rows, header, expected):
     path = write_submission(tmp_path / "s.csv", rows, header)
-    with pytest.raises(PipelineError, match=expected):
+    with pytest.raises(PipelineError, match=expected) as refused:
         validate_submission_file(path, "digit-recognizer")
+    assert len(str(refused.value)) < 300
 
 
 def test_newest_submission(tmp_path):

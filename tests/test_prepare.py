@@ -67,7 +67,7 @@ def test_a_file_separated_by_another_mark_is_one_short_line(tmp_path, separator,
     text = "\n".join(separator.join(map(str, row)) for row in [TRAIN_HEADER, *valid_rows()]) + "\n"
     message = refused(write(tmp_path, text))
     assert "line 1, column 1: header is 'label" in message
-    assert f"({len(separator.join(TRAIN_HEADER))} characters)" in message
+    assert f"({len(separator.join(TRAIN_HEADER)):,} characters)" in message
     assert f"expected 'label' (values separated by {named}? expected commas)" in message and len(message) < 250
 
 

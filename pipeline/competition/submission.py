@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.config import NUM_CLASSES
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 
 SUBMISSION_HEADER = "ImageId,Label"
 # The competition's 28,000 rows take about 0.2 MB: a file far larger is not a submission, and is not read.
@@ -64,7 +64,8 @@ def read_submission(path: Path, max_rows: int | None = None) -> tuple[np.ndarray
             reader = csv.reader(stream)
             header = next(reader, [])
             if ",".join(cell.strip() for cell in header) != SUBMISSION_HEADER:
-                raise PipelineError(f"{path} line 1: header is {','.join(header)!r}, expected {SUBMISSION_HEADER!r}")
+                raise PipelineError(f"{path} line 1: header is {quoted(','.join(header))}, expected"
+                                    f" {SUBMISSION_HEADER!r}")
             for row in reader:
                 if not row:
                     continue

@@ -14,6 +14,12 @@ def one_line(error: BaseException | str, max_chars: int = 300, every_line: bool 
     return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
 
 
+def quoted(text: str, max_chars: int = 60) -> str:
+    """A value of the user's as a message quotes it: its repr, cut at max_chars with its length (a header of 785
+    columns, or of 400,000, in one line)."""
+    return repr(text) if len(text) <= max_chars else f"{text[:max_chars]!r}... ({len(text):,} characters)"
+
+
 class PipelineError(Exception):
     """A problem the user can fix: bad input, missing credentials, a refused upload.
 

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.core import config
 from pipeline.core.cache import atomic_path, load_record
 from pipeline.core.digits import class_counts
-from pipeline.core.errors import PipelineError
+from pipeline.core.errors import PipelineError, quoted
 from pipeline.core.stage import Definition
 
 PIXEL_COLUMNS = [f"pixel{index}" for index in range(config.NUM_PIXELS)]
@@ -60,8 +60,8 @@ def check_header(path: Path, header: list[str], with_labels: bool) -> None:
         if found != wanted:
             separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in found), None)
             hint = f" (values separated by {separator}? expected commas)" if separator else ""
-            shown = repr(found) if len(found) <= 40 else f"{found[:40]!r}... ({len(found)} characters)"
-            raise PipelineError(f"{path} line 1, column {position}: header is {shown}, expected {wanted!r}{hint}")
+            raise PipelineError(f"{path} line 1, column {position}: header is {quoted(found, 40)}, expected"
+                                f" {wanted!r}{hint}")
     raise PipelineError(
         f"{path} line 1: header has {len(header)} columns, expected {len(expected)} "
         f"({expected[0]},...,{expected[-1]})"
@@ -232,7 +232,7 @@ def check_sample_submission(path: Path, test_rows: int) -> None:
             reader = csv.reader(stream)
             header = next(reader, [])
             if not header or header[0].strip() != "ImageId":
-                raise PipelineError(f"{path} line 1: header is {','.join(header)!r}, expected 'ImageId,Label'")
+                raise PipelineError(f"{path} line 1: header is {quoted(','.join(header))}, expected 'ImageId,Label'")
             for row in reader:
                 if not row:
                     continue
