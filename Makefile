@@ -88,8 +88,10 @@ TAKES_submissions := COMPETITION QUIET
 TAKES_bench := SOURCE BENCH_SOURCE PRESETS $(KNOB_VARIABLES) QUIET
 TAKES_venv := GPU ENGINE TENSORBOARD
 TAKES_lock := UPGRADE
-# test, test-fast, lint, clean, clean-cache and clean-all take none; help and a file target (.venv/.installed) any.
-$(foreach target,test test-fast lint clean clean-cache clean-all,$(eval TAKES_$(target) :=))
+TAKES_clean := QUIET
+TAKES_clean-cache := QUIET
+# test, test-fast, lint and clean-all take none; help and a file target (.venv/.installed) any.
+$(foreach target,test test-fast lint clean-all,$(eval TAKES_$(target) :=))
 takes = $(if $(filter undefined,$(origin TAKES_$(1))),$(KNOWN),$(TAKES_$(1)) PYTHON VENV)
 GOALS := $(or $(MAKECMDGOALS),help)
 NOT_TAKEN := $(filter-out $(foreach goal,$(GOALS),$(call takes,$(goal))),$(GIVEN))
@@ -132,7 +134,9 @@ TRAIN_OPTS = $(call opt,PRESET,--preset) $(KNOB_OPTS) $(call on,TENSORBOARD,--te
 	$(ENGINE_OPTS)
 TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
 	$(call opt,SEARCH_SEED,--search-seed) $(TUNE_KNOB_OPTS) $(ENGINE_OPTS)
-BENCH_OPTS = $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) $(call opt,PRESETS,--presets) $(KNOB_OPTS)
+BENCH_OPTS = $(if $(and $(call given,SOURCE),$(call given,BENCH_SOURCE)),$(error make bench: SOURCE and BENCH_SOURCE\
+	name the same option; give one)) $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) \
+	$(call opt,PRESETS,--presets) $(KNOB_OPTS)
 FORCE_OPT = $(call on,FORCE,--force)
 # predict's options: changing them predicts again, they never train.
 PREDICT_OPTS = $(call flag,TTA,tta) $(call opt,FINAL_WEIGHT,--final-weight)
@@ -258,11 +262,11 @@ lint: $(DEV_STAMP) ## ruff's checks of the code (CI runs them too)
 DATA_DIR = $(or $(PIPELINE_ROOT),.)/data
 # What the pipeline wrote, removed under its lock (refused while a command runs there): pipeline/core/clean.py, by
 # the system's python3 (standard library only), so that cleaning never sets up .venv.
-clean: ## Remove what the pipeline wrote under data/ (keeps the sent log, submissions/, the sample and your files)
-	python3 -m pipeline.core.clean "$(DATA_DIR)"
+clean: ## Remove the folders the pipeline writes under data/ (the sent log, submissions/ and your files beside them stay)
+	python3 -m pipeline.core.clean "$(DATA_DIR)" $(call on,QUIET,--quiet)
 
 clean-cache: ## Forget the results the run cache keeps (data/.cache/store); current outputs stay
-	python3 -m pipeline.core.clean "$(DATA_DIR)" --cache
+	python3 -m pipeline.core.clean "$(DATA_DIR)" --cache $(call on,QUIET,--quiet)
 
 clean-all: clean ## Also remove the virtual environment
 	rm -rf $(VENV)

@@ -232,11 +232,12 @@ def submissions_command(competition: str = COMPETITION):
 
 
 @app.command("clean")
-def clean_command(cache_only: bool = typer.Option(False, "--cache", help="Only the run cache's store"
-                                                  " (data/.cache/store); current outputs stay.")):
-    """Remove what the pipeline wrote under data/ (the sent log, submissions/ and your files stay); refused while a
-    command runs there. `make clean` and `make clean-cache` do the same without the environment."""
-    raise typer.Exit(clean.main([str(config.paths().data), *(["--cache"] if cache_only else [])]))
+def clean_command(context: typer.Context, cache_only: bool = typer.Option(
+        False, "--cache", help="Only the run cache's store (data/.cache/store); current outputs stay.")):
+    """Remove the folders the pipeline writes under data/ (raw, prepared, split, models, reports, bench, tensorboard,
+    .cache: whole); the sent log, submissions/ and your files beside them stay. Refused while a command runs there."""
+    quiet = ["--quiet"] if context.obj.quiet else []
+    raise typer.Exit(clean.main([str(config.paths().data), *(["--cache"] if cache_only else []), *quiet]))
 
 
 @app.command("bench")

@@ -644,6 +644,17 @@ def test_clean_is_a_command_too_for_the_installed_package(tmp_path):
     assert sorted(path.name for path in data.iterdir()) == [".pipeline.lock", "sample", "submissions_sent.json"]
 
 
+def test_clean_says_what_it_removed_nothing_when_nothing_and_is_quiet_with_quiet(tmp_path):
+    """It said "removed" of a store already empty, and --quiet (anywhere: errors only) was ignored."""
+    data = tmp_path / "data"
+    for folder in ("models/run", ".cache/store/objects"):
+        (data / folder).mkdir(parents=True)
+    assert run_in_process(tmp_path, "clean", "--cache", "--quiet").stdout == ""
+    assert run_in_process(tmp_path, "clean", "--cache").stdout == (
+        f"clean: nothing to remove: the run cache {data / '.cache' / 'store'} is empty\n")
+    assert run_in_process(tmp_path, "clean").stdout == f"clean: removed what the pipeline wrote in {data}: models, .cache\n"
+
+
 def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
     import typer.main
 

@@ -1,6 +1,6 @@
 """`make clean` and `make clean-cache`: remove what the pipeline wrote under a data/ folder, holding its lock.
 
-    python3 -m pipeline.core.clean DATA_FOLDER [--cache]
+    python3 -m pipeline.core.clean DATA_FOLDER [--cache] [--quiet]
 
 Run by the system's python3, before any environment may exist: the standard library only. The lock is the OS
 flock that filelock takes on Linux and macOS (pipeline.core.cache.exclusive_lock), so a command running in the
@@ -19,26 +19,31 @@ RUN_CACHE_STORE = ".cache/store"
 LOCK_FILE = ".pipeline.lock"
 
 
-def remove(data: Path, cache_only: bool = False) -> None:
-    """Remove the run cache's store (cache_only), or everything the pipeline writes under data."""
+def remove(data: Path, cache_only: bool = False) -> list[str]:
+    """Remove the run cache's store (cache_only), or everything the pipeline writes under data; the names removed."""
     names = [RUN_CACHE_STORE] if cache_only else [*PIPELINE_WRITES, *(path.name for path in data.glob(".tmp-*"))]
+    removed = []
     for name in names:
         path = data / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def main(arguments: list[str]) -> int:
-    data, cache_only = Path(arguments[0]).resolve(), "--cache" in arguments[1:]
+    data, cache_only, quiet = Path(arguments[0]).resolve(), "--cache" in arguments[1:], "--quiet" in arguments[1:]
     if not (data / ".cache").is_dir():  # every stage records itself there: without it, this data/ is not the pipeline's
-        print(f"clean: nothing removed: {data} holds no outputs of the pipeline (no .cache folder)")
+        _say(f"clean: nothing removed: {data} holds no outputs of the pipeline (no .cache folder)", quiet)
         return 0
     try:
         import fcntl
     except ImportError:  # Windows: no flock to take
-        return _remove_and_say(data, cache_only)
+        return _remove_and_say(data, cache_only, quiet)
     lock_path = data / LOCK_FILE
     existed = lock_path.exists()
     running = (f"error: a pipeline command is running in {data.parent} (it holds {lock_path}); let it finish or stop"
@@ -54,14 +59,23 @@ def main(arguments: list[str]) -> int:
                 print(running, file=sys.stderr)
                 return 1
             lock_path.unlink()  # ours: left behind, it would read as held for ever
-        return _remove_and_say(data, cache_only)
+        return _remove_and_say(data, cache_only, quiet)
 
 
-def _remove_and_say(data: Path, cache_only: bool) -> int:
-    remove(data, cache_only)
-    print(f"clean: removed the run cache, {data / RUN_CACHE_STORE}" if cache_only else
-          f"clean: removed what the pipeline wrote in {data}")
+def _remove_and_say(data: Path, cache_only: bool, quiet: bool) -> int:
+    removed = remove(data, cache_only)
+    if not removed:
+        _say(f"clean: nothing to remove: the run cache {data / RUN_CACHE_STORE} is empty" if cache_only else
+             f"clean: nothing to remove in {data}", quiet)
+    else:
+        _say(f"clean: removed the run cache, {data / RUN_CACHE_STORE}" if cache_only else
+             f"clean: removed what the pipeline wrote in {data}: {', '.join(removed)}", quiet)
     return 0
+
+
+def _say(line: str, quiet: bool) -> None:
+    if not quiet:  # --quiet: errors only, as every command
+        print(line)
 
 
 if __name__ == "__main__":
