@@ -652,7 +652,8 @@ def test_clean_says_what_it_removed_nothing_when_nothing_and_is_quiet_with_quiet
     assert run_in_process(tmp_path, "clean", "--cache", "--quiet").stdout == ""
     assert run_in_process(tmp_path, "clean", "--cache").stdout == (
         f"clean: nothing to remove: the run cache {data / '.cache' / 'store'} is empty\n")
-    assert run_in_process(tmp_path, "clean").stdout == f"clean: removed what the pipeline wrote in {data}: models, .cache\n"
+    removed = run_in_process(tmp_path, "clean").stdout
+    assert removed == f"clean: removed what the pipeline wrote in {data}: models, .cache\n"
 
 
 def test_every_option_of_all_has_its_make_variable_listed_in_make_help():
