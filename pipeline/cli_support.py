@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -173,6 +174,13 @@ def usage_line(error: typer.TyperException) -> str:
 def run_app(app: typer.Typer) -> None:
     """Run the typer app on sys.argv: a PipelineError is one line on stderr and exit status 1, never a traceback;
     a usage error (a mistyped command, option or value) one line and exit status 2, as click's own."""
+    completion = next((arg for arg in sys.argv[1:] if arg.startswith(("--install-completion", "--show-completion"))),
+                      None)
+    if completion and Path(sys.argv[0]).name == "__main__.py":  # `python -m pipeline`: no command for a shell to
+        # complete; the script typer writes would take over completion of every `python` line
+        typer.echo(f"error: {completion.split('=')[0]}: shell completion is the installed command's,"
+                   " `digit-recognizer --install-completion` (pip install -e .), not python -m pipeline's", err=True)
+        sys.exit(2)
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)

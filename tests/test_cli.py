@@ -680,3 +680,15 @@ def test_split_seed_help_describes_only_the_split():
     result = run_in_process(PROJECT_ROOT / "unused", "split", "--help", env={"COLUMNS": "200"})
     seed_help = next(line for line in result.stdout.splitlines() if "--seed" in line)
     assert "split" in seed_help and "initialisation" not in seed_help and "augmentation" not in seed_help
+
+
+def test_shell_completion_is_refused_for_python_m_pipeline_and_nothing_is_installed(tmp_path):
+    """It wrote a script registered for `python`, `-m` and `pipeline`, sourced from ~/.bashrc: TAB on any python
+    line then printed `env: '_PYTHON': No such file or directory`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_pipeline(tmp_path, "--install-completion", "bash", env={"HOME": str(home), "SHELL": "/bin/bash"})
+    assert result.returncode == 2 and result.stderr == (
+        "error: --install-completion: shell completion is the installed command's, `digit-recognizer"
+        " --install-completion` (pip install -e .), not python -m pipeline's\n")
+    assert list(home.iterdir()) == []
