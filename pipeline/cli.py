@@ -130,9 +130,11 @@ def train_command(
     if tensorboard:
         extras.require("tensorboard", "--tensorboard")
     warn_of_a_split_not_the_presets(context.obj, preset)
-    stage.run(train.define, context.obj, force, preset=preset,
-              training=settings.training_config(settings.resolve_preset(preset, **knobs)), tensorboard=tensorboard,
-              engine=engine_settings(engine, workers, ray_address, device))
+    record = stage.run(train.define, context.obj, force, preset=preset,
+                       training=settings.training_config(settings.resolve_preset(preset, **knobs)),
+                       tensorboard=tensorboard, engine=engine_settings(engine, workers, ray_address, device))
+    if tensorboard:
+        chain.warn_of_a_run_without_tensorboard_logs(context.obj, record)
 
 
 def warn_of_a_split_not_the_presets(console: Console, preset: str) -> None:

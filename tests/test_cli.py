@@ -226,6 +226,15 @@ def test_tensorboard_logs_each_model_and_changes_no_result(split_sample_root):
     assert list((logs / "member-0" / "validation").glob("events.out.tfevents.*"))
     # Logging is not part of the stage's key: the same run without it is up to date.
     assert "up to date" in assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1")).stdout
+    again = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--tensorboard"))
+    assert "up to date" in again.stdout and again.stderr == ""  # it has its logs
+    # A run trained without them, asked for them: it says there are none (it said nothing, and wrote none)
+    assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "2"))
+    without = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "2", "--tensorboard"))
+    run_id = json.loads((tmp_path / "data" / ".cache" / "train.json").read_text())["extra"]["run_id"]
+    assert "up to date" in without.stdout and without.stderr == (
+        f"warning: --tensorboard: run {run_id} was trained before without TensorBoard logs, and logging alone never"
+        " trains it again: add FORCE=1 to train it with them\n")
 
 
 @pytest.mark.slow

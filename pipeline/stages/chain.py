@@ -46,6 +46,15 @@ def _what_kaggle_said(run_id: str, submission) -> str:
     return f"send it with {config.how_to('`make submit`', '`digit-recognizer submit`')}"
 
 
+def warn_of_a_run_without_tensorboard_logs(console: Console, train_record: dict) -> None:
+    """--tensorboard beside a training up to date or restored, trained without it: no logs, which it said nothing of
+    (logging is not part of the stage's key, so it alone never trains a run again)."""
+    if not (train_record["extra"].get("run") or {}).get("tensorboard"):
+        again = config.how_to("FORCE=1", "--force")
+        console.warn(f"--tensorboard: run {train_record['extra']['run_id']} was trained before without TensorBoard"
+                     f" logs, and logging alone never trains it again: add {again} to train it with them")
+
+
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
             force: bool, tensorboard: bool = False, engine=None) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
@@ -60,6 +69,8 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         downloaded = run_data_stages(console, source, competition, values, force)
         train_record = run(train.define, console, force, training=training, preset=preset, tensorboard=tensorboard,
                            engine=engine)
+        if tensorboard:
+            warn_of_a_run_without_tensorboard_logs(console, train_record)
         predicted = run(predict.define, console, force, tta=training.tta, final_weight=options.get("final_weight"))
         if report:
             run(report_stage.define, console, force)
