@@ -453,6 +453,9 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
         assert run_pipeline(root, "submit", "--no-wait", env=stub.client_env(tmp_path)).returncode == 0
     again = run_pipeline(root, "submit", env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
     assert "this file was already sent on" in assert_one_line_failure(again)
+    # a bad competition name first: "pass --force to send it again" would only lead to that refusal
+    named = run_pipeline(root, "submit", "--competition", "../x")
+    assert "'../x' is not a Kaggle competition name" in assert_one_line_failure(named)
 
 
 def test_a_blend_s_submission_message_names_its_runs():

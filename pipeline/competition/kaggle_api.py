@@ -232,7 +232,7 @@ def _call_client(action, competition: str, attempts: int = 1, retry_advice: str 
             raise _client_error(error, competition, attempts=attempt, retry_advice=retry_advice) from None
 
 
-def _check_competition_name(competition: str) -> None:
+def check_competition_name(competition: str) -> None:
     if not COMPETITION_NAME.fullmatch(competition or ""):
         raise PipelineError(
             f"{competition!r} is not a Kaggle competition name (expected letters, digits and hyphens,"
@@ -272,7 +272,7 @@ def download_competition(competition: str, dest_dir: Path, force: bool = False, 
     the zip holds (raising PipelineError), run before it replaces the one kept, which a zip of the wrong
     files must not.
     """
-    _check_competition_name(competition)
+    check_competition_name(competition)
     with _network_limits(f"the download of {competition}"):
         return _download_competition(competition, Path(dest_dir), force, quiet, check)
 
@@ -329,7 +329,7 @@ def _download_competition(competition: str, dest_dir: Path, force: bool, quiet: 
 def check_credentials(competition: str) -> None:
     """The competition's name and the client's credentials (an access token is checked over the network), before
     a command says that it sends anything."""
-    _check_competition_name(competition)
+    check_competition_name(competition)
     with _network_limits("the check of the Kaggle credentials"):
         _authenticated_api()
 
@@ -339,7 +339,7 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
 
     Returns {"message": the server's answer, "ref": the submission's number, by which its score is found}.
     """
-    _check_competition_name(competition)
+    check_competition_name(competition)
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise PipelineError(f"{csv_path}: no such file to submit")
@@ -376,7 +376,7 @@ def list_submissions(competition: str, page: int = 1) -> list[dict]:
     "status" (PENDING, COMPLETE or
     ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
     """
-    _check_competition_name(competition)
+    check_competition_name(competition)
     with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES):
         api = _authenticated_api()
         listed = _call_client(lambda: api.competition_submissions(competition, page_number=page,

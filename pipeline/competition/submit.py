@@ -65,6 +65,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     its score."""
     if file is not None and run_id is not None:
         raise PipelineError(f"--run {run_id} and --file {file}: name one (--run sends that run's submission)")
+    kaggle_api.check_competition_name(competition)  # before "already sent", whose advice (--force) would not do
     if message is not None and not message.strip():
         raise PipelineError(f"--message {message!r}: expected some text (leave it out for one that names the run)")
     if file is None and run_id is not None:
