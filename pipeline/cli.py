@@ -254,6 +254,8 @@ def bench_command(
 ):
     """Run presets side by side from nothing to a submission; print and save one table. A training option given
     changes every preset's (--epochs 1: a quick look)."""
+    for preset in bench.bench_presets(presets):  # every preset's options, before the first runs for minutes
+        settings.training_config(settings.resolve_preset(preset, **knobs))
     bench.run_bench(context.obj, source, presets, settings.option_words(knobs))
 
 

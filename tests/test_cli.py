@@ -300,6 +300,19 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
     assert result.stderr.count("\n") == 1 and not (tmp_path / "data" / "bench").exists()
 
 
+@pytest.mark.parametrize("options, problem", [
+    (["--presets", "quick", "--epochs", "0"], "error: --epochs 0: expected at least 1\n"),
+    (["--presets", "quick,default", "--dropout", "1.5"], "error: --dropout 1.5: expected"),
+    (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand"),
+])
+def test_bench_refuses_its_options_before_running_any_preset(tmp_path, options, problem):
+    """They were refused inside each preset's child run (`preset quick failed: error: --epochs 0 ...`), after the
+    presets before it had run, and `--source kaggle` downloaded in each preset's root."""
+    result = run_in_process(tmp_path, "bench", *options)
+    assert result.returncode == 1 and result.stderr.startswith(problem), result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "data" / "bench").exists()
+
+
 def test_submit_of_a_folder_says_so(tmp_path):
     (tmp_path / "submissions").mkdir()
     result = run_in_process(tmp_path, "submit", "--file", str(tmp_path / "submissions"))

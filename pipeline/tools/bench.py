@@ -124,8 +124,11 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
     paths = config.paths()
     if source is not None and not source.strip():
         raise PipelineError(f"--source {source!r}: expected sample, or a PATH to a competition zip or folder")
+    if source in ("kaggle", "auto"):  # each preset's child would download into a root of its own
+        raise PipelineError(f"--source {source}: bench runs on data at hand, sample or a PATH to a competition zip or"
+                            " folder; after `download --source kaggle` its cached zip is the default")
     source = source or default_source(paths)
-    if source not in ("sample", "kaggle", "auto"):  # a path, as typed here: each preset runs from the package's folder
+    if source != "sample":  # a path, as typed here: each preset runs from the package's folder
         source = str(Path(source).expanduser().absolute())
     if source == "sample":
         console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
