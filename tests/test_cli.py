@@ -714,3 +714,15 @@ def test_shell_completion_is_refused_for_python_m_pipeline_and_nothing_is_instal
         "error: --install-completion: shell completion is the installed command's, `digit-recognizer"
         " --install-completion` (pip install -e .), not python -m pipeline's\n")
     assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["report"], "error: no train output yet, or it changed since: run `python -m pipeline train` first\n"),
+    (["prepare"], "error: no download output yet, or it changed since: run `python -m pipeline download` first\n"),
+    (["blend", "a", "b"], "error: blend: no runs in {root}/data/models yet (see `python -m pipeline runs`)\n"),
+])
+def test_a_command_typed_where_nothing_ran_leaves_no_data_folder(tmp_path, command, expected):
+    """Typed by mistake in a home folder, it left ~/data/.pipeline.lock behind."""
+    result = run_in_process(tmp_path, *command)
+    assert result.returncode == 1 and result.stderr == expected.format(root=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -140,6 +140,9 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
 def run(define: Callable[..., Definition], console: Console, force: bool = False, **options) -> dict:
     """Run the stage that define(paths, console, **options) declares, unless nothing would change."""
     paths = config.paths()
+    upstream = UPSTREAM.get(define.__module__.rsplit(".", 1)[-1])
+    if upstream and not paths.data.is_dir():  # nothing run here yet: said before the lock makes data/ to hold its file
+        require(upstream, f"python -m pipeline {upstream}")
     with cache.exclusive_lock():
         definition = define(paths, console, **options)
         key = definition.key()

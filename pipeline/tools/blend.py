@@ -124,6 +124,8 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
     if len(set(run_ids)) != len(run_ids):
         raise PipelineError(f"blend: a run named twice ({' '.join(run_ids)}); give it a larger --weights instead")
     weights = parse_weights(weights_text, len(run_ids))
+    if not paths.models.is_dir():  # said before the lock makes data/ to hold its file
+        raise PipelineError(f"blend: no runs in {paths.models} yet (see {runs.RUNS})")
     with cache.exclusive_lock():
         chosen = [runs.read_run(paths, run_id) for run_id in run_ids]
         check_same_data(chosen)
