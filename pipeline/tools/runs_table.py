@@ -93,7 +93,8 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     listed = list_runs(paths)
     shown = listed if everything or not any(map(is_full_size, listed)) else list(filter(is_full_size, listed))
     hidden = len(listed) - len(shown)
-    note = f"{count(hidden, 'run')} on the bundled sample not shown ({config.how_to('`make runs ALL=1`', '`digit-recognizer runs --all`')} lists them)\n" if hidden else ""
+    listing = config.how_to("`make runs ALL=1`", "`digit-recognizer runs --all`")
+    note = f"{count(hidden, 'run')} on the bundled sample not shown ({listing} lists them)\n" if hidden else ""
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
             f" shared with current outputs\n({CLEAN_CACHE} empties it){unfinished_trainings(paths)}")
