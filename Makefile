@@ -90,8 +90,9 @@ TAKES_venv := GPU ENGINE TENSORBOARD
 TAKES_lock := UPGRADE
 TAKES_clean := QUIET
 TAKES_clean-cache := QUIET
-# test, test-fast, lint and clean-all take none; help and a file target (.venv/.installed) any.
-$(foreach target,test test-fast lint clean-all,$(eval TAKES_$(target) :=))
+TAKES_clean-all := QUIET
+# test, test-fast and lint take none; help and a file target (.venv/.installed) any.
+$(foreach target,test test-fast lint,$(eval TAKES_$(target) :=))
 takes = $(if $(filter undefined,$(origin TAKES_$(1))),$(KNOWN),$(TAKES_$(1)) PYTHON VENV)
 GOALS := $(or $(MAKECMDGOALS),help)
 NOT_TAKEN := $(filter-out $(foreach goal,$(GOALS),$(call takes,$(goal))),$(GIVEN))
@@ -134,6 +135,9 @@ TRAIN_OPTS = $(call opt,PRESET,--preset) $(KNOB_OPTS) $(call on,TENSORBOARD,--te
 	$(ENGINE_OPTS)
 TUNE_OPTS = $(DOWNLOAD_OPTS) $(SPLIT_ONLY_OPTS) $(call opt,PRESET,--preset) $(call opt,TRIALS,--trials) \
 	$(call opt,SEARCH_SEED,--search-seed) $(TUNE_KNOB_OPTS) $(ENGINE_OPTS)
+# One variable, not a recipe line continued: make would echo the continuation as a line of its own.
+SUBMIT_OPTS = $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \
+	$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(FORCE_OPT)
 BENCH_OPTS = $(if $(and $(call given,SOURCE),$(call given,BENCH_SOURCE)),$(error make bench: SOURCE and BENCH_SOURCE\
 	name the same option; give one)) $(call opt,SOURCE,--source) $(call opt,BENCH_SOURCE,--source) \
 	$(call opt,PRESETS,--presets) $(KNOB_OPTS)
@@ -236,8 +240,7 @@ blend: $(STAMP) ## Average runs' test probabilities into a new submission and ru
 	$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
 
 submit: $(STAMP) ## Send the last all or predict's submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
-	$(PIPELINE) submit $(call opt,FILE,--file) $(call opt,RUN,--run) $(call opt,MESSAGE,--message) \
-		$(call opt,COMPETITION,--competition) $(call flag,WAIT,wait) $(call opt,TIMEOUT,--timeout) $(FORCE_OPT)
+	$(PIPELINE) submit $(SUBMIT_OPTS)
 
 submissions: $(STAMP) ## The competition's submissions and their scores, matched to runs; records new scores
 	$(PIPELINE) submissions $(call opt,COMPETITION,--competition)

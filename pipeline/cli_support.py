@@ -171,6 +171,13 @@ def usage_line(error: typer.TyperException) -> str:
     return f"{message} (see `{context.command_path} --help`)" if context else message
 
 
+def help_in_paragraphs(command) -> None:
+    """Each command's help as paragraphs: the line breaks of its docstring broke its line in `--help`'s list."""
+    for subcommand in getattr(command, "commands", {}).values():
+        if subcommand.help:
+            subcommand.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in subcommand.help.split("\n\n"))
+
+
 def run_app(app: typer.Typer) -> None:
     """Run the typer app on sys.argv: a PipelineError is one line on stderr and exit status 1, never a traceback;
     a usage error (a mistyped command, option or value) one line and exit status 2, as click's own."""
@@ -184,6 +191,7 @@ def run_app(app: typer.Typer) -> None:
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)
+        help_in_paragraphs(command)
         bounded_integers(command)
         # Not standalone: click's errors come here instead of being printed its way. main returns the status of
         # an exit (--help, --version: 0; Ctrl-C: 130), or the command's own value (None).

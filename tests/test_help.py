@@ -69,3 +69,10 @@ def test_counts_are_singular_for_one():
     from pipeline.core.console import count
 
     assert count(1, "epoch") == "1 epoch" and count(2, "model") == "2 models"
+
+
+def test_the_list_of_commands_breaks_a_description_only_at_the_width(tmp_path):
+    """The line breaks of the docstrings were kept: `when they` then `share a split.` on a line of its own."""
+    listed = run_in_process(tmp_path, "--help", env={"COLUMNS": "80"}).stdout
+    assert "with an out-of-fold estimate when they share a split." in listed
+    assert "within 100 columns; `runs diff A B` compares two." in listed

@@ -208,9 +208,12 @@ def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_pa
         assert refused == set(variables) - changing, (target, sorted(refused ^ (set(variables) - changing)))
         assert everything.returncode != 0 and everything.stderr.count("\n") == 1, everything.stderr
         assert f"make {target} does not take " in everything.stderr, everything.stderr
-        taken = dry_run("Makefile", target, *sorted(changing))
+        together = changing - {"BENCH_SOURCE"}  # SOURCE under another name: refused beside it, below
+        taken = dry_run("Makefile", target, *sorted(together))
         assert taken.returncode == 0, (target, taken.stderr)
     assert "FINAL_WEIGHT (an option of all, predict)" in dry_run("Makefile", "train", "FINAL_WEIGHT").stderr
+    both = dry_run("Makefile", "bench", "SOURCE", "BENCH_SOURCE")  # the second was passed last, and won silently
+    assert both.returncode != 0 and "make bench: SOURCE and BENCH_SOURCE name the same option; give one" in both.stderr
 
 
 def a_data_folder(root):

@@ -141,7 +141,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
     """Run the stage that define(paths, console, **options) declares, unless nothing would change."""
     paths = config.paths()
     upstream = UPSTREAM.get(define.__module__.rsplit(".", 1)[-1])
-    if upstream and not paths.data.is_dir():  # nothing run here yet: said before the lock makes data/ to hold its file
+    # Nothing run here yet: said before the lock makes data/ to hold its file (report --run names its own run).
+    if upstream and not paths.data.is_dir() and options.get("run_id") is None:
         require(upstream, f"python -m pipeline {upstream}")
     with cache.exclusive_lock():
         definition = define(paths, console, **options)
