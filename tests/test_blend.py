@@ -101,6 +101,7 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
     (["a", "b", "--weights", "inf,1"], "expected numbers of 0 or more"),
     (["a", "b", "--weights", "1e308,1e308"], "expected numbers of 0 or more"),  # their sum is inf
     (["a", "b", "--weights", "nan,1"], "expected numbers of 0 or more"),
+    (["a", "b", "--weights", "0,1"], "--weights 0,1: a run of weight 0 adds nothing; leave it out of the blend"),
 ])
 def test_blend_bad_input_is_one_line(tmp_path, arguments, expected):
     result = run_in_process(tmp_path, "blend", *arguments)
@@ -174,6 +175,28 @@ def test_a_run_whose_test_probabilities_are_of_other_test_images_is_predicted_ag
             " predicting them again") in result.stdout
     np.testing.assert_allclose(np.load(folder / "test_probabilities.npy"), expected, atol=1e-5)
     assert json.loads((folder / "test_probabilities.json").read_text())["test_images"] == made_for
+
+
+@pytest.mark.slow
+def test_the_same_blend_again_is_the_one_made_before_until_a_runs_predictions_change(two_runs, tmp_path):
+    """Each `blend A B` made a new run, a new submission and a new report page, byte for byte the first's."""
+    import re
+
+    def blend_named(result) -> str:
+        return re.search(r"run (\d{8}-\d{6}-blend)", result.stdout.splitlines()[0]).group(1)
+
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    made = blend_named(assert_ok(run_in_process(root, "blend", first, second, "--weights", "5,1")))
+    before = run_ids(root)
+    again = assert_ok(run_in_process(root, "blend", first, second, "--weights", " 10 , 2 "))  # the same weights
+    assert again.stdout.startswith(f"blend: up to date, run {made} (the same runs' predictions, the same weights)")
+    assert run_ids(root) == before
+    other = assert_ok(run_in_process(root, "blend", first, second, "--weights", "5,2"))  # a blend of its own
+    assert "up to date" not in other.stdout.splitlines()[0] and len(run_ids(root)) == len(before) + 1
+    assert_ok(run_in_process(root, "predict", "--tta"))  # the latest run's test probabilities change
+    changed = assert_ok(run_in_process(root, "blend", first, second, "--weights", "5,1"))
+    assert blend_named(changed) != made and len(run_ids(root)) == len(before) + 2
 
 
 @pytest.mark.slow

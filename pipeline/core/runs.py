@@ -88,12 +88,23 @@ def read_out_of_fold(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rows, probabilities
 
 
-def write_test_images_of_probabilities(paths: config.Paths, run_id: str, test_images_digest: str) -> Path:
+def write_test_images_of_probabilities(paths: config.Paths, run_id: str, test_images_digest: str,
+                                       blended: dict | None = None) -> Path:
     """Which test images the run's stored test probabilities are of (predict or blend writes it beside them):
-    a run restored from the run cache for other test images predicts them again over the file."""
+    a run restored from the run cache for other test images predicts them again over the file. blended: a blend's
+    {run id: digest of its test probabilities}, by which the same blend again is found."""
     path = paths.test_probabilities_json(run_id)
-    cache.write_json(path, {"test_images": test_images_digest})
+    cache.write_json(path, {"test_images": test_images_digest, **({"blended": blended} if blended else {})})
     return path
+
+
+def blended_probabilities(paths: config.Paths, run_id: str) -> dict | None:
+    """The {run id: digest} write_test_images_of_probabilities wrote for a blend; None otherwise."""
+    try:
+        value = json.loads(paths.test_probabilities_json(run_id).read_text()).get("blended")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def test_images_of_probabilities(paths: config.Paths, run_id: str) -> str | None:

@@ -37,6 +37,8 @@ def parse_weights(text: str | None, count: int) -> list[float]:
         raise PipelineError(f"--weights {text}: {len(weights)} weights for {count} runs (one per run, in order)")
     if not all(0 <= weight < math.inf for weight in weights) or not 0 < sum(weights) < math.inf:
         raise PipelineError(f"--weights {text}: expected numbers of 0 or more, not all 0 (and not inf)")
+    if 0 in weights:  # a "blend" of the other runs alone, listed with the left-out run's models
+        raise PipelineError(f"--weights {text}: a run of weight 0 adds nothing; leave it out of the blend")
     return [weight / sum(weights) for weight in weights]
 
 
@@ -80,12 +82,25 @@ def test_probabilities(paths: config.Paths, run: Run, console, test_images: str 
     return probabilities
 
 
-def save_test_probabilities(paths: config.Paths, run_id: str, probabilities: np.ndarray, test_images: str | None):
+def save_test_probabilities(paths: config.Paths, run_id: str, probabilities: np.ndarray, test_images: str | None,
+                            blended: dict | None = None):
     with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
         with open(temporary, "wb") as stream:
             np.save(stream, probabilities)
     if test_images:
-        runs.write_test_images_of_probabilities(paths, run_id, test_images)
+        runs.write_test_images_of_probabilities(paths, run_id, test_images, blended)
+
+
+def same_blend_before(paths: config.Paths, blend_of: dict, weights: list[float], test_images: str | None) -> Run | None:
+    """An earlier blend of the same runs' same test probabilities (blend_of: {run id: digest}) with the same weights,
+    its submission still there: the same blend again is that one, not a copy."""
+    wanted = {"runs": list(blend_of), "weights": [round(weight, 6) for weight in weights]}
+    for run in runs.list_runs(paths):
+        if (run.blend == wanted and run.submission and cache.absolute_path(run.submission).is_file()
+                and runs.test_images_of_probabilities(paths, run.id) == test_images
+                and runs.blended_probabilities(paths, run.id) == blend_of):
+            return run
+    return None
 
 
 def out_of_fold(paths: config.Paths, run: Run) -> dict | None:
@@ -124,6 +139,8 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
     if len(set(run_ids)) != len(run_ids):
         raise PipelineError(f"blend: a run named twice ({' '.join(run_ids)}); give it a larger --weights instead")
     weights = parse_weights(weights_text, len(run_ids))
+    for run_id in run_ids:
+        runs.run_path(paths, run_id)  # each a run id
     if not paths.models.is_dir():  # said before the lock makes data/ to hold its file
         raise PipelineError(f"blend: no runs in {paths.models} yet (see {runs.RUNS})")
     with cache.exclusive_lock():
@@ -137,6 +154,12 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         shapes = {probabilities.shape for probabilities in all_probabilities}
         if len(shapes) != 1:
             raise PipelineError(f"blend: the runs predicted different test sets ({', '.join(map(str, shapes))})")
+        blend_of = {run.id: cache.file_digest(paths.test_probabilities(run.id)) for run in chosen}
+        earlier = same_blend_before(paths, blend_of, weights, test_images)
+        if earlier is not None:
+            console.say(f"blend: up to date, run {earlier.id} (the same runs' predictions, the same weights),"
+                        f" {cache.absolute_path(earlier.submission)}")
+            return earlier
         blended = sum(weight * probabilities.astype(np.float64)
                       for weight, probabilities in zip(weights, all_probabilities)).astype(np.float32)
         labels = blended.argmax(axis=1)
@@ -152,7 +175,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         submission = unused_submission_path(paths.submissions, run_id)
         try:
-            save_test_probabilities(paths, run_id, blended, test_images)
+            save_test_probabilities(paths, run_id, blended, test_images, blend_of)
             if held_out is not None:  # so that `report --run` and a later blend find them as for any run
                 with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
                     with open(temporary, "wb") as stream:
