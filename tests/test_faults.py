@@ -249,3 +249,55 @@ def test_download_cut_short_by_a_file_size_limit_names_the_file(tmp_path):
     written = tmp_path / "data" / "raw" / "test.csv"
     assert message.startswith(f"error: {written}: cannot write (File too large)"), message
     assert not list((tmp_path / "data" / "raw").iterdir())  # nothing half-written kept
+
+
+@pytest.mark.slow
+def test_a_train_record_that_cannot_be_written_costs_no_training_again(split_sample_root, monkeypatch):
+    """The checkpoints went before the record was written: a record that could not be written (a full disk, a
+    read-only data/.cache) meant the whole training again on the next run."""
+    from pathlib import Path
+
+    from pipeline.core.errors import PipelineError
+
+    real_write_json = cache.write_json
+
+    def no_train_record(path, value):
+        if Path(path).name == "train.json":
+            raise PipelineError(f"{path}: cannot write (No space left on device)")
+        return real_write_json(path, value)
+
+    monkeypatch.setattr(cache, "write_json", no_train_record)
+    failed = run_in_process(split_sample_root, "train", "--preset", "quick", "--epochs", "2")
+    assert failed.returncode == 1 and "train.json: cannot write" in failed.stderr
+    assert "epoch 2/2" in failed.stdout
+    monkeypatch.setattr(cache, "write_json", real_write_json)
+    again = run_in_process(split_sample_root, "train", "--preset", "quick", "--epochs", "2")
+    assert again.returncode == 0, again.stderr
+    assert "epoch 1/2" not in again.stdout and "epoch 2/2" not in again.stdout  # the finished model just loads
+    assert not list((split_sample_root / "data" / "models" / ".checkpoints").iterdir())  # gone once recorded
+
+
+@pytest.mark.parametrize("raised, shown", [("KeyboardInterrupt", ""), ("ImportError", "oneDNN chatter\n")])
+def test_tensorflow_s_start_up_chatter_is_shown_for_a_failed_import_not_for_a_ctrl_c(raised, shown):
+    """A Ctrl-C while TensorFlow imported printed its oneDNN and CUDA lines before `interrupted`."""
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    code = (
+        "import builtins, os\n"
+        "real = builtins.__import__\n"
+        "def stopped(name, *arguments, **options):\n"
+        "    if name == 'tensorflow':\n"
+        "        os.write(2, b'oneDNN chatter\\n')\n"
+        f"        raise {raised}\n"
+        "    return real(name, *arguments, **options)\n"
+        "builtins.__import__ = stopped\n"
+        "from pipeline.core.console import import_tensorflow_quietly\n"
+        "try:\n"
+        "    import_tensorflow_quietly()\n"
+        "except BaseException as error:\n"
+        "    print(type(error).__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout == f"{raised}\n" and result.stderr == shown

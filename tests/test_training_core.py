@@ -431,6 +431,32 @@ def test_a_fit_whose_loss_becomes_nan_stops_at_that_batch_in_one_line_and_keeps_
     assert fit._Checkpoint(tmp_path / "diverging").load_state()["completed_epochs"] == 1  # epoch 1 stays
 
 
+@pytest.mark.parametrize("damage", ["[1]", '{"model_file": "epoch-1.keras"}', b"\xff\xfe\x00", "truncated model"])
+def test_a_damaged_checkpoint_trains_its_model_again_from_the_start(tmp_path, damage):
+    """A state.json of another shape gave a traceback (AttributeError, KeyError, UnicodeDecodeError), and a truncated
+    checkpoint model an error at every rerun, with nothing to say what to remove."""
+    images, labels = digit_like_images(32, seed=1), np.arange(32) % NUM_CLASSES
+    training = settings.training_config(settings.resolve_preset("quick", epochs=2, batch_size=16))
+    strategy = settings.configure_tensorflow(training)
+    folder, lines = tmp_path / "model", []
+    fit.fit_one_model(images, labels, None, None, replace(training, epochs=1), 5, folder, strategy, log=lines.append)
+    state_path = folder / "state.json"
+    if damage == "truncated model":
+        model_file = folder / json.loads(state_path.read_text())["model_file"]
+        model_file.write_bytes(model_file.read_bytes()[:3000])
+    elif isinstance(damage, bytes):
+        state_path.write_bytes(damage)
+    else:
+        state_path.write_text(damage)
+    lines.clear()
+    _, state = fit.fit_one_model(images, labels, None, None, training, 5, folder, strategy, log=lines.append)
+    assert state["completed_epochs"] == 2 and len(state["history"]["loss"]) == 2  # both epochs trained here
+    assert not any(line.startswith("resuming") for line in lines)
+    if damage == "truncated model":
+        assert "cannot load this model safely" in lines[0] and lines[0].endswith(
+            ": training this model again from its first epoch")
+
+
 def saved_quick_model(path):
     """(images, labels, training, strategy, model): a quick model of one epoch on 64 digits, saved at path."""
     images, labels = digit_like_images(64, seed=1), np.arange(64) % NUM_CLASSES

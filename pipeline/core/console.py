@@ -62,6 +62,8 @@ def import_tensorflow_quietly() -> None:
 
             tf.config.list_physical_devices()
             tf.get_logger().setLevel("ERROR")  # its Python notes (tf.function retracing) say nothing to a user
+        except KeyboardInterrupt:  # Ctrl-C: the chatter explains no failure
+            raise
         except BaseException:
             os.dup2(saved_stderr, 2)
             caught.seek(0)

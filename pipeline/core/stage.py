@@ -39,6 +39,8 @@ class Definition:
     that file is gone (run.json deleted: the stages after train read it). It writes only what differs.
     after_restore(record): what a result restored from the run cache needs besides (download: the files of
     another source removed), and only then.
+    after_record(record): what work leaves until its record is written (train: its checkpoints, so that a record
+    that cannot be written costs no training again).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Definition:
     describe: Callable[[dict], str]
     put_back: Callable[[dict], None] | None = None
     after_restore: Callable[[dict], None] | None = None
+    after_record: Callable[[dict], None] | None = None
 
     def key(self) -> cache.Stage:
         return cache.Stage(self.name, self.params, self.inputs, code_digest(self.name))
@@ -167,6 +170,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         # The record first, marked `unkept` until the run cache holds the result: a result is never made again (hours
         # of training) for want of its copy there. A store that cannot be written (a full disk) is a warning.
         cache.write_json(cache.record_path(definition.name), {**record, "unkept": True})
+        if definition.after_record:
+            definition.after_record(record)
         record = _keep(paths, definition, record, console)
         console.say(_done_line(definition, record))
         return record
@@ -208,5 +213,7 @@ def run_detached(definition: Definition, console: Console) -> dict:
         return record
     record = _work(definition, definition.key())
     run_cache.keep(config.paths(), definition.key_id, record)
+    if definition.after_record:
+        definition.after_record(record)
     console.say(_done_line(definition, record))
     return record

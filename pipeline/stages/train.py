@@ -215,7 +215,6 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             engine=engine.name if engine else "local", devices=devices,
             tensorboard=relative_name(tensorboard_dir) if tensorboard_dir else None)
         runs.write_run(paths, run)  # run.json: this stage alone writes it
-        shutil.rmtree(checkpoints, ignore_errors=True)
         return [*model_paths, history_path, out_of_fold_path], {
             "run_id": run_id, "estimate": run_estimate.to_json(), "train_size": len(labels), "preset": preset,
             "run": run.run_json()}
@@ -252,5 +251,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
     if training.pseudo_label:
         inputs.append(paths.test_images)
     # work() names the checkpoint folder after this definition's key, hence the name used before it is set.
-    definition = Definition("train", training.as_dict(), inputs, work, describe, after_restore)
+    definition = Definition("train", training.as_dict(), inputs, work, describe, after_restore,
+                            # The checkpoints go once the record says the run is done: a record that could not be
+                            # written (a full disk) finds the finished models there, and trains nothing again.
+                            after_record=lambda record: shutil.rmtree(paths.run_checkpoints(definition.key_id),
+                                                                      ignore_errors=True))
     return definition

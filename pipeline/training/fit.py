@@ -22,7 +22,7 @@ from pipeline.core import config
 from pipeline.core.cache import atomic_path, require_free_space, write_json
 from pipeline.core.console import count, format_duration
 from pipeline.core.ctrl_c import ctrl_c_stops_after_its_batch
-from pipeline.core.errors import TrainingDiverged
+from pipeline.core.errors import PipelineError, TrainingDiverged
 from pipeline.core.progress import batch_ticker
 from pipeline.training import looks
 from pipeline.training.settings import TrainingConfig
@@ -43,11 +43,16 @@ class _Checkpoint:
         self.state_path = folder / "state.json"
 
     def load_state(self) -> dict | None:
+        """The state, or None (the model starts again) when there is none or it is not one this class wrote."""
         try:
             state = json.loads(self.state_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):  # missing, not JSON, not UTF-8
             return None
-        files = [state.get("model_file", "")] + ([state["average_file"]] if state.get("average_file") else [])
+        if not (isinstance(state, dict) and isinstance(state.get("completed_epochs"), int)
+                and isinstance(state.get("model_file"), str) and isinstance(state.get("history"), dict)
+                and isinstance(state.get("average_file") or "", str)):
+            return None
+        files = [state["model_file"]] + ([state["average_file"]] if state.get("average_file") else [])
         return state if all((self.folder / name).is_file() for name in files) else None
 
     def rare_look_rows(self, images, labels, extra_at_most: int, fresh: bool) -> np.ndarray:
@@ -122,6 +127,13 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
                 f"{f' instead of {training.epochs}' if epochs != training.epochs else ''}")
         train_images, train_labels, training = train_images[rows], train_labels[rows], replace(training, epochs=epochs)
     steps_per_epoch = math.ceil(len(train_images) / training.batch_size)
+    if state is not None:
+        try:
+            with strategy.scope():
+                model = model_library.load_model(checkpoint_folder / state["model_file"])
+        except PipelineError as error:  # a damaged checkpoint: no way on from it, and it blocked every rerun
+            log(f"{error}: training this model again from its first epoch")
+            state = None
     with strategy.scope():
         if state is None:
             keras.utils.set_random_seed(seed)
@@ -141,10 +153,8 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
                     weight_decay=training.weight_decay, deskew=training.deskew,
                 )
             state = {"completed_epochs": 0, "history": {}}
-        else:
-            if state["completed_epochs"] < training.epochs:
-                log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
-            model = model_library.load_model(checkpoint_folder / state["model_file"])
+        elif state["completed_epochs"] < training.epochs:
+            log(f"resuming from epoch {state['completed_epochs']} of {training.epochs} ({checkpoint_folder})")
     state = dict(state, images_an_epoch=len(train_images), epochs=training.epochs)  # --rare-looks changes both
     average = None  # the weights' moving average (--ema), continued from the checkpoint when resuming
     if training.ema > 0 and state["completed_epochs"] < training.epochs:
