@@ -301,3 +301,32 @@ def test_tensorflow_s_start_up_chatter_is_shown_for_a_failed_import_not_for_a_ct
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.stdout == f"{raised}\n" and result.stderr == shown
+
+
+def test_a_ctrl_c_in_the_pandas_import_pyarrow_starts_while_prepare_reads_is_not_lost(tmp_path):
+    """pyarrow imports pandas from its compiled code on its first read and swallowed the KeyboardInterrupt of a Ctrl-C
+    landing there: `all` went on to train, and ended with exit 0."""
+    import sys
+    import zipfile
+
+    from conftest import PROJECT_ROOT
+
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extract("test.csv", tmp_path)
+    code = (
+        "import sys\n"
+        "class CtrlCInPandasImport:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pandas':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlCInPandasImport())\n"
+        "from pathlib import Path\n"
+        "from pipeline.stages.prepare import read_digits_csv\n"
+        "try:\n"
+        f"    read_digits_csv(Path({str(tmp_path / 'test.csv')!r}), with_labels=False)\n"
+        "    print('read on')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout == "interrupted\n", result.stdout + result.stderr
