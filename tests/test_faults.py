@@ -330,3 +330,23 @@ def test_a_ctrl_c_in_the_pandas_import_pyarrow_starts_while_prepare_reads_is_not
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.stdout == "interrupted\n", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command, damaged, required", [
+    (["predict"], "test_images.npy", "train"),  # garbled in place: a new submission made from garbage, exit 0
+    (["train", "--preset", "quick", "--epochs", "2"], "train_images.npy", "split"),  # truncated: a traceback
+])
+def test_a_stage_run_alone_refuses_prepared_arrays_that_changed_since_prepare(quick_run_root, command, damaged,
+                                                                              required):
+    """train and predict run on their own checked their own records, never prepare's outputs, which they read."""
+    path = quick_run_root / "data" / "prepared" / damaged
+    content = path.read_bytes()
+    path.unlink()  # kept files are read-only hard links into the run cache: a new file in its place
+    path.write_bytes(content[:1000] if damaged == "train_images.npy"
+                     else content[:-4000] + b"\x00\x00\x80\x7f" * 1000)
+    submissions = sorted((quick_run_root / "submissions").iterdir())
+    result = run_in_process(quick_run_root, *command)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: the {required} result is out of date (data/prepared/{damaged} changed since prepare last ran): run"
+        " `python -m pipeline prepare` and the stages after it, or `make all`\n")
+    assert sorted((quick_run_root / "submissions").iterdir()) == submissions

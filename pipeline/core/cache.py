@@ -101,10 +101,19 @@ def outputs_intact(record: dict) -> bool:
     return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
 
 
-def changed_input(record: dict) -> str | None:
-    """The first input the stage read that no longer holds what it held then; None when all still do."""
+def changed_output(record: dict, digest_of=path_digest) -> str | None:
+    """The first output the stage wrote that no longer holds what it wrote; None when all still do."""
+    for name, digest in record.get("outputs", {}).items():
+        if digest_of(absolute_path(name)) != digest:
+            return name
+    return None
+
+
+def changed_input(record: dict, digest_of=path_digest) -> str | None:
+    """The first input the stage read that no longer holds what it held then; None when all still do.
+    digest_of: path_digest, or a memo of it for one walk up the chain (a stage's input is the one above's output)."""
     for name, digest in record.get("key", {}).get("inputs", {}).items():
-        if path_digest(absolute_path(name)) != digest:
+        if digest_of(absolute_path(name)) != digest:
             return name
     return None
 

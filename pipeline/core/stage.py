@@ -125,10 +125,14 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
     if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
         shown = config.how_to(f"`{hint}`", f"`{hint.replace('python -m pipeline', 'digit-recognizer', 1)}`")
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run {shown} first")
-    stale = None  # the stage highest up the chain whose inputs changed since it ran: rerun from there
+    stale = None  # the stage highest up the chain whose inputs or outputs changed since it ran: rerun from there
     name = stage_name
+    digest_of = remember(cache.path_digest)  # each file hashed once in this walk
     while name:
-        changed = cache.changed_input(cache.load_record(name) or {})
+        upstream_record = cache.load_record(name) or {}
+        # An earlier stage's outputs too (data/prepared's arrays): train and predict read them beside this record.
+        changed = cache.changed_input(upstream_record, digest_of) or (
+            None if name == stage_name else cache.changed_output(upstream_record, digest_of))
         if changed:
             stale = (name, changed)
         name = UPSTREAM.get(name)
