@@ -210,6 +210,7 @@ def test_write_beyond_a_file_size_limit_is_one_line_and_keeps_earlier_outputs(tm
     message = one_error_line(result)
     expected = f"error: {tmp_path}/data/prepared/train_images.npy: cannot write (File too large)"
     assert message.startswith(expected), message
+    assert "raise the file-size limit (ulimit -f)" in message  # it said to free some space: the disk was not full
     assert {path.name: path.read_bytes() for path in (tmp_path / "data" / "raw").iterdir()} == raw_before
     assert not (tmp_path / "data" / ".cache" / "prepare.json").exists()
     assert not list(tmp_path.rglob(".tmp-*"))

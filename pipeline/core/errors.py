@@ -51,7 +51,9 @@ def write_error(error: OSError, path=None) -> PipelineError | None:
         return None
     where = path or error.filename or "a file under the pipeline's folders"
     cause = "written in part only: a full disk or a file-size limit" if short_write else error.strerror or str(error)
-    if short_write or error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if error.errno == errno.EFBIG:  # a limit on a file's size (ulimit -f), not a full disk
+        advice = "raise the file-size limit (ulimit -f), then run the same command again: finished outputs are kept"
+    elif short_write or error.errno in (errno.ENOSPC, errno.EDQUOT):
         advice = "free some space, then run the same command again: finished outputs are kept"
     else:
         advice = "make the folder writable (or set PIPELINE_ROOT to one that is), then run the same command again"
