@@ -98,22 +98,23 @@ def write_test_images_of_probabilities(paths: config.Paths, run_id: str, test_im
     return path
 
 
-def blended_probabilities(paths: config.Paths, run_id: str) -> dict | None:
-    """The {run id: digest} write_test_images_of_probabilities wrote for a blend; None otherwise."""
+def _of_probabilities(paths: config.Paths, run_id: str, name: str, kind: type):
+    """One value write_test_images_of_probabilities wrote, when of that kind; None otherwise (not recorded)."""
     try:
-        value = json.loads(paths.test_probabilities_json(run_id).read_text()).get("blended")
+        value = json.loads(paths.test_probabilities_json(run_id).read_text()).get(name)
     except (OSError, ValueError, AttributeError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, kind) else None
+
+
+def blended_probabilities(paths: config.Paths, run_id: str) -> dict | None:
+    """The {run id: digest} write_test_images_of_probabilities wrote for a blend; None otherwise."""
+    return _of_probabilities(paths, run_id, "blended", dict)
 
 
 def test_images_of_probabilities(paths: config.Paths, run_id: str) -> str | None:
     """The digest write_test_images_of_probabilities wrote; None when not recorded (predicted before it was)."""
-    try:
-        value = json.loads(paths.test_probabilities_json(run_id).read_text()).get("test_images")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
+    return _of_probabilities(paths, run_id, "test_images", str)
 
 
 def read_test_probabilities(path: Path) -> np.ndarray:
