@@ -101,10 +101,11 @@ def outputs_intact(record: dict) -> bool:
     return all(path_digest(absolute_path(name)) == digest for name, digest in record["outputs"].items())
 
 
-def changed_output(record: dict, digest_of=path_digest) -> str | None:
-    """The first output the stage wrote that no longer holds what it wrote; None when all still do."""
+def changed_output(record: dict, digest_of=path_digest, skip=()) -> str | None:
+    """The first output the stage wrote (but those named in skip) that no longer holds what it wrote; None when all
+    still do."""
     for name, digest in record.get("outputs", {}).items():
-        if digest_of(absolute_path(name)) != digest:
+        if name not in skip and digest_of(absolute_path(name)) != digest:
             return name
     return None
 

@@ -128,13 +128,15 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
     stale = None  # the stage highest up the chain whose inputs or outputs changed since it ran: rerun from there
     name = stage_name
     digest_of = remember(cache.path_digest)  # each file hashed once in this walk
+    read_below = set()  # the files a stage below read: their change is checked as its input (prepare after an edit)
     while name:
         upstream_record = cache.load_record(name) or {}
-        # An earlier stage's outputs too (data/prepared's arrays): train and predict read them beside this record.
+        # An earlier stage's outputs too (data/prepared's test images): predict reads them beside train's record.
         changed = cache.changed_input(upstream_record, digest_of) or (
-            None if name == stage_name else cache.changed_output(upstream_record, digest_of))
+            None if name == stage_name else cache.changed_output(upstream_record, digest_of, skip=read_below))
         if changed:
             stale = (name, changed)
+        read_below |= set(upstream_record.get("key", {}).get("inputs", {}))
         name = UPSTREAM.get(name)
     if stale:
         rerun = config.how_to(f"`python -m pipeline {stale[0]}`", f"`digit-recognizer {stale[0]}`")

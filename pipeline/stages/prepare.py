@@ -11,6 +11,8 @@ cell that swallows the rows after it.
 """
 
 import csv
+import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -146,9 +148,11 @@ def _fast_read(path: Path, columns: int) -> np.ndarray | None:
     """All cells as uint8 via pyarrow, or None when anything is irregular (the slow path then
     says what). Parsed straight to uint8: a value out of 0-255 fails the parse, and the peak
     memory is a small multiple of the (rows, columns) bytes it returns."""
-    # pyarrow imports pandas from its compiled code when it first reads, and swallows an exception there: a Ctrl-C
-    # landing in that import was lost, and the chain went on to train. Imported here, it raises as any Ctrl-C.
-    import pandas  # noqa: F401
+    # pyarrow imports pandas, where installed (it is not the pipeline's), from its compiled code when it first reads,
+    # and swallows an exception there: a Ctrl-C landing in that import was lost, and the chain went on to train.
+    # Imported here first, it raises as any Ctrl-C.
+    if importlib.util.find_spec("pandas") is not None:
+        importlib.import_module("pandas")
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
