@@ -98,7 +98,10 @@ def stage_modules(module_name: str) -> set[str]:
 # it replaced, so the results made before stay current. Only that exact source text is mapped: any later edit
 # has a digest of its own, and reruns the stage as usual.
 SAME_RESULTS = {
-    "train": {"897c6e99270697d6": "3751b71d2ecb83b8"},  # 0f475e5: training stops at a loss that is not finite
+    "train": {
+        "897c6e99270697d6": "3751b71d2ecb83b8",  # 0f475e5: training stops at a loss that is not finite
+        "8efe2c4a45ebca79": "3751b71d2ecb83b8",  # 18eccc9: and a damaged checkpoint trains its model again
+    },
 }
 
 
