@@ -720,6 +720,8 @@ def test_shell_completion_is_refused_for_python_m_pipeline_and_nothing_is_instal
     (["report"], "error: no train output yet, or it changed since: run `python -m pipeline train` first\n"),
     (["prepare"], "error: no download output yet, or it changed since: run `python -m pipeline download` first\n"),
     (["blend", "a", "b"], "error: blend: no runs in {root}/data/models yet (see `python -m pipeline runs`)\n"),
+    (["report", "--run", "20260101-120000-cnn"],
+     "error: --run 20260101-120000-cnn: no runs in {root}/data/models yet\n"),
 ])
 def test_a_command_typed_where_nothing_ran_leaves_no_data_folder(tmp_path, command, expected):
     """Typed by mistake in a home folder, it left ~/data/.pipeline.lock behind."""

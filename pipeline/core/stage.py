@@ -153,8 +153,10 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
     """Run the stage that define(paths, console, **options) declares, unless nothing would change."""
     paths = config.paths()
     upstream = UPSTREAM.get(define.__module__.rsplit(".", 1)[-1])
-    # Nothing run here yet: said before the lock makes data/ to hold its file (report --run names its own run).
-    if upstream and not paths.data.is_dir() and options.get("run_id") is None:
+    # Nothing run here yet: said before the lock makes data/ to hold its file.
+    if upstream and not paths.data.is_dir():
+        if options.get("run_id") is not None:  # report --run: a run of its own choosing, but there is none
+            raise PipelineError(f"--run {options['run_id']}: no runs in {paths.models} yet")
         require(upstream, f"python -m pipeline {upstream}")
     with cache.exclusive_lock():
         definition = define(paths, console, **options)
