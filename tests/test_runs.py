@@ -174,3 +174,14 @@ def test_a_deleted_submission_is_said_to_be_deleted(pipeline_root):
     assert "20260101-100000-deotte.csv" in wide and "(deleted)" not in wide
     submission.unlink()
     assert "20260101-100000-deotte.csv (deleted)" in run_in_process(pipeline_root, "runs", "--wide").stdout
+
+
+def test_a_run_whose_folder_was_deleted_still_shows_its_submission(quick_run_root):
+    """`runs --wide` showed `-` for a submission still in submissions/, and `submit --run` said the run had none."""
+    import shutil
+
+    run_id = json.loads((quick_run_root / "data" / ".cache" / "train.json").read_text())["extra"]["run_id"]
+    shutil.rmtree(quick_run_root / "data" / "models" / run_id)
+    wide = run_in_process(quick_run_root, "runs", "--wide", "--all").stdout
+    line = next(line for line in wide.splitlines() if line.startswith(run_id))
+    assert f"{run_id}.csv" in line, wide

@@ -175,11 +175,25 @@ def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
     predicted = read_submission_record(paths, run.id)
     durations = ({**run.durations_s, "predict": predicted.seconds} if predicted and predicted.seconds is not None
                  else None)
+    submission = predicted.submission if predicted else None
+    if predicted is None and not paths.run_dir(run.id).is_dir():  # its folder deleted: predict's kept record
+        submission = _kept_submission(paths, run.id)
     return run.with_records(
-        submission=predicted.submission if predicted else None, durations_s=durations,
+        submission=submission, durations_s=durations,
         report=getattr(read_report_record(paths, run.id), "index", None),
         tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
         leaderboard=latest_leaderboard(sent, run.id))
+
+
+def _kept_submission(paths: config.Paths, run_id: str) -> str | None:
+    """The latest submission predict wrote for the run, as the run cache keeps predict's record, while its file is
+    still there: `runs` and `submit --run` find it when the run's folder was deleted."""
+    for record in reversed(run_cache.kept_records(paths, "predict")):
+        name = record.get("extra", {}).get("submission")
+        if (record.get("key", {}).get("params", {}).get("run_id") == run_id and isinstance(name, str)
+                and cache.absolute_path(name).is_file()):
+            return name
+    return None
 
 
 def latest_leaderboard(sent: dict, run_id: str) -> Leaderboard | None:
