@@ -458,6 +458,20 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
     assert "'../x' is not a Kaggle competition name" in assert_one_line_failure(named)
 
 
+def test_a_score_on_another_competition_s_leaderboard_is_not_the_run_s(pipeline_root):
+    """A run's file sent with `--competition titanic` had its score shown as the run's, with the gap to its estimate."""
+    make_trained_run(pipeline_root)
+    paths = config.paths()
+    runs.record_sent_submission(paths, "f" * 64, paths.root / "a.csv", "m", {"message": "ok", "ref": 1001}, RUN_ID,
+                                "titanic")
+    runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.77000",
+                                        "private_score": "", "error_description": "", "description": ""})
+    assert runs.read_run(paths, RUN_ID).leaderboard is None
+    assert runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID).public_score == "0.77000"  # any competition
+    runs.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "m", {"message": "ok", "ref": 1002}, RUN_ID)
+    assert runs.read_run(paths, RUN_ID).leaderboard.ref == 1002  # its own competition's
+
+
 def test_a_blend_s_submission_message_names_its_runs():
     """A blend's message, which Kaggle keeps on the leaderboard page for good, read `None x2, epochs None, ...`."""
     blend = Run.from_json({"id": "20260101-130000-blend", "source": "kaggle:digit-recognizer", "preset": "blend",

@@ -182,7 +182,7 @@ def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
         submission=submission, durations_s=durations,
         report=getattr(read_report_record(paths, run.id), "index", None),
         tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
-        leaderboard=latest_leaderboard(sent, run.id))
+        leaderboard=latest_leaderboard(sent, run.id, _competition_of(run)))
 
 
 def _kept_submission(paths: config.Paths, run_id: str) -> str | None:
@@ -196,9 +196,17 @@ def _kept_submission(paths: config.Paths, run_id: str) -> str | None:
     return None
 
 
-def latest_leaderboard(sent: dict, run_id: str) -> Leaderboard | None:
-    """What Kaggle said of the run's latest submission sent from this checkout; None when none was sent."""
-    entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id])
+def _competition_of(run: Run) -> str:
+    """The competition whose data the run learnt: kaggle:NAME's, else (a zip, a folder) the default one."""
+    source = run.source or ""
+    return source.split(":", 1)[1] if source.startswith("kaggle:") else config.COMPETITION
+
+
+def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None) -> Leaderboard | None:
+    """What Kaggle said of the run's latest submission sent from this checkout (to competition, when named: a score
+    of another competition's leaderboard is not the run's); None when none was sent."""
+    entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id
+                             and competition in (None, entry.get("competition", config.COMPETITION))])
     if not entries:
         return None
     entry = entries[-1]
