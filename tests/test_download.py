@@ -227,3 +227,24 @@ def test_a_competition_beside_a_source_that_has_the_files_is_refused(tmp_path):
     assert fallback.returncode == 1 and fallback.stderr == (
         "error: --competition titanic: no Kaggle credentials found to download it (README, 'Kaggle credentials');"
         " leave it out for the bundled sample\n")
+
+
+def test_a_read_only_raw_folder_is_named_not_its_temporary_staging_folder(tmp_path, monkeypatch):
+    """The error named data/raw/.tmp-<pid>-staging, a folder the user never sees."""
+    import errno
+    from pathlib import Path
+
+    from pipeline.core.errors import PipelineError
+    from pipeline.stages import download
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *arguments, **options):
+        if self.name.startswith(".tmp-"):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *arguments, **options)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    raw = tmp_path / "data" / "raw"
+    with pytest.raises(PipelineError, match=f"^{raw}: cannot write \\(Read-only file system\\); make the folder"):
+        download.extract_competition_files(download.config.SAMPLE_ARCHIVE, raw)

@@ -151,7 +151,8 @@ def _staging_folder(target_dir: Path):
     target_dir.mkdir(parents=True, exist_ok=True)
     staging = target_dir / f".tmp-{os.getpid()}-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    with write_errors_named(target_dir):  # a read-only data/raw: named, not its temporary folder
+        staging.mkdir()
     try:
         yield staging
     finally:
