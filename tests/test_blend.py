@@ -200,6 +200,19 @@ def test_the_same_blend_again_is_the_one_made_before_until_a_runs_predictions_ch
 
 
 @pytest.mark.slow
+def test_a_run_whose_folder_was_deleted_is_said_to_come_back_from_the_run_cache(two_runs, tmp_path):
+    """blend said to retrain it, where `report --run` said the run cache brings it back in seconds."""
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
+    shutil.rmtree(root / "data" / "models" / first)
+    result = run_in_process(root, "blend", first, second)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: run {first}: no test probabilities, and no models to predict them with (the run cache keeps it:"
+        " train again with the options it had (`runs diff` names them beside another run's) and its files come back"
+        " in seconds, or leave it out)\n")
+
+
+@pytest.mark.slow
 def test_a_blend_cut_short_by_a_full_disk_leaves_no_run(two_runs, tmp_path, monkeypatch):
     """A blend whose submission could not be written left its run folder: `runs` listed a blend whose file did not
     exist, and each try added one more."""

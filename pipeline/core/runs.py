@@ -162,6 +162,14 @@ def _kept_runs(paths: config.Paths) -> dict[str, Run]:
     return runs
 
 
+def back_from_the_run_cache(paths: config.Paths, run_id: str, otherwise: str) -> str:
+    """Advice for a run whose files are gone: the run cache brings them back in seconds when it keeps the run."""
+    if run_id in kept_run_ids(paths):
+        return ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
+                " run's) and its files come back in seconds")
+    return otherwise
+
+
 def kept_run_ids(paths: config.Paths) -> set[str]:
     """The ids of the runs whose models the run cache keeps: their settings come back in seconds."""
     return {record.get("extra", {}).get("run_id") for record in run_cache.kept_records(paths, "train")} - {None}

@@ -33,9 +33,7 @@ def define(paths, console, run_id: str | None = None):
     needed = [paths.out_of_fold(run_id), paths.history_json(run_id)]
     missing = [path.name for path in needed if not path.is_file()]
     if missing:
-        advice = ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
-                  " run's) and its files come back in seconds" if run_id in runs.kept_run_ids(paths)
-                  else "retrain it to report on it")
+        advice = runs.back_from_the_run_cache(paths, run_id, "retrain it to report on it")
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(paths.run_dir(run_id))};"
                             f" {advice}")
     if named and not training_data_matches(paths, run):

@@ -67,7 +67,8 @@ def test_probabilities(paths: config.Paths, run: Run, console, test_images: str 
            else "no test probabilities")
     model_paths = [cache.absolute_path(name) for name in run.models]
     if not model_paths or not all(path.is_file() for path in model_paths):
-        raise PipelineError(f"run {run.id}: {why}, and no models to predict them with (retrain it, or leave it out)")
+        advice = runs.back_from_the_run_cache(paths, run.id, "retrain it")
+        raise PipelineError(f"run {run.id}: {why}, and no models to predict them with ({advice}, or leave it out)")
     if not training_data_matches(paths, run):
         raise PipelineError(f"run {run.id}: {why}, and data/prepared no longer holds its data (source {run.source})"
                             " to predict them again")
