@@ -131,6 +131,7 @@ def test_tune_runs_trials_in_parallel_and_prints_options_that_restore_the_best(t
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     first_finished = next(index for index, line in enumerate(lines) if line.startswith("train: run "))
+    assert result.stdout.count("starting Ray") == 1, result.stdout  # tune's, not again by each trial's training
     assert any(line.startswith("tune: trial 2 of 3") for line in lines[:first_finished]), result.stdout  # side by side
     best = next(line for line in lines if line.startswith("tune: best trial "))
     table = [line for line in lines if line[:1].isdigit() and "holdout" in line]

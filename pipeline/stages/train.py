@@ -27,7 +27,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.records import Run
 from pipeline.core.stage import Definition, require
 from pipeline.training.device import describe_devices, resolve_precision, use_device
-from pipeline.training.engine import cluster_devices, ray_session
+from pipeline.training.engine import cluster_devices, ray_running, ray_session
 from pipeline.training.looks import epochs_for_same_images
 from pipeline.training.parts import train_parts
 from pipeline.training.plan import (
@@ -92,7 +92,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         try:
             if not on_ray:
                 return train_run()
-            console.say("train: starting Ray (its start-up takes 10-30 s)")
+            if not ray_running():  # under tune, its own session: said once, by tune
+                console.say("train: starting Ray (its start-up takes 10-30 s)")
             with ray_session(engine):  # one connection (or local instance) for the whole run
                 return train_run()
         except BaseException:  # failed or interrupted before its first model was saved: no empty folder left

@@ -188,6 +188,11 @@ def _stop_watchdog(watchdog) -> None:
         watchdog.wait()
 
 
+def ray_running() -> bool:
+    """Whether a Ray session is up in this process (tune's, around its trials' trainings)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 @contextlib.contextmanager
 def ray_session(engine: Engine, store_bytes: int = 0):
     """Ray, connected: to engine.address or RAY_ADDRESS, else to a local instance started here, on
