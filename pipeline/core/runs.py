@@ -3,6 +3,7 @@ pipeline.core.config.Paths), composed into a `Run` (pipeline.core.records), and 
 Kaggle. The `runs` command's table and diff are pipeline.tools.runs_table."""
 
 import contextlib
+import functools
 import json
 import re
 import time
@@ -88,18 +89,24 @@ def read_out_of_fold(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return rows, probabilities
 
 
-def write_test_images_of_probabilities(paths: config.Paths, run_id: str, test_images_digest: str,
-                                       blended: dict | None = None) -> Path:
-    """Which test images the run's stored test probabilities are of (predict or blend writes it beside them):
-    a run restored from the run cache for other test images predicts them again over the file. blended: a blend's
-    {run id: digest of its test probabilities}, by which the same blend again is found."""
-    path = paths.test_probabilities_json(run_id)
-    cache.write_json(path, {"test_images": test_images_digest, **({"blended": blended} if blended else {})})
-    return path
+def save_test_probabilities(paths: config.Paths, run_id: str, probabilities: np.ndarray, test_images: str | None,
+                            blended: dict | None = None) -> list[Path]:
+    """A run's averaged test probabilities (predict's or blend's, for blend), and beside them of which test images
+    (test_images: their digest): a run restored from the run cache for other test images writes over the file, and
+    blend must not mix them. blended: a blend's {run id: digest of its test probabilities}, by which the same blend
+    again is found. The files written."""
+    written = [paths.test_probabilities(run_id)]
+    with cache.atomic_path(written[0]) as temporary:
+        with open(temporary, "wb") as stream:
+            np.save(stream, probabilities)
+    if test_images:
+        written.append(paths.test_probabilities_json(run_id))
+        cache.write_json(written[1], {"test_images": test_images, **({"blended": blended} if blended else {})})
+    return written
 
 
 def _of_probabilities(paths: config.Paths, run_id: str, name: str, kind: type):
-    """One value write_test_images_of_probabilities wrote, when of that kind; None otherwise (not recorded)."""
+    """One value save_test_probabilities wrote, when of that kind; None otherwise (not recorded)."""
     try:
         value = json.loads(paths.test_probabilities_json(run_id).read_text()).get(name)
     except (OSError, ValueError, AttributeError):
@@ -108,12 +115,12 @@ def _of_probabilities(paths: config.Paths, run_id: str, name: str, kind: type):
 
 
 def blended_probabilities(paths: config.Paths, run_id: str) -> dict | None:
-    """The {run id: digest} write_test_images_of_probabilities wrote for a blend; None otherwise."""
+    """The {run id: digest} save_test_probabilities wrote for a blend; None otherwise."""
     return _of_probabilities(paths, run_id, "blended", dict)
 
 
 def test_images_of_probabilities(paths: config.Paths, run_id: str) -> str | None:
-    """The digest write_test_images_of_probabilities wrote; None when not recorded (predicted before it was)."""
+    """The digest save_test_probabilities wrote; None when not recorded (predicted before it was)."""
     return _of_probabilities(paths, run_id, "test_images", str)
 
 
@@ -149,7 +156,7 @@ def read_run(paths: config.Paths, run_id: str) -> Run:
             raise PipelineError(f"run {run_id}: no such run (see {RUNS})") from None
     if run is None:
         raise PipelineError(f"{path}: not a run record (a JSON object was expected)")
-    return _composed(paths, run, sent_submissions(paths, strict=False))
+    return _composed(paths, run, sent_submissions(paths, strict=False), _kept_predictions(paths))
 
 
 def _kept_runs(paths: config.Paths) -> dict[str, Run]:
@@ -175,7 +182,12 @@ def kept_run_ids(paths: config.Paths) -> set[str]:
     return {record.get("extra", {}).get("run_id") for record in run_cache.kept_records(paths, "train")} - {None}
 
 
-def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
+def _kept_predictions(paths: config.Paths):
+    """predict's records the run cache keeps, as a call: read once for a listing of runs, only if a run needs them."""
+    return functools.cache(functools.partial(run_cache.kept_records, paths, "predict"))
+
+
+def _composed(paths: config.Paths, run: Run, sent: dict, kept_predictions) -> Run:
     """The run with what predict, report, tune and the sent log say of it; what an earlier version wrote into
     run.json itself stays where nothing newer says otherwise."""
     if not RUN_ID.fullmatch(run.id or ""):
@@ -185,7 +197,7 @@ def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
                  else None)
     submission = predicted.submission if predicted else None
     if predicted is None and not paths.run_dir(run.id).is_dir():  # its folder deleted: predict's kept record
-        submission = _kept_submission(paths, run.id)
+        submission = _kept_submission(kept_predictions(), run.id)
     return run.with_records(
         submission=submission, durations_s=durations,
         report=getattr(read_report_record(paths, run.id), "index", None),
@@ -193,10 +205,10 @@ def _composed(paths: config.Paths, run: Run, sent: dict) -> Run:
         leaderboard=latest_leaderboard(sent, run.id, _competition_of(run)))
 
 
-def _kept_submission(paths: config.Paths, run_id: str) -> str | None:
+def _kept_submission(kept_predictions: list[dict], run_id: str) -> str | None:
     """The latest submission predict wrote for the run, as the run cache keeps predict's record, while its file is
     still there: `runs` and `submit --run` find it when the run's folder was deleted."""
-    for record in reversed(run_cache.kept_records(paths, "predict")):
+    for record in reversed(kept_predictions):
         name = record.get("extra", {}).get("submission")
         if (record.get("key", {}).get("params", {}).get("run_id") == run_id and isinstance(name, str)
                 and cache.absolute_path(name).is_file()):
@@ -231,7 +243,8 @@ def list_runs(paths: config.Paths) -> list[Run]:
         if run is not None:
             runs[run.id] = run
     sent = sent_submissions(paths, strict=False)
-    return sorted_runs([_composed(paths, run, sent) for run in runs.values()])
+    kept_predictions = _kept_predictions(paths)
+    return sorted_runs([_composed(paths, run, sent, kept_predictions) for run in runs.values()])
 
 
 SORT_KEYS = ("estimate", "leaderboard", "time")

@@ -78,12 +78,7 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         check_submission(np.arange(1, len(labels) + 1), labels, expected_rows)
         # Every test image's averaged probabilities, kept beside the run's models for `blend`; before the
         # submission, which a failure after it would leave behind, finished-looking and unrecorded.
-        probabilities_path = paths.test_probabilities(run_id)
-        with atomic_path(probabilities_path) as temporary:
-            with open(temporary, "wb") as stream:
-                np.save(stream, probabilities)
-        # Of which test images: the run, restored for other ones, writes over this file, and blend must not mix them.
-        images_of_path = runs.write_test_images_of_probabilities(paths, run_id, path_digest(paths.test_images))
+        kept_for_blend = runs.save_test_probabilities(paths, run_id, probabilities, path_digest(paths.test_images))
         path = unused_submission_path(paths.submissions, run_id)
         with atomic_path(path) as temporary:
             temporary.write_text(submission_text(labels))
@@ -91,7 +86,7 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         runs.write_submission_record(paths, run_id, SubmissionRecord(
             relative_name(path), rows=len(labels), tta=tta, final_weight=final_weight,
             seconds=round(time.perf_counter() - started, 1)))
-        return [path, probabilities_path, images_of_path], {"submission": relative_name(path), "rows": len(labels),
+        return [path, *kept_for_blend], {"submission": relative_name(path), "rows": len(labels),
                         "label_counts": np.bincount(labels, minlength=config.NUM_CLASSES).tolist()}
 
     def put_back(record):

@@ -79,17 +79,8 @@ def test_probabilities(paths: config.Paths, run: Run, console, test_images: str 
 
     probabilities = predict_probabilities(load_models(model_paths), np.load(paths.test_images),
                                           tta=run.params.get("tta", False), log=console.say)
-    save_test_probabilities(paths, run.id, probabilities, test_images)
+    runs.save_test_probabilities(paths, run.id, probabilities, test_images)
     return probabilities
-
-
-def save_test_probabilities(paths: config.Paths, run_id: str, probabilities: np.ndarray, test_images: str | None,
-                            blended: dict | None = None):
-    with cache.atomic_path(paths.test_probabilities(run_id)) as temporary:
-        with open(temporary, "wb") as stream:
-            np.save(stream, probabilities)
-    if test_images:
-        runs.write_test_images_of_probabilities(paths, run_id, test_images, blended)
 
 
 def same_blend_before(paths: config.Paths, blend_of: dict, weights: list[float], test_images: str | None) -> Run | None:
@@ -176,7 +167,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + "-blend")
         submission = unused_submission_path(paths.submissions, run_id)
         try:
-            save_test_probabilities(paths, run_id, blended, test_images, blend_of)
+            runs.save_test_probabilities(paths, run_id, blended, test_images, blend_of)
             if held_out is not None:  # so that `report --run` and a later blend find them as for any run
                 with cache.atomic_path(paths.out_of_fold(run_id)) as temporary:
                     with open(temporary, "wb") as stream:
