@@ -7,7 +7,9 @@ line and an exit status, never a traceback.
 import functools
 import inspect
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -188,6 +190,7 @@ def run_app(app: typer.Typer) -> None:
         typer.echo(f"error: {completion.split('=')[0]}: shell completion is the installed command's,"
                    " `digit-recognizer --install-completion` (pip install -e .), not python -m pipeline's", err=True)
         sys.exit(2)
+    private_temporary_folder()
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)
@@ -220,10 +223,30 @@ def run_app(app: typer.Typer) -> None:
             leave_interrupted("nothing half-written was kept; run the same command again to go on "
                               "(training resumes from its last completed epoch)")
         raise
+    finally:
+        remove_private_temporary_folder()
+
+
+def private_temporary_folder() -> None:
+    """The command's temporary files in a folder of its own, removed when it ends. TensorFlow writes a .py file
+    for every function autograph converts (the augmentations) and removes it only at the interpreter's exit, which
+    Ctrl-C's quick exit below skips: hundreds piled up in /tmp. Where no folder can be made, the system's is used."""
+    try:
+        tempfile.tempdir = tempfile.mkdtemp(prefix="digit-recognizer-")
+    except OSError:
+        return
+
+
+def remove_private_temporary_folder() -> None:
+    folder = tempfile.tempdir
+    if folder and Path(folder).name.startswith("digit-recognizer-"):
+        tempfile.tempdir = None  # the system's again, for whatever runs after (a test's own process)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def leave_interrupted(advice: str) -> None:
     typer.echo(f"interrupted: {advice}", err=True)
+    remove_private_temporary_folder()
     # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
     # half-traced functions can print a traceback of their own ("Exception ignored in ...").
     sys.stdout.flush()
