@@ -555,6 +555,46 @@ def test_sample_submission_that_disagrees_with_test_csv_is_refused_before_traini
     assert not (tmp_path / "data" / "prepared").exists()
 
 
+@pytest.mark.slow
+def test_only_the_templates_ids_count_and_a_mended_template_predicts_nothing_again(tmp_path):
+    """Review 57 D: a sample_submission.csv with the right ids but another header or empty labels passed prepare and
+    failed predict, after the training; and a template mended or saved again predicted again, into an identical
+    second file."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extractall(folder)
+    template = folder / "sample_submission.csv"
+    template.write_text("ImageId,label\n" + "".join(f"{index}\n" for index in range(1, 601)))  # ids only
+    first = assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK, "--no-report"))
+    template.write_text("ImageId,Label\n" + "".join(f"{index},0\n" for index in range(1, 601)))  # Kaggle's own
+    again = assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK, "--no-report"))
+    lines = stage_lines(again.stdout)
+    assert "up to date" in lines["train"] and "up to date" in lines["predict"], again.stdout
+    assert len(list((tmp_path / "submissions").glob("*.csv"))) == 1, first.stdout + again.stdout
+
+
+@pytest.mark.slow
+def test_a_changed_source_file_is_said_with_the_source_to_download_it_from_again(tmp_path):
+    """Review 57 D: prepare run alone said `up to date` after the user's own file changed (or repeated the error
+    they had mended there), and the advice of the stages after it, `download` or `make all` without the source,
+    downloaded the sample instead."""
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extractall(folder)
+    assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK, "--no-report"))
+    test_csv = folder / "test.csv"
+    test_csv.write_text(test_csv.read_text().replace("\n0,", "\n1,", 1))  # one pixel of the first test image
+    quoted = f"'{folder}'"  # the path has a space: quoted, as a shell takes it
+    for stage in ("prepare", "predict"):
+        refused = run_in_process(tmp_path, stage)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
+        assert "(my data/test.csv changed since download last ran)" in refused.stderr  # named as the record has it
+        assert f"`python -m pipeline download --source {quoted}`" in refused.stderr, refused.stderr
+        assert f"`make all SOURCE={quoted}`" in refused.stderr
+
+
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
     import shutil

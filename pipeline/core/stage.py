@@ -11,6 +11,7 @@ compute the same results (`SAME_RESULTS`).
 import ast
 import hashlib
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from functools import cache as remember
@@ -143,11 +144,41 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
         read_below |= set(upstream_record.get("key", {}).get("inputs", {}))
         name = UPSTREAM.get(name)
     if stale:
-        rerun = config.how_to(f"`python -m pipeline {stale[0]}`", f"`digit-recognizer {stale[0]}`")
-        everything = config.how_to("`make all`", "`digit-recognizer all`")
-        raise PipelineError(f"the {stage_name} result is out of date ({stale[1]} changed since {stale[0]} last ran):"
-                            f" run {rerun} and the stages after it, or {everything}")
+        raise out_of_date(stage_name, *stale)
     return record
+
+
+def require_current_source() -> None:
+    """prepare, run on its own, reads download's copies: refused while the user's files they were copied from
+    have changed since (it said `up to date`, or repeated an error the user had mended in their own file)."""
+    changed = cache.changed_input(cache.load_record("download") or {})
+    if changed:
+        raise out_of_date("prepare", "download", changed)
+
+
+def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineError:
+    """The error of a result made from inputs that changed since stale_stage ran, with the commands that make it
+    again from the same source (without it, `make all` downloads the sample or Kaggle's files instead)."""
+    option, variable = _download_options()
+    rerun = config.how_to(f"`python -m pipeline {stale_stage}{option if stale_stage == 'download' else ''}`",
+                          f"`digit-recognizer {stale_stage}{option if stale_stage == 'download' else ''}`")
+    everything = config.how_to(f"`make all{variable}`", f"`digit-recognizer all{option}`")
+    return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
+                         f" run {rerun} and the stages after it, or {everything}")
+
+
+def _download_options() -> tuple[str, str]:
+    """(' --source PATH', ' SOURCE=PATH') for data from the user's own folder or zip, (' --competition C',
+    ' COMPETITION=C') for another competition's; empty for the default source (the sample, or Kaggle's files)."""
+    extra = (cache.load_record("download") or {}).get("extra") or {}
+    source, path = extra.get("source"), extra.get("source_path")
+    if source in ("folder", "zip") and isinstance(path, str):
+        shown = shlex.quote(str(cache.absolute_path(path)))
+        return f" --source {shown}", f" SOURCE={shown}"
+    if isinstance(source, str) and source.startswith("kaggle:") and source != f"kaggle:{config.COMPETITION}":
+        competition = shlex.quote(source.split(":", 1)[1])
+        return f" --competition {competition}", f" COMPETITION={competition}"
+    return "", ""
 
 
 def run(define: Callable[..., Definition], console: Console, force: bool = False, **options) -> dict:

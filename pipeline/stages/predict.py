@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.competition.submission import check_submission, read_submission, submission_text
+from pipeline.competition.submission import check_submission, submission_text
 from pipeline.core import config, runs
 from pipeline.core.cache import absolute_path, atomic_path, path_digest, relative_name
 from pipeline.core.console import import_tensorflow_quietly
@@ -51,9 +51,9 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
     all_rows = [path.stem == ALL_ROWS for path in model_paths]
     final_weight = submission_weight(train_record, any(all_rows), final_weight)
     weights = [final_weight if is_all_rows else 1.0 for is_all_rows in all_rows]
+    # Not sample_submission.csv: prepare checked its ids against test.csv before any training, and it changes no
+    # prediction (a mended or re-saved template predicted again, into a second identical file).
     inputs = [*model_paths, paths.test_images]
-    if paths.sample_submission.exists():
-        inputs.append(paths.sample_submission)
 
     def work():
         import_tensorflow_quietly()
@@ -70,12 +70,7 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
             raise PipelineError(f"run {run_id}: its models predict NaN, so its training diverged (`loss nan` in its"
                                 " epochs): train again with a lower --learning-rate; no submission written")
         labels = probabilities.argmax(axis=1)
-        expected_rows = None
-        if paths.sample_submission.is_file():
-            sample_ids, _ = read_submission(paths.sample_submission)
-            check_submission(sample_ids, np.zeros_like(sample_ids), len(images), source=str(paths.sample_submission))
-            expected_rows = len(sample_ids)
-        check_submission(np.arange(1, len(labels) + 1), labels, expected_rows)
+        check_submission(np.arange(1, len(labels) + 1), labels, len(images))
         # Every test image's averaged probabilities, kept beside the run's models for `blend`; before the
         # submission, which a failure after it would leave behind, finished-looking and unrecorded.
         kept_for_blend = runs.save_test_probabilities(paths, run_id, probabilities, path_digest(paths.test_images))

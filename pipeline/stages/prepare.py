@@ -22,7 +22,7 @@ from pipeline.core import config
 from pipeline.core.cache import atomic_path, load_record
 from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError, quoted
-from pipeline.core.stage import Definition
+from pipeline.core.stage import Definition, require_current_source
 
 PIXEL_COLUMNS = [f"pixel{index}" for index in range(config.NUM_PIXELS)]
 TRAIN_HEADER = ["label", *PIXEL_COLUMNS]
@@ -291,6 +291,7 @@ def _copy_of_source(paths) -> str:
 
 def define(paths, console):
     """The prepare stage: raw CSVs in, validated (N, 28, 28, 1) arrays and labels out."""
+    require_current_source()
     for path in (paths.raw_train, paths.raw_test):
         if not path.is_file():
             raise PipelineError(f"{path}: file not found (run {DOWNLOAD} first)")
