@@ -567,6 +567,8 @@ def test_only_the_templates_ids_count_and_a_mended_template_predicts_nothing_aga
     template = folder / "sample_submission.csv"
     template.write_text("ImageId,label\n" + "".join(f"{index}\n" for index in range(1, 601)))  # ids only
     first = assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK, "--no-report"))
+    # Not "send it with `make submit`", which refuses a file of 600 rows
+    assert "(600 test rows, a trial run that Kaggle cannot score: the competition has 28,000)" in first.stdout
     template.write_text("ImageId,Label\n" + "".join(f"{index},0\n" for index in range(1, 601)))  # Kaggle's own
     again = assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK, "--no-report"))
     lines = stage_lines(again.stdout)

@@ -13,8 +13,7 @@ from pipeline.core import cache, config, runs
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.records import Run
 
-# Rows of the competition's test.csv: a file with any other count cannot be scored.
-COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
+COMPETITION_TEST_ROWS = config.COMPETITION_TEST_ROWS
 
 
 def validate_submission_file(path: Path, competition: str) -> int:

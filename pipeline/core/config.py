@@ -41,6 +41,8 @@ SAMPLE_ARCHIVE = SAMPLE_FOLDER / "digit-recognizer-sample.zip"
 SAMPLE_ANSWERS = SAMPLE_FOLDER / "test_answers.csv"
 
 COMPETITION = "digit-recognizer"
+# Rows of the competition's test.csv: a file with any other count cannot be scored.
+COMPETITION_TEST_ROWS = {"digit-recognizer": 28000}
 IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
