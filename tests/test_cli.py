@@ -597,6 +597,24 @@ def test_a_changed_source_file_is_said_with_the_source_to_download_it_from_again
         assert f"`make all SOURCE={quoted}`" in refused.stderr
 
 
+def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_path):
+    """Review 57 D: train.csv and test.csv copied into data/raw/ by hand were prepared, then replaced by the bundled
+    sample at the next `make all`, without a word and with no copy kept anywhere."""
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        for name in ("train.csv", "test.csv"):
+            rows = archive.read(name).decode().splitlines(keepends=True)
+            (raw / name).write_text("".join(rows[:1201]))  # the user's own: the first 1,200 rows (test.csv has 600)
+    before = {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv")}
+    assert "1200 train and 600 test images" in assert_ok(run_in_process(tmp_path, "prepare")).stdout
+    refused = run_in_process(tmp_path, "all", *QUICK)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
+    assert refused.stderr.startswith(f"error: {raw / 'train.csv'}: not written by download (no record of it)")
+    assert "`make all SOURCE=that-folder`" in refused.stderr
+    assert {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv")} == before
+
+
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
     import shutil

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from pipeline.competition import kaggle_api
 from pipeline.competition.credentials import credential_warnings, find_credentials
 from pipeline.core import config
-from pipeline.core.cache import relative_name, write_errors_named
+from pipeline.core.cache import record_path, relative_name, write_errors_named
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Definition
 
@@ -183,6 +183,19 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 
 # ----------------------------------------------------------------------------------------- the stage
 
+def _refuse_files_put_in_raw_by_hand(paths) -> None:
+    """The competition's files in data/raw/ that no download wrote (no record of one) are the user's own, put
+    where prepare reads: download would replace them, and keeps no copy (the bundled sample replaced them)."""
+    if record_path("download").exists():
+        return
+    own = [paths.raw / name for name in REQUIRED_FILES + OPTIONAL_FILES if (paths.raw / name).exists()]
+    if own:
+        elsewhere = config.how_to("`make all SOURCE=that-folder`", "`digit-recognizer all --source that-folder`")
+        raise PipelineError(f"{own[0]}: not written by download (no record of it), and download would replace it:"
+                            f" keep your own files in a folder outside {paths.data} and pass it, {elsewhere}; or"
+                            f" delete {paths.raw} to download")
+
+
 def define(paths, console, source: str, competition: str, force_download: bool = False):
     """The download stage for --source (auto, kaggle, sample or a PATH) and --competition."""
     credentials = None
@@ -203,6 +216,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         if not credentials:  # a kaggle.json the client ignores (not JSON, no key) is why, and must be said
             for warning in credential_warnings():
                 console.warn(warning)
+    _refuse_files_put_in_raw_by_hand(paths)
     if kind == "kaggle":
         for warning in credential_warnings():
             console.warn(warning)
