@@ -320,6 +320,24 @@ def test_going_back_to_earlier_settings_restores_without_training(quick_run_root
 
 
 @pytest.mark.slow
+def test_going_back_restores_with_the_models_folder_a_link_to_another_disk(tmp_path):
+    """Review 57 E: with data/models a link (the models kept on a bigger disk), records named its files by the
+    link's target, outside the root; the run cache refused them as tampered, and going back trained again."""
+    root, disk = tmp_path / "project", tmp_path / "other-disk" / "models"
+    disk.mkdir(parents=True)
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "models").symlink_to(disk)
+    for seed in ("42", "3"):
+        assert run_in_process(root, "all", *QUICK, "--seed", seed).returncode == 0
+    back = run_in_process(root, "all", *QUICK, "--seed", "42")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert stage_words(back.stdout)["train"] == "restored", back.stdout
+    record = (root / "data" / ".cache" / "train.json").read_text()
+    assert str(disk) not in record and "data/models/" in record
+    assert len(list(disk.glob("*/run.json"))) == 2  # one run a seed, none twice
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["saved as a new file", "in place"])
 def test_a_hand_edited_submission_is_kept_and_predict_writes_beside_it(quick_run_root, how):
     """Issue 21: edit a line of submissions/<run>.csv, run `all` again: "predict: restored from the run

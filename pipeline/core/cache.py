@@ -46,12 +46,16 @@ def path_digest(path: Path) -> str | None:
 
 def relative_name(path: Path) -> str:
     """path relative to the project root when it lies inside it: records and run.json stay valid
-    when the checkout is moved. A path outside (a user's own zip) stays absolute."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(config.paths().root).as_posix()
-    except ValueError:
-        return str(path)
+    when the checkout is moved. A path outside (a user's own zip) stays absolute, its links resolved.
+    Inside, a folder that is a link (data/models kept on another disk) stays as named: resolved, its files
+    were named outside the root, and the run cache refused every entry of it as tampered."""
+    root = config.paths().root
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        try:
+            return candidate.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return str(Path(path).resolve())
 
 
 def absolute_path(name: str | Path) -> Path:
