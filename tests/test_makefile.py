@@ -290,6 +290,45 @@ def test_clean_where_the_filesystem_has_no_flock_leaves_no_lock_file_behind(tmp_
     assert clean.main([str(data)]) == 1 and (data / "models").is_dir()
 
 
+def test_clean_that_cannot_remove_a_file_says_which_in_one_line(tmp_path, monkeypatch, capsys):
+    """Review 57 E: a file clean could not remove (another user's, a read-only mount) ended `make clean` in a
+    traceback, and the CLI's clean said `run.json: cannot write`, naming no folder."""
+    import errno
+
+    from pipeline.core import clean
+
+    data = a_data_folder(tmp_path)
+    stuck = data / "models" / "run" / "run.json"
+    stuck.write_text("{}")
+    real_unlink = os.unlink
+
+    def unlink(name, *arguments, **options):
+        if os.fspath(name) == "run.json":
+            raise PermissionError(errno.EPERM, "Operation not permitted", name)
+        return real_unlink(name, *arguments, **options)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert clean.main([str(data)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"error: {stuck}: cannot remove (Operation not permitted)")
+    assert stuck.is_file() and (data / "mine").exists()
+
+
+def test_clean_removes_a_link_to_another_disk_and_says_its_files_stay(tmp_path, capsys):
+    """Review 57 E: `make clean` with data/models a link said it removed models; the link went, the runs stayed."""
+    from pipeline.core import clean
+
+    data = a_data_folder(tmp_path)
+    shutil.rmtree(data / "models")
+    disk = tmp_path / "other-disk" / "models"
+    (disk / "run").mkdir(parents=True)
+    (data / "models").symlink_to(disk)
+    assert clean.main([str(data)]) == 0
+    said = capsys.readouterr().out
+    assert f"models (a link: the link only, {disk} keeps what it holds)" in said
+    assert (disk / "run").is_dir() and not (data / "models").is_symlink()
+
+
 @pytest.mark.parametrize("where", ["the checkout", "PIPELINE_ROOT"])
 def test_clean_removes_what_the_pipeline_wrote_and_nothing_else(tmp_path, where):
     """`make clean` removed all of data/ but the sample: a user's zip, and the log that keeps a file from being sent

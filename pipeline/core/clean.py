@@ -8,6 +8,7 @@ folder holds it: clean refuses then, instead of deleting the data under it. The 
 removed: a second command would lock a new file while the first still held the old one, and both would run.
 """
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,8 +27,12 @@ def remove(data: Path, cache_only: bool = False) -> list[str]:
     for name in names:
         path = data / name
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
+            _remove_tree(path)
+        elif path.is_symlink():  # a folder kept on another disk: its files are not ours to delete through a link
+            target = os.readlink(path)
+            path.unlink()
+            name = f"{name} (a link: the link only, {target} keeps what it holds)"
+        elif path.exists():
             path.unlink()
         else:
             continue
@@ -35,8 +40,30 @@ def remove(data: Path, cache_only: bool = False) -> list[str]:
     return removed
 
 
+def _remove_tree(path: Path) -> None:
+    """shutil.rmtree, its first failure raised with the whole path of the file (rmtree's own names only the file)."""
+    def failed(function, name, error):
+        error = error if isinstance(error, BaseException) else error[1]
+        raise OSError(getattr(error, "errno", None), getattr(error, "strerror", None) or str(error), name)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=failed)
+    else:
+        shutil.rmtree(path, onerror=failed)
+
+
 def main(arguments: list[str]) -> int:
-    data, cache_only, quiet = Path(arguments[0]).resolve(), "--cache" in arguments[1:], "--quiet" in arguments[1:]
+    data = Path(arguments[0]).resolve()
+    try:
+        return _clean(data, "--cache" in arguments[1:], "--quiet" in arguments[1:])
+    except OSError as error:  # a read-only folder, a file another user owns: one line, what is left said
+        where = error.filename or data
+        print(f"error: {where}: cannot {'write' if str(where).endswith(LOCK_FILE) else 'remove'}"
+              f" ({error.strerror or error}); clean stopped there, and what it had not reached is kept: make"
+              " that writable, then clean again", file=sys.stderr)
+        return 1
+
+
+def _clean(data: Path, cache_only: bool, quiet: bool) -> int:
     if not (data / ".cache").is_dir():  # every stage records itself there: without it, this data/ is not the pipeline's
         _say(f"clean: nothing removed: {data} holds no outputs of the pipeline (no .cache folder)", quiet)
         return 0
