@@ -190,6 +190,9 @@ def run_app(app: typer.Typer) -> None:
         typer.echo(f"error: {completion.split('=')[0]}: shell completion is the installed command's,"
                    " `digit-recognizer --install-completion` (pip install -e .), not python -m pipeline's", err=True)
         sys.exit(2)
+    for stream in (sys.stdout, sys.stderr):  # a path the output's encoding cannot show (ascii, cp1252): escaped,
+        if hasattr(stream, "reconfigure"):    # not a UnicodeEncodeError traceback after the stage's work was done
+            stream.reconfigure(errors="backslashreplace")
     private_temporary_folder()
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)

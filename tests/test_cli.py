@@ -615,6 +615,27 @@ def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_
     assert {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv")} == before
 
 
+@pytest.mark.parametrize("command", [["runs"], ["report"], ["predict"], ["train", "--preset", "quick"],
+                                     ["runs", "diff", "a", "b"]])
+def test_a_file_as_pipeline_root_is_one_line(tmp_path, command):
+    """Review 57 E: PIPELINE_ROOT set to a file (a zip, a CSV) ended these in a NotADirectoryError traceback."""
+    file = tmp_path / "digit-recognizer.zip"
+    file.write_text("x")
+    result = run_in_process(file, *command)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: PIPELINE_ROOT {file}: a file, expected a folder (where the pipeline keeps data/ and submissions/)\n")
+
+
+def test_a_quoted_tilde_in_pipeline_root_is_the_home_folder_and_a_path_the_output_cannot_encode_is_escaped(tmp_path):
+    """Review 57 E: PIPELINE_ROOT='~/x' made a folder named ~ in the current one; with an ASCII output, a root named
+    with an accent ended the command in a UnicodeEncodeError traceback, its work done."""
+    result = run_pipeline(tmp_path, "download", env={"PIPELINE_ROOT": "~/été", "HOME": str(tmp_path),
+                                                     "PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "été" / "data" / "raw" / "train.csv").is_file() and not (PROJECT_ROOT / "~").exists()
+    assert f"{tmp_path}/\\xe9t\\xe9/data/raw" in result.stdout
+
+
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
     import shutil

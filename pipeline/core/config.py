@@ -241,7 +241,14 @@ class Paths:
 def paths() -> Paths:
     """The paths of this run: under PIPELINE_ROOT when set (the tests set it), else the current folder
     (the checkout for `make`): never inside the installed package."""
-    return Paths(Path(os.environ.get("PIPELINE_ROOT") or Path.cwd()).resolve())
+    # ~ expanded: a quoted PIPELINE_ROOT='~/x' (an .env file, docker -e) made a folder named ~ in the current one
+    root = Path(os.environ.get("PIPELINE_ROOT") or Path.cwd()).expanduser().resolve()
+    for folder in (root, root / "data"):
+        if folder.exists() and not folder.is_dir():  # else a NotADirectoryError traceback from the first file read
+            where = f"PIPELINE_ROOT {root}" if folder == root and os.environ.get("PIPELINE_ROOT") else folder
+            raise PipelineError(f"{where}: a file, expected a folder (where the pipeline keeps data/ and"
+                                " submissions/)")
+    return Paths(root)
 
 
 # The default recipe (README, "Accuracy and speed"): Deotte's CNN topology, 18 epochs of a warm-up
