@@ -636,6 +636,17 @@ def test_a_quoted_tilde_in_pipeline_root_is_the_home_folder_and_a_path_the_outpu
     assert f"{tmp_path}/\\xe9t\\xe9/data/raw" in result.stdout
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_an_output_on_a_full_disk_is_named_as_the_output(tmp_path):
+    """Review 57 E: `make all > log` on a full disk said a file under the pipeline's folders could not be written,
+    and to free space there, where there was plenty."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "pipeline", "download"], cwd=PROJECT_ROOT, stdout=full,
+                                stderr=subprocess.PIPE, text=True, env=pipeline_environment(tmp_path), timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith(
+        "error: the command's output (standard output): cannot write (No space left on device)"), result.stderr
+
+
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
     import shutil

@@ -14,12 +14,23 @@ class Console:
     def say(self, message: str) -> None:
         """A progress line on stdout; nothing with --quiet."""
         if not self.quiet:  # one write per line: tune's trials print from several threads
-            print(message + "\n", end="", flush=True)
+            _write(message + "\n", sys.stdout, "standard output")
             mark_line()
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown even with --quiet (it asks the user to act)."""
-        print(f"warning: {message}\n", end="", file=sys.stderr, flush=True)
+        _write(f"warning: {message}\n", sys.stderr, "standard error")
+
+
+def _write(text: str, stream, name: str) -> None:
+    """print's, with the output named when it cannot be written (a log on a full disk): the error named no file,
+    and read as one under the pipeline's folders, where there was room."""
+    try:
+        print(text, end="", file=stream, flush=True)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = f"the command's output ({name})"
+        raise
 
 
 def count(number: int, noun: str) -> str:
