@@ -233,6 +233,21 @@ def test_a_failure_while_waiting_says_the_file_was_sent_and_how_to_see_the_score
     assert read_run(root)["leaderboard"] == {"ref": 1001, "status": "PENDING"}
 
 
+def test_the_wait_for_a_score_ends_at_its_timeout_even_when_the_listing_stalls(tmp_path):
+    """Review 57 F: `submit --timeout 5` waited 97 s on a listing that never answered (3 looks of the network's own
+    limits, each 30-60 s): the looks now count in the wait, and its end is "not scored yet", not a failure."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode="list-silent") as stub:
+        started = time.monotonic()
+        result = run_pipeline(root, "submit", "--timeout", "5", env=stub.client_env(tmp_path), timeout=120)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submit: not scored yet after" in result.stdout and "make submissions" in result.stdout
+    assert elapsed < 5 + scores.FIRST_LOOK_S + 10, elapsed  # the wait, a last look's few seconds, the start-up
+    assert len(stub.submitted_files) == 1
+
+
 def test_a_huge_listing_is_refused_in_one_line(tmp_path):
     """A 330 MB listing took 50 s and 1.8 GB: the answer is read up to a limit."""
     root = tmp_path / "project"

@@ -368,16 +368,17 @@ SUBMISSION_FIELDS = ("ref", "description", "file_name", "status", "public_score"
 LISTING_PAGE_SIZE = 20  # the client's own page
 
 
-def list_submissions(competition: str, page: int = 1) -> list[dict]:
+def list_submissions(competition: str, page: int = 1, within_s: float | None = None) -> list[dict]:
     """The competition's submissions by this account, newest first, as plain values: the page-th page of
-    LISTING_PAGE_SIZE (fewer on the last page).
+    LISTING_PAGE_SIZE (fewer on the last page); within_s: the network's limits at most that, retries included.
 
     Each: {"ref" (None when Kaggle gives none), "date" (ISO 8601 text), "description", "file_name",
     "status" (PENDING, COMPLETE or
     ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
     """
     check_competition_name(competition)
-    with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES):
+    with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES,
+                         within_s=within_s):
         api = _authenticated_api()
         listed = _call_client(lambda: api.competition_submissions(competition, page_number=page,
                                                                   page_size=LISTING_PAGE_SIZE),

@@ -55,10 +55,11 @@ def _read_at_most(response, limit_bytes: int) -> None:
 
 
 @contextlib.contextmanager
-def _network_limits(what: str, max_answer_bytes: int | None = None):
+def _network_limits(what: str, max_answer_bytes: int | None = None, within_s: float | None = None):
     """Every request the client makes inside the block ends after network_timeout() seconds
     without a byte, and the whole block after DEADLINE_TIMEOUTS times that (a server that trickles).
     With max_answer_bytes, an answer read whole (not a download's stream) is refused past that size.
+    within_s: both limits at most that (what is left of a wait for a score).
 
     The client passes no timeout of its own to requests (or 300 s), so the limit is set where every
     request goes through: requests' HTTPAdapter.send. The deadline is an alarm signal, which only
@@ -72,6 +73,8 @@ def _network_limits(what: str, max_answer_bytes: int | None = None):
 
     timeout_s = network_timeout()
     deadline_s = DEADLINE_TIMEOUTS * timeout_s
+    if within_s is not None:
+        timeout_s, deadline_s = min(timeout_s, within_s), min(deadline_s, within_s)
     original_send = HTTPAdapter.send
 
     def send_with_timeout(adapter, request, stream=False, timeout=None, *args, **kwargs):

@@ -19,6 +19,7 @@ from pipeline.report.writer import refresh_page
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
+FIRST_LOOK_S = 5.0  # the least a look is given, even with a wait of 0 s (--timeout 0: one look, right after sending)
 WAIT_GROWTH = 1.5
 LONGEST_WAIT_S = 30.0  # a look every half minute at most: few calls, and a score is seen soon after it exists
 HOW_TO_LOOK_LATER = config.how_to("`make submissions` (or `python -m pipeline submissions`)",
@@ -43,13 +44,29 @@ def find(submissions: list[dict], ref: int) -> dict | None:
 
 
 def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.sleep) -> dict | None:
-    """The submission `ref` as Kaggle lists it once scored (or failed), or as last seen at the time limit."""
-    seen = find(kaggle_api.list_submissions(competition), ref)
+    """The submission `ref` as Kaggle lists it once scored (or failed), or as last seen at the time limit. The
+    looks count in the limit: a listing that stalls ends with it (each look's own network limits ran past it 37
+    times over), and that is "not scored yet", as at the limit, not a failure."""
+    ends = time.monotonic() + timeout_s
+
+    def look(seen):
+        try:
+            left = max(ends - time.monotonic(), FIRST_LOOK_S)  # the first look, at least, gets a few seconds
+            return find(kaggle_api.list_submissions(competition, within_s=left), ref) or seen, False
+        except PipelineError:
+            if time.monotonic() < ends:  # Kaggle's failure, not the wait's end
+                raise
+            return seen, True
+
+    seen, timed_out = look(None)
     for pause in waits(timeout_s):
-        if seen is not None and seen["status"] != "PENDING":
+        if timed_out or (seen is not None and seen["status"] != "PENDING"):
+            return seen
+        pause = min(pause, ends - time.monotonic())
+        if pause <= 0:
             return seen
         sleep(pause)
-        seen = find(kaggle_api.list_submissions(competition), ref) or seen
+        seen, timed_out = look(seen)
     return seen
 
 
