@@ -522,6 +522,29 @@ def test_group_readable_kaggle_json_gets_a_chmod_warning(tmp_path):
     assert f"chmod 600 {kaggle_json}" in warnings[0]
 
 
+def test_a_kaggle_json_that_is_a_folder_is_named_as_such(tmp_path):
+    """Review 57 F: download, submit and submissions said "cannot write the download: Is a directory"; with the
+    default source the folder was passed over without a word."""
+    env = credentials_env(tmp_path)
+    folder = Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
+    folder.mkdir()
+    with KaggleStub() as stub:
+        message = assert_clean_failure(run_download({**stub.client_env(tmp_path), **env}, tmp_path / "raw"))
+    assert message.startswith(f"error: {folder} is a folder, not the file Kaggle's") and "cannot write" not in message
+    assert find_credentials_in(env)["warnings"] == [message.removeprefix("error: ")]
+
+
+def test_a_username_from_the_environment_beside_a_key_in_kaggle_json_is_no_warning(tmp_path):
+    """Review 57 F: the client took the pair, yet the warning said it ignored the file."""
+    env = credentials_env(tmp_path)
+    (Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json").write_text(json.dumps({"key": FAKE_KEY}))
+    (Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json").chmod(0o600)
+    alone = find_credentials_in(env)
+    assert alone["source"] is None and "has no \"username\" and \"key\"" in alone["warnings"][0]
+    paired = find_credentials_in({**env, "KAGGLE_USERNAME": FAKE_USERNAME})
+    assert paired["source"].startswith("KAGGLE_USERNAME/KAGGLE_KEY with kaggle.json") and paired["warnings"] == []
+
+
 def test_environment_is_isolated_from_the_real_home(tmp_path):
     with KaggleStub() as stub:
         env = stub.client_env(tmp_path)

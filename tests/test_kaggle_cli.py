@@ -90,7 +90,7 @@ def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_
         assert "make submit`" not in again_all.stdout.splitlines()[-1]
 
         again = run_pipeline(root, "submit", env=env)
-        assert again.returncode == 1 and "already sent" in again.stderr and "--force" in again.stderr
+        assert again.returncode == 1 and "already sent" in again.stderr and "FORCE=1" in again.stderr
         assert len(stub.submitted_files) == 1
         # a scored `submit` (waiting) says the score and rewrites the page too
         (root / "data" / "reports" / page.parent.name / "index.html").write_text("stale")
@@ -99,6 +99,13 @@ def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_
         assert "scored 0.99543 public" in forced.stdout.splitlines()[-1]
         assert "score is on the report page" in forced.stdout and "0.99543 public" in page.read_text()
         assert run_file.read_bytes() == trained
+        # review 57 F: a send again that Kaggle cannot score says no "score is on the report page", and hides
+        # neither the run's score in `runs` nor on its page
+        stub.outcome, stub.error_description = "error", "Kaggle could not process the file"
+        failed = run_pipeline(root, "submit", "--force", env=env)
+        assert failed.returncode == 1 and "could not process" in failed.stderr
+        assert "report page" not in failed.stdout, failed.stdout
+        assert "0.99543" in run_pipeline(root, "runs").stdout and "0.99543 public" in page.read_text()
 
     for output in (result.stdout + result.stderr, sent.stdout + sent.stderr, listed.stdout + listed.stderr,
                    again.stderr, forced.stdout + forced.stderr, everything_written(root)):

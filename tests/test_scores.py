@@ -147,6 +147,7 @@ def test_submissions_lists_others_without_a_run_and_no_wait_does_not_poll(tmp_pa
     lines = listed.stdout.splitlines()
     assert RUN_ID in lines[1]  # newest first
     assert "sent from the website" in lines[2] and RUN_ID not in lines[2]
+    assert lines[-1].endswith("scores are recorded with their runs (`make runs`)")  # review 57 F: the make form
 
 
 @pytest.mark.parametrize("ignores_paging", [False, True], ids=["pages", "a server that ignores the page"])
@@ -467,7 +468,9 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
         stub.pending_polls = 0
         assert run_pipeline(root, "submit", "--no-wait", env=stub.client_env(tmp_path)).returncode == 0
     again = run_pipeline(root, "submit", env={"HOME": str(tmp_path), "KAGGLE_CONFIG_DIR": str(tmp_path / "none")})
-    assert "this file was already sent on" in assert_one_line_failure(again)
+    refused = assert_one_line_failure(again)
+    assert "this file was already sent on" in refused
+    assert refused.endswith("so `make submit FORCE=1` sends it again")  # review 57 F: `make submit --force` is make's
     # a bad competition name first: "pass --force to send it again" would only lead to that refusal
     named = run_pipeline(root, "submit", "--competition", "../x")
     assert "'../x' is not a Kaggle competition name" in assert_one_line_failure(named)
@@ -485,6 +488,20 @@ def test_a_score_on_another_competition_s_leaderboard_is_not_the_run_s(pipeline_
     assert runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID).public_score == "0.77000"  # any competition
     runs.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "m", {"message": "ok", "ref": 1002}, RUN_ID)
     assert runs.read_run(paths, RUN_ID).leaderboard.ref == 1002  # its own competition's
+
+
+def test_a_send_again_that_kaggle_could_not_score_leaves_the_run_s_score_shown(pipeline_root):
+    """Review 57 F: a second send of a scored run that failed (or still waited) showed `error` in `runs`, sorted the
+    run last by score, and replaced the score on its page and in `all`'s last line."""
+    make_trained_run(pipeline_root)
+    paths = config.paths()
+    for ref, digest, status, score in ((1001, "a", "COMPLETE", "0.99543"), (1002, "b", "ERROR", "")):
+        runs.record_sent_submission(paths, digest * 64, paths.root / f"{digest}.csv", "m",
+                                    {"message": "ok", "ref": ref}, RUN_ID)
+        runs.update_sent_submission(paths, {"ref": ref, "status": status, "public_score": score, "private_score": "",
+                                            "error_description": "no", "description": ""})
+    shown = runs.read_run(paths, RUN_ID).leaderboard
+    assert (shown.ref, shown.status, shown.public_score) == (1001, "COMPLETE", "0.99543")
 
 
 def test_a_blend_s_submission_message_names_its_runs():

@@ -61,7 +61,10 @@ def _json_kind(path: Path) -> str | None:
 
 
 def refuse_a_kaggle_json_the_client_breaks_on() -> None:
-    """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own."""
+    """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own; a
+    folder, with an IsADirectoryError (said as a download that could not be written)."""
+    if kaggle_json_folder():
+        raise PipelineError(kaggle_json_folder())
     path = _kaggle_json_path()
     kind = _json_kind(path)  # None: missing, unreadable or not JSON, which the client ignores (a warning says so)
     if kind:
@@ -158,6 +161,8 @@ def credential_warnings() -> list[str]:
     for path in [kaggle_json, *_token_file_paths()]:
         if path.is_file() and os.name != "nt" and _readable_by_others(path):
             warnings.append(f"{path} is readable by other users of this machine; run: chmod 600 {path}")
+    if kaggle_json_folder():
+        warnings.append(kaggle_json_folder())
     if kaggle_json.is_file():
         values = _read_json_file(kaggle_json)
         if values is None:
@@ -165,9 +170,20 @@ def credential_warnings() -> list[str]:
             warnings.append(f"{kaggle_json} is a JSON {kind}, not an object with \"username\" and \"key\", so the"
                             " kaggle client cannot use it" if kind else
                             f"{kaggle_json} is not valid JSON, so the kaggle client ignores it")
-        elif not (values.get("username") and values.get("key")):
+        elif not (values.get("username") and values.get("key")) and _api_key_source() is None:
+            # (the other half in KAGGLE_USERNAME or KAGGLE_KEY: the client takes the pair, and uses the file)
             warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
     return warnings
+
+
+def kaggle_json_folder() -> str | None:
+    """The problem of a kaggle.json that is a folder (the client failed on it with "Is a directory", which read as
+    a download that could not be written); None for a file, or none."""
+    kaggle_json = _kaggle_json_path()
+    if kaggle_json.is_dir():
+        return (f"{kaggle_json} is a folder, not the file Kaggle's \"Create New Token\" downloads, so the kaggle"
+                " client cannot use it: remove it, or put the kaggle.json file there instead")
+    return None
 
 
 # ---- Keeping secrets out of messages ----

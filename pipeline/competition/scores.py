@@ -93,7 +93,7 @@ def record(paths, submission: dict, console=None) -> str | None:
             changed = (runs.latest_leaderboard(before, run_id)
                        != runs.latest_leaderboard(runs.sent_submissions(paths), run_id))
     if changed:
-        if refresh_page(paths, run_id) and console is not None:
+        if refresh_page(paths, run_id) and console is not None and submission["status"] == "COMPLETE":
             console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")
     return run_id
 
@@ -172,7 +172,7 @@ def show_submissions(paths, competition: str) -> str:
     pending = sum(1 for submission in listed if submission["status"] == "PENDING")
     note = f"\n{pending} still pending: look again in a minute" if pending else ""
     return (f"{table}\nrun: sent from this checkout; scores are recorded with their runs"
-            f" ({config.how_to('`python -m pipeline runs`', '`digit-recognizer runs`')}){note}")
+            f" ({config.how_to('`make runs`', '`digit-recognizer runs`')}){note}")
 
 
 def _shorten(text: str, limit: int = 60) -> str:

@@ -90,7 +90,9 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         if earlier and not force:
             raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
                                 f" {earlier[-1].get('file', '?')}); "
-                                "Kaggle allows few submissions a day, so pass --force to send it again")
+                                "Kaggle allows few submissions a day, so "
+                                f"{config.how_to('`make submit FORCE=1`', '`digit-recognizer submit --force`')}"
+                                " sends it again")
         kaggle_api.check_credentials(competition)  # before the line that says it sends
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
         try:

@@ -224,12 +224,13 @@ def _competition_of(run: Run) -> str:
 
 def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None) -> Leaderboard | None:
     """What Kaggle said of the run's latest submission sent from this checkout (to competition, when named: a score
-    of another competition's leaderboard is not the run's); None when none was sent."""
+    of another competition's leaderboard is not the run's): the latest it scored, else the latest sent; None when
+    none was sent. A send again that failed or waits does not hide the run's score (`runs`, the page, `all`)."""
     entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id
                              and competition in (None, entry.get("competition", config.COMPETITION))])
     if not entries:
         return None
-    entry = entries[-1]
+    entry = next((entry for entry in reversed(entries) if entry.get("status") == "COMPLETE"), entries[-1])
     return Leaderboard.from_json({name: entry.get(name) for name in
                                   ("ref", "status", "public_score", "private_score", "error")})
 
