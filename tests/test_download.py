@@ -1,6 +1,7 @@
 """download: archives and folders as a user has them, and archives that must be refused."""
 
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,40 @@ def test_resolve_source(tmp_path):
     assert resolve_source(str(tmp_path), None) == ("folder", tmp_path.resolve())
     with pytest.raises(PipelineError, match="no such file or folder"):
         resolve_source(str(tmp_path / "missing.zip"), None)
+
+
+def test_a_single_csv_or_a_folder_one_level_too_high_is_said_for_what_it_is(tmp_path):
+    """Review 57 D: a CSV given as the source was "not a readable zip archive", and a folder holding the competition's
+    folder was refused without a word of where the files were."""
+    for name in ("train.csv", "train.csv.gz"):
+        (tmp_path / name).write_text("x")
+        with pytest.raises(PipelineError, match=f"^{tmp_path / name}: one file, expected the competition zip or the"
+                                                " folder holding train.csv and test.csv"):
+            resolve_source(str(tmp_path / name), None)
+    inner = tmp_path / "up" / "digit-recognizer"
+    inner.mkdir(parents=True)
+    for name in ("train.csv", "test.csv"):
+        (inner / name).write_text("x")
+    with pytest.raises(PipelineError, match=f"; {inner} holds them: pass that folder$"):
+        copy_competition_folder(tmp_path / "up", tmp_path / "raw")
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ("train.csv.gz", "test.csv.gz"):
+        (packed / name).write_text("x")
+    with pytest.raises(PipelineError, match="; train.csv.gz and test.csv.gz are there: unpack with gunzip$"):
+        copy_competition_folder(packed, tmp_path / "raw")
+
+
+def test_a_relative_path_not_found_is_named_whole(tmp_path, monkeypatch):
+    """Review 57 E: `make -C checkout download SOURCE=dr.zip` (and `submit FILE=sub.csv`) looked in the checkout, and
+    the error named `dr.zip` alone."""
+    from pipeline.competition.submission import read_submission
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=f"^{tmp_path / 'dr.zip'}: no such file or folder"):
+        resolve_source("dr.zip", None)
+    with pytest.raises(PipelineError, match=f"^{tmp_path / 'sub.csv'}: file not found"):
+        read_submission(Path("sub.csv"))
 
 
 OLD_RAW = {"train.csv": "old train", "test.csv": "old test", "sample_submission.csv": "old sample"}

@@ -59,6 +59,23 @@ def test_header_column_out_of_order_is_named(tmp_path):
 def test_train_header_given_for_test_file(tmp_path):
     message = refused(write(tmp_path, csv_text(valid_rows(), TRAIN_HEADER), "test.csv"), with_labels=False)
     assert "column 1" in message and "'label'" in message and "expected 'pixel0'" in message
+    assert message.endswith("(the labels of train.csv? test.csv has pixel columns only)")  # review 57 D
+
+
+@pytest.mark.parametrize("first, hint", [
+    ("", "(an index column first? save with pandas' to_csv(..., index=False))"),
+    ("Unnamed: 0", "(an index column first? save with pandas' to_csv(..., index=False))"),
+    (None, "(no header line? the file starts with the line label,pixel0,...)"),
+])
+def test_the_commonest_wrong_headers_say_what_they_mean(tmp_path, first, hint):
+    """Review 57 D: pandas' index column and a file saved without its header got no hint, as other separators did."""
+    rows = valid_rows()
+    if first is None:  # no header line: the first row of numbers read as one
+        text = "\n".join(",".join(map(str, row)) for row in rows) + "\n"
+    else:
+        text = "\n".join(",".join(map(str, row)) for row in [[first, *TRAIN_HEADER]] + [[i, *row] for i, row in
+                                                                                         enumerate(rows)]) + "\n"
+    assert refused(write(tmp_path, text)).endswith(hint)
 
 
 @pytest.mark.parametrize("separator, named", [(";", "semicolons"), ("\t", "tabs")])

@@ -52,7 +52,8 @@ def read_submission(path: Path, max_rows: int | None = None) -> tuple[np.ndarray
     max_rows, as soon as a row more than that comes.
     """
     if not path.is_file():
-        raise PipelineError(f"{path}: {'a folder' if path.is_dir() else 'file not found'}, expected a submission CSV")
+        raise PipelineError(f"{path.absolute()}: {'a folder' if path.is_dir() else 'file not found'}, expected a"
+                            " submission CSV")  # named whole: a relative FILE= is the checkout's with make -C
     size = path.stat().st_size
     if size > MAX_SUBMISSION_BYTES:
         raise PipelineError(f"{path}: {size / 1e6:.1f} MB, more than any submission"

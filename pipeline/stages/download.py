@@ -39,9 +39,12 @@ def resolve_source(source: str, credentials: str | None) -> tuple[str, Path | No
     if path.is_dir():
         return "folder", path.resolve()
     if path.is_file():
+        if path.name.lower().endswith((".csv", ".csv.gz", ".gz")):  # else "not a readable zip archive"
+            raise PipelineError(f"{path.absolute()}: one file, expected the competition zip or the folder holding"
+                                " train.csv and test.csv (unpacked, as Kaggle gives them)")
         return "zip", path.resolve()
-    raise PipelineError(
-        f"{source}: no such file or folder (expected auto, kaggle, sample, a competition zip "
+    raise PipelineError(  # named whole: a relative path was looked for from the current folder (make -C: the checkout)
+        f"{path.absolute()}: no such file or folder (expected auto, kaggle, sample, a competition zip "
         "or a folder holding train.csv and test.csv)"
     )
 
@@ -127,7 +130,8 @@ def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
     too large to be the competition's, before anything is copied."""
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
-        raise PipelineError(f"{folder}: no {' or '.join(missing)} in this folder (expected the competition's files)")
+        raise PipelineError(f"{folder}: no {' or '.join(missing)} in this folder (expected the competition's"
+                            f" files){_where_they_may_be(folder, missing)}")
     names = [name for name in REQUIRED_FILES + OPTIONAL_FILES if (folder / name).is_file()]
     for name in names:
         source = folder / name
@@ -143,6 +147,17 @@ def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
             with write_errors_named(target_dir / name):
                 shutil.copyfile((folder / name).resolve(), staging / name)
         return _install(staging, target_dir)
+
+
+def _where_they_may_be(folder: Path, missing: list[str]) -> str:
+    """'; <sub> holds them: pass that folder' for the folder one level too high, '; train.csv.gz is there: unpack it'
+    for compressed files; '' when neither."""
+    packed = [f"{name}.gz" for name in missing if (folder / f"{name}.gz").is_file()]
+    if packed:
+        return f"; {' and '.join(packed)} {'is' if len(packed) == 1 else 'are'} there: unpack with gunzip"
+    holders = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and
+               all((sub / name).is_file() for name in REQUIRED_FILES)] if folder.is_dir() else []
+    return f"; {holders[0]} holds them: pass that folder" if len(holders) == 1 else ""
 
 
 @contextlib.contextmanager

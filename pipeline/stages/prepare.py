@@ -60,14 +60,27 @@ def check_header(path: Path, header: list[str], with_labels: bool) -> None:
         raise PipelineError(f"{path}: empty file (expected the header {expected[0]},{expected[1]},...,{expected[-1]})")
     for position, (found, wanted) in enumerate(zip(header, expected), start=1):
         if found != wanted:
-            separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in found), None)
-            hint = f" (values separated by {separator}? expected commas)" if separator else ""
             raise PipelineError(f"{path} line 1, column {position}: header is {quoted(found, 40)}, expected"
-                                f" {wanted!r}{hint}")
+                                f" {wanted!r}{_header_hint(header, expected, found)}")
     raise PipelineError(
         f"{path} line 1: header has {len(header)} columns, expected {len(expected)} "
         f"({expected[0]},...,{expected[-1]})"
     )
+
+
+def _header_hint(header: list[str], expected: list[str], found: str) -> str:
+    """What the commonest wrong headers mean: another separator, pandas' index column (to_csv without
+    index=False), no header line at all, test.csv with the labels of train.csv."""
+    separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in found), None)
+    if separator:
+        return f" (values separated by {separator}? expected commas)"
+    if header[0] == "label" and expected[0] != "label":
+        return " (the labels of train.csv? test.csv has pixel columns only)"
+    if header[1:len(expected) + 1] == expected or header[0] in ("", "Unnamed: 0", "index"):
+        return " (an index column first? save with pandas' to_csv(..., index=False))"
+    if all(name.isdigit() for name in header):
+        return f" (no header line? the file starts with the line {','.join(expected[:2])},...)"
+    return ""
 
 
 def _cell_problem(cell: str, is_label: bool) -> str | None:
