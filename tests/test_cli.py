@@ -647,6 +647,19 @@ def test_an_output_on_a_full_disk_is_named_as_the_output(tmp_path):
         "error: the command's output (standard output): cannot write (No space left on device)"), result.stderr
 
 
+def test_the_sample_in_place_of_a_kept_competition_zip_is_warned_of(tmp_path):
+    """Review 57 F: in a shell without the Kaggle credentials, `make all` replaced the competition's data by the
+    sample's without a word, though data/raw kept the competition's zip."""
+    import shutil
+
+    kept = tmp_path / "data" / "raw" / "digit-recognizer.zip"
+    kept.parent.mkdir(parents=True)
+    shutil.copyfile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip", kept)
+    result = assert_ok(run_in_process(tmp_path, "download"))
+    assert f"warning: {kept} holds the competition's files from an earlier download" in result.stderr
+    assert f"(SOURCE={kept})" in result.stderr
+
+
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):
     """Issue 9: `make all SOURCE="a path/with space.zip"` split the path at the space."""
     import shutil

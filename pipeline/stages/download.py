@@ -231,6 +231,11 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         if not credentials:  # a kaggle.json the client ignores (not JSON, no key) is why, and must be said
             for warning in credential_warnings():
                 console.warn(warning)
+            kept = paths.raw / f"{competition}.zip"  # credentials set in another shell: the competition's data
+            if kept.is_file():                       # replaced by the sample's, and the stages after it rerun
+                console.warn(f"{kept} holds the competition's files from an earlier download, but this shell has"
+                             " no Kaggle credentials, so the sample is used: pass that zip"
+                             f" ({config.how_to(f'SOURCE={kept}', f'--source {kept}')}) to train on it")
     _refuse_files_put_in_raw_by_hand(paths)
     if kind == "kaggle":
         for warning in credential_warnings():
