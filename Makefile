@@ -29,6 +29,8 @@ KNOB_AWK = /^    [a-z_]+: (int|float|str|bool) = knob[(]/ { name = $$1; sub(":",
 	name != "" && /[)]$$/ { option = name; if (match(text, /option="[a-z-]+"/)) option = substr(text, RSTART + 8, RLENGTH - 9); \
 	gsub("_", "-", option); variable = toupper(option); gsub("-", "_", variable); \
 	print variable ":" option ":" type ":" (text ~ /tune=False/ ? 0 : 1); name = "" }
+# make -f path/to/Makefile from another folder reads nothing of the checkout here: make -C does.
+$(if $(wildcard pipeline/training/settings.py),,$(error $(CURDIR) is not the checkout: run make -C $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST))))) instead))
 KNOBS := $(shell awk '$(KNOB_AWK)' pipeline/training/settings.py)
 $(if $(KNOBS),,$(error pipeline/training/settings.py: no training options found (is awk installed?)))
 knob_field = $(word $(2),$(subst :, ,$(1)))

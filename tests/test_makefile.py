@@ -290,6 +290,17 @@ def test_clean_where_the_filesystem_has_no_flock_leaves_no_lock_file_behind(tmp_
     assert clean.main([str(data)]) == 1 and (data / "models").is_dir()
 
 
+def test_make_f_from_another_folder_says_to_run_make_c(tmp_path):
+    """Review 57 E: `make -f checkout/Makefile help` from another folder said "no training options found (is awk
+    installed?)"."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "-f", str(PROJECT_ROOT / "Makefile"), "help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "awk" not in result.stderr
+    assert f"{tmp_path} is not the checkout: run make -C {PROJECT_ROOT} instead" in result.stderr
+
+
 def test_clean_that_cannot_remove_a_file_says_which_in_one_line(tmp_path, monkeypatch, capsys):
     """Review 57 E: a file clean could not remove (another user's, a read-only mount) ended `make clean` in a
     traceback, and the CLI's clean said `run.json: cannot write`, naming no folder."""
