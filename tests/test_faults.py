@@ -157,6 +157,25 @@ def test_a_chain_holds_the_lock_from_start_to_end_and_a_second_one_waits(tmp_pat
     assert_records_match_files(tmp_path)
 
 
+def test_ctrl_c_while_waiting_for_the_lock_says_nothing_was_done(tmp_path):
+    """Review 57 E: Ctrl-C on a command waiting for another's lock said "training resumes from its last completed
+    epoch", though nothing had started."""
+    from filelock import FileLock
+
+    (tmp_path / "data").mkdir()
+    with FileLock(tmp_path / "data" / ".pipeline.lock"):  # another command's, for as long as this test needs it
+        waiting = start_pipeline(tmp_path, "all", "--preset", "quick")
+        deadline = time.time() + 60
+        stderr = ""
+        while time.time() < deadline and "waiting for another" not in stderr:
+            stderr += waiting.stderr.readline()
+        waiting.send_signal(signal.SIGINT)
+        _, rest = waiting.communicate(timeout=60)
+    assert waiting.returncode == 130, stderr + rest
+    assert rest.strip().splitlines()[-1] == ("interrupted: nothing was done, as another pipeline command held this"
+                                             " folder; run the same command again once it is done")
+
+
 def one_error_line(result) -> str:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.core import config
-from pipeline.core.errors import PipelineError, write_error
+from pipeline.core.errors import Interrupted, PipelineError, write_error
 
 
 def file_digest(path: Path) -> str:
@@ -231,7 +231,11 @@ def exclusive_lock(name: str = "pipeline"):
             lock.acquire(timeout=0)
         except Timeout:
             print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
-            lock.acquire()
+            try:
+                lock.acquire()
+            except KeyboardInterrupt:  # not "training resumes from its last completed epoch": nothing had started
+                raise Interrupted("nothing was done, as another pipeline command held this folder; run the same"
+                                  " command again once it is done") from None
     except OSError as error:  # a read-only folder: one line naming the file
         raise (write_error(error, lock_path) or error) from None
     try:
