@@ -8,6 +8,7 @@ import functools
 import inspect
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -193,6 +194,9 @@ def run_app(app: typer.Typer) -> None:
     for stream in (sys.stdout, sys.stderr):  # a path the output's encoding cannot show (ascii, cp1252): escaped,
         if hasattr(stream, "reconfigure"):    # not a UnicodeEncodeError traceback after the stage's work was done
             stream.reconfigure(errors="backslashreplace")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # docker stop, timeout, a batch system's end: as a Ctrl-C,
+        # the line that says what to do next instead of none (exit 143), and the batch finished first in training
+        signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
     private_temporary_folder()
     try:
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)

@@ -718,8 +718,10 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root):
-    """Issue 9: Ctrl-C exited 130 with nothing printed."""
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root, sent):
+    """Issue 9: Ctrl-C exited 130 with nothing printed. Review 57 E: SIGTERM (docker stop, timeout) ended it with
+    no line at all (exit 143); it is taken as a Ctrl-C."""
     tmp_path = split_sample_root  # download, prepare and split done
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -729,7 +731,7 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root):
         if list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json")):
             break
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
