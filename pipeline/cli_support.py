@@ -194,8 +194,9 @@ def run_app(app: typer.Typer) -> None:
     for stream in (sys.stdout, sys.stderr):  # a path the output's encoding cannot show (ascii, cp1252): escaped,
         if hasattr(stream, "reconfigure"):    # not a UnicodeEncodeError traceback after the stage's work was done
             stream.reconfigure(errors="backslashreplace")
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # docker stop, timeout, a batch system's end: as a Ctrl-C,
-        # the line that says what to do next instead of none (exit 143), and the batch finished first in training
+    terminate = signal.getsignal(signal.SIGTERM)
+    if terminate is signal.SIG_DFL:  # docker stop, timeout, a batch system's end: as a Ctrl-C, the line that says
+        # what to do next instead of none (exit 143), and in training the batch finished first
         signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
     private_temporary_folder()
     try:
@@ -232,6 +233,8 @@ def run_app(app: typer.Typer) -> None:
         raise
     finally:
         remove_private_temporary_folder()
+        if terminate is signal.SIG_DFL:  # a test's own process runs commands in it
+            signal.signal(signal.SIGTERM, terminate)
 
 
 def private_temporary_folder() -> None:
