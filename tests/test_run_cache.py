@@ -64,6 +64,23 @@ def test_going_back_restores_instead_of_running(toy):
     assert cache.up_to_date(define(config.paths(), None, 1).key()) is not None
 
 
+def test_results_of_code_mapped_only_later_stay_current_and_restorable(toy, monkeypatch):
+    """Review 57 G: a result made by a commit whose code was mapped to the digest it replaced only in a later commit
+    holds its own digest; SAME_RESULTS was applied to the current code alone, so it trained again on upgrade."""
+    root, define, calls = toy
+    monkeypatch.setattr(stage, "code_digest", lambda name: "mid-stop-code")
+    for size in (1, 2):
+        stage.run(define, Console(quiet=True), size=size)
+    monkeypatch.setattr(stage, "code_digest", lambda name: "checked-code")
+    monkeypatch.setattr(stage, "SAME_RESULTS", {"toy": {"mid-stop-code": "checked-code"}})
+    assert stage.run(define, Console(quiet=True), size=2)["extra"]["size"] == 2  # up to date
+    assert stage.run(define, Console(quiet=True), size=1)["extra"]["size"] == 1  # restored from the run cache
+    assert calls == [1, 2]
+    monkeypatch.setattr(stage, "SAME_RESULTS", {})  # not checked: runs again
+    stage.run(define, Console(quiet=True), size=1)
+    assert calls == [1, 2, 1]
+
+
 def test_an_object_edited_in_place_is_not_restored(toy):
     root, define, calls = toy
     stage.run(define, Console(quiet=True), size=1)

@@ -123,10 +123,14 @@ def changed_input(record: dict, digest_of=path_digest) -> str | None:
     return None
 
 
-def up_to_date(stage: Stage) -> dict | None:
-    """The stage's record when running it again would change nothing, else None."""
+def up_to_date(stage: Stage, code_as=None) -> dict | None:
+    """The stage's record when running it again would change nothing, else None. code_as: the recorded code
+    digest as it counts now (core.stage.same_code: code checked to compute the same results)."""
     record = load_record(stage.name)
-    if record is None or record.get("key") != json.loads(json.dumps(stage.key())):
+    recorded = (record or {}).get("key")
+    if code_as is not None and isinstance(recorded, dict) and isinstance(recorded.get("code"), str):
+        recorded = {**recorded, "code": code_as(recorded["code"])}
+    if record is None or recorded != json.loads(json.dumps(stage.key())):
         return None
     return record if outputs_intact(record) else None
 

@@ -59,7 +59,29 @@ class Definition:
     @cached_property
     def key_id(self) -> str:
         """A short hash of the key: names this run's kept result and its resumable scratch folder."""
-        return hashlib.sha256(json.dumps(self.key().key(), sort_keys=True).encode()).hexdigest()[:16]
+        return _key_id(self.key().key())
+
+    @cached_property
+    def kept_key_ids(self) -> list[str]:
+        """key_id, then the ids the same key had under each earlier code that SAME_RESULTS maps to this code's: a
+        result kept by a commit whose digest was mapped only later (its record holds that digest) is this one's."""
+        key = self.key().key()
+        earlier = _earlier_digests(self.name, key["code"])
+        return [self.key_id, *(_key_id({**key, "code": digest}) for digest in earlier)]
+
+
+def _key_id(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _earlier_digests(stage_name: str, digest: str) -> list[str]:
+    """The digests of earlier code checked to compute what the code of `digest` computes (SAME_RESULTS)."""
+    return [earlier for earlier, replaced in SAME_RESULTS.get(stage_name, {}).items() if replaced == digest]
+
+
+def same_code(stage_name: str, digest: str) -> str:
+    """A recorded code digest as it counts now: mapped through SAME_RESULTS like the current code's own."""
+    return SAME_RESULTS.get(stage_name, {}).get(digest, digest)
 
 
 def _module_file(module_name: str) -> Path:
@@ -114,8 +136,7 @@ def code_digest(stage_name: str) -> str:
     digest = hashlib.sha256()
     for name in sorted(stage_modules(f"stages.{stage_name}")):
         digest.update(name.encode() + b"\0" + _module_file(name).read_bytes())
-    own = digest.hexdigest()[:16]
-    return SAME_RESULTS.get(stage_name, {}).get(own, own)
+    return same_code(stage_name, digest.hexdigest()[:16])
 
 
 # The stage whose outputs each stage reads: a result is current only while every stage above it is.
@@ -193,7 +214,7 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
     with cache.exclusive_lock():
         definition = define(paths, console, **options)
         key = definition.key()
-        record = None if force else cache.up_to_date(key)
+        record = None if force else cache.up_to_date(key, lambda digest: same_code(definition.name, digest))
         if record is not None:
             if definition.put_back:
                 definition.put_back(record)
@@ -201,7 +222,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
                 record = _keep(paths, definition, record, console)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
-        record = None if force else run_cache.restore(paths, definition.name, definition.key_id)
+        record = None if force else next(filter(None, (run_cache.restore(paths, definition.name, key_id)
+                                                         for key_id in definition.kept_key_ids)), None)
         if record is not None:
             for hook in (definition.put_back, definition.after_restore):
                 if hook:
@@ -249,7 +271,8 @@ def run_detached(definition: Definition, console: Console) -> dict:
     """Run a stage without making its result the stage's current one: kept in the run cache only, and
     taken from there when the same key ran before. For tune's trials, which run side by side while the
     caller holds the lock."""
-    record = run_cache.kept_record(config.paths(), definition.name, definition.key_id)
+    record = next(filter(None, (run_cache.kept_record(config.paths(), definition.name, key_id)
+                                for key_id in definition.kept_key_ids)), None)
     if record is not None:
         console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}),"
                     f" {definition.describe(record)}")
