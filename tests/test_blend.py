@@ -76,7 +76,7 @@ def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs):
     held_out = dict(np.load(other_split / "out_of_fold.npz"))
     np.savez(other_split / "out_of_fold.npz", rows=held_out["rows"][::-1] + 1, probabilities=held_out["probabilities"])
     result = assert_ok(run_in_process(root, "blend", first, other_split.name))
-    assert "blend: no estimate: the runs' held-out rows differ" in result.stdout
+    assert "blend: no estimate: the runs held out different rows (another split)" in result.stdout  # not "no row"
     blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
     assert "No estimate" in (root / "data" / "reports" / blend_id / "index.html").read_text()
 
@@ -175,6 +175,15 @@ def test_a_run_whose_test_probabilities_are_of_other_test_images_is_predicted_ag
             " predicting them again") in result.stdout
     np.testing.assert_allclose(np.load(folder / "test_probabilities.npy"), expected, atol=1e-5)
     assert json.loads((folder / "test_probabilities.json").read_text())["test_images"] == made_for
+    # Review 57 G: predicted by an earlier version (no test_probabilities.json), and written over by another
+    # test.csv's then: predicted again too (they were averaged as they were, a 0.53 blend of two 0.89 runs)
+    for name in ("test_probabilities.npy", "test_probabilities.json"):
+        (folder / name).unlink()
+    np.save(folder / "test_probabilities.npy", expected[::-1])
+    result = assert_ok(run_in_process(root, "blend", first, second, "--weights", "2,1"))
+    assert (f"blend: run {first}: its test probabilities do not say which test images they are of (predicted by an"
+            " earlier version): predicting them again") in result.stdout
+    np.testing.assert_allclose(np.load(folder / "test_probabilities.npy"), expected, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -58,15 +58,19 @@ def test_probabilities(paths: config.Paths, run: Run, console, test_images: str 
     for another test.csv writes over them): predict again with the run's models, as predict would (with its TTA)."""
     stored = paths.test_probabilities(run.id)
     made_for = runs.test_images_of_probabilities(paths, run.id)  # None: predicted before that was recorded
-    if stored.is_file() and made_for in (None, test_images):
+    model_paths = [cache.absolute_path(name) for name in run.models]
+    have_models = bool(model_paths) and all(path.is_file() for path in model_paths)
+    # Unrecorded (predicted by an earlier version, which wrote another test.csv's over the file as well): predicted
+    # again where the models are there to do it; taken as they are only where they are not.
+    if stored.is_file() and (made_for == test_images or (made_for is None and not have_models)):
         probabilities = runs.read_test_probabilities(stored)
         if not np.isfinite(probabilities).all():  # one diverged run would make the whole blend's labels 0
             raise PipelineError(f"run {run.id}: its test probabilities are NaN (its training diverged): leave it out")
         return probabilities
-    why = ("its test probabilities are of other test images than data/prepared holds" if stored.is_file()
-           else "no test probabilities")
-    model_paths = [cache.absolute_path(name) for name in run.models]
-    if not model_paths or not all(path.is_file() for path in model_paths):
+    why = ("no test probabilities" if not stored.is_file() else
+           "its test probabilities do not say which test images they are of (predicted by an earlier version)"
+           if made_for is None else "its test probabilities are of other test images than data/prepared holds")
+    if not have_models:
         advice = runs.back_from_the_run_cache(paths, run.id, "retrain it")
         raise PipelineError(f"run {run.id}: {why}, and no models to predict them with ({advice}, or leave it out)")
     if not training_data_matches(paths, run):
@@ -112,7 +116,7 @@ def blended_estimate(paths: config.Paths, chosen: list[Run], weights: list[float
         return None, f"run {missing} keeps no out-of-fold predictions", None
     rows = predictions[0]["rows"]
     if not all(np.array_equal(prediction["rows"], rows) for prediction in predictions[1:]):
-        return None, "the runs' held-out rows differ (another split), so no row was held out of all of them", None
+        return None, "the runs held out different rows (another split), and the estimate needs the same ones", None
     probabilities = sum(weight * prediction["probabilities"].astype(np.float64)
                         for weight, prediction in zip(weights, predictions)).astype(np.float32)
     labels = np.load(paths.train_labels)
