@@ -478,30 +478,58 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
 
 def test_a_score_on_another_competition_s_leaderboard_is_not_the_run_s(pipeline_root):
     """A run's file sent with `--competition titanic` had its score shown as the run's, with the gap to its estimate."""
-    make_trained_run(pipeline_root)
+    from pipeline.core import cache
+
+    submission = make_trained_run(pipeline_root)
     paths = config.paths()
-    runs.record_sent_submission(paths, "f" * 64, paths.root / "a.csv", "m", {"message": "ok", "ref": 1001}, RUN_ID,
-                                "titanic")
+    digest = cache.file_digest(submission)
+    runs.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1001}, RUN_ID, "titanic")
     runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.77000",
                                         "private_score": "", "error_description": "", "description": ""})
     assert runs.read_run(paths, RUN_ID).leaderboard is None
     assert runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID).public_score == "0.77000"  # any competition
-    runs.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "m", {"message": "ok", "ref": 1002}, RUN_ID)
+    runs.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1002}, RUN_ID)
     assert runs.read_run(paths, RUN_ID).leaderboard.ref == 1002  # its own competition's
 
 
 def test_a_send_again_that_kaggle_could_not_score_leaves_the_run_s_score_shown(pipeline_root):
     """Review 57 F: a second send of a scored run that failed (or still waited) showed `error` in `runs`, sorted the
     run last by score, and replaced the score on its page and in `all`'s last line."""
-    make_trained_run(pipeline_root)
+    from pipeline.core import cache
+
+    submission = make_trained_run(pipeline_root)
     paths = config.paths()
-    for ref, digest, status, score in ((1001, "a", "COMPLETE", "0.99543"), (1002, "b", "ERROR", "")):
-        runs.record_sent_submission(paths, digest * 64, paths.root / f"{digest}.csv", "m",
+    for ref, status, score in ((1001, "COMPLETE", "0.99543"), (1002, "ERROR", "")):  # the same file, twice
+        runs.record_sent_submission(paths, cache.file_digest(submission), submission, "m",
                                     {"message": "ok", "ref": ref}, RUN_ID)
         runs.update_sent_submission(paths, {"ref": ref, "status": status, "public_score": score, "private_score": "",
                                             "error_description": "no", "description": ""})
     shown = runs.read_run(paths, RUN_ID).leaderboard
     assert (shown.ref, shown.status, shown.public_score) == (1001, "COMPLETE", "0.99543")
+
+
+def test_the_score_shown_beside_a_run_s_submission_is_that_file_s(pipeline_root):
+    """Review 57 H: after `predict --tta` (a second file of the run), `runs` and the page showed the latest score
+    of the run beside the file listed, whichever file had earned it."""
+    from pipeline.core import cache
+
+    plain = make_trained_run(pipeline_root)
+    paths = config.paths()
+    with_tta = plain.with_name(f"{RUN_ID}-2.csv")
+    with_tta.write_text(plain.read_text().replace("\n1,1\n", "\n1,7\n"))
+    for ref, file, score in ((1001, plain, "0.82100"), (1002, with_tta, "0.83000")):
+        runs.record_sent_submission(paths, cache.file_digest(file), file, "m", {"message": "ok", "ref": ref}, RUN_ID)
+        runs.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
+                                            "private_score": "", "error_description": "", "description": ""})
+    assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.82100"  # predict's record names <run>.csv
+    (pipeline_root / "data" / "models" / RUN_ID / "submission.json").write_text(
+        json.dumps({"submission": str(with_tta), "rows": 28000}))
+    assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.83000"
+    never_sent = plain.with_name(f"{RUN_ID}-3.csv")
+    never_sent.write_text(plain.read_text().replace("\n1,1\n", "\n1,2\n"))
+    (pipeline_root / "data" / "models" / RUN_ID / "submission.json").write_text(
+        json.dumps({"submission": str(never_sent), "rows": 28000}))
+    assert runs.read_run(paths, RUN_ID).leaderboard is None  # not "0.83000" beside a file never sent
 
 
 def test_a_blend_s_submission_message_names_its_runs():

@@ -234,8 +234,8 @@ def exclusive_lock(name: str = "pipeline"):
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
-            try:
+            try:  # the line inside: a Ctrl-C right after it is this one's too
+                print("waiting for another pipeline process in this folder to finish...", file=sys.stderr)
                 lock.acquire()
             except KeyboardInterrupt:  # not "training resumes from its last completed epoch": nothing had started
                 raise Interrupted("nothing was done, as another pipeline command held this folder; run the same"

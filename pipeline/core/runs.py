@@ -202,7 +202,14 @@ def _composed(paths: config.Paths, run: Run, sent: dict, kept_predictions) -> Ru
         submission=submission, durations_s=durations,
         report=getattr(read_report_record(paths, run.id), "index", None),
         tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
-        leaderboard=latest_leaderboard(sent, run.id, _competition_of(run)))
+        leaderboard=latest_leaderboard(sent, run.id, _competition_of(run), _digest_of(submission)))
+
+
+def _digest_of(submission: str | None) -> str | None:
+    """The digest of the run's listed submission, whose score `runs` and the page show beside it; None when it
+    is gone (then the run's latest score, of whichever file)."""
+    path = cache.absolute_path(submission) if submission else None
+    return cache.file_digest(path) if path is not None and path.is_file() else None
 
 
 def _kept_submission(kept_predictions: list[dict], run_id: str) -> str | None:
@@ -222,12 +229,15 @@ def _competition_of(run: Run) -> str:
     return source.split(":", 1)[1] if source.startswith("kaggle:") else config.COMPETITION
 
 
-def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None) -> Leaderboard | None:
+def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None,
+                       digest: str | None = None) -> Leaderboard | None:
     """What Kaggle said of the run's latest submission sent from this checkout (to competition, when named: a score
-    of another competition's leaderboard is not the run's): the latest it scored, else the latest sent; None when
+    of another competition's leaderboard is not the run's; of the file of that digest, when given: a run predicted
+    again with --tta or another weight has a file of its own): the latest it scored, else the latest sent; None when
     none was sent. A send again that failed or waits does not hide the run's score (`runs`, the page, `all`)."""
     entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id
-                             and competition in (None, entry.get("competition", config.COMPETITION))])
+                             and competition in (None, entry.get("competition", config.COMPETITION))
+                             and digest in (None, entry.get("digest"))])
     if not entries:
         return None
     entry = next((entry for entry in reversed(entries) if entry.get("status") == "COMPLETE"), entries[-1])
