@@ -4,10 +4,12 @@ sequential chain. Ray starts a real local instance each time (a few seconds)."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,15 @@ def outputs(root):
 # the order of a convolution's sums on some CPUs (seen with AVX-512: 4e-7 after the first model, 0.011
 # after the second, as training amplifies it), so the chain to compare with runs one thread too.
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1"}
+
+
+@pytest.fixture
+def short_temporary():
+    """A TMPDIR as short as /tmp/tmpXXXXXXXX: Ray's session folder goes there (a tmp_path is too long for the
+    sockets inside it, and Ray would take /tmp instead)."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -277,10 +288,12 @@ def listening_addresses(pids: set[int]) -> set[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path):
+def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path, short_temporary):
     """Issue 21: Ctrl-C waited for every running trial to finish training its model, then said "interrupted"."""
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1",
+    temporary = short_temporary
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1", "TMPDIR": str(temporary),
                    "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment.pop("RAY_TMPDIR", None)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--preset", "quick", "--trials", "2",
                                 "--workers", "2"], cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -305,6 +318,8 @@ def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path):
     assert not list((tmp_path / "data" / "models").glob("*/run.json")), "a trial went on training after Ctrl-C"
     assert list(states.glob("*/*/state.json"))  # what the next run resumes from
     assert seconds < 60, f"{seconds:.0f} s after Ctrl-C"
+    # Ray's session folder (logs, sockets: it was /tmp/ray, kept) and the killed workers' autograph files
+    assert not list(temporary.iterdir())
 
 
 def running(pid: int) -> bool:
@@ -316,11 +331,13 @@ def running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path):
+def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path, short_temporary):
     """Issue 21: after the driver was killed, Ray's DashboardAgent and RuntimeEnvAgent lingered 1-2 minutes."""
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path),
+    temporary = short_temporary
+    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "TMPDIR": str(temporary),
                    "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
     environment.pop("RAY_ADDRESS", None)
+    environment.pop("RAY_TMPDIR", None)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", "--preset", "quick", "--epochs", "5",
                                 "--engine", "ray", "--no-report"], cwd=PROJECT_ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -334,7 +351,9 @@ def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path):
     process.kill()
     process.wait()
     deadline = time.monotonic() + 30
-    while any(running(pid) for pid in instance) and time.monotonic() < deadline:
+    while (any(running(pid) for pid in instance) or list(temporary.glob("ray-*"))) and time.monotonic() < deadline:
         time.sleep(0.5)
     left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().strip(b"\0")[:60] for pid in instance if running(pid)}
     assert not left, left
+    # The instance's session folder goes too (the watchdog's); the killed driver's own empty folder stays
+    assert not list(temporary.glob("ray-*")) and list(temporary.glob("digit-recognizer-*"))

@@ -17,7 +17,9 @@ On a cluster every node needs the same checkout at the same commit, set up with 
 task refuses to run code whose hash differs from the driver's.
 
 A local instance (no address) listens on 127.0.0.1 only, and Ray's token (~/.ray/auth_token) is
-kept readable by its owner only. A cluster that does not answer is given one attempt of about 20 s.
+kept readable by its owner only. Its session folder (logs, sockets, spilled objects) is a temporary folder of
+its own, removed when the instance ends, even by a killed driver's watchdog; RAY_TMPDIR set keeps Ray's own
+place and leaves the logs there. A cluster that does not answer is given one attempt of about 20 s.
 """
 
 import contextlib
@@ -25,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,8 @@ from pipeline.core.errors import PipelineError, one_line
 from pipeline.training.device import DEVICES, describe_devices, resolve_precision, use_device
 
 ENGINES = ("local", "ray")
+# The longest socket path of a local instance, after its folder's parent (a pid of 7 digits)
+RAY_SOCKET_IN_SESSION_FOLDER = "/ray-12345678/session_2026-12-07_16-56-20_381160_1234567/sockets/plasma_store"
 TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
 # Set on Ctrl-C while tasks run in other threads (tune's trials): each stops its tasks at once.
 STOPPING = threading.Event()
@@ -170,22 +175,62 @@ for pid, started in known:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+if len(sys.argv) > 2:  # the instance's session folder, once nothing of it writes there
+    import shutil
+    shutil.rmtree(sys.argv[2], ignore_errors=True)
 """
 
 
-def _start_watchdog():
-    """The watchdog process of the local instance about to start (Linux: it reads /proc); None elsewhere."""
+def _start_watchdog(session_folder: str | None):
+    """The watchdog process of the local instance about to start (Linux: it reads /proc); None elsewhere.
+    It removes the instance's session folder too, should the driver be killed."""
     if not sys.platform.startswith("linux"):
         return None
-    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid())], stdin=subprocess.PIPE,
+    folder = [session_folder] if session_folder else []
+    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), *folder], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # Ctrl-C in the terminal does not reach it
 
 
-def _stop_watchdog(watchdog) -> None:
+def _stop_watchdog(watchdog, session_folder: str | None) -> None:
     if watchdog is not None:
         watchdog.stdin.close()  # whatever of the instance ray.shutdown left goes now
         watchdog.wait()
+    if session_folder:
+        shutil.rmtree(session_folder, ignore_errors=True)
+
+
+def _session_folder(address: str | None) -> str | None:
+    """A local instance's own temporary folder, instead of the /tmp/ray that Ray leaves behind at every start
+    (a few MB of logs and sockets each); None for a cluster, or where RAY_TMPDIR says where Ray's files go."""
+    if address or os.environ.get("RAY_TMPDIR"):
+        return None
+    base = None  # Windows: the system's temporary folder
+    if sys.platform != "win32":  # Where Ray would put it, not in the command's own temporary folder. The paths of
+        # the sockets inside must stay under 108 bytes, so a long TMPDIR gives way to /tmp, as Ray does on macOS.
+        base = os.environ.get("TMPDIR") or "/tmp"
+        if len(base.encode()) + len(RAY_SOCKET_IN_SESSION_FOLDER) > 107:
+            base = "/tmp"
+    try:
+        return tempfile.mkdtemp(prefix="ray-", dir=base)
+    except OSError:  # a TMPDIR that is gone: Ray's own choice, and its own error
+        return None
+
+
+@contextlib.contextmanager
+def _workers_temporary_folder(session_folder: str | None):
+    """The workers' temporary files (TensorFlow's autograph files, which a killed worker leaves) in the
+    session folder: the instance's processes, started now, take TMPDIR from this environment."""
+    saved = os.environ.get("TMPDIR")
+    if session_folder:
+        os.environ["TMPDIR"] = session_folder
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
 
 
 def ray_running() -> bool:
@@ -205,17 +250,20 @@ def ray_session(engine: Engine, store_bytes: int = 0):
         yield
         return
     _keep_token_private(starting_here=not address)
-    watchdog = None if address else _start_watchdog()
+    session_folder = _session_folder(address)
+    watchdog = None if address else _start_watchdog(session_folder)
     try:
         if address:
             with _stderr_caught():
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True)
         else:
             # The object store holds the image arrays once, shared by every worker of the node.
-            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
-                     object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20))
+            with _workers_temporary_folder(session_folder):
+                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
+                         object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20),
+                         _temp_dir=session_folder)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for one reason: no cluster
-        _stop_watchdog(watchdog)
+        _stop_watchdog(watchdog, session_folder)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise PipelineError(f"--engine ray: cannot reach {where} ({one_line(error)})") from None
     _keep_token_private(starting_here=False)  # made by Ray after all (RAY_AUTH_TOKEN_PATH, another version)
@@ -226,7 +274,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
     finally:
         ray.shutdown()
         sys.stdout, sys.stderr = streams
-        _stop_watchdog(watchdog)
+        _stop_watchdog(watchdog, session_folder)
 
 
 def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, str]:
