@@ -125,6 +125,7 @@ SAME_RESULTS = {
         "897c6e99270697d6": "3751b71d2ecb83b8",  # 0f475e5: training stops at a loss that is not finite
         "8efe2c4a45ebca79": "3751b71d2ecb83b8",  # 18eccc9: and a damaged checkpoint trains its model again
         "fa7166f342702287": "3751b71d2ecb83b8",  # 2e67ad5: and "starting Ray" is said once under tune
+        "b497bcdcc8b09bf9": "3751b71d2ecb83b8",  # 60d7d84: and a local Ray instance's files in a folder of its own
     },
 }
 
