@@ -304,6 +304,7 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
     (["--presets", "quick", "--epochs", "0"], "error: --epochs 0: expected at least 1\n"),
     (["--presets", "quick,default", "--dropout", "1.5"], "error: --dropout 1.5: expected"),
     (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand"),
+    (["--presets", "quick", "--source", "/nowhere"], "error: --source /nowhere: no such file or folder"),  # review 57 H
 ])
 def test_bench_refuses_its_options_before_running_any_preset(tmp_path, options, problem):
     """They were refused inside each preset's child run (`preset quick failed: error: --epochs 0 ...`), after the

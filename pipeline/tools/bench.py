@@ -58,7 +58,8 @@ def run_preset(preset: str, source: str, work_dir: Path, extra_options: list[str
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         last_line = (work_dir / "log.txt").read_text().strip().splitlines()[-1:] or ["no output"]
-        raise PipelineError(f"bench: preset {preset} failed: {last_line[0]} (log: {work_dir / 'log.txt'})")
+        raise PipelineError(f"bench: preset {preset} failed: {last_line[0].removeprefix('error: ')}"
+                            f" (log: {work_dir / 'log.txt'})")
     paths = config.Paths(work_dir)
     train_record = json.loads(paths.record("train").read_text())
     run = runs.read_run(paths, train_record["extra"]["run_id"])
@@ -130,6 +131,9 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
     source = source or default_source(paths)
     if source != "sample":  # a path, as typed here: each preset runs from the package's folder
         source = str(Path(source).expanduser().absolute())
+        if not Path(source).exists():  # before any preset runs, and leaves a folder of its own
+            raise PipelineError(f"--source {source}: no such file or folder (expected sample, or a PATH to a"
+                                " competition zip or folder)")
     if source == "sample":
         console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
                     " (its zip is cached in data/raw/) or give --source PATH to a competition zip")
