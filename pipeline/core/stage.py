@@ -232,6 +232,9 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
             console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
                         f" {definition.describe(record)}")
             return record
+        reason = None if force else _why_again(definition.name, key)
+        if reason:
+            console.say(f"{definition.name}: running again: {reason}")
         record = _work(definition, key)
         # The record first, marked `unkept` until the run cache holds the result: a result is never made again (hours
         # of training) for want of its copy there. A store that cannot be written (a full disk) is a warning.
@@ -241,6 +244,23 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         record = _keep(paths, definition, record, console)
         console.say(_done_line(definition, record))
         return record
+
+
+def _why_again(stage_name: str, key) -> str | None:
+    """Why a stage with a result runs again, when the user may not know: its code changed (a new version of the
+    pipeline: after a `git pull`, every stage said nothing of it), or one of its inputs did. None for new options,
+    which the user gave, or for a first run."""
+    recorded = (cache.load_record(stage_name) or {}).get("key")
+    if not isinstance(recorded, dict):
+        return None
+    current = json.loads(json.dumps(key.key()))
+    if recorded.get("params") != current["params"]:
+        return None
+    if same_code(stage_name, recorded.get("code")) != current["code"]:
+        return "its code changed since its last result (a new version of the pipeline)"
+    before = recorded.get("inputs") if isinstance(recorded.get("inputs"), dict) else {}
+    changed = next((name for name, digest in current["inputs"].items() if before.get(name) != digest), None)
+    return f"{changed} changed since its last result" if changed else None
 
 
 def _keep(paths, definition: Definition, record: dict, console: Console) -> dict:
