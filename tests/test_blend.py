@@ -120,6 +120,21 @@ def copy_run(root, run_id, new_id):
 
 
 @pytest.mark.slow
+def test_a_run_json_of_the_first_versions_without_data_hashes_is_refused_for_that_reason(two_runs):
+    """Review 57 G: such runs were refused by blend as "trained on different data", and by `report --run` as data
+    no longer prepared, whose advice (prepare it again) changed nothing."""
+    root, first, second = two_runs
+    early = copy_run(root, second, "20000101-000000-early")
+    run = json.loads((early / "run.json").read_text())
+    del run["data"]
+    (early / "run.json").write_text(json.dumps(run))
+    for command in (["blend", first, early.name], ["report", "--run", early.name]):
+        result = run_in_process(root, *command)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert "its run.json, from an early version, does not record the data it was trained on" in result.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged, content, expected", [
     ("history.json", '{"loss": [2.3, 1.5', "not the training histories train saves (JSONDecodeError"),
     ("history.json", '{"a": 1}', "not the training histories train saves (ValueError"),

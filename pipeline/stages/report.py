@@ -36,6 +36,9 @@ def define(paths, console, run_id: str | None = None):
         advice = runs.back_from_the_run_cache(paths, run_id, "retrain it to report on it")
         raise PipelineError(f"--run {run_id}: {', '.join(missing)} no longer in {relative_name(paths.run_dir(run_id))};"
                             f" {advice}")
+    if named and not run.data:  # run.json of the first versions: preparing the data again would not help
+        raise PipelineError(f"--run {run_id}: its run.json, from an early version, does not record the data it was"
+                            " trained on, so its page cannot be made safely: train it again to report on it")
     if named and not training_data_matches(paths, run):
         raise PipelineError(f"--run {run_id}: data/prepared no longer holds the digits it was trained on (source"
                             f" {run.source}); prepare that data again ({config.PREPARE_AGAIN})")

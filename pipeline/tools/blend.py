@@ -45,9 +45,13 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 def check_same_data(chosen: list[Run]) -> None:
     """Refuse runs trained on different train digits: their recorded hashes (the same data may come from
     Kaggle, a zip or a folder)."""
+    undated = next((run for run in chosen if not run.data), None)
+    if undated is not None:  # run.json of the first versions: no hashes to compare, not different data
+        raise PipelineError(f"run {undated.id}: its run.json, from an early version, does not record the data it was"
+                            " trained on, so it cannot be blended safely: leave it out, or train it again")
     first = chosen[0]
     for other in chosen[1:]:
-        if not first.data or other.data != first.data:
+        if other.data != first.data:
             raise PipelineError(f"runs {first.id} ({first.source}) and {other.id} ({other.source})"
                                 " were trained on different data: blend runs of one data set")
 
