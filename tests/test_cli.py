@@ -595,7 +595,8 @@ def test_a_changed_source_file_is_said_with_the_source_to_download_it_from_again
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
         assert "(my data/test.csv changed since download last ran)" in refused.stderr  # named as the record has it
         assert f"`python -m pipeline download --source {quoted}`" in refused.stderr, refused.stderr
-        assert f"`make all SOURCE={quoted}`" in refused.stderr
+        own = " PRESET=quick EPOCHS=2" if stage == "predict" else ""  # predict needs train's run: its own options
+        assert f"`make all SOURCE={quoted}{own}`" in refused.stderr
 
 
 def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_path):
@@ -659,6 +660,27 @@ def test_the_sample_in_place_of_a_kept_competition_zip_is_warned_of(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "download"))
     assert f"warning: {kept} holds the competition's files from an earlier download" in result.stderr
     assert f"(SOURCE={kept})" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_advice_to_train_again_names_the_runs_own_options(tmp_path):
+    """Review 57 H: after a run folder was deleted, or a new split, the advice was `train` or `make all`: the default
+    preset's 20 minutes, where the run's own options bring it back from the run cache in a second."""
+    import shutil
+
+    assert_ok(run_in_process(tmp_path, "all", *QUICK, "--no-report"))
+    run_folder = next((tmp_path / "data" / "models").glob("*/run.json")).parent
+    shutil.rmtree(run_folder)
+    refused = run_in_process(tmp_path, "predict")
+    assert refused.returncode == 1 and refused.stderr.endswith(
+        "run `python -m pipeline train --preset quick --epochs 2` first\n"), refused.stderr
+    back = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "2"))
+    assert "train: restored from the run cache" in back.stdout
+    assert_ok(run_in_process(tmp_path, "split", "--seed", "7"))
+    stale = run_in_process(tmp_path, "report")
+    assert stale.returncode == 1 and stale.stderr.endswith(
+        "run `python -m pipeline train --preset quick --epochs 2` and the stages after it, or"
+        " `make all PRESET=quick EPOCHS=2`\n"), stale.stderr
 
 
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):

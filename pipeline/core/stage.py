@@ -144,13 +144,31 @@ def code_digest(stage_name: str) -> str:
 UPSTREAM = {"prepare": "download", "split": "prepare", "train": "split", "predict": "train", "report": "train"}
 
 
+# (CLI words, make words) that make a stage's recorded result again, by stage: set by the shell (pipeline.cli) for
+# train, whose preset and options core does not know. Without them, "run train" trained the default preset's 20
+# minutes where the run's own options bring it back from the run cache in a second.
+RERUN_WORDS: dict[str, Callable[[dict], tuple[str, str]]] = {}
+
+
+def _rerun_words(stage_name: str) -> tuple[str, str]:
+    record = cache.load_record(stage_name)
+    if record is None or stage_name not in RERUN_WORDS:
+        return "", ""
+    try:
+        return RERUN_WORDS[stage_name](record)
+    except (KeyError, TypeError, ValueError, PipelineError):  # a record of another version: the plain command
+        return "", ""
+
+
 def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
     """The record of an earlier stage, whose outputs must still be as it wrote them, and made from the
     current outputs of every stage above it: a stage run on its own never builds on an out-of-date result.
     needs: the facts of its `extra` that are read (a record without them, from another version, means run it again)."""
     record = cache.load_record(stage_name)
     if record is None or not cache.outputs_intact(record) or any(name not in record["extra"] for name in needs):
-        shown = config.how_to(f"`{hint}`", f"`{hint.replace('python -m pipeline', 'digit-recognizer', 1)}`")
+        words = _rerun_words(stage_name)[0]
+        installed = hint.replace("python -m pipeline", "digit-recognizer", 1)
+        shown = config.how_to(f"`{hint}{words}`", f"`{installed}{words}`")
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run {shown} first")
     stale = None  # the stage highest up the chain whose inputs or outputs changed since it ran: rerun from there
     name = stage_name
@@ -182,9 +200,11 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     """The error of a result made from inputs that changed since stale_stage ran, with the commands that make it
     again from the same source (without it, `make all` downloads the sample or Kaggle's files instead)."""
     option, variable = _download_options()
-    rerun = config.how_to(f"`python -m pipeline {stale_stage}{option if stale_stage == 'download' else ''}`",
-                          f"`digit-recognizer {stale_stage}{option if stale_stage == 'download' else ''}`")
-    everything = config.how_to(f"`make all{variable}`", f"`digit-recognizer all{option}`")
+    # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's
+    words, make_words = _rerun_words("train") if stage_name == "train" else ("", "")
+    own = option if stale_stage == "download" else words if stale_stage == "train" else ""
+    rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
+    everything = config.how_to(f"`make all{variable}{make_words}`", f"`digit-recognizer all{option}{words}`")
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
                          f" run {rerun} and the stages after it, or {everything}")
 
