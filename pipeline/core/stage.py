@@ -57,17 +57,21 @@ class Definition:
         return cache.Stage(self.name, self.params, self.inputs, code_digest(self.name))
 
     @cached_property
+    def key_values(self) -> dict:
+        """The key as a record holds it (its inputs hashed once, here)."""
+        return json.loads(json.dumps(self.key().key()))
+
+    @cached_property
     def key_id(self) -> str:
         """A short hash of the key: names this run's kept result and its resumable scratch folder."""
-        return _key_id(self.key().key())
+        return _key_id(self.key_values)
 
     @cached_property
     def kept_key_ids(self) -> list[str]:
         """key_id, then the ids the same key had under each earlier code that SAME_RESULTS maps to this code's: a
         result kept by a commit whose digest was mapped only later (its record holds that digest) is this one's."""
-        key = self.key().key()
-        earlier = _earlier_digests(self.name, key["code"])
-        return [self.key_id, *(_key_id({**key, "code": digest}) for digest in earlier)]
+        earlier = _earlier_digests(self.name, self.key_values["code"])
+        return [self.key_id, *(_key_id({**self.key_values, "code": digest}) for digest in earlier)]
 
 
 def _key_id(key: dict) -> str:
@@ -252,7 +256,7 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
             console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
                         f" {definition.describe(record)}")
             return record
-        reason = None if force else _why_again(definition.name, key)
+        reason = None if force else _why_again(definition)
         if reason:
             console.say(f"{definition.name}: running again: {reason}")
         record = _work(definition, key)
@@ -266,17 +270,17 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         return record
 
 
-def _why_again(stage_name: str, key) -> str | None:
+def _why_again(definition: Definition) -> str | None:
     """Why a stage with a result runs again, when the user may not know: its code changed (a new version of the
     pipeline: after a `git pull`, every stage said nothing of it), or one of its inputs did. None for new options,
     which the user gave, or for a first run."""
-    recorded = (cache.load_record(stage_name) or {}).get("key")
+    recorded = (cache.load_record(definition.name) or {}).get("key")
     if not isinstance(recorded, dict):
         return None
-    current = json.loads(json.dumps(key.key()))
+    current = definition.key_values
     if recorded.get("params") != current["params"]:
         return None
-    if same_code(stage_name, recorded.get("code")) != current["code"]:
+    if same_code(definition.name, recorded.get("code")) != current["code"]:
         return "its code changed since its last result (a new version of the pipeline)"
     before = recorded.get("inputs") if isinstance(recorded.get("inputs"), dict) else {}
     changed = next((name for name, digest in current["inputs"].items() if before.get(name) != digest), None)
