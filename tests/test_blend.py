@@ -221,6 +221,9 @@ def test_the_same_blend_again_is_the_one_made_before_until_a_runs_predictions_ch
     assert_ok(run_in_process(root, "predict", "--tta"))  # the latest run's test probabilities change
     changed = assert_ok(run_in_process(root, "blend", first, second, "--weights", "5,1"))
     assert blend_named(changed) != made and len(run_ids(root)) == len(before) + 2
+    # review 57 H: `runs diff` said the two blends differed in nothing, their submissions being different
+    diff = assert_ok(run_in_process(root, "runs", "diff", made, blend_named(changed))).stdout
+    assert "submission" in [line.split()[0] for line in diff.splitlines()[1:]], diff
 
 
 @pytest.mark.slow

@@ -124,10 +124,18 @@ def differences(first: Run, second: Run) -> list[tuple[str, str, str]]:
             "estimate": describe(run.estimate, missing="none"),
             "leaderboard": leaderboard_cell(run.leaderboard),
             "gap": describe_gap(run) or "-",
+            # What was sent, by content: two blends of the same runs differ there after `predict --tta` of one
+            "submission": _content(run.submission),
         }
     ours, theirs = facts(first), facts(second)
     return [(name, _text(ours.get(name)), _text(theirs.get(name)))
             for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
+
+
+def _content(submission: str | None) -> str:
+    """The submission file's content, as the first 12 digits of its hash; "-" when there is none."""
+    path = cache.absolute_path(submission) if submission else None
+    return cache.file_digest(path)[:12] if path is not None and path.is_file() else "-"
 
 
 def _text(value) -> str:
