@@ -417,10 +417,12 @@ def test_the_report_of_a_run_whose_folder_was_deleted_says_the_run_cache_brings_
     shutil.rmtree(run_dir)
     report = run_in_process(tmp_path, "report", "--run", run_dir.name)
     assert report.returncode == 1 and report.stderr.count("\n") == 1, report.stderr
-    assert ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
-            " run's) and its files come back in seconds") in report.stderr
-    again = run_in_process(tmp_path, *QUICK_RUN)  # the options it had
-    assert stage_words(again.stdout)["train"] == "restored" and (run_dir / "run.json").is_file()
+    # Review 57 H: the command itself, with the run's own options (it said to find them with `runs diff`)
+    command = "python -m pipeline train --preset quick --epochs 1"
+    assert (f"the run cache keeps it: `{command}` brings its files back in seconds (on the split it was trained on)"
+            in report.stderr)
+    again = run_in_process(tmp_path, *command.split()[3:])  # the command the advice names
+    assert "train: restored from the run cache" in again.stdout and (run_dir / "run.json").is_file(), again.stdout
 
 
 @pytest.mark.slow

@@ -171,10 +171,16 @@ def _kept_runs(paths: config.Paths) -> dict[str, Run]:
 
 def back_from_the_run_cache(paths: config.Paths, run_id: str, otherwise: str) -> str:
     """Advice for a run whose files are gone: the run cache brings them back in seconds when it keeps the run."""
-    if run_id in kept_run_ids(paths):
-        return ("the run cache keeps it: train again with the options it had (`runs diff` names them beside another"
-                " run's) and its files come back in seconds")
-    return otherwise
+    from pipeline.core.stage import rerun_words  # train's own options, as the CLI words them
+
+    kept = next((record for record in run_cache.kept_records(paths, "train")
+                 if record.get("extra", {}).get("run_id") == run_id), None)
+    words = rerun_words("train", kept) if kept else None
+    if words is None:
+        return otherwise if kept is None else ("the run cache keeps it: train again with the options it had (`runs"
+                                               " diff` names them beside another run's) and its files come back")
+    command = config.how_to(f"`python -m pipeline train{words[0]}`", f"`digit-recognizer train{words[0]}`")
+    return f"the run cache keeps it: {command} brings its files back in seconds (on the split it was trained on)"
 
 
 def kept_run_ids(paths: config.Paths) -> set[str]:

@@ -154,14 +154,19 @@ UPSTREAM = {"prepare": "download", "split": "prepare", "train": "split", "predic
 RERUN_WORDS: dict[str, Callable[[dict], tuple[str, str]]] = {}
 
 
-def _rerun_words(stage_name: str) -> tuple[str, str]:
-    record = cache.load_record(stage_name)
+def rerun_words(stage_name: str, record: dict | None = None) -> tuple[str, str] | None:
+    """RERUN_WORDS' words for the record (by default the stage's current one); None when not known."""
+    record = record or cache.load_record(stage_name)
     if record is None or stage_name not in RERUN_WORDS:
-        return "", ""
+        return None
     try:
         return RERUN_WORDS[stage_name](record)
     except (KeyError, TypeError, ValueError, PipelineError):  # a record of another version: the plain command
-        return "", ""
+        return None
+
+
+def _rerun_words(stage_name: str) -> tuple[str, str]:
+    return rerun_words(stage_name) or ("", "")
 
 
 def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
