@@ -176,10 +176,12 @@ def summary_lines(results: list[dict], preset: str, given: dict | None = None) -
                 else f" ({gain * 100:+.2f} points over the preset's own settings)"),
              "tune: reproduce it: " + config.how_to(
                  f"make all PRESET={preset}{make_fixed} {make_options(best['settings'])}   (or python -m pipeline"
-                 f" all --preset {preset}{cli_fixed} {cli_options(best['settings'])}); add FINAL_MODEL=0",
-                 f"digit-recognizer all --preset {preset}{cli_fixed} {cli_options(best['settings'])};"
-                 " add --no-final-model")
-             + " to restore the trial's models from the run cache instead of training them"]
+                 f" all --preset {preset}{cli_fixed} {cli_options(best['settings'])})",
+                 f"digit-recognizer all --preset {preset}{cli_fixed} {cli_options(best['settings'])}")
+             # trials train no model on all rows: without it, the trial's own models come back from the run cache
+             + (config.how_to("; add FINAL_MODEL=0", "; add --no-final-model")
+                + " to restore the trial's models from the run cache instead of training them"
+                if config.PRESETS[preset]["final_model"] and (given or {}).get("final_model") is not False else "")]
     if len(results) > 1:
         # One standard error of a difference of two accuracies near `accuracy` on these images.
         noise = math.sqrt(2 * accuracy * (1 - accuracy) / max(images, 1)) * 100
