@@ -11,13 +11,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Optional
 
 import typer
 import typer.main
 
-from pipeline.core import config
+from pipeline.core import config, stage
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import Interrupted, PipelineError, write_error
 from pipeline.training import settings
@@ -194,12 +195,17 @@ def run_app(app: typer.Typer) -> None:
     for stream in (sys.stdout, sys.stderr):  # a path the output's encoding cannot show (ascii, cp1252): escaped,
         if hasattr(stream, "reconfigure"):    # not a UnicodeEncodeError traceback after the stage's work was done
             stream.reconfigure(errors="backslashreplace")
+    # docker stop, timeout, a batch system's end: as a Ctrl-C, the line that says what to do next instead of none
+    # (exit 143), and in training the batch finished first. Not where SIGINT is ignored (a script's background job:
+    # raising it would do nothing, and SIGTERM would no longer stop the command), nor off the main thread.
     terminate = signal.getsignal(signal.SIGTERM)
-    if terminate is signal.SIG_DFL:  # docker stop, timeout, a batch system's end: as a Ctrl-C, the line that says
-        # what to do next instead of none (exit 143), and in training the batch finished first
+    as_ctrl_c = (terminate is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                 and threading.current_thread() is threading.main_thread())
+    if as_ctrl_c:
         signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
-    private_temporary_folder()
     try:
+        private_temporary_folder()
+        stage.new_command()
         command = typer.main.get_command(app)  # what app() runs (its pretty exceptions are off)
         without_flag_types(command)
         help_in_paragraphs(command)
@@ -233,8 +239,11 @@ def run_app(app: typer.Typer) -> None:
         raise
     finally:
         remove_private_temporary_folder()
-        if terminate is signal.SIG_DFL:  # a test's own process runs commands in it
+        if as_ctrl_c:  # a test's own process runs commands in it
             signal.signal(signal.SIGTERM, terminate)
+
+
+_REPLACED_TEMPORARY_FOLDER = []  # tempfile.tempdir as it was before the command's own folder
 
 
 def private_temporary_folder() -> None:
@@ -242,15 +251,17 @@ def private_temporary_folder() -> None:
     for every function autograph converts (the augmentations) and removes it only at the interpreter's exit, which
     Ctrl-C's quick exit below skips: hundreds piled up in /tmp. Where no folder can be made, the system's is used."""
     try:
-        tempfile.tempdir = tempfile.mkdtemp(prefix="digit-recognizer-")
+        folder = tempfile.mkdtemp(prefix="digit-recognizer-")
     except OSError:
         return
+    _REPLACED_TEMPORARY_FOLDER.append(tempfile.tempdir)
+    tempfile.tempdir = folder
 
 
 def remove_private_temporary_folder() -> None:
     folder = tempfile.tempdir
-    if folder and Path(folder).name.startswith("digit-recognizer-"):
-        tempfile.tempdir = None  # the system's again, for whatever runs after (a test's own process)
+    if folder and Path(folder).name.startswith("digit-recognizer-") and _REPLACED_TEMPORARY_FOLDER:
+        tempfile.tempdir = _REPLACED_TEMPORARY_FOLDER.pop()  # as it was, for whatever runs after (a test's process)
         shutil.rmtree(folder, ignore_errors=True)
 
 

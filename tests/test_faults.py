@@ -176,6 +176,24 @@ def test_ctrl_c_while_waiting_for_the_lock_says_nothing_was_done(tmp_path):
                                              " folder; run the same command again once it is done")
 
 
+def test_sigterm_still_ends_a_command_whose_ctrl_c_is_ignored(tmp_path):
+    """Review 57 diff: SIGTERM, taken as a Ctrl-C, did nothing in a script's background job (SIGINT ignored there):
+    `kill`, `timeout` and `docker stop` no longer ended the command."""
+    from filelock import FileLock
+
+    (tmp_path / "data").mkdir()
+    with FileLock(tmp_path / "data" / ".pipeline.lock"):  # the command waits on it, doing nothing else
+        waiting = start_pipeline(tmp_path, "all", "--preset", "quick",
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        deadline = time.time() + 60
+        stderr = ""
+        while time.time() < deadline and "waiting for another" not in stderr:
+            stderr += waiting.stderr.readline()
+        waiting.send_signal(signal.SIGTERM)
+        waiting.communicate(timeout=60)
+    assert waiting.returncode == -signal.SIGTERM
+
+
 def one_error_line(result) -> str:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr

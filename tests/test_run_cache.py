@@ -84,16 +84,23 @@ def test_results_of_code_mapped_only_later_stay_current_and_restorable(toy, monk
 def test_a_stage_says_why_it_runs_again_when_its_code_or_an_input_changed(toy, monkeypatch, capsys):
     """Review 57 G: after an upgrade, stages ran again without a word of why."""
     root, define, calls = toy
-    stage.run(define, Console(), size=1)
+    def command(**options):  # each a command of its own, as the CLI runs them
+        stage.new_command()
+        stage.run(define, Console(), **options)
+
+    command(size=1)
     monkeypatch.setattr(stage, "code_digest", lambda name: "new-code")
-    stage.run(define, Console(), size=1)
+    command(size=1)
     (root / "input.txt").write_text("two")
-    stage.run(define, Console(), size=1)
-    stage.run(define, Console(), size=2)  # new options: the user's own doing, nothing to explain
+    command(size=1)
+    command(size=2)  # new options: the user's own doing, nothing to explain
+    (root / "input.txt").write_text("three")
+    stage._MADE_HERE.add("download")  # as if a stage above made its new input in this same command (`all`)
+    stage.run(define, Console(), size=2)
     said = [line for line in capsys.readouterr().out.splitlines() if "running again" in line]
     assert said == ["toy: running again: its code changed since its last result (a new version of the pipeline)",
                     "toy: running again: input.txt changed since its last result"]
-    assert calls == [1, 1, 1, 2]
+    assert calls == [1, 1, 1, 2, 2]
 
 
 def test_an_object_edited_in_place_is_not_restored(toy):

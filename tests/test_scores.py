@@ -532,6 +532,30 @@ def test_the_score_shown_beside_a_run_s_submission_is_that_file_s(pipeline_root)
     assert runs.read_run(paths, RUN_ID).leaderboard is None  # not "0.83000" beside a file never sent
 
 
+def test_a_send_logged_by_an_earlier_version_keeps_its_score_beside_the_file(pipeline_root):
+    """Review 57 diff: entries of the sent log written before it held a "digest" field (keyed by the digest) lost
+    their score once the score beside a file was that file's."""
+    from pipeline.core import cache
+
+    submission = make_trained_run(pipeline_root)
+    paths = config.paths()
+    digest = cache.file_digest(submission)
+    paths.sent_submissions.write_text(json.dumps({digest: {
+        "file": f"submissions/{RUN_ID}.csv", "date": "2026-01-02 10:00:00", "message": "m", "ref": 1001,
+        "run_id": RUN_ID, "status": "COMPLETE", "public_score": "0.99000"}}))
+    assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.99000"
+
+
+def test_a_failure_at_the_end_of_a_wait_of_0_s_is_a_failure(tmp_path):
+    """Review 57 diff: with --timeout 0, any failure of the one look (a 500, a key refused) was "not scored yet"."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode="list-fails") as stub:
+        result = run_pipeline(root, "submit", "--timeout", "0", env=stub.client_env(tmp_path))
+    message = assert_one_line_failure(result)
+    assert "submission 1001 was sent, but looking for its score failed" in message and "500" in message
+
+
 def test_a_blend_s_submission_message_names_its_runs():
     """A blend's message, which Kaggle keeps on the leaderboard page for good, read `None x2, epochs None, ...`."""
     blend = Run.from_json({"id": "20260101-130000-blend", "source": "kaggle:digit-recognizer", "preset": "blend",

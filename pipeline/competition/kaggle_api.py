@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pipeline.competition.credentials import (MAX_MESSAGE_CHARS, _detail, _error, _kaggle_config_dir, _one_line,
                                               find_credentials, redact, refuse_a_kaggle_json_the_client_breaks_on)
-from pipeline.competition.network import NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits, network_timeout
+from pipeline.competition.network import (NETWORK_TIMEOUT_VARIABLE, _AnswerTooLarge, _network_limits,
+                                          network_timeout, timed_out)
 from pipeline.core.cache import make_folder
 from pipeline.core.errors import PipelineError
 
@@ -175,7 +176,7 @@ def _client_error(error: BaseException, competition: str | None, attempts: int =
             f"({_detail(_root_cause(error))}); nothing was kept, run the command again"
         )
     if isinstance(error, requests.Timeout):
-        return _error(
+        return timed_out(
             f"Kaggle sent nothing for {network_timeout():g} s, {attempts} time{'s' * (attempts > 1)} "
             f"({_detail(_root_cause(error))}); check the network connection and {retry_advice}, or give a slow "
             f"connection more time with {NETWORK_TIMEOUT_VARIABLE}=<seconds>")
@@ -372,9 +373,8 @@ def list_submissions(competition: str, page: int = 1, within_s: float | None = N
     """The competition's submissions by this account, newest first, as plain values: the page-th page of
     LISTING_PAGE_SIZE (fewer on the last page); within_s: the network's limits at most that, retries included.
 
-    Each: {"ref" (None when Kaggle gives none), "date" (ISO 8601 text), "description", "file_name",
-    "status" (PENDING, COMPLETE or
-    ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
+    Each: {"ref" (None when Kaggle gives none), "date" (ISO 8601 text), "description", "file_name", "status" (PENDING,
+    COMPLETE or ERROR), "public_score", "private_score" (text as Kaggle gives it, "" when none), "error_description"}.
     """
     check_competition_name(competition)
     with _network_limits(f"the listing of submissions to {competition}", max_answer_bytes=MAX_LISTING_BYTES,

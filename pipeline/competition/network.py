@@ -32,6 +32,15 @@ def network_timeout() -> float:
     return seconds
 
 
+class NetworkTimeout(PipelineError):
+    """Kaggle sent nothing for the time limit, or not all of its answer: a wait for a score that ends then has
+    only not seen the score yet (any other failure is one)."""
+
+
+def timed_out(message: str) -> NetworkTimeout:
+    return NetworkTimeout(str(_error(message)))
+
+
 class _DeadlinePassed(BaseException):
     """Raised by the alarm; a BaseException, so the client's own `except Exception` retries miss it."""
 
@@ -96,7 +105,7 @@ def _network_limits(what: str, max_answer_bytes: int | None = None, within_s: fl
     try:
         yield
     except _DeadlinePassed:
-        raise _error(
+        raise timed_out(
             f"gave up on {what} after {deadline_s:g} s: Kaggle's answer was still not complete (the connection is "
             f"far too slow, or stalled); try again later, or give a slow connection more time with "
             f"{NETWORK_TIMEOUT_VARIABLE}=<seconds> (the command gives up after {DEADLINE_TIMEOUTS} times that)"

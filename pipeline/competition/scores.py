@@ -10,6 +10,7 @@ PENDING. Every submission sent is logged (pipeline.core.runs.record_sent_submiss
 import time
 
 from pipeline.competition import kaggle_api
+from pipeline.competition.network import NetworkTimeout
 from pipeline.core import config, runs
 from pipeline.core.console import format_duration, format_table
 from pipeline.core.errors import Interrupted, PipelineError
@@ -53,10 +54,10 @@ def wait_for_score(competition: str, ref: int, timeout_s: float, sleep=time.slee
         try:
             left = max(ends - time.monotonic(), FIRST_LOOK_S)  # the first look, at least, gets a few seconds
             return find(kaggle_api.list_submissions(competition, within_s=left), ref) or seen, False
-        except PipelineError:
-            if time.monotonic() < ends:  # Kaggle's failure, not the wait's end
+        except NetworkTimeout:
+            if time.monotonic() < ends:  # the network's own limit, inside the wait: a failure
                 raise
-            return seen, True
+            return seen, True  # the wait's end cut the look short (a key refused, a 500: failures at any time)
 
     seen, timed_out = look(None)
     for pause in waits(timeout_s):

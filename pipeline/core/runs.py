@@ -241,9 +241,9 @@ def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None,
     of another competition's leaderboard is not the run's; of the file of that digest, when given: a run predicted
     again with --tta or another weight has a file of its own): the latest it scored, else the latest sent; None when
     none was sent. A send again that failed or waits does not hide the run's score (`runs`, the page, `all`)."""
-    entries = in_send_order([entry for entry in sent.values() if entry.get("run_id") == run_id
+    entries = in_send_order([entry for key, entry in sent.items() if entry.get("run_id") == run_id
                              and competition in (None, entry.get("competition", config.COMPETITION))
-                             and digest in (None, entry.get("digest"))])
+                             and digest in (None, entry.get("digest", key))])  # older entries: keyed by it
     if not entries:
         return None
     entry = next((entry for entry in reversed(entries) if entry.get("status") == "COMPLETE"), entries[-1])

@@ -260,11 +260,13 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
                     hook(record)
             console.say(f"{definition.name}: restored from the run cache (first made {record['finished_at']}),"
                         f" {definition.describe(record)}")
+            _MADE_HERE.add(definition.name)
             return record
         reason = None if force else _why_again(definition)
         if reason:
             console.say(f"{definition.name}: running again: {reason}")
         record = _work(definition, key)
+        _MADE_HERE.add(definition.name)
         # The record first, marked `unkept` until the run cache holds the result: a result is never made again (hours
         # of training) for want of its copy there. A store that cannot be written (a full disk) is a warning.
         cache.write_json(cache.record_path(definition.name), {**record, "unkept": True})
@@ -275,18 +277,31 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         return record
 
 
+# The stages whose result this process made or restored: a stage below them reads new inputs of the chain's own
+# making (the user's new --folds, a new source), nothing to explain.
+_MADE_HERE: set[str] = set()
+
+
+def new_command() -> None:
+    """Forget the stages made so far: the shell calls it as each command starts (a test runs many in one process)."""
+    _MADE_HERE.clear()
+
+
 def _why_again(definition: Definition) -> str | None:
     """Why a stage with a result runs again, when the user may not know: its code changed (a new version of the
-    pipeline: after a `git pull`, every stage said nothing of it), or one of its inputs did. None for new options,
-    which the user gave, or for a first run."""
+    pipeline: after a `git pull`, every stage said nothing of it), or one of its inputs did outside this command.
+    None for new options, which the user gave (theirs, or a stage's above it in this command), or a first run."""
     recorded = (cache.load_record(definition.name) or {}).get("key")
     if not isinstance(recorded, dict):
         return None
     current = definition.key_values
     if recorded.get("params") != current["params"]:
         return None
-    if same_code(definition.name, recorded.get("code")) != current["code"]:
+    code = recorded.get("code")
+    if not isinstance(code, str) or same_code(definition.name, code) != current["code"]:
         return "its code changed since its last result (a new version of the pipeline)"
+    if _MADE_HERE:
+        return None
     before = recorded.get("inputs") if isinstance(recorded.get("inputs"), dict) else {}
     changed = next((name for name, digest in current["inputs"].items() if before.get(name) != digest), None)
     return f"{changed} changed since its last result" if changed else None
