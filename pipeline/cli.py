@@ -27,18 +27,25 @@ from pipeline.training.engine import ENGINES
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def _train_words(record: dict) -> tuple[str, str]:
-    """(' --preset quick --epochs 2', ' PRESET=quick EPOCHS=2'): the options of train's recorded run, those its
-    preset does not give, so that the advice to train again names them (the run cache brings the run back)."""
+    """(' --preset quick --epochs 2', ' PRESET=quick EPOCHS=2 FOLDS=3'): the options of train's recorded run that its
+    preset does not give, as train's own, then as `all`'s (make's in a checkout), the split's included, so that the
+    advice to train again names them (the run cache brings the run back)."""
     preset = record["extra"]["preset"]
     given = record["key"]["params"]
-    defaults = settings.training_config(settings.resolve_preset(preset)).as_dict()
+    values = settings.resolve_preset(preset)
+    defaults = settings.training_config(values).as_dict()
     changed = {spec.name: given[spec.name] for spec in settings.knobs() if given.get(spec.name) != defaults[spec.name]}
+    split = record["extra"].get("run", {}).get("split", {})
+    split_options = [(option, variable, split[name]) for name, option, variable in tune.SPLIT_OPTIONS
+                     if name in split and split[name] != values[name]]
     cli = settings.option_words(changed)
     make = [f"{spec.variable}={int(value) if spec.type is bool else f'{value:g}' if spec.type is float else value}"
             for spec in settings.knobs() if (value := changed.get(spec.name)) is not None]
     if preset != config.DEFAULT_PRESET:
         cli, make = [f"--preset {preset}", *cli], [f"PRESET={preset}", *make]
-    return "".join(f" {word}" for word in cli), "".join(f" {word}" for word in make)
+    everything = config.how_to([*make, *(f"{variable}={value:g}" for _, variable, value in split_options)],
+                               [*cli, *(f"{option} {value:g}" for option, _, value in split_options)])
+    return "".join(f" {word}" for word in cli), "".join(f" {word}" for word in everything)
 
 
 stage.RERUN_WORDS["train"] = _train_words

@@ -668,7 +668,7 @@ def test_the_advice_to_train_again_names_the_runs_own_options(tmp_path):
     preset's 20 minutes, where the run's own options bring it back from the run cache in a second."""
     import shutil
 
-    assert_ok(run_in_process(tmp_path, "all", *QUICK, "--no-report"))
+    assert_ok(run_in_process(tmp_path, "all", *QUICK, "--folds", "2", "--no-report"))
     run_folder = next((tmp_path / "data" / "models").glob("*/run.json")).parent
     shutil.rmtree(run_folder)
     refused = run_in_process(tmp_path, "predict")
@@ -680,7 +680,7 @@ def test_the_advice_to_train_again_names_the_runs_own_options(tmp_path):
     stale = run_in_process(tmp_path, "report")
     assert stale.returncode == 1 and stale.stderr.endswith(
         "run `python -m pipeline train --preset quick --epochs 2` and the stages after it, or"
-        " `make all PRESET=quick EPOCHS=2`\n"), stale.stderr
+        " `make all PRESET=quick EPOCHS=2 FOLDS=2`\n"), stale.stderr  # the run's split too (review of the diff)
 
 
 def test_make_passes_a_source_path_with_spaces_and_quotes(tmp_path):

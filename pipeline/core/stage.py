@@ -148,9 +148,9 @@ def code_digest(stage_name: str) -> str:
 UPSTREAM = {"prepare": "download", "split": "prepare", "train": "split", "predict": "train", "report": "train"}
 
 
-# (CLI words, make words) that make a stage's recorded result again, by stage: set by the shell (pipeline.cli) for
-# train, whose preset and options core does not know. Without them, "run train" trained the default preset's 20
-# minutes where the run's own options bring it back from the run cache in a second.
+# (the stage's words, `all`'s words: make's in a checkout) that make a stage's recorded result again, by stage: set by
+# the shell (pipeline.cli) for train, whose preset and options core does not know. Without them, "run train" trained
+# the default preset's 20 minutes where the run's own options bring it back from the run cache in a second.
 RERUN_WORDS: dict[str, Callable[[dict], tuple[str, str]]] = {}
 
 
@@ -210,10 +210,10 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     again from the same source (without it, `make all` downloads the sample or Kaggle's files instead)."""
     option, variable = _download_options()
     # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's
-    words, make_words = _rerun_words("train") if stage_name == "train" else ("", "")
+    words, all_words = _rerun_words("train") if stage_name == "train" else ("", "")
     own = option if stale_stage == "download" else words if stale_stage == "train" else ""
     rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
-    everything = config.how_to(f"`make all{variable}{make_words}`", f"`digit-recognizer all{option}{words}`")
+    everything = config.how_to(f"`make all{variable}{all_words}`", f"`digit-recognizer all{option}{all_words}`")
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
                          f" run {rerun} and the stages after it, or {everything}")
 
