@@ -325,7 +325,7 @@ def test_clean_that_cannot_remove_a_file_says_which_in_one_line(tmp_path, monkey
     assert stuck.is_file() and (data / "mine").exists()
 
 
-def test_clean_removes_a_link_to_another_disk_and_says_its_files_stay(tmp_path, capsys):
+def test_clean_leaves_a_link_to_another_disk_and_says_so(tmp_path, capsys):
     """Review 57 E: `make clean` with data/models a link said it removed models; the link went, the runs stayed."""
     from pipeline.core import clean
 
@@ -336,8 +336,9 @@ def test_clean_removes_a_link_to_another_disk_and_says_its_files_stay(tmp_path, 
     (data / "models").symlink_to(disk)
     assert clean.main([str(data)]) == 0
     said = capsys.readouterr().out
-    assert f"models (a link: the link only, {disk} keeps what it holds)" in said
-    assert (disk / "run").is_dir() and not (data / "models").is_symlink()
+    assert f"not models: a link to {disk}, left as it is with what it holds" in said
+    # the link too (review of the diff): without it, the next run would write its models to this disk instead
+    assert (disk / "run").is_dir() and (data / "models").is_symlink() and not (data / "raw").exists()
 
 
 @pytest.mark.parametrize("where", ["the checkout", "PIPELINE_ROOT"])

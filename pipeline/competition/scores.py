@@ -87,12 +87,12 @@ def record(paths, submission: dict, console=None) -> str | None:
     the run's report page again when its score is new (the page shows it beside the estimate); the run id."""
     changed = False
     with runs.sent_log_lock(paths):
-        before = runs.sent_submissions(paths)
-        entry = runs.update_sent_submission(paths, submission)
-        run_id = (entry or {}).get("run_id")
-        if run_id and runs.run_path(paths, run_id).is_file():
-            changed = (runs.latest_leaderboard(before, run_id)
-                       != runs.latest_leaderboard(runs.sent_submissions(paths), run_id))
+        run_id = runs.sent_run_id(paths, submission)
+        shown = run_id and runs.run_path(paths, run_id).is_file()
+        before = runs.read_run(paths, run_id).leaderboard if shown else None  # as `runs` and the page show it
+        runs.update_sent_submission(paths, submission)
+        if shown:
+            changed = before != runs.read_run(paths, run_id).leaderboard
     if changed:
         if refresh_page(paths, run_id) and console is not None and submission["status"] == "COMPLETE":
             console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")

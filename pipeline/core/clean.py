@@ -8,7 +8,6 @@ folder holds it: clean refuses then, instead of deleting the data under it. The 
 removed: a second command would lock a new file while the first still held the old one, and both would run.
 """
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,10 +27,10 @@ def remove(data: Path, cache_only: bool = False) -> list[str]:
         path = data / name
         if path.is_dir() and not path.is_symlink():
             _remove_tree(path)
-        elif path.is_symlink():  # a folder kept on another disk: its files are not ours to delete through a link
-            target = os.readlink(path)
-            path.unlink()
-            name = f"{name} (a link: the link only, {target} keeps what it holds)"
+        elif path.is_symlink():  # a folder kept on another disk: neither its files (not ours to delete through a
+            # link) nor the link (the next run would write gigabytes to this disk instead, without a word)
+            removed.append(f"not {name}: a link to {path.resolve()}, left as it is with what it holds")
+            continue
         elif path.exists():
             path.unlink()
         else:
