@@ -235,8 +235,8 @@ def test_a_run_whose_folder_was_deleted_is_said_to_come_back_from_the_run_cache(
     result = run_in_process(root, "blend", first, second)
     assert result.returncode == 1 and result.stderr == (
         f"error: run {first}: no test probabilities, and no models to predict them with (the run cache keeps it:"
-        " `python -m pipeline train --preset quick --epochs 1` brings its files back in seconds (on the split it was"
-        " trained on), or leave it out)\n")
+        " `make all PRESET=quick EPOCHS=1` brings its files back in seconds (on the data it was trained on), or leave"
+        " it out)\n")
 
 
 @pytest.mark.slow

@@ -532,6 +532,11 @@ def test_a_kaggle_json_that_is_a_folder_is_named_as_such(tmp_path):
         message = assert_clean_failure(run_download({**stub.client_env(tmp_path), **env}, tmp_path / "raw"))
     assert message.startswith(f"error: {folder} is a folder, not the file Kaggle's") and "cannot write" not in message
     assert find_credentials_in(env)["warnings"] == [message.removeprefix("error: ")]
+    # `download --source kaggle`: that one line, not the same sentence as a warning first (review 57 I)
+    stage = subprocess.run([sys.executable, "-m", "pipeline", "download", "--source", "kaggle"], cwd=PROJECT_ROOT,
+                           env={**env, "PIPELINE_ROOT": str(tmp_path / "root")}, capture_output=True, text=True,
+                           timeout=120)
+    assert stage.returncode == 1 and stage.stderr == f"{message}\n", stage.stderr
 
 
 def test_a_username_from_the_environment_beside_a_key_in_kaggle_json_is_no_warning(tmp_path):

@@ -325,6 +325,17 @@ def test_clean_that_cannot_remove_a_file_says_which_in_one_line(tmp_path, monkey
     assert stuck.is_file() and (data / "mine").exists()
 
 
+def test_clean_of_a_quoted_tilde_root_cleans_the_home_folders(tmp_path, monkeypatch, capsys):
+    """Review 57 I: with PIPELINE_ROOT='~/pr', `all` wrote under the home folder and `make clean` looked for a folder
+    named ~ (nothing removed, exit 0)."""
+    from pipeline.core import clean
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = a_data_folder(tmp_path / "pr")
+    assert clean.main(["~/pr/data"]) == 0
+    assert not (data / "models").exists() and "removed what the pipeline wrote" in capsys.readouterr().out
+
+
 def test_clean_leaves_a_link_to_another_disk_and_says_so(tmp_path, capsys):
     """Review 57 E: `make clean` with data/models a link said it removed models; the link went, the runs stayed."""
     from pipeline.core import clean

@@ -425,10 +425,9 @@ def test_the_report_of_a_run_whose_folder_was_deleted_says_the_run_cache_brings_
     report = run_in_process(tmp_path, "report", "--run", run_dir.name)
     assert report.returncode == 1 and report.stderr.count("\n") == 1, report.stderr
     # Review 57 H: the command itself, with the run's own options (it said to find them with `runs diff`)
-    command = "python -m pipeline train --preset quick --epochs 1"
-    assert (f"the run cache keeps it: `{command}` brings its files back in seconds (on the split it was trained on)"
-            in report.stderr)
-    again = run_in_process(tmp_path, *command.split()[3:])  # the command the advice names
+    assert ("the run cache keeps it: `make all PRESET=quick EPOCHS=1` brings its files back in seconds (on the data it"
+            " was trained on)") in report.stderr
+    again = run_in_process(tmp_path, "all", "--preset", "quick", "--epochs", "1")  # what the advice names
     assert "train: restored from the run cache" in again.stdout and (run_dir / "run.json").is_file(), again.stdout
 
 

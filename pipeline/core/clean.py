@@ -51,7 +51,7 @@ def _remove_tree(path: Path) -> None:
 
 
 def main(arguments: list[str]) -> int:
-    data = Path(arguments[0]).resolve()
+    data = Path(arguments[0]).expanduser().resolve()  # PIPELINE_ROOT='~/x' quoted: the CLI expands it too
     try:
         return _clean(data, "--cache" in arguments[1:], "--quiet" in arguments[1:])
     except OSError as error:  # a read-only folder, a file another user owns: one line, what is left said

@@ -179,8 +179,8 @@ def back_from_the_run_cache(paths: config.Paths, run_id: str, otherwise: str) ->
     if words is None:
         return otherwise if kept is None else ("the run cache keeps it: train again with the options it had (`runs"
                                                " diff` names them beside another run's) and its files come back")
-    command = config.how_to(f"`python -m pipeline train{words[0]}`", f"`digit-recognizer train{words[0]}`")
-    return f"the run cache keeps it: {command} brings its files back in seconds (on the split it was trained on)"
+    command = config.how_to(f"`make all{words[1]}`", f"`digit-recognizer all{words[1]}`")  # its split too
+    return f"the run cache keeps it: {command} brings its files back in seconds (on the data it was trained on)"
 
 
 def kept_run_ids(paths: config.Paths) -> set[str]:

@@ -213,9 +213,11 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     words, all_words = _rerun_words("train") if stage_name == "train" else ("", "")
     own = option if stale_stage == "download" else words if stale_stage == "train" else ""
     rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
+    # `make all` only where it trains the run's options again: above train, it would train the default preset's
     everything = config.how_to(f"`make all{variable}{all_words}`", f"`digit-recognizer all{option}{all_words}`")
+    also = f", or {everything}" if stage_name in ("train", "predict", "report") else ""
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
-                         f" run {rerun} and the stages after it, or {everything}")
+                         f" run {rerun} and the stages after it{also}")
 
 
 def _download_options() -> tuple[str, str]:

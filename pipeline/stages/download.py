@@ -12,7 +12,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from pipeline.competition import kaggle_api
-from pipeline.competition.credentials import credential_warnings, find_credentials
+from pipeline.competition.credentials import (credential_warnings, find_credentials,
+                                              refuse_a_kaggle_json_the_client_breaks_on)
 from pipeline.core import config
 from pipeline.core.cache import record_path, relative_name, write_errors_named
 from pipeline.core.errors import PipelineError
@@ -238,6 +239,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
                              f" ({config.how_to(f'SOURCE={kept}', f'--source {kept}')}) to train on it")
     _refuse_files_put_in_raw_by_hand(paths)
     if kind == "kaggle":
+        refuse_a_kaggle_json_the_client_breaks_on()  # its one line, not a warning of it first
         for warning in credential_warnings():
             console.warn(warning)
         params, inputs = {"source": "kaggle", "competition": competition}, []
