@@ -214,6 +214,8 @@ def test_bench_reads_a_relative_source_from_the_current_folder(pipeline_root, tm
         raise KeyboardInterrupt  # enough: what the preset would have run on
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    shutil.copyfile(config.SAMPLE_ARCHIVE, tmp_path / "mine" / "data.zip")  # there: bench checks it first now
     monkeypatch.setattr(bench, "run_preset", record_the_source)
     with pytest.raises(KeyboardInterrupt):
         bench.run_bench(Console(quiet=True), "mine/data.zip", "quick", [])
