@@ -63,8 +63,8 @@ def _json_kind(path: Path) -> str | None:
 def refuse_a_kaggle_json_the_client_breaks_on() -> None:
     """kaggle.json valid JSON but not an object (a list): the client fails on it with a TypeError of its own; a
     folder, with an IsADirectoryError (said as a download that could not be written)."""
-    if kaggle_json_folder():
-        raise PipelineError(kaggle_json_folder())
+    if folder := kaggle_json_folder():
+        raise PipelineError(folder)
     path = _kaggle_json_path()
     kind = _json_kind(path)  # None: missing, unreadable or not JSON, which the client ignores (a warning says so)
     if kind:
@@ -161,8 +161,8 @@ def credential_warnings() -> list[str]:
     for path in [kaggle_json, *_token_file_paths()]:
         if path.is_file() and os.name != "nt" and _readable_by_others(path):
             warnings.append(f"{path} is readable by other users of this machine; run: chmod 600 {path}")
-    if kaggle_json_folder():
-        warnings.append(kaggle_json_folder())
+    if folder := kaggle_json_folder():
+        warnings.append(folder)
     if kaggle_json.is_file():
         values = _read_json_file(kaggle_json)
         if values is None:

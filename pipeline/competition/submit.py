@@ -13,12 +13,10 @@ from pipeline.core import cache, config, runs
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.records import Run
 
-COMPETITION_TEST_ROWS = config.COMPETITION_TEST_ROWS
-
 
 def validate_submission_file(path: Path, competition: str) -> int:
     """Number of rows of a valid submission for the competition; PipelineError otherwise."""
-    expected_rows = COMPETITION_TEST_ROWS.get(competition)
+    expected_rows = config.COMPETITION_TEST_ROWS.get(competition)
     image_ids, labels = read_submission(path, max_rows=expected_rows)
     check_submission(image_ids, labels, expected_rows, source=str(path))
     return len(image_ids)
@@ -50,7 +48,7 @@ def newest_submission(folder: Path) -> Path:
 
 def refuse_sample_run(run: Run | None, file: Path, competition: str) -> None:
     """A model trained on the bundled sample predicted the sample's 600 test rows, not the competition's."""
-    if run is not None and run.source == "sample" and competition in COMPETITION_TEST_ROWS:
+    if run is not None and run.source == "sample" and competition in config.COMPETITION_TEST_ROWS:
         raise PipelineError(
             f"{file} comes from run {run.id}, trained and predicted on the bundled sample (600 test rows), which"
             f" Kaggle cannot score for {competition}: get the competition's data first (Kaggle credentials, README"

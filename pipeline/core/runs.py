@@ -208,12 +208,12 @@ def _composed(paths: config.Paths, run: Run, sent: dict, kept_predictions) -> Ru
         submission=submission, durations_s=durations,
         report=getattr(read_report_record(paths, run.id), "index", None),
         tune=TuneMark.from_json(_read_json(paths.tune_json(run.id))),
-        leaderboard=latest_leaderboard(sent, run.id, _competition_of(run), _digest_of(submission)))
+        leaderboard=latest_leaderboard(sent, run.id, _competition_of(run), submission_digest(submission)))
 
 
-def _digest_of(submission: str | None) -> str | None:
-    """The digest of the run's listed submission, whose score `runs` and the page show beside it; None when it
-    is gone (then the run's latest score, of whichever file)."""
+def submission_digest(submission: str | None) -> str | None:
+    """The digest of a run's listed submission (the score `runs` and the page show beside it is that file's; `runs
+    diff` compares runs by it); None when it is gone (then the run's latest score, of whichever file)."""
     path = cache.absolute_path(submission) if submission else None
     return cache.file_digest(path) if path is not None and path.is_file() else None
 

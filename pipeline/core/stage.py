@@ -209,13 +209,13 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     """The error of a result made from inputs that changed since stale_stage ran, with the commands that make it
     again from the same source (without it, `make all` downloads the sample or Kaggle's files instead)."""
     option, variable = _download_options()
-    # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's
+    # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's.
+    # Above train it would train the default preset's: not offered.
     words, all_words = _rerun_words("train") if stage_name == "train" else ("", "")
     own = option if stale_stage == "download" else words if stale_stage == "train" else ""
     rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
-    # `make all` only where it trains the run's options again: above train, it would train the default preset's
     everything = config.how_to(f"`make all{variable}{all_words}`", f"`digit-recognizer all{option}{all_words}`")
-    also = f", or {everything}" if stage_name in ("train", "predict", "report") else ""
+    also = f", or {everything}" if stage_name == "train" else ""
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
                          f" run {rerun} and the stages after it{also}")
 

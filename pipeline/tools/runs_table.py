@@ -7,7 +7,7 @@ from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
-from pipeline.core.runs import SORT_KEYS, kept_run_ids, list_runs, read_run, sorted_runs
+from pipeline.core.runs import SORT_KEYS, kept_run_ids, list_runs, read_run, sorted_runs, submission_digest
 from pipeline.report.page import submission_name
 
 
@@ -125,17 +125,11 @@ def differences(first: Run, second: Run) -> list[tuple[str, str, str]]:
             "leaderboard": leaderboard_cell(run.leaderboard),
             "gap": describe_gap(run) or "-",
             # What was sent, by content: two blends of the same runs differ there after `predict --tta` of one
-            "submission": _content(run.submission),
+            "submission": (submission_digest(run.submission) or "-")[:12],
         }
     ours, theirs = facts(first), facts(second)
     return [(name, _text(ours.get(name)), _text(theirs.get(name)))
             for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
-
-
-def _content(submission: str | None) -> str:
-    """The submission file's content, as the first 12 digits of its hash; "-" when there is none."""
-    path = cache.absolute_path(submission) if submission else None
-    return cache.file_digest(path)[:12] if path is not None and path.is_file() else "-"
 
 
 def _text(value) -> str:
