@@ -12,11 +12,13 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 import typer.main
+from filelock import FileLock, Timeout
 
 from pipeline.core import config, stage
 from pipeline.core.console import import_tensorflow_quietly
@@ -244,24 +246,52 @@ def run_app(app: typer.Typer) -> None:
 
 
 _REPLACED_TEMPORARY_FOLDER = []  # tempfile.tempdir as it was before the command's own folder
+_IN_USE = []  # the lock a command holds in its folder while it runs: a killed command's lock is free
+IN_USE_NAME = ".in-use"
+LEFT_FOLDER_AGE_S = 60  # younger folders are skipped: their command may not hold its lock yet
 
 
 def private_temporary_folder() -> None:
     """The command's temporary files in a folder of its own, removed when it ends. TensorFlow writes a .py file
     for every function autograph converts (the augmentations) and removes it only at the interpreter's exit, which
-    Ctrl-C's quick exit below skips: hundreds piled up in /tmp. Where no folder can be made, the system's is used."""
+    Ctrl-C's quick exit below skips: hundreds piled up in /tmp. Where no folder can be made, the system's is used.
+    A killed command (SIGKILL, the OOM killer) cannot remove its folder: the next command does."""
+    remove_folders_of_killed_commands(Path(tempfile.gettempdir()))
     try:
         folder = tempfile.mkdtemp(prefix="digit-recognizer-")
-    except OSError:
+        lock = FileLock(Path(folder) / IN_USE_NAME)
+        lock.acquire(timeout=0)
+    except (OSError, Timeout):
         return
+    _IN_USE.append(lock)
     _REPLACED_TEMPORARY_FOLDER.append(tempfile.tempdir)
     tempfile.tempdir = folder
+
+
+def remove_folders_of_killed_commands(system_folder: Path) -> None:
+    """digit-recognizer-* folders whose lock no command holds: their command was killed. Only folders with the
+    lock file: an older version's, without one, may still be in use."""
+    try:
+        candidates = [lock_file for lock_file in system_folder.glob(f"digit-recognizer-*/{IN_USE_NAME}")
+                      if time.time() - lock_file.parent.stat().st_mtime > LEFT_FOLDER_AGE_S]
+    except OSError:
+        return
+    for lock_file in candidates:
+        lock = FileLock(lock_file)
+        try:
+            lock.acquire(timeout=0)
+        except (OSError, Timeout):  # its command is running (or the folder is another user's)
+            continue
+        lock.release()
+        shutil.rmtree(lock_file.parent, ignore_errors=True)
 
 
 def remove_private_temporary_folder() -> None:
     folder = tempfile.tempdir
     if folder and Path(folder).name.startswith("digit-recognizer-") and _REPLACED_TEMPORARY_FOLDER:
         tempfile.tempdir = _REPLACED_TEMPORARY_FOLDER.pop()  # as it was, for whatever runs after (a test's process)
+        if _IN_USE:
+            _IN_USE.pop().release()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -767,6 +767,32 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root, sent):
     assert not list(temporary.iterdir())
 
 
+def test_a_killed_commands_temporary_folder_is_removed_by_the_next_command(tmp_path):
+    """Review 57: a SIGKILLed command (the OOM killer, a test's kill) could not remove its digit-recognizer-* folder;
+    43 were left in /tmp by the end of a stop. The next command removes it, and not a running command's."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    environment = pipeline_environment(tmp_path, {"TMPDIR": str(temporary)})
+    hold = ("import tempfile, time; from pipeline import cli_support; cli_support.private_temporary_folder(); "
+            "print(tempfile.tempdir, flush=True); time.sleep(600)")
+    killed, running = (subprocess.Popen([sys.executable, "-c", hold], cwd=PROJECT_ROOT, env=environment,
+                                        stdout=subprocess.PIPE, text=True) for _ in range(2))
+    try:
+        killed_folder, running_folder = (Path(process.stdout.readline().strip()) for process in (killed, running))
+        assert killed_folder.parent == running_folder.parent == temporary
+        killed.kill()
+        killed.wait(timeout=30)
+        an_hour_ago = time.time() - 3600
+        for folder in (killed_folder, running_folder):
+            os.utime(folder, (an_hour_ago, an_hour_ago))
+        assert_ok(run_pipeline(tmp_path, "runs", env={"TMPDIR": str(temporary)}))
+        assert list(temporary.iterdir()) == [running_folder]  # the killed one's gone, and runs' own too
+    finally:
+        for process in (killed, running):
+            process.kill()
+            process.wait(timeout=30)
+
+
 # A SIGINT sent while pipeline.cli imports typer: the Ctrl-C of a user who pressed it in the first tenths of a second.
 CTRL_C_WHILE_IMPORTING = """
 import builtins, os, runpy, signal, sys
