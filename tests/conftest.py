@@ -1,5 +1,6 @@
 """Shared fixtures: a private PIPELINE_ROOT per test, the CLI run as a user runs it, small CSVs."""
 
+import atexit
 import contextlib
 import csv
 import io
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import zipfile
 from pathlib import Path
@@ -16,11 +18,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 from filelock import FileLock
+from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+# What the suite's processes would write outside their tests' folders goes to a folder of the session's own, removed
+# at its end: matplotlib's and Keras's files (~/.cache/matplotlib, ~/.keras), and the temporary folders of the
+# pipelines the tests kill (a SIGKILLed command cannot remove its own). Set before anything imports either library.
+SUITE_FOLDER = Path(tempfile.mkdtemp(prefix="pipeline-suite-"))
+atexit.register(shutil.rmtree, SUITE_FOLDER, ignore_errors=True)
+(SUITE_FOLDER / "tmp").mkdir()
+os.environ["MPLCONFIGDIR"] = str(SUITE_FOLDER / "matplotlib")
+os.environ["KERAS_HOME"] = str(SUITE_FOLDER / "keras")
+for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):  # never the developer's real Kaggle account
+    os.environ.pop(name, None)
+
 from pipeline.core import config  # noqa: E402
+
+# Hypothesis keeps no example database, and its other files go to the session's folder: it wrote .hypothesis/ into
+# the checkout.
+set_hypothesis_home_dir(SUITE_FOLDER / "hypothesis")
+hypothesis_settings.register_profile("suite", database=None)
+hypothesis_settings.load_profile("suite")
 
 # A suite started in the background (`nohup make test &`) inherits Ctrl-C ignored, and so would every pipeline it
 # starts: the tests that press Ctrl-C need it as a terminal gives it (a handler here, so the children get the default).
@@ -30,8 +51,10 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 def pipeline_environment(root: Path, env: dict | None = None) -> dict:
     """The environment of a pipeline a test starts: outputs under root, output unbuffered (tests read it line by
-    line), and never the developer's real Kaggle credentials unless env gives some."""
-    environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
+    line), temporary files in the session's folder, and never the developer's real Kaggle credentials unless env
+    gives some."""
+    environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1",
+                   "TMPDIR": str(SUITE_FOLDER / "tmp"), **(env or {})}
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         if not env or name not in env:
             environment.pop(name, None)

@@ -18,6 +18,7 @@ Modes (settable at any time through `stub.mode`):
     rate-limited     429 with Retry-After
     bad-request      400 with `stub.error_message` as the server's message
     drop             the zip is sent with its full Content-Length, then the socket closes half way
+    drop-once        as drop, but a request with a Range header gets those bytes (206): a resumed download
     upload-fails     the PUT of the submission file answers 500
     silent           every API call is received and never answered (the connection stays open)
     trickle          the API answers, but the zip comes one byte every `stub.trickle_interval_s`
@@ -55,8 +56,8 @@ FAKE_USERNAME = "stub-user"
 FAKE_KEY = "stubkey-0f1e2d3c4b5a69788796a5b4-SECRET"
 FAKE_TOKEN = "KGAT_stubtoken-5a4b3c2d1e0f-SECRET"
 
-MODES = ("ok", "unauthenticated", "rules", "not-found", "rate-limited", "bad-request", "drop", "upload-fails",
-         "silent", "trickle", "garbage", "list-silent", "list-trickle", "list-fails", "list-huge")
+MODES = ("ok", "unauthenticated", "rules", "not-found", "rate-limited", "bad-request", "drop", "drop-once",
+         "upload-fails", "silent", "trickle", "garbage", "list-silent", "list-trickle", "list-fails", "list-huge")
 RULES_MESSAGE = "You must accept this competition's rules before you'll be able to download files."
 SUBMIT_MESSAGE = "Successfully submitted to Digit Recognizer"
 API_PREFIX = "/api/v1/"
@@ -491,12 +492,19 @@ class _StubHandler(BaseHTTPRequestHandler):
             return self._send(404, b"not found")
         self.stub._record("download")
         content = self.stub.archive.read_bytes()
-        self.send_response(200)
+        resumed = self.stub.mode == "drop-once" and self.headers.get("Range")
+        if resumed:  # the client's retry: the bytes from where the dropped answer stopped
+            start = int(resumed.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            content = content[start:]
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(len(content)))  # the full size, also when dropping
         self.send_header("Last-Modified", self.stub.last_modified_header())
         self.end_headers()
-        if self.stub.mode == "drop":
+        if self.stub.mode == "drop" or (self.stub.mode == "drop-once" and not resumed):
             return self._drop_after(content[: len(content) // 2])
         if self.stub.mode == "trickle":
             return self._trickle(content)

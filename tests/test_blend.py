@@ -24,7 +24,8 @@ def run_ids(root):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, quick_run_master):
     """Two quick runs on the sample's one split: `all` (seed 42; QUICK_RUN, shared) and `train --seed 7` (the split's
-    seed stays 42)."""
+    seed stays 42). Read-only: a test that writes works on its own copy (a blend made here was the blend a later
+    test found first)."""
     assert list(QUICK_RUN[1:]) == [*QUICK, "--no-report"]
     root = copy_project_root(quick_run_master[0], tmp_path_factory.mktemp("blend") / "project")
     assert_ok(run_in_process(root, "train", *QUICK, "--seed", "7"))
@@ -34,13 +35,15 @@ def two_runs(tmp_path_factory, quick_run_master):
 
 
 @pytest.mark.slow
-def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs):
-    root, first, second = two_runs
+def test_blend_of_two_runs_on_one_split_has_an_out_of_fold_estimate(two_runs, tmp_path):
+    root = copy_project_root(two_runs[0], tmp_path / "project")  # each test on its own copy: any order passes
+    first, second = two_runs[1:]
+    before = set(run_ids(root))
     for run_id in (first, second):  # predict keeps each run's test probabilities for blending
         assert np.load(root / "data" / "models" / run_id / "test_probabilities.npy").shape == (600, 10)
     result = assert_ok(run_in_process(root, "blend", first, second, "--weights", "2,1"))
     assert "blend: out-of-fold estimate 0." in result.stdout and "holdout on 240 images" in result.stdout
-    blend_id = next(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    [blend_id] = set(run_ids(root)) - before
     run = json.loads((root / "data" / "models" / blend_id / "run.json").read_text())
     assert run["blend"] == {"runs": [first, second], "weights": [pytest.approx(2 / 3), pytest.approx(1 / 3)]}
     # the estimate is the blended out-of-fold probabilities' accuracy, by hand
@@ -70,20 +73,22 @@ def test_runs_diff_of_two_sample_runs_names_the_seed_and_the_estimate(two_runs):
 
 
 @pytest.mark.slow
-def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs):
-    root, first, second = two_runs
+def test_blend_says_it_has_no_estimate_when_the_held_out_rows_differ(two_runs, tmp_path):
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
     other_split = copy_run(root, second, "20000101-000000-othersplit")
     held_out = dict(np.load(other_split / "out_of_fold.npz"))
     np.savez(other_split / "out_of_fold.npz", rows=held_out["rows"][::-1] + 1, probabilities=held_out["probabilities"])
     result = assert_ok(run_in_process(root, "blend", first, other_split.name))
     assert "blend: no estimate: the runs held out different rows (another split)" in result.stdout  # not "no row"
-    blend_id = max(run_id for run_id in run_ids(root) if run_id.endswith("-blend"))
+    [blend_id] = [run_id for run_id in run_ids(root) if run_id.endswith("-blend")]
     assert "No estimate" in (root / "data" / "reports" / blend_id / "index.html").read_text()
 
 
 @pytest.mark.slow
-def test_blend_refuses_runs_on_different_data_in_one_line(two_runs):
-    root, first, second = two_runs
+def test_blend_refuses_runs_on_different_data_in_one_line(two_runs, tmp_path):
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
     elsewhere = copy_run(root, second, "20000101-000000-otherdata")
     run = json.loads((elsewhere / "run.json").read_text())
     run.update(source="/data/digit-recognizer.zip", data={name: "0" * 64 for name in run["data"]})
@@ -120,10 +125,11 @@ def copy_run(root, run_id, new_id):
 
 
 @pytest.mark.slow
-def test_a_run_json_of_the_first_versions_without_data_hashes_is_refused_for_that_reason(two_runs):
+def test_a_run_json_of_the_first_versions_without_data_hashes_is_refused_for_that_reason(two_runs, tmp_path):
     """Review 57 G: such runs were refused by blend as "trained on different data", and by `report --run` as data
     no longer prepared, whose advice (prepare it again) changed nothing."""
-    root, first, second = two_runs
+    root = copy_project_root(two_runs[0], tmp_path / "project")
+    first, second = two_runs[1:]
     early = copy_run(root, second, "20000101-000000-early")
     run = json.loads((early / "run.json").read_text())
     del run["data"]
@@ -253,7 +259,7 @@ def test_a_blend_cut_short_by_a_full_disk_leaves_no_run(two_runs, tmp_path, monk
     root = copy_project_root(two_runs[0], tmp_path / "project")
     first, second = two_runs[1:]
     monkeypatch.setattr(blend_module, "submission_text", full_disk)  # the last write: the submission
-    folders = sorted((root / "data" / "models").iterdir())  # earlier tests' blends among them
+    folders = sorted((root / "data" / "models").iterdir())
     submissions, runs_before = sorted((root / "submissions").iterdir()), run_ids(root)
     result = run_in_process(root, "blend", first, second)
     assert result.returncode == 1 and "cannot write (No space left on device)" in result.stderr, result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, pipeline_environment, run_pipeline
 
 from pipeline.core.errors import PipelineError
 from pipeline.tools import tune
@@ -67,8 +67,7 @@ def test_two_folds_as_ray_tasks_give_the_sequential_predictions(sequential, tmp_
     token = home / ".ray" / "auth_token"
     token.write_text("0" * 64)
     token.chmod(0o644)  # as Ray wrote it
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1", "HOME": str(home),
-                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment = pipeline_environment(tmp_path, {"HOME": str(home)})
     environment.pop("RAY_ADDRESS", None)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *CHAIN, "--engine", "ray", "--workers", "2"],
                                cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -109,8 +108,7 @@ def test_two_folds_as_ray_tasks_give_the_sequential_predictions(sequential, tmp_
 
 @pytest.mark.slow
 def test_a_task_killed_half_way_is_retried_from_its_checkpoint_and_the_chain_finishes(sequential, tmp_path):
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1",
-                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment = pipeline_environment(tmp_path, {"HOME": str(tmp_path / "home")})  # Ray's token there
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *CHAIN, "--engine", "ray", "--workers", "2"],
                                cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -293,8 +291,7 @@ def listening_addresses(pids: set[int]) -> set[str]:
 def test_ctrl_c_in_tune_ends_the_running_trials_at_once(tmp_path, short_temporary):
     """Issue 21: Ctrl-C waited for every running trial to finish training its model, then said "interrupted"."""
     temporary = short_temporary
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1", "TMPDIR": str(temporary),
-                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment = pipeline_environment(tmp_path, {"TMPDIR": str(temporary), "HOME": str(tmp_path / "home")})
     environment.pop("RAY_TMPDIR", None)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "tune", "--preset", "quick", "--trials", "2",
                                 "--workers", "2"], cwd=PROJECT_ROOT, env=environment, stdout=subprocess.PIPE,
@@ -336,8 +333,7 @@ def running(pid: int) -> bool:
 def test_a_killed_driver_leaves_no_process_of_its_ray_instance_behind(tmp_path, short_temporary):
     """Issue 21: after the driver was killed, Ray's DashboardAgent and RuntimeEnvAgent lingered 1-2 minutes."""
     temporary = short_temporary
-    environment = {**os.environ, "PIPELINE_ROOT": str(tmp_path), "TMPDIR": str(temporary),
-                   "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-config")}
+    environment = pipeline_environment(tmp_path, {"TMPDIR": str(temporary), "HOME": str(tmp_path / "home")})
     environment.pop("RAY_ADDRESS", None)
     environment.pop("RAY_TMPDIR", None)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "all", "--preset", "quick", "--epochs", "5",

@@ -60,6 +60,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, reference, 
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    # Killed at its point, not ended before it (the test would then pass and test nothing: review 58 J)
+    assert process.returncode == -signal.SIGKILL and KILL_POINTS[stage](tmp_path), process.stderr.read()
     rerun = run_in_process(tmp_path, *OPTIONS)  # what follows the kill need not be a process of its own
     assert rerun.returncode == 0, rerun.stderr
     assert submissions(tmp_path) == reference

@@ -184,6 +184,23 @@ def test_download_dropped_midway_fails_and_leaves_no_zip(tmp_path):
     assert list(dest_dir.iterdir()) == []  # neither the zip nor the temporary folder
 
 
+def test_a_download_dropped_once_is_resumed_where_it_stopped_and_completes(tmp_path):
+    """README, Network: "a dropped one resumed 5 times": the client asks for the bytes it lacks, and the zip kept is
+    the whole one (review 58 J: only downloads that always dropped were tested)."""
+    dest_dir = tmp_path / "raw"
+    with KaggleStub(mode="drop-once") as stub:
+        # Larger than the client's 1 MB chunks, so the dropped half leaves some of them on disk (the full zip: 16 MB)
+        stub.archive = make_zip(tmp_path / "large.zip", {"train.csv": "label\n1\n", "test.csv": "pixel0\n0\n",
+                                                         "padding.txt": os.urandom(3_000_000).hex()})
+        result = run_download(stub.client_env(tmp_path), dest_dir, prelude=NO_RETRY_WAITS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (dest_dir / "digit-recognizer.zip").read_bytes() == stub.archive.read_bytes()
+    ranges = [request["range"] for request in stub.requests if request["method"] == "GET"]
+    size = stub.archive.stat().st_size
+    assert len(ranges) == 2 and ranges[0] is None and 0 < int(ranges[1].split("=")[1].rstrip("-")) < size, ranges
+    assert sorted(path.name for path in dest_dir.iterdir()) == ["digit-recognizer.zip"]
+
+
 def test_a_dropped_download_through_the_cli_says_only_what_is_true(tmp_path):
     """The client printed `Partial file saved at: .../.tmp-download-.../digit-recognizer.zip` and `You can resume by
     running the same command again` just before the pipeline's `nothing was kept, run the command again`."""

@@ -8,13 +8,13 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, pipeline_environment, run_pipeline
 
 
 def run_on_a_terminal(root, *args, env: dict, timeout: float = 300) -> str:
     """`python -m pipeline ARGS` with stdout on a pseudo-terminal, as in a user's shell; everything it printed."""
     controller, terminal = pty.openpty()
-    environment = {**os.environ, "PIPELINE_ROOT": str(root), "KAGGLE_CONFIG_DIR": str(root / "no-kaggle"), **env}
+    environment = pipeline_environment(root, env)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=PROJECT_ROOT, env=environment,
                                stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL)
     os.close(terminal)
@@ -70,18 +70,22 @@ def test_the_ticker_speaks_while_no_batch_ends_and_stops_when_told(monkeypatch):
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     monkeypatch.setattr(progress, "INTERVAL_S", 0.2)
     lines = []
+
+    def soon(condition):  # polled, not a fixed sleep: the thread may be late on a busy machine
+        deadline = time.time() + 10
+        while time.time() < deadline and not condition():
+            time.sleep(0.05)
+        return condition()
+
     ticker = progress.batch_ticker(lines.append, "epoch 1/3", 50)
     ticker.on_epoch_begin(0)
     ticker.on_train_begin()
-    time.sleep(0.7)
-    assert lines and lines[0].startswith("epoch 1/3: building the graph, batch 1 of 50"), lines
+    assert soon(lambda: lines) and lines[0].startswith("epoch 1/3: building the graph, batch 1 of 50"), lines
     ticker.on_train_batch_end(0)
     ticker.on_train_batch_end(1)
-    time.sleep(0.5)
-    assert any(line.startswith("epoch 1/3: batch 3 of 50, ") for line in lines), lines
+    assert soon(lambda: any(line.startswith("epoch 1/3: batch 3 of 50, ") for line in lines)), lines
     ticker.on_test_begin()
-    time.sleep(0.5)
-    assert lines[-1].startswith("epoch 1/3: checking the validation rows"), lines
+    assert soon(lambda: lines[-1].startswith("epoch 1/3: checking the validation rows")), lines
     ticker.stop()
     count = len(lines)
     time.sleep(0.5)
