@@ -17,6 +17,7 @@ from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.estimate import Estimate
 from pipeline.core.records import Run, describe_gap
 from pipeline.report.writer import refresh_page
+from pipeline.stages import report as report_stage
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -94,8 +95,10 @@ def record(paths, submission: dict, console=None) -> str | None:
         if shown:
             changed = before != runs.read_run(paths, run_id).leaderboard
     if changed:
-        if refresh_page(paths, run_id) and console is not None and submission["status"] == "COMPLETE":
-            console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")
+        if refresh_page(paths, run_id):
+            report_stage.remember_refreshed_page(paths, run_id)
+            if console is not None and submission["status"] == "COMPLETE":
+                console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")
     return run_id
 
 

@@ -250,6 +250,22 @@ def exclusive_lock(name: str = "pipeline"):
         lock.release()
 
 
+@contextlib.contextmanager
+def lock_if_free(name: str = "pipeline"):
+    """exclusive_lock's lock when no process holds it: True inside, else False (nothing waits), for bookkeeping
+    that may be left undone while another command runs."""
+    lock = FileLock(config.paths().data / f".{name}.lock", is_singleton=True)
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 def remove_stale_temporaries() -> None:
     """Delete what a killed process was writing; only safe while holding the lock, as every writer does."""
     for folder in (config.paths().data, config.paths().submissions):
