@@ -476,6 +476,25 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
     assert "'../x' is not a Kaggle competition name" in assert_one_line_failure(named)
 
 
+def test_the_advice_to_send_again_names_the_run_or_file_that_was_asked_for(tmp_path):
+    """Review 58 K: after `make submit RUN=<A>` or `FILE=mine.csv` was refused as sent already, the advice was
+    `make submit FORCE=1`, which sent the last chain's file instead: a day's submission spent on another file."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    run_id = read_run(root)["id"]
+    mine = tmp_path / "my copy.csv"
+    mine.write_bytes(next((root / "submissions").glob("*.csv")).read_bytes())
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        env = stub.client_env(tmp_path)
+        assert run_pipeline(root, "submit", "--no-wait", env=env).returncode == 0
+        by_run = run_pipeline(root, "submit", "--run", run_id, env=env)
+        by_file = run_pipeline(root, "submit", "--file", str(mine), env=env)
+        assert len(stub.submissions) == 1
+    assert assert_one_line_failure(by_run).endswith(f"so `make submit RUN={run_id} FORCE=1` sends it again")
+    assert assert_one_line_failure(by_file).endswith(f"so `make submit FILE='{mine}' FORCE=1` sends it again")
+
+
 def test_a_score_on_another_competition_s_leaderboard_is_not_the_run_s(pipeline_root):
     """A run's file sent with `--competition titanic` had its score shown as the run's, with the gap to its estimate."""
     from pipeline.core import cache

@@ -5,6 +5,7 @@ Kaggle allows only a few submissions a day, so a file already sent is not sent a
 and a file that Kaggle could not score is refused here rather than spending one.
 """
 
+import shlex
 from pathlib import Path
 
 from pipeline.competition import kaggle_api, scores
@@ -56,6 +57,21 @@ def refuse_sample_run(run: Run | None, file: Path, competition: str) -> None:
             f"path/to/digit-recognizer.zip), then {config.how_to('`make all`', '`digit-recognizer all`')} and submit")
 
 
+def _send_again(file: Path | None, run_id: str | None, competition: str) -> str:
+    """The command that sends the same file again: with the options that named it (`make submit FORCE=1` alone
+    sent the last chain's file instead, spending a submission on it)."""
+    make, command = [], []
+    if run_id is not None:
+        make, command = [f"RUN={shlex.quote(run_id)}"], ["--run", shlex.quote(run_id)]
+    elif file is not None:
+        make, command = [f"FILE={shlex.quote(str(file))}"], ["--file", shlex.quote(str(file))]
+    if competition != config.COMPETITION:
+        make, command = [*make, f"COMPETITION={shlex.quote(competition)}"], [*command, "--competition",
+                                                                            shlex.quote(competition)]
+    return config.how_to(f"`make submit {' '.join([*make, 'FORCE=1'])}`",
+                         f"`digit-recognizer submit {' '.join([*command, '--force'])}`")
+
+
 def send(paths, console, file: Path | None, run_id: str | None, message: str | None, competition: str,
          force: bool, wait: bool = True, timeout_s: float = 300) -> None:
     """Check a submission (the last predicted, or the run's, or file), send it once unless forced, and wait for
@@ -63,6 +79,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     if file is not None and run_id is not None:
         raise PipelineError(f"--run {run_id} and --file {file}: name one (--run sends that run's submission)")
     kaggle_api.check_competition_name(competition)  # before "already sent", whose advice (--force) would not do
+    again = _send_again(file, run_id, competition)
     if message is not None and not message.strip():
         raise PipelineError(f"--message {message!r}: expected some text (leave it out for one that names the run)")
     if file is None and run_id is not None:
@@ -88,9 +105,7 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         if earlier and not force:
             raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
                                 f" {earlier[-1].get('file', '?')}); "
-                                "Kaggle allows few submissions a day, so "
-                                f"{config.how_to('`make submit FORCE=1`', '`digit-recognizer submit --force`')}"
-                                " sends it again")
+                                f"Kaggle allows few submissions a day, so {again} sends it again")
         kaggle_api.check_credentials(competition)  # before the line that says it sends
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
         try:
