@@ -310,7 +310,7 @@ def tune_command(
         chain.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
-    for line in tune.summary_lines(results, preset, given):
+    for line in tune.summary_lines(results, preset, given, stage.download_options()):
         console.say(line)
 
 

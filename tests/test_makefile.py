@@ -174,6 +174,10 @@ def test_the_line_that_reproduces_a_trial_repeats_the_options_given_to_tune():
     reproduce = tune.summary_lines(results, "quick", given)[1]
     assert "make all PRESET=quick MODEL=small FOLDS=3 DETERMINISTIC=1 LEARNING_RATE=0.002 EPOCHS=5" in reproduce
     assert "--preset quick --model small --folds 3 --deterministic --learning-rate 0.002" in reproduce
+    # tuned on the user's own zip: rebuilt on it, not on the sample (review 58 K)
+    on_own_data = tune.summary_lines(results, "quick", given, (" --source '/my data.zip'", " SOURCE='/my data.zip'"))
+    assert "make all PRESET=quick SOURCE='/my data.zip' MODEL=small" in on_own_data[1]
+    assert "all --preset quick --source '/my data.zip' --model small" in on_own_data[1]
 
 
 def known_variables() -> list[str]:

@@ -208,7 +208,7 @@ def require_current_source() -> None:
 def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineError:
     """The error of a result made from inputs that changed since stale_stage ran, with the commands that make it
     again from the same source (without it, `make all` downloads the sample or Kaggle's files instead)."""
-    option, variable = _download_options()
+    option, variable = download_options()
     # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's.
     # Above train it would train the default preset's: not offered.
     words, all_words = _rerun_words("train") if stage_name == "train" else ("", "")
@@ -220,7 +220,7 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
                          f" run {rerun} and the stages after it{also}")
 
 
-def _download_options() -> tuple[str, str]:
+def download_options() -> tuple[str, str]:
     """(' --source PATH', ' SOURCE=PATH') for data from the user's own folder or zip, (' --competition C',
     ' COMPETITION=C') for another competition's; empty for the default source (the sample, or Kaggle's files)."""
     extra = (cache.load_record("download") or {}).get("extra") or {}

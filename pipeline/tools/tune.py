@@ -163,9 +163,13 @@ def fixed_options(given: dict) -> tuple[str, str]:
     return "".join(f" {make}" for make, _ in pairs), "".join(f" {cli}" for _, cli in pairs)
 
 
-def summary_lines(results: list[dict], preset: str, given: dict | None = None) -> list[str]:
+def summary_lines(results: list[dict], preset: str, given: dict | None = None,
+                  source: tuple[str, str] = ("", "")) -> list[str]:
+    """source: the data's (CLI, make) options, core.stage.download_options(): the winner rebuilt on other data
+    (the sample, or Kaggle's instead of the user's zip) was no reproduction."""
     best = results[0]
     make_fixed, cli_fixed = fixed_options(given or {})
+    make_fixed, cli_fixed = source[1] + make_fixed, source[0] + cli_fixed
     reference = next(result for result in results if result["trial"] == 1)
     accuracy = accuracy_of(best)
     gain = accuracy - accuracy_of(reference)
