@@ -372,6 +372,18 @@ def test_a_ctrl_c_in_the_pandas_import_pyarrow_starts_while_prepare_reads_is_not
     assert result.stdout == "interrupted\n", result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("split_options", [["--folds", "3"], ["--seed", "7"]])
+def test_after_a_new_split_the_advice_is_train_not_make_all_which_goes_back_to_the_old_one(quick_run_root,
+                                                                                           split_options):
+    """Review 58 K: after `make split FOLDS=3` (or SEED=7), predict advised `make all PRESET=quick`, which restored
+    the old split and the old run from the run cache; `train` trains on the new split."""
+    assert run_in_process(quick_run_root, "split", *split_options).returncode == 0
+    result = run_in_process(quick_run_root, "predict")
+    assert result.returncode == 1 and result.stderr == (
+        "error: the train result is out of date (data/split/split.npz changed since train last ran): run"
+        " `python -m pipeline train --preset quick --epochs 1` and the stages after it\n")
+
+
 @pytest.mark.parametrize("command, damaged, required", [
     (["predict"], "test_images.npy", "train"),  # garbled in place: a new submission made from garbage, exit 0
     (["train", "--preset", "quick", "--epochs", "2"], "train_images.npy", "split"),  # truncated: a traceback

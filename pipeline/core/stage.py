@@ -215,9 +215,17 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     own = option if stale_stage == "download" else words if stale_stage == "train" else ""
     rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
     everything = config.how_to(f"`make all{variable}{all_words}`", f"`digit-recognizer all{option}{all_words}`")
-    also = f", or {everything}" if stage_name == "train" else ""
+    also = f", or {everything}" if stage_name == "train" and not _split_changed_since_train() else ""
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
                          f" run {rerun} and the stages after it{also}")
+
+
+def _split_changed_since_train() -> bool:
+    """The split was made again with other options (`make split FOLDS=3`) since train's run: `make all` with the run's
+    options would go back to the run's split (and the run), not train on the new one as `train` does."""
+    split = ((cache.load_record("split") or {}).get("key") or {}).get("params")
+    trained_on = (((cache.load_record("train") or {}).get("extra") or {}).get("run") or {}).get("split")
+    return isinstance(split, dict) and isinstance(trained_on, dict) and split != trained_on
 
 
 def download_options() -> tuple[str, str]:
