@@ -404,6 +404,17 @@ def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
     assert "~/.kaggle" not in message
 
 
+def test_without_credentials_the_advice_is_the_readme_s_folder_which_the_client_reads_first(tmp_path, monkeypatch):
+    """Review 58 K: the advice named ~/.config/kaggle (the client's folder while ~/.kaggle is missing), the README
+    ~/.kaggle; a kaggle.json put where the advice said was ignored once a ~/.kaggle folder was made."""
+    from pipeline.competition.kaggle_api import how_to_configure
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    assert f"put the kaggle.json it downloads in {tmp_path / '.kaggle'}/ and run chmod 600" in how_to_configure(None)
+
+
 @pytest.mark.parametrize(
     "mode, expected",
     [

@@ -30,7 +30,9 @@ NEW_TOKEN = "create a token at https://www.kaggle.com/settings -> API -> Create 
 def how_to_configure(source: str | None) -> str:
     """What to do about the credentials from source (find_credentials' words; None: none found). An access token
     is tried before any kaggle.json, so a stale one must go; kaggle.json is read from $KAGGLE_CONFIG_DIR when set."""
-    folder = _kaggle_config_dir()
+    # $KAGGLE_CONFIG_DIR when set, else ~/.kaggle (README's step 2), which the client reads whenever it exists: one
+    # put in ~/.config/kaggle, its folder while ~/.kaggle is missing, was ignored once ~/.kaggle was made.
+    folder = _kaggle_config_dir() if os.environ.get("KAGGLE_CONFIG_DIR") else Path(os.path.expanduser("~")) / ".kaggle"
     put_kaggle_json = f"put the kaggle.json it downloads in {folder}/ and run chmod 600 {folder / 'kaggle.json'}"
     if source == "KAGGLE_API_TOKEN" or (source or "").endswith("(KAGGLE_API_TOKEN)"):
         return f"{NEW_TOKEN} and set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN to use a kaggle.json"
