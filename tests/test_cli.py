@@ -263,6 +263,9 @@ def test_default_cnn_learns_on_the_sample(tmp_path):
 def test_bench_prints_one_table_and_saves_it(tmp_path):
     result = assert_ok(run_in_process(tmp_path, "bench", "--source", "sample", "--presets", "baseline,quick",
                                     "--epochs", "1"))
+    # commands a user can run (review 58 K: `download --source kaggle`, a fragment of one)
+    assert ("bench: on the bundled sample; for the full-size data run `make download SOURCE=kaggle` first (its zip"
+            " is cached in data/raw/) or give SOURCE=path/to/digit-recognizer.zip") in result.stdout
     header = [line for line in result.stdout.splitlines() if "train img/s" in line]
     assert len(header) == 1 and "predict img/s" in header[0] and "peak MB" in header[0] and "units" in header[0]
     saved = json.loads(next((tmp_path / "data" / "reports").glob("bench-*.json")).read_text())
@@ -303,7 +306,8 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
 @pytest.mark.parametrize("options, problem", [
     (["--presets", "quick", "--epochs", "0"], "error: --epochs 0: expected at least 1\n"),
     (["--presets", "quick,default", "--dropout", "1.5"], "error: --dropout 1.5: expected"),
-    (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand"),
+    (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand, sample or a"
+     " PATH to a competition zip or folder; after `make download SOURCE=kaggle` its cached zip is the default\n"),
     (["--presets", "quick", "--source", "/nowhere"], "error: --source /nowhere: no such file or folder"),  # review 57 H
 ])
 def test_bench_refuses_its_options_before_running_any_preset(tmp_path, options, problem):

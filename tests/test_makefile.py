@@ -186,6 +186,13 @@ def known_variables() -> list[str]:
     return line.removeprefix("KNOWN := ").split()
 
 
+def test_bench_given_preset_points_to_presets():
+    """Review 58 K: README's PRESET= everywhere makes `make bench PRESET=quick` the natural mistake; it got no hint."""
+    result = run_make("bench", "PRESET=quick")
+    assert result.returncode != 0 and "make bench does not take PRESET (an option of all, train, tune); bench takes"\
+        " PRESETS=quick,default; `make help`" in result.stderr, result.stderr
+
+
 def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_path):
     """`make train FINAL_WEIGHT=3` trained without a word about the weight, which only all and predict take.
     A copy of the Makefile without the refusal tells which variables change each target's commands (-B: every

@@ -118,6 +118,9 @@ def bench_presets(text: str) -> list[str]:
     return names
 
 
+DOWNLOAD_FROM_KAGGLE = config.how_to("`make download SOURCE=kaggle`", "`digit-recognizer download --source kaggle`")
+
+
 def run_bench(console, source: str | None, presets: str, options: list[str]) -> None:
     """Run presets side by side from nothing to a submission; print and save one table. options: the training
     options given (--epochs 1 ...), passed to every preset's `all`."""
@@ -127,7 +130,7 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
         raise PipelineError(f"--source {source!r}: expected sample, or a PATH to a competition zip or folder")
     if source in ("kaggle", "auto"):  # each preset's child would download into a root of its own
         raise PipelineError(f"--source {source}: bench runs on data at hand, sample or a PATH to a competition zip or"
-                            " folder; after `download --source kaggle` its cached zip is the default")
+                            f" folder; after {DOWNLOAD_FROM_KAGGLE} its cached zip is the default")
     source = source or default_source(paths)
     if source != "sample":  # a path, as typed here: each preset runs from the package's folder
         source = str(Path(source).expanduser().absolute())
@@ -135,8 +138,9 @@ def run_bench(console, source: str | None, presets: str, options: list[str]) -> 
             raise PipelineError(f"--source {source}: no such file or folder (expected sample, or a PATH to a"
                                 " competition zip or folder)")
     if source == "sample":
-        console.say("bench: on the bundled sample; for the full-size data run `download --source kaggle` first"
-                    " (its zip is cached in data/raw/) or give --source PATH to a competition zip")
+        console.say(f"bench: on the bundled sample; for the full-size data run {DOWNLOAD_FROM_KAGGLE} first (its zip"
+                    " is cached in data/raw/) or give"
+                    f" {config.how_to('SOURCE=path/to/digit-recognizer.zip', '--source path/to/digit-recognizer.zip')}")
     # The checkout's lock, for all the presets' runs (each under a root of its own): `make clean` refuses meanwhile.
     with exclusive_lock():
         stamp = time.strftime("%Y%m%d-%H%M%S")
