@@ -771,6 +771,20 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root, sent):
     assert not list(temporary.iterdir())
 
 
+@pytest.mark.parametrize("credentials", [True, False])
+def test_a_run_on_the_sample_asked_for_with_credentials_set_up_says_to_leave_source_out(quick_run_root, credentials):
+    """Review 58 K: `make all SOURCE=sample` with working credentials was told to set up Kaggle credentials."""
+    env = {"KAGGLE_USERNAME": "someone", "KAGGLE_KEY": "0" * 32} if credentials else None
+    result = assert_ok(run_in_process(quick_run_root, *QUICK_RUN, "--source", "sample", env=env))
+    last = result.stdout.splitlines()[-1]
+    assert "from the bundled sample (600 test rows, a trial run that Kaggle cannot score); for the competition's" \
+           " data, " in last
+    if credentials:
+        assert last.endswith("run `make all` without SOURCE=sample: Kaggle credentials are set up"), last
+    else:
+        assert "set up Kaggle credentials (README, 'Kaggle credentials')" in last, last
+
+
 def test_a_killed_commands_temporary_folder_is_removed_by_the_next_command(tmp_path):
     """Review 57: a SIGKILLed command (the OOM killer, a test's kill) could not remove its digit-recognizer-* folder;
     43 were left in /tmp by the end of a stop. The next command removes it, and not a running command's."""

@@ -5,6 +5,7 @@ and `tune` start here.
 
 import time
 
+from pipeline.competition.credentials import find_credentials
 from pipeline.core import cache, config, runs
 from pipeline.core.console import Console, format_duration
 from pipeline.core.records import describe_gap
@@ -82,10 +83,17 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         submission = cache.absolute_path(predicted["extra"]["submission"])
         done = f"done in {format_duration(time.perf_counter() - started)}: submission {submission}"
         if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
-            console.say(f"{done}, from the bundled sample ({predicted['extra']['rows']} test rows, a trial run that"
-                        " Kaggle cannot score); for the competition's data, set up Kaggle credentials (README, 'Kaggle"
-                        f" credentials') or pass {config.how_to('SOURCE=', '--source ')}path/to/digit-recognizer.zip,"
-                        f" then run {config.how_to('`make all`', '`digit-recognizer all`')} again")
+            rows = predicted["extra"]["rows"]
+            trial = f"{done}, from the bundled sample ({rows} test rows, a trial run that Kaggle cannot score)"
+            if source == "sample" and find_credentials():  # asked for: set-up advice would be no help
+                console.say(f"{trial}; for the competition's data, run"
+                            f" {config.how_to('`make all`', '`digit-recognizer all`')} without"
+                            f" {config.how_to('SOURCE=sample', '--source sample')}: Kaggle credentials are set up")
+            else:
+                console.say(f"{trial}; for the competition's data, set up Kaggle credentials (README, 'Kaggle"
+                            f" credentials') or pass {config.how_to('SOURCE=', '--source ')}path/to/"
+                            f"digit-recognizer.zip, then run {config.how_to('`make all`', '`digit-recognizer all`')}"
+                            " again")
         elif _unscorable(downloaded["extra"].get("source"), predicted["extra"]["rows"]):
             rows, expected = predicted["extra"]["rows"], config.COMPETITION_TEST_ROWS[config.COMPETITION]
             console.say(f"{done} ({rows} test rows, a trial run that Kaggle cannot score: the competition has"
