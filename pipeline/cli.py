@@ -54,7 +54,7 @@ app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     no_args_is_help=True,
-    help="Kaggle digit-recognizer pipeline: download -> prepare -> split -> train -> predict -> submit.",
+    help="Kaggle digit-recognizer pipeline: download -> prepare -> split -> train -> predict -> report -> submit.",
 )
 
 DEFAULT = config.PRESETS[config.DEFAULT_PRESET]
@@ -85,6 +85,11 @@ WORKERS = typer.Option(None, help="With --engine ray: models training at once (d
                                   " machine); each gets its share of the CPUs.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", help="With --engine ray: a running Ray cluster (host:6379); default:"
                                                        " $RAY_ADDRESS, else a local instance started for the run.")
+# tune always runs on Ray: its own words, without "With --engine ray" (tune has no --engine)
+TUNE_WORKERS = typer.Option(None, "--workers", help="Trials training at once (default: one per GPU, else one per"
+                                                    " machine); each gets its share of the CPUs.")
+TUNE_RAY_ADDRESS = typer.Option(None, "--ray-address", help="A running Ray cluster (host:6379); default: $RAY_ADDRESS,"
+                                                            " else a local instance started for the search.")
 DEVICE = choice_option("auto", DEVICES, "auto: every GPU TensorFlow finds, else the CPU; cpu: never a GPU; gpu: fail at"
                                     " once where there is none.")
 TTA = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (default: as the trained preset says).")
@@ -207,11 +212,12 @@ def runs_command(
     """Every training run and blend, best estimated accuracy first, within 100 columns; `runs diff A B` compares
     two."""
     if context.invoked_subcommand is None:
-        print(runs_table.show_runs(config.paths(), wide, everything, sort))
+        print(runs_table.show_runs(config.paths(), wide, everything, sort, footer=not context.obj.quiet))
 
 
 @runs_app.command("diff")
-def runs_diff_command(first: str, second: str):
+def runs_diff_command(first: str = typer.Argument(..., help="A run id (from `runs`)."),
+                      second: str = typer.Argument(..., help="Another run id.")):
     """The parameters, data, estimate and score in which two runs differ."""
     print(runs_table.show_difference(config.paths(), first, second))
 
@@ -288,7 +294,7 @@ def bench_command(
 def tune_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION, preset: PresetName = PRESET,
     trials: int = typer.Option(8, help="Settings to try; the first is the preset's own."),
-    workers: Optional[int] = WORKERS, ray_address: Optional[str] = RAY_ADDRESS, device: DeviceName = DEVICE,
+    workers: Optional[int] = TUNE_WORKERS, ray_address: Optional[str] = TUNE_RAY_ADDRESS, device: DeviceName = DEVICE,
     search_seed: int = typer.Option(0, "--search-seed",
                                     help="Seed of the settings drawn (the same seed, the same trials)."),
     val_fraction: Optional[float] = VAL_FRACTION, folds: Optional[int] = FOLDS, knobs: dict = None,

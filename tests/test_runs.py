@@ -89,6 +89,16 @@ def test_runs_counts_the_checkpoints_of_unfinished_trainings(mixed_root):
                                               " epoch; delete the folder to forget them)")
 
 
+def test_runs_quiet_prints_the_table_alone(mixed_root):
+    """README: QUIET prints only errors (and the tables of `runs`, `submissions`); review 58 K: the run cache's
+    two lines came too."""
+    loud = run_in_process(mixed_root, "runs", "--all")
+    quiet = run_in_process(mixed_root, "--quiet", "runs", "--all")
+    assert loud.returncode == quiet.returncode == 0 and "run cache: " in loud.stdout
+    assert "run cache" not in quiet.stdout and "make clean-cache" not in quiet.stdout
+    assert quiet.stdout.splitlines() == loud.stdout.splitlines()[:len(quiet.stdout.splitlines())]
+
+
 def test_a_large_seed_is_shown_whole():
     """`runs --wide` showed a seed of 20261207 as 2.02612e+07, which cannot be typed back."""
     run_id = "20260101-100000-deotte"

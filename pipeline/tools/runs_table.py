@@ -84,8 +84,10 @@ def leaderboard_cell(leaderboard: Leaderboard | None) -> str:
 CLEAN_CACHE = config.how_to("`make clean-cache`", "`digit-recognizer clean --cache`")
 
 
-def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate") -> str:
-    """The runs table (full-size runs only when there are any, unless everything) and what the run cache holds."""
+def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False, sort: str = "estimate",
+              footer: bool = True) -> str:
+    """The runs table (full-size runs only when there are any, unless everything) and, with footer, what the run
+    cache holds (--quiet: the table alone, as README says)."""
     if sort not in SORT_KEYS:
         raise PipelineError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
     kept_ids = kept_run_ids(paths)
@@ -95,6 +97,8 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     hidden = len(listed) - len(shown)
     listing = config.how_to("`make runs ALL=1`", "`digit-recognizer runs --all`")
     note = f"{count(hidden, 'run')} on the bundled sample not shown ({listing} lists them)\n" if hidden else ""
+    if not footer:
+        return f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}".rstrip("\n")
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
             f" shared with current outputs\n({CLEAN_CACHE} empties it){unfinished_trainings(paths)}")
