@@ -123,8 +123,10 @@ each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
 # A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice; any other value is refused.
 flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),\
 	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
-# An option that is only ever on: VAR=1 (or any value but 0, no, false) gives it.
-on = $(if $(filter-out 0 no false,$(call given,$(1))),$(2),)
+# An option that is only ever on: VAR=1 gives it, VAR=0 does not; any other value is refused, as flag's are
+# (FORCE=off gave --force: every stage ran again).
+on = $(if $(filter 1 yes true,$(call given,$(1))),$(2),$(if $(filter 0 no false,$(call given,$(1))),,\
+	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
 SPLIT_ONLY_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds)
 SPLIT_OPTS = $(SPLIT_ONLY_OPTS) $(call opt,SEED,--seed)

@@ -186,6 +186,21 @@ def known_variables() -> list[str]:
     return line.removeprefix("KNOWN := ").split()
 
 
+@pytest.mark.parametrize("variable, target, option", [("FORCE", "all", "--force"),
+                                                     ("TENSORBOARD", "train", "--tensorboard"),
+                                                     ("WIDE", "runs", "--wide"), ("QUIET", "runs", "--quiet")])
+def test_an_on_only_switch_takes_the_words_of_every_switch_and_refuses_others(variable, target, option):
+    """Review 58 N: FORCE=off, FALSE or any word but 0, no and false gave --force (every stage ran again, 20 minutes
+    of training), TENSORBOARD=off gave --tensorboard; the two-way switches (DESKEW, TTA) refused those words."""
+    for value in ("1", "yes", "true"):
+        assert option in pipeline_words(run_make(target, f"{variable}={value}"))
+    for value in ("0", "no", "false"):
+        assert option not in pipeline_words(run_make(target, f"{variable}={value}"))
+    for value in ("off", "False", "abc"):
+        refused = run_make(target, f"{variable}={value}")
+        assert refused.returncode != 0 and f"{variable}={value}: expected 1 or 0 (yes/no, true/false)" in refused.stderr
+
+
 def test_bench_given_preset_points_to_presets():
     """Review 58 K: README's PRESET= everywhere makes `make bench PRESET=quick` the natural mistake; it got no hint."""
     result = run_make("bench", "PRESET=quick")
