@@ -170,6 +170,21 @@ def test_trials_start_from_the_preset_and_repeat_with_their_seed():
         tune.sample_trials(base, 0, seed=0)
 
 
+def test_trials_are_drawn_valid_and_never_vary_the_dropout_of_a_network_without_one():
+    """Review 58 N: `tune --learning-rate 0.9` trained trial 1, then stopped the search on a drawn 1.6, a value nobody
+    typed; tune varied the mlp's dropout, and its reproduce line held a DROPOUT= that `make all` refuses."""
+    from pipeline.training import settings
+
+    values = settings.resolve_preset("quick", learning_rate=0.9)
+    base = settings.training_config(values)
+    trials = tune.sample_trials(values, 8, seed=4, valid=lambda trial: tune._passes_check(base, trial))
+    assert len(trials) == 8 and all(trial["learning_rate"] <= 1 for trial in trials)
+    assert max(trial["learning_rate"] for trial in tune.sample_trials(values, 8, seed=4)) > 1  # what was drawn
+    mlp = tune.sample_trials(settings.resolve_preset("baseline"), 4, seed=0)
+    assert len(mlp) == 4 and all("dropout" not in trial for trial in mlp)
+    assert "--dropout" not in tune.cli_options(mlp[1]) and "DROPOUT" not in tune.make_options(mlp[1])
+
+
 def trial(number: int, accuracy: float | None, learning_rate: float = 0.002) -> dict:
     settings = {"learning_rate": learning_rate, "epochs": 5, "augmentation": 1.0, "dropout": 0.4, "width": 1.0}
     estimate = {"accuracy": accuracy, "low": 0.8, "high": 0.99, "kind": "holdout", "images": 240, "errors": 12}

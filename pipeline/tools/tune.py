@@ -24,7 +24,7 @@ from pipeline.core.estimate import Estimate, describe
 from pipeline.core.records import TuneMark
 from pipeline.stages import train
 from pipeline.training.engine import STOPPING, cluster_plan, ray_session
-from pipeline.training.settings import knobs, training_config
+from pipeline.training.settings import TrainingConfig, knobs, training_config
 
 # The levers, each drawn around the preset's value.
 AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
@@ -54,10 +54,17 @@ def check_search(count: int, seed: int) -> None:
         raise PipelineError(f"--search-seed {seed}: expected an integer 0 or more")
 
 
-def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
-    """count distinct settings of the levers: the preset's own first, then random draws around it."""
+def has_dropout(values: dict) -> bool:
+    """Whether a network of the run has a dropout layer (the mlp has none; settings refuses --dropout for it)."""
+    return not {values.get("architecture", "cnn"), values.get("alternate", "none")} <= {"mlp", "none"}
+
+
+def sample_trials(base: dict, count: int, seed: int, valid=lambda trial: True) -> list[dict]:
+    """count distinct settings of the levers: the preset's own first, then random draws around it, each one that
+    valid(trial) accepts (a peak learning rate drawn past 1 stopped the search half way, on a value nobody typed).
+    Dropout is no lever of a run without a dropout layer: trials differing in it alone would be the same models."""
     check_search(count, seed)
-    names = [name for name, _, _ in OPTIONS]
+    names = [name for name, _, _ in OPTIONS if name != "dropout" or has_dropout(base)]
     trials = [{name: base[name] for name in names}]
     rng = np.random.default_rng(seed)
     for _ in range(1000 * count):
@@ -70,7 +77,8 @@ def sample_trials(base: dict, count: int, seed: int) -> list[dict]:
             "dropout": float(rng.choice(DROPOUTS)),
             "width": float(rng.choice(WIDTHS)),
         }
-        if trial not in trials:
+        trial = {name: value for name, value in trial.items() if name in names}
+        if trial not in trials and valid(trial):
             trials.append(trial)
     return trials
 
@@ -80,18 +88,26 @@ def _value(value) -> str:
 
 
 def cli_options(trial: dict) -> str:
-    return " ".join(f"{option} {_value(trial[name])}" for name, option, _ in OPTIONS)
+    return " ".join(f"{option} {_value(trial[name])}" for name, option, _ in OPTIONS if name in trial)
 
 
 def make_options(trial: dict) -> str:
-    return " ".join(f"{variable}={_value(trial[name])}" for name, _, variable in OPTIONS)
+    return " ".join(f"{variable}={_value(trial[name])}" for name, _, variable in OPTIONS if name in trial)
+
+
+def _passes_check(base: TrainingConfig, trial: dict) -> bool:
+    try:
+        replace(base, **trial).check()
+    except PipelineError:
+        return False
+    return True
 
 
 def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
     """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
-    settings = sample_trials(values, trials, seed)
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
     base = replace(training_config(values), final_model=False, pseudo_label=False)
+    settings = sample_trials(values, trials, seed, lambda trial: _passes_check(base, trial))
     console.say("tune: starting Ray (its start-up takes 10-30 s)")
     with ray_session(engine):
         at_once, _, described = cluster_plan(engine.workers, engine.device)
