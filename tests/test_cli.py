@@ -423,6 +423,11 @@ def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_
     refused = run_in_process(tmp_path, "all", "--preset", "quick", "--final-weight", "2")  # quick: no final model
     assert refused.returncode == 1 and "--final-weight 2: weighs the model on all rows, which this run does not" \
         " train; add --final-model" in refused.stderr and "train:" not in refused.stdout
+    # Review 58 N: predict's advice named --final-model, which predict does not take
+    assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--no-final-model"))
+    refused = run_in_process(tmp_path, "predict", "--final-weight", "2")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        "which this run does not train; train it again with one (`make all ... FINAL_MODEL=1`, with the run's options)")
 
 
 @pytest.mark.slow

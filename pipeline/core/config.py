@@ -80,14 +80,18 @@ def check_dropout(rate: float, option: str = "--dropout") -> None:
         raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
-def check_final_weight(weight: float, has_all_rows_model: bool) -> None:
+def check_final_weight(weight: float, has_all_rows_model: bool, training_too: bool = False) -> None:
     """--final-weight as given: the model on all rows' weight in the submission's average, above 0 and at most 100,
-    for a run that has that model."""
+    for a run that has that model. training_too: given to `all`, which takes --final-model; predict does not (its
+    advice named that option all the same)."""
     if not 0 < weight <= 100:
         raise PipelineError(f"--final-weight {weight:g}: expected a weight above 0, at most 100, e.g. 2")
     if not has_all_rows_model:
+        again = how_to("`make all ... FINAL_MODEL=1`", "`digit-recognizer all ... --final-model`")
+        advice = "add --final-model" if training_too else \
+            f"train it again with one ({again}, with the run's options)"
         raise PipelineError(f"--final-weight {weight:g}: weighs the model on all rows, which this run does not"
-                            " train; add --final-model")
+                            f" train; {advice}")
 
 
 def network_name(architecture: str, width: float, deskew: bool = False) -> str:

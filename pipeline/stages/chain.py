@@ -68,7 +68,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     values = settings.resolve_preset(preset, **options)
     training = settings.training_config(values)
     if options.get("final_weight") is not None:  # a prediction option, checked before anything trains
-        config.check_final_weight(options["final_weight"], training.final_model)
+        config.check_final_weight(options["final_weight"], training.final_model, training_too=True)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
     # chain in this checkout waits, and never changes a stage's inputs between two of this chain's stages.
     with cache.exclusive_lock():
