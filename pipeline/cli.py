@@ -284,8 +284,19 @@ def bench_command(
 ):
     """Run presets side by side from nothing to a submission; print and save one table. A training option given
     changes every preset's (--epochs 1: a quick look)."""
-    for preset in bench.bench_presets(presets):  # every preset's options, before the first runs for minutes
-        settings.training_config(settings.resolve_preset(preset, **knobs))
+    refused = {}  # every preset's options, before the first runs for minutes
+    for preset in bench.bench_presets(presets):
+        try:
+            settings.training_config(settings.resolve_preset(preset, **knobs))
+        except PipelineError as error:
+            refused[preset] = str(error)
+    if refused:
+        preset, message = next(iter(refused.items()))
+        if len(refused) == len(bench.bench_presets(presets)):  # a bad value: the same for every preset
+            raise PipelineError(message)
+        # an option that some presets cannot take (--dropout and the default list's baseline, an mlp): name it
+        raise PipelineError(f"preset {preset}: {message}; or leave {preset} out of"
+                            f" {config.how_to('PRESETS=', '--presets ')}")
     bench.run_bench(context.obj, source, presets, settings.option_words(knobs))
 
 

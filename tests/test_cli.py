@@ -309,6 +309,9 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
     (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand, sample or a"
      " PATH to a competition zip or folder; after `make download SOURCE=kaggle` its cached zip is the default\n"),
     (["--presets", "quick", "--source", "/nowhere"], "error: --source /nowhere: no such file or folder"),  # review 57 H
+    # review 58 N: the default list's baseline refused it, unnamed
+    (["--dropout", "0.3"], "error: preset baseline: --dropout 0.3: the mlp network has no dropout layer; it goes with"
+     " the other networks (--model); or leave baseline out of PRESETS=\n"),
 ])
 def test_bench_refuses_its_options_before_running_any_preset(tmp_path, options, problem):
     """They were refused inside each preset's child run (`preset quick failed: error: --epochs 0 ...`), after the
