@@ -239,11 +239,14 @@ tune: $(STAMP) $(RAY_STAMP) ## Search learning rate, epochs, augmentation, dropo
 runs: $(STAMP) ## List the runs, best first, in 100 columns (WIDE=1 all columns, ALL=1 sample runs too, SORT=...)
 	$(PIPELINE) runs $(call on,WIDE,--wide) $(call on,ALL,--all) $(call opt,SORT,--sort)
 
+# The runs are make's RUNS="A B": without it the CLI's own words (Missing argument 'RUN RUN...') named no variable.
+need_runs = $(if $(call given,RUNS),,$(error make $(1) needs RUNS="A B" (run ids from `make runs`)))
+
 runs-diff: $(STAMP) ## What two runs differ in: parameters, data, estimate, score (RUNS="A B")
-	$(PIPELINE) runs diff $(call each_word,RUNS)
+	$(call need_runs,runs-diff)$(PIPELINE) runs diff $(call each_word,RUNS)
 
 blend: $(STAMP) ## Average runs' test probabilities into a new submission and run (RUNS="A B", WEIGHTS=2,1)
-	$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
+	$(call need_runs,blend)$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
 
 submit: $(STAMP) ## Send the last all or predict's submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(SUBMIT_OPTS)

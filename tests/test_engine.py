@@ -203,6 +203,9 @@ def test_a_trial_that_diverged_is_listed_last_as_diverged_and_never_called_best(
     best = tune.summary_lines(results, "quick")[0]
     assert best == "tune: best trial 2: --learning-rate 0.001 --epochs 5 --augmentation 1 --dropout 0.4 --width 1" \
         " (the preset's own settings diverged)"
+    # review 58 N: with options given, trial 1 is the preset as they changed it, not the preset's own settings
+    given = tune.summary_lines(results, "quick", {"width": 0.5})[0]
+    assert given.endswith(" (the preset's settings with the options given diverged)"), given
 
 
 def test_the_line_that_reproduces_a_trial_names_the_installed_command_outside_a_checkout(monkeypatch):

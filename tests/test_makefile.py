@@ -201,6 +201,13 @@ def test_an_on_only_switch_takes_the_words_of_every_switch_and_refuses_others(va
         assert refused.returncode != 0 and f"{variable}={value}: expected 1 or 0 (yes/no, true/false)" in refused.stderr
 
 
+@pytest.mark.parametrize("target", ["blend", "runs-diff"])
+def test_a_target_of_runs_without_runs_names_the_variable(target):
+    """Review 58 N: `make blend` without RUNS said the CLI's `Missing argument 'RUN RUN...'`, no make variable."""
+    result = run_make(target)
+    assert result.returncode != 0 and f'make {target} needs RUNS="A B" (run ids from `make runs`)' in result.stderr
+
+
 def test_bench_given_preset_points_to_presets():
     """Review 58 K: README's PRESET= everywhere makes `make bench PRESET=quick` the natural mistake; it got no hint."""
     result = run_make("bench", "PRESET=quick")
@@ -215,7 +222,8 @@ def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_pa
     text = (PROJECT_ROOT / "Makefile").read_text()
     refusal = next(line for line in text.splitlines() if line.startswith("$(error make $(GOALS) does not take"))
     unchecked = tmp_path / "Makefile"
-    unchecked.write_text(text.replace(refusal, ""))
+    required = next(line for line in text.splitlines() if line.startswith("need_runs = "))  # RUNS, as a refusal
+    unchecked.write_text(text.replace(refusal, "").replace(required, "need_runs ="))
     variables = [name for name in known_variables() if name not in ("PYTHON", "VENV")]  # they go with every target
     phony = next(line for line in text.splitlines() if line.startswith(".PHONY:")).split()[1:]
     targets = [target for target in phony if target != "help"]  # help takes any variable, and prints the same

@@ -190,10 +190,12 @@ def summary_lines(results: list[dict], preset: str, given: dict | None = None,
     accuracy = accuracy_of(best)
     gain = accuracy - accuracy_of(reference)
     images = estimate_of(best).images if estimate_of(best) else 0
+    # trial 1: the preset, as the options given changed it (`--width 0.5` is the user's, not the preset's)
+    own = "the preset's settings with the options given" if given else "the preset's own settings"
     lines = [f"tune: best trial {best['trial']}: {cli_options(best['settings'])}"
-             + (" (the preset's own settings)" if best is reference
-                else " (the preset's own settings diverged)" if reference["record"] is None
-                else f" ({gain * 100:+.2f} points over the preset's own settings)"),
+             + (f" ({own})" if best is reference
+                else f" ({own} diverged)" if reference["record"] is None
+                else f" ({gain * 100:+.2f} points over {own})"),
              "tune: reproduce it: " + config.how_to(
                  f"make all PRESET={preset}{make_fixed} {make_options(best['settings'])}   (or python -m pipeline"
                  f" all --preset {preset}{cli_fixed} {cli_options(best['settings'])})",
