@@ -67,6 +67,9 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     started = time.perf_counter()
     values = settings.resolve_preset(preset, **options)
     training = settings.training_config(values)
+    # The run's models use seeds seed, seed + 1, ... (training.plan): with the folds known here, a seed too high for
+    # them is refused before split replaces the current split (it was refused only by train, after it).
+    config.check_seed(training.seed, models=values["folds"] * training.members + int(training.final_model))
     if options.get("final_weight") is not None:  # a prediction option, checked before anything trains
         config.check_final_weight(options["final_weight"], training.final_model, training_too=True)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
