@@ -203,8 +203,12 @@ def run_app(app: typer.Typer) -> None:
     terminate = signal.getsignal(signal.SIGTERM)
     as_ctrl_c = (terminate is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
                  and threading.current_thread() is threading.main_thread())
+    # A closed terminal or a dropped SSH session (SIGHUP) too, unless it is ignored (nohup).
+    hangup = getattr(signal, "SIGHUP", None)  # none on Windows
+    hang_up = hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL
     if as_ctrl_c:
-        signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
+        for number in (signal.SIGTERM, *([hangup] if hang_up else [])):
+            signal.signal(number, lambda number, frame: signal.raise_signal(signal.SIGINT))
     try:
         private_temporary_folder()
         stage.new_command()
@@ -236,13 +240,16 @@ def run_app(app: typer.Typer) -> None:
         leave_interrupted(str(stop))
     except SystemExit as stop:
         if stop.code == 130:  # typer's exit for Ctrl-C (KeyboardInterrupt), silent by itself
-            leave_interrupted("nothing half-written was kept; run the same command again to go on "
-                              "(training resumes from its last completed epoch)")
+            trains = next((word for word in sys.argv[1:] if not word.startswith("-")), None) in TRAINING_COMMANDS
+            leave_interrupted("nothing half-written was kept; run the same command again to go on"
+                              + (" (training resumes from its last completed epoch)" if trains else ""))
         raise
     finally:
         remove_private_temporary_folder()
         if as_ctrl_c:  # a test's own process runs commands in it
             signal.signal(signal.SIGTERM, terminate)
+            if hang_up:
+                signal.signal(hangup, signal.SIG_DFL)
 
 
 _REPLACED_TEMPORARY_FOLDER = []  # tempfile.tempdir as it was before the command's own folder
@@ -295,8 +302,17 @@ def remove_private_temporary_folder() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# The commands that train, whose Ctrl-C line says that training resumes (report's or download's said it too).
+TRAINING_COMMANDS = {"train", "all", "tune", "bench"}
+
+
 def leave_interrupted(advice: str) -> None:
-    typer.echo(f"interrupted: {advice}", err=True)
+    if threading.current_thread() is threading.main_thread():  # a second Ctrl-C (a held key repeats every
+        signal.signal(signal.SIGINT, signal.SIG_IGN)            # 30 ms) raised a traceback from this exit path
+    try:
+        typer.echo(f"interrupted: {advice}", err=True)
+    except OSError:  # the terminal is gone (SIGHUP): nothing to say it on
+        pass
     remove_private_temporary_folder()
     # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
     # half-traced functions can print a traceback of their own ("Exception ignored in ...").

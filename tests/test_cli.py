@@ -755,10 +755,10 @@ def test_moved_checkout_is_up_to_date_and_records_hold_no_old_path(finished_root
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root, sent):
     """Issue 9: Ctrl-C exited 130 with nothing printed. Review 57 E: SIGTERM (docker stop, timeout) ended it with
-    no line at all (exit 143); it is taken as a Ctrl-C."""
+    no line at all (exit 143); it is taken as a Ctrl-C. Review 58 L: SIGHUP too (a closed terminal, exit 129)."""
     tmp_path = split_sample_root  # download, prepare and split done
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -817,6 +817,34 @@ def test_a_killed_commands_temporary_folder_is_removed_by_the_next_command(tmp_p
         for process in (killed, running):
             process.kill()
             process.wait(timeout=30)
+
+
+# A Ctrl-C in `runs` (its table raises KeyboardInterrupt), and with SECOND a second Ctrl-C as the line is printed.
+CTRL_C_IN_RUNS = """
+import runpy, signal, sys, typer
+from pipeline.tools import runs_table
+def ctrl_c(*args, **options):
+    raise KeyboardInterrupt
+runs_table.show_runs = ctrl_c
+if "SECOND" in sys.argv:
+    real_echo = typer.echo
+    def echo_after_another_ctrl_c(*args, **options):
+        signal.raise_signal(signal.SIGINT)
+        real_echo(*args, **options)
+    typer.echo = echo_after_another_ctrl_c
+sys.argv = ["digit-recognizer", "runs"]
+runpy.run_module("pipeline", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["once", "twice"])
+def test_ctrl_c_in_a_command_that_trains_nothing_says_nothing_of_training_and_a_second_is_ignored(tmp_path, second):
+    """Review 58 L: every command's Ctrl-C line said "training resumes from its last completed epoch"; a second
+    Ctrl-C while the first one's line was printed (a held key repeats every 30 ms) gave a traceback."""
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_RUNS, *(["SECOND"] if second else [])], cwd=PROJECT_ROOT,
+                            env=pipeline_environment(tmp_path), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and result.stderr == (
+        "interrupted: nothing half-written was kept; run the same command again to go on\n"), result.stderr
 
 
 # A SIGINT sent while pipeline.cli imports typer: the Ctrl-C of a user who pressed it in the first tenths of a second.
