@@ -4,11 +4,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import run_in_process, run_pipeline, start_pipeline
+from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
 from pipeline.core import cache
 
 OPTIONS = ["all", "--preset", "quick", "--epochs", "3", "--deterministic"]
@@ -404,3 +405,27 @@ def test_a_stage_run_alone_refuses_prepared_arrays_that_changed_since_prepare(qu
         f"error: the {required} result is out of date (data/prepared/{damaged} changed since prepare last ran): run"
         f" `python -m pipeline prepare` and the stages after it{again}\n")
     assert sorted((quick_run_root / "submissions").iterdir()) == submissions
+
+
+def test_ctrl_c_in_make_clean_is_one_line_and_a_rerun_finishes(quick_run_root):
+    """Review 58 L: Ctrl-C during `make clean` (python3 -m pipeline.core.clean) printed a traceback."""
+    data = quick_run_root / "data"
+    ctrl_c_in_the_second_removal = (
+        "import runpy, shutil, sys\n"
+        "real, calls = shutil.rmtree, []\n"
+        "def rmtree(*args, **options):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(*args, **options)\n"
+        "shutil.rmtree = rmtree\n"
+        f"sys.argv = ['clean', {str(data)!r}]\n"
+        "runpy.run_module('pipeline.core.clean', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", ctrl_c_in_the_second_removal], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and result.stderr == ("interrupted: clean stopped part way, and what it had not"
+                                                          " reached is kept; run it again to finish\n"), result.stderr
+    again = subprocess.run([sys.executable, "-m", "pipeline.core.clean", str(data)], cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "clean: removed" in again.stdout, again.stdout + again.stderr
+

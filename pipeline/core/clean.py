@@ -9,6 +9,7 @@ removed: a second command would lock a new file while the first still held the o
 """
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -104,5 +105,11 @@ def _say(line: str, quiet: bool) -> None:
         print(line)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # make clean, make clean-cache (the CLI's `clean` says a Ctrl-C as every command does)
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # a traceback, with clean stopped part way
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one while this is said
+        print("interrupted: clean stopped part way, and what it had not reached is kept; run it again to finish",
+              file=sys.stderr)
+        sys.exit(130)
