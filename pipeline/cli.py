@@ -49,6 +49,7 @@ def _train_words(record: dict) -> tuple[str, str]:
 
 
 stage.RERUN_WORDS["train"] = _train_words
+scores.ON_PAGE_REFRESHED.append(report.remember_refreshed_page)  # submit's new score: the report stays up to date
 
 app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell

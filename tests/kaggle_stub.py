@@ -32,7 +32,8 @@ Scoring (ListSubmissions, GetSubmission): a new submission is PENDING for `stub.
 listings, then `stub.outcome`: "complete" (publicScore `stub.public_score`, privateScore
 `stub.private_score`, "" when Kaggle gives none), "error" (errorDescription `stub.error_description`,
 which a test may give a newline) or "pending" (never scored). `stub.omit_ref`: CreateSubmission's answer
-carries no ref. `stub.scored` holds the submissions made through the API as Kaggle
+carries no ref; `stub.answer_created_after_s`: it comes that many seconds after the submission is made (a client
+killed meanwhile). `stub.scored` holds the submissions made through the API as Kaggle
 would list them; a test may add its own (`stub.add_submission`). ListSubmissions answers the page the
 client asks for (`page`, `pageSize`), or always the first with `stub.ignores_paging`.
 """
@@ -105,6 +106,7 @@ class KaggleStub:
         self.private_score = ""
         self.error_description = "Submission scoring failed: ERROR: Required column 'Label' could not be found"
         self.omit_ref = False
+        self.answer_created_after_s = 0.0  # CreateSubmission records the submission, then answers this much later
         self.ignores_paging = False  # True: ListSubmissions answers its first page whatever page is asked for
         self.huge_listing_bytes = 64 * 10**6
         self._lock = threading.Lock()
@@ -442,6 +444,8 @@ class _StubHandler(BaseHTTPRequestHandler):
         answer = {"message": SUBMIT_MESSAGE}
         if not self.stub.omit_ref:
             answer["ref"] = scored["ref"]
+        if self.stub._stopping.wait(self.stub.answer_created_after_s):  # a client killed while Kaggle has it
+            return
         self._send_json(200, answer)
 
     def _list_submissions(self, request: dict) -> None:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_in_process
-from pipeline.core import config, runs
+from pipeline.core import config, runs, sent_log
 from pipeline.core.records import Leaderboard, ReportRecord, Run, SubmissionRecord, TuneMark
 from pipeline.tools import runs_table
 
@@ -162,13 +162,13 @@ def test_a_run_is_composed_of_its_folder_s_records_and_the_sent_log(pipeline_roo
     runs.write_report_record(paths, run_id, ReportRecord("data/reports/x/index.html"))
     runs.write_tune_mark(paths, run_id, TuneMark(5, 8, 1))
     answer = {"message": "ok", "ref": 1001}
-    runs.record_sent_submission(paths, "d1", paths.root / "submissions/other.csv", "m", answer, run_id)
+    sent_log.record_sent_submission(paths, "d1", paths.root / "submissions/other.csv", "m", answer, run_id)
     run = runs.read_run(paths, run_id)
     assert run.submission == "submissions/other.csv" and run.report == "data/reports/x/index.html"
     assert run.tune == TuneMark(5, 8, 1) and run.durations_s == {"train": 1234.5, "predict": 2.5}
     assert run.leaderboard == Leaderboard(ref=1001, status="PENDING") and run.public_score is None
-    runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.99543",
-                                        "private_score": "", "error_description": "", "description": "m"})
+    sent_log.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.99543",
+                                            "private_score": "", "error_description": "", "description": "m"})
     assert runs.read_run(paths, run_id).public_score == pytest.approx(0.99543)
     assert runs.run_for_submission(paths, paths.root / "submissions/other.csv")[0].id == run_id
 

@@ -15,7 +15,7 @@ from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, FAKE_TOKEN, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
-from pipeline.core import config, runs
+from pipeline.core import config, runs, sent_log
 from pipeline.core.records import Run
 
 RUN_ID = "20260101-120000-cnn"
@@ -393,17 +393,17 @@ def test_the_run_s_score_is_its_latest_send_s_whatever_the_file_s_digest(pipelin
     """The log is kept sorted by key (the file's digest), not by time: the latest send is found by its date and
     number, so a run sent as two files (with and without TTA) shows the second one's score."""
     paths = config.paths()
-    runs.record_sent_submission(paths, "f" * 64, paths.root / "a.csv", "with TTA", {"message": "ok", "ref": 1001},
-                                RUN_ID)
-    runs.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "without", {"message": "ok", "ref": 1002},
-                                RUN_ID)
+    sent_log.record_sent_submission(paths, "f" * 64, paths.root / "a.csv", "with TTA", {"message": "ok", "ref": 1001},
+                                    RUN_ID)
+    sent_log.record_sent_submission(paths, "0" * 64, paths.root / "b.csv", "without", {"message": "ok", "ref": 1002},
+                                    RUN_ID)
     for ref, score in ((1001, "0.91000"), (1002, "0.95000")):
-        runs.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
-                                            "private_score": "", "error_description": "", "description": ""})
+        sent_log.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
+                                                "private_score": "", "error_description": "", "description": ""})
     assert list(json.loads(paths.sent_submissions.read_text())) == ["0" * 64, "f" * 64]  # file order: by digest
-    latest = runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID)
+    latest = runs.latest_leaderboard(sent_log.sent_submissions(paths), RUN_ID)
     assert (latest.ref, latest.public_score) == (1002, "0.95000")
-    assert [entry["ref"] for entry in runs.sends_of(runs.sent_submissions(paths), "0" * 64)] == [1002]
+    assert [entry["ref"] for entry in sent_log.sends_of(sent_log.sent_submissions(paths), "0" * 64)] == [1002]
 
 
 @pytest.mark.parametrize("damage", ['{"abc": {"ref": 1001},', "[1, 2]"])
@@ -476,6 +476,33 @@ def test_a_file_sent_before_is_refused_as_such_even_without_credentials(tmp_path
     assert "'../x' is not a Kaggle competition name" in assert_one_line_failure(named)
 
 
+def test_a_send_killed_after_kaggle_had_it_is_not_sent_again_and_its_score_is_found(tmp_path):
+    """Review 58 L: a submit killed (a closed terminal, the OOM killer) after Kaggle accepted the file but before the
+    log had its answer: the next `make submit` sent the same file again without a word, a second of the day's few."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls, stub.answer_created_after_s = 0, 60
+        env = stub.client_env(tmp_path)
+        process = start_pipeline(root, "submit", "--no-wait", env=env)
+        deadline = time.time() + 60
+        while not stub.submissions and time.time() < deadline:
+            time.sleep(0.05)
+        process.kill()
+        process.wait(timeout=30)
+        assert len(stub.submissions) == 1 and process.returncode == -signal.SIGKILL
+        stub.answer_created_after_s = 0
+        again = run_pipeline(root, "submit", env=env)
+        assert "its send on " in assert_one_line_failure(again) and "was cut short (Ctrl-C, a closed terminal, a" \
+            " killed process) and may have arrived: `make submissions`" in again.stderr
+        assert len(stub.submissions) == 1  # not sent again
+        assert read_run(root).get("leaderboard") is None  # not known to have arrived: no status shown as the run's
+        listed = run_pipeline(root, "submissions", env=env)  # the send found on Kaggle's list: its score is the run's
+        assert listed.returncode == 0 and read_run(root)["leaderboard"]["public_score"] == "0.99543", listed.stdout
+        third = run_pipeline(root, "submit", env=env)
+        assert "this file was already sent on" in assert_one_line_failure(third) and len(stub.submissions) == 1
+
+
 def test_the_advice_to_send_again_names_the_run_or_file_that_was_asked_for(tmp_path):
     """Review 58 K: after `make submit RUN=<A>` or `FILE=mine.csv` was refused as sent already, the advice was
     `make submit FORCE=1`, which sent the last chain's file instead: a day's submission spent on another file."""
@@ -502,12 +529,13 @@ def test_a_score_on_another_competition_s_leaderboard_is_not_the_run_s(pipeline_
     submission = make_trained_run(pipeline_root)
     paths = config.paths()
     digest = cache.file_digest(submission)
-    runs.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1001}, RUN_ID, "titanic")
-    runs.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.77000",
-                                        "private_score": "", "error_description": "", "description": ""})
+    sent_log.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1001}, RUN_ID, "titanic")
+    sent_log.update_sent_submission(paths, {"ref": 1001, "status": "COMPLETE", "public_score": "0.77000",
+                                            "private_score": "", "error_description": "", "description": ""})
     assert runs.read_run(paths, RUN_ID).leaderboard is None
-    assert runs.latest_leaderboard(runs.sent_submissions(paths), RUN_ID).public_score == "0.77000"  # any competition
-    runs.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1002}, RUN_ID)
+    sent = sent_log.sent_submissions(paths)
+    assert runs.latest_leaderboard(sent, RUN_ID).public_score == "0.77000"  # any competition
+    sent_log.record_sent_submission(paths, digest, submission, "m", {"message": "ok", "ref": 1002}, RUN_ID)
     assert runs.read_run(paths, RUN_ID).leaderboard.ref == 1002  # its own competition's
 
 
@@ -519,10 +547,10 @@ def test_a_send_again_that_kaggle_could_not_score_leaves_the_run_s_score_shown(p
     submission = make_trained_run(pipeline_root)
     paths = config.paths()
     for ref, status, score in ((1001, "COMPLETE", "0.99543"), (1002, "ERROR", "")):  # the same file, twice
-        runs.record_sent_submission(paths, cache.file_digest(submission), submission, "m",
-                                    {"message": "ok", "ref": ref}, RUN_ID)
-        runs.update_sent_submission(paths, {"ref": ref, "status": status, "public_score": score, "private_score": "",
-                                            "error_description": "no", "description": ""})
+        sent_log.record_sent_submission(paths, cache.file_digest(submission), submission, "m",
+                                        {"message": "ok", "ref": ref}, RUN_ID)
+        sent_log.update_sent_submission(paths, {"ref": ref, "status": status, "public_score": score,
+                                                "private_score": "", "error_description": "no", "description": ""})
     shown = runs.read_run(paths, RUN_ID).leaderboard
     assert (shown.ref, shown.status, shown.public_score) == (1001, "COMPLETE", "0.99543")
 
@@ -537,9 +565,10 @@ def test_the_score_shown_beside_a_run_s_submission_is_that_file_s(pipeline_root)
     with_tta = plain.with_name(f"{RUN_ID}-2.csv")
     with_tta.write_text(plain.read_text().replace("\n1,1\n", "\n1,7\n"))
     for ref, file, score in ((1001, plain, "0.82100"), (1002, with_tta, "0.83000")):
-        runs.record_sent_submission(paths, cache.file_digest(file), file, "m", {"message": "ok", "ref": ref}, RUN_ID)
-        runs.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
-                                            "private_score": "", "error_description": "", "description": ""})
+        sent_log.record_sent_submission(paths, cache.file_digest(file), file, "m", {"message": "ok", "ref": ref},
+                                        RUN_ID)
+        sent_log.update_sent_submission(paths, {"ref": ref, "status": "COMPLETE", "public_score": score,
+                                                "private_score": "", "error_description": "", "description": ""})
     assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.82100"  # predict's record names <run>.csv
     (pipeline_root / "data" / "models" / RUN_ID / "submission.json").write_text(
         json.dumps({"submission": str(with_tta), "rows": 28000}))
@@ -593,10 +622,10 @@ def test_all_s_last_line_knows_a_file_sent_before_under_another_run(pipeline_roo
 
     submission = make_trained_run(pipeline_root)
     paths = config.Paths(pipeline_root)
-    runs.record_sent_submission(paths, cache.file_digest(submission), pipeline_root / "submissions" / "old.csv",
-                                "m", {"message": "ok", "ref": 7}, run_id="20251231-120000-cnn")
-    runs.update_sent_submission(paths, {"ref": 7, "status": "COMPLETE", "public_score": "0.99521",
-                                        "private_score": "", "error_description": ""})
+    sent_log.record_sent_submission(paths, cache.file_digest(submission), pipeline_root / "submissions" / "old.csv",
+                                    "m", {"message": "ok", "ref": 7}, run_id="20251231-120000-cnn")
+    sent_log.update_sent_submission(paths, {"ref": 7, "status": "COMPLETE", "public_score": "0.99521",
+                                            "private_score": "", "error_description": ""})
     said = chain._what_kaggle_said(RUN_ID, submission)
     assert said.startswith("the same file was sent on ") and said.endswith(
         " as submissions/old.csv, scored 0.99521 public; `make submit FORCE=1` sends it again")

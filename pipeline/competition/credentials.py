@@ -236,3 +236,31 @@ def _detail(text) -> str:
 
 def _error(message: str) -> PipelineError:
     return PipelineError(_one_line(message, MAX_MESSAGE_CHARS))
+
+
+NEW_TOKEN = "create a token at https://www.kaggle.com/settings -> API -> Create New Token"
+
+
+def how_to_configure(source: str | None) -> str:
+    """What to do about the credentials from source (find_credentials' words; None: none found). An access token
+    is tried before any kaggle.json, so a stale one must go; kaggle.json is read from $KAGGLE_CONFIG_DIR when set."""
+    # $KAGGLE_CONFIG_DIR when set, else ~/.kaggle (README's step 2), which the client reads whenever it exists: one
+    # put in ~/.config/kaggle, its folder while ~/.kaggle is missing, was ignored once ~/.kaggle was made.
+    folder = _kaggle_config_dir() if os.environ.get("KAGGLE_CONFIG_DIR") else Path(os.path.expanduser("~")) / ".kaggle"
+    put_kaggle_json = f"put the kaggle.json it downloads in {folder}/ and run chmod 600 {folder / 'kaggle.json'}"
+    if source == "KAGGLE_API_TOKEN" or (source or "").endswith("(KAGGLE_API_TOKEN)"):
+        return f"{NEW_TOKEN} and set KAGGLE_API_TOKEN to it, or unset KAGGLE_API_TOKEN to use a kaggle.json"
+    if source and source.startswith("access token in "):
+        where = source.removeprefix("access token in ")
+        return f"{NEW_TOKEN} and replace {where} with it, or delete {where} to use a kaggle.json"
+    if source and source.startswith("the Kaggle Notebook's token"):
+        return "the notebook's token is Kaggle's, tried before anything else: restart the notebook's session"
+    if source and source.startswith("KAGGLE_USERNAME/KAGGLE_KEY"):  # they win over a kaggle.json
+        return (f"{NEW_TOKEN} and set KAGGLE_USERNAME and KAGGLE_KEY to the username and key in the kaggle.json it"
+                f" downloads, or unset both to use a kaggle.json in {folder}/")
+    if source is None and bool(os.environ.get("KAGGLE_USERNAME")) != bool(os.environ.get("KAGGLE_KEY")):
+        given, missing = ("KAGGLE_USERNAME", "KAGGLE_KEY") if os.environ.get("KAGGLE_USERNAME") else \
+            ("KAGGLE_KEY", "KAGGLE_USERNAME")
+        return f"{given} is set without {missing}: set {missing} too, or {NEW_TOKEN} and {put_kaggle_json}"
+    return (f"{NEW_TOKEN}, {put_kaggle_json}, or set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN to an"
+            " access token)")

@@ -2,7 +2,7 @@
 later by `submissions`, and kept with the runs they came from.
 
 Kaggle scores a submission a few seconds to minutes after it arrives; until then it lists it as
-PENDING. Every submission sent is logged (pipeline.core.runs.record_sent_submission) with its number
+PENDING. Every submission sent is logged (pipeline.core.sent_log.record_sent_submission) with its number
 (`ref`) before any waiting starts, so a submit killed while waiting loses nothing: the next
 `submissions` finds the score by that number and records it.
 """
@@ -11,13 +11,12 @@ import time
 
 from pipeline.competition import kaggle_api
 from pipeline.competition.network import NetworkTimeout
-from pipeline.core import config, runs
+from pipeline.core import config, runs, sent_log
 from pipeline.core.console import format_duration, format_table
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.estimate import Estimate
 from pipeline.core.records import Run, describe_gap
 from pipeline.report.writer import refresh_page
-from pipeline.stages import report as report_stage
 
 DEFAULT_TIMEOUT_S = 300
 FIRST_WAIT_S = 2.0  # Kaggle scores this competition's 28,000 rows in seconds
@@ -83,20 +82,26 @@ def describe_score(submission: dict, estimate: Estimate | None) -> str:
     return line
 
 
+# What a page written again also changes, set by the shell (pipeline.cli): the report stage's record
+# (stages.report.remember_refreshed_page; the stages are a layer above this one).
+ON_PAGE_REFRESHED = []
+
+
 def record(paths, submission: dict, console=None) -> str | None:
     """Keep a listed submission's status and scores in the sent log (where `runs` finds its run's score), and write
     the run's report page again when its score is new (the page shows it beside the estimate); the run id."""
     changed = False
-    with runs.sent_log_lock(paths):
-        run_id = runs.sent_run_id(paths, submission)
+    with sent_log.sent_log_lock(paths):
+        run_id = sent_log.sent_run_id(paths, submission)
         shown = run_id and runs.run_path(paths, run_id).is_file()
         before = runs.read_run(paths, run_id).leaderboard if shown else None  # as `runs` and the page show it
-        runs.update_sent_submission(paths, submission)
+        sent_log.update_sent_submission(paths, submission)
         if shown:
             changed = before != runs.read_run(paths, run_id).leaderboard
     if changed:
         if refresh_page(paths, run_id):
-            report_stage.remember_refreshed_page(paths, run_id)
+            for hook in ON_PAGE_REFRESHED:
+                hook(paths, run_id)
             if console is not None and submission["status"] == "COMPLETE":
                 console.say(f"submit: the score is on the report page {paths.report_index(run_id)}")
     return run_id
@@ -139,7 +144,7 @@ def listed_with_waiting_sends(paths, competition: str) -> list[dict]:
     """Kaggle's first page of submissions, and the sends of this checkout still waiting for a score from the pages
     after it: 20 newer submissions push a send off the first page, and its score is found only by its number."""
     listed = page = kaggle_api.list_submissions(competition)
-    waiting = {entry["ref"] for entry in runs.sent_submissions(paths).values()
+    waiting = {entry["ref"] for entry in sent_log.sent_submissions(paths).values()
                if entry.get("ref") and entry.get("status") == "PENDING"
                and entry.get("competition", competition) == competition}
     seen = {submission["ref"] for submission in listed}
@@ -164,7 +169,7 @@ def show_submissions(paths, competition: str) -> str:
             record(paths, submission)
     rows = []
     for submission in listed:
-        run_id = runs.sent_run_id(paths, submission)
+        run_id = sent_log.sent_run_id(paths, submission)
         score = {"COMPLETE": submission["public_score"], "ERROR": "error"}.get(submission["status"], "pending")
         rows.append((submission["ref"] or "-", submission["date"][:19].replace("T", " "), submission["status"].lower(),
                      score, submission["private_score"] or "-", run_id or "-",

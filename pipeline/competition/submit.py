@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.competition import kaggle_api, scores
 from pipeline.competition.submission import check_submission, read_submission
-from pipeline.core import cache, config, runs
+from pipeline.core import cache, config, runs, sent_log
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.records import Run
 
@@ -100,21 +100,33 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
                     " as a file of no run, and its score will not be shown as that run's")
     digest = cache.file_digest(file)
     message = runs.submission_message(run, file) if message is None else message
-    with runs.sent_log_lock(paths):  # two submits at once must not both send the same file
-        earlier = runs.sends_of(runs.sent_submissions(paths), digest)
+    with sent_log.sent_log_lock(paths):  # two submits at once must not both send the same file
+        earlier = sent_log.sends_of(sent_log.sent_submissions(paths), digest)
         if earlier and not force:
-            raise PipelineError(f"{file}: this file was already sent on {earlier[-1].get('date', '?')} (as"
-                                f" {earlier[-1].get('file', '?')}); "
-                                f"Kaggle allows few submissions a day, so {again} sends it again")
+            when = earlier[-1].get("date", "?")
+            if earlier[-1].get("status") == sent_log.SENDING:
+                raise PipelineError(f"{file}: its send on {when} was cut short (Ctrl-C, a closed terminal, a killed"
+                                    f" process) and may have arrived: {scores.HOW_TO_LOOK_LATER} lists it, and"
+                                    f" records it if it did; {again} sends it again")
+            raise PipelineError(f"{file}: this file was already sent on {when} (as {earlier[-1].get('file', '?')});"
+                                f" Kaggle allows few submissions a day, so {again} sends it again")
         kaggle_api.check_credentials(competition)  # before the line that says it sends
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
+        # Logged before the upload: a send cut short where Kaggle may have it (a closed terminal, a kill, Ctrl-C)
+        # is not sent again without a word. Kaggle's answer fills the entry in; an error that says it did not
+        # arrive removes it.
+        key = sent_log.record_sending(paths, digest, file, message, run.id if run else None, competition)
         try:
             answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
         except KeyboardInterrupt:  # sending it again now could spend a second submission on the same file
             raise Interrupted(f"the upload of {file} was cut short and may have arrived: check with"
                               f" {scores.HOW_TO_LOOK_LATER} before sending it again") from None
+        except PipelineError as error:
+            if kaggle_api.MAY_HAVE_ARRIVED not in str(error):
+                sent_log.forget_send(paths, key)
+            raise
         # The log is where the run's leaderboard status lives from now on (pipeline.core.runs.latest_leaderboard).
-        runs.record_sent_submission(paths, digest, file, message, answer, run.id if run else None, competition)
+        sent_log.record_sent_submission(paths, digest, file, message, answer, key=key)
     console.say(f"submit: Kaggle answered: {answer['message']}")
     if answer["ref"] is None:  # nothing tells it apart from another submission with the same message
         console.say("submit: Kaggle's answer carried no submission number, so its score cannot be matched to this"

@@ -1,21 +1,19 @@
 """Run history: one run folder beside each trained model (its files, each with one writer, named by
-pipeline.core.config.Paths), composed into a `Run` (pipeline.core.records), and the log of submissions sent to
-Kaggle. The `runs` command's table and diff are pipeline.tools.runs_table."""
+pipeline.core.config.Paths), composed into a `Run` (pipeline.core.records) with what the log of submissions sent
+to Kaggle (pipeline.core.sent_log) says of it. The `runs` command's table and diff are pipeline.tools.runs_table."""
 
-import contextlib
 import functools
 import json
 import re
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 
 from pipeline.core import cache, config, run_cache
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import Leaderboard, ReportRecord, Run, SubmissionRecord, TuneMark
+from pipeline.core.sent_log import SENDING, in_send_order, sent_submissions
 
 # A run id is a folder name under data/models/: never a path that could lead elsewhere.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -242,6 +240,7 @@ def latest_leaderboard(sent: dict, run_id: str, competition: str | None = None,
     again with --tta or another weight has a file of its own): the latest it scored, else the latest sent; None when
     none was sent. A send again that failed or waits does not hide the run's score (`runs`, the page, `all`)."""
     entries = in_send_order([entry for key, entry in sent.items() if entry.get("run_id") == run_id
+                             and entry.get("status") != SENDING  # cut short: Kaggle may never have had it
                              and competition in (None, entry.get("competition", config.COMPETITION))
                              and digest in (None, entry.get("digest", key))])  # older entries: keyed by it
     if not entries:
@@ -307,92 +306,3 @@ def submission_message(run: Run | None, file: Path) -> str:
     return (f"run {run.id}: {params.get('architecture')} x{len(run.models)}, "
             f"estimate {estimate_words}, epochs {params.get('epochs')}, "
             f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.source}")
-
-
-@contextlib.contextmanager
-def sent_log_lock(paths: config.Paths):
-    """The sent log's own lock: submit and submissions never wait behind a training run's lock."""
-    paths.data.mkdir(parents=True, exist_ok=True)
-    # filelock, as cache.exclusive_lock: an OS lock on Linux, macOS and Windows (fcntl is not on Windows).
-    with FileLock(paths.data / ".submissions.lock"):
-        yield
-
-
-def sent_submissions(paths: config.Paths, strict: bool = True) -> dict:
-    """The log of submissions sent from this checkout: one entry a send (what, when, its number and scoring),
-    keyed by the file's digest, then <digest>-2, -3, ... for the same file sent again with --force.
-    A damaged log is refused (strict): what was sent, and so what not to send again, is only there, and rewriting
-    it would lose every entry. Not strict (the tables and pages that only show scores): read as empty."""
-    path = paths.sent_submissions
-    try:
-        sent = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        sent = error
-    if not isinstance(sent, dict) or not all(isinstance(entry, dict) for entry in sent.values()):
-        if not strict:
-            return {}
-        reason = f"not valid JSON ({sent})" if isinstance(sent, Exception) else "not a JSON object of sends"
-        raise PipelineError(f"{path}: {reason}; it is the log of what was sent to Kaggle, so nothing is sent or"
-                            " recorded until it is mended (or moved aside, which forgets every earlier send)")
-    return sent
-
-
-def in_send_order(entries: list[dict]) -> list[dict]:
-    """Log entries oldest first: by when they were sent, then Kaggle's number (the log file is kept sorted by key,
-    the file's digest, not by time)."""
-    def when(entry: dict) -> tuple[str, int]:
-        number = str(entry.get("ref"))
-        return str(entry.get("date", "")), int(number) if number.isdigit() else 0
-    return sorted(entries, key=when)
-
-
-def sends_of(sent: dict, digest: str) -> list[dict]:
-    """Every logged send of the file with this digest, oldest first (entries older than `digest` are keyed by it)."""
-    return in_send_order([entry for key, entry in sent.items() if entry.get("digest", key) == digest])
-
-
-def record_sent_submission(paths: config.Paths, digest: str, file: Path, message: str, answer: dict,
-                           run_id: str | None = None, competition: str = config.COMPETITION) -> None:
-    """Log a sent submission with its Kaggle number (ref; None when Kaggle gave none), before waiting for its score.
-    Every send keeps its own entry: a forced resend is another submission, with its own score."""
-    sent = sent_submissions(paths)
-    key, number = digest, 1
-    while key in sent:
-        number += 1
-        key = f"{digest}-{number}"
-    sent[key] = {"digest": digest, "file": cache.relative_name(file), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "message": message, "answer": answer["message"], "ref": answer["ref"], "run_id": run_id,
-                 "competition": competition, "status": "PENDING"}
-    cache.write_json(paths.sent_submissions, sent)
-
-
-def _sent_entry(sent: dict, submission: dict) -> dict | None:
-    """The log entry of a listed submission: by its number, else (logs older than numbers, without a "ref")
-    by its message. An entry logged without a number is never matched: another submission can share its message."""
-    if submission["ref"] is not None:
-        for entry in sent.values():
-            if entry.get("ref") == submission["ref"]:
-                return entry
-    for entry in sent.values():
-        if "ref" not in entry and entry.get("message") == submission["description"]:
-            return entry
-    return None
-
-
-def sent_run_id(paths: config.Paths, submission: dict) -> str | None:
-    """The run a listed submission came from, when it was sent from this checkout."""
-    return (_sent_entry(sent_submissions(paths), submission) or {}).get("run_id")
-
-
-def update_sent_submission(paths: config.Paths, submission: dict) -> dict | None:
-    """Record a listed submission's status and scores in its log entry; the entry, None when not ours."""
-    sent = sent_submissions(paths)
-    entry = _sent_entry(sent, submission)
-    if entry is None:
-        return None
-    entry.update(ref=submission["ref"], status=submission["status"], public_score=submission["public_score"],
-                 private_score=submission["private_score"], error=submission["error_description"])
-    cache.write_json(paths.sent_submissions, sent)
-    return entry

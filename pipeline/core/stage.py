@@ -26,7 +26,7 @@ from pipeline.core.errors import PipelineError
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package, this module being in core/
 # Bookkeeping that does not change what any stage computes: not part of a stage's code hash.
 NOT_STAGE_CODE = {"core.cache", "core.config", "core.console", "core.ctrl_c", "core.errors", "core.run_cache",
-                  "core.runs", "core.stage", "stages.chain", "cli"}
+                  "core.runs", "core.sent_log", "core.stage", "stages.chain", "cli"}
 
 
 @dataclass

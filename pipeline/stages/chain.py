@@ -6,7 +6,7 @@ and `tune` start here.
 import time
 
 from pipeline.competition.credentials import find_credentials
-from pipeline.core import cache, config, runs
+from pipeline.core import cache, config, runs, sent_log
 from pipeline.core.console import Console, format_duration
 from pipeline.core.records import describe_gap
 from pipeline.core.stage import run
@@ -31,7 +31,11 @@ def _what_kaggle_said(run_id: str, submission) -> str:
     run = runs.read_run(config.paths(), run_id)
     status = run.leaderboard.status if run.leaderboard else None
     if status is None:  # unsent as this run's, but the same bytes sent before (made again after `make clean`)
-        earlier = runs.sends_of(runs.sent_submissions(config.paths(), strict=False), cache.file_digest(submission))
+        sent = sent_log.sent_submissions(config.paths(), strict=False)
+        earlier = sent_log.sends_of(sent, cache.file_digest(submission))
+        if earlier and earlier[-1].get("status") == sent_log.SENDING:
+            when = earlier[-1].get("date", "?")
+            return f"its send on {when} was cut short and may have arrived: {SUBMISSIONS} lists it"
         if earlier:
             sent = earlier[-1]
             score = f", scored {sent.get('public_score')} public" if sent.get("status") == "COMPLETE" else ""
