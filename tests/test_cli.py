@@ -631,6 +631,34 @@ def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_
     assert {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv")} == before
 
 
+CTRL_C_IN_THE_SECOND_MOVE = """
+import os, runpy, sys
+from pipeline.stages import download
+real, moves = os.replace, []
+def replace(*args):
+    moves.append(args)
+    if len(moves) == 2:
+        raise KeyboardInterrupt
+    return real(*args)
+download.os.replace = replace
+sys.argv = ["digit-recognizer", "download"]
+runpy.run_module("pipeline", run_name="__main__")
+"""
+
+
+def test_a_first_download_cut_short_while_moving_its_files_in_is_done_again(tmp_path):
+    """Review 58 L: Ctrl-C or a kill between download's renames into data/raw/ (no record yet) left files that every
+    later run refused as the user's own ("not written by download")."""
+    cut = subprocess.run([sys.executable, "-c", CTRL_C_IN_THE_SECOND_MOVE], cwd=PROJECT_ROOT,
+                         env=pipeline_environment(tmp_path), capture_output=True, text=True, timeout=120)
+    assert cut.returncode == 130 and list((tmp_path / "data" / "raw").glob("*.csv")), cut.stderr
+    assert not (tmp_path / "data" / ".cache" / "download.json").exists()
+    again = assert_ok(run_in_process(tmp_path, "download"))
+    assert "sample_submission.csv, test.csv, train.csv in" in again.stdout
+    assert sorted(path.name for path in (tmp_path / "data" / "raw").iterdir()) == [
+        "sample_submission.csv", "test.csv", "train.csv"]
+
+
 @pytest.mark.parametrize("command", [["runs"], ["report"], ["predict"], ["train", "--preset", "quick"],
                                      ["runs", "diff", "a", "b"]])
 def test_a_file_as_pipeline_root_is_one_line(tmp_path, command):

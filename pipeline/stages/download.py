@@ -175,6 +175,9 @@ def _staging_folder(target_dir: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+UNFINISHED_MARK = ".download-unfinished"  # in data/raw while _install moves files in
+
+
 def _install(staging: Path, target_dir: Path) -> list[Path]:
     """Move every staged file into target_dir and drop an optional file the new source lacks.
 
@@ -183,10 +186,13 @@ def _install(staging: Path, target_dir: Path) -> list[Path]:
     downloads again (every stage holds the pipeline's lock, so no other stage reads them meanwhile).
     """
     written = []
+    unfinished = target_dir / UNFINISHED_MARK  # a kill between the renames: these files are no user's own
+    unfinished.touch()
     for path in sorted(staging.iterdir()):
         os.replace(path, target_dir / path.name)
         written.append(target_dir / path.name)
     remove_stale_optional_files(target_dir, written)
+    unfinished.unlink()
     return written
 
 
@@ -202,7 +208,7 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 def _refuse_files_put_in_raw_by_hand(paths) -> None:
     """The competition's files in data/raw/ that no download wrote (no record of one) are the user's own, put
     where prepare reads: download would replace them, and keeps no copy (the bundled sample replaced them)."""
-    if record_path("download").exists():
+    if record_path("download").exists() or (paths.raw / UNFINISHED_MARK).exists():  # a first download cut short
         return
     own = [paths.raw / name for name in REQUIRED_FILES + OPTIONAL_FILES if (paths.raw / name).exists()]
     if own:
