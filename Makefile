@@ -11,7 +11,7 @@ TENSORBOARD_STAMP := $(VENV)/.installed-tensorboard
 # The optional extras a command needs, installed on its first use: Ray for ENGINE=ray, TensorBoard for TENSORBOARD=1.
 # Only the command line's ENGINE and TENSORBOARD count (`given`, below), as for every option.
 EXTRA_STAMPS = $(if $(filter ray,$(call given,ENGINE)),$(RAY_STAMP),) \
-	$(if $(filter 1 yes true,$(call given,TENSORBOARD)),$(TENSORBOARD_STAMP),)
+	$(call on,TENSORBOARD,$(TENSORBOARD_STAMP))
 # Only what the locks name, each file checked against its hash.
 PIP_INSTALL := $(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes
 # The lock: requirements.txt from pyproject.toml's dependencies (and pip, setuptools); tests/requirements.txt
@@ -201,7 +201,7 @@ $(DEV_STAMP): $(STAMP) $(RAY_STAMP) $(TENSORBOARD_STAMP) tests/requirements.txt
 	$(PIP_INSTALL) -r tests/requirements.txt
 	touch $(DEV_STAMP)
 
-venv: $(STAMP) $(if $(filter 1 yes true,$(call given,GPU)),$(GPU_STAMP),) $(EXTRA_STAMPS) ## Create .venv from the lock (every target does); GPU=1 CUDA, ENGINE=ray Ray, TENSORBOARD=1
+venv: $(STAMP) $(call on,GPU,$(GPU_STAMP)) $(EXTRA_STAMPS) ## Create .venv from the lock (every target does); GPU=1 CUDA, ENGINE=ray Ray, TENSORBOARD=1
 
 lock: $(DEV_STAMP) ## Refresh the lock files from pyproject.toml (after adding a dependency there)
 	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:setup $(LOCK_OPTIONS) -o requirements.txt

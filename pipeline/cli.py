@@ -15,6 +15,7 @@ import typer.main
 from pipeline import __version__
 from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
+from pipeline.competition.credentials import find_credentials
 from pipeline.core import cache, clean, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.core.errors import PipelineError
@@ -295,8 +296,9 @@ def bench_command(
         preset, message = next(iter(refused.items()))
         if len(refused) == len(bench.bench_presets(presets)):  # a bad value: the same for every preset
             raise PipelineError(message)
-        # an option that some presets cannot take (--dropout and the default list's baseline, an mlp): name it
-        raise PipelineError(f"preset {preset}: {message}; or leave {preset} out of"
+        # an option that some presets cannot take (--dropout and the default list's baseline, an mlp): name them
+        names = ", ".join(refused)
+        raise PipelineError(f"preset {preset}: {message}; or leave {names} out of"
                             f" {config.how_to('PRESETS=', '--presets ')}")
     bench.run_bench(context.obj, source, presets, settings.option_words(knobs))
 
@@ -328,8 +330,21 @@ def tune_command(
         chain.run_data_stages(console, source, competition, values, force)
         results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
     print(tune.format_results(results))
-    for line in tune.summary_lines(results, preset, given, stage.download_options()):
+    for line in tune.summary_lines(results, preset, given, _tuned_on()):
         console.say(line)
+
+
+def _tuned_on() -> tuple[str, str]:
+    """The data's options for tune's reproduce line: the sample named where credentials would make `all` download
+    the competition's files instead (stage.download_options names only other sources)."""
+    named = stage.download_options()
+    if named == ("", "") and ((cache.load_record("download") or {}).get("extra") or {}).get("source") == "sample":
+        try:
+            if find_credentials():
+                return " --source sample", " SOURCE=sample"
+        except PipelineError:  # a broken token file: advice only
+            pass
+    return named
 
 
 @app.command("all")

@@ -316,6 +316,9 @@ def leave_interrupted(advice: str) -> None:
     remove_private_temporary_folder()
     # Every `finally` has run by now; leave without the interpreter's teardown, where TensorFlow's
     # half-traced functions can print a traceback of their own ("Exception ignored in ...").
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a pipe whose reader is gone (`| tee` with the terminal closed)
+            pass
     os._exit(130)

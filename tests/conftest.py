@@ -30,6 +30,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 SUITE_FOLDER = Path(tempfile.mkdtemp(prefix="pipeline-suite-"))
 atexit.register(shutil.rmtree, SUITE_FOLDER, ignore_errors=True)
 (SUITE_FOLDER / "tmp").mkdir()
+(SUITE_FOLDER / "home").mkdir()  # the pipelines' HOME: never the developer's ~/.kaggle
 os.environ["MPLCONFIGDIR"] = str(SUITE_FOLDER / "matplotlib")
 os.environ["KERAS_HOME"] = str(SUITE_FOLDER / "keras")
 for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):  # never the developer's real Kaggle account
@@ -53,12 +54,13 @@ def pipeline_environment(root: Path, env: dict | None = None) -> dict:
     """The environment of a pipeline a test starts: outputs under root, output unbuffered (tests read it line by
     line), temporary files in the session's folder, and never the developer's real Kaggle credentials unless env
     gives some."""
+    # HOME too: the client reads ~/.kaggle/access_token whatever KAGGLE_CONFIG_DIR says.
     environment = {**os.environ, "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1",
-                   "TMPDIR": str(SUITE_FOLDER / "tmp"), **(env or {})}
+                   "TMPDIR": str(SUITE_FOLDER / "tmp"), "HOME": str(SUITE_FOLDER / "home"),
+                   "KAGGLE_CONFIG_DIR": str(root / "no-kaggle-config"), **(env or {})}
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         if not env or name not in env:
             environment.pop(name, None)
-    environment.setdefault("KAGGLE_CONFIG_DIR", str(root / "no-kaggle-config"))
     return environment
 
 

@@ -220,6 +220,23 @@ def test_the_line_that_reproduces_a_trial_names_the_installed_command_outside_a_
     assert tune.summary_lines([trial(1, 0.9)], "quick", {"folds": 3})[1].endswith("--dropout 0.4 --width 1")
 
 
+def test_a_search_on_the_sample_is_reproduced_on_the_sample_where_credentials_are_set_up(quick_run_root, tmp_path,
+                                                                                          monkeypatch):
+    """Review 58 (diff): after `make tune SOURCE=sample` with Kaggle credentials set up, the reproduce line (no
+    SOURCE=) downloaded and trained on the competition's files."""
+    from pipeline import cli
+
+    monkeypatch.setenv("PIPELINE_ROOT", str(quick_run_root))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "none"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli._tuned_on() == ("", "")  # no credentials: `make all` uses the sample anyway
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "0" * 32)
+    assert cli._tuned_on() == (" --source sample", " SOURCE=sample")
+
+
 def test_engine_options_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(PipelineError, match="--workers 0"):
         Engine("ray", workers=0).check()

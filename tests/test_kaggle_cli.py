@@ -88,6 +88,7 @@ def test_kaggle_run_end_to_end_submit_once_and_the_score_on_the_report_page_and_
         assert len(stub.competition_names) == downloads
         # the page `submissions` rewrote with the score is the report's: not drawn again (review 57 H)
         assert "report: up to date" in again_all.stdout, again_all.stdout
+        assert "unkept" not in json.loads((root / "data" / ".cache" / "report.json").read_text())  # in the run cache
         assert "sent and scored 0.99543 public" in again_all.stdout.splitlines()[-1]
         assert "make submit`" not in again_all.stdout.splitlines()[-1]
 

@@ -208,6 +208,13 @@ def test_a_target_of_runs_without_runs_names_the_variable(target):
     assert result.returncode != 0 and f'make {target} needs RUNS="A B" (run ids from `make runs`)' in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["GPU", "TENSORBOARD"])
+def test_venv_s_extras_refuse_a_word_that_is_no_switch(variable):
+    """Review 58 (diff): `make venv GPU=on` installed a CPU-only TensorFlow without a word; TENSORBOARD=on likewise."""
+    refused = run_make("venv", f"{variable}=on")
+    assert refused.returncode != 0 and f"{variable}=on: expected 1 or 0 (yes/no, true/false)" in refused.stderr
+
+
 def test_bench_given_preset_points_to_presets():
     """Review 58 K: README's PRESET= everywhere makes `make bench PRESET=quick` the natural mistake; it got no hint."""
     result = run_make("bench", "PRESET=quick")

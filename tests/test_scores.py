@@ -493,14 +493,54 @@ def test_a_send_killed_after_kaggle_had_it_is_not_sent_again_and_its_score_is_fo
         assert len(stub.submissions) == 1 and process.returncode == -signal.SIGKILL
         stub.answer_created_after_s = 0
         again = run_pipeline(root, "submit", env=env)
-        assert "its send on " in assert_one_line_failure(again) and "was cut short (Ctrl-C, a closed terminal, a" \
-            " killed process) and may have arrived: `make submissions`" in again.stderr
+        refused = assert_one_line_failure(again)
+        assert "its send on " in refused and "did not finish (interrupted, killed, or a network failure after the" \
+            " upload) and may have arrived: `make submissions`" in refused
         assert len(stub.submissions) == 1  # not sent again
         assert read_run(root).get("leaderboard") is None  # not known to have arrived: no status shown as the run's
         listed = run_pipeline(root, "submissions", env=env)  # the send found on Kaggle's list: its score is the run's
         assert listed.returncode == 0 and read_run(root)["leaderboard"]["public_score"] == "0.99543", listed.stdout
         third = run_pipeline(root, "submit", env=env)
         assert "this file was already sent on" in assert_one_line_failure(third) and len(stub.submissions) == 1
+
+
+@pytest.mark.parametrize("mode, kept", [("upload-fails", False), ("unauthenticated", False), ("garbage", True)])
+def test_a_failed_send_is_refused_next_time_only_where_kaggle_may_have_it(tmp_path, mode, kept):
+    """Review 58 (diff): the log forgot every failed send whose message lacked one phrase, a dropped connection
+    after the upload too. A refusal (4xx) or a failed upload did not arrive; an answer that is not Kaggle's may
+    come after it has the file."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub(mode=mode) as stub:
+        env = stub.client_env(tmp_path)
+        assert run_pipeline(root, "submit", "--no-wait", env=env).returncode == 1
+        stub.mode = "ok"
+        again = run_pipeline(root, "submit", "--no-wait", env=env)
+    if kept:
+        assert "and may have arrived" in assert_one_line_failure(again) and len(stub.submissions) == 0
+    else:
+        assert again.returncode == 0 and len(stub.submissions) == 1, again.stderr
+
+
+def test_a_send_cut_short_is_adopted_only_by_a_listed_submission_that_can_be_it(pipeline_root):
+    """Review 58 (diff): a cut-short send took the ref and score of any listed submission with its message, one
+    made in 2020 or on another competition too."""
+    from pipeline.core import cache
+
+    paths = config.paths()
+    submission = make_trained_run(pipeline_root)
+    sent_log.record_sending(paths, cache.file_digest(submission), submission, "my message", RUN_ID)
+    today = time.strftime("%Y-%m-%d")
+
+    def listed(ref, date):
+        return {"ref": ref, "date": f"{date}T12:00:00.000Z", "description": "my message", "status": "COMPLETE",
+                "public_score": "0.5", "private_score": "", "error_description": ""}
+
+    assert sent_log.update_sent_submission(paths, listed(55, "2020-01-01"), "digit-recognizer") is None  # older
+    assert sent_log.update_sent_submission(paths, listed(56, today), "titanic") is None  # another competition's
+    assert sent_log.update_sent_submission(paths, listed(57, today)) is None  # the listing's competition unknown
+    assert sent_log.update_sent_submission(paths, listed(58, today), "digit-recognizer")["ref"] == 58
+    assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.5"
 
 
 def test_the_advice_to_send_again_names_the_run_or_file_that_was_asked_for(tmp_path):

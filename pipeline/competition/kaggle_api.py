@@ -138,13 +138,20 @@ def _root_cause(error: BaseException) -> BaseException:
         error = inner
 
 
+class NotReceived(PipelineError):
+    """Kaggle answered with a 4xx, or the client could not upload the file: a submission that failed so did not
+    arrive (a 5xx, a dropped connection or a timeout may come after Kaggle has it)."""
+
+
 def _client_error(error: BaseException, competition: str | None, attempts: int = 1,
                   retry_advice: str = "try again later") -> PipelineError:
     """Turn what the client raised into one line saying what happened and what to do."""
     import requests
 
     if isinstance(error, requests.HTTPError):
-        return _http_error(error, competition)
+        refused = _http_error(error, competition)
+        status = error.response.status_code if error.response is not None else None
+        return NotReceived(str(refused)) if status is not None and 400 <= status < 500 else refused
     if _is_cut_off_download(error):
         return _error(
             f"the connection to Kaggle dropped during the download of {competition}, even after the client's retries "
@@ -310,10 +317,6 @@ def check_credentials(competition: str) -> None:
         _authenticated_api()
 
 
-# In the error of a submission that failed where Kaggle may have received it (a timeout, a dropped connection).
-MAY_HAVE_ARRIVED = "(it may have arrived)"
-
-
 def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = False) -> dict:
     """Submit csv_path to the competition with message as its description.
 
@@ -325,7 +328,7 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
         raise PipelineError(f"{csv_path}: no such file to submit")
     # Never retried: a submission whose answer was lost may have arrived, and Kaggle allows few a day.
     check_first = (f"check https://www.kaggle.com/competitions/{competition}/submissions before "
-                   f"sending it again {MAY_HAVE_ARRIVED}")
+                   "sending it again (it may have arrived)")
     with _network_limits(f"the submission of {csv_path} ({check_first})"):
         api = _authenticated_api()
         response = _call_client(
@@ -334,7 +337,7 @@ def submit_file(competition: str, csv_path: Path, message: str, quiet: bool = Fa
         )
     # A failed upload does not raise: the client returns this message (and printed the cause).
     if response.message == UPLOAD_FAILED_MESSAGE:
-        raise _error(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")
+        raise NotReceived(f"the upload of {csv_path} to Kaggle failed ({UPLOAD_FAILED_MESSAGE}); run submit again")
     # No number (None): the score cannot be told apart from another submission's, so it is never guessed.
     return {"message": response.message, "ref": int(response.ref) if response.ref else None}
 

@@ -87,15 +87,16 @@ def describe_score(submission: dict, estimate: Estimate | None) -> str:
 ON_PAGE_REFRESHED = []
 
 
-def record(paths, submission: dict, console=None) -> str | None:
-    """Keep a listed submission's status and scores in the sent log (where `runs` finds its run's score), and write
-    the run's report page again when its score is new (the page shows it beside the estimate); the run id."""
+def record(paths, submission: dict, console=None, competition: str | None = None) -> str | None:
+    """Keep a listed submission (of competition) in the sent log with its status and scores (where `runs` finds its
+    run's score), and write the run's report page again when its score is new (the page shows it beside the
+    estimate); the run id."""
     changed = False
     with sent_log.sent_log_lock(paths):
-        run_id = sent_log.sent_run_id(paths, submission)
+        run_id = sent_log.sent_run_id(paths, submission, competition)
         shown = run_id and runs.run_path(paths, run_id).is_file()
         before = runs.read_run(paths, run_id).leaderboard if shown else None  # as `runs` and the page show it
-        sent_log.update_sent_submission(paths, submission)
+        sent_log.update_sent_submission(paths, submission, competition)
         if shown:
             changed = before != runs.read_run(paths, run_id).leaderboard
     if changed:
@@ -128,7 +129,7 @@ def wait_and_report(paths, console, competition: str, ref: int, run: Run | None,
         console.say(f"submit: not scored yet after {format_duration(time.monotonic() - started)}; Kaggle keeps"
                     f" scoring it: see the score later with {HOW_TO_LOOK_LATER}")
         return
-    record(paths, seen, console)
+    record(paths, seen, console, competition)
     if seen["status"] == "ERROR":
         reason = " ".join(seen["error_description"].split()) or "no reason given"  # Kaggle's reason can span lines
         raise PipelineError(f"Kaggle could not score submission {ref}: {reason}")
@@ -144,19 +145,22 @@ def listed_with_waiting_sends(paths, competition: str) -> list[dict]:
     """Kaggle's first page of submissions, and the sends of this checkout still waiting for a score from the pages
     after it: 20 newer submissions push a send off the first page, and its score is found only by its number."""
     listed = page = kaggle_api.list_submissions(competition)
-    waiting = {entry["ref"] for entry in sent_log.sent_submissions(paths).values()
-               if entry.get("ref") and entry.get("status") == "PENDING"
-               and entry.get("competition", competition) == competition}
+    ours = [entry for entry in sent_log.sent_submissions(paths).values()
+            if entry.get("competition", competition) == competition]
+    waiting = {entry["ref"] for entry in ours if entry.get("ref") and entry.get("status") == "PENDING"}
+    cut_short = {entry.get("message") for entry in ours if entry.get("status") == sent_log.SENDING}  # by message
     seen = {submission["ref"] for submission in listed}
     number = 1
-    while waiting - seen and len(page) >= kaggle_api.LISTING_PAGE_SIZE and number < MOST_PAGES:
+    while ((waiting - seen or cut_short - {submission["description"] for submission in listed})
+           and len(page) >= kaggle_api.LISTING_PAGE_SIZE and number < MOST_PAGES):
         number += 1
         page = kaggle_api.list_submissions(competition, page=number)
         new = [submission for submission in page if submission["ref"] not in seen]
         if not new:  # a server that answers its first page again
             break
         seen |= {submission["ref"] for submission in new}
-        listed = listed + [submission for submission in new if submission["ref"] in waiting]
+        listed = listed + [submission for submission in new
+                           if submission["ref"] in waiting or submission["description"] in cut_short]
     return listed
 
 
@@ -166,10 +170,10 @@ def show_submissions(paths, competition: str) -> str:
     listed = listed_with_waiting_sends(paths, competition)
     for submission in reversed(listed):  # oldest first, so a run sent twice keeps its newest score
         if submission["status"] != "PENDING":
-            record(paths, submission)
+            record(paths, submission, competition=competition)
     rows = []
     for submission in listed:
-        run_id = sent_log.sent_run_id(paths, submission)
+        run_id = sent_log.sent_run_id(paths, submission, competition)
         score = {"COMPLETE": submission["public_score"], "ERROR": "error"}.get(submission["status"], "pending")
         rows.append((submission["ref"] or "-", submission["date"][:19].replace("T", " "), submission["status"].lower(),
                      score, submission["private_score"] or "-", run_id or "-",

@@ -105,25 +105,24 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
         if earlier and not force:
             when = earlier[-1].get("date", "?")
             if earlier[-1].get("status") == sent_log.SENDING:
-                raise PipelineError(f"{file}: its send on {when} was cut short (Ctrl-C, a closed terminal, a killed"
-                                    f" process) and may have arrived: {scores.HOW_TO_LOOK_LATER} lists it, and"
-                                    f" records it if it did; {again} sends it again")
+                raise PipelineError(f"{file}: its send on {when} did not finish (interrupted, killed, or a network"
+                                    f" failure after the upload) and may have arrived: {scores.HOW_TO_LOOK_LATER}"
+                                    f" lists it, and records it if it did; {again} sends it again")
             raise PipelineError(f"{file}: this file was already sent on {when} (as {earlier[-1].get('file', '?')});"
                                 f" Kaggle allows few submissions a day, so {again} sends it again")
         kaggle_api.check_credentials(competition)  # before the line that says it sends
         console.say(f"submit: sending {file} ({rows} rows) to {competition}: {message!r}")
-        # Logged before the upload: a send cut short where Kaggle may have it (a closed terminal, a kill, Ctrl-C)
-        # is not sent again without a word. Kaggle's answer fills the entry in; an error that says it did not
-        # arrive removes it.
+        # Logged before the upload: a send cut short where Kaggle may have it (a closed terminal, a kill, Ctrl-C, a
+        # dropped connection, a 5xx) is not sent again without a word. Kaggle's answer fills the entry in; a refusal
+        # (4xx) or a failed upload removes it.
         key = sent_log.record_sending(paths, digest, file, message, run.id if run else None, competition)
         try:
             answer = kaggle_api.submit_file(competition, file, message, quiet=console.quiet)
         except KeyboardInterrupt:  # sending it again now could spend a second submission on the same file
             raise Interrupted(f"the upload of {file} was cut short and may have arrived: check with"
                               f" {scores.HOW_TO_LOOK_LATER} before sending it again") from None
-        except PipelineError as error:
-            if kaggle_api.MAY_HAVE_ARRIVED not in str(error):
-                sent_log.forget_send(paths, key)
+        except kaggle_api.NotReceived:  # refused, or never uploaded: nothing to wait for
+            sent_log.forget_send(paths, key)
             raise
         # The log is where the run's leaderboard status lives from now on (pipeline.core.runs.latest_leaderboard).
         sent_log.record_sent_submission(paths, digest, file, message, answer, key=key)

@@ -4,6 +4,7 @@ number and what Kaggle said of it. It is what keeps a file from being sent twice
 (Ctrl-C, a closed terminal, a killed process) after Kaggle may have received it is not sent again without a word."""
 
 import contextlib
+import datetime
 import json
 import time
 from pathlib import Path
@@ -108,26 +109,37 @@ def _sent_entry(sent: dict, submission: dict) -> dict | None:
     return None
 
 
-def sent_run_id(paths: config.Paths, submission: dict) -> str | None:
-    """The run a listed submission came from, when it was sent from this checkout."""
-    sent = sent_submissions(paths)
-    return (_sent_entry(sent, submission) or _cut_short_entry(sent, submission) or {}).get("run_id")
-
-
-def _cut_short_entry(sent: dict, submission: dict) -> dict | None:
-    """The entry of a send cut short (SENDING) that this listed submission is: the same message, and a number no
-    entry has yet (the oldest such send first)."""
-    if submission["ref"] is None or any(entry.get("ref") == submission["ref"] for entry in sent.values()):
+def _cut_short_entry(sent: dict, submission: dict, competition: str | None) -> dict | None:
+    """The entry of a send cut short (SENDING) that this listed submission of competition is: the same message and
+    competition, listed no earlier than the day before the send (local time against Kaggle's UTC), and a number no
+    entry has yet; the oldest such send first. None where the listing's competition is not known."""
+    listed_on = str(submission.get("date") or "")[:10]
+    if competition is None or submission["ref"] is None or not listed_on or any(
+            entry.get("ref") == submission["ref"] for entry in sent.values()):
         return None
-    return next((entry for entry in in_send_order(list(sent.values()))
-                 if entry.get("status") == SENDING and entry.get("message") == submission["description"]), None)
+    for entry in in_send_order(list(sent.values())):
+        try:
+            day_before = (datetime.datetime.strptime(str(entry.get("date")), "%Y-%m-%d %H:%M:%S").date()
+                          - datetime.timedelta(days=1)).isoformat()
+        except ValueError:
+            continue
+        if (entry.get("status") == SENDING and entry.get("message") == submission["description"]
+                and entry.get("competition", config.COMPETITION) == competition and listed_on >= day_before):
+            return entry
+    return None
 
 
-def update_sent_submission(paths: config.Paths, submission: dict) -> dict | None:
-    """Record a listed submission's status and scores in its log entry (a send cut short that it turns out to be,
-    too); the entry, None when not ours."""
+def sent_run_id(paths: config.Paths, submission: dict, competition: str | None = None) -> str | None:
+    """The run a listed submission (of competition, when known) came from, when it was sent from this checkout."""
     sent = sent_submissions(paths)
-    entry = _sent_entry(sent, submission) or _cut_short_entry(sent, submission)
+    return (_sent_entry(sent, submission) or _cut_short_entry(sent, submission, competition) or {}).get("run_id")
+
+
+def update_sent_submission(paths: config.Paths, submission: dict, competition: str | None = None) -> dict | None:
+    """Record a listed submission's status and scores in its log entry (a send cut short that it turns out to be,
+    too, where the listing's competition is known); the entry, None when not ours."""
+    sent = sent_submissions(paths)
+    entry = _sent_entry(sent, submission) or _cut_short_entry(sent, submission, competition)
     if entry is None:
         return None
     entry.update(ref=submission["ref"], status=submission["status"], public_score=submission["public_score"],

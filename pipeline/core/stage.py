@@ -287,13 +287,12 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         return record
 
 
-def record_rewritten_outputs(definition: Definition, record: dict) -> bool:
-    """The stage's record made again for its outputs as another command rewrote them, under the definition's key
-    (submit's report page with its new score); done only while no command holds the lock (True when done)."""
-    with cache.lock_if_free() as free:
-        if free:
-            cache.save_record(definition.key(), cache.output_paths(record), record.get("extra"))
-        return free
+def record_rewritten_outputs(definition: Definition, record: dict) -> None:
+    """The stage's record made again, under the caller's lock, for its outputs as another command rewrote them, under
+    the definition's key (submit's report page with its new score). Marked `unkept`: the next command that finds it
+    up to date keeps it in the run cache (_keep)."""
+    new = cache.make_record(definition.key(), cache.output_paths(record), record.get("extra"))
+    cache.write_json(cache.record_path(definition.name), {**new, "unkept": True})
 
 
 # The stages whose result this process made or restored: a stage below them reads new inputs of the chain's own

@@ -8,6 +8,7 @@ import time
 from pipeline.competition.credentials import find_credentials
 from pipeline.core import cache, config, runs, sent_log
 from pipeline.core.console import Console, format_duration
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import describe_gap
 from pipeline.core.stage import run
 from pipeline.stages import download, predict, prepare, split, train
@@ -51,6 +52,14 @@ def _what_kaggle_said(run_id: str, submission) -> str:
     return f"send it with {config.how_to('`make submit`', '`digit-recognizer submit`')}"
 
 
+def _credentials_set_up() -> bool:
+    """Whether Kaggle credentials are found, for advice only: a broken token file fails no finished run."""
+    try:
+        return bool(find_credentials())
+    except PipelineError:
+        return False
+
+
 def _unscorable(source: str | None, rows: int) -> bool:
     """The user's own files with another number of test rows than the competition's: submit would refuse them."""
     return source in ("folder", "zip") and rows != config.COMPETITION_TEST_ROWS[config.COMPETITION]
@@ -92,7 +101,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
             rows = predicted["extra"]["rows"]
             trial = f"{done}, from the bundled sample ({rows} test rows, a trial run that Kaggle cannot score)"
-            if source == "sample" and find_credentials():  # asked for: set-up advice would be no help
+            if source == "sample" and _credentials_set_up():  # asked for: set-up advice would be no help
                 console.say(f"{trial}; for the competition's data, run"
                             f" {config.how_to('`make all`', '`digit-recognizer all`')} without"
                             f" {config.how_to('SOURCE=sample', '--source sample')}: Kaggle credentials are set up")

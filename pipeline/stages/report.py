@@ -65,19 +65,21 @@ def define(paths, console, run_id: str | None = None):
 def remember_refreshed_page(paths, run_id: str) -> None:
     """Submit wrote the run's page again with its new score (report.writer.refresh_page). Where the report stage's
     result is that page and nothing but the score changed in its key, its record takes the page as it is now: the
-    next `make all` said `report: running again` and drew every picture again (about 9 s at full size)."""
-    record = cache.load_record("report")
-    recorded = (record or {}).get("key")
-    if not isinstance(recorded, dict) or (recorded.get("params") or {}).get("run_id") != run_id:
-        return
-    try:
-        definition = define(paths, None, run_id)
-    except PipelineError:
-        return
-    current = definition.key_values
-    as_before = {**current, "params": {**current["params"], "leaderboard": recorded["params"].get("leaderboard")}}
-    if as_before == recorded and current != recorded:
-        stage.record_rewritten_outputs(definition, record)
+    next `make all` said `report: running again` and drew every picture again (about 9 s at full size). Only while
+    no other command holds the lock (one may be writing that record)."""
+    with cache.lock_if_free() as free:
+        record = cache.load_record("report") if free else None
+        recorded = (record or {}).get("key")
+        if not isinstance(recorded, dict) or (recorded.get("params") or {}).get("run_id") != run_id:
+            return
+        try:
+            definition = define(paths, None, run_id)
+        except PipelineError:
+            return
+        current = definition.key_values
+        as_before = {**current, "params": {**current["params"], "leaderboard": recorded["params"].get("leaderboard")}}
+        if as_before == recorded and current != recorded:
+            stage.record_rewritten_outputs(definition, record)
 
 
 def _describe(record) -> str:
