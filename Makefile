@@ -65,8 +65,8 @@ endef
 $(foreach name,$(GIVEN),$(if $(findstring $(newline),$(value $(name))),$(error $(name): a value on one line, please)))
 # An empty value (FILE=, PRESET=$X with X unset) would leave the option out: submit would send another file, all run
 # the default preset, without a word. Refused, as the CLI refuses `--file ''`.
-$(foreach name,$(GIVEN),$(if $(strip $(value $(name))),,$(error $(name)= is empty: give it a value, or leave it out\
-	for the default)))
+$(foreach name,$(GIVEN),$(if $(strip $(value $(name))),,$(error $(name)= is empty: $(if $(filter RUNS,$(name)),give\
+	the run ids (RUNS="A B"),give it a value, or leave it out for the default))))
 
 # What each target takes from the command line (besides PYTHON and VENV, where the environment is). A known
 # variable that none of the goals takes is refused, naming the targets that do: `make train FINAL_WEIGHT=3` or
@@ -120,12 +120,14 @@ given = $(if $(filter command line,$(origin $(1))),$(value $(1)))
 opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
 # A list of words (RUNS="A B"): each its own argument, quoted like opt's values.
 each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
+# A switch's value when it is one word (filter takes any word of several: FORCE='no 1' gave --force).
+switch_word = $(if $(word 2,$(call given,$(1))),,$(call given,$(1)))
 # A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice; any other value is refused.
-flag = $(if $(filter 1 yes true,$(call given,$(1))),--$(2),$(if $(filter 0 no false,$(call given,$(1))),--no-$(2),\
-	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
+flag = $(if $(filter 1 yes true,$(call switch_word,$(1))),--$(2),$(if $(filter 0 no false,$(call switch_word,$(1))),\
+	--no-$(2),$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
 # An option that is only ever on: VAR=1 gives it, VAR=0 does not; any other value is refused, as flag's are
 # (FORCE=off gave --force: every stage ran again).
-on = $(if $(filter 1 yes true,$(call given,$(1))),$(2),$(if $(filter 0 no false,$(call given,$(1))),,\
+on = $(if $(filter 1 yes true,$(call switch_word,$(1))),$(2),$(if $(filter 0 no false,$(call switch_word,$(1))),,\
 	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
 SPLIT_ONLY_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds)
@@ -240,13 +242,13 @@ runs: $(STAMP) ## List the runs, best first, in 100 columns (WIDE=1 all columns,
 	$(PIPELINE) runs $(call on,WIDE,--wide) $(call on,ALL,--all) $(call opt,SORT,--sort)
 
 # The runs are make's RUNS="A B": without it the CLI's own words (Missing argument 'RUN RUN...') named no variable.
-need_runs = $(if $(call given,RUNS),,$(error make $(1) needs RUNS="A B" (run ids from `make runs`)))
+need_runs = $(if $(word 2,$(call given,RUNS)),,$(error make $(1) needs RUNS="A B" ($(2) from `make runs`)))
 
 runs-diff: $(STAMP) ## What two runs differ in: parameters, data, estimate, score (RUNS="A B")
-	$(call need_runs,runs-diff)$(PIPELINE) runs diff $(call each_word,RUNS)
+	$(call need_runs,runs-diff,two run ids)$(PIPELINE) runs diff $(call each_word,RUNS)
 
 blend: $(STAMP) ## Average runs' test probabilities into a new submission and run (RUNS="A B", WEIGHTS=2,1)
-	$(call need_runs,blend)$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
+	$(call need_runs,blend,two or more run ids)$(PIPELINE) blend $(call each_word,RUNS) $(call opt,WEIGHTS,--weights)
 
 submit: $(STAMP) ## Send the last all or predict's submission to Kaggle and wait for its score (FILE=path or RUN=id to choose)
 	$(PIPELINE) submit $(SUBMIT_OPTS)

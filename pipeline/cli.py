@@ -6,6 +6,7 @@ value (pipeline.core.config.PRESETS). Assembling options and turning errors into
 """
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -260,9 +261,9 @@ def submit_command(
 
 
 @app.command("submissions")
-def submissions_command(competition: str = COMPETITION):
+def submissions_command(context: typer.Context, competition: str = COMPETITION):
     """The competition's submissions with their scores, matched to the runs sent from here; records new scores."""
-    print(scores.show_submissions(config.paths(), competition))
+    print(scores.show_submissions(config.paths(), competition, footer=not context.obj.quiet))
 
 
 @app.command("clean")
@@ -307,7 +308,7 @@ def bench_command(
 @training_knobs(for_tune=True)
 def tune_command(
     context: typer.Context, source: str = SOURCE, competition: str = COMPETITION, preset: PresetName = PRESET,
-    trials: int = typer.Option(8, help="Settings to try; the first is the preset's own."),
+    trials: int = typer.Option(8, help="Settings to try; the first is the preset's own, with the options given."),
     workers: Optional[int] = TUNE_WORKERS, ray_address: Optional[str] = TUNE_RAY_ADDRESS, device: DeviceName = DEVICE,
     search_seed: int = typer.Option(0, "--search-seed",
                                     help="Seed of the settings drawn (the same seed, the same trials)."),
@@ -323,12 +324,12 @@ def tune_command(
              if value is not None}
     values = settings.resolve_preset(preset, **given)
     tune.check_search(trials, search_seed)  # these and the training options before the data stages run
-    settings.training_config(values)
+    chain.check_seeds_before_the_split(values, replace(settings.training_config(values), final_model=False))
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it
         chain.run_data_stages(console, source, competition, values, force)
-        results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine)
+        results = tune.search(config.paths(), console, preset, values, trials, search_seed, engine, given)
     print(tune.format_results(results))
     for line in tune.summary_lines(results, preset, given, _tuned_on()):
         console.say(line)

@@ -302,8 +302,9 @@ def remove_private_temporary_folder() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-# The commands that train, whose Ctrl-C line says that training resumes (report's or download's said it too).
-TRAINING_COMMANDS = {"train", "all", "tune", "bench"}
+# The commands whose training resumes, as their Ctrl-C line says (report's or download's said it too; bench starts
+# each of its runs from nothing, in a folder of its own).
+TRAINING_COMMANDS = {"train", "all", "tune"}
 
 
 def leave_interrupted(advice: str) -> None:

@@ -425,7 +425,7 @@ def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_
         "error: --final-weight 0: expected a weight above 0, at most 100, e.g. 2")
     refused = run_in_process(tmp_path, "all", "--preset", "quick", "--final-weight", "2")  # quick: no final model
     assert refused.returncode == 1 and "--final-weight 2: weighs the model on all rows, which this run does not" \
-        " train; add --final-model" in refused.stderr and "train:" not in refused.stdout
+        " train; add FINAL_MODEL=1" in refused.stderr and "train:" not in refused.stdout  # make's words (review 58 R)
     # Review 58 N: predict's advice named --final-model, which predict does not take
     assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--no-final-model"))
     refused = run_in_process(tmp_path, "predict", "--final-weight", "2")
@@ -631,32 +631,39 @@ def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_
     assert {name: (raw / name).read_bytes() for name in ("train.csv", "test.csv")} == before
 
 
-CTRL_C_IN_THE_SECOND_MOVE = """
+CTRL_C_IN_DOWNLOAD = """
 import os, runpy, sys
+from pipeline.core import cache
 from pipeline.stages import download
-real, moves = os.replace, []
-def replace(*args):
+real_replace, moves, real_write_json, when = os.replace, [], cache.write_json, sys.argv[1]
+def replace(*args):  # the second of its moves into data/raw
     moves.append(args)
-    if len(moves) == 2:
+    if len(moves) == 2 and when == "move":
         raise KeyboardInterrupt
-    return real(*args)
-download.os.replace = replace
+    return real_replace(*args)
+def write_json(path, value):  # every file moved in, before its record
+    if path.name == "download.json" and when == "record":
+        raise KeyboardInterrupt
+    return real_write_json(path, value)
+download.os.replace, cache.write_json = replace, write_json
 sys.argv = ["digit-recognizer", "download"]
 runpy.run_module("pipeline", run_name="__main__")
 """
 
 
-def test_a_first_download_cut_short_while_moving_its_files_in_is_done_again(tmp_path):
+@pytest.mark.parametrize("when", ["move", "record"])
+def test_a_first_download_cut_short_while_moving_its_files_in_is_done_again(tmp_path, when):
     """Review 58 L: Ctrl-C or a kill between download's renames into data/raw/ (no record yet) left files that every
-    later run refused as the user's own ("not written by download")."""
-    cut = subprocess.run([sys.executable, "-c", CTRL_C_IN_THE_SECOND_MOVE], cwd=PROJECT_ROOT,
+    later run refused as the user's own ("not written by download"); review 58 R: also between the last rename and the
+    stage's record."""
+    cut = subprocess.run([sys.executable, "-c", CTRL_C_IN_DOWNLOAD, when], cwd=PROJECT_ROOT,
                          env=pipeline_environment(tmp_path), capture_output=True, text=True, timeout=120)
     assert cut.returncode == 130 and list((tmp_path / "data" / "raw").glob("*.csv")), cut.stderr
     assert not (tmp_path / "data" / ".cache" / "download.json").exists()
     again = assert_ok(run_in_process(tmp_path, "download"))
     assert "sample_submission.csv, test.csv, train.csv in" in again.stdout
     assert sorted(path.name for path in (tmp_path / "data" / "raw").iterdir()) == [
-        "sample_submission.csv", "test.csv", "train.csv"]
+        "sample_submission.csv", "test.csv", "train.csv"]  # the mark too is gone once the record is written
 
 
 @pytest.mark.parametrize("command", [["runs"], ["report"], ["predict"], ["train", "--preset", "quick"],
@@ -816,7 +823,7 @@ def test_a_run_on_the_sample_asked_for_with_credentials_set_up_says_to_leave_sou
     assert "from the bundled sample (600 test rows, a trial run that Kaggle cannot score); for the competition's" \
            " data, " in last
     if credentials:
-        assert last.endswith("run `make all` without SOURCE=sample: Kaggle credentials are set up"), last
+        assert last.endswith("run the same command without SOURCE=sample: Kaggle credentials are set up"), last
     else:
         assert "set up Kaggle credentials (README, 'Kaggle credentials')" in last, last
 

@@ -404,6 +404,25 @@ def test_the_advice_about_credentials_names_the_ones_in_use(tmp_path, case):
     assert "~/.kaggle" not in message
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the client's ~/.config/kaggle is Linux's")
+def test_a_kaggle_json_the_old_advice_put_in_config_is_named_once_kaggle_s_folder_hides_it(tmp_path, monkeypatch):
+    """Review 58 R: a kaggle.json in ~/.config/kaggle/ (where the advice said until this stop) was ignored without a
+    word once ~/.kaggle/ existed: the sample was used instead."""
+    from pipeline.competition.credentials import credential_warnings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    hidden = tmp_path / ".config" / "kaggle" / "kaggle.json"
+    hidden.parent.mkdir(parents=True)
+    hidden.write_text('{"username": "u", "key": "k"}')
+    hidden.chmod(0o600)
+    assert credential_warnings() == []  # read: ~/.kaggle does not exist
+    (tmp_path / ".kaggle").mkdir()
+    assert credential_warnings() == [f"{hidden} is ignored: the kaggle client reads {tmp_path / '.kaggle'}/ since that"
+                                     f" folder exists; move it there (mv {hidden} {tmp_path / '.kaggle'}/)"]
+
+
 def test_without_credentials_the_advice_is_the_readme_s_folder_which_the_client_reads_first(tmp_path, monkeypatch):
     """Review 58 K: the advice named ~/.config/kaggle (the client's folder while ~/.kaggle is missing), the README
     ~/.kaggle; a kaggle.json put where the advice said was ignored once a ~/.kaggle folder was made."""

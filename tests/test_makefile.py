@@ -196,16 +196,20 @@ def test_an_on_only_switch_takes_the_words_of_every_switch_and_refuses_others(va
         assert option in pipeline_words(run_make(target, f"{variable}={value}"))
     for value in ("0", "no", "false"):
         assert option not in pipeline_words(run_make(target, f"{variable}={value}"))
-    for value in ("off", "False", "abc"):
+    for value in ("off", "False", "abc", "no 1"):  # review 58 R: any word of several counted
         refused = run_make(target, f"{variable}={value}")
         assert refused.returncode != 0 and f"{variable}={value}: expected 1 or 0 (yes/no, true/false)" in refused.stderr
 
 
-@pytest.mark.parametrize("target", ["blend", "runs-diff"])
-def test_a_target_of_runs_without_runs_names_the_variable(target):
-    """Review 58 N: `make blend` without RUNS said the CLI's `Missing argument 'RUN RUN...'`, no make variable."""
-    result = run_make(target)
-    assert result.returncode != 0 and f'make {target} needs RUNS="A B" (run ids from `make runs`)' in result.stderr
+@pytest.mark.parametrize("target, runs", [("blend", "two or more run ids"), ("runs-diff", "two run ids")])
+def test_a_target_of_runs_without_runs_names_the_variable(target, runs):
+    """Review 58 N: `make blend` without RUNS said the CLI's `Missing argument 'RUN RUN...'`, no make variable; review
+    58 R: one run too, and an empty RUNS was told to leave it out for the default."""
+    for given in ([], ["RUNS=20260101-000000-cnn"]):
+        result = run_make(target, *given)
+        assert result.returncode != 0 and f'make {target} needs RUNS="A B" ({runs} from `make runs`)' in result.stderr
+    empty = run_make(target, "RUNS= ")
+    assert empty.returncode != 0 and 'RUNS= is empty: give the run ids (RUNS="A B")' in empty.stderr
 
 
 @pytest.mark.parametrize("variable", ["GPU", "TENSORBOARD"])
@@ -235,7 +239,7 @@ def test_each_target_takes_exactly_the_variables_that_change_its_commands(tmp_pa
     phony = next(line for line in text.splitlines() if line.startswith(".PHONY:")).split()[1:]
     targets = [target for target in phony if target != "help"]  # help takes any variable, and prints the same
     assert {"all", "train", "predict", "venv", "clean"} <= set(targets)
-    value = {"ENGINE": "ray"}  # "1" is a value for every other: a switch's, a count's, a name's
+    value = {"ENGINE": "ray", "RUNS": "a b"}  # "1" is a value for every other: a switch's, a count's, a name's
 
     def dry_run(makefile: str, target: str, *names: str) -> subprocess.CompletedProcess:
         return run_make("-B", "-f", makefile, target, *(f"{name}={value.get(name, '1')}" for name in names))

@@ -522,6 +522,19 @@ def test_a_failed_send_is_refused_next_time_only_where_kaggle_may_have_it(tmp_pa
         assert again.returncode == 0 and len(stub.submissions) == 1, again.stderr
 
 
+def test_submissions_quiet_prints_the_table_alone(tmp_path):
+    """README: QUIET prints only errors (and the tables of `runs`, `submissions`); review 58 R: its footer came too."""
+    root = tmp_path / "project"
+    make_trained_run(root)
+    with KaggleStub() as stub:
+        stub.pending_polls = 0
+        env = stub.client_env(tmp_path)
+        assert run_pipeline(root, "submit", "--no-wait", env=env).returncode == 0
+        loud, quiet = (run_pipeline(root, *quiet, "submissions", env=env) for quiet in ([], ["--quiet"]))
+    assert loud.returncode == quiet.returncode == 0 and "run: sent from this checkout" in loud.stdout
+    assert quiet.stdout.splitlines() == loud.stdout.splitlines()[:2] and quiet.stdout.startswith("ref "), quiet.stdout
+
+
 def test_a_send_cut_short_is_adopted_only_by_a_listed_submission_that_can_be_it(pipeline_root):
     """Review 58 (diff): a cut-short send took the ref and score of any listed submission with its message, one
     made in 2020 or on another competition too."""
@@ -539,7 +552,11 @@ def test_a_send_cut_short_is_adopted_only_by_a_listed_submission_that_can_be_it(
     assert sent_log.update_sent_submission(paths, listed(55, "2020-01-01"), "digit-recognizer") is None  # older
     assert sent_log.update_sent_submission(paths, listed(56, today), "titanic") is None  # another competition's
     assert sent_log.update_sent_submission(paths, listed(57, today)) is None  # the listing's competition unknown
+    newer = sent_log.record_sending(paths, cache.file_digest(submission), submission, "my message", RUN_ID)
+    # review 58 R: of two sends cut short, the newest is the one Kaggle lists (the older never arrived): taking the
+    # oldest left the newer refused for ever
     assert sent_log.update_sent_submission(paths, listed(58, today), "digit-recognizer")["ref"] == 58
+    assert sent_log.sent_submissions(paths)[newer]["ref"] == 58
     assert runs.read_run(paths, RUN_ID).leaderboard.public_score == "0.5"
 
 

@@ -95,14 +95,15 @@ def test_training_seeds_must_fit_every_ensemble_member():
         training_config(resolve_preset("quick", seed=2**31 - 1, members=1, final_model=True, pseudo_label=False))
 
 
-def test_all_refuses_a_seed_too_high_for_its_folds_before_the_split_is_replaced(quick_run_root):
+@pytest.mark.parametrize("command", [["all"], ["tune", "--trials", "2"]])
+def test_a_seed_too_high_for_its_folds_is_refused_before_the_split_is_replaced(quick_run_root, command):
     """Review 58 N: `all --folds 2 --seed 2147483647` made the 2-fold split, then train refused the seed: the next
-    `train` trained on a split of a seed it had refused."""
+    `train` trained on a split of a seed it had refused. Review 58 R: tune too (after starting Ray)."""
     from conftest import run_in_process
 
     split = quick_run_root / "data" / "split" / "split.npz"
     before = split.read_bytes()
-    result = run_in_process(quick_run_root, "all", "--preset", "quick", "--folds", "2", "--seed", str(2**31 - 1))
+    result = run_in_process(quick_run_root, *command, "--preset", "quick", "--folds", "2", "--seed", str(2**31 - 1))
     assert result.returncode == 1 and result.stderr == (
         f"error: --seed {2**31 - 1}: expected an integer from 0 to {2**31 - 2} (the run's 2 models use seeds"
         f" {2**31 - 1}..{2**31 - 1}+1)\n")

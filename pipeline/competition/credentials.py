@@ -173,7 +173,20 @@ def credential_warnings() -> list[str]:
         elif not (values.get("username") and values.get("key")) and _api_key_source() is None:
             # (the other half in KAGGLE_USERNAME or KAGGLE_KEY: the client takes the pair, and uses the file)
             warnings.append(f"{kaggle_json} has no \"username\" and \"key\", so the kaggle client ignores it")
+    if (shadowed := _shadowed_kaggle_json()) is not None:
+        warnings.append(f"{shadowed} is ignored: the kaggle client reads {kaggle_json.parent}/ since that folder"
+                        f" exists; move it there (mv {shadowed} {kaggle_json.parent}/)")
     return warnings
+
+
+def _shadowed_kaggle_json() -> Path | None:
+    """A kaggle.json in ~/.config/kaggle (the client's folder on Linux while ~/.kaggle is missing, and where the
+    pipeline's advice once put it) that the client no longer reads, ~/.kaggle having been made since without one."""
+    if os.environ.get("KAGGLE_CONFIG_DIR") or not sys.platform.startswith("linux") or _kaggle_json_path().exists():
+        return None
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    candidate = Path(config_home) / "kaggle" / "kaggle.json"
+    return candidate if candidate.is_file() and candidate.parent != _kaggle_config_dir() else None
 
 
 def kaggle_json_folder() -> str | None:

@@ -164,7 +164,7 @@ def listed_with_waiting_sends(paths, competition: str) -> list[dict]:
     return listed
 
 
-def show_submissions(paths, competition: str) -> str:
+def show_submissions(paths, competition: str, footer: bool = True) -> str:
     """The competition's submissions with their scores and runs (the latest 20, and older sends of this checkout
     that were waiting for a score); scores of ours are recorded on the way."""
     listed = listed_with_waiting_sends(paths, competition)
@@ -184,6 +184,8 @@ def show_submissions(paths, competition: str) -> str:
     table = format_table(("ref", "date", "status", "public", "private", "run", "description"), rows)
     pending = sum(1 for submission in listed if submission["status"] == "PENDING")
     note = f"\n{pending} still pending: look again in a minute" if pending else ""
+    if not footer:  # --quiet: the table alone (README)
+        return table
     return (f"{table}\nrun: sent from this checkout; scores are recorded with their runs"
             f" ({config.how_to('`make runs`', '`digit-recognizer runs`')}){note}")
 

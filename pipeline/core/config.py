@@ -88,7 +88,7 @@ def check_final_weight(weight: float, has_all_rows_model: bool, training_too: bo
         raise PipelineError(f"--final-weight {weight:g}: expected a weight above 0, at most 100, e.g. 2")
     if not has_all_rows_model:
         again = how_to("`make all ... FINAL_MODEL=1`", "`digit-recognizer all ... --final-model`")
-        advice = "add --final-model" if training_too else \
+        advice = f"add {how_to('FINAL_MODEL=1', '--final-model')}" if training_too else \
             f"train it again with one ({again}, with the run's options)"
         raise PipelineError(f"--final-weight {weight:g}: weighs the model on all rows, which this run does not"
                             f" train; {advice}")

@@ -112,12 +112,13 @@ def _sent_entry(sent: dict, submission: dict) -> dict | None:
 def _cut_short_entry(sent: dict, submission: dict, competition: str | None) -> dict | None:
     """The entry of a send cut short (SENDING) that this listed submission of competition is: the same message and
     competition, listed no earlier than the day before the send (local time against Kaggle's UTC), and a number no
-    entry has yet; the oldest such send first. None where the listing's competition is not known."""
+    entry has yet; the newest such send first (an older one cut short before its upload never arrived, and taking it
+    left the one that did refused for ever). None where the listing's competition is not known."""
     listed_on = str(submission.get("date") or "")[:10]
     if competition is None or submission["ref"] is None or not listed_on or any(
             entry.get("ref") == submission["ref"] for entry in sent.values()):
         return None
-    for entry in in_send_order(list(sent.values())):
+    for entry in reversed(in_send_order(list(sent.values()))):
         try:
             day_before = (datetime.datetime.strptime(str(entry.get("date")), "%Y-%m-%d %H:%M:%S").date()
                           - datetime.timedelta(days=1)).isoformat()

@@ -74,15 +74,20 @@ def warn_of_a_run_without_tensorboard_logs(console: Console, train_record: dict)
                      f" logs, and logging alone never trains it again: add {again} to train it with them")
 
 
+def check_seeds_before_the_split(values: dict, training) -> None:
+    """The run's models use seeds seed, seed + 1, ... (training.plan.plan_parts: folds x members, + the model on all
+    rows): with the folds known here, a seed too high for them is refused before split replaces the current split
+    (train refused it only after)."""
+    config.check_seed(training.seed, models=values["folds"] * training.members + int(training.final_model))
+
+
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
             force: bool, tensorboard: bool = False, engine=None) -> dict:
     """download -> prepare -> split -> train -> predict (-> report), each stage cached; the predict record."""
     started = time.perf_counter()
     values = settings.resolve_preset(preset, **options)
     training = settings.training_config(values)
-    # The run's models use seeds seed, seed + 1, ... (training.plan): with the folds known here, a seed too high for
-    # them is refused before split replaces the current split (it was refused only by train, after it).
-    config.check_seed(training.seed, models=values["folds"] * training.members + int(training.final_model))
+    check_seeds_before_the_split(values, training)
     if options.get("final_weight") is not None:  # a prediction option, checked before anything trains
         config.check_final_weight(options["final_weight"], training.final_model, training_too=True)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another
@@ -102,8 +107,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
             rows = predicted["extra"]["rows"]
             trial = f"{done}, from the bundled sample ({rows} test rows, a trial run that Kaggle cannot score)"
             if source == "sample" and _credentials_set_up():  # asked for: set-up advice would be no help
-                console.say(f"{trial}; for the competition's data, run"
-                            f" {config.how_to('`make all`', '`digit-recognizer all`')} without"
+                console.say(f"{trial}; for the competition's data, run the same command without"
                             f" {config.how_to('SOURCE=sample', '--source sample')}: Kaggle credentials are set up")
             else:
                 console.say(f"{trial}; for the competition's data, set up Kaggle credentials (README, 'Kaggle"

@@ -175,7 +175,7 @@ def _staging_folder(target_dir: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-UNFINISHED_MARK = ".download-unfinished"  # in data/raw while _install moves files in
+UNFINISHED_MARK = ".download-unfinished"  # in data/raw from _install's first rename until the stage's record
 
 
 def _install(staging: Path, target_dir: Path) -> list[Path]:
@@ -186,13 +186,13 @@ def _install(staging: Path, target_dir: Path) -> list[Path]:
     downloads again (every stage holds the pipeline's lock, so no other stage reads them meanwhile).
     """
     written = []
-    unfinished = target_dir / UNFINISHED_MARK  # a kill between the renames: these files are no user's own
-    unfinished.touch()
+    # A kill between the renames, or before the record: these files are no user's own (the stage's after_record
+    # removes the mark)
+    (target_dir / UNFINISHED_MARK).touch()
     for path in sorted(staging.iterdir()):
         os.replace(path, target_dir / path.name)
         written.append(target_dir / path.name)
     remove_stale_optional_files(target_dir, written)
-    unfinished.unlink()
     return written
 
 
@@ -273,4 +273,8 @@ def define(paths, console, source: str, competition: str, force_download: bool =
     def after_restore(record):
         remove_stale_optional_files(paths.raw, [paths.root / name for name in record["outputs"]])
 
-    return Definition("download", params, inputs, work, describe, after_restore=after_restore)
+    def after_record(record):
+        (paths.raw / UNFINISHED_MARK).unlink(missing_ok=True)
+
+    return Definition("download", params, inputs, work, describe, after_restore=after_restore,
+                      after_record=after_record)

@@ -97,8 +97,8 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     hidden = len(listed) - len(shown)
     listing = config.how_to("`make runs ALL=1`", "`digit-recognizer runs --all`")
     note = f"{count(hidden, 'run')} on the bundled sample not shown ({listing} lists them)\n" if hidden else ""
-    if not footer:
-        return f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}".rstrip("\n")
+    if not footer:  # --quiet: the table alone (README)
+        return format_runs_table(sorted_runs(shown, sort), kept_ids, wide)
     return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
             f" shared with current outputs\n({CLEAN_CACHE} empties it){unfinished_trainings(paths)}")

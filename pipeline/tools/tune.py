@@ -103,8 +103,10 @@ def _passes_check(base: TrainingConfig, trial: dict) -> bool:
     return True
 
 
-def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine) -> list[dict]:
-    """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first."""
+def search(paths, console, preset: str, values: dict, trials: int, seed: int, engine,
+           given: dict | None = None) -> list[dict]:
+    """Train every trial (in parallel on the engine); [{"trial", "settings", "record"}] best estimate first. given:
+    the options given, which trial 1 (the preset) has too."""
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
     base = replace(training_config(values), final_model=False, pseudo_label=False)
     settings = sample_trials(values, trials, seed, lambda trial: _passes_check(base, trial))
@@ -113,7 +115,7 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
         at_once, _, described = cluster_plan(engine.workers, engine.device)
         console.say(f"tune: {count(len(settings), 'trial')} of preset {preset} on Ray ({described}),"
                     f" {count(at_once, 'model')} at once;"
-                    " trial 1 is the preset itself")
+                    f" trial 1 is the preset{' with the options given' if given else ' itself'}")
 
         def run_trial(number: int) -> dict:
             training = replace(base, **settings[number])
