@@ -86,7 +86,7 @@ def check_competition_archive(archive: Path, shown_as: str) -> None:
     _read_zip(archive, shown_as, lambda zip_file: competition_members(zip_file, shown_as))
 
 
-def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
+def extract_competition_files(archive: Path, target_dir: Path, mark: Path | None = None) -> list[Path]:
     """Extract train.csv, test.csv (and sample_submission.csv) from a competition zip.
 
     Every member is checked before a byte is written, and the files go to a temporary folder
@@ -99,7 +99,7 @@ def extract_competition_files(archive: Path, target_dir: Path) -> list[Path]:
                 with write_errors_named(target_dir / file_name), open(staging / file_name, "wb") as destination:
                     for chunk in _member_chunks(archive, zip_file, info):
                         destination.write(chunk)
-            return _install(staging, target_dir)
+            return _install(staging, target_dir, mark)
 
     return _read_zip(archive, archive, extract)
 
@@ -126,7 +126,7 @@ def _member_chunks(archive: Path, zip_file: zipfile.ZipFile, info: zipfile.ZipIn
         raise PipelineError(f"{archive}: not a readable zip archive ({info.filename!r}: {error})") from None
 
 
-def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
+def copy_competition_folder(folder: Path, target_dir: Path, mark: Path | None = None) -> list[Path]:
     """Copy the competition's files from a folder, refusing links that lead out of it and files
     too large to be the competition's, before anything is copied."""
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
@@ -147,7 +147,7 @@ def copy_competition_folder(folder: Path, target_dir: Path) -> list[Path]:
         for name in names:
             with write_errors_named(target_dir / name):
                 shutil.copyfile((folder / name).resolve(), staging / name)
-        return _install(staging, target_dir)
+        return _install(staging, target_dir, mark)
 
 
 def _where_they_may_be(folder: Path, missing: list[str]) -> str:
@@ -175,20 +175,24 @@ def _staging_folder(target_dir: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-UNFINISHED_MARK = ".download-unfinished"  # in data/raw from _install's first rename until the stage's record
+def unfinished_mark() -> Path:
+    """Beside download's record, from _install's first rename until that record is written (not in data/raw, whose
+    files are the download's alone)."""
+    return record_path("download").with_suffix(".unfinished")
 
 
-def _install(staging: Path, target_dir: Path) -> list[Path]:
-    """Move every staged file into target_dir and drop an optional file the new source lacks.
+def _install(staging: Path, target_dir: Path, mark: Path | None = None) -> list[Path]:
+    """Move every staged file into target_dir and drop an optional file the new source lacks; mark: a file made
+    first, which the stage removes once its record is written (unfinished_mark).
 
     Only renames are left by now, nothing that can fail half way for a bad source; a process
     killed between them leaves files that no longer match the download record, so the next run
     downloads again (every stage holds the pipeline's lock, so no other stage reads them meanwhile).
     """
     written = []
-    # A kill between the renames, or before the record: these files are no user's own (the stage's after_record
-    # removes the mark)
-    (target_dir / UNFINISHED_MARK).touch()
+    if mark is not None:  # a kill between the renames, or before the record: these files are no user's own
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
     for path in sorted(staging.iterdir()):
         os.replace(path, target_dir / path.name)
         written.append(target_dir / path.name)
@@ -208,7 +212,7 @@ def remove_stale_optional_files(target_dir: Path, written: list[Path]) -> None:
 def _refuse_files_put_in_raw_by_hand(paths) -> None:
     """The competition's files in data/raw/ that no download wrote (no record of one) are the user's own, put
     where prepare reads: download would replace them, and keeps no copy (the bundled sample replaced them)."""
-    if record_path("download").exists() or (paths.raw / UNFINISHED_MARK).exists():  # a first download cut short
+    if record_path("download").exists() or unfinished_mark().exists():  # a first download cut short
         return
     own = [paths.raw / name for name in REQUIRED_FILES + OPTIONAL_FILES if (paths.raw / name).exists()]
     if own:
@@ -259,11 +263,11 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         if kind == "kaggle":
             archive = kaggle_api.download_competition(competition, paths.raw, force=force_download,
                                                       quiet=console.quiet, check=check_competition_archive)
-            written = extract_competition_files(archive, paths.raw)
+            written = extract_competition_files(archive, paths.raw, unfinished_mark())
         elif kind == "folder":
-            written = copy_competition_folder(path, paths.raw)
+            written = copy_competition_folder(path, paths.raw, unfinished_mark())
         else:
-            written = extract_competition_files(path, paths.raw)
+            written = extract_competition_files(path, paths.raw, unfinished_mark())
         return written, {"source": kind if kind != "kaggle" else f"kaggle:{competition}",
                          "source_path": relative_name(path) if path else None}
 
@@ -274,7 +278,7 @@ def define(paths, console, source: str, competition: str, force_download: bool =
         remove_stale_optional_files(paths.raw, [paths.root / name for name in record["outputs"]])
 
     def after_record(record):
-        (paths.raw / UNFINISHED_MARK).unlink(missing_ok=True)
+        unfinished_mark().unlink(missing_ok=True)
 
     return Definition("download", params, inputs, work, describe, after_restore=after_restore,
                       after_record=after_record)
