@@ -2,16 +2,14 @@
 and both record it with the run; the real kaggle client against the stand-in API (tests/kaggle_stub.py)."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, run_in_process, run_pipeline, start_pipeline
+from conftest import run_in_process, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, FAKE_TOKEN, KaggleStub
 
 from pipeline.competition import kaggle_api, scores
@@ -116,9 +114,8 @@ def test_killed_while_waiting_loses_nothing(tmp_path):
     make_trained_run(root)
     with KaggleStub() as stub:
         stub.outcome, stub.pending_polls = "pending", 0  # scored at the first look once the outcome is complete
-        env = {**os.environ, **stub.client_env(tmp_path), "PIPELINE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "submit", "--timeout", "120"], cwd=PROJECT_ROOT,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = stub.client_env(tmp_path)
+        process = start_pipeline(root, "submit", "--timeout", "120", env=env)  # its temporary folder in the suite's
         try:
             for line in process.stdout:  # the log entry is written before the waiting starts
                 if "waiting up to" in line:
