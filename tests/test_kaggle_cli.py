@@ -6,7 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, run_pipeline
+from conftest import PROJECT_ROOT, run_pipeline, start_pipeline
 from kaggle_stub import FAKE_KEY, KaggleStub
 
 COMPETITION_TEST_ROWS = 28000
@@ -181,15 +181,14 @@ def test_killed_kaggle_download_leaves_no_temporary_behind(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     root = tmp_path / "project"
     raw = root / "data" / "raw"
     with KaggleStub(mode="silent") as stub:
-        env = {**stub.client_env(tmp_path), "PIPELINE_ROOT": str(root)}
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "download", "--source", "kaggle"],
-                                   cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # (start_pipeline: its temporary folder in the suite's, not left in /tmp by the kill)
+        process = start_pipeline(root, "download", "--source", "kaggle", env=stub.client_env(tmp_path),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         def download_started() -> bool:
             return raw.is_dir() and any(path.name.startswith(".") for path in raw.iterdir())
