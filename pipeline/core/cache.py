@@ -123,22 +123,24 @@ def changed_input(record: dict, digest_of=path_digest) -> str | None:
     return None
 
 
-def up_to_date(stage: Stage, code_as=None) -> dict | None:
+def up_to_date(stage: Stage, code_as=None, key: dict | None = None) -> dict | None:
     """The stage's record when running it again would change nothing, else None. code_as: the recorded code
-    digest as it counts now (core.stage.same_code: code checked to compute the same results)."""
+    digest as it counts now (core.stage.same_code: code checked to compute the same results). key: stage.key() as a
+    record holds it, when the caller has it already (its inputs hashed once)."""
     record = load_record(stage.name)
     recorded = (record or {}).get("key")
     if code_as is not None and isinstance(recorded, dict) and isinstance(recorded.get("code"), str):
         recorded = {**recorded, "code": code_as(recorded["code"])}
-    if record is None or recorded != json.loads(json.dumps(stage.key())):
+    if record is None or recorded != (json.loads(json.dumps(stage.key())) if key is None else key):
         return None
     return record if outputs_intact(record) else None
 
 
-def make_record(stage: Stage, outputs: list[Path], extra: dict | None = None) -> dict:
+def make_record(stage: Stage, outputs: list[Path], extra: dict | None = None, key: dict | None = None) -> dict:
+    """key: stage.key(), when the caller has it already (its inputs hashed once)."""
     return {
         "stage": stage.name,
-        "key": stage.key(),
+        "key": stage.key() if key is None else key,
         "outputs": {relative_name(path): path_digest(path) for path in outputs},
         "extra": extra or {},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -257,7 +257,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
     with cache.exclusive_lock():
         definition = define(paths, console, **options)
         key = definition.key()
-        record = None if force else cache.up_to_date(key, lambda digest: same_code(definition.name, digest))
+        record = None if force else cache.up_to_date(key, lambda digest: same_code(definition.name, digest),
+                                                      definition.key_values)
         if record is not None:
             if definition.put_back:
                 definition.put_back(record)
@@ -294,7 +295,7 @@ def record_rewritten_outputs(definition: Definition, record: dict) -> None:
     """The stage's record made again, under the caller's lock, for its outputs as another command rewrote them, under
     the definition's key (submit's report page with its new score). Marked `unkept`: the next command that finds it
     up to date keeps it in the run cache (_keep)."""
-    new = cache.make_record(definition.key(), cache.output_paths(record), record.get("extra"))
+    new = cache.make_record(definition.key(), cache.output_paths(record), record.get("extra"), definition.key_values)
     cache.write_json(cache.record_path(definition.name), {**new, "unkept": True})
 
 
@@ -346,11 +347,13 @@ def _done_line(definition: Definition, record: dict) -> str:
 
 
 def _work(definition: Definition, key) -> dict:
-    """Do the stage's work, timed: its record (not yet written nor kept); key: definition.key()."""
+    """Do the stage's work, timed: its record (not yet written nor kept); key: definition.key(). The key's values are
+    the ones hashed before the work (an input changed meanwhile is seen by the next command, not recorded as used)."""
+    key_values = definition.key_values
     started = time.perf_counter()
     outputs, extra = definition.work()
     extra["seconds"] = round(time.perf_counter() - started, 2)
-    return cache.make_record(key, outputs, extra)
+    return cache.make_record(key, outputs, extra, key_values)
 
 
 def run_detached(definition: Definition, console: Console) -> dict:
