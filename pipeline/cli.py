@@ -16,7 +16,6 @@ import typer.main
 from pipeline import __version__
 from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
-from pipeline.competition.credentials import find_credentials
 from pipeline.core import cache, clean, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.core.errors import PipelineError
@@ -287,19 +286,18 @@ def bench_command(
 ):
     """Run presets side by side from nothing to a submission; print and save one table. A training option given
     changes every preset's (--epochs 1: a quick look)."""
-    refused = {}  # every preset's options, before the first runs for minutes
-    for preset in bench.bench_presets(presets):
+    refused, names = {}, bench.bench_presets(presets)  # every preset's options, before the first runs for minutes
+    for preset in names:
         try:
             settings.training_config(settings.resolve_preset(preset, **knobs))
         except PipelineError as error:
             refused[preset] = str(error)
     if refused:
         preset, message = next(iter(refused.items()))
-        if len(refused) == len(bench.bench_presets(presets)):  # a bad value: the same for every preset
+        if len(refused) == len(names):  # a bad value: the same for every preset
             raise PipelineError(message)
         # an option that some presets cannot take (--dropout and the default list's baseline, an mlp): name them
-        names = ", ".join(refused)
-        raise PipelineError(f"preset {preset}: {message}; or leave {names} out of"
+        raise PipelineError(f"preset {preset}: {message}; or leave {', '.join(refused)} out of"
                             f" {config.how_to('PRESETS=', '--presets ')}")
     bench.run_bench(context.obj, source, presets, settings.option_words(knobs))
 
@@ -339,13 +337,9 @@ def _tuned_on() -> tuple[str, str]:
     """The data's options for tune's reproduce line: the sample named where credentials would make `all` download
     the competition's files instead (stage.download_options names only other sources)."""
     named = stage.download_options()
-    if named == ("", "") and ((cache.load_record("download") or {}).get("extra") or {}).get("source") == "sample":
-        try:
-            if find_credentials():
-                return " --source sample", " SOURCE=sample"
-        except PipelineError:  # a broken token file: advice only
-            pass
-    return named
+    sample = ((cache.load_record("download") or {}).get("extra") or {}).get("source") == "sample"
+    return (" --source sample", " SOURCE=sample") if named == ("", "") and sample and chain.credentials_set_up() \
+        else named
 
 
 @app.command("all")

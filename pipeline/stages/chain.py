@@ -52,7 +52,7 @@ def _what_kaggle_said(run_id: str, submission) -> str:
     return f"send it with {config.how_to('`make submit`', '`digit-recognizer submit`')}"
 
 
-def _credentials_set_up() -> bool:
+def credentials_set_up() -> bool:
     """Whether Kaggle credentials are found, for advice only: a broken token file fails no finished run."""
     try:
         return bool(find_credentials())
@@ -106,7 +106,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
         if downloaded["extra"].get("source") == "sample":  # Kaggle cannot score the sample's predictions
             rows = predicted["extra"]["rows"]
             trial = f"{done}, from the bundled sample ({rows} test rows, a trial run that Kaggle cannot score)"
-            if source == "sample" and _credentials_set_up():  # asked for: set-up advice would be no help
+            if source == "sample" and credentials_set_up():  # asked for: set-up advice would be no help
                 console.say(f"{trial}; for the competition's data, run the same command without"
                             f" {config.how_to('SOURCE=sample', '--source sample')}: Kaggle credentials are set up")
             else:
