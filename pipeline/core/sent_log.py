@@ -118,29 +118,35 @@ def _cut_short_entry(sent: dict, submission: dict, competition: str | None) -> d
     if competition is None or submission["ref"] is None or not listed_on or any(
             entry.get("ref") == submission["ref"] for entry in sent.values()):
         return None
-    for entry in reversed(in_send_order(list(sent.values()))):
+    candidates = [entry for entry in sent.values() if entry.get("status") == SENDING
+                  and entry.get("message") == submission["description"]
+                  and entry.get("competition", config.COMPETITION) == competition]
+    for entry in reversed(in_send_order(candidates)):
         try:
-            day_before = (datetime.datetime.strptime(str(entry.get("date")), "%Y-%m-%d %H:%M:%S").date()
-                          - datetime.timedelta(days=1)).isoformat()
+            sent_on = datetime.datetime.strptime(str(entry.get("date")), "%Y-%m-%d %H:%M:%S").date()
         except ValueError:
             continue
-        if (entry.get("status") == SENDING and entry.get("message") == submission["description"]
-                and entry.get("competition", config.COMPETITION) == competition and listed_on >= day_before):
+        if listed_on >= (sent_on - datetime.timedelta(days=1)).isoformat():
             return entry
     return None
 
 
+def _entry_of(sent: dict, submission: dict, competition: str | None) -> dict | None:
+    """The log entry of a listed submission of competition: by its number (or an old log's message), else the send
+    cut short that it turns out to be."""
+    return _sent_entry(sent, submission) or _cut_short_entry(sent, submission, competition)
+
+
 def sent_run_id(paths: config.Paths, submission: dict, competition: str | None = None) -> str | None:
     """The run a listed submission (of competition, when known) came from, when it was sent from this checkout."""
-    sent = sent_submissions(paths)
-    return (_sent_entry(sent, submission) or _cut_short_entry(sent, submission, competition) or {}).get("run_id")
+    return (_entry_of(sent_submissions(paths), submission, competition) or {}).get("run_id")
 
 
 def update_sent_submission(paths: config.Paths, submission: dict, competition: str | None = None) -> dict | None:
     """Record a listed submission's status and scores in its log entry (a send cut short that it turns out to be,
     too, where the listing's competition is known); the entry, None when not ours."""
     sent = sent_submissions(paths)
-    entry = _sent_entry(sent, submission) or _cut_short_entry(sent, submission, competition)
+    entry = _entry_of(sent, submission, competition)
     if entry is None:
         return None
     entry.update(ref=submission["ref"], status=submission["status"], public_score=submission["public_score"],
