@@ -219,6 +219,11 @@ def write_json(path: Path, value) -> None:
         temporary.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def _pipeline_lock(name: str) -> FileLock:
+    """The checkout's lock file, one object a file in this process (is_singleton: nested holders count)."""
+    return FileLock(config.paths().data / f".{name}.lock", is_singleton=True)
+
+
 @contextlib.contextmanager
 def exclusive_lock(name: str = "pipeline"):
     """One pipeline process at a time per checkout: a second `make all` waits instead of racing the first.
@@ -229,8 +234,8 @@ def exclusive_lock(name: str = "pipeline"):
     An OS lock (flock, or LockFileEx on Windows): a killed holder frees it.
     """
     make_folder(config.paths().data)
-    lock_path = config.paths().data / f".{name}.lock"
-    lock = FileLock(lock_path, is_singleton=True)
+    lock = _pipeline_lock(name)
+    lock_path = Path(lock.lock_file)
     outermost = not lock.is_locked
     try:
         try:
@@ -256,7 +261,7 @@ def exclusive_lock(name: str = "pipeline"):
 def lock_if_free(name: str = "pipeline"):
     """exclusive_lock's lock when no process holds it: True inside, else False (nothing waits), for bookkeeping
     that may be left undone while another command runs."""
-    lock = FileLock(config.paths().data / f".{name}.lock", is_singleton=True)
+    lock = _pipeline_lock(name)
     try:
         lock.acquire(timeout=0)
     except (Timeout, OSError):
