@@ -122,13 +122,14 @@ opt = $(if $(call given,$(1)),$(2) $(call quote,$(call given,$(1))),)
 each_word = $(foreach word,$(call given,$(1)),$(call quote,$(word)))
 # A switch's value when it is one word (filter takes any word of several: FORCE='no 1' gave --force).
 switch_word = $(if $(word 2,$(call given,$(1))),,$(call given,$(1)))
-# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice; any other value is refused.
-flag = $(if $(filter 1 yes true,$(call switch_word,$(1))),--$(2),$(if $(filter 0 no false,$(call switch_word,$(1))),\
-	--no-$(2),$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
-# An option that is only ever on: VAR=1 gives it, VAR=0 does not; any other value is refused, as flag's are
-# (FORCE=off gave --force: every stage ran again).
-on = $(if $(filter 1 yes true,$(call switch_word,$(1))),$(2),$(if $(filter 0 no false,$(call switch_word,$(1))),,\
-	$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
+# $(call switch,VAR,ON,OFF): ON for VAR=1 (yes, true), OFF for VAR=0 (no, false), nothing unset; any other value is
+# refused.
+switch = $(if $(filter 1 yes true,$(call switch_word,$(1))),$(2),$(if $(filter 0 no false,$(call switch_word,$(1))),\
+	$(3),$(if $(call given,$(1)),$(error $(1)=$(call given,$(1)): expected 1 or 0 (yes/no, true/false)),)))
+# A switch: VAR=1 gives --NAME, VAR=0 gives --no-NAME, unset keeps the preset's choice.
+flag = $(call switch,$(1),--$(2),--no-$(2))
+# An option that is only ever on: VAR=1 gives it, VAR=0 does not (FORCE=off gave --force: every stage ran again).
+on = $(call switch,$(1),$(2),)
 DOWNLOAD_OPTS = $(call opt,SOURCE,--source) $(call opt,COMPETITION,--competition)
 SPLIT_ONLY_OPTS = $(call opt,VAL_FRACTION,--val-fraction) $(call opt,FOLDS,--folds)
 SPLIT_OPTS = $(SPLIT_ONLY_OPTS) $(call opt,SEED,--seed)
