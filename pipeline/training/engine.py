@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -205,9 +206,10 @@ def _session_folder(address: str | None) -> str | None:
     (a few MB of logs and sockets each); None for a cluster, or where RAY_TMPDIR says where Ray's files go."""
     if address or os.environ.get("RAY_TMPDIR"):
         return None
-    base = None  # Windows: the system's temporary folder
-    if sys.platform != "win32":  # Where Ray would put it, not in the command's own temporary folder. The paths of
-        # the sockets inside must stay under 108 bytes, so a long TMPDIR gives way to /tmp, as Ray does on macOS.
+    # Where Ray would put it, not in the command's own temporary folder (tempfile's default while a command runs).
+    if sys.platform == "win32":  # the system's temporary folder
+        base = os.environ.get("TEMP") or os.environ.get("TMP")
+    else:  # the paths of the sockets inside stay under 108 bytes: a long TMPDIR gives way to /tmp, as on macOS
         base = os.environ.get("TMPDIR") or "/tmp"
         if len(base.encode()) + len(RAY_SOCKET_IN_SESSION_FOLDER) > 107:
             base = "/tmp"
@@ -233,6 +235,21 @@ def _workers_temporary_folder(session_folder: str | None):
             os.environ["TMPDIR"] = saved
 
 
+def _termination_handlers() -> dict:
+    """What SIGTERM and SIGHUP do in the command (a Ctrl-C's line, pipeline.cli_support; or end it, as by default),
+    which ray.init replaces in the driver with its own: a native stack dump, then exit 15 or an abort. Only the main
+    thread sets handlers; one not set from Python (None) cannot be put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    numbers = [number for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if number is not None]
+    return {number: signal.getsignal(number) for number in numbers if signal.getsignal(number) is not None}
+
+
+def _put_back(handlers: dict) -> None:
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
 def ray_running() -> bool:
     """Whether a Ray session is up in this process (tune's, around its trials' trainings)."""
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
@@ -252,6 +269,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
     _keep_token_private(starting_here=not address)
     session_folder = _session_folder(address)
     watchdog = None if address else _start_watchdog(session_folder)
+    handlers = _termination_handlers()
     try:
         if address:
             with _stderr_caught():
@@ -266,6 +284,7 @@ def ray_session(engine: Engine, store_bytes: int = 0):
         _stop_watchdog(watchdog, session_folder)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise PipelineError(f"--engine ray: cannot reach {where} ({one_line(error)})") from None
+    _put_back(handlers)
     _keep_token_private(starting_here=False)  # made by Ray after all (RAY_AUTH_TOKEN_PATH, another version)
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Uncoloured(sys.stdout), _Uncoloured(sys.stderr)
