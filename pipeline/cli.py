@@ -322,7 +322,7 @@ def tune_command(
              if value is not None}
     values = settings.resolve_preset(preset, **given)
     tune.check_search(trials, search_seed)  # these and the training options before the data stages run
-    chain.check_seeds_before_the_split(values, replace(settings.training_config(values), final_model=False))
+    chain.check_models_before_the_split(values, replace(settings.training_config(values), final_model=False))
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it

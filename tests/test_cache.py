@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.core import cache
+from pipeline.core import cache, config
 
 
 @pytest.fixture
@@ -217,3 +217,20 @@ def test_the_models_of_a_run_killed_after_its_first_are_removed_but_not_a_finish
         pass
     assert sorted(path.name for path in models.iterdir()) == ["20260101-130000-small"]
     assert (models / "20260101-130000-small" / "member-0.keras").is_file()
+
+
+def test_a_run_killed_after_its_histories_but_before_its_run_json_is_removed(pipeline_root):
+    """Review 58 L: a train killed between history.json and run.json left a folder that `runs` never lists and
+    that stayed for good (taken for a finished run whose run.json was deleted by hand). Train marks a folder
+    unfinished until its run.json; a kill between run.json and the mark's removal leaves a finished run."""
+    models = pipeline_root / "data" / "models"
+    for run_id in ("20260101-120000-small", "20260101-130000-small"):
+        (models / run_id).mkdir(parents=True)
+        for name in ("member-0.keras", "history.json", config.Paths.UNFINISHED_RUN):
+            (models / run_id / name).write_text("")
+    (models / "20260101-130000-small" / "run.json").write_text("{}")
+    with cache.exclusive_lock():
+        pass
+    assert [path.name for path in models.iterdir()] == ["20260101-130000-small"]
+    assert sorted(path.name for path in (models / "20260101-130000-small").iterdir()) == [
+        "history.json", "member-0.keras", "run.json"]

@@ -216,6 +216,18 @@ def test_mirrored_strategy_on_two_logical_cpus(split_sample_root):
 
 
 @pytest.mark.slow
+def test_mirrored_on_one_device_and_a_run_of_warm_up_alone_are_said(split_sample_root):
+    """Review 58 N: `--strategy mirrored` without a GPU trained as the default strategy, and 1-2 epochs ended at the
+    warm-up's peak learning rate, both without a word."""
+    result = assert_ok(run_pipeline(split_sample_root, "train", "--preset", "quick", "--epochs", "2", "--strategy",
+                                    "mirrored"))
+    assert result.stderr.splitlines() == [
+        "warning: --strategy mirrored: one device here (no GPU found), so it trains as --strategy default",
+        "warning: --epochs 2: all of it is the schedule's 2-epoch warm-up, so the learning rate rises to its peak and"
+        " never comes down; the models keep the last weights, taken at the peak (3 or more epochs end on a decay)"]
+
+
+@pytest.mark.slow
 def test_tensorboard_logs_each_model_and_changes_no_result(split_sample_root):
     tmp_path = split_sample_root  # download, prepare and split done
     result = assert_ok(run_in_process(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--tensorboard"))
@@ -304,7 +316,7 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
 
 
 @pytest.mark.parametrize("options, problem", [
-    (["--presets", "quick", "--epochs", "0"], "error: --epochs 0: expected at least 1\n"),
+    (["--presets", "quick", "--epochs", "0"], "error: --epochs 0: expected 1 to 1,000, e.g. 18\n"),
     (["--presets", "quick,default", "--dropout", "1.5"], "error: --dropout 1.5: expected"),
     (["--presets", "quick", "--source", "kaggle"], "error: --source kaggle: bench runs on data at hand, sample or a"
      " PATH to a competition zip or folder; after `make download SOURCE=kaggle` its cached zip is the default\n"),
@@ -358,11 +370,21 @@ def test_a_split_option_out_of_range_is_refused_before_any_stage_runs(tmp_path, 
     (["--search-seed", "-1"], "--search-seed -1: expected an integer 0 or more"),  # a traceback, after the data
     (["--trials", "0"], "--trials 0: expected 1 to 1000"),  # after the data stages
     (["--trials", "20000"], "--trials 20000: expected 1 to 1000"),  # drew settings for minutes first
-    (["--epochs", "0"], "--epochs 0: expected at least 1"),  # after the data stages
+    (["--epochs", "0"], "--epochs 0: expected 1 to 1,000, e.g. 18"),  # after the data stages
 ])
 def test_tune_refuses_its_options_before_any_stage_runs(tmp_path, arguments, expected):
     result = run_in_process(tmp_path, "tune", "--preset", "quick", *arguments)
     assert result.returncode == 1 and result.stderr == f"error: {expected}\n"
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("arguments", [[], ["--folds", "1"]])
+def test_an_alternate_network_on_a_run_of_one_model_is_refused_before_any_stage_runs(tmp_path, arguments):
+    """Review 58 N: `--alternate resnet` on `quick` (one model) trained the plain model again as a new run."""
+    result = run_in_process(tmp_path, "all", "--preset", "quick", "--alternate", "resnet", *arguments)
+    assert result.returncode == 1 and result.stderr == (
+        "error: --alternate resnet: a run of one model has no second model to be that network; add --final-model or"
+        " --members 2 (or --alternate none)\n")
     assert not (tmp_path / "data").exists()
 
 

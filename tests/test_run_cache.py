@@ -1,5 +1,6 @@
 """The run cache on real files: every result kept, restored when its key comes back, never wrongly."""
 
+import dataclasses
 import errno
 import json
 import os
@@ -52,6 +53,34 @@ def test_a_stages_code_is_its_module_and_every_pipeline_module_it_uses():
     assert stage.stage_modules("stages.prepare") == {"stages.prepare", "core.digits"}
     assert stage.stage_modules("stages.download") == {"stages.download", "competition.kaggle_api",
                                                       "competition.credentials", "competition.network"}
+
+
+def test_what_a_stage_leaves_until_its_record_goes_when_it_is_next_found_up_to_date(toy):
+    """Review 58 L: a train killed between its record and the removal of its checkpoints was up to date ever after,
+    and `runs` said "unfinished trainings: 1" for a finished run."""
+    root, define, calls = toy
+    leftovers, killed = root / "data" / "checkpoints", []
+
+    def with_leftovers(paths, console, size):
+        definition = define(paths, console, size)
+
+        def work():
+            leftovers.mkdir()
+            return definition.work()
+
+        def after_record(record):
+            if not killed:  # the first time, a kill right after the record
+                killed.append(True)
+                raise KeyboardInterrupt
+            shutil.rmtree(leftovers, ignore_errors=True)
+
+        return dataclasses.replace(definition, work=work, after_record=after_record)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(with_leftovers, Console(quiet=True), size=1)
+    assert leftovers.is_dir() and cache.load_record("toy") is not None
+    stage.run(with_leftovers, Console(quiet=True), size=1)  # up to date
+    assert calls == [1] and not leftovers.exists()
 
 
 def test_going_back_restores_instead_of_running(toy):

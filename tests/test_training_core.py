@@ -221,8 +221,7 @@ def test_alternate_network_trains_every_other_model_of_the_run():
     holdout = {"train": np.arange(10), "validation": np.arange(10, 15)}
     default = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=True, alternate=("cnn", 1.0, True))
     assert [(part.name, part.network) for part in default] == [("member-0", None), ("all-rows", ("cnn", 1.0, True))]
-    alone = plan.plan_parts(holdout, 15, members=1, seed=0, final_model=False, alternate=("resnet", 1.0, False))
-    assert [part.network for part in alone] == [None]  # one model: nothing to alternate
+    # one model: nothing to alternate (test_an_alternate_network_needs_a_second_model)
 
 
 def test_confident_labels_keep_only_sure_predictions():
@@ -361,7 +360,7 @@ def test_a_thickness_above_one_is_refused_in_one_sentence():
 
 
 def test_a_mixup_above_one_is_refused_in_one_sentence():
-    with pytest.raises(PipelineError, match="--mixup 2.0: expected 0 .none. to 1 "):
+    with pytest.raises(PipelineError, match="--mixup 2: expected 0 .none. to 1 "):
         settings.training_config(settings.resolve_preset("quick", mixup=2.0))
 
 
@@ -627,6 +626,15 @@ def test_no_network_has_more_batch_norm_layers_than_the_work_counts():
     assert len(batch_norm_layers(model.build_network("cnn"))) == config.BATCH_NORM_LAYERS_AT_MOST  # the bound is tight
 
 
+def test_the_networks_listed_without_dropout_or_batch_norm_are_the_ones_built_without():
+    """settings refuses --dropout and --recalibrate for them by these lists, before Keras is imported."""
+    for architecture in config.ARCHITECTURES:
+        network = model.build_network(architecture)
+        has_dropout = any(isinstance(layer, tf.keras.layers.Dropout) for layer in network.layers)
+        assert has_dropout == (architecture not in config.WITHOUT_DROPOUT), architecture
+        assert bool(batch_norm_layers(network)) == (architecture not in config.WITHOUT_BATCH_NORM), architecture
+
+
 def test_recalibrated_batch_norm_layers_normalise_their_inputs_exactly():
     import keras
 
@@ -690,12 +698,76 @@ def test_recalibration_counts_a_forward_pass_per_batch_norm_layer_of_at_most_819
     assert recalibrated["training_units"] == plain["training_units"]
 
 
-@pytest.mark.parametrize("preset, options, expected", [
-    ("quick", {"alternate_width": 0.5}, "--alternate-width 0.5: the width of the --alternate network; name that"),
-    ("baseline", {"dropout": 0.2}, "--dropout 0.2: the mlp network has no dropout layer; it goes with the other"),
+def test_recalibration_is_counted_only_for_networks_with_batch_norm():
+    """Review 58 N: a recalibration that never ran (the mlp's) was counted as work."""
+    cost = config.REFERENCE_MULTIPLY_ADDS
+    parts = [PartSummary("holdout", train_images=37_800, validation_images=4_200, multiply_adds=cost,
+                         architecture="small"),
+             PartSummary("all-rows", train_images=42_000, multiply_adds=cost, architecture="cnn")]
+    plain = plan.work_units(parts, epochs=18, test_images=28_000, views=1, pseudo_label=False)
+    recalibrated = plan.work_units(parts, epochs=18, test_images=28_000, views=1, pseudo_label=False, recalibrate=True)
+    extra = config.BATCH_NORM_LAYERS_AT_MOST * 8_192 / 3 / 42_000  # the cnn's alone
+    assert recalibrated["prediction_units"] - plain["prediction_units"] == pytest.approx(extra, abs=0.01)
+
+
+@pytest.mark.parametrize("preset, options, expected, with_one_that_does", [
+    ("quick", {"alternate_width": 0.5}, "--alternate-width 0.5: the width of the --alternate network; name that",
+     {"alternate": "small"}),
+    ("baseline", {"dropout": 0.2}, "--dropout 0.2: the mlp network has no dropout layer; it goes with the other",
+     {"architecture": "small"}),
+    # review 58 N: it trained the same model as a new run, and counted a recalibration that never ran
+    ("baseline", {"recalibrate": True}, "--recalibrate: the mlp network has no batch-norm layer to recalibrate; it"
+     " goes with the other networks", {"alternate": "cnn"}),
+    ("quick", {"recalibrate": True, "alternate": "mlp"}, "--recalibrate: the mlp and small networks have no"
+     " batch-norm layer", {"architecture": "resnet"}),
 ])
-def test_an_option_no_network_of_the_run_uses_is_refused_not_trained_again(preset, options, expected):
-    """Both trained the same models again under a new key, without a word."""
+def test_an_option_no_network_of_the_run_uses_is_refused_not_trained_again(preset, options, expected,
+                                                                             with_one_that_does):
+    """They trained the same models again under a new key, without a word."""
     with pytest.raises(PipelineError, match=f"^{expected}"):
         settings.resolve_preset(preset, **options)
-    settings.resolve_preset(preset, **options, alternate="small", architecture="small")  # with one that does: taken
+    settings.resolve_preset(preset, **options, **with_one_that_does)  # with a network that uses it: taken
+
+
+def test_the_presets_own_recalibration_is_off_for_networks_without_batch_norm():
+    assert settings.resolve_preset("best")["recalibrate"]
+    assert not settings.resolve_preset("best", architecture="small", alternate="mlp")["recalibrate"]
+    assert settings.resolve_preset("best", architecture="small")["recalibrate"]  # its resnet has batch norm
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"epochs": 1001}, "--epochs 1001: expected 1 to 1,000, e.g. 18"),
+    ({"epochs": 0}, "--epochs 0: expected 1 to 1,000"),
+    ({"members": 101}, "--members 101: expected 1 to 100 models a holdout split or fold, e.g. 2"),
+    ({"learning_rate": -1.0}, "--learning-rate -1: expected"),  # review 58 N: -1.0 here, -1 elsewhere
+])
+def test_counts_have_an_upper_bound_and_numbers_print_as_typed(options, expected):
+    """Review 58 N: --members 10**9 gave minutes of silence and a 3.7 GB plan; --epochs 2**31 - 1 was taken."""
+    with pytest.raises(PipelineError, match=f"^{expected}"):
+        settings.training_config(settings.resolve_preset("quick", **options))
+
+
+def test_an_alternate_network_needs_a_second_model():
+    """Review 58 N: `--alternate resnet` on a run of one model trained the plain model again, as a new run."""
+    holdout = {"train": np.arange(8), "validation": np.arange(8, 10)}
+    with pytest.raises(PipelineError, match="^--alternate resnet: a run of one model has no second model to be that"
+                                            " network; add --final-model or --members 2"):
+        plan.plan_parts(holdout, 10, 1, 0, False, ("resnet", 1.0, False))
+    parts = plan.plan_parts(holdout, 10, 1, 0, True, ("resnet", 1.0, False))
+    assert [part.network for part in parts] == [None, ("resnet", 1.0, False)]
+    assert plan.model_count(1, 1, True) == len(parts) and plan.model_count(5, 2, True) == 11
+
+
+@pytest.mark.parametrize("precision, gpus, flags, slow", [
+    ("mixed_float16", [], set(), "--precision mixed_float16: a CPU has no float16 arithmetic"),
+    ("mixed_bfloat16", [], {"avx2"}, "--precision mixed_bfloat16: this CPU has no AVX-512 BF16 or AMX"),
+    ("mixed_bfloat16", [], {"avx2", "amx_bf16"}, None),
+    ("mixed_float16", [(7, 5)], set(), None),
+    ("float32", [], set(), None),
+])
+def test_a_precision_the_device_emulates_is_warned_of(precision, gpus, flags, slow):
+    """Review 58 N: --precision mixed_float16 on a CPU trained 8x slower than float32, without a word."""
+    from pipeline.training.device import slow_precision
+
+    warning = slow_precision(precision, gpus, flags)
+    assert (warning or "").startswith(slow or "") and (warning is None) == (slow is None)

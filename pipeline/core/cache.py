@@ -282,12 +282,15 @@ def remove_stale_temporaries() -> None:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
-    # The folder of a training run killed before it ended: empty, or its first models alone. Train writes the
-    # histories, then run.json, when every model is done: a folder with either is a finished run's (its run.json
-    # perhaps deleted by hand, the run still read from its record).
+    # The folder of a training run (or blend) killed before its run.json: marked unfinished from its making; one of
+    # an earlier version is empty or holds its first models alone. A folder without run.json but with histories
+    # and no mark is a finished run's, its run.json perhaps deleted by hand (the run still read from its record).
     if config.paths().models.is_dir():
         for run_dir in config.paths().models.iterdir():
             if not run_dir.is_dir() or run_dir.name.startswith("."):
                 continue
-            if not (run_dir / config.Paths.RUN_JSON).exists() and not (run_dir / config.Paths.HISTORY_JSON).exists():
+            unfinished = run_dir / config.Paths.UNFINISHED_RUN
+            if (run_dir / config.Paths.RUN_JSON).exists():
+                unfinished.unlink(missing_ok=True)  # killed between its run.json and the mark's removal
+            elif unfinished.exists() or not (run_dir / config.Paths.HISTORY_JSON).exists():
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -48,6 +48,10 @@ IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 ARCHITECTURES = ("cnn", "small", "deotte", "mlp", "nopool", "resnet")  # built by pipeline.training.model
+# Those without a dropout layer, and without a batch-norm layer (a test checks both against the networks built):
+# --dropout and --recalibrate change nothing in them.
+WITHOUT_DROPOUT = {"mlp"}
+WITHOUT_BATCH_NORM = {"mlp", "small"}
 # The unit of training work (issue 17's budget): 42,000 images through one training epoch of a network
 # that costs what the default CNN costs per image (pipeline.training.model.multiply_adds of "cnn" at width 1).
 # Here, not in pipeline.training.model, so that counting a run's work (also in a Ray driver) imports no Keras.
@@ -77,7 +81,7 @@ def check_seed(seed: int, option: str = "--seed", models: int = 1) -> None:
 def check_dropout(rate: float, option: str = "--dropout") -> None:
     """Refuse a dropout rate Keras cannot use (1 would drop everything); train checks it before TensorFlow loads."""
     if not 0 <= rate < 1:
-        raise PipelineError(f"{option} {rate}: expected a rate from 0 to below 1, e.g. 0.4")
+        raise PipelineError(f"{option} {rate:g}: expected a rate from 0 to below 1, e.g. 0.4")
 
 
 def check_final_weight(weight: float, has_all_rows_model: bool, training_too: bool = False) -> None:
@@ -102,7 +106,7 @@ def network_name(architecture: str, width: float, deskew: bool = False) -> str:
 def check_width(width: float, option: str = "--width") -> None:
     """Refuse a width multiplier of no layers at all, or one past 4 (16x the work of the default network)."""
     if not 0 < width <= 4:
-        raise PipelineError(f"{option} {width}: expected a multiplier above 0 and at most 4, e.g. 1.5")
+        raise PipelineError(f"{option} {width:g}: expected a multiplier above 0 and at most 4, e.g. 1.5")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,9 @@ class Paths:
     OUT_OF_FOLD_NPZ: ClassVar[str] = "out_of_fold.npz"  # train (or blend): the held-out rows' probabilities
     TEST_PROBABILITIES_NPY: ClassVar[str] = "test_probabilities.npy"  # predict (or blend), for blend
     TEST_PROBABILITIES_JSON: ClassVar[str] = "test_probabilities.json"  # predict (or blend): of which test images
+    # train (or blend), from the folder's making until run.json is written: a folder with it and without run.json is
+    # a killed run's (cache.remove_stale_temporaries removes it).
+    UNFINISHED_RUN: ClassVar[str] = ".unfinished"
     INDEX_HTML: ClassVar[str] = "index.html"  # report: data/reports/<run>/index.html, beside a copy of run.json
 
     def run_dir(self, run_id: str) -> Path:

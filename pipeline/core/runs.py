@@ -36,6 +36,7 @@ def model_paths(train_record: dict) -> list[Path]:
 def write_run(paths: config.Paths, run: Run) -> None:
     """run.json: written by train (or blend) alone, once; what later stages say of the run goes to their own files."""
     cache.write_json(run_path(paths, run.id), run.run_json())
+    (paths.run_dir(run.id) / paths.UNFINISHED_RUN).unlink(missing_ok=True)  # listed from now on: a finished run
 
 
 def write_submission_record(paths: config.Paths, run_id: str, record: SubmissionRecord) -> None:

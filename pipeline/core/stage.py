@@ -41,7 +41,8 @@ class Definition:
     after_restore(record): what a result restored from the run cache needs besides (download: the files of
     another source removed), and only then.
     after_record(record): what work leaves until its record is written (train: its checkpoints, so that a record
-    that cannot be written costs no training again).
+    that cannot be written costs no training again); done again when the result is found up to date, for a command
+    killed between the record and it.
     """
 
     name: str
@@ -264,6 +265,8 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
                 definition.put_back(record)
             if record.get("unkept"):  # the run cache's store could not be written when it was made: again now
                 record = _keep(paths, definition, record, console)
+            if definition.after_record:  # what a command killed right after the record left
+                definition.after_record(record)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
         record = None if force else next(filter(None, (run_cache.restore(paths, definition.name, key_id)

@@ -14,6 +14,7 @@ from pipeline.core.stage import run
 from pipeline.stages import download, predict, prepare, split, train
 from pipeline.stages import report as report_stage
 from pipeline.training import settings
+from pipeline.training.plan import check_models, model_count
 
 
 def run_data_stages(console: Console, source: str, competition: str, values: dict, force: bool) -> dict:
@@ -74,11 +75,12 @@ def warn_of_a_run_without_tensorboard_logs(console: Console, train_record: dict)
                      f" logs, and logging alone never trains it again: add {again} to train it with them")
 
 
-def check_seeds_before_the_split(values: dict, training) -> None:
-    """The run's models use seeds seed, seed + 1, ... (training.plan.plan_parts: folds x members, + the model on all
-    rows): with the folds known here, a seed too high for them is refused before split replaces the current split
-    (train refused it only after)."""
-    config.check_seed(training.seed, models=values["folds"] * training.members + int(training.final_model))
+def check_models_before_the_split(values: dict, training) -> None:
+    """The run's models, known here with the folds (training.plan.plan_parts: folds x members, + the model on all
+    rows): a seed too high for them, or --alternate on one model, is refused before split replaces the current
+    split (train refused them only after)."""
+    models = model_count(values["folds"], training.members, training.final_model)
+    check_models(models, training.seed, training.alternate_network())
 
 
 def run_all(console: Console, source: str, competition: str, preset: str, options: dict, report: bool,
@@ -87,7 +89,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
     started = time.perf_counter()
     values = settings.resolve_preset(preset, **options)
     training = settings.training_config(values)
-    check_seeds_before_the_split(values, training)
+    check_models_before_the_split(values, training)
     if options.get("final_weight") is not None:  # a prediction option, checked before anything trains
         config.check_final_weight(options["final_weight"], training.final_model, training_too=True)
     # The lock is held from the first stage to the last (each stage takes it again, for free): another

@@ -26,12 +26,13 @@ from pipeline.core.console import count, import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import Run
 from pipeline.core.stage import Definition, require
-from pipeline.training.device import describe_devices, resolve_precision, use_device
+from pipeline.training.device import describe_devices, precision_warning, resolve_precision, use_device
 from pipeline.training.engine import cluster_devices, ray_running, ray_session
 from pipeline.training.looks import epochs_for_same_images
 from pipeline.training.parts import train_parts
 from pipeline.training.plan import (
     PSEUDO_LABEL_CONFIDENCE,
+    WARMUP_EPOCHS,
     Part,
     confident_labels,
     estimate_kind,
@@ -60,6 +61,7 @@ def new_run_id(paths, stem: str) -> str:
         run_id = stem if number == 1 else f"{stem}-{number}"
         try:
             paths.run_dir(run_id).mkdir()
+            (paths.run_dir(run_id) / paths.UNFINISHED_RUN).touch()  # until its run.json (runs.write_run)
             return run_id
         except FileExistsError:
             continue
@@ -97,13 +99,19 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             with ray_session(engine):  # one connection (or local instance) for the whole run
                 return train_run()
         except BaseException:  # failed or interrupted before its first model was saved: no empty folder left
-            for run_dir in created_run_dirs:
+            for run_dir in created_run_dirs:  # a folder with models keeps its mark: the next command removes it
                 with contextlib.suppress(OSError):
-                    run_dir.rmdir()  # only when empty
+                    if {path.name for path in run_dir.iterdir()} <= {paths.UNFINISHED_RUN}:
+                        shutil.rmtree(run_dir)
             raise
 
     def train_run():
         started = time.perf_counter()
+        images = np.load(paths.train_images, mmap_mode="r")
+        labels = np.load(paths.train_labels)
+        split = dict(np.load(paths.split_file))
+        parts = plan_parts(split, len(labels), requested.members, requested.seed, requested.final_model,
+                           requested.alternate_network())  # refused before TensorFlow's seconds of start-up
         if on_ray:
             precision, devices = cluster_devices(requested.precision, engine.device)
             training = replace(requested, precision=precision)
@@ -114,11 +122,9 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             # run never does. run.json records the precision that really ran.
             training = replace(requested, precision=resolve_precision(requested.precision))
             devices = describe_devices()
-        images = np.load(paths.train_images, mmap_mode="r")
-        labels = np.load(paths.train_labels)
-        split = dict(np.load(paths.split_file))
-        parts = plan_parts(split, len(labels), training.members, training.seed, training.final_model,
-                           training.alternate_network())
+            slow = precision_warning(training.precision)
+            if slow:
+                console.warn(slow)
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
         created_run_dirs.append(run_dir)
@@ -132,6 +138,12 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         console.say(f"train: {_networks(parts, training)}, {count(training.epochs, 'epoch')}, batch "
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
+        if training.strategy == "mirrored" and strategy is not None and replicas == 1:
+            console.warn("--strategy mirrored: one device here (no GPU found), so it trains as --strategy default")
+        if training.epochs <= WARMUP_EPOCHS:
+            console.warn(f"--epochs {training.epochs}: all of it is the schedule's {WARMUP_EPOCHS}-epoch warm-up, so"
+                         " the learning rate rises to its peak and never comes down; the models keep the last"
+                         f" weights, taken at the peak ({WARMUP_EPOCHS + 1} or more epochs end on a decay)")
         # The model on all rows waits for the others only when it learns their pseudo-labels.
         first = [part for part in parts if part.validation_rows is not None] if training.pseudo_label else parts
         total = len(parts) + (len(first) if training.pseudo_tune else 0)  # --pseudo-tune: each measured one goes on

@@ -24,7 +24,7 @@ from pipeline.core.estimate import Estimate, describe
 from pipeline.core.records import TuneMark
 from pipeline.stages import train
 from pipeline.training.engine import STOPPING, cluster_plan, ray_session
-from pipeline.training.settings import TrainingConfig, knobs, training_config
+from pipeline.training.settings import TrainingConfig, has_dropout_layer, knobs, training_config
 
 # The levers, each drawn around the preset's value.
 AUGMENTATIONS = (0.0, 0.5, 1.0, 1.5)
@@ -54,17 +54,12 @@ def check_search(count: int, seed: int) -> None:
         raise PipelineError(f"--search-seed {seed}: expected an integer 0 or more")
 
 
-def has_dropout(values: dict) -> bool:
-    """Whether a network of the run has a dropout layer (the mlp has none; settings refuses --dropout for it)."""
-    return not {values.get("architecture", "cnn"), values.get("alternate", "none")} <= {"mlp", "none"}
-
-
 def sample_trials(base: dict, count: int, seed: int, valid=lambda trial: True) -> list[dict]:
     """count distinct settings of the levers: the preset's own first, then random draws around it, each one that
     valid(trial) accepts (a peak learning rate drawn past 1 stopped the search half way, on a value nobody typed).
     Dropout is no lever of a run without a dropout layer: trials differing in it alone would be the same models."""
     check_search(count, seed)
-    names = [name for name, _, _ in OPTIONS if name != "dropout" or has_dropout(base)]
+    names = [name for name, _, _ in OPTIONS if name != "dropout" or has_dropout_layer(base)]
     trials = [{name: base[name] for name in names}]
     rng = np.random.default_rng(seed)
     for _ in range(1000 * count):

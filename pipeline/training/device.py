@@ -56,6 +56,25 @@ def resolve_precision(requested: str) -> str:
     return choose_precision(gpu_compute_capabilities(), cpu_flags() if sys.platform == "linux" else set())
 
 
+def slow_precision(precision: str, gpu_capabilities: list[tuple[int, int]], flags: set[str]) -> str | None:
+    """A warning where the precision asked for is emulated on the device that trains (several times slower than
+    float32), else None."""
+    if gpu_capabilities:
+        return None
+    if precision == "mixed_float16":
+        return ("--precision mixed_float16: a CPU has no float16 arithmetic, TensorFlow emulates it (8x slower than"
+                " float32 was measured); --precision auto picks the fast one")
+    if precision == "mixed_bfloat16" and not flags & _CPU_BFLOAT16_FLAGS:
+        return ("--precision mixed_bfloat16: this CPU has no AVX-512 BF16 or AMX, TensorFlow emulates bfloat16"
+                " (13x slower than float32 was measured); --precision auto picks the fast one")
+    return None
+
+
+def precision_warning(precision: str) -> str | None:
+    """slow_precision for this machine; imports TensorFlow."""
+    return slow_precision(precision, gpu_compute_capabilities(), cpu_flags() if sys.platform == "linux" else set())
+
+
 def describe_devices() -> str:
     """'1 GPU (compute capability 8.0)' or 'CPU (no GPU found)', for the line that starts training."""
     capabilities = gpu_compute_capabilities()

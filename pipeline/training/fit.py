@@ -25,6 +25,7 @@ from pipeline.core.ctrl_c import ctrl_c_stops_after_its_batch
 from pipeline.core.errors import PipelineError, TrainingDiverged
 from pipeline.core.progress import batch_ticker
 from pipeline.training import looks
+from pipeline.training.plan import WARMUP_EPOCHS
 from pipeline.training.settings import TrainingConfig
 
 
@@ -138,7 +139,7 @@ def fit_one_model(train_images, train_labels, val_images, val_labels, training: 
         if state is None:
             keras.utils.set_random_seed(seed)
             peak, warmup_epochs = ((training.learning_rate * TUNING_PEAK, TUNING_WARMUP_EPOCHS) if start_from
-                                   else (training.learning_rate, 2))
+                                   else (training.learning_rate, WARMUP_EPOCHS))
             schedule = model_library.recommended_schedule(steps_per_epoch, training.epochs, peak,
                                                             warmup_epochs=warmup_epochs,
                                                             floor=training.learning_rate_floor)

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core import config
+from pipeline.core.errors import PipelineError
 from pipeline.core.records import PartSummary
 from pipeline.training.looks import epochs_for_same_images
 
 
 ALL_ROWS = "all-rows"  # the name of the model on all rows (--final-model), and of its file
+WARMUP_EPOCHS = 2  # of the learning rate's schedule: a linear rise to its peak, then a cosine down
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,23 @@ def plan_parts(split: dict, row_count: int, members: int, seed: int, final_model
                               validation_rows))
     if final_model:
         parts.append(Part(ALL_ROWS, seed + len(parts), np.arange(row_count), None))
-    config.check_seed(seed, models=len(parts))
-    # A run of one model (e.g. `default` with --no-final-model) has no second model to alternate.
+    check_models(len(parts), seed, alternate)
     return [replace(part, network=alternate) if alternate and index % 2 == 1 else part
             for index, part in enumerate(parts)]
+
+
+def model_count(folds: int, members: int, final_model: bool) -> int:
+    """The models plan_parts plans: members for each fold (a holdout split: folds 1), and the one on all rows."""
+    return max(folds, 1) * members + int(final_model)
+
+
+def check_models(models: int, seed: int, alternate: tuple[str, float, bool] | None) -> None:
+    """Refuse a seed too high for the run's models (seed, seed + 1, ...), and --alternate where no second model
+    would be that network (a run of one model, e.g. `quick`): the same model as without it, trained as a new run."""
+    config.check_seed(seed, models=models)
+    if alternate and models == 1:
+        raise PipelineError(f"--alternate {alternate[0]}: a run of one model has no second model to be that network;"
+                            " add --final-model or --members 2 (or --alternate none)")
 
 
 def work_units(summaries: list[PartSummary], epochs: int, test_images: int, views: int, pseudo_label: bool,
@@ -80,7 +95,7 @@ def work_units(summaries: list[PartSummary], epochs: int, test_images: int, view
     if recalibrate:
         probes = config.BATCH_NORM_LAYERS_AT_MOST
         forward += sum(units(min(summary.train_images, config.RECALIBRATION_IMAGES) * probes, summary)
-                       for summary in summaries)
+                       for summary in summaries if summary.architecture not in config.WITHOUT_BATCH_NORM)
     return {"units": float(f"{training + forward / 3:.3g}"), "training_units": float(f"{training:.3g}"),
             "prediction_units": float(f"{forward / 3:.3g}")}
 

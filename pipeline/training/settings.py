@@ -11,6 +11,10 @@ from pipeline.training.device import PRECISIONS
 from pipeline.training.plan import PSEUDO_LABEL_CONFIDENCE
 
 KNOB = "knob"  # the key of a TrainingConfig field's metadata that holds its Knob
+# Far past any recipe (default: 18 epochs, one model a split or fold), short of a plan that runs for weeks
+# silently (10**9 members built a 3.7 GB plan before the first epoch).
+MOST_EPOCHS = 1000
+MOST_MEMBERS = 100
 
 
 @dataclass(frozen=True)
@@ -137,42 +141,43 @@ class TrainingConfig:
 
     def check(self) -> None:
         """The numbers and combinations; the CLI's parser checks the names (--model, --precision, --strategy)."""
-        if self.epochs < 1:
-            raise PipelineError(f"--epochs {self.epochs}: expected at least 1")
+        if not 1 <= self.epochs <= MOST_EPOCHS:
+            raise PipelineError(f"--epochs {self.epochs}: expected 1 to {MOST_EPOCHS:,}, e.g. 18")
         if not 0 < self.learning_rate < 1:
-            raise PipelineError(f"--learning-rate {self.learning_rate}: expected a value between 0 and 1, e.g. 0.002")
+            raise PipelineError(f"--learning-rate {self.learning_rate:g}: expected a value between 0 and 1, e.g. 0.002")
         if self.batch_size < 1:
             raise PipelineError(f"--batch-size {self.batch_size}: expected at least 1")
         if not 0 <= self.augmentation <= 3:
-            raise PipelineError(f"--augmentation {self.augmentation}: expected 0 (none) to 3 (1 is 10 degrees,"
+            raise PipelineError(f"--augmentation {self.augmentation:g}: expected 0 (none) to 3 (1 is 10 degrees,"
                                 " 10 % zoom and shift)")
         if not 0 <= self.elastic <= 60:
-            raise PipelineError(f"--elastic {self.elastic}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
+            raise PipelineError(f"--elastic {self.elastic:g}: expected 0 (none) to 60 (Simard et al. used 34), e.g. 20")
         if not 0 <= self.cutout <= config.IMAGE_SHAPE[0]:
             raise PipelineError(f"--cutout {self.cutout}: expected 0 (none) to {config.IMAGE_SHAPE[0]} pixels, e.g. 8")
         if not 0 <= self.thickness <= 1:
-            raise PipelineError(f"--thickness {self.thickness}: expected 0 (none) to 1 (a full one-pixel dilation"
+            raise PipelineError(f"--thickness {self.thickness:g}: expected 0 (none) to 1 (a full one-pixel dilation"
                                 " or erosion), e.g. 0.5")
         if not 0 <= self.shear <= 1:
-            raise PipelineError(f"--shear {self.shear}: expected 0 (none) to 1 (a 45-degree slant), e.g. 0.2")
+            raise PipelineError(f"--shear {self.shear:g}: expected 0 (none) to 1 (a 45-degree slant), e.g. 0.2")
         if not 0 <= self.mixup <= 1:
-            raise PipelineError(f"--mixup {self.mixup}: expected 0 (none) to 1 (Beta(A, A)'s A), e.g. 0.2")
+            raise PipelineError(f"--mixup {self.mixup:g}: expected 0 (none) to 1 (Beta(A, A)'s A), e.g. 0.2")
         config.check_dropout(self.dropout)
         config.check_width(self.width)
         config.check_width(self.alternate_width, "--alternate-width")
         if not 0 <= self.label_smoothing < 1:
-            raise PipelineError(f"--label-smoothing {self.label_smoothing}: expected 0 (none) to below 1, e.g. 0.1")
+            raise PipelineError(f"--label-smoothing {self.label_smoothing:g}: expected 0 (none) to below 1, e.g. 0.1")
         if not 0 <= self.weight_decay < 1:
             raise PipelineError(f"--weight-decay {self.weight_decay:g}: expected 0 (none) to below 1, e.g. 0.05")
         if not 0 <= self.learning_rate_floor < 1:
-            raise PipelineError(f"--learning-rate-floor {self.learning_rate_floor}: expected 0 (cosine to zero) to"
+            raise PipelineError(f"--learning-rate-floor {self.learning_rate_floor:g}: expected 0 (cosine to zero) to"
                                 " below 1, e.g. 0.2")
         if not 0 <= self.ema < 1:
-            raise PipelineError(f"--ema {self.ema}: expected 0 (none) to below 1, e.g. 0.999")
+            raise PipelineError(f"--ema {self.ema:g}: expected 0 (none) to below 1, e.g. 0.999")
         if not 0 <= self.rare_looks <= 5:
             raise PipelineError(f"--rare-looks {self.rare_looks}: expected 0 (none) to 5 more times an epoch, e.g. 2")
-        if self.members < 1:
-            raise PipelineError(f"--members {self.members}: expected at least 1")
+        if not 1 <= self.members <= MOST_MEMBERS:
+            raise PipelineError(f"--members {self.members}: expected 1 to {MOST_MEMBERS} models a holdout split or"
+                                " fold, e.g. 2")
         if self.alternate_deskew and self.alternate == "none":
             raise PipelineError("--alternate-deskew: deskews the --alternate network's images; name that network,"
                                 " e.g. --alternate cnn")
@@ -195,12 +200,29 @@ class TrainingConfig:
         return asdict(self)
 
 
+def _networks(values: dict) -> set[str]:
+    """The architectures of a run's models (--model's and --alternate's); a value not given is the default's."""
+    architecture, alternate = (values.get(name, config.DEFAULT[name]) for name in ("architecture", "alternate"))
+    return {architecture} | ({alternate} - {"none"})
+
+
+def has_dropout_layer(values: dict) -> bool:
+    """Whether a network of the run (resolved preset values) has a dropout layer for --dropout to set."""
+    return not _networks(values) <= config.WITHOUT_DROPOUT
+
+
+def has_batch_norm(values: dict) -> bool:
+    """Whether a network of the run (resolved preset values) has batch-norm layers for --recalibrate to set."""
+    return not _networks(values) <= config.WITHOUT_BATCH_NORM
+
+
 def resolve_preset(preset: str, **overrides) -> dict:
     """The preset's values with every option that was given (not None) in their place.
 
     --no-final-model also turns off the preset's pseudo-labels, which only the model on all rows learns; an
     explicit --pseudo-label beside it is refused (TrainingConfig.check). An option given that no network of the
-    run uses (--alternate-width without --alternate, --dropout for the mlp alone) is refused."""
+    run uses (--alternate-width without --alternate, --dropout for the mlp alone, --recalibrate without a
+    batch-norm layer) is refused; the preset's own --recalibrate is turned off for such networks."""
     given = {name: value for name, value in overrides.items() if value is not None}
     if given.get("final_model") is False and "pseudo_label" not in given:
         given["pseudo_label"] = False
@@ -209,9 +231,15 @@ def resolve_preset(preset: str, **overrides) -> dict:
     if "alternate_width" in given and values["alternate"] == "none":
         raise PipelineError(f"--alternate-width {given['alternate_width']:g}: the width of the --alternate network;"
                             " name that network, e.g. --alternate resnet")
-    if "dropout" in given and {values["architecture"], values["alternate"]} <= {"mlp", "none"}:
+    if "dropout" in given and not has_dropout_layer(values):
         raise PipelineError(f"--dropout {given['dropout']:g}: the mlp network has no dropout layer; it goes with"
                             " the other networks (--model)")
+    if values["recalibrate"] and not has_batch_norm(values):
+        if given.get("recalibrate"):
+            raise PipelineError(f"--recalibrate: the {' and '.join(sorted(_networks(values)))} network"
+                                f"{'s have' if len(_networks(values)) > 1 else ' has'} no batch-norm layer to"
+                                " recalibrate; it goes with the other networks (--model)")
+        values["recalibrate"] = False
     return values
 
 
