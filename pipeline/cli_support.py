@@ -84,6 +84,9 @@ def training_knobs(for_tune: bool = False):
 
 def engine_settings(name: str, workers: int | None, address: str | None, device: str = "auto") -> Engine:
     """Where the models train; a GPU asked for on this machine is looked for now, before any stage runs."""
+    if address is not None and not address.strip():  # Engine takes it for none: the local engine said nothing
+        raise PipelineError(f"--ray-address {address!r}: expected a Ray cluster's address, e.g. 10.0.0.5:6379 (leave"
+                            " it out for a local Ray instance)")
     engine = Engine(name, workers, address, device)
     engine.check()
     if name == "local" and device == "gpu":

@@ -243,6 +243,11 @@ def test_engine_options_are_checked_before_anything_runs(tmp_path):
     result = run_pipeline(tmp_path, "all", "--preset", "quick", "--workers", "2")
     assert result.returncode == 1 and result.stderr.strip() == "error: --workers and --ray-address go with --engine ray"
     assert not (tmp_path / "data" / "raw").exists()
+    for engine in ("local", "ray"):  # review 58 N: '' was taken for no address, without a word
+        result = run_pipeline(tmp_path, "train", "--preset", "quick", "--engine", engine, "--ray-address", "")
+        assert result.returncode == 1 and result.stderr == (
+            "error: --ray-address '': expected a Ray cluster's address, e.g. 10.0.0.5:6379 (leave it out for a local"
+            " Ray instance)\n")
 
 
 def test_asking_for_a_gpu_where_there_is_none_fails_in_one_line_before_any_work(tmp_path):
