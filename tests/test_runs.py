@@ -2,6 +2,7 @@
 estimates."""
 
 import json
+import shutil
 
 import pytest
 
@@ -61,6 +62,11 @@ def test_runs_fits_100_columns_and_hides_sample_runs_when_there_are_full_size_on
     assert "-0.20 out" in tuned
     everything = run_in_process(mixed_root, "runs", "--all").stdout
     assert "20260104-100000-small" in everything and "not shown" not in everything
+    # review 57 H: the sample's run was ranked among full-size ones without a mark
+    sample = next(line for line in everything.splitlines() if line.startswith("20260104-100000-small"))
+    assert sample.split()[1:3] == ["default", "s"]
+    assert "s: trained on the bundled sample, its estimate of other rows than the full-size runs'" in everything
+    assert "trained on the bundled sample" not in table  # hidden without --all: nothing to tell apart
     wide = run_in_process(mixed_root, "runs", "--wide").stdout
     assert "95 % interval" in wide and "20260101-100000-deotte.csv" in wide
 
@@ -197,3 +203,13 @@ def test_a_run_whose_folder_was_deleted_still_shows_its_submission(quick_run_roo
     wide = run_in_process(quick_run_root, "runs", "--wide", "--all").stdout
     line = next(line for line in wide.splitlines() if line.startswith(run_id))
     assert f"{run_id}.csv" in line, wide
+
+
+def test_a_run_whose_folder_is_gone_is_marked_as_kept_by_the_run_cache_alone(quick_run_root):
+    """Review 57 H: `runs` listed a run whose folder was deleted as if it were there (report and blend refused it)."""
+    run_dir = next((quick_run_root / "data" / "models").glob("*/run.json")).parent
+    assert f"{run_dir.name}*" not in run_in_process(quick_run_root, "runs").stdout
+    shutil.rmtree(run_dir)
+    table = run_in_process(quick_run_root, "runs").stdout
+    assert f"\n{run_dir.name}* " in table
+    assert "*: its folder in data/models is gone; the run cache keeps its models (its options train it back in" in table

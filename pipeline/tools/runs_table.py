@@ -16,10 +16,12 @@ def is_full_size(run: Run) -> bool:
     return run.source != "sample"
 
 
-def preset_cell(run: Run) -> str:
-    """The preset, and which trial of a `tune` search the run was ('quick t3')."""
+def preset_cell(run: Run, mark_sample: bool = False) -> str:
+    """The preset, which trial of a `tune` search the run was ('quick t3'), and with mark_sample whether it was
+    trained on the bundled sample ('quick s')."""
     preset = run.preset or "?"
-    return f"{preset} t{run.tune.trial}" if run.tune and run.tune.trial else preset
+    preset = f"{preset} t{run.tune.trial}" if run.tune and run.tune.trial else preset
+    return f"{preset} s" if mark_sample and not is_full_size(run) else preset
 
 
 def _number(value) -> str:
@@ -29,10 +31,12 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: bool = False) -> str:
+def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: bool = False,
+                      gone: set[str] = frozenset()) -> str:
     """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
     `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
-    in the run cache, so its settings come back in seconds."""
+    in the run cache, so its settings come back in seconds. Marked: a run on the bundled sample among full-size
+    ones (`quick s`), a run whose folder is gone, kept by the run cache alone (ids in gone: `<run>*`)."""
     if not runs:
         return ("no runs yet (run"
                 f" {config.how_to('`make all` or `python -m pipeline train`', '`digit-recognizer all`')})")
@@ -42,9 +46,11 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
         header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
                   "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission")
     rows = []
+    mark_sample = len({is_full_size(run) for run in map(Run.of, runs)}) == 2  # estimates of other data side by side
     for run in map(Run.of, runs):
         params, estimate = run.params, run.estimate  # a wrong-shaped estimate reads as none
-        cells = [run.id or "?", preset_cell(run), *([params.get("architecture", "-")] if wide else []),
+        cells = [f"{run.id or '?'}{'*' * (run.id in gone)}", preset_cell(run, mark_sample),
+                 *([params.get("architecture", "-")] if wide else []),
                  _number(params.get("epochs")),
                  _number(params.get("learning_rate")), _number(params.get("augmentation")),
                  _number(params.get("dropout")), _number(params.get("width"))]
@@ -97,9 +103,16 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     hidden = len(listed) - len(shown)
     listing = config.how_to("`make runs ALL=1`", "`digit-recognizer runs --all`")
     note = f"{count(hidden, 'run')} on the bundled sample not shown ({listing} lists them)\n" if hidden else ""
+    gone = {run.id for run in shown if not paths.run_dir(run.id).is_dir()}
+    table = format_runs_table(sorted_runs(shown, sort), kept_ids, wide, gone)
     if not footer:  # --quiet: the table alone (README)
-        return format_runs_table(sorted_runs(shown, sort), kept_ids, wide)
-    return (f"{format_runs_table(sorted_runs(shown, sort), kept_ids, wide)}\n{note}"
+        return table
+    if len({is_full_size(run) for run in shown}) == 2:
+        note += "s: trained on the bundled sample, its estimate of other rows than the full-size runs'\n"
+    if gone:
+        note += ("*: its folder in data/models is gone; the run cache keeps its models (its options train it"
+                 " back in seconds)\n")
+    return (f"{table}\n{note}"
             f"run cache: {total / 1e6:.1f} MB in {cache.relative_name(paths.store)}, {extra / 1e6:.1f} MB of it not"
             f" shared with current outputs\n({CLEAN_CACHE} empties it){unfinished_trainings(paths)}")
 
