@@ -150,6 +150,11 @@ def test_tune_runs_trials_in_parallel_and_prints_options_that_restore_the_best(t
     assert all(f"quick t{trial}" in runs.stdout for trial in (1, 2, 3)), runs.stdout  # marked as trials
     for run_file in (tmp_path / "data" / "models").glob("*/run.json"):  # by tune.json, beside train's run.json
         assert "tune" not in json.loads(run_file.read_text()) and (run_file.parent / "tune.json").is_file()
+    # Review 57 H: the same search again started Ray (10-30 s) to take every trial from the run cache
+    repeated = run_pipeline(tmp_path, "tune", "--preset", "quick", "--trials", "3", "--workers", "2")
+    assert repeated.returncode == 0, repeated.stderr
+    assert "tune: 3 trials of preset quick, every one kept from an earlier search (Ray not started)" in repeated.stdout
+    assert "starting Ray" not in repeated.stdout and best in repeated.stdout.splitlines()
     options = best.split(": ", 2)[2].split(" (")[0].split()
     again = run_pipeline(tmp_path, "all", "--preset", "quick", *options, "--no-final-model", "--no-report")
     assert again.returncode == 0, again.stderr

@@ -359,12 +359,17 @@ def _work(definition: Definition, key) -> dict:
     return cache.make_record(key, outputs, extra, key_values)
 
 
+def kept_result(definition: Definition) -> dict | None:
+    """The record the run cache keeps for the definition's key (made by this code or code mapped to it), or None."""
+    return next(filter(None, (run_cache.kept_record(config.paths(), definition.name, key_id)
+                              for key_id in definition.kept_key_ids)), None)
+
+
 def run_detached(definition: Definition, console: Console) -> dict:
     """Run a stage without making its result the stage's current one: kept in the run cache only, and
     taken from there when the same key ran before. For tune's trials, which run side by side while the
     caller holds the lock."""
-    record = next(filter(None, (run_cache.kept_record(config.paths(), definition.name, key_id)
-                                for key_id in definition.kept_key_ids)), None)
+    record = kept_result(definition)
     if record is not None:
         console.say(f"{definition.name}: kept from an earlier run ({record['finished_at']}),"
                     f" {definition.describe(record)}")

@@ -105,27 +105,30 @@ def search(paths, console, preset: str, values: dict, trials: int, seed: int, en
     # Trials are for comparing: no model on all rows, no pseudo-labels (the printed options add them back).
     base = replace(training_config(values), final_model=False, pseudo_label=False)
     settings = sample_trials(values, trials, seed, lambda trial: _passes_check(base, trial))
+    definitions = [train.define(paths, console, training=replace(base, **trial), preset=preset, engine=engine)
+                   for trial in settings]
+
+    def run_trial(number: int) -> dict:
+        console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
+        try:
+            record = stage.run_detached(definitions[number], console)
+        except TrainingDiverged as error:  # a learning rate too high for its settings: the others go on
+            console.say(f"tune: trial {number + 1} diverged: {error}")
+            return {"trial": number + 1, "settings": settings[number], "record": None}
+        if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
+            runs.write_tune_mark(paths, record["extra"]["run_id"], TuneMark(number + 1, len(settings), seed))
+        return {"trial": number + 1, "settings": settings[number], "record": record}
+
+    if all(map(stage.kept_result, definitions)):  # nothing to train: Ray's start-up would be 10-30 s for nothing
+        console.say(f"tune: {count(len(settings), 'trial')} of preset {preset}, every one kept from an earlier"
+                    " search (Ray not started)")
+        return ranked([run_trial(number) for number in range(len(settings))], values["learning_rate"])
     console.say("tune: starting Ray (its start-up takes 10-30 s)")
     with ray_session(engine):
         at_once, _, described = cluster_plan(engine.workers, engine.device)
         console.say(f"tune: {count(len(settings), 'trial')} of preset {preset} on Ray ({described}),"
                     f" {count(at_once, 'model')} at once;"
                     f" trial 1 is the preset{' with the options given' if given else ' itself'}")
-
-        def run_trial(number: int) -> dict:
-            training = replace(base, **settings[number])
-            training.check()
-            console.say(f"tune: trial {number + 1} of {len(settings)}: {cli_options(settings[number])}")
-            definition = train.define(paths, console, training=training, preset=preset, engine=engine)
-            try:
-                record = stage.run_detached(definition, console)
-            except TrainingDiverged as error:  # a learning rate too high for its settings: the others go on
-                console.say(f"tune: trial {number + 1} diverged: {error}")
-                return {"trial": number + 1, "settings": settings[number], "record": None}
-            if runs.run_path(paths, record["extra"]["run_id"]).is_file():  # `runs` marks it as a trial
-                runs.write_tune_mark(paths, record["extra"]["run_id"], TuneMark(number + 1, len(settings), seed))
-            return {"trial": number + 1, "settings": settings[number], "record": record}
-
         STOPPING.clear()
         pool = ThreadPoolExecutor(max_workers=at_once)
         try:
