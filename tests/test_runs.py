@@ -213,3 +213,16 @@ def test_a_run_whose_folder_is_gone_is_marked_as_kept_by_the_run_cache_alone(qui
     table = run_in_process(quick_run_root, "runs").stdout
     assert f"\n{run_dir.name}* " in table
     assert "*: its folder in data/models is gone; the run cache keeps its models (its options train it back in" in table
+
+
+def test_runs_diff_of_an_older_run_lists_no_option_the_newer_one_leaves_at_its_default():
+    """Review 57 H: every option added since an older run was listed as a difference (`pseudo_tune - 0`), though the
+    older run trained as that default does."""
+    older = Run.from_json(make_run("20260101-100000-deotte"), "20260101-100000-deotte")
+    newer = Run.from_json(make_run("20260102-100000-deotte", params={**PARAMS, "pseudo_tune": 0, "ema": 0.0}),
+                          "20260102-100000-deotte")
+    assert [name for name, _, _ in runs_table.differences(older, newer)] == []
+    changed = Run.from_json(make_run("20260103-100000-deotte", params={**PARAMS, "pseudo_tune": 3}),
+                            "20260103-100000-deotte")
+    assert runs_table.differences(older, changed) == [("params.pseudo_tune", "-", "3")]
+    assert runs_table.differences(changed, older) == [("params.pseudo_tune", "3", "-")]
