@@ -14,7 +14,7 @@ import typer
 import typer.main
 
 from pipeline import __version__
-from pipeline.cli_support import choice_option, engine_settings, one_of, run_app, training_knobs
+from pipeline.cli_support import checkout_commit, choice_option, engine_settings, one_of, run_app, training_knobs
 from pipeline.competition import scores, submit
 from pipeline.core import cache, clean, config, extras, runs, stage
 from pipeline.core.console import Console
@@ -104,8 +104,9 @@ TENSORBOARD = typer.Option(False, "--tensorboard", help="Also write TensorBoard 
 
 
 def show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"digit-recognizer {__version__}")
+    if value:  # in a checkout with its commit too: the CHANGELOG's upgrade notes name the commits they hold from
+        commit = checkout_commit()
+        typer.echo(f"digit-recognizer {__version__}{f' (checkout at commit {commit})' if commit else ''}")
         raise typer.Exit()
 
 

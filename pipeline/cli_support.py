@@ -9,6 +9,7 @@ import inspect
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -93,6 +94,19 @@ def engine_settings(name: str, workers: int | None, address: str | None, device:
         import_tensorflow_quietly()
         use_device(device)
     return engine
+
+
+def checkout_commit() -> str | None:
+    """'5f4d106, 2026-12-07': the commit of the checkout the package runs from; None for an installed package, or
+    where git is missing or the folder is no git checkout."""
+    if not config.IN_CHECKOUT:
+        return None
+    try:
+        result = subprocess.run(["git", "-C", str(config.PACKAGE_DIR.parent), "log", "-1", "--format=%h, %cs"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def quiet_anywhere(app_command, arguments: list[str]) -> list[str]:

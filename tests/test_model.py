@@ -116,7 +116,7 @@ def test_the_network_refuses_a_dropout_or_width_with_the_training_checks():
     from pipeline.core.errors import PipelineError
     from pipeline.training.model import build_network
 
-    with pytest.raises(PipelineError, match="dropout_rate 1.0: expected a rate from 0 to below 1"):
+    with pytest.raises(PipelineError, match="dropout_rate 1: expected a rate from 0 to below 1"):
         build_network("mlp", dropout_rate=1.0)
     with pytest.raises(PipelineError, match="width 0: expected a multiplier above 0"):
         build_network("mlp", width=0)

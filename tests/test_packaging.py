@@ -179,7 +179,11 @@ def test_without_the_extra_the_cli_says_in_one_line_what_to_install(tmp_path, mo
 
 def test_version_and_choices_come_from_the_parser(tmp_path):
     version = run_in_process(tmp_path, "--version")
-    assert version.returncode == 0 and version.stdout.strip() == f"digit-recognizer {__version__}"
+    # in a checkout with its commit (review 57 G: 0.1.0 at every commit, and CHANGELOG's upgrade notes name commits)
+    commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "log", "-1", "--format=%h, %cs"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"digit-recognizer {__version__} (checkout at commit {commit})"
 
     help_text = run_in_process(tmp_path, "train", "--help", env={"COLUMNS": "200"}).stdout
     for choices in ("default|quick|best|baseline", "cnn|small|deotte|mlp|nopool|resnet",

@@ -80,9 +80,9 @@ def test_precisions_are_the_dtype_policies_and_auto():
     assert device.DTYPE_POLICIES == ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-@pytest.mark.parametrize("dropout, width, message", [(1.0, 1.0, "--dropout 1.0: expected a rate from 0 to below 1"),
+@pytest.mark.parametrize("dropout, width, message", [(1.0, 1.0, "--dropout 1: expected a rate from 0 to below 1"),
                                                      (-0.1, 1.0, "--dropout -0.1"),
-                                                     (0.4, 0.0, "--width 0.0: expected a multiplier above 0"),
+                                                     (0.4, 0.0, "--width 0: expected a multiplier above 0"),
                                                      (0.4, 4.5, "--width 4.5")])
 def test_training_refuses_a_dropout_or_width_before_tensorflow(dropout, width, message):
     from pipeline.training import settings
