@@ -382,6 +382,19 @@ def test_a_scored_run_shows_the_gap_to_its_estimate_and_whether_it_is_inside_the
     assert "-0.42 points from the estimate, outside its 95 % interval" in html_page.leaderboard_text(run)
 
 
+@pytest.mark.parametrize("rows, expected", [
+    (500, "cannot be submitted (500 test rows, the competition has 28,000)"),
+    (28000, "not submitted yet (make submit)"),
+])
+def test_the_page_of_a_run_kaggle_cannot_score_says_so_instead_of_make_submit(tmp_path, rows, expected):
+    """Review 57 H: a run on the user's own data (500 test rows) said "not submitted yet (make submit)", and
+    `make submit` refused the file."""
+    submission = tmp_path / "run.csv"
+    submission.write_text("ImageId,Label\n" + "".join(f"{row},1\n" for row in range(1, rows + 1)))
+    run = {"id": "20260101-100000-small", "source": "folder", "submission": str(submission)}
+    assert html_page.leaderboard_text(run) == expected
+
+
 def test_the_train_csv_line_of_a_digit_counts_the_blank_lines_prepare_skips(tmp_path):
     """The page said row + 2: after blank lines in train.csv (which prepare accepts) every line it named held
     another digit."""

@@ -196,6 +196,15 @@ def submission_name(submission: str | None, missing: str = "none yet") -> str:
     return Path(submission).name + ("" if absolute_path(submission).is_file() else " (deleted)")
 
 
+def _submission_rows(run: Run) -> int | None:
+    """The rows of the run's submission file; None when it has none, or it is gone."""
+    path = absolute_path(run.submission) if run.submission else None
+    if path is None or not path.is_file():
+        return None
+    with open(path, "rb") as stream:
+        return max(sum(1 for _ in stream) - 1, 0)  # the header apart
+
+
 def leaderboard_text(run: Run | dict) -> str:
     """What Kaggle said of the run's latest submission, in words."""
     run = Run.of(run)
@@ -203,6 +212,9 @@ def leaderboard_text(run: Run | dict) -> str:
     if not leaderboard:
         if run.source == "sample":
             return "cannot be submitted (the sample)"
+        rows, expected = _submission_rows(run), config.COMPETITION_TEST_ROWS[config.COMPETITION]
+        if rows is not None and rows != expected:  # the user's own data: submit refuses it
+            return f"cannot be submitted ({rows:,} test rows, the competition has {expected:,})"
         return f"not submitted yet ({config.how_to('make submit', 'digit-recognizer submit')})"
     if leaderboard.status == "COMPLETE":
         scores = [f"{leaderboard.public_score} public"]

@@ -26,7 +26,16 @@ def define(paths, console, run_id: str | None = None):
     # are still there, on the data it was trained on (a new split since does not change what it measured).
     named = run_id is not None
     if not named:
-        run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
+        try:
+            run_id = require("train", "python -m pipeline train", needs=("run_id",))["extra"]["run_id"]
+        except PipelineError:  # out of date (a new split since): the latest run's page as --run makes it, if it can
+            run_id = ((cache.load_record("train") or {}).get("extra") or {}).get("run_id")
+            if not isinstance(run_id, str) or not runs.run_path(paths, run_id).is_file():
+                raise
+            named = True
+            if console is not None:
+                console.say(f"report: the latest run, {run_id}, trained before the current split or data (as"
+                            " `report --run` takes it)")
     run = runs.read_run(paths, run_id)
     if run.blend and not run.estimate:
         return _summary_only_definition(paths, run)
