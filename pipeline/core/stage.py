@@ -131,7 +131,14 @@ SAME_RESULTS = {
         "8efe2c4a45ebca79": "3751b71d2ecb83b8",  # 18eccc9: and a damaged checkpoint trains its model again
         "fa7166f342702287": "3751b71d2ecb83b8",  # 2e67ad5: and "starting Ray" is said once under tune
         "b497bcdcc8b09bf9": "3751b71d2ecb83b8",  # 60d7d84: and a local Ray instance's files in a folder of its own
+        # 74e8868 (stop 59): options that change no model refused, warnings, Ray's signals, the run folder's mark.
+        # Outside the check: a run mixing the mlp or small with another network under --recalibrate now counts the
+        # recalibration of the other alone (its models are the same).
+        "f515c7784a9e474b": "3751b71d2ecb83b8",
     },
+    # Stop 59 (74e8868): predict's modules gained training.plan's and training.device's new helpers; the full-size
+    # `default` above predicted the same submission and test probabilities, byte for byte.
+    "predict": {"cfb98110013d18c1": "8e279a3612dc95ca"},
     # Stop 58 (from 2798bb6), checked on the sample: the same raw files and the same report folder, byte for byte.
     "download": {"1a6515b8f3180bd5": "f7c7da3d0e39ad19"},  # a mark until its record; advice words
     "report": {"2d9c6ef5d8e3cacd": "d51c30183af82d91"},  # a page submit rewrote becomes the stage's record
