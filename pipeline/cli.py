@@ -290,7 +290,8 @@ def bench_command(
     refused, names = {}, bench.bench_presets(presets)  # every preset's options, before the first runs for minutes
     for preset in names:
         try:
-            settings.training_config(settings.resolve_preset(preset, **knobs))
+            values = settings.resolve_preset(preset, **knobs)
+            chain.check_models_before_the_split(values, settings.training_config(values))  # --alternate on one model
         except PipelineError as error:
             refused[preset] = str(error)
     if refused:
@@ -323,7 +324,12 @@ def tune_command(
              if value is not None}
     values = settings.resolve_preset(preset, **given)
     tune.check_search(trials, search_seed)  # these and the training options before the data stages run
-    chain.check_models_before_the_split(values, replace(settings.training_config(values), final_model=False))
+    trial = replace(settings.training_config(values), final_model=False)
+    if trial.alternate != "none" and values["folds"] == 1 and trial.members == 1:  # plan's advice is all's
+        raise PipelineError(f"--alternate {trial.alternate}: tune's trials each train one model on a holdout split (no"
+                            f" model on all rows), so none would be a {trial.alternate}; add --folds 2 or more, or"
+                            " --alternate none")
+    chain.check_models_before_the_split(values, trial)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj
     with cache.exclusive_lock():  # the split stays as the trials read it

@@ -232,5 +232,13 @@ def test_a_run_killed_after_its_histories_but_before_its_run_json_is_removed(pip
     with cache.exclusive_lock():
         pass
     assert [path.name for path in models.iterdir()] == ["20260101-130000-small"]
+    from pipeline.stages.train import new_run_id  # train (and blend) make their folders marked
+    made = new_run_id(config.paths(), "20260101-140000-small")
+    assert [path.name for path in (models / made).iterdir()] == [config.Paths.UNFINISHED_RUN]
     assert sorted(path.name for path in (models / "20260101-130000-small").iterdir()) == [
         "history.json", "member-0.keras", "run.json"]
+    from pipeline.core import runs
+    from pipeline.core.records import Run
+
+    runs.write_run(config.paths(), Run(id=made))  # its run.json: a finished run from now on
+    assert [path.name for path in (models / made).iterdir()] == ["run.json"]

@@ -324,6 +324,10 @@ def test_bench_refuses_its_presets_before_running_any(tmp_path, presets, problem
     # review 58 N: the default list's baseline refused it, unnamed
     (["--dropout", "0.3"], "error: preset baseline: --dropout 0.3: the mlp network has no dropout layer; it goes with"
      " the other networks (--model); or leave baseline out of PRESETS=\n"),
+    # review 59 D: refused only once quick's chain had started (after default's 20 minutes, in this order)
+    (["--presets", "default,quick", "--alternate", "cnn"], "error: preset quick: --alternate cnn: a run of one model"
+     " has no second model to be that network; add --final-model or --members 2 (or --alternate none); or leave"
+     " quick out of PRESETS=\n"),
 ])
 def test_bench_refuses_its_options_before_running_any_preset(tmp_path, options, problem):
     """They were refused inside each preset's child run (`preset quick failed: error: --epochs 0 ...`), after the
@@ -386,6 +390,10 @@ def test_an_alternate_network_on_a_run_of_one_model_is_refused_before_any_stage_
         "error: --alternate resnet: a run of one model has no second model to be that network; add --final-model or"
         " --members 2 (or --alternate none)\n")
     assert not (tmp_path / "data").exists()
+    tune = run_in_process(tmp_path, "tune", "--preset", "best", "--folds", "1")  # review 59 D: all's advice
+    assert tune.returncode == 1 and tune.stderr == (
+        "error: --alternate resnet: tune's trials each train one model on a holdout split (no model on all rows), so"
+        " none would be a resnet; add --folds 2 or more, or --alternate none\n")
 
 
 @pytest.mark.parametrize("command", [["train"], ["all"], ["split", "--folds"], ["tune", "--trials"]])

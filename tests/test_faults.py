@@ -385,17 +385,6 @@ def test_after_a_new_split_the_advice_is_train_not_make_all_which_goes_back_to_t
         " `python -m pipeline train --preset quick --epochs 1` and the stages after it\n")
 
 
-def test_report_after_a_new_split_writes_the_latest_runs_page_as_report_run_does(quick_run_root):
-    """Review 57 H: plain `report` refused after a new split, while `report --run <that same run>` wrote its page
-    (it reads the run's own files)."""
-    assert run_in_process(quick_run_root, "split", "--seed", "7").returncode == 0
-    run_id = next((quick_run_root / "data" / "models").glob("*/run.json")).parent.name
-    result = run_in_process(quick_run_root, "report")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"report: the latest run, {run_id}, trained before the current split or data")
-    assert (quick_run_root / "data" / "reports" / run_id / "index.html").is_file()
-
-
 @pytest.mark.parametrize("command, damaged, required", [
     (["predict"], "test_images.npy", "train"),  # garbled in place: a new submission made from garbage, exit 0
     (["train", "--preset", "quick", "--epochs", "2"], "train_images.npy", "split"),  # truncated: a traceback

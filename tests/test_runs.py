@@ -208,10 +208,13 @@ def test_a_run_whose_folder_was_deleted_still_shows_its_submission(quick_run_roo
 def test_a_run_whose_folder_is_gone_is_marked_as_kept_by_the_run_cache_alone(quick_run_root):
     """Review 57 H: `runs` listed a run whose folder was deleted as if it were there (report and blend refused it)."""
     run_dir = next((quick_run_root / "data" / "models").glob("*/run.json")).parent
-    assert f"{run_dir.name}*" not in run_in_process(quick_run_root, "runs").stdout
+    line = next(line for line in run_in_process(quick_run_root, "runs").stdout.splitlines()
+                if line.startswith(run_dir.name))
+    assert line.split()[:3] == [run_dir.name, "quick", "1"]  # its epochs next
     shutil.rmtree(run_dir)
     table = run_in_process(quick_run_root, "runs").stdout
-    assert f"\n{run_dir.name}* " in table
+    line = next(line for line in table.splitlines() if line.startswith(run_dir.name))
+    assert line.split()[:3] == [run_dir.name, "quick", "*"]  # the id stays one to copy (review 59 D)
     assert "*: its folder in data/models is gone; the run cache keeps its models (its options train it back in" in table
 
 

@@ -41,8 +41,8 @@ class Definition:
     after_restore(record): what a result restored from the run cache needs besides (download: the files of
     another source removed), and only then.
     after_record(record): what work leaves until its record is written (train: its checkpoints, so that a record
-    that cannot be written costs no training again); done again when the result is found up to date, for a command
-    killed between the record and it.
+    that cannot be written costs no training again); done again when the result is found up to date but not yet
+    kept in the run cache (a command killed between the record and it).
     """
 
     name: str
@@ -270,10 +270,12 @@ def run(define: Callable[..., Definition], console: Console, force: bool = False
         if record is not None:
             if definition.put_back:
                 definition.put_back(record)
-            if record.get("unkept"):  # the run cache's store could not be written when it was made: again now
+            if record.get("unkept"):  # the run cache's store could not be written when it was made, or the command
+                # was stopped between its record and _keep: what it left (after_record), then keep it now. Only
+                # then: a kept result's checkpoints are a later --force retrain's, to resume.
+                if definition.after_record:
+                    definition.after_record(record)
                 record = _keep(paths, definition, record, console)
-            if definition.after_record:  # what a command killed right after the record left
-                definition.after_record(record)
             console.say(f"{definition.name}: up to date, {definition.describe(record)}")
             return record
         record = None if force else next(filter(None, (run_cache.restore(paths, definition.name, key_id)

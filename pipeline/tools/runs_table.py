@@ -36,7 +36,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
     `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
     in the run cache, so its settings come back in seconds. Marked: a run on the bundled sample among full-size
-    ones (`quick s`), a run whose folder is gone, kept by the run cache alone (ids in gone: `<run>*`)."""
+    ones (`quick s`), a run whose folder is gone, kept by the run cache alone (ids in gone: `quick *`)."""
     if not runs:
         return ("no runs yet (run"
                 f" {config.how_to('`make all` or `python -m pipeline train`', '`digit-recognizer all`')})")
@@ -49,7 +49,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     mark_sample = len({is_full_size(run) for run in map(Run.of, runs)}) == 2  # estimates of other data side by side
     for run in map(Run.of, runs):
         params, estimate = run.params, run.estimate  # a wrong-shaped estimate reads as none
-        cells = [f"{run.id or '?'}{'*' * (run.id in gone)}", preset_cell(run, mark_sample),
+        cells = [run.id or "?", preset_cell(run, mark_sample) + " *" * (run.id in gone),  # the id copied clean
                  *([params.get("architecture", "-")] if wide else []),
                  _number(params.get("epochs")),
                  _number(params.get("learning_rate")), _number(params.get("augmentation")),
