@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import html
 import json
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.core import config
-from pipeline.core.cache import absolute_path
 from pipeline.core.config import Paths, network_name
 from pipeline.core.estimate import describe
-from pipeline.core.records import PartSummary, Run, describe_gap
+from pipeline.core.records import PartSummary, Run
+from pipeline.report.leaderboard import leaderboard_text, submission_name
 from pipeline.report.metrics import CLASSES, HISTORY_KEYS, predictions_from
 
 # File names inside the report folder; index.html refers to them by these relative names.
@@ -187,45 +186,6 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  " data: a trial of the pipeline. Its numbers say little about the leaderboard and Kaggle cannot"
                  " score its submission. For the real data: README, 'Kaggle credentials', then"
                  f" {config.how_to('make all', 'digit-recognizer all')}.")
-
-
-def submission_name(submission: str | None, missing: str = "none yet") -> str:
-    """The submission's file name, '(deleted)' after it when the file is gone; missing: when there is none."""
-    if not submission:
-        return missing
-    return Path(submission).name + ("" if absolute_path(submission).is_file() else " (deleted)")
-
-
-def _submission_rows(run: Run) -> int | None:
-    """The rows of the run's submission file; None when it has none, or it is gone."""
-    path = absolute_path(run.submission) if run.submission else None
-    if path is None or not path.is_file():
-        return None
-    with open(path, "rb") as stream:
-        return max(sum(1 for _ in stream) - 1, 0)  # the header apart
-
-
-def leaderboard_text(run: Run | dict) -> str:
-    """What Kaggle said of the run's latest submission, in words."""
-    run = Run.of(run)
-    leaderboard = run.leaderboard
-    if not leaderboard:
-        if run.source == "sample":
-            return "cannot be submitted (the sample)"
-        rows, expected = _submission_rows(run), config.COMPETITION_TEST_ROWS[config.COMPETITION]
-        if rows is not None and rows != expected:  # the user's own data: submit refuses it
-            return f"cannot be submitted ({rows:,} test rows, the competition has {expected:,})"
-        return f"not submitted yet ({config.how_to('make submit', 'digit-recognizer submit')})"
-    if leaderboard.status == "COMPLETE":
-        scores = [f"{leaderboard.public_score} public"]
-        if leaderboard.private_score:
-            scores.append(f"{leaderboard.private_score} private")
-        gap = describe_gap(run)
-        return f"{', '.join(scores)} (submission {leaderboard.ref}){f'; {gap}' if gap else ''}"
-    if leaderboard.status == "ERROR":
-        return f"Kaggle could not score submission {leaderboard.ref}: {leaderboard.error}"
-    return (f"submission {leaderboard.ref} not scored yet"
-            f" ({config.how_to('make submissions', 'digit-recognizer submissions')})")
 
 
 def summary_rows(run: Run) -> list[list]:

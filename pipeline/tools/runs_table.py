@@ -8,7 +8,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
 from pipeline.core.runs import SORT_KEYS, kept_run_ids, list_runs, read_run, sorted_runs, submission_digest
-from pipeline.report.page import submission_name
+from pipeline.report.leaderboard import submission_name
 
 
 def is_full_size(run: Run) -> bool:
