@@ -185,6 +185,10 @@ def test_trials_are_drawn_valid_and_never_vary_the_dropout_of_a_network_without_
     mlp = tune.sample_trials(settings.resolve_preset("baseline"), 4, seed=0)
     assert len(mlp) == 4 and all("dropout" not in trial for trial in mlp)
     assert "--dropout" not in tune.cli_options(mlp[1]) and "DROPOUT" not in tune.make_options(mlp[1])
+    # Review 59 D: quick's 3 epochs drew trials of 2, all warm-up (train warns of them); the user's own 2 stay drawable
+    assert min(trial["epochs"] for trial in tune.sample_trials(settings.resolve_preset("quick"), 12, seed=0)) == 3
+    two = settings.resolve_preset("quick", epochs=2)
+    assert min(trial["epochs"] for trial in tune.sample_trials(two, 12, seed=0)) == 2
 
 
 def trial(number: int, accuracy: float | None, learning_rate: float = 0.002) -> dict:

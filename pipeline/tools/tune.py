@@ -24,6 +24,7 @@ from pipeline.core.estimate import Estimate, describe
 from pipeline.core.records import TuneMark
 from pipeline.stages import train
 from pipeline.training.engine import STOPPING, cluster_plan, ray_session
+from pipeline.training.plan import WARMUP_EPOCHS
 from pipeline.training.settings import TrainingConfig, has_dropout_layer, knobs, training_config
 
 # The levers, each drawn around the preset's value.
@@ -67,7 +68,9 @@ def sample_trials(base: dict, count: int, seed: int, valid=lambda trial: True) -
             break
         trial = {
             "learning_rate": float(f"{base['learning_rate'] * 2 ** rng.uniform(*LEARNING_RATE_OCTAVES):.2g}"),
-            "epochs": max(1, round(base["epochs"] * float(rng.choice(EPOCH_FACTORS)))),
+            # not into the warm-up alone (train warns of 1-2 epochs), unless the preset's own epochs are there
+            "epochs": max(min(base["epochs"], WARMUP_EPOCHS + 1),
+                          round(base["epochs"] * float(rng.choice(EPOCH_FACTORS)))),
             "augmentation": float(rng.choice(AUGMENTATIONS)),
             "dropout": float(rng.choice(DROPOUTS)),
             "width": float(rng.choice(WIDTHS)),
