@@ -112,7 +112,7 @@ def show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(context: typer.Context,
-                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+                 quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors and warnings."),
                  version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
                                               help="Print the version and exit.")):
     context.obj = Console(quiet=quiet)
@@ -286,7 +286,7 @@ def bench_command(
     knobs: dict = None,
 ):
     """Run presets side by side from nothing to a submission; print and save one table. A training option given
-    changes every preset's (--epochs 1: a quick look)."""
+    changes every preset's (--epochs 3: a quick look)."""
     refused, names = {}, bench.bench_presets(presets)  # every preset's options, before the first runs for minutes
     for preset in names:
         try:
@@ -327,8 +327,8 @@ def tune_command(
     trial = replace(settings.training_config(values), final_model=False)
     if trial.alternate != "none" and values["folds"] == 1 and trial.members == 1:  # plan's advice is all's
         raise PipelineError(f"--alternate {trial.alternate}: tune's trials each train one model on a holdout split (no"
-                            f" model on all rows), so none would be a {trial.alternate}; add --folds 2 or more, or"
-                            " --alternate none")
+                            f" model on all rows), so none would be a {trial.alternate}; add --folds 2 or more or"
+                            " --members 2, or --alternate none")
     chain.check_models_before_the_split(values, trial)
     engine = engine_settings("ray", workers, ray_address, device)
     console = context.obj

@@ -393,7 +393,7 @@ def test_an_alternate_network_on_a_run_of_one_model_is_refused_before_any_stage_
     tune = run_in_process(tmp_path, "tune", "--preset", "best", "--folds", "1")  # review 59 D: all's advice
     assert tune.returncode == 1 and tune.stderr == (
         "error: --alternate resnet: tune's trials each train one model on a holdout split (no model on all rows), so"
-        " none would be a resnet; add --folds 2 or more, or --alternate none\n")
+        " none would be a resnet; add --folds 2 or more or --members 2, or --alternate none\n")
 
 
 @pytest.mark.parametrize("command", [["train"], ["all"], ["split", "--folds"], ["tune", "--trials"]])

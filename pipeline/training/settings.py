@@ -107,7 +107,7 @@ class TrainingConfig:
     dropout: float = knob("Dropout rate after each block of the network")
     width: float = knob("Multiplies every layer's filters or units: 1.5 is a wider network, about 2.2x the work")
     alternate: str = knob("A second network for the ensemble: every other model of the run (the 2nd, 4th, ...; the"
-                          " model on all rows comes last; a run of one model has none) is this one, at"
+                          " model on all rows comes last; a run of one model is refused) is this one, at"
                           " --alternate-width. none: one network", choices=("none", *config.ARCHITECTURES))
     alternate_width: float = knob("The width multiplier of the --alternate network")
     alternate_deskew: bool = knob("The --alternate network deskews its images (see --deskew)")
