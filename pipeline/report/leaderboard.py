@@ -32,9 +32,10 @@ def leaderboard_text(run: Run | dict) -> str:
     if not leaderboard:
         if run.source == "sample":
             return "cannot be submitted (the sample)"
-        rows, expected = _submission_rows(run), config.COMPETITION_TEST_ROWS[config.COMPETITION]
-        if rows is not None and rows != expected:  # the user's own data: submit refuses it
-            return f"cannot be submitted ({rows:,} test rows, the competition has {expected:,})"
+        rows = _submission_rows(run)
+        if rows is not None and config.kaggle_cannot_score(run.source, rows):  # the user's own data
+            return (f"cannot be submitted ({rows:,} test rows, the competition has"
+                    f" {config.COMPETITION_TEST_ROWS[config.COMPETITION]:,})")
         return f"not submitted yet ({config.how_to('make submit', 'digit-recognizer submit')})"
     if leaderboard.status == "COMPLETE":
         scores = [f"{leaderboard.public_score} public"]

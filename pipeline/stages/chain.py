@@ -61,11 +61,6 @@ def credentials_set_up() -> bool:
         return False
 
 
-def _unscorable(source: str | None, rows: int) -> bool:
-    """The user's own files with another number of test rows than the competition's: submit would refuse them."""
-    return source in ("folder", "zip") and rows != config.COMPETITION_TEST_ROWS[config.COMPETITION]
-
-
 def warn_of_a_run_without_tensorboard_logs(console: Console, train_record: dict) -> None:
     """--tensorboard beside a training up to date or restored, trained without it: no logs, which it said nothing of
     (logging is not part of the stage's key, so it alone never trains a run again)."""
@@ -116,7 +111,7 @@ def run_all(console: Console, source: str, competition: str, preset: str, option
                             f" credentials') or pass {config.how_to('SOURCE=', '--source ')}path/to/"
                             f"digit-recognizer.zip, then run {config.how_to('`make all`', '`digit-recognizer all`')}"
                             " again")
-        elif _unscorable(downloaded["extra"].get("source"), predicted["extra"]["rows"]):
+        elif config.kaggle_cannot_score(downloaded["extra"].get("source"), predicted["extra"]["rows"]):
             rows, expected = predicted["extra"]["rows"], config.COMPETITION_TEST_ROWS[config.COMPETITION]
             console.say(f"{done} ({rows} test rows, a trial run that Kaggle cannot score: the competition has"
                         f" {expected:,})")
