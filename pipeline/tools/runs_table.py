@@ -147,9 +147,10 @@ def differences(first: Run, second: Run) -> list[tuple[str, str, str]]:
     ours, theirs = facts(first), facts(second)
     if first.blend is None and second.blend is None:
         # An option newer than a run trained it as the option's default does: no difference to list
+        defaults = {f"params.{name}": value for name, value in config.DEFAULT.items()}
         for older, newer in ((ours, theirs), (theirs, ours)):
-            for name in [name for name in newer if name.startswith("params.") and name not in older]:
-                if config.DEFAULT.get(name.removeprefix("params."), object()) == newer[name]:
+            for name in newer.keys() - older.keys():
+                if name in defaults and defaults[name] == newer[name]:
                     older[name] = newer[name]
     return [(name, _text(ours.get(name)), _text(theirs.get(name)))
             for name in dict.fromkeys([*ours, *theirs]) if ours.get(name) != theirs.get(name)]
