@@ -222,7 +222,7 @@ def test_mirrored_on_one_device_and_a_run_of_warm_up_alone_are_said(split_sample
     result = assert_ok(run_pipeline(split_sample_root, "train", "--preset", "quick", "--epochs", "2", "--strategy",
                                     "mirrored"))
     assert result.stderr.splitlines() == [
-        "warning: --strategy mirrored: one device here (no GPU found), so it trains as --strategy default",
+        "warning: --strategy mirrored: one device here, CPU (no GPU found), so it trains as --strategy default",
         "warning: --epochs 2: all of it is the schedule's 2-epoch warm-up, so the learning rate rises to its peak and"
         " never comes down; the models keep the last weights, taken at the peak (3 or more epochs end on a decay)"]
 
@@ -541,6 +541,20 @@ def test_pseudo_labels_join_only_the_model_on_all_rows_in_fewer_epochs(tmp_path,
     measured, _, pseudo_labelled = result.stdout.partition("model 3 of 3 (all-rows")
     assert measured.count("rare looks: ") == 2 and "rare looks" not in pseudo_labelled
     assert "), 3 epochs\n" in measured  # no copies in these small folds: the epochs stay, said once
+
+
+@pytest.mark.slow
+def test_a_run_that_pseudo_labels_no_test_image_says_so(split_sample_root, monkeypatch):
+    """Stop 59's note: a run with --pseudo-label whose models were sure of no test image said "0 of 600 test images
+    pseudo-labelled" among its progress lines, and trained the model on all rows without them, as if nothing were
+    amiss."""
+    monkeypatch.setattr(train_stage, "PSEUDO_LABEL_CONFIDENCE", 1.01)  # more than any probability: none is kept
+    result = assert_ok(run_in_process(split_sample_root, "train", "--preset", "quick", "--final-model",
+                                      "--pseudo-label", "--quiet"))
+    assert result.stderr.startswith("warning: --pseudo-label: the measured models are sure of none of the test"
+                                    " images, so the models that go on learn the train rows alone"), result.stderr
+    run = json.loads(next((split_sample_root / "data" / "models").glob("*/run.json")).read_text())
+    assert run["parts"][-1]["pseudo_labelled_images"] == 0 and run["parts"][-1]["train_images"] == 2400
 
 
 @pytest.mark.slow

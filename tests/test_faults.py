@@ -1,5 +1,6 @@
 """Faults a competitor causes: kills at any stage, two runs at once, a model file that runs code."""
 
+import errno
 import json
 import os
 import signal
@@ -275,6 +276,29 @@ def test_predict_cut_short_by_a_file_size_limit_is_one_line_and_leaves_no_submis
     again = run_pipeline(quick_run_root, "predict", "--tta")
     assert again.returncode == 0, again.stderr
     assert len(list((quick_run_root / "submissions").iterdir())) == len(submissions_before) + 1
+
+
+def test_a_predict_interrupted_after_its_submission_was_written_adds_no_copy_when_run_again(quick_run_root,
+                                                                                              monkeypatch):
+    """Stop 59's note: a predict stopped between its CSV and its records (here a full disk; a kill, a Ctrl-C) left
+    `<run>.csv` unrecorded, and the next predict wrote the same labels again as `<run>-2.csv`: two finished-looking
+    files, one of them no run's."""
+    from pipeline.core import runs
+
+    def disk_full(paths, run_id, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(paths.submission_json(run_id)))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "write_submission_record", disk_full)
+        stopped = run_in_process(quick_run_root, "predict", "--tta")
+    assert stopped.returncode == 1 and "submission.json: cannot write" in stopped.stderr, stopped.stderr
+    left = sorted(path.name for path in (quick_run_root / "submissions").iterdir())
+    again = run_in_process(quick_run_root, "predict", "--tta")
+    assert again.returncode == 0, again.stderr
+    assert sorted(path.name for path in (quick_run_root / "submissions").iterdir()) == left
+    run_folder = next((quick_run_root / "data" / "models").glob("*/run.json")).parent
+    recorded = json.loads((run_folder / "submission.json").read_text())["submission"]
+    assert (quick_run_root / recorded).is_file() and recorded in again.stdout
 
 
 def test_download_cut_short_by_a_file_size_limit_names_the_file(tmp_path):

@@ -102,3 +102,13 @@ def test_no_dataset_of_training_or_prediction_starts_tf_datas_autotuning_thread(
     for dataset in (augment.make_training_dataset(images, labels, 4, 0, 0),
                     augment.make_evaluation_dataset(images, labels), augment.make_evaluation_dataset(images)):
         assert dataset.options().autotune.enabled is False
+
+
+def test_a_warning_is_given_once_a_command(capsys):
+    """tune's trials train in one command: each gave its own copy of the same warning (an emulated precision)."""
+    from pipeline.core.console import Console
+
+    console = Console(quiet=True)
+    for message in ("the first", "the second", "the first"):
+        console.warn(message)
+    assert capsys.readouterr().err == "warning: the first\nwarning: the second\n"

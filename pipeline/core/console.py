@@ -2,7 +2,7 @@
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline.core.progress import mark_line
 
@@ -10,6 +10,8 @@ from pipeline.core.progress import mark_line
 @dataclass(frozen=True)
 class Console:
     quiet: bool = False
+    # The warnings already given: tune's trials train in one command, each would give its own copy.
+    _warned: set = field(default_factory=set, compare=False, repr=False)
 
     def say(self, message: str) -> None:
         """A progress line on stdout; nothing with --quiet."""
@@ -18,7 +20,10 @@ class Console:
             mark_line()
 
     def warn(self, message: str) -> None:
-        """A warning on stderr, shown even with --quiet (it asks the user to act)."""
+        """A warning on stderr, shown even with --quiet (it asks the user to act); once a command."""
+        if message in self._warned:
+            return
+        self._warned.add(message)
         _write(f"warning: {message}\n", sys.stderr, "standard error")
 
 

@@ -18,14 +18,26 @@ from pipeline.core.stage import Definition, require
 from pipeline.training.plan import ALL_ROWS
 from pipeline.training.prediction import predict_probabilities
 
-def unused_submission_path(folder: Path, name: str) -> Path:
-    """submissions/<name>.csv, or <name>-2.csv, ... so an earlier submission is never overwritten."""
+def unused_submission_path(folder: Path, name: str, text: str | None = None) -> Path:
+    """submissions/<name>.csv, or <name>-2.csv, ... so an earlier submission is never overwritten; with text, the
+    first that holds that text already, if one does (a predict cut short after it wrote its file: its next run
+    finds the same labels there, and adds no copy)."""
     candidate = folder / f"{name}.csv"
     number = 2
     while candidate.exists():
+        if text is not None and _holds(candidate, text):
+            return candidate
         candidate = folder / f"{name}-{number}.csv"
         number += 1
     return candidate
+
+
+def _holds(path: Path, text: str) -> bool:
+    encoded = text.encode()
+    try:
+        return path.stat().st_size == len(encoded) and path.read_bytes() == encoded
+    except OSError:  # a folder of that name, unreadable: not the same
+        return False
 
 
 def submission_weight(train_record: dict, has_all_rows_model: bool, given: float | None) -> float:
@@ -74,9 +86,11 @@ def define(paths, console, tta: bool | None = None, final_weight: float | None =
         # Every test image's averaged probabilities, kept beside the run's models for `blend`; before the
         # submission, which a failure after it would leave behind, finished-looking and unrecorded.
         kept_for_blend = runs.save_test_probabilities(paths, run_id, probabilities, path_digest(paths.test_images))
-        path = unused_submission_path(paths.submissions, run_id)
-        with atomic_path(path) as temporary:
-            temporary.write_text(submission_text(labels))
+        text = submission_text(labels)
+        path = unused_submission_path(paths.submissions, run_id, text)
+        if not path.exists():
+            with atomic_path(path) as temporary:
+                temporary.write_text(text)
         # predict's own record in the run folder (run.json is train's alone).
         runs.write_submission_record(paths, run_id, SubmissionRecord(
             relative_name(path), rows=len(labels), tta=tta, final_weight=final_weight,

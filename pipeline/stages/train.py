@@ -113,7 +113,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
         parts = plan_parts(split, len(labels), requested.members, requested.seed, requested.final_model,
                            requested.alternate_network())  # refused before TensorFlow's seconds of start-up
         if on_ray:
-            precision, devices = cluster_devices(requested.precision, engine.device)
+            precision, devices, slow = cluster_devices(requested.precision, engine.device)
             training = replace(requested, precision=precision)
         else:
             use_device(engine.device if engine else "auto")
@@ -123,8 +123,8 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
             training = replace(requested, precision=resolve_precision(requested.precision))
             devices = describe_devices()
             slow = precision_warning(training.precision)
-            if slow:
-                console.warn(slow)
+        if slow:
+            console.warn(slow)
         run_id = new_run_id(paths, time.strftime("%Y%m%d-%H%M%S") + f"-{training.architecture}")
         run_dir = paths.run_dir(run_id)
         created_run_dirs.append(run_dir)
@@ -139,7 +139,7 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                     f"{training.batch_size}, {training.precision}, on {devices}"
                     f"{f' ({replicas} replicas)' if replicas > 1 else ''}")
         if training.strategy == "mirrored" and strategy is not None and replicas == 1:
-            console.warn("--strategy mirrored: one device here (no GPU found), so it trains as --strategy default")
+            console.warn(f"--strategy mirrored: one device here, {devices}, so it trains as --strategy default")
         if training.epochs <= WARMUP_EPOCHS:
             console.warn(f"--epochs {training.epochs}: all of it is the schedule's {WARMUP_EPOCHS}-epoch warm-up, so"
                          " the learning rate rises to its peak and never comes down; the models keep the last"
@@ -246,6 +246,10 @@ def define(paths, console, training: TrainingConfig, preset: str, tensorboard: b
                   if requested.pseudo_tune else "")
         console.say(f"train: {len(rows)} of {len(test_images)} test images pseudo-labelled (the models' averaged"
                     f" probability at least {PSEUDO_LABEL_CONFIDENCE}) for the model on all rows{tuning}")
+        if not len(rows):
+            console.warn("--pseudo-label: the measured models are sure of none of the test images, so the models"
+                         " that go on learn the train rows alone (models this unsure are undertrained: more"
+                         " --epochs, or more rows)")
         return (np.concatenate([images, test_images[rows]]),
                 np.concatenate([labels, pseudo_labels]).astype(labels.dtype), len(rows))
 

@@ -26,24 +26,20 @@ import contextlib
 import logging
 import os
 import re
-import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.core import extras
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import PipelineError, one_line
-from pipeline.training.device import DEVICES, describe_devices, resolve_precision, use_device
+from pipeline.training.device import DEVICES, describe_devices, precision_warning, resolve_precision, use_device
+from pipeline.training.ray_local import (keep_token_private, session_folder_for, start_watchdog, stop_watchdog,
+                                         workers_temporary_folder)
 
 ENGINES = ("local", "ray")
-# The longest socket path of a local instance, after its folder's parent (a pid of 7 digits)
-RAY_SOCKET_IN_SESSION_FOLDER = "/ray-12345678/session_2026-12-07_16-56-20_381160_1234567/sockets/plasma_store"
 TASK_RETRIES = 3  # a worker that dies (killed, out of memory, a lost node) is replaced this many times
 # Set on Ctrl-C while tasks run in other threads (tune's trials): each stops its tasks at once.
 STOPPING = threading.Event()
@@ -92,24 +88,6 @@ def _set_ray_environment(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def _keep_token_private(starting_here: bool) -> None:
-    """Ray's token lets whoever reads it run code on every local instance and cluster that uses it, and
-    Ray writes it readable by all (0644): made here readable by its owner only (0600)."""
-    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    try:
-        if token.exists():
-            if token.stat().st_mode & 0o077:
-                token.chmod(0o600)
-        elif starting_here and not os.environ.get("RAY_AUTH_TOKEN") and os.environ.get("RAY_AUTH_MODE") != "disabled":
-            # The token Ray would create for a new local instance (256 random bits), created private.
-            token.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as stream:
-                stream.write(secrets.token_hex(32))
-    except OSError as error:  # another user's file, a read-only home: Ray goes on with what is there
-        print(f"warning: {token}: cannot make Ray's token private ({error.strerror or error})", file=sys.stderr)
-
-
 class _Uncoloured:
     """sys.stdout or sys.stderr without ANSI colour codes: Ray forwards the workers' lines through them."""
 
@@ -137,108 +115,9 @@ def _stderr_caught():
             os.close(saved)
 
 
-# The watchdog of a local instance: it notes every process under the driver, once a second, and when the
-# driver ends, killed or not (its end of the pipe closes), ends those still running. Ray's agents otherwise
-# linger a minute or two after a killed driver, reporting the raylet's death to a GCS that died with it.
-WATCHDOG = """
-import os, select, signal, sys
-driver, watchdog = int(sys.argv[1]), os.getpid()
-
-def processes():
-    found = {}  # pid: (parent pid, start time): the start time tells a reused pid apart
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            found[int(name)] = (int(fields[1]), fields[19])
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
-
-def under_driver():
-    table = processes()
-    found, pending = set(), [driver]
-    while pending:
-        parent = pending.pop()
-        for pid, (parent_pid, started) in table.items():
-            if parent_pid == parent and pid != watchdog and (pid, started) not in found:
-                found.add((pid, started))
-                pending.append(pid)
-    return found
-
-known = set()
-while not select.select([sys.stdin], [], [], 1.0)[0]:
-    known |= under_driver()
-table = processes()
-for pid, started in known:
-    if pid in table and table[pid][1] == started:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-if len(sys.argv) > 2:  # the instance's session folder, once nothing of it writes there
-    import shutil
-    shutil.rmtree(sys.argv[2], ignore_errors=True)
-"""
-
-
-def _start_watchdog(session_folder: str | None):
-    """The watchdog process of the local instance about to start (Linux: it reads /proc); None elsewhere.
-    It removes the instance's session folder too, should the driver be killed."""
-    if not sys.platform.startswith("linux"):
-        return None
-    folder = [session_folder] if session_folder else []
-    return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), *folder], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # Ctrl-C in the terminal does not reach it
-
-
-def _stop_watchdog(watchdog, session_folder: str | None) -> None:
-    if watchdog is not None:
-        watchdog.stdin.close()  # whatever of the instance ray.shutdown left goes now
-        watchdog.wait()
-    if session_folder:
-        shutil.rmtree(session_folder, ignore_errors=True)
-
-
-def _session_folder(address: str | None) -> str | None:
-    """A local instance's own temporary folder, instead of the /tmp/ray that Ray leaves behind at every start
-    (a few MB of logs and sockets each); None for a cluster, or where RAY_TMPDIR says where Ray's files go."""
-    if address or os.environ.get("RAY_TMPDIR"):
-        return None
-    # Where Ray would put it, not in the command's own temporary folder (tempfile's default while a command runs).
-    if sys.platform == "win32":  # the system's temporary folder
-        base = os.environ.get("TEMP") or os.environ.get("TMP")
-    else:  # the paths of the sockets inside stay under 108 bytes: a long TMPDIR gives way to /tmp, as on macOS
-        base = os.environ.get("TMPDIR") or "/tmp"
-        if len(base.encode()) + len(RAY_SOCKET_IN_SESSION_FOLDER) > 107:
-            base = "/tmp"
-    try:
-        return tempfile.mkdtemp(prefix="ray-", dir=base)
-    except OSError:  # a TMPDIR that is gone: Ray's own choice, and its own error
-        return None
-
-
-@contextlib.contextmanager
-def _workers_temporary_folder(session_folder: str | None):
-    """The workers' temporary files (TensorFlow's autograph files, which a killed worker leaves) in the
-    session folder: the instance's processes, started now, take TMPDIR from this environment."""
-    saved = os.environ.get("TMPDIR")
-    if session_folder:
-        os.environ["TMPDIR"] = session_folder
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved
-
-
 def _termination_handlers() -> dict:
-    """What SIGTERM and SIGHUP do in the command (a Ctrl-C's line, pipeline.cli_support; or end it, as by default),
-    which ray.init replaces in the driver with its own: a native stack dump, then exit 15 or an abort. Only the main
-    thread sets handlers; one not set from Python (None) cannot be put back."""
+    """What SIGTERM and SIGHUP do in the command (a Ctrl-C's line, pipeline.cli_support; or end it, as by default).
+    Only the main thread sets handlers; one not set from Python (None) cannot be put back."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     numbers = [number for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if number is not None]
@@ -248,6 +127,28 @@ def _termination_handlers() -> dict:
 def _put_back(handlers: dict) -> None:
     for number, handler in handlers.items():
         signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _termination_held_back(ray, received: list):
+    """SIGTERM and SIGHUP noted in `received` while ray.init starts Ray (10-30 s), and the command's own
+    handlers back after it. ray.init's first step set a handler of its own, sys.exit(the signal's number): the
+    command ended without the line that says what to do next (exit 15), or went on where the exit fell inside a
+    fork's callbacks ("Exception ignored"). Its last step, the driver's connection, sets native ones (a stack
+    dump, then exit 15 or an abort): put back here too."""
+    handlers = _termination_handlers()
+    utils = ray._private.utils
+    rays_own = getattr(utils, "set_sigterm_handler", None)  # a private function: absent in another version, then
+    try:                                                    # its handler stays for the start-up, as before
+        if rays_own and handlers:
+            utils.set_sigterm_handler = lambda handler: None
+            for number in handlers:
+                signal.signal(number, lambda number, frame: received.append(number))
+        yield
+    finally:
+        if rays_own:
+            utils.set_sigterm_handler = rays_own
+        _put_back(handlers)
 
 
 def ray_running() -> bool:
@@ -266,34 +167,38 @@ def ray_session(engine: Engine, store_bytes: int = 0):
     if ray.is_initialized():
         yield
         return
-    _keep_token_private(starting_here=not address)
-    session_folder = _session_folder(address)
-    watchdog = None if address else _start_watchdog(session_folder)
-    handlers = _termination_handlers()
+    keep_token_private(starting_here=not address)
+    session_folder = session_folder_for(address)
+    watchdog = None if address else start_watchdog(session_folder)
+    signals_received = []  # SIGTERM or SIGHUP during the start-up: given to the command's handler after it
     try:
-        if address:
-            with _stderr_caught():
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True)
-        else:
-            # The object store holds the image arrays once, shared by every worker of the node.
-            with _workers_temporary_folder(session_folder):
-                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True,
-                         object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20),
-                         _temp_dir=session_folder)
+        with _termination_held_back(ray, signals_received):
+            if address:
+                with _stderr_caught():
+                    ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True)
+            else:
+                # The object store holds the image arrays once, shared by every worker of the node.
+                with workers_temporary_folder(session_folder):
+                    ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR,
+                             log_to_driver=True, object_store_memory=max(2 * store_bytes + (256 << 20), 128 << 20),
+                             _temp_dir=session_folder)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for one reason: no cluster
-        _stop_watchdog(watchdog, session_folder)
+        stop_watchdog(watchdog, session_folder)
+        if signals_received:
+            signal.raise_signal(signals_received[0])
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise PipelineError(f"--engine ray: cannot reach {where} ({one_line(error)})") from None
-    _put_back(handlers)
-    _keep_token_private(starting_here=False)  # made by Ray after all (RAY_AUTH_TOKEN_PATH, another version)
+    keep_token_private(starting_here=False)  # made by Ray after all (RAY_AUTH_TOKEN_PATH, another version)
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Uncoloured(sys.stdout), _Uncoloured(sys.stderr)
     try:
+        if signals_received:  # now that Ray is up: the command's handler (a Ctrl-C), and ray.shutdown below
+            signal.raise_signal(signals_received[0])
         yield
     finally:
         ray.shutdown()
         sys.stdout, sys.stderr = streams
-        _stop_watchdog(watchdog, session_folder)
+        stop_watchdog(watchdog, session_folder)
 
 
 def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, str]:
@@ -315,26 +220,28 @@ def cluster_plan(workers: int | None, device: str = "auto") -> tuple[int, dict, 
     return at_once, {"num_cpus": max(1, cpus // at_once)}, described
 
 
-def _probe_devices(requested_precision: str, device: str) -> tuple[str, str]:
+def _probe_devices(requested_precision: str, device: str) -> tuple[str, str, str | None]:
     use_device(device)
     import_tensorflow_quietly()
-    return resolve_precision(requested_precision), describe_devices()
+    precision = resolve_precision(requested_precision)
+    return precision, describe_devices(), precision_warning(precision)
 
 
-def cluster_devices(requested_precision: str, device: str) -> tuple[str, str]:
-    """(the precision, a description of the devices) as a worker of the connected cluster sees them:
-    "auto" is resolved where the models train, not where the driver runs (a probe task, a few seconds)."""
+def cluster_devices(requested_precision: str, device: str) -> tuple[str, str, str | None]:
+    """(the precision, a description of the devices, a warning where that precision is emulated there) as a worker
+    of the connected cluster sees them: "auto" is resolved, and a mixed precision checked, where the models train,
+    not where the driver runs (a probe task, a few seconds)."""
     import ray
 
     _, resources, described = cluster_plan(None, device)
-    if requested_precision != "auto":
-        return requested_precision, f"Ray ({described})"
+    if requested_precision == "float32":  # fast everywhere: nothing to find out
+        return requested_precision, f"Ray ({described})", None
     probe = ray.remote(max_calls=1, **resources)(_probe_devices)
     try:
-        precision, devices = ray.get(probe.remote(requested_precision, device))
+        precision, devices, warning = ray.get(probe.remote(requested_precision, device))
     except ray.exceptions.RayError as error:
         raise PipelineError(f"--engine ray: a worker could not start TensorFlow ({one_line(error)})") from None
-    return precision, f"Ray ({described}; a worker has {devices})"
+    return precision, f"Ray ({described}; a worker has {devices})", warning
 
 
 def run_tasks(function, jobs: list[dict], engine: Engine, console, shared: dict) -> list:
