@@ -183,31 +183,6 @@ def test_unknown_option_value_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(sample_split_master, tmp_path):
-    options = ["--preset", "quick", "--epochs", "4", "--deterministic"]
-    reference_root, interrupted_root = tmp_path / "reference", tmp_path / "interrupted"
-    for root in (reference_root, interrupted_root):  # download, prepare and split done
-        copy_project_root(sample_split_master, root)
-    reference = assert_ok(run_in_process(reference_root, "train", *options))  # deterministic: as in a process
-
-    kill_once_checkpointed(interrupted_root, ["train", *options], "member-0", completed_epochs=2)
-    assert not (interrupted_root / "data" / ".cache" / "train.json").exists()
-
-    resumed = assert_ok(run_in_process(interrupted_root, "train", *options))
-    assert "resuming from epoch 2 of 4" in resumed.stdout or "resuming from epoch 3 of 4" in resumed.stdout
-
-    def final_accuracy(root):
-        return json.loads((root / "data" / ".cache" / "train.json").read_text())["extra"]["estimate"]
-
-    def history(root):
-        return json.loads(next((root / "data" / "models").glob("*/history.json")).read_text())
-
-    assert final_accuracy(interrupted_root) == final_accuracy(reference_root)
-    assert history(interrupted_root) == history(reference_root)
-    assert "about" in reference.stdout and "left" in reference.stdout  # the time-left estimate
-
-
-@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(split_sample_root):
     tmp_path = split_sample_root  # download, prepare and split done; logical CPUs are set before TensorFlow starts
     result = assert_ok(run_pipeline(tmp_path, "train", "--preset", "quick", "--epochs", "1", "--strategy", "mirrored",
@@ -856,7 +831,7 @@ def test_ctrl_c_in_training_says_it_can_be_resumed(split_sample_root, sent):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: ") and "resumes" in stderr
-    # (that it resumes: test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends)
+    # (that it resumes: test_faults.py::test_sigkill_then_rerun_gives_the_uninterrupted_result)
     assert list((tmp_path / "data" / "models" / ".checkpoints").glob("*/member-0/state.json"))
     # TensorFlow's autograph files, which the quick exit after Ctrl-C left in the temporary folder, 3-6 a time
     assert not list(temporary.iterdir())

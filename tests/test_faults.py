@@ -20,6 +20,10 @@ def submissions(root) -> list[str]:
     return [path.read_text() for path in sorted((root / "submissions").glob("*.csv"))]
 
 
+def histories(root) -> list:
+    return [json.loads(path.read_text()) for path in sorted((root / "data" / "models").glob("*/history.json"))]
+
+
 def assert_records_match_files(root):
     """Every cache record's outputs still hash to what the record says."""
     for record_file in (root / "data" / ".cache").glob("*.json"):
@@ -33,7 +37,8 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     result = run_in_process(root, *OPTIONS)  # --deterministic: the same result in this process as in another
     assert result.returncode == 0, result.stderr
-    return submissions(root)
+    assert "about" in result.stdout and "left" in result.stdout  # the time-left estimate of each epoch
+    return submissions(root), histories(root)
 
 
 def checkpoint_after_one_epoch(root) -> bool:
@@ -66,7 +71,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path, reference, 
     assert process.returncode == -signal.SIGKILL and KILL_POINTS[stage](tmp_path), process.stderr.read()
     rerun = run_in_process(tmp_path, *OPTIONS)  # what follows the kill need not be a process of its own
     assert rerun.returncode == 0, rerun.stderr
-    assert submissions(tmp_path) == reference
+    if stage == "training":  # from its checkpoint, not from nothing, to every epoch's figures of a run not killed
+        assert "resuming from epoch " in rerun.stdout, rerun.stdout
+    assert (submissions(tmp_path), histories(tmp_path)) == reference
     assert_records_match_files(tmp_path)
     assert not list(tmp_path.rglob(".tmp-*")), "a half-written file was left behind"
 
@@ -76,7 +83,7 @@ def test_two_runs_at_once_both_end_well(tmp_path, reference):
     first, second = start_pipeline(tmp_path, *OPTIONS), start_pipeline(tmp_path, *OPTIONS)
     outputs = [process.communicate(timeout=400) for process in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
-    assert submissions(tmp_path) == reference  # one submission, not two racing ones
+    assert submissions(tmp_path) == reference[0]  # one submission, not two racing ones
     assert_records_match_files(tmp_path)
     assert any("up to date" in stdout for stdout, _ in outputs)
 
