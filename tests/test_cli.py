@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (QUICK_RUN, PROJECT_ROOT, copy_project_root, pipeline_environment, run_in_process, run_pipeline,
+from conftest import (QUICK_RUN, PROJECT_ROOT, pipeline_environment, run_in_process, run_pipeline,
                       start_pipeline)
 
 from pipeline.core.records import PartSummary
@@ -423,6 +423,11 @@ def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_
     assert not np.allclose(each[0], each[1], atol=1e-3)  # the two models differ: the weight shows
     submission = json.loads((saved_path.parent / "submission.json").read_text())
     assert submission["final_weight"] == 3 and submission["submission"].endswith("-2.csv")
+    # Stop 59's note: how the submission was predicted was on neither the page nor `runs --wide`
+    assert_ok(run_in_process(tmp_path, "predict", "--final-weight", "3", "--tta"))
+    page = assert_ok(run_in_process(tmp_path, "report")).stdout.split("open ")[1].split(" in a browser")[0]
+    assert ".csv (with test-time augmentation; the model on all rows counted 3 times)</td>" in Path(page).read_text()
+    assert "tta, all-rows x3" in assert_ok(run_in_process(tmp_path, "runs", "--wide")).stdout
     assert_ok(run_in_process(tmp_path, "predict", "--final-weight", "1"))  # the first prediction, from the run cache
     assert np.allclose(np.load(saved_path), (each[0] + each[1]) / 2, atol=1e-5)
     refused = run_in_process(tmp_path, "predict", "--final-weight", "0")
@@ -630,6 +635,39 @@ def test_a_changed_source_file_is_said_with_the_source_to_download_it_from_again
             assert f"`make all SOURCE={quoted} PRESET=quick EPOCHS=2`" in refused.stderr
         else:  # above train, `make all` would train the default preset's: not offered
             assert "make all" not in refused.stderr
+    # Review 60 F: submit sent the last predict's file, of the data before, after a chain that had stopped on it (with
+    # 28,000 test rows; these 600 it refused, but for their count)
+    refused = run_in_process(tmp_path, "submit")
+    run_id = next((tmp_path / "data" / "models").glob("*/run.json")).parent.name
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
+    assert refused.stderr.startswith(f"error: {tmp_path / 'submissions' / run_id}.csv was predicted before my"
+                                     " data/test.csv changed, and no chain has gone past download since: run"
+                                     f" `make all SOURCE={quoted} PRESET=quick EPOCHS=2` to predict from the data as it"
+                                     f" is now, or send this file as it is with `make submit RUN={run_id}`")
+
+
+@pytest.mark.slow
+def test_the_page_names_the_train_csv_lines_of_the_file_as_it_is_now(tmp_path):
+    """Review 60 F: a blank line added to train.csv leaves the same arrays, so every stage was up to date, the report
+    too: its page named the line each wrong digit had before, one above the digit now."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+        archive.extractall(folder)
+
+    def wrong_lines() -> list[int]:
+        most_wrong = next((tmp_path / "data" / "reports").glob("*/most_wrong.csv")).read_text().splitlines()
+        return [int(line.split(",")[1]) for line in most_wrong[1:]]
+
+    assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK))
+    before = wrong_lines()
+    train_csv = folder / "train.csv"
+    lines = train_csv.read_text().splitlines(keepends=True)
+    train_csv.write_text("".join([*lines[:2], "\n", *lines[2:]]))  # a blank line after the first digit (line 2)
+    again = assert_ok(run_in_process(tmp_path, "all", "--source", str(folder), *QUICK))
+    lines = stage_lines(again.stdout)
+    assert "up to date" in lines["train"] and "up to date" not in lines["report"], again.stdout
+    assert before and wrong_lines() == [line + (line > 2) for line in before]
 
 
 def test_own_files_put_in_data_raw_by_hand_are_never_replaced_by_a_download(tmp_path):

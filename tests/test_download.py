@@ -113,6 +113,12 @@ def test_a_single_csv_or_a_folder_one_level_too_high_is_said_for_what_it_is(tmp_
         (inner / name).write_text("x")
     with pytest.raises(PipelineError, match=f"; {inner} holds them: pass that folder$"):
         copy_competition_folder(tmp_path / "up", tmp_path / "raw")
+    saved = tmp_path / "saved"  # review 60 F: the folder a zip downloaded by hand was saved in
+    saved.mkdir()
+    (saved / "digit-recognizer.zip").write_text("x")
+    with pytest.raises(PipelineError, match=f"; digit-recognizer.zip is there: pass the zip itself"
+                                            f" \\({saved / 'digit-recognizer.zip'}\\)$"):
+        copy_competition_folder(saved, tmp_path / "raw")
     packed = tmp_path / "packed"
     packed.mkdir()
     for name in ("train.csv.gz", "test.csv.gz"):

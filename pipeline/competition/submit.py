@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.competition import kaggle_api, scores
 from pipeline.competition.submission import check_submission, read_submission
-from pipeline.core import cache, config, runs, sent_log
+from pipeline.core import cache, config, runs, sent_log, stage
 from pipeline.core.errors import Interrupted, PipelineError
 from pipeline.core.records import Run
 
@@ -26,7 +26,8 @@ def validate_submission_file(path: Path, competition: str) -> int:
 def current_submission(paths) -> Path:
     """The file the last predict wrote, or restored from the run cache (a restored file keeps its old
     modification time, so "newest" would pick another run's); the newest file when nothing was predicted here."""
-    submission = ((cache.load_record("predict") or {}).get("extra") or {}).get("submission")
+    record = cache.load_record("predict") or {}
+    submission = (record.get("extra") or {}).get("submission")
     if not isinstance(submission, str):
         return newest_submission(paths.submissions)
     path = cache.absolute_path(submission)
@@ -34,6 +35,19 @@ def current_submission(paths) -> Path:
         raise PipelineError(f"{path}, which the last predict wrote, is gone: run"
                             f" {config.how_to('`make all`', '`digit-recognizer all`')} again, or name the file to"
                             f" send ({config.how_to('make submit FILE=... or --file', '--file')})")
+    # Data changed since (a chain that stopped at prepare on the user's edited train.csv): the last predict's file is
+    # of the data before, and sending it would spend one of the day's submissions on what the user did not mean.
+    # A new split or other options above predict do not count: its file is still its run's.
+    stale = stage.stale_upstream("predict")
+    if stale and stale[0] in ("download", "prepare"):
+        run_id = ((record.get("key") or {}).get("params") or {}).get("run_id", "?")
+        option, variable = stage.download_options()
+        options = (stage.rerun_words("train") or ("", ""))[1]  # the run's own options, as the stages' advice gives
+        again = config.how_to(f"`make all{variable}{options}`", f"`digit-recognizer all{option}{options}`")
+        as_it_is = config.how_to(f"`make submit RUN={run_id}`", f"`digit-recognizer submit --run {run_id}`")
+        raise PipelineError(f"{path} was predicted before {stale[1]} changed, and no chain has gone past {stale[0]}"
+                            f" since: run {again} to predict from the data as it is now, or send this file as it is"
+                            f" with {as_it_is}")
     return path
 
 

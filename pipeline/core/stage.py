@@ -180,7 +180,7 @@ def rerun_words(stage_name: str, record: dict | None = None) -> tuple[str, str] 
 
 
 def _rerun_words(stage_name: str) -> tuple[str, str]:
-    return rerun_words(stage_name) or ("", "")
+    return rerun_words(stage_name) or ("", "")  # the plain command
 
 
 def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
@@ -193,8 +193,16 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
         installed = hint.replace("python -m pipeline", "digit-recognizer", 1)
         shown = config.how_to(f"`{hint}{words}`", f"`{installed}{words}`")
         raise PipelineError(f"no {stage_name} output yet, or it changed since: run {shown} first")
-    stale = None  # the stage highest up the chain whose inputs or outputs changed since it ran: rerun from there
-    name = stage_name
+    stale = stale_upstream(stage_name)
+    if stale:
+        raise out_of_date(stage_name, *stale)
+    return record
+
+
+def stale_upstream(stage_name: str) -> tuple[str, str] | None:
+    """(the stage highest up the chain whose inputs or outputs changed since it ran, the file that changed), from
+    stage_name's own inputs up; None when the chain up to stage_name is current: rerun from that stage."""
+    stale, name = None, stage_name
     digest_of = remember(cache.path_digest)  # each file hashed once in this walk
     read_below = set()  # the files a stage below read: their change is checked as its input (prepare after an edit)
     while name:
@@ -206,9 +214,7 @@ def require(stage_name: str, hint: str, needs: tuple = ()) -> dict:
             stale = (name, changed)
         read_below |= set(upstream_record.get("key", {}).get("inputs", {}))
         name = UPSTREAM.get(name)
-    if stale:
-        raise out_of_date(stage_name, *stale)
-    return record
+    return stale
 
 
 def require_current_source() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.core import config
 from pipeline.core.cache import absolute_path
-from pipeline.core.records import Run, describe_gap
+from pipeline.core.records import Run, SubmissionRecord, describe_gap
 
 
 def submission_name(submission: str | None, missing: str = "none yet") -> str:
@@ -14,6 +14,22 @@ def submission_name(submission: str | None, missing: str = "none yet") -> str:
     if not submission:
         return missing
     return Path(submission).name + ("" if absolute_path(submission).is_file() else " (deleted)")
+
+
+def prediction_words(predicted: SubmissionRecord | None, short: bool = False) -> str:
+    """How predict made the submission, which need not be as the run was trained (`predict --tta`, `--final-weight`):
+    'with test-time augmentation; the model on all rows counted 2 times' ('tta, all-rows x2' when short); '' when
+    its record does not say (a blend, an earlier version)."""
+    if predicted is None:
+        return ""
+    words = []
+    if predicted.tta is not None:
+        words.append(("tta" if predicted.tta else "no tta") if short else
+                     f"with{'' if predicted.tta else 'out'} test-time augmentation")
+    if predicted.final_weight not in (None, 1):
+        words.append(f"all-rows x{predicted.final_weight:g}" if short else
+                     f"the model on all rows counted {predicted.final_weight:g} times")
+    return (", " if short else "; ").join(words)
 
 
 def _submission_rows(run: Run) -> int | None:

@@ -12,8 +12,8 @@ import numpy as np
 from pipeline.core import config
 from pipeline.core.config import Paths, network_name
 from pipeline.core.estimate import describe
-from pipeline.core.records import PartSummary, Run
-from pipeline.report.leaderboard import leaderboard_text, submission_name
+from pipeline.core.records import PartSummary, Run, SubmissionRecord
+from pipeline.report.leaderboard import leaderboard_text, prediction_words, submission_name
 from pipeline.report.metrics import CLASSES, HISTORY_KEYS, predictions_from
 
 # File names inside the report folder; index.html refers to them by these relative names.
@@ -188,8 +188,10 @@ SAMPLE_BANNER = ("This run used the bundled sample (2,400 train digits, 600 test
                  f" {config.how_to('make all', 'digit-recognizer all')}.")
 
 
-def summary_rows(run: Run) -> list[list]:
-    """The run in a few lines of words: no raw lists, no absolute paths."""
+def summary_rows(run: Run, predicted: SubmissionRecord | None = None) -> list[list]:
+    """The run in a few lines of words: no raw lists, no absolute paths; predicted: predict's record of the
+    submission (with TTA or not, the weights), which need not be as the run was trained."""
+    made = prediction_words(predicted)
     parts, source = run.parts, run.source
     return [
         ["run", _run_id(run)],
@@ -200,7 +202,7 @@ def summary_rows(run: Run) -> list[list]:
         *([["blend of", run.params.get("blend_of", "?")]] if run.blend else []),
         ["estimated accuracy", describe(run.estimate, missing="none", unit="digits")],
         ["leaderboard", leaderboard_text(run)],
-        ["submission", submission_name(run.submission)],
+        ["submission", submission_name(run.submission) + (f" ({made})" if made and run.submission else "")],
     ]
 
 
@@ -248,10 +250,10 @@ def comparison_rows(run: Run, comparisons: list[tuple[str, Run]]) -> list[list]:
 COMPARISON_HEADER = ["", "run", "preset", "model", "estimated accuracy", "leaderboard", "this run's estimate is"]
 
 
-def _run_sections(run: Run, comparisons: list[tuple[str, Run]] | None) -> str:
+def _run_sections(run: Run, comparisons: list[tuple[str, Run]] | None, predicted: SubmissionRecord | None) -> str:
     """Summary, comparison, parameters, split, models and timings as readable tables."""
     params = {key: value for key, value in run.params.items() if not isinstance(value, (list, dict))}
-    parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run))}"]
+    parts = [f"<h3>Summary</h3>{html_table(['', ''], summary_rows(run, predicted))}"]
     if comparisons is not None:
         has_baseline = run.preset == "baseline" or any(label == "baseline" for label, _ in comparisons)
         no_baseline = ('<p class="note">No baseline run on the same data yet:'
@@ -274,7 +276,7 @@ def render_index(
     run: Run | dict, *, train_size: int, val_size: int, val_accuracy: float, matrix: np.ndarray,
     scores: dict, history: dict, wrong_rows: list[list], train_counts: np.ndarray, val_counts: np.ndarray,
     histories: list[dict] | None = None, model_names: list[str] | None = None,
-    comparisons: list[tuple[str, Run | dict]] | None = None,
+    comparisons: list[tuple[str, Run | dict]] | None = None, predicted: SubmissionRecord | None = None,
 ) -> str:
     """The whole index.html as a string; images and CSVs are referenced by relative file name."""
     run = Run.of(run)
@@ -283,7 +285,7 @@ def render_index(
     history_header, history_table_rows = history_rows(*(histories or [history]), names=model_names)
     wrong = int(matrix.sum() - np.trace(matrix))
     sections = [
-        _section("run", "Run", _run_sections(run, comparisons)),
+        _section("run", "Run", _run_sections(run, comparisons, predicted)),
         _section("data", "Data", "".join([
             _figure(SAMPLE_DIGITS_PNG, "grid of sample training digits, one column per label"),
             _figure(CLASS_COUNTS_PNG, "bar charts of class counts in train and validation"),
@@ -359,7 +361,7 @@ def _page_head(title: str, run: Run) -> list[str]:
     ]
 
 
-def render_summary_page(run: Run | dict) -> str:
+def render_summary_page(run: Run | dict, predicted: SubmissionRecord | None = None) -> str:
     """The page of a run with no out-of-fold predictions to draw (a blend of runs on different splits)."""
     run = Run.of(run)
     title = f"{'Blend' if run.blend else 'Training run'} {_run_id(run)}"
@@ -367,6 +369,6 @@ def render_summary_page(run: Run | dict) -> str:
         *_page_head(title, run),
         f'<p class="headline">No estimate: {_text(run.no_estimate or "none recorded")}.<br>'
         f"Leaderboard: <strong>{_text(leaderboard_text(run))}</strong></p>",
-        _section("run", "Run", _run_sections(run, None)),
+        _section("run", "Run", _run_sections(run, None, predicted)),
         "</body></html>\n",
     ])

@@ -21,7 +21,7 @@ from pipeline.core.config import IMAGE_SIZE, NUM_CLASSES
 from pipeline.core.ctrl_c import ctrl_c_after_the_block
 from pipeline.core.digits import class_counts
 from pipeline.core.errors import PipelineError
-from pipeline.core.records import Run
+from pipeline.core.records import Run, SubmissionRecord
 from pipeline.report.figures import (
     _save,
     class_counts_figure,
@@ -88,7 +88,7 @@ def _write_csv(path: Path, header: list, rows: list[list]) -> None:
 
 
 def _page_data(run, train_labels, val_labels, val_probabilities, history, histories=None, model_names=None,
-               val_rows=None, comparisons=None, csv_lines=None) -> dict:
+               val_rows=None, comparisons=None, csv_lines=None, predicted=None) -> dict:
     """Everything the page shows besides its pictures: cheap (no drawing), so a new score can redo the page alone."""
     predictions = predictions_from(val_probabilities)
     matrix = confusion_table(val_labels, predictions)
@@ -100,7 +100,7 @@ def _page_data(run, train_labels, val_labels, val_probabilities, history, histor
         matrix=matrix, scores=per_class_precision_recall(val_labels, predictions), history=history,
         wrong_rows=most_wrong_rows(val_labels, val_probabilities, wrong_indices, csv_lines),
         train_counts=class_counts(train_labels), val_counts=class_counts(val_labels),
-        histories=histories or [history], model_names=model_names, comparisons=comparisons,
+        histories=histories or [history], model_names=model_names, comparisons=comparisons, predicted=predicted,
         wrong_indices=wrong_indices, csv_lines=csv_lines,
     )
 
@@ -111,9 +111,9 @@ def _page(data: dict) -> str:
 
 def _write_contents(folder: Path, run, train_images, train_labels, val_images, val_labels,
                     val_probabilities, history, histories=None, model_names=None, val_rows=None,
-                    comparisons=None, log=None, csv_lines=None) -> None:
+                    comparisons=None, log=None, csv_lines=None, predicted=None) -> None:
     data = _page_data(run, train_labels, val_labels, val_probabilities, history, histories, model_names, val_rows,
-                      comparisons, csv_lines)
+                      comparisons, csv_lines, predicted)
     matrix, scores, histories = data["matrix"], data["scores"], data["histories"]
     train_counts, val_counts = data["train_counts"], data["val_counts"]
 
@@ -156,6 +156,7 @@ def write_report(
     history: dict[str, list[float]] | None = None, histories: list[dict] | None = None,
     model_names: list[str] | None = None, val_rows: np.ndarray | None = None,
     comparisons: list[tuple[str, Run | dict]] | None = None, log=None, csv_lines: np.ndarray | None = None,
+    predicted: SubmissionRecord | None = None,
 ) -> Path:
     """Writes PNGs + tables + index.html into out_dir; returns the path of index.html.
 
@@ -164,7 +165,8 @@ def write_report(
     absent if there was none, or the previous complete report. histories and model_names: every
     model's curves (history alone: one model's); val_rows: the validation digits' rows in train.csv;
     comparisons: (label, run) pairs shown beside this run; log: where a line goes after each picture;
-    csv_lines: each validation digit's line in train.csv (default: its row + 2, as without blank lines).
+    csv_lines: each validation digit's line in train.csv (default: its row + 2, as without blank lines);
+    predicted: predict's record of the run's submission (how it was predicted).
     """
     out_dir = Path(out_dir)
     train_images, val_images = np.asarray(train_images), np.asarray(val_images)
@@ -176,7 +178,7 @@ def write_report(
         staging.mkdir()  # not mkdtemp, which makes it private (0700): the report keeps normal permissions
         _write_contents(staging, Run.of(run), train_images, train_labels, val_images, val_labels,
                         val_probabilities, dict(history or {}), histories, model_names, val_rows, comparisons, log,
-                        csv_lines)
+                        csv_lines, predicted)
     return out_dir / INDEX_HTML
 
 
@@ -244,15 +246,17 @@ def refresh_page(paths, run_id: str) -> bool:
     index = paths.report_index(run_id)
     if not index.is_file():
         return False
+    predicted = runs.read_submission_record(paths, run_id)
     if run.blend and not run.estimate:
-        page = render_summary_page(run)
+        page = render_summary_page(run, predicted)
     else:
         if not training_data_matches(paths, run):
             return False
         inputs = _stored_inputs(paths, run)
         inputs["val_labels"] = inputs["val_labels"].astype(int)
         inputs["train_labels"] = inputs["train_labels"].astype(int)
-        data = _page_data(run, history={}, comparisons=compared_runs(run, runs.list_runs(paths)), **inputs)
+        data = _page_data(run, history={}, comparisons=compared_runs(run, runs.list_runs(paths)), predicted=predicted,
+                          **inputs)
         page = _page(data)
     with atomic_path(index) as temporary:
         temporary.write_text(page, encoding="utf-8")

@@ -152,13 +152,17 @@ def copy_competition_folder(folder: Path, target_dir: Path, mark: Path | None = 
 
 def _where_they_may_be(folder: Path, missing: list[str]) -> str:
     """'; <sub> holds them: pass that folder' for the folder one level too high, '; train.csv.gz is there: unpack it'
-    for compressed files; '' when neither."""
+    for compressed files, '; digit-recognizer.zip is there: pass the zip itself' for the folder it was saved in; ''
+    when none."""
     packed = [f"{name}.gz" for name in missing if (folder / f"{name}.gz").is_file()]
     if packed:
         return f"; {' and '.join(packed)} {'is' if len(packed) == 1 else 'are'} there: unpack with gunzip"
     holders = [sub for sub in sorted(folder.iterdir()) if sub.is_dir() and
                all((sub / name).is_file() for name in REQUIRED_FILES)] if folder.is_dir() else []
-    return f"; {holders[0]} holds them: pass that folder" if len(holders) == 1 else ""
+    if len(holders) == 1:
+        return f"; {holders[0]} holds them: pass that folder"
+    archives = sorted(folder.glob("*.zip")) if folder.is_dir() else []  # the competition's zip, saved by hand
+    return f"; {archives[0].name} is there: pass the zip itself ({archives[0]})" if len(archives) == 1 else ""
 
 
 @contextlib.contextmanager

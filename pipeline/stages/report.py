@@ -12,6 +12,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.progress import on_terminal
 from pipeline.core.records import ReportRecord, Run
 from pipeline.core.stage import Definition, require
+from pipeline.report.leaderboard import prediction_words
 from pipeline.report.page import render_summary_page
 from pipeline.report.writer import _stored_inputs, compared_runs, training_data_matches, write_report
 
@@ -53,10 +54,14 @@ def define(paths, console, run_id: str | None = None):
                             f" {run.source}); prepare that data again ({config.PREPARE_AGAIN})")
     comparisons = compared_runs(run, runs.list_runs(paths))
     out_dir = paths.report_dir(run_id)
-    inputs = [*needed, paths.train_images, paths.train_labels]
+    # train.csv too: the page gives each wrong digit's line in it (a blank line added moves every line after it).
+    inputs = [*needed, paths.train_images, paths.train_labels,
+              *([paths.raw_train] if paths.raw_train.is_file() else [])]
     # What the page shows besides the files: a new score, a new submission of the run (predict again with TTA or
     # another weight) or a better run elsewhere redoes the report.
+    predicted = runs.read_submission_record(paths, run_id)
     params = {"run_id": run_id, "leaderboard": _leaderboard(run), "submission": run.submission,
+              "predicted": prediction_words(predicted),
               "compared": [(label, other.id, _leaderboard(other)) for label, other in comparisons]}
 
     def work():
@@ -64,7 +69,8 @@ def define(paths, console, run_id: str | None = None):
         inputs = _stored_inputs(paths, run)
         rows = inputs["val_rows"]
         index = write_report(out_dir, run=run, train_images=images, val_images=images[rows],
-                             comparisons=comparisons, log=console.say if on_terminal() else None, **inputs)
+                             comparisons=comparisons, log=console.say if on_terminal() else None, predicted=predicted,
+                             **inputs)
         runs.write_report_record(paths, run_id, ReportRecord(relative_name(index)))
         return [out_dir], {"index": relative_name(index)}
 

@@ -7,8 +7,9 @@ from pipeline.core.console import count, format_table
 from pipeline.core.errors import PipelineError
 from pipeline.core.estimate import Estimate, describe, short_kind
 from pipeline.core.records import Leaderboard, Run, describe_gap
-from pipeline.core.runs import SORT_KEYS, kept_run_ids, list_runs, read_run, sorted_runs, submission_digest
-from pipeline.report.leaderboard import submission_name
+from pipeline.core.runs import (SORT_KEYS, kept_run_ids, list_runs, read_run, read_submission_record, sorted_runs,
+                                submission_digest)
+from pipeline.report.leaderboard import prediction_words, submission_name
 
 
 def is_full_size(run: Run) -> bool:
@@ -32,11 +33,12 @@ def _number(value) -> str:
 
 
 def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: bool = False,
-                      gone: set[str] = frozenset()) -> str:
+                      gone: set[str] = frozenset(), predicted: dict | None = None) -> str:
     """One line a run: by default the columns that tell runs apart, within 100 characters; wide: every column.
     `gap`: leaderboard minus estimate in points, `in` or `out` of its 95 % interval; `kept`: its models are
     in the run cache, so its settings come back in seconds. Marked: a run on the bundled sample among full-size
-    ones (`quick s`), a run whose folder is gone, kept by the run cache alone (ids in gone: `quick *`)."""
+    ones (`quick s`), a run whose folder is gone, kept by the run cache alone (ids in gone: `quick *`). predicted:
+    predict's record of each run's submission, by run id (wide: `predicted`, how: `tta, all-rows x2`)."""
     if not runs:
         return ("no runs yet (run"
                 f" {config.how_to('`make all` or `python -m pipeline train`', '`digit-recognizer all`')})")
@@ -44,7 +46,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     header = ("run", "preset", "ep", "lr", "aug", "drop", "w", "estimate", "kaggle", "gap")
     if wide:
         header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
-                  "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission")
+                  "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission", "predicted")
     rows = []
     mark_sample = len({is_full_size(run) for run in map(Run.of, runs)}) == 2  # estimates of other data side by side
     for run in map(Run.of, runs):
@@ -61,7 +63,8 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
                       run.source or "?", run.date or "?", scored[0],
                       *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
                       _train_seconds(run),
-                      "yes" if run.id in kept_ids else "no", submission_name(run.submission, missing="-")]
+                      "yes" if run.id in kept_ids else "no", submission_name(run.submission, missing="-"),
+                      (run.submission and prediction_words((predicted or {}).get(run.id), short=True)) or "-"]
         else:
             cells += scored
         rows.append(tuple(cells))
@@ -104,7 +107,8 @@ def show_runs(paths: config.Paths, wide: bool = False, everything: bool = False,
     listing = config.how_to("`make runs ALL=1`", "`digit-recognizer runs --all`")
     note = f"{count(hidden, 'run')} on the bundled sample not shown ({listing} lists them)\n" if hidden else ""
     gone = {run.id for run in shown if not paths.run_dir(run.id).is_dir()}
-    table = format_runs_table(sorted_runs(shown, sort), kept_ids, wide, gone)
+    predicted = {run.id: read_submission_record(paths, run.id) for run in shown} if wide else None
+    table = format_runs_table(sorted_runs(shown, sort), kept_ids, wide, gone, predicted)
     if not footer:  # --quiet: the table alone (README)
         return table
     if len({is_full_size(run) for run in shown}) == 2:
