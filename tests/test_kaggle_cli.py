@@ -123,6 +123,18 @@ def test_submit_refuses_the_samples_predictions(quick_run_root, tmp_path):
         assert result.returncode == 1
         assert "bundled sample (600 test rows)" in result.stderr and result.stderr.count("\n") == 1
         assert stub.submitted_files == []
+        # Review 60 F: the same run (its train rows are the sample's) predicting the user's own 28,000 test rows was
+        # refused as "the bundled sample (600 test rows)", after `all` had said to send it with `make submit`
+        own = tmp_path / "own"
+        own.mkdir()
+        with zipfile.ZipFile(PROJECT_ROOT / "data" / "sample" / "digit-recognizer-sample.zip") as archive:
+            (own / "train.csv").write_bytes(archive.read("train.csv"))
+            header, *rows = archive.read("test.csv").decode().splitlines()
+        (own / "test.csv").write_text("\n".join([header, *(rows[index % len(rows)] for index in range(28000))]) + "\n")
+        chain = run_pipeline(root, "all", "--source", str(own), "--preset", "quick", "--epochs", "1", "--no-report")
+        assert chain.returncode == 0 and "train: up to date" in chain.stdout, chain.stdout + chain.stderr
+        sent = run_pipeline(root, "submit", "--no-wait", env=stub.client_env(tmp_path))
+        assert sent.returncode == 0 and len(stub.submitted_files) == 1, sent.stdout + sent.stderr
 
 
 @pytest.mark.parametrize("mode, expected", [

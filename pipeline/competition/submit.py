@@ -107,8 +107,11 @@ def send(paths, console, file: Path | None, run_id: str | None, message: str | N
     if not 0 <= timeout_s < float("inf"):  # NaN too: refused before anything is sent
         raise PipelineError(f"--timeout {timeout_s}: expected a number of seconds, 0 or more")
     run, edited_from = runs.run_for_submission(paths, file)
-    refuse_sample_run(run or edited_from, file, competition)
-    rows = validate_submission_file(file, competition)
+    try:
+        rows = validate_submission_file(file, competition)
+    except PipelineError:  # the sample's 600 rows: said as such. A run trained on the sample that predicted the
+        refuse_sample_run(run or edited_from, file, competition)  # user's own 28,000 test rows is sent.
+        raise
     if edited_from is not None:
         console.say(f"submit: {file} is not what predict wrote for run {edited_from.id} (edited since): it is sent"
                     " as a file of no run, and its score will not be shown as that run's")
