@@ -2,6 +2,7 @@
 
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from pipeline.core.progress import mark_line
@@ -12,6 +13,7 @@ class Console:
     quiet: bool = False
     # The warnings already given: tune's trials train in one command, each would give its own copy.
     _warned: set = field(default_factory=set, compare=False, repr=False)
+    _warning: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)  # trials' threads
 
     def say(self, message: str) -> None:
         """A progress line on stdout; nothing with --quiet."""
@@ -21,9 +23,10 @@ class Console:
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown even with --quiet (it asks the user to act); once a command."""
-        if message in self._warned:
-            return
-        self._warned.add(message)
+        with self._warning:
+            if message in self._warned:
+                return
+            self._warned.add(message)
         _write(f"warning: {message}\n", sys.stderr, "standard error")
 
 

@@ -33,9 +33,9 @@ def unused_submission_path(folder: Path, name: str, text: str | None = None) -> 
 
 
 def _holds(path: Path, text: str) -> bool:
-    encoded = text.encode()
-    try:
-        return path.stat().st_size == len(encoded) and path.read_bytes() == encoded
+    try:  # read as written: Windows's line ends ("\r\n", a byte more a line) read back as "\n"
+        size, least = path.stat().st_size, len(text.encode())
+        return least <= size <= least + text.count("\n") and path.read_text(encoding="utf-8", errors="replace") == text
     except OSError:  # a folder of that name, unreadable: not the same
         return False
 

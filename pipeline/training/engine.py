@@ -142,8 +142,9 @@ def _termination_held_back(ray, received: list):
     try:                                                    # its handler stays for the start-up, as before
         if rays_own and handlers:
             utils.set_sigterm_handler = lambda handler: None
-            for number in handlers:
-                signal.signal(number, lambda number, frame: received.append(number))
+            for number, handler in handlers.items():
+                if handler is not signal.SIG_IGN:  # ignored stays ignored (nohup), in Ray's processes started now too
+                    signal.signal(number, lambda number, frame: received.append(number))
         yield
     finally:
         if rays_own:
