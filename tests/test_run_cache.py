@@ -48,7 +48,7 @@ def test_a_stages_code_is_its_module_and_every_pipeline_module_it_uses():
     assert stage.stage_modules("stages.train") == {
         "stages.train", "training.settings", "training.fit", "training.plan", "training.parts", "training.prediction",
         "training.model", "training.augment", "training.averaging", "training.device", "training.engine",
-        "training.looks", "core.estimate", "core.extras", "core.progress",
+        "training.ray_local", "training.looks", "core.estimate", "core.extras", "core.progress",
         "core.records"}  # core.records: the shape of run.json, which train writes
     assert stage.stage_modules("stages.prepare") == {"stages.prepare", "core.digits"}
     assert stage.stage_modules("stages.download") == {"stages.download", "competition.kaggle_api",
