@@ -641,7 +641,7 @@ def test_a_changed_source_file_is_said_with_the_source_to_download_it_from_again
     run_id = next((tmp_path / "data" / "models").glob("*/run.json")).parent.name
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stdout + refused.stderr
     assert refused.stderr.startswith(f"error: {tmp_path / 'submissions' / run_id}.csv was predicted before my"
-                                     " data/test.csv changed, and no chain has gone past download since: run"
+                                     " data/test.csv changed, and download has not run since: run"
                                      f" `make all SOURCE={quoted} PRESET=quick EPOCHS=2` to predict from the data as it"
                                      f" is now, or send this file as it is with `make submit RUN={run_id}`")
 

@@ -175,7 +175,7 @@ def test_submissions_finds_a_waiting_send_behind_twenty_newer_ones(tmp_path, ign
 
 def test_submit_refuses_a_model_trained_on_the_sample(tmp_path):
     root = tmp_path / "project"
-    make_trained_run(root, source="sample")
+    make_trained_run(root, source="sample", rows=600)  # review 60 F: one of 28,000 rows (the user's test.csv) is sent
     with KaggleStub() as stub:
         result = run_pipeline(root, "submit", env=stub.client_env(tmp_path))
     assert result.returncode == 1 and result.stderr.count("\n") == 1

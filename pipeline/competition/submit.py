@@ -35,18 +35,19 @@ def current_submission(paths) -> Path:
         raise PipelineError(f"{path}, which the last predict wrote, is gone: run"
                             f" {config.how_to('`make all`', '`digit-recognizer all`')} again, or name the file to"
                             f" send ({config.how_to('make submit FILE=... or --file', '--file')})")
-    # Data changed since (a chain that stopped at prepare on the user's edited train.csv): the last predict's file is
-    # of the data before, and sending it would spend one of the day's submissions on what the user did not mean.
-    # A new split or other options above predict do not count: its file is still its run's.
+    # Data changed since (a chain that stopped at prepare on the user's edited train.csv, or a test.csv prepared
+    # since): the last predict's file is of the data before, and sending it would spend one of the day's submissions
+    # on what the user did not mean. A new split (train's input) or other options do not count: its file is still
+    # its run's.
     stale = stage.stale_upstream("predict")
-    if stale and stale[0] in ("download", "prepare"):
+    if stale and stale[0] != "train":
         run_id = ((record.get("key") or {}).get("params") or {}).get("run_id", "?")
         option, variable = stage.download_options()
         options = (stage.rerun_words("train") or ("", ""))[1]  # the run's own options, as the stages' advice gives
         again = config.how_to(f"`make all{variable}{options}`", f"`digit-recognizer all{option}{options}`")
         as_it_is = config.how_to(f"`make submit RUN={run_id}`", f"`digit-recognizer submit --run {run_id}`")
-        raise PipelineError(f"{path} was predicted before {stale[1]} changed, and no chain has gone past {stale[0]}"
-                            f" since: run {again} to predict from the data as it is now, or send this file as it is"
+        raise PipelineError(f"{path} was predicted before {stale[1]} changed, and {stale[0]} has not run since:"
+                            f" run {again} to predict from the data as it is now, or send this file as it is"
                             f" with {as_it_is}")
     return path
 
