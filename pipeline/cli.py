@@ -19,6 +19,7 @@ from pipeline.competition import scores, submit
 from pipeline.core import cache, clean, config, extras, runs, stage
 from pipeline.core.console import Console
 from pipeline.core.errors import PipelineError
+from pipeline.report import writer
 from pipeline.stages import chain, download, predict, prepare, report, split, train
 from pipeline.tools import bench, blend, runs_table, tune
 from pipeline.training import settings
@@ -187,7 +188,10 @@ def warn_of_a_split_not_the_presets(console: Console, preset: str) -> None:
 def predict_command(context: typer.Context, tta: Optional[bool] = TTA, final_weight: Optional[float] = FINAL_WEIGHT,
                     force: bool = FORCE):
     """Write submissions/<run>.csv for the latest trained model (never overwrites one)."""
-    stage.run(predict.define, context.obj, force, tta=tta, final_weight=final_weight)
+    record = stage.run(predict.define, context.obj, force, tta=tta, final_weight=final_weight)
+    run_id = record["key"]["params"]["run_id"]
+    if writer.page_follows_submission(config.paths(), run_id):  # it named the run's earlier file, and its score
+        context.obj.say(f"predict: the report page names this submission now, {config.paths().report_index(run_id)}")
 
 
 @app.command("report")

@@ -103,9 +103,9 @@ def test_blend_refuses_runs_on_different_data_in_one_line(two_runs, tmp_path):
     (["a", "b", "--weights", "1"], "1 weights for 2 runs"),
     (["a", "b", "--weights", "1,x"], "expected numbers separated by commas"),
     (["../a", "b"], "error: run '../a': not a run id"),  # the runs are arguments: there is no --run
-    (["a", "b", "--weights", "inf,1"], "expected numbers of 0 or more"),
-    (["a", "b", "--weights", "1e308,1e308"], "expected numbers of 0 or more"),  # their sum is inf
-    (["a", "b", "--weights", "nan,1"], "expected numbers of 0 or more"),
+    (["a", "b", "--weights", "inf,1"], "expected numbers above 0 (and not inf)"),
+    (["a", "b", "--weights", "1e308,1e308"], "expected numbers above 0 (and not inf)"),  # their sum is inf
+    (["a", "b", "--weights", "nan,1"], "expected numbers above 0 (and not inf)"),
     (["a", "b", "--weights", "0,1"], "--weights 0,1: a run of weight 0 adds nothing; leave it out of the blend"),
 ])
 def test_blend_bad_input_is_one_line(tmp_path, arguments, expected):
@@ -221,6 +221,8 @@ def test_the_same_blend_again_is_the_one_made_before_until_a_runs_predictions_ch
     before = run_ids(root)
     again = assert_ok(run_in_process(root, "blend", first, second, "--weights", " 10 , 2 "))  # the same weights
     assert again.stdout.startswith(f"blend: up to date, run {made} (the same runs' predictions, the same weights)")
+    swapped = assert_ok(run_in_process(root, "blend", second, first, "--weights", "1,5"))  # review 60 H: the order
+    assert swapped.stdout.startswith(f"blend: up to date, run {made} ")
     assert run_ids(root) == before
     other = assert_ok(run_in_process(root, "blend", first, second, "--weights", "5,2"))  # a blend of its own
     assert "up to date" not in other.stdout.splitlines()[0] and len(run_ids(root)) == len(before) + 1
@@ -230,6 +232,8 @@ def test_the_same_blend_again_is_the_one_made_before_until_a_runs_predictions_ch
     # review 57 H: `runs diff` said the two blends differed in nothing, their submissions being different
     diff = assert_ok(run_in_process(root, "runs", "diff", made, blend_named(changed))).stdout
     assert "submission" in [line.split()[0] for line in diff.splitlines()[1:]], diff
+    # review 60 H: and which prediction of the run it took (the latest predict's, here with TTA)
+    assert f"x {second} (tta)" in diff and f"x {second} (no tta)" in diff, diff
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -465,6 +466,29 @@ def test_the_report_of_a_run_whose_folder_was_deleted_says_the_run_cache_brings_
 
 
 @pytest.mark.slow
+def test_the_way_back_to_a_run_on_the_users_own_folder_names_that_folder(tmp_path):
+    """Review 60 H: the advice for a deleted run trained with SOURCE= named `make all PRESET=quick ...` alone, which
+    trains on the sample (or Kaggle's files) instead, and run.json says only "folder"."""
+    folder = tmp_path / "my digits"
+    folder.mkdir()
+    with zipfile.ZipFile(config.SAMPLE_ARCHIVE) as archive:
+        archive.extractall(folder)
+    train_csv = folder / "train.csv"
+    train_csv.write_text("".join(train_csv.read_text().splitlines(keepends=True)[:2001]))  # the user's own rows
+    root = tmp_path / "project"
+    first = run_in_process(root, "all", "--source", str(folder), "--preset", "quick", "--epochs", "1", "--no-report")
+    assert first.returncode == 0, first.stderr
+    run_dir = next((root / "data" / "models").glob("*/run.json")).parent
+    assert run_in_process(root, "all", "--preset", "quick", "--epochs", "1", "--no-report").returncode == 0  # sample
+    shutil.rmtree(run_dir)
+    report = run_in_process(root, "report", "--run", run_dir.name)
+    advice = f"`make all SOURCE='{folder}' PRESET=quick EPOCHS=1` brings its files back in seconds"
+    assert report.returncode == 1 and advice in report.stderr, report.stderr
+    again = run_in_process(root, "all", "--source", str(folder), "--preset", "quick", "--epochs", "1")
+    assert "train: restored from the run cache" in again.stdout and (run_dir / "run.json").is_file(), again.stdout
+
+
+@pytest.mark.slow
 def test_the_report_follows_a_new_submission_of_its_run(quick_run_root):
     """`predict --tta` (or another --final-weight) wrote <run>-2.csv, and `report` stayed `up to date`, its page
     naming the first file: the submission `make submit` sends was another."""
@@ -473,6 +497,10 @@ def test_the_report_follows_a_new_submission_of_its_run(quick_run_root):
     predicted = run_in_process(tmp_path, "predict", "--tta")
     new_file = next(path for path in (tmp_path / "submissions").glob("*-2.csv"))
     assert predicted.returncode == 0 and new_file.name in predicted.stdout
+    # Review 60 H: until `report` ran, the page named the earlier file (and its score): predict writes it again
+    page = next((tmp_path / "data" / "reports").glob("*/index.html"))
+    assert "predict: the report page names this submission now" in predicted.stdout, predicted.stdout
+    assert new_file.name in page.read_text() and "(with test-time augmentation)" in page.read_text()
     again = run_in_process(tmp_path, "report")
     assert again.returncode == 0 and "up to date" not in again.stdout, again.stdout
     page = next((tmp_path / "data" / "reports").glob("*/index.html")).read_text()

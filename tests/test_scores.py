@@ -665,7 +665,7 @@ def test_a_blend_s_submission_message_names_its_runs():
                            "estimate": ESTIMATE, "models": []}, "20260101-130000-blend")
     assert runs.submission_message(blend, Path("x.csv")) == (
         "run 20260101-130000-blend: blend of 1 x 20260101-120000-cnn + 2 x 20260101-110000-cnn, estimate 0.9952"
-        " (cross-validation), source kaggle:digit-recognizer")
+        " (cross-validation), source kaggle:digit-recognizer, file x.csv")
 
 
 def test_all_s_last_line_knows_a_file_sent_before_under_another_run(pipeline_root):

@@ -5,6 +5,7 @@ to Kaggle (pipeline.core.sent_log) says of it. The `runs` command's table and di
 import functools
 import json
 import re
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -178,8 +179,31 @@ def back_from_the_run_cache(paths: config.Paths, run_id: str, otherwise: str) ->
     if words is None:
         return otherwise if kept is None else ("the run cache keeps it: train again with the options it had (`runs"
                                                " diff` names them beside another run's) and its files come back")
-    command = config.how_to(f"`make all{words[1]}`", f"`digit-recognizer all{words[1]}`")  # its split too
+    option, variable = _own_source(paths, kept)
+    command = config.how_to(f"`make all{variable}{words[1]}`", f"`digit-recognizer all{option}{words[1]}`")  # split too
     return f"the run cache keeps it: {command} brings its files back in seconds (on the data it was trained on)"
+
+
+def _own_source(paths: config.Paths, train_record: dict) -> tuple[str, str]:
+    """(' --source PATH', ' SOURCE=PATH') for a run trained on the user's own folder or zip, found through the run
+    cache's prepare and download records that made its arrays (run.json says only "folder"); a placeholder where
+    they are no longer kept; ('', '') for the sample or Kaggle's files."""
+    source = ((train_record.get("extra") or {}).get("run") or {}).get("source")
+    if source not in ("folder", "zip"):
+        return "", ""
+    arrays = (train_record.get("key") or {}).get("inputs") or {}
+    for prepare in run_cache.kept_records(paths, "prepare"):
+        made = prepare.get("outputs") or {}
+        if not any(name in made for name in arrays) or any(made.get(name, digest) != digest
+                                                           for name, digest in arrays.items()):
+            continue
+        raw = (prepare.get("key") or {}).get("inputs") or {}
+        for download in reversed(run_cache.kept_records(paths, "download")):  # the latest copy of the same files
+            extra = download.get("extra") or {}
+            if download.get("outputs") == raw and isinstance(extra.get("source_path"), str):
+                shown = shlex.quote(str(cache.absolute_path(extra["source_path"])))
+                return f" --source {shown}", f" SOURCE={shown}"
+    return f" --source <the {source} it was trained on>", f" SOURCE=<the {source} it was trained on>"
 
 
 def kept_run_ids(paths: config.Paths) -> set[str]:
@@ -298,12 +322,15 @@ def written_digests(paths: config.Paths, submission: str) -> set[str]:
 
 
 def submission_message(run: Run | None, file: Path) -> str:
+    """The description Kaggle keeps beside a submission: the run in a line, and the file (a run's predictions with
+    and without --tta, or with another --final-weight, are files of their own; review 60 H)."""
     if run is None:
         return f"{Path(file).name} (digit-recognizer pipeline)"
     params, estimate = run.params, run.estimate
     estimate_words = f"{estimate.accuracy:.4f} ({estimate.kind})" if estimate else "none"
     if "blend_of" in params:  # a blend has no networks or epochs of its own
-        return f"run {run.id}: blend of {params['blend_of']}, estimate {estimate_words}, source {run.source}"
+        return (f"run {run.id}: blend of {params['blend_of']}, estimate {estimate_words}, source {run.source},"
+                f" file {Path(file).name}")
     return (f"run {run.id}: {params.get('architecture')} x{len(run.models)}, "
             f"estimate {estimate_words}, epochs {params.get('epochs')}, "
-            f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.source}")
+            f"batch {params.get('batch_size')}, seed {params.get('seed')}, source {run.source}, file {Path(file).name}")

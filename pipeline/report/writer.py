@@ -263,3 +263,14 @@ def refresh_page(paths, run_id: str) -> bool:
     with atomic_path(index.with_name(RUN_JSON)) as temporary:
         temporary.write_text(json.dumps(run.to_json(), indent=2, sort_keys=True, default=_json_value) + "\n")
     return True
+
+
+def page_follows_submission(paths, run_id: str) -> bool:
+    """After predict wrote another submission of the run (`predict --tta`, `--final-weight`): the run's page, where
+    it names another file (and that file's score), written again, its pictures kept; False where the run has no page,
+    or its page names this file already."""
+    try:
+        on_page = json.loads((paths.report_dir(run_id) / RUN_JSON).read_text()).get("submission")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return on_page != runs.read_run(paths, run_id).submission and refresh_page(paths, run_id)

@@ -19,6 +19,7 @@ from pipeline.core import cache, config, estimate, runs
 from pipeline.core.console import import_tensorflow_quietly
 from pipeline.core.errors import PipelineError
 from pipeline.core.records import Run, SubmissionRecord
+from pipeline.report.leaderboard import prediction_words
 from pipeline.report.writer import training_data_matches
 from pipeline.stages.predict import unused_submission_path
 from pipeline.stages.train import new_run_id
@@ -36,7 +37,7 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     if len(weights) != count:
         raise PipelineError(f"--weights {text}: {len(weights)} weights for {count} runs (one per run, in order)")
     if not all(0 <= weight < math.inf for weight in weights) or not 0 < sum(weights) < math.inf:
-        raise PipelineError(f"--weights {text}: expected numbers of 0 or more, not all 0 (and not inf)")
+        raise PipelineError(f"--weights {text}: expected numbers above 0 (and not inf), e.g. 2,1")
     if 0 in weights:  # a "blend" of the other runs alone, listed with the left-out run's models
         raise PipelineError(f"--weights {text}: a run of weight 0 adds nothing; leave it out of the blend")
     return [weight / sum(weights) for weight in weights]
@@ -94,13 +95,21 @@ def test_probabilities(paths: config.Paths, run: Run, console, test_images: str 
 def same_blend_before(paths: config.Paths, blend_of: dict, weights: list[float], test_images: str | None) -> Run | None:
     """An earlier blend of the same runs' same test probabilities (blend_of: {run id: digest}) with the same weights,
     its submission still there: the same blend again is that one, not a copy."""
-    wanted = {"runs": list(blend_of), "weights": [round(weight, 6) for weight in weights]}
+    wanted = sorted(zip(blend_of, [round(weight, 6) for weight in weights]))  # `blend B A` is `blend A B`
     for run in runs.list_runs(paths):
-        if (run.blend == wanted and run.submission and cache.absolute_path(run.submission).is_file()
+        if (run.blend and sorted(zip(run.blend.get("runs", []), run.blend.get("weights", []))) == wanted
+                and run.submission and cache.absolute_path(run.submission).is_file()
                 and runs.test_images_of_probabilities(paths, run.id) == test_images
                 and runs.blended_probabilities(paths, run.id) == blend_of):
             return run
     return None
+
+
+def _predicted(paths: config.Paths, run_id: str) -> str:
+    """' (tta, all-rows x3)': how the run's test probabilities the blend takes were predicted (its latest predict's,
+    as its submission.json says), which `predict --tta` or `--final-weight` change; '' where it does not say."""
+    words = prediction_words(runs.read_submission_record(paths, run_id), short=True)
+    return f" ({words})" if words else ""
 
 
 def out_of_fold(paths: config.Paths, run: Run) -> dict | None:
@@ -184,7 +193,7 @@ def blend(paths: config.Paths, console, run_ids: list[str], weights_text: str | 
             run = Run(
                 id=run_id, date=time.strftime("%Y-%m-%d %H:%M:%S"), source=chosen[0].source,
                 preset="blend", blend={"runs": run_ids, "weights": [round(weight, 6) for weight in weights]},
-                params={"blend_of": " + ".join(f"{weight:.3g} x {blended_id}"
+                params={"blend_of": " + ".join(f"{weight:.3g} x {blended_id}{_predicted(paths, blended_id)}"
                                                for weight, blended_id in zip(weights, run_ids))},
                 split=chosen[0].split if all(run.split == chosen[0].split for run in chosen) else {},
                 estimate=blend_estimate, no_estimate=no_estimate_reason,
