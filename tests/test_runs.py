@@ -218,6 +218,19 @@ def test_a_run_whose_folder_is_gone_is_marked_as_kept_by_the_run_cache_alone(qui
     assert "*: its folder in data/models is gone; the run cache keeps its models (its options train it back in" in table
 
 
+def test_a_run_whose_folder_is_gone_keeps_the_submission_last_chosen(quick_run_root):
+    """Review 60 H: with its folder gone, a run was listed with the newest file predict had made for it (and that
+    file's score), not the one the user had gone back to."""
+    run_dir = next((quick_run_root / "data" / "models").glob("*/run.json")).parent
+    assert run_in_process(quick_run_root, "predict", "--tta").returncode == 0  # <run>-2.csv (or the same labels)
+    back = run_in_process(quick_run_root, "predict", "--no-tta")  # the first file again, from the run cache
+    assert back.returncode == 0 and f"{run_dir.name}.csv" in back.stdout, back.stdout
+    shutil.rmtree(run_dir)
+    wide = run_in_process(quick_run_root, "runs", "--wide").stdout
+    line = next(line for line in wide.splitlines() if line.startswith(run_dir.name))
+    assert f" {run_dir.name}.csv " in f"{line} ", wide
+
+
 def test_runs_diff_of_an_older_run_lists_no_option_the_newer_one_leaves_at_its_default():
     """Review 57 H: every option added since an older run was listed as a difference (`pseudo_tune - 0`), though the
     older run trained as that default does."""

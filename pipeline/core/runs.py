@@ -242,9 +242,10 @@ def submission_digest(submission: str | None) -> str | None:
 
 
 def _kept_submission(kept_predictions: list[dict], run_id: str) -> str | None:
-    """The latest submission predict wrote for the run, as the run cache keeps predict's record, while its file is
-    still there: `runs` and `submit --run` find it when the run's folder was deleted."""
-    for record in reversed(kept_predictions):
+    """The run's submission when its folder was deleted, while its file is still there: predict's current record's
+    when it is of this run (the file the user last chose, restored perhaps: review 60 H), else the latest predict's
+    that the run cache keeps. `runs` and `submit --run` find it."""
+    for record in [cache.load_record("predict") or {}, *reversed(kept_predictions)]:
         name = record.get("extra", {}).get("submission")
         if (record.get("key", {}).get("params", {}).get("run_id") == run_id and isinstance(name, str)
                 and cache.absolute_path(name).is_file()):
