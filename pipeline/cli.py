@@ -211,7 +211,8 @@ app.add_typer(runs_app, name="runs")
 def runs_command(
     context: typer.Context,
     wide: bool = typer.Option(False, "--wide",
-                              help="Every column (seed, source, date, interval, timings, submission)."),
+                              help="Every column (seed, recipe, source, date, interval, timings, submission, how"
+                                   " it was predicted)."),
     everything: bool = typer.Option(False, "--all", help="Also the runs on the bundled sample when there are"
                                                          " full-size runs."),
     sort: SortKey = SORT,

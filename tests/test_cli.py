@@ -427,7 +427,8 @@ def test_final_weight_counts_the_model_on_all_rows_that_many_times_and_predicts_
     assert_ok(run_in_process(tmp_path, "predict", "--final-weight", "3", "--tta"))
     page = assert_ok(run_in_process(tmp_path, "report")).stdout.split("open ")[1].split(" in a browser")[0]
     assert ".csv (with test-time augmentation; the model on all rows counted 3 times)</td>" in Path(page).read_text()
-    assert "tta, all-rows x3" in assert_ok(run_in_process(tmp_path, "runs", "--wide")).stdout
+    wide = assert_ok(run_in_process(tmp_path, "runs", "--wide")).stdout
+    assert "tta, all-rows x3" in wide and " all-rows " in wide  # review 60 H: the recipe column too
     assert_ok(run_in_process(tmp_path, "predict", "--final-weight", "1"))  # the first prediction, from the run cache
     assert np.allclose(np.load(saved_path), (each[0] + each[1]) / 2, atol=1e-5)
     refused = run_in_process(tmp_path, "predict", "--final-weight", "0")

@@ -242,3 +242,12 @@ def test_runs_diff_of_an_older_run_lists_no_option_the_newer_one_leaves_at_its_d
                             "20260103-100000-deotte")
     assert runs_table.differences(older, changed) == [("params.pseudo_tune", "-", "3")]
     assert runs_table.differences(changed, older) == [("params.pseudo_tune", "3", "-")]
+
+
+def test_the_wide_table_tells_a_pseudo_labelled_run_from_one_with_a_model_on_all_rows_alone():
+    """Review 60 H: `runs --wide` ("every column") gave the two the same row but for the date."""
+    final = {**PARAMS, "final_model": True, "pseudo_label": False}
+    assert runs_table.recipe_cell(final) == "all-rows"
+    assert runs_table.recipe_cell({**final, "pseudo_label": True, "rare_looks": 2, "tta": True}) == (
+        "all-rows,pseudo,looks 2,tta")
+    assert runs_table.recipe_cell({**PARAMS, "final_model": False, "alternate": "none"}) == "-"

@@ -45,8 +45,8 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
     # The run id ends with the model's name (20260101-120000-cnn): no column of its own within 100 characters.
     header = ("run", "preset", "ep", "lr", "aug", "drop", "w", "estimate", "kaggle", "gap")
     if wide:
-        header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "source", "date", "estimate",
-                  "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission", "predicted")
+        header = ("run", "preset", "model", *header[2:-3], "seed", "members", "models", "recipe", "source", "date",
+                  "estimate", "95 % interval", "kind", "kaggle", "gap", "train_s", "kept", "submission", "predicted")
     rows = []
     mark_sample = len({is_full_size(run) for run in map(Run.of, runs)}) == 2  # estimates of other data side by side
     for run in map(Run.of, runs):
@@ -59,7 +59,7 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
         scored = [f"{estimate.accuracy:.4f}" if estimate else "none", leaderboard_cell(run.leaderboard),
                   describe_gap(run, short=True) or "-"]
         if wide:
-            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.models),
+            cells += [_number(params.get("seed")), _number(params.get("members")), len(run.models), recipe_cell(params),
                       run.source or "?", run.date or "?", scored[0],
                       *_estimate_cells(estimate)[1:2], *_estimate_cells(estimate)[2:], *scored[1:],
                       _train_seconds(run),
@@ -69,6 +69,17 @@ def format_runs_table(runs: list[Run], kept_ids: set[str] = frozenset(), wide: b
             cells += scored
         rows.append(tuple(cells))
     return format_table(header, rows)
+
+
+def recipe_cell(params: dict) -> str:
+    """The switches that tell runs of the same preset and numbers apart (review 60 H: a --pseudo-label run and a
+    --final-model one had the same row): 'all-rows,pseudo,looks 2,tta'; '-' for none."""
+    switches = [("all-rows", params.get("final_model")), ("pseudo", params.get("pseudo_label")),
+                (f"tune {params.get('pseudo_tune')}", params.get("pseudo_tune")),
+                (f"looks {params.get('rare_looks')}", params.get("rare_looks")),
+                (f"alt {params.get('alternate')}", params.get("alternate") not in (None, "none")),
+                ("recal", params.get("recalibrate")), ("tta", params.get("tta"))]
+    return ",".join(word for word, on in switches if on) or "-"
 
 
 def _train_seconds(run: Run) -> str:
