@@ -75,7 +75,7 @@ def recipe_cell(params: dict) -> str:
     """The switches that tell runs of the same preset and numbers apart (review 60 H: a --pseudo-label run and a
     --final-model one had the same row): 'all-rows,pseudo,looks 2,tta'; '-' for none."""
     switches = [("all-rows", params.get("final_model")), ("pseudo", params.get("pseudo_label")),
-                (f"tune {params.get('pseudo_tune')}", params.get("pseudo_tune")),
+                (f"pseudo-tune {params.get('pseudo_tune')}", params.get("pseudo_tune")),
                 (f"looks {params.get('rare_looks')}", params.get("rare_looks")),
                 (f"alt {params.get('alternate')}", params.get("alternate") not in (None, "none")),
                 ("recal", params.get("recalibrate")), ("tta", params.get("tta"))]
