@@ -42,13 +42,10 @@ def current_submission(paths) -> Path:
     stale = stage.stale_upstream("predict")
     if stale and stale[0] != "train":
         run_id = ((record.get("key") or {}).get("params") or {}).get("run_id", "?")
-        option, variable = stage.download_options()
-        options = (stage.rerun_words("train") or ("", ""))[1]  # the run's own options, as the stages' advice gives
-        again = config.how_to(f"`make all{variable}{options}`", f"`digit-recognizer all{option}{options}`")
         as_it_is = config.how_to(f"`make submit RUN={run_id}`", f"`digit-recognizer submit --run {run_id}`")
         raise PipelineError(f"{path} was predicted before {stale[1]} changed, and {stale[0]} has not run since:"
-                            f" run {again} to predict from the data as it is now, or send this file as it is"
-                            f" with {as_it_is}")
+                            f" run {stage.all_again()} to predict from the data as it is now, or send this file as it"
+                            f" is with {as_it_is}")
     return path
 
 

@@ -49,6 +49,8 @@ def kaggle_cannot_score(source: str | None, rows: int) -> bool:
     """The user's own files (a zip or folder) with another number of test rows than the competition's: submit
     refuses their predictions."""
     return source in ("folder", "zip") and rows != COMPETITION_TEST_ROWS[COMPETITION]
+
+
 IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE

@@ -5,7 +5,6 @@ to Kaggle (pipeline.core.sent_log) says of it. The `runs` command's table and di
 import functools
 import json
 import re
-import shlex
 import zipfile
 from pathlib import Path
 
@@ -188,21 +187,23 @@ def _own_source(paths: config.Paths, train_record: dict) -> tuple[str, str]:
     """(' --source PATH', ' SOURCE=PATH') for a run trained on the user's own folder or zip, found through the run
     cache's prepare and download records that made its arrays (run.json says only "folder"); a placeholder where
     they are no longer kept; ('', '') for the sample or Kaggle's files."""
+    from pipeline.core.stage import download_options  # the current source's words, for a kept record
+
     source = ((train_record.get("extra") or {}).get("run") or {}).get("source")
     if source not in ("folder", "zip"):
         return "", ""
     arrays = (train_record.get("key") or {}).get("inputs") or {}
+    downloads = run_cache.kept_records(paths, "download")[::-1]  # the latest copy of the same files first
     for prepare in run_cache.kept_records(paths, "prepare"):
         made = prepare.get("outputs") or {}
         if not any(name in made for name in arrays) or any(made.get(name, digest) != digest
                                                            for name, digest in arrays.items()):
             continue
         raw = (prepare.get("key") or {}).get("inputs") or {}
-        for download in reversed(run_cache.kept_records(paths, "download")):  # the latest copy of the same files
-            extra = download.get("extra") or {}
-            if download.get("outputs") == raw and isinstance(extra.get("source_path"), str):
-                shown = shlex.quote(str(cache.absolute_path(extra["source_path"])))
-                return f" --source {shown}", f" SOURCE={shown}"
+        for download in downloads:
+            named = download_options(download)
+            if download.get("outputs") == raw and named[0]:
+                return named
     return f" --source <the {source} it was trained on>", f" SOURCE=<the {source} it was trained on>"
 
 
@@ -212,8 +213,9 @@ def kept_run_ids(paths: config.Paths) -> set[str]:
 
 
 def _kept_predictions(paths: config.Paths):
-    """predict's records the run cache keeps, as a call: read once for a listing of runs, only if a run needs them."""
-    return functools.cache(functools.partial(run_cache.kept_records, paths, "predict"))
+    """predict's records the run cache keeps, then its current one (the file the user last chose, restored perhaps:
+    review 60 H), as a call: read once for a listing of runs, only if a run needs them."""
+    return functools.cache(lambda: [*run_cache.kept_records(paths, "predict"), cache.load_record("predict") or {}])
 
 
 def _composed(paths: config.Paths, run: Run, sent: dict, kept_predictions) -> Run:
@@ -243,9 +245,8 @@ def submission_digest(submission: str | None) -> str | None:
 
 def _kept_submission(kept_predictions: list[dict], run_id: str) -> str | None:
     """The run's submission when its folder was deleted, while its file is still there: predict's current record's
-    when it is of this run (the file the user last chose, restored perhaps: review 60 H), else the latest predict's
-    that the run cache keeps. `runs` and `submit --run` find it."""
-    for record in [cache.load_record("predict") or {}, *reversed(kept_predictions)]:
+    when it is of this run, else the latest predict's that the run cache keeps. `runs` and `submit --run` find it."""
+    for record in reversed(kept_predictions):
         name = record.get("extra", {}).get("submission")
         if (record.get("key", {}).get("params", {}).get("run_id") == run_id and isinstance(name, str)
                 and cache.absolute_path(name).is_file()):

@@ -205,11 +205,10 @@ def out_of_date(stage_name: str, stale_stage: str, changed: str) -> PipelineErro
     option, variable = download_options()
     # Train's result needed (predict, report): `make all` trains again too, with the run's options, not the default's.
     # Above train it would train the default preset's: not offered.
-    words, all_words = _rerun_words("train") if stage_name == "train" else ("", "")
+    words = _rerun_words("train")[0] if stage_name == "train" else ""
     own = option if stale_stage == "download" else words if stale_stage == "train" else ""
     rerun = config.how_to(f"`python -m pipeline {stale_stage}{own}`", f"`digit-recognizer {stale_stage}{own}`")
-    everything = config.how_to(f"`make all{variable}{all_words}`", f"`digit-recognizer all{option}{all_words}`")
-    also = f", or {everything}" if stage_name == "train" and not _split_changed_since_train() else ""
+    also = f", or {all_again()}" if stage_name == "train" and not _split_changed_since_train() else ""
     return PipelineError(f"the {stage_name} result is out of date ({changed} changed since {stale_stage} last ran):"
                          f" run {rerun} and the stages after it{also}")
 
@@ -222,10 +221,19 @@ def _split_changed_since_train() -> bool:
     return isinstance(split, dict) and isinstance(trained_on, dict) and split != trained_on
 
 
-def download_options() -> tuple[str, str]:
+def all_again() -> str:
+    """`make all SOURCE=... <the run's options>`: the chain again from the current source, with the latest run's
+    options (the default preset's would train another run)."""
+    option, variable = download_options()
+    options = _rerun_words("train")[1]
+    return config.how_to(f"`make all{variable}{options}`", f"`digit-recognizer all{option}{options}`")
+
+
+def download_options(record: dict | None = None) -> tuple[str, str]:
     """(' --source PATH', ' SOURCE=PATH') for data from the user's own folder or zip, (' --competition C',
-    ' COMPETITION=C') for another competition's; empty for the default source (the sample, or Kaggle's files)."""
-    extra = (cache.load_record("download") or {}).get("extra") or {}
+    ' COMPETITION=C') for another competition's; empty for the default source (the sample, or Kaggle's files).
+    record: a download record (the run cache's), by default the current one."""
+    extra = ((cache.load_record("download") if record is None else record) or {}).get("extra") or {}
     source, path = extra.get("source"), extra.get("source_path")
     if source in ("folder", "zip") and isinstance(path, str):
         shown = shlex.quote(str(cache.absolute_path(path)))
